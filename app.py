@@ -1,0 +1,204 @@
+"""fleetrun's entry points: each handler parses its event and calls one service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from chalice import Chalice, Cron, Rate, Response
+from chalice.app import DynamoDBEvent, SQSEvent
+
+from chalicelib import resources
+from chalicelib.api.http import Call, json_response, register
+from chalicelib.api.openapi import build_openapi
+from chalicelib.domain.task_types import REGISTRY
+from chalicelib.observability import chalice_middleware, logger
+from chalicelib.services import agent, aggregation, dispatch, lifecycle, nodes, queries, statistics, submit, sweeper
+from chalicelib.services.views import node_view
+from chalicelib.store import tasks
+
+VERSION = "0.1.0"
+#: Chalice needs a literal stream ARN at import (chalice issue 1882); the CDK app overrides it
+STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/fleetrun/stream/1970-01-01T00:00:00.000"
+
+app = Chalice(app_name="fleetrun")
+chalice_middleware(app)
+
+
+# --- meta -------------------------------------------------------------------------------
+@register(app, "getHealth")
+def health(call: Call) -> Response:
+    return json_response({"status": "ok", "version": VERSION})
+
+
+@register(app, "getOpenApi")
+def openapi(call: Call) -> Response:
+    return json_response(build_openapi(VERSION))
+
+
+@register(app, "listTaskTypes")
+def task_types(call: Call) -> Response:
+    return json_response({"items": [t.describe() for t in REGISTRY.values()]})
+
+
+# --- tasks ------------------------------------------------------------------------------
+@register(app, "createTask")
+def create_task(call: Call) -> Response:
+    result = submit.submit(call.user.user_id, call.body(), call.header("idempotency-key"))
+    body = queries.present(result.task) if not result.replayed else queries.present(tasks.get(result.task.task_id))
+    if result.replayed:
+        return json_response(body, 200, {"Idempotent-Replayed": "true"})
+    return json_response(body, 202, {"Location": f"/v1/tasks/{result.task.task_id}"})
+
+
+@register(app, "listTasks")
+def list_tasks(call: Call) -> Response:
+    limit, cursor = call.page()
+    return json_response(queries.list_tasks(call.user, call.query(), limit, cursor))
+
+
+@register(app, "getTask")
+def get_task(call: Call, task_id: str) -> Response:
+    return json_response(queries.get_task(call.user, task_id))
+
+
+@register(app, "listNodeRuns")
+def list_node_runs(call: Call, task_id: str) -> Response:
+    limit, cursor = call.page()
+    return json_response(queries.list_runs(call.user, task_id, limit, cursor))
+
+
+@register(app, "listTaskEvents")
+def list_events(call: Call, task_id: str) -> Response:
+    limit, cursor = call.page()
+    return json_response(queries.list_events(call.user, task_id, cursor or call.query().get("after"), limit))
+
+
+@register(app, "dispatchTask")
+def dispatch_task(call: Call, task_id: str) -> Response:
+    body = call.body()
+    task = queries.visible_task(call.user, task_id)
+    result = dispatch.dispatch_nodes(task, body["target_nodes"])
+    return json_response({"dispatch": result, "task": queries.present(tasks.get(task_id))})
+
+
+@register(app, "cancelTask")
+def cancel_task(call: Call, task_id: str) -> Response:
+    task = lifecycle.cancel(queries.visible_task(call.user, task_id), call.user.user_id)
+    return json_response(queries.present(task), 202)
+
+
+@register(app, "retryTask")
+def retry_task(call: Call, task_id: str) -> Response:
+    scope = call.body().get("scope", "failed")
+    task = lifecycle.retry(queries.visible_task(call.user, task_id), scope, call.user.user_id)
+    return json_response(queries.present(task), 202)
+
+
+@register(app, "confirmTask")
+def confirm_task(call: Call, task_id: str) -> Response:
+    task = lifecycle.confirm(queries.visible_task(call.user, task_id), call.user.user_id)
+    return json_response(queries.present(task), 202)
+
+
+@register(app, "discardTask")
+def discard_task(call: Call, task_id: str) -> Response:
+    task = lifecycle.discard(queries.visible_task(call.user, task_id), call.user.user_id)
+    return json_response(queries.present(task), 202)
+
+
+@register(app, "getStatistics")
+def get_statistics(call: Call) -> Response:
+    query = call.query()
+    return json_response(statistics.statistics(call.user, query.get("type"), query.get("owner")))
+
+
+# --- nodes ------------------------------------------------------------------------------
+@register(app, "registerNode")
+def register_node(call: Call) -> Response:
+    body = call.body()
+    node, token = nodes.register(body["node_id"], body.get("labels", {}), body.get("slots", 1))
+    return json_response({"node_id": node.node_id, "token": token, "node": node_view(node)}, 201)
+
+
+@register(app, "listNodes")
+def list_nodes(call: Call) -> Response:
+    limit, cursor = call.page()
+    return json_response(nodes.page_view(limit, cursor))
+
+
+@register(app, "getNode")
+def get_node(call: Call, node_id: str) -> Response:
+    return json_response(node_view(nodes.get(node_id)))
+
+
+# --- agents -----------------------------------------------------------------------------
+@register(app, "claimRuns")
+def claim_runs(call: Call, node_id: str) -> Response:
+    nodes.require_self(call.node, node_id)
+    return json_response({"runs": agent.claim(node_id, call.body().get("max", 1))})
+
+
+@register(app, "heartbeatRun")
+def heartbeat_run(call: Call, run_id: str) -> Response:
+    body = call.body()
+    return json_response(agent.heartbeat(call.node, run_id, body["attempt"], body.get("progress"), body.get("step")))
+
+
+@register(app, "recordRunEvents")
+def record_run_events(call: Call, run_id: str) -> Response:
+    body = call.body()
+    agent.record_events(call.node, run_id, body["attempt"], body["events"])
+    return json_response({"accepted": True}, 202)
+
+
+@register(app, "completeRun")
+def complete_run(call: Call, run_id: str) -> Response:
+    body = call.body()
+    agent.complete(call.node, run_id, body["attempt"], body["status"], body.get("error_message"),
+                   body.get("output"), body.get("events"))
+    return json_response({"accepted": True})
+
+
+@register(app, "reportPlanLost")
+def report_plan_lost(call: Call, run_id: str) -> Response:
+    agent.plan_lost(call.node, run_id, call.body()["attempt"])
+    return json_response({"accepted": True}, 202)
+
+
+# --- events -----------------------------------------------------------------------------
+_job_processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def _run_job(record: SQSRecord) -> None:
+    try:
+        job = json.loads(record.body)
+    except ValueError:
+        logger.warning("dispatch job is not JSON; dropped", extra={"message_id": record.message_id})
+        return
+    dispatch.handle_job(job)
+
+
+@app.on_sqs_message(queue=resources.DISPATCH_QUEUE.name, batch_size=resources.DISPATCH_QUEUE.batch_size)
+def dispatch_worker(event: SQSEvent) -> dict[str, Any]:
+    return process_partial_response(
+        event=event.to_dict(), record_handler=_run_job, processor=_job_processor, context=event.context,
+    )
+
+
+@app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON")
+def stream_aggregator(event: DynamoDBEvent) -> dict[str, Any]:
+    failed = aggregation.process_batch(event.to_dict()["Records"])
+    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def sweep(event: Any) -> None:
+    sweeper.sweep()
+
+
+@app.schedule(Cron(17, 3, "*", "*", "?", "*"))
+def reconcile_statistics(event: Any) -> None:
+    statistics.reconcile()

@@ -1,0 +1,175 @@
+"""The operations of the HTTP API (API.md), one row each: route, auth, role, body and answers.
+
+`openapi.build_openapi` publishes this table; schema names refer to `schemas.SCHEMAS`.
+Roles: `read` = viewer and up, `write` = operator and up, `admin` = admin only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from chalicelib.api.representations import NODE_ID, TIMESTAMP
+from chalicelib.domain.statuses import TASK_STATUSES
+
+Auth = Literal["none", "user", "node"]
+Role = Literal["read", "write", "admin"]
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    auth: Auth
+    role: Role | None
+    request: str | None
+    #: status -> schema name
+    responses: Mapping[int, str]
+    query: tuple[QueryParam, ...] = ()
+    #: request headers, described in REQUEST_HEADERS
+    headers: tuple[str, ...] = ()
+    #: status -> response headers, described in RESPONSE_HEADERS
+    response_headers: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    tag: str = "tasks"
+
+
+#: schemas of the `{name}` segments of paths
+PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
+    "task_id": {"type": "string", "minLength": 1, "maxLength": 64},
+    "node_id": NODE_ID,
+    "run_id": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
+    "Idempotency-Key": QueryParam(
+        "Idempotency-Key",
+        {"type": "string", "minLength": 1, "maxLength": 128},
+        "Same key and body from the same user: 200 with the original task; different body: 422.",
+    ),
+}
+RESPONSE_HEADERS: Final[dict[str, QueryParam]] = {
+    "Location": QueryParam("Location", {"type": "string"}, "/v1/tasks/{task_id} of the created task"),
+    "Idempotent-Replayed": QueryParam("Idempotent-Replayed", {"type": "string", "enum": ["true"]}, "a replay"),
+    "Retry-After": QueryParam("Retry-After", {"type": "integer", "minimum": 1}, "seconds to wait"),
+}
+
+LIMIT: Final = QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "page size")
+CURSOR: Final = QueryParam("cursor", {"type": "string"}, "next_cursor of the previous page")
+PAGE: Final = (LIMIT, CURSOR)
+
+#: error statuses by kind of operation; every error body is the Error schema
+_READ: Final = (401, 403)
+_READ_ONE: Final = (401, 403, 404)
+_ACTION: Final = (401, 403, 404, 409, 429)
+_AGENT: Final = (400, 401, 403, 404, 409, 413)
+
+
+def answers(ok: Mapping[int, str], *errors: int) -> dict[int, str]:
+    return {**ok, **dict.fromkeys(sorted(errors), "Error")}
+
+
+def public(path: str, operation_id: str, summary: str, schema: str) -> Operation:
+    return Operation("GET", path, operation_id, summary, "none", None, None, {200: schema}, tag="meta")
+
+
+def user(method: str, path: str, operation_id: str, summary: str, role: Role, **more: Any) -> Operation:
+    return Operation(method, path, operation_id, summary, "user", role, **more)
+
+
+def agent(path: str, operation_id: str, summary: str, request: str, ok: Mapping[int, str]) -> Operation:
+    return Operation("POST", path, operation_id, summary, "node", None, request, answers(ok, *_AGENT), tag="agents")
+
+
+def task_action(action: str, summary: str, request: str | None = None) -> Operation:
+    errors = (*_ACTION, 400, 413) if request else _ACTION
+    return user(
+        "POST", f"/v1/tasks/{{task_id}}/{action}", f"{action}Task", summary, "write",
+        request=request, responses=answers({202: "Task"}, *errors),
+    )
+
+
+OPERATIONS: Final[tuple[Operation, ...]] = (
+    public("/v1/health", "getHealth", "Liveness and version", "Health"),
+    public("/v1/openapi.json", "getOpenApi", "This OpenAPI document", "OpenApiDocument"),
+    user(
+        "GET", "/v1/task-types", "listTaskTypes", "The task type registry", "read",
+        request=None, responses=answers({200: "TaskTypeList"}, *_READ),
+    ),
+    user(
+        "POST", "/v1/tasks", "createTask", "Create a task", "write",
+        request="CreateTaskRequest", responses=answers({202: "Task", 200: "Task"}, 400, 401, 403, 413, 422, 429),
+        headers=("Idempotency-Key",), response_headers={202: ("Location",), 200: ("Idempotent-Replayed",)},
+    ),
+    user(
+        "GET", "/v1/tasks", "listTasks", "Tasks the caller may see, newest first", "read",
+        request=None, responses=answers({200: "TaskPage"}, 400, *_READ),
+        query=(
+            QueryParam("status", {"type": "string", "enum": list(TASK_STATUSES)}),
+            QueryParam("type", {"type": "string"}),
+            QueryParam("tag", {"type": "string"}),
+            QueryParam("owner", {"type": "string"}, "admin only"),
+            QueryParam("created_after", TIMESTAMP),
+            QueryParam("created_before", TIMESTAMP),
+            *PAGE,
+        ),
+    ),
+    user(
+        "GET", "/v1/tasks/{task_id}", "getTask", "One task", "read",
+        request=None, responses=answers({200: "Task"}, *_READ_ONE),
+    ),
+    user(
+        "GET", "/v1/tasks/{task_id}/nodes", "listNodeRuns", "The node runs of a task", "read",
+        request=None, responses=answers({200: "NodeRunPage"}, 400, *_READ_ONE), query=PAGE,
+    ),
+    user(
+        "GET", "/v1/tasks/{task_id}/events", "listTaskEvents", "Events of a task, oldest first", "read",
+        request=None, responses=answers({200: "EventPage"}, 400, *_READ_ONE),
+        query=(QueryParam("after", {"type": "string"}, "only events after this event_id"), *PAGE),
+    ),
+    user(
+        "POST", "/v1/tasks/{task_id}/dispatch", "dispatchTask", "Make sure every listed node has a run", "write",
+        request="DispatchRequest", responses=answers({200: "DispatchResponse"}, 400, 413, *_ACTION),
+    ),
+    task_action("cancel", "Cancel a pending, running or apply_pending task"),
+    task_action("retry", "Run failed (or all) nodes again", request="RetryRequest"),
+    task_action("confirm", "Apply the plan of an apply_pending task"),
+    task_action("discard", "Discard the plan of an apply_pending task"),
+    user(
+        "GET", "/v1/statistics", "getStatistics", "Task statistics", "read",
+        request=None, responses=answers({200: "Statistics"}, 400, *_READ),
+        query=(QueryParam("type", {"type": "string"}), QueryParam("owner", {"type": "string"}, "admin only")),
+    ),
+    user(
+        "POST", "/v1/nodes", "registerNode", "Register a node; answers its agent token once", "admin",
+        request="RegisterNodeRequest", responses=answers({201: "NodeRegistered"}, 400, 401, 403, 409, 413, 429),
+        tag="nodes",
+    ),
+    user(
+        "GET", "/v1/nodes", "listNodes", "Registered nodes", "read",
+        request=None, responses=answers({200: "NodePage"}, 400, *_READ), query=PAGE, tag="nodes",
+    ),
+    user(
+        "GET", "/v1/nodes/{node_id}", "getNode", "One node", "read",
+        request=None, responses=answers({200: "Node"}, *_READ_ONE), tag="nodes",
+    ),
+    agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
+    agent(
+        "/v1/runs/{run_id}/heartbeat", "heartbeatRun", "Extend the lease; 409 when lost", "HeartbeatRequest",
+        {200: "HeartbeatResponse"},
+    ),
+    agent("/v1/runs/{run_id}/events", "recordRunEvents", "Record events", "RunEventsRequest", {202: "Accepted"}),
+    agent("/v1/runs/{run_id}/complete", "completeRun", "Finish a run", "CompleteRequest", {200: "Accepted"}),
+    agent(
+        "/v1/runs/{run_id}/plan-lost", "reportPlanLost", "The runner lost the plan context", "PlanLostRequest",
+        {202: "Accepted"},
+    ),
+)

@@ -1,0 +1,112 @@
+"""The HTTP edge: routes registered from the contract table, who is calling, error mapping.
+
+`app.py` declares one view per operation; this module gives each view a `Call` with the
+authenticated caller and the parsed body, and turns every FleetrunError into the error
+body of API.md. HTTP concerns stay here and in `app.py`; services never see a request.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chalice import Chalice, Response
+from chalice.app import Request
+
+from chalicelib import auth, ratelimit
+from chalicelib.api.contract import OPERATIONS, Operation
+from chalicelib.api.validation import page_params, parse
+from chalicelib.errors import FleetrunError, RateLimited
+from chalicelib.observability import logger
+
+OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Call:
+    operation: Operation
+    request: Request
+    actor: auth.Actor | None = None
+    node_id: str | None = None
+
+    @property
+    def user(self) -> auth.Actor:
+        assert self.actor is not None, f"{self.operation.operation_id} is not a user route"
+        return self.actor
+
+    @property
+    def node(self) -> str:
+        assert self.node_id is not None, f"{self.operation.operation_id} is not an agent route"
+        return self.node_id
+
+    def body(self) -> dict[str, Any]:
+        assert self.operation.request is not None
+        return parse(self.operation.request, self.request.raw_body)
+
+    def query(self) -> dict[str, str]:
+        return dict(self.request.query_params or {})
+
+    def page(self) -> tuple[int, str | None]:
+        return page_params(self.request.query_params)
+
+    def header(self, name: str) -> str | None:
+        value: str | None = self.request.headers.get(name)
+        return value
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=json.dumps(body, separators=(",", ":"), default=str),
+        status_code=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def error_response(error: FleetrunError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    return json_response(error.body(), error.status, headers)
+
+
+def _authenticate(operation: Operation, request: Request) -> Call:
+    authorization = request.headers.get("authorization")
+    if operation.auth == "user":
+        actor = auth.authenticate_user(authorization)
+        assert operation.role is not None
+        auth.require(actor, operation.role)
+        if operation.method in _WRITE_METHODS:
+            ratelimit.check_write(actor.user_id)
+        logger.append_keys(user=actor.user_id)
+        return Call(operation, request, actor=actor)
+    if operation.auth == "node":
+        node_id = auth.authenticate_node(authorization)
+        logger.append_keys(node=node_id)
+        return Call(operation, request, node_id=node_id)
+    return Call(operation, request)
+
+
+def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """Register `view(call, **path_params)` as the route of a contract operation."""
+    operation = OPERATIONS_BY_ID[operation_id]
+
+    def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
+        @functools.wraps(view)
+        def route(**path: str) -> Response:
+            logger.append_keys(**{k: v for k, v in path.items() if k in ("task_id", "node_id", "run_id")})
+            try:
+                return view(_authenticate(operation, app.current_request), **path)
+            except FleetrunError as error:
+                if error.status >= 500:
+                    logger.exception("request failed", extra={"operation": operation_id})
+                return error_response(error)
+            except Exception:
+                logger.exception("unexpected error", extra={"operation": operation_id})
+                return error_response(FleetrunError("an internal error occurred; it has been logged"))
+
+        app.route(operation.path, methods=[operation.method])(route)
+        return view
+
+    return decorate

@@ -1,0 +1,236 @@
+"""JSON Schemas (Draft 2020-12) of what the API answers: the representations of API.md.
+
+Response schemas leave `additionalProperties` open: API.md lets the service add fields.
+Every listed field is required: a field with no value is present as `null`.
+`chalicelib.api.schemas` gathers these with the request schemas into `SCHEMAS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from chalicelib.domain.statuses import RUN_STATUSES, TASK_STATUSES
+
+Schema = dict[str, Any]
+
+#: node ids everywhere: target nodes, runners, agents
+NODE_ID: Final[Schema] = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+TIMESTAMP: Final[Schema] = {"type": "string", "format": "date-time", "description": "RFC 3339 UTC"}
+PROGRESS: Final[Schema] = {"type": "integer", "minimum": 0, "maximum": 100}
+COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
+#: `max_errors`: a node count or a share of the targets
+MAX_ERRORS: Final[Schema] = {
+    "description": 'an integer >= 0 or a percentage string like "10%"',
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,3}%$"}],
+}
+NODE_STATUSES: Final = ("idle", "allocated", "maintenance", "offline")
+
+
+def nullable(schema: Schema) -> Schema:
+    """The same schema, also accepting `null` (OpenAPI 3.1 style: a type list, no `nullable`)."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def record(properties: dict[str, Schema], description: str = "") -> Schema:
+    """An object whose every property is present (nullable ones as `null`); extra fields allowed."""
+    schema: Schema = {"type": "object", "properties": properties, "required": list(properties)}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def counts_of(keys: tuple[str, ...]) -> Schema:
+    return record({key: COUNT for key in keys})
+
+
+def page_of(item: Schema, description: str) -> Schema:
+    return record(
+        {"items": {"type": "array", "items": item}, "next_cursor": nullable({"type": "string"})}, description
+    )
+
+
+_STRING: Final[Schema] = {"type": "string"}
+_NULLABLE_STRING: Final[Schema] = nullable(_STRING)
+
+DispatchResult: Final[Schema] = record(
+    {"triggered": {"type": "boolean"}, "target_node_count": COUNT, "created_count": COUNT, "skipped_count": COUNT},
+    "What the last dispatch did: node runs created for new targets, existing ones skipped.",
+)
+
+Task: Final[Schema] = record(
+    {
+        "task_id": _STRING,
+        "type": _STRING,
+        "name": _NULLABLE_STRING,
+        "owner": _STRING,
+        "status": {"type": "string", "enum": list(TASK_STATUSES)},
+        "stage": _NULLABLE_STRING,
+        "progress": PROGRESS,
+        "target_nodes": {"type": "array", "items": NODE_ID},
+        "parameters": {"type": "object", "description": 'secret parameters read "***"'},
+        "tags": {"type": "array", "items": _STRING},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+        "max_concurrency": {"type": "integer", "minimum": 1},
+        "max_errors": MAX_ERRORS,
+        "concurrency_key": _NULLABLE_STRING,
+        "runner_node": nullable(NODE_ID),
+        "attempt": {"type": "integer", "minimum": 1},
+        "node_counts": counts_of(RUN_STATUSES),
+        "dispatch": DispatchResult,
+        "error_message": _NULLABLE_STRING,
+        "created_at": TIMESTAMP,
+        "started_at": nullable(TIMESTAMP),
+        "completed_at": nullable(TIMESTAMP),
+        "updated_at": TIMESTAMP,
+    },
+    "A task; `completed_at` is set only in a terminal status.",
+)
+TaskPage: Final[Schema] = page_of(Task, "Tasks, newest first.")
+
+NodeRun: Final[Schema] = record(
+    {
+        "run_id": _STRING,
+        "task_id": _STRING,
+        "node": NODE_ID,
+        "runner": NODE_ID,
+        "status": {"type": "string", "enum": list(RUN_STATUSES)},
+        "attempt": {"type": "integer", "minimum": 1},
+        "progress": PROGRESS,
+        "step": _NULLABLE_STRING,
+        "error_message": _NULLABLE_STRING,
+        "started_at": nullable(TIMESTAMP),
+        "completed_at": nullable(TIMESTAMP),
+    },
+    "The run of one task on one target node; `run_id` is stable per (task, node).",
+)
+NodeRunPage: Final[Schema] = page_of(NodeRun, "The node runs of a task.")
+
+Event: Final[Schema] = record(
+    {
+        "event_id": _STRING,
+        "at": TIMESTAMP,
+        "type": {"type": "string", "description": "info, success, warning, error or a service event (task.created)"},
+        "step": _NULLABLE_STRING,
+        "node": nullable(NODE_ID),
+        "message": _STRING,
+        "progress": nullable(PROGRESS),
+        "data": {"type": "object"},
+    },
+    "One entry of a task's log.",
+)
+EventPage: Final[Schema] = page_of(Event, "Events of a task, oldest first.")
+
+DispatchResponse: Final[Schema] = record({"dispatch": DispatchResult, "task": Task})
+
+Statistics: Final[Schema] = record(
+    {
+        "total_tasks": COUNT,
+        "by_status": counts_of(TASK_STATUSES),
+        "running_tasks": COUNT,
+        "completed_tasks": COUNT,
+        "failed_tasks": COUNT,
+        "type_stats": {"type": "object", "additionalProperties": COUNT},
+        "success_rate": nullable({"type": "number", "minimum": 0, "maximum": 100}),
+        "avg_duration_seconds": nullable({"type": "number", "minimum": 0}),
+        "node_runs": counts_of(("succeeded", "failed", "timed_out", "cancelled")),
+        "as_of": TIMESTAMP,
+    },
+    "Task counts; success_rate = completed / (completed + partial_failure + failed) x 100, null if none finished.",
+)
+
+TaskType: Final[Schema] = record(
+    {
+        "name": _STRING,
+        "description": _STRING,
+        "steps": {"type": "array", "items": _STRING},
+        "parameters_schema": {"type": "object", "description": "JSON Schema (Draft 2020-12) of `parameters`"},
+        "secret_parameters": {"type": "array", "items": _STRING},
+        "requires_confirmation": {"type": "boolean"},
+        "default_max_concurrency": {"type": "integer", "minimum": 1},
+        "max_attempts": {"type": "integer", "minimum": 1},
+        "executor": {"type": "string", "enum": ["agent", "service"]},
+    },
+    "A built-in task type.",
+)
+TaskTypeList: Final[Schema] = record({"items": {"type": "array", "items": TaskType}})
+
+Node: Final[Schema] = record(
+    {
+        "node_id": NODE_ID,
+        "labels": {"type": "object", "additionalProperties": _STRING},
+        "slots": {"type": "integer", "minimum": 1},
+        "status": {"type": "string", "enum": list(NODE_STATUSES)},
+        "last_seen_at": nullable(TIMESTAMP),
+        "created_at": TIMESTAMP,
+    },
+    "A registered node (a machine with an agent).",
+)
+NodePage: Final[Schema] = page_of(Node, "Registered nodes.")
+NodeRegistered: Final[Schema] = record(
+    {"node_id": NODE_ID, "token": {"type": "string", "description": "the node's agent token, shown once"}, "node": Node}
+)
+
+ClaimedRun: Final[Schema] = record(
+    {
+        "run_id": _STRING,
+        "task_id": _STRING,
+        "node": NODE_ID,
+        "type": _STRING,
+        "phase": {"type": "string", "enum": ["plan", "apply", "run"]},
+        "step": _STRING,
+        "steps": {"type": "array", "items": _STRING},
+        "attempt": {"type": "integer", "minimum": 1},
+        "parameters": {"type": "object", "description": "secrets in clear: this route only"},
+        "lease_expires_at": TIMESTAMP,
+    },
+    "A run now `running` and leased to the claiming agent until `lease_expires_at`.",
+)
+Claim: Final[Schema] = record({"runs": {"type": "array", "items": ClaimedRun}})
+HeartbeatResponse: Final[Schema] = record({"lease_expires_at": TIMESTAMP, "cancel_requested": {"type": "boolean"}})
+Accepted: Final[Schema] = record({"accepted": {"const": True}})
+Health: Final[Schema] = record({"status": {"type": "string", "description": "ok when healthy"}, "version": _STRING})
+OpenApiDocument: Final[Schema] = {"type": "object", "description": "This OpenAPI 3.1 document."}
+
+Error: Final[Schema] = record(
+    {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": _STRING,
+                "message": _STRING,
+                "details": {
+                    "type": "array",
+                    "items": record({"path": _STRING, "message": _STRING}),
+                    "description": "validation_error only: each problem with its JSON path, like $.target_nodes[3]",
+                },
+            },
+            "required": ["code", "message"],
+            "additionalProperties": True,
+        }
+    },
+    "Every error. Some codes carry extra fields (current_status, allowed_from, retry_after, ...).",
+)
+
+RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
+    "Task": Task,
+    "TaskPage": TaskPage,
+    "NodeRun": NodeRun,
+    "NodeRunPage": NodeRunPage,
+    "Event": Event,
+    "EventPage": EventPage,
+    "DispatchResult": DispatchResult,
+    "DispatchResponse": DispatchResponse,
+    "Statistics": Statistics,
+    "TaskType": TaskType,
+    "TaskTypeList": TaskTypeList,
+    "Node": Node,
+    "NodePage": NodePage,
+    "NodeRegistered": NodeRegistered,
+    "ClaimedRun": ClaimedRun,
+    "Claim": Claim,
+    "HeartbeatResponse": HeartbeatResponse,
+    "Accepted": Accepted,
+    "Health": Health,
+    "OpenApiDocument": OpenApiDocument,
+    "Error": Error,
+}

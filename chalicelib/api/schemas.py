@@ -1,0 +1,150 @@
+"""JSON Schemas (Draft 2020-12) of the request bodies, and `SCHEMAS`: every schema by name.
+
+`validation.parse` validates against these very dicts and `openapi.build_openapi` publishes
+them as `components.schemas`, so the contract is written once. Request bodies reject unknown
+fields (`additionalProperties: false`). `default` documents what the service assumes for a
+missing field; `parse` does not fill it in.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from chalicelib.api.representations import (
+    MAX_ERRORS,
+    NODE_ID,
+    PROGRESS,
+    RESPONSE_SCHEMAS,
+    Schema,
+    nullable,
+)
+from chalicelib.domain.task_types import REGISTRY
+
+
+def body(properties: dict[str, Schema], required: tuple[str, ...] = (), description: str = "") -> Schema:
+    """A request body: only the listed fields, `required` ones present."""
+    schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def parameters_component(task_type: str) -> str:
+    """The component holding a type's parameter schema: `iac.plan_apply` → `Parameters_iac_plan_apply`."""
+    return "Parameters_" + task_type.replace(".", "_")
+
+
+TARGET_NODES: Final[Schema] = {
+    "type": "array",
+    "items": NODE_ID,
+    "minItems": 1,
+    "maxItems": 10_000,
+    "uniqueItems": True,
+}
+ATTEMPT: Final[Schema] = {"type": "integer", "minimum": 1, "description": "the attempt the run was claimed for"}
+STEP: Final[Schema] = {"type": "string", "maxLength": 128}
+MESSAGE: Final[Schema] = {"type": "string", "maxLength": 4096}
+
+_PARAMETER_SCHEMAS_DOC = "; ".join(
+    f"`{name}`: [{parameters_component(name)}](#/components/schemas/{parameters_component(name)})"
+    for name in sorted(REGISTRY)
+)
+
+CreateTaskRequest: Final[Schema] = body(
+    {
+        "type": {"type": "string", "minLength": 1, "maxLength": 128, "description": "a name from GET /v1/task-types"},
+        "name": {"type": "string", "maxLength": 256},
+        "target_nodes": {
+            **TARGET_NODES,
+            "description": "required for agent-executed types; omitted for types the service runs itself",
+        },
+        "parameters": {"type": "object", "description": "validated against the JSON Schema of `type`"},
+        "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}, "maxItems": 20},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+        "max_concurrency": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10_000,
+            "description": "default: the type's default_max_concurrency",
+        },
+        "max_errors": {**MAX_ERRORS, "default": 0},
+        "concurrency_key": nullable({"type": "string", "minLength": 1, "maxLength": 256}),
+        "runner_node": {**nullable(NODE_ID), "description": "a delegate that runs every node run of the task"},
+    },
+    required=("type",),
+    description=(
+        "Create a task. `parameters` is validated against the parameter schema of the chosen type: "
+        + _PARAMETER_SCHEMAS_DOC
+        + ". Parameters a type marks secret read \"***\" in every answer."
+    ),
+)
+
+DispatchRequest: Final[Schema] = body({"target_nodes": TARGET_NODES}, required=("target_nodes",))
+
+RetryRequest: Final[Schema] = body(
+    {"scope": {"type": "string", "enum": ["failed", "all"], "default": "failed"}},
+    description="`failed`: only failed, timed out and cancelled nodes run again; `all`: every node.",
+)
+
+RegisterNodeRequest: Final[Schema] = body(
+    {
+        "node_id": NODE_ID,
+        "labels": {
+            "type": "object",
+            "maxProperties": 50,
+            "propertyNames": {"minLength": 1, "maxLength": 128},
+            "additionalProperties": {"type": "string", "maxLength": 256},
+        },
+        "slots": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1},
+    },
+    required=("node_id",),
+)
+
+ClaimRequest: Final[Schema] = body({"max": {"type": "integer", "minimum": 1, "maximum": 50, "default": 1}})
+
+HeartbeatRequest: Final[Schema] = body({"attempt": ATTEMPT, "progress": PROGRESS, "step": STEP}, required=("attempt",))
+
+RunEvent: Final[Schema] = body(
+    {
+        "type": {"type": "string", "enum": ["info", "success", "warning", "error"]},
+        "step": STEP,
+        "message": MESSAGE,
+        "progress": PROGRESS,
+        "data": {"type": "object"},
+    },
+    required=("type",),
+)
+RUN_EVENTS: Final[Schema] = {"type": "array", "items": RunEvent, "minItems": 1, "maxItems": 100}
+
+RunEventsRequest: Final[Schema] = body({"attempt": ATTEMPT, "events": RUN_EVENTS}, required=("attempt", "events"))
+
+CompleteRequest: Final[Schema] = body(
+    {
+        "attempt": ATTEMPT,
+        "status": {"type": "string", "enum": ["succeeded", "failed", "cancelled"]},
+        "error_message": nullable(MESSAGE),
+        "output": nullable({"type": "string", "maxLength": 65_536}),
+        "events": {**RUN_EVENTS, "description": "last events, recorded with the completion"},
+    },
+    required=("attempt", "status"),
+)
+
+PlanLostRequest: Final[Schema] = body({"attempt": ATTEMPT}, required=("attempt",))
+
+REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
+    "CreateTaskRequest": CreateTaskRequest,
+    "DispatchRequest": DispatchRequest,
+    "RetryRequest": RetryRequest,
+    "RegisterNodeRequest": RegisterNodeRequest,
+    "ClaimRequest": ClaimRequest,
+    "HeartbeatRequest": HeartbeatRequest,
+    "RunEvent": RunEvent,
+    "RunEventsRequest": RunEventsRequest,
+    "CompleteRequest": CompleteRequest,
+    "PlanLostRequest": PlanLostRequest,
+}
+
+#: every schema of the contract by component name: what `parse` validates and OpenAPI publishes
+SCHEMAS: Final[dict[str, Schema]] = {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}

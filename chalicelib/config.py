@@ -1,0 +1,94 @@
+"""Settings, read from the environment when first needed (never at import).
+
+Tests and the local runtime set the environment first; `reset()` forgets cached values.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+@cache
+def table_name() -> str:
+    return os.environ.get("FLEETRUN_TABLE", "fleetrun")
+
+
+@cache
+def region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+@cache
+def dispatch_queue_url() -> str:
+    return os.environ.get("FLEETRUN_DISPATCH_QUEUE_URL", "")
+
+
+@cache
+def outputs_bucket() -> str:
+    return os.environ.get("FLEETRUN_OUTPUTS_BUCKET", "fleetrun-outputs")
+
+
+@cache
+def kms_key_id() -> str:
+    return os.environ.get("FLEETRUN_KMS_KEY_ID", "alias/fleetrun")
+
+
+@cache
+def lease_seconds() -> int:
+    return _int("FLEETRUN_LEASE_SECONDS", 60)
+
+
+@cache
+def rate_limit_per_minute() -> int:
+    return _int("FLEETRUN_RATE_LIMIT", 600)
+
+
+@cache
+def local_mode() -> bool:
+    return os.environ.get("FLEETRUN_LOCAL", "") not in ("", "0", "false")
+
+
+@cache
+def jwt_secret() -> str:
+    """HS256 secret; only honoured in local mode or when explicitly configured."""
+    secret = os.environ.get("FLEETRUN_JWT_SECRET", "")
+    if not secret and local_mode():
+        return "local-dev-secret"
+    return secret
+
+
+@cache
+def oidc_issuer() -> str:
+    return os.environ.get("FLEETRUN_OIDC_ISSUER", "")
+
+
+@cache
+def oidc_audience() -> str:
+    return os.environ.get("FLEETRUN_OIDC_AUDIENCE", "")
+
+
+@cache
+def undispatched_grace_seconds() -> int:
+    """How long an acknowledged task may wait for its dispatch before the sweeper re-sends it."""
+    return _int("FLEETRUN_UNDISPATCHED_GRACE_SECONDS", 60)
+
+
+@cache
+def public_url() -> str:
+    return os.environ.get("FLEETRUN_PUBLIC_URL", "")
+
+
+def reset() -> None:
+    """Forget every cached setting (tests change the environment between cases)."""
+    for getter in (
+        table_name, region, dispatch_queue_url, outputs_bucket, kms_key_id, lease_seconds,
+        rate_limit_per_minute, local_mode, jwt_secret, oidc_issuer, oidc_audience,
+        undispatched_grace_seconds, public_url,
+    ):
+        getter.cache_clear()

@@ -1,0 +1,61 @@
+"""What fleetrun needs from AWS, declared once.
+
+The CDK app, the local runtime and the tests build their resources from these definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.store.models import ALL_INDEXES, TTL_ATTRIBUTE
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    #: seconds a received message stays invisible (>= the consumer Lambda's timeout)
+    visibility_timeout: int
+    #: receives before a message goes to the dead-letter queue
+    max_receive_count: int
+    batch_size: int
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.name}-dlq"
+
+
+DISPATCH_QUEUE = QueueSpec("fleetrun-dispatch", visibility_timeout=120, max_receive_count=5, batch_size=5)
+QUEUES: tuple[QueueSpec, ...] = (DISPATCH_QUEUE,)
+
+STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
+STREAM_BATCH_SIZE = 100
+KMS_ALIAS = "alias/fleetrun"
+OUTPUTS_BUCKET = "fleetrun-outputs"
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """`CreateTable` arguments of the single table (on-demand, with stream)."""
+    attributes = {"pk", "sk"}
+    indexes = []
+    for index in ALL_INDEXES:
+        schema = index._get_schema()
+        attributes.update(a["AttributeName"] for a in schema["key_schema"])
+        indexes.append(
+            {
+                "IndexName": schema["index_name"],
+                "KeySchema": schema["key_schema"],
+                "Projection": schema["projection"],
+            }
+        )
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+        "GlobalSecondaryIndexes": indexes,
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE},
+    }
+
+
+TTL_ATTRIBUTE_NAME = TTL_ATTRIBUTE

@@ -1,0 +1,126 @@
+"""Secret task parameters: masked in the task item, sealed with KMS envelope encryption.
+
+A task stores its parameters with every secret value replaced by `MASK`, plus one sealed
+blob: a KMS data key (encrypted under `config.kms_key_id()`) and the secret values
+encrypted with it (AES-256-GCM). Only the claim route reveals them, to the agent that
+runs the node; everything an agent sends back is passed through `redact`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from chalicelib import aws, config
+from chalicelib.errors import FleetrunError
+
+MASK: Final = "***"
+_VERSION: Final = 1
+_NONCE_BYTES: Final = 12
+#: bound to both the KMS data key and the AES ciphertext: a blob made for another purpose won't open
+_CONTEXT: Final = {"purpose": "fleetrun-task-secrets"}
+_AAD: Final = json.dumps(_CONTEXT, sort_keys=True, separators=(",", ":")).encode()
+
+
+def split(parameters: dict[str, Any], secret_names: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (parameters with each present secret replaced by `MASK`, the secret values)."""
+    secret_values = {name: value for name, value in parameters.items() if name in secret_names}
+    masked = {name: MASK if name in secret_values else value for name, value in parameters.items()}
+    return masked, secret_values
+
+
+def seal(values: dict[str, Any]) -> str | None:
+    """Encrypt secret values under a fresh KMS data key; None when there is nothing to seal."""
+    if not values:
+        return None
+    data_key = aws.client("kms").generate_data_key(
+        KeyId=config.kms_key_id(), KeySpec="AES_256", EncryptionContext=_CONTEXT
+    )
+    nonce = os.urandom(_NONCE_BYTES)
+    clear = json.dumps(values, separators=(",", ":")).encode()
+    ciphertext = AESGCM(data_key["Plaintext"]).encrypt(nonce, clear, _AAD)
+    blob = {"v": _VERSION, "k": _b64(data_key["CiphertextBlob"]), "n": _b64(nonce), "c": _b64(ciphertext)}
+    return json.dumps(blob, separators=(",", ":"))
+
+
+def unseal(blob: str | None) -> dict[str, Any]:
+    """Decrypt a `seal` blob ({} for None).
+
+    Raises FleetrunError when the blob is malformed or was tampered with; KMS errors a
+    retry can fix (throttling, network) propagate unchanged.
+    """
+    if not blob:
+        return {}
+    try:
+        sealed = json.loads(blob)
+        if sealed.get("v") != _VERSION:
+            raise ValueError(f"unknown sealed secrets version {sealed.get('v')!r}")
+        key = _data_key(base64.b64decode(sealed["k"], validate=True))
+        clear = AESGCM(key).decrypt(
+            base64.b64decode(sealed["n"], validate=True), base64.b64decode(sealed["c"], validate=True), _AAD
+        )
+        values: dict[str, Any] = json.loads(clear)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, InvalidTag) as exc:
+        raise FleetrunError("sealed task secrets could not be opened") from exc
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "InvalidCiphertextException":
+            raise
+        raise FleetrunError("sealed task secrets could not be opened") from exc
+    return values
+
+
+def reveal(masked: dict[str, Any], sealed: str | None) -> dict[str, Any]:
+    """Parameters with the secret values put back (only the claim route may call this)."""
+    return {**masked, **unseal(sealed)}
+
+
+def redact(value: Any, secret_values: Iterable[str]) -> Any:
+    """Replace every occurrence of a secret value inside the strings of a nested structure."""
+    needles = sorted({str(s) for s in secret_values if _redactable(s)}, key=len, reverse=True)
+    if not needles:
+        return value
+    pattern = re.compile("|".join(re.escape(needle) for needle in needles))
+    return _redact(value, pattern)
+
+
+def reset() -> None:
+    """Forget cached data keys (tests)."""
+    _data_key.cache_clear()
+
+
+# One Decrypt per data key per container: a task's blob is read by every claim of its runs.
+@lru_cache(maxsize=256)
+def _data_key(encrypted_key: bytes) -> bytes:
+    plaintext: bytes = aws.client("kms").decrypt(CiphertextBlob=encrypted_key, EncryptionContext=_CONTEXT)["Plaintext"]
+    return plaintext
+
+
+def _redact(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(MASK, value)
+    if isinstance(value, dict):
+        return {key: _redact(item, pattern) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact(item, pattern) for item in value)
+    return value
+
+
+def _redactable(secret: Any) -> bool:
+    # numbers count too (a PIN echoed in a message); empty strings would match everywhere
+    return (isinstance(secret, str) and secret != "") or (
+        isinstance(secret, int | float) and not isinstance(secret, bool)
+    )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")

@@ -1,0 +1,198 @@
+"""The agent protocol: claim, heartbeat, events, complete, plan-lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import aws, clock, config, secrets
+from chalicelib.domain import rules
+from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.domain.task_types import get_task_type
+from chalicelib.errors import InvalidTransition, LeaseLost, NotFound
+from chalicelib.observability import count, logger
+from chalicelib.services import nodes
+from chalicelib.services.views import counts_of
+from chalicelib.store import events, runs, tasks
+from chalicelib.store.models import NodeRunItem, TaskItem
+from chalicelib.store.runs import run_id, split_run_id
+
+#: outputs larger than this go to S3 (a run item must stay small: write units are per KB)
+INLINE_OUTPUT_BYTES = 1024
+MAX_OUTPUT_BYTES = 64 * 1024
+_CANDIDATES_PER_QUERY = 25
+
+
+def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
+    """Lease up to `max_runs` claimable runs whose runner is this node, best priority first."""
+    nodes.touch(node_id)
+    claimed: list[dict[str, Any]] = []
+    task_cache: dict[str, TaskItem | None] = {}
+    after: str | None = None
+    while len(claimed) < max_runs:
+        candidates = runs.claimable(node_id, after, _CANDIDATES_PER_QUERY)
+        for candidate in candidates:
+            after = candidate.claim_sk
+            priority, task_id, ordinal = candidate.claim_sk.split("#")
+            task = task_cache.get(task_id) if task_id in task_cache else task_cache.setdefault(task_id, tasks.find(task_id))
+            if task is None or not _may_start(task, int(ordinal)):
+                after = f"{priority}#{task_id}#~"  # nothing later of this task can start either
+                continue
+            run = _lease(task, candidate.sk.removeprefix("RUN#"), candidate.claim_sk, node_id)
+            if run is not None:
+                claimed.append(_claimed_view(task, run))
+                if len(claimed) == max_runs:
+                    break
+        if len(candidates) < _CANDIDATES_PER_QUERY:
+            break
+    if claimed:
+        count("NodeRunsClaimed", value=len(claimed))
+    return claimed
+
+
+def _may_start(task: TaskItem, ordinal: int) -> bool:
+    if task.status != TaskStatus.RUNNING or task.halted or int(task.dispatched_attempt) != int(task.attempt):
+        return False
+    finished = rules.finished_count(counts_of(task))
+    released = int(task.max_concurrency) + finished - int(task.finished_base)
+    return ordinal < released
+
+
+def _lease(task: TaskItem, node: str, claim_sk: str, runner: str) -> NodeRunItem | None:
+    now = clock.now_epoch()
+    task_type = get_task_type(task.type)
+    return runs.apply(
+        task.task_id, node, "claim", clock.rfc3339(now),
+        condition=(NodeRunItem.claim_sk == claim_sk) & (NodeRunItem.generation == task.attempt),
+        fields={
+            "lease_owner": runner, "lease_expires_at": int(now) + config.lease_seconds(),
+            "claim_pk": None, "claim_sk": None, "progress": 0, "step": task_type.steps[0], "phase": "run",
+            "cancel_requested": False,
+        },
+    )
+
+
+def _claimed_view(task: TaskItem, run: NodeRunItem) -> dict[str, Any]:
+    task_type = get_task_type(task.type)
+    return {
+        "run_id": run_id(run.task_id, run.node),
+        "task_id": run.task_id,
+        "node": run.node,
+        "type": task.type,
+        "phase": run.phase,
+        "step": run.step,
+        "steps": list(task_type.steps),
+        "attempt": int(run.attempt),
+        "parameters": secrets.reveal(tasks.parameters_of(task), task.sealed_secrets),
+        "lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
+    }
+
+
+def _leased_run(run_id_value: str, node_id: str, attempt: int) -> NodeRunItem:
+    task_id, node = split_run_id(run_id_value)
+    run = runs.find(task_id, node)
+    if run is None:
+        raise NotFound(f"run {run_id_value} not found")
+    if run.runner != node_id:
+        raise NotFound(f"run {run_id_value} not found")
+    return run
+
+
+def heartbeat(node_id: str, run_id_value: str, attempt: int, progress: int | None, step: str | None) -> dict[str, Any]:
+    """Extend the lease; tell the agent whether to stop. Raises LeaseLost."""
+    task_id, node = split_run_id(run_id_value)
+    now = clock.now_epoch()
+    fields: dict[str, Any] = {"lease_expires_at": int(now) + config.lease_seconds(), "updated_at": clock.rfc3339(now)}
+    if progress is not None:
+        fields["progress"] = progress
+    if step is not None:
+        fields["step"] = step
+    run = runs.update_leased(task_id, node, attempt, node_id, fields)
+    if run is None:
+        raise _lease_lost(run_id_value, node_id)
+    return {
+        "lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
+        "cancel_requested": bool(run.cancel_requested),
+    }
+
+
+def _lease_lost(run_id_value: str, node_id: str) -> Exception:
+    task_id, node = split_run_id(run_id_value)
+    current = runs.find(task_id, node)
+    if current is None or current.runner != node_id:
+        return NotFound(f"run {run_id_value} not found")
+    return LeaseLost(run_id_value, current.status, int(current.attempt))
+
+
+def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dict[str, Any]]) -> int:
+    """Append an agent's events (one write). Raises LeaseLost for another attempt."""
+    run = _leased_run(run_id_value, node_id, attempt)
+    if int(run.attempt) != attempt:
+        raise LeaseLost(run_id_value, run.status, int(run.attempt))
+    _append_events(run, batch)
+    return len(batch)
+
+
+def _append_events(run: NodeRunItem, batch: list[dict[str, Any]]) -> None:
+    if not batch:
+        return
+    task = tasks.get(run.task_id, consistent=False)
+    secret_values = [str(v) for v in secrets.unseal(task.sealed_secrets).values()]
+    now = clock.now_iso()
+    cleaned = [
+        {
+            "at": now, "type": event.get("type", "info"), "step": event.get("step"), "node": run.node,
+            "message": event.get("message", ""), "progress": event.get("progress"), "data": event.get("data") or {},
+            "attempt": int(run.attempt),
+        }
+        for event in batch
+    ]
+    events.append(run.task_id, secrets.redact(cleaned, secret_values))
+
+
+_ACTIONS = {"succeeded": "succeed", "failed": "fail", "cancelled": "cancel"}
+
+
+def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_message: str | None,
+             output: str | None, batch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Finish a leased run. A repeated identical call answers the same; a stale one raises LeaseLost."""
+    task_id, node = split_run_id(run_id_value)
+    current = _leased_run(run_id_value, node_id, attempt)
+    if current.cancel_requested and status == RunStatus.FAILED:
+        status = RunStatus.CANCELLED
+    fields: dict[str, Any] = {"lease_expires_at": None}
+    fields.update(_store_output(task_id, node, attempt, output))
+    run = runs.apply(
+        task_id, node, _ACTIONS[status], clock.now_iso(),
+        condition=runs.lease_held(attempt, node_id), error_message=error_message, fields=fields,
+    )
+    if run is None:
+        latest = runs.find(task_id, node)
+        if latest is not None and int(latest.attempt) == attempt and latest.status == status and latest.lease_owner == node_id:
+            return {"run": _done_view(latest), "replayed": True}
+        raise LeaseLost(run_id_value, latest.status if latest else None, int(latest.attempt) if latest else None)
+    if batch:
+        _append_events(run, batch)
+    count("NodeRunsFinished", status=status)
+    logger.info("run finished", extra={"task_id": task_id, "node": node, "status": status, "attempt": attempt})
+    return {"run": _done_view(run), "replayed": False}
+
+
+def _done_view(run: NodeRunItem) -> dict[str, Any]:
+    return {"run_id": run_id(run.task_id, run.node), "status": run.status, "attempt": int(run.attempt)}
+
+
+def _store_output(task_id: str, node: str, attempt: int, output: str | None) -> dict[str, Any]:
+    if not output:
+        return {"output": None, "output_key": None}
+    data = output.encode()[-MAX_OUTPUT_BYTES:]
+    if len(data) <= INLINE_OUTPUT_BYTES:
+        return {"output": data.decode(errors="replace"), "output_key": None}
+    key = f"outputs/{task_id}/{node}/{attempt}.txt"
+    aws.client("s3").put_object(Bucket=config.outputs_bucket(), Key=key, Body=data, ContentType="text/plain")
+    return {"output": data[-INLINE_OUTPUT_BYTES:].decode(errors="replace"), "output_key": key}
+
+
+def plan_lost(node_id: str, run_id_value: str, attempt: int) -> None:
+    """Two-phase runs arrive with their own issue; until then no run can be planned."""
+    run = _leased_run(run_id_value, node_id, attempt)
+    raise InvalidTransition("run", run.status, "report plan-lost for", {RunStatus.APPLY_PENDING})

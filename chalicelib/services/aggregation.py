@@ -1,0 +1,188 @@
+"""The stream handler: node counts, progress and statistics from old/new images, the
+outbox for jobs, and the one writer that finishes a task.
+
+Per batch and per task: one read, one transaction guarded by the task's applied stream
+sequence (a replay is filtered out record by record), then the finishing rules. Records
+of one task share a partition key, so they arrive in order on one shard.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import clock
+from chalicelib.domain import rules
+from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TaskStatus
+from chalicelib.observability import logger
+from chalicelib.services import finishing, jobs
+from chalicelib.store import counters, tasks
+from chalicelib.store.counters import TaskDelta, padded_seq
+from chalicelib.store.models import TaskItem
+
+Image = Mapping[str, Any]
+_RESET_ACTIONS = frozenset({"retry_failed", "retry_all"})
+
+
+def _value(image: Image | None, name: str) -> Any:
+    if not image or name not in image:
+        return None
+    raw = image[name]
+    if "S" in raw:
+        return raw["S"]
+    if "N" in raw:
+        return Decimal(raw["N"])
+    if "BOOL" in raw:
+        return raw["BOOL"]
+    return None
+
+
+class Record:
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        body = raw["dynamodb"]
+        self.event = raw["eventName"]
+        self.seq = padded_seq(str(body["SequenceNumber"]))
+        self.raw_seq = str(body["SequenceNumber"])
+        self.pk: str = body["Keys"]["pk"]["S"]
+        self.sk: str = body["Keys"]["sk"]["S"]
+        self.old: Image | None = body.get("OldImage")
+        self.new: Image | None = body.get("NewImage")
+
+    def old_value(self, name: str) -> Any:
+        return _value(self.old, name)
+
+    def new_value(self, name: str) -> Any:
+        return _value(self.new, name)
+
+
+def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Apply a stream batch. Returns the sequence numbers to report as failed (at most one:
+    the first record of the first task that failed; Lambda redelivers from there)."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for raw in raw_records:
+        record = Record(raw)
+        if record.pk.startswith("TASK#"):
+            groups[record.pk.removeprefix("TASK#")].append(record)
+    failures: list[Record] = []
+    for task_id, records in groups.items():
+        try:
+            _send_jobs(records)
+            _apply(task_id, records)
+        except Exception:
+            logger.exception("stream aggregation failed", extra={"task_id": task_id})
+            failures.append(records[0])
+    if not failures:
+        return []
+    return [min(failures, key=lambda r: r.seq).raw_seq]
+
+
+def _send_jobs(records: list[Record]) -> None:
+    """The outbox: task changes that need work on the dispatch queue. Duplicates are harmless."""
+    outgoing: list[dict[str, Any]] = []
+    for record in records:
+        if record.sk != "META" or record.new is None:
+            continue
+        task_id = record.pk.removeprefix("TASK#")
+        old_status, new_status = record.old_value("status"), record.new_value("status")
+        attempt = int(record.new_value("attempt") or 1)
+        if new_status == TaskStatus.PENDING and (record.event == "INSERT" or old_status != TaskStatus.PENDING):
+            outgoing.append({"job": jobs.DISPATCH, "task_id": task_id, "attempt": attempt})
+        elif new_status == TaskStatus.CANCELLING and old_status != TaskStatus.CANCELLING:
+            outgoing.append({"job": jobs.CANCEL, "task_id": task_id})
+        if record.new_value("halted") and not record.old_value("halted"):
+            outgoing.append({"job": jobs.HALT, "task_id": task_id})
+    if outgoing:
+        jobs.enqueue_batch(outgoing)
+
+
+def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
+    for _ in range(attempts):
+        task = tasks.find(task_id)
+        if task is None:
+            return
+        fresh = [r for r in records if r.seq > (task.applied_seq or "")]
+        delta = _delta(fresh)
+        if fresh and not delta.is_empty():
+            try:
+                counters.apply_task_delta(task_id, task.owner, task.type, task.applied_seq or "", fresh[-1].seq, delta)
+            except ClientError as error:
+                if error.response["Error"]["Code"] == "TransactionCanceledException":
+                    continue  # another processor moved the sequence: re-read and filter again
+                raise
+            task = tasks.get(task_id)
+        finishing.settle(task)
+        return
+    raise RuntimeError(f"could not apply stream records to task {task_id}")
+
+
+def _delta(records: list[Record]) -> TaskDelta:
+    delta = TaskDelta()
+    for record in records:
+        if record.sk.startswith("RUN#"):
+            _run_delta(record, delta)
+        elif record.sk == "META":
+            _task_delta(record, delta)
+    return delta
+
+
+def _run_delta(record: Record, delta: TaskDelta) -> None:
+    old_status, new_status = record.old_value("status"), record.new_value("status")
+    old_weight = rules.run_progress_weight(old_status, int(record.old_value("progress") or 0)) if old_status else 0
+    new_weight = rules.run_progress_weight(new_status, int(record.new_value("progress") or 0)) if new_status else 0
+    reset_by_retry = (
+        record.new_value("last_action") in _RESET_ACTIONS
+        and old_status in RUN_TERMINAL
+        and record.old_value("generation") != record.new_value("generation")
+    )
+    if not reset_by_retry:  # the retry write already moved these counts
+        if old_status != new_status:
+            if old_status:
+                delta.counts[old_status] -= 1
+            if new_status:
+                delta.counts[new_status] += 1
+        delta.progress += new_weight - old_weight
+    if old_status != new_status:
+        if old_status in RUN_TERMINAL:
+            delta.stats[f"nr_{old_status}"] -= 1
+        if new_status in RUN_TERMINAL:
+            delta.stats[f"nr_{new_status}"] += 1
+    step = record.new_value("step")
+    if step and step != record.old_value("step"):
+        delta.stage = step
+
+
+def _task_delta(record: Record, delta: TaskDelta) -> None:
+    old_status, new_status = record.old_value("status"), record.new_value("status")
+    if old_status == new_status:
+        return
+    task_type = record.new_value("type") or record.old_value("type")
+    if old_status is None:
+        delta.stats["total"] += 1
+        delta.stats[f"ty_{task_type}"] += 1
+    if new_status is None:
+        delta.stats["total"] -= 1
+        delta.stats[f"ty_{task_type}"] -= 1
+    if old_status:
+        delta.stats[f"st_{old_status}"] -= 1
+        _duration(record.old, delta, -1)
+    if new_status:
+        delta.stats[f"st_{new_status}"] += 1
+        _duration(record.new, delta, +1)
+
+
+def _duration(image: Image | None, delta: TaskDelta, sign: int) -> None:
+    if _value(image, "status") not in TASK_FINISHED:
+        return
+    started, completed = _value(image, "started_at"), _value(image, "completed_at")
+    if not started or not completed:
+        return
+    seconds = Decimal(str(round(clock.parse_rfc3339(completed) - clock.parse_rfc3339(started), 3)))
+    delta.stats["dur_sum"] += sign * seconds
+    delta.stats["dur_n"] += sign
+
+
+__all__ = ["TaskItem", "process_batch"]

@@ -1,0 +1,83 @@
+"""Node inventory: registration with a one-time token, listing, liveness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PynamoDBException
+
+from chalicelib import auth, clock
+from chalicelib.errors import Conflict, NotFound
+from chalicelib.store.models import NodeItem, node_pk
+from chalicelib.store.writes import is_condition_failure
+
+#: how stale `last_seen_at` may get before a claim refreshes it (saves a write per claim)
+SEEN_REFRESH_SECONDS = 30
+
+
+def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[NodeItem, str]:
+    """Register a node and issue its token (shown once; only its hash is stored).
+
+    Raises Conflict when the node exists.
+    """
+    token, token_hash = auth.new_node_token(node_id)
+    now = clock.now_iso()
+    node = NodeItem(
+        node_pk(node_id), "META", node_id=node_id, labels=labels, slots=slots, status="idle",
+        token_hash=token_hash, created_at=now, list_pk="NODE", list_sk=node_id,
+    )
+    try:
+        node.save(condition=NodeItem.pk.does_not_exist())
+    except PynamoDBException as error:
+        if is_condition_failure(error):
+            raise Conflict(f"node {node_id} is already registered") from None
+        raise
+    return node, token
+
+
+def get(node_id: str) -> NodeItem:
+    try:
+        return NodeItem.get(node_pk(node_id), "META")
+    except DoesNotExist:
+        raise NotFound(f"node {node_id} not found") from None
+
+
+def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], dict[str, Any] | None]:
+    result = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
+    items = list(result)
+    return items, result.last_evaluated_key
+
+
+def touch(node_id: str) -> None:
+    """Record that the node's agent was seen, at most one write per SEEN_REFRESH_SECONDS.
+
+    Reads first: a failed conditional write would cost a write unit on every claim.
+    """
+    now = clock.now_epoch()
+    threshold = clock.rfc3339(now - SEEN_REFRESH_SECONDS)
+    try:
+        seen = NodeItem.get(node_pk(node_id), "META", attributes_to_get=["last_seen_at"]).last_seen_at
+    except DoesNotExist:
+        return
+    if seen is not None and seen >= threshold:
+        return
+    try:
+        NodeItem(node_pk(node_id), "META").update(
+            actions=[NodeItem.last_seen_at.set(clock.rfc3339(now))], condition=NodeItem.pk.exists(),
+        )
+    except PynamoDBException as error:
+        if not is_condition_failure(error):
+            raise
+
+
+def page_view(limit: int, cursor: str | None) -> dict[str, Any]:
+    from chalicelib.api.validation import decode_cursor, encode_cursor
+    from chalicelib.services.views import node_view
+
+    items, last_key = page(limit, decode_cursor(cursor) if cursor else None)
+    return {"items": [node_view(n) for n in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+
+
+def require_self(caller: str, node_id: str) -> None:
+    """A node token acts only for its own node."""
+    auth.require_node(caller, node_id)

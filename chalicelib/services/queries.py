@@ -1,0 +1,98 @@
+"""Reading tasks, their node runs and events, scoped to what the actor may see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.expressions.condition import Condition
+from ulid import ULID
+
+from chalicelib import clock
+from chalicelib.api.validation import decode_cursor, encode_cursor
+from chalicelib.auth import Actor
+from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
+from chalicelib.services.views import run_view, task_view
+from chalicelib.store import events, runs, tasks
+from chalicelib.store.models import TaskItem
+
+
+def visible_task(actor: Actor, task_id: str) -> TaskItem:
+    """The task, when the actor may see it. Another user's task is reported as not found."""
+    task = tasks.find(task_id)
+    if task is None or (not actor.is_admin and task.owner != actor.user_id):
+        raise TaskNotFound(task_id)
+    return task
+
+
+def get_task(actor: Actor, task_id: str) -> dict[str, Any]:
+    task = visible_task(actor, task_id)
+    return task_view(task, tasks.load_targets(task_id))
+
+
+def present(task: TaskItem) -> dict[str, Any]:
+    return task_view(task, tasks.load_targets(task.task_id))
+
+
+def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | None) -> dict[str, Any]:
+    owner = query.get("owner")
+    if owner is not None and not actor.is_admin and owner != actor.user_id:
+        raise Forbidden("only admins may list other users' tasks")
+    if not actor.is_admin:
+        owner = actor.user_id
+    filters: Condition | None = None
+    for name, attribute in (("status", TaskItem.status), ("type", TaskItem.type)):
+        if name in query:
+            filters = _and(filters, attribute == query[name])
+    if "tag" in query:
+        filters = _and(filters, TaskItem.tags.contains(query["tag"]))
+    range_condition = _created_range(owner is not None, query.get("created_after"), query.get("created_before"))
+    items, last_key = tasks.query_page(
+        owner=owner, filters=filters, range_condition=range_condition, limit=limit,
+        start_key=decode_cursor(cursor) if cursor else None,
+    )
+    return {"items": [present(t) for t in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+
+
+def _and(left: Condition | None, right: Condition) -> Condition:
+    return right if left is None else left & right
+
+
+def _created_range(by_owner: bool, after: str | None, before: str | None) -> Condition | None:
+    """Task ids are ULIDs: a creation-time range is a range of ids."""
+    attribute = TaskItem.owner_sk if by_owner else TaskItem.list_sk
+    bounds = [_ulid_bound(name, value) for name, value in (("created_after", after), ("created_before", before))]
+    low, high = bounds
+    if low and high:
+        return attribute.between(low, high)
+    if low:
+        return attribute >= low
+    if high:
+        return attribute <= high
+    return None
+
+
+def _ulid_bound(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        epoch = clock.parse_rfc3339(value)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an RFC 3339 timestamp",
+                               [{"path": f"$query.{name}", "message": "not an RFC 3339 timestamp"}]) from None
+    edge = ULID.from_timestamp(epoch)
+    prefix = str(edge)[:10]
+    return prefix + ("0" * 16 if name == "created_after" else "Z" * 16)
+
+
+def list_runs(actor: Actor, task_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    visible_task(actor, task_id)
+    result = runs.query(task_id, start_key=decode_cursor(cursor) if cursor else None, limit=limit)
+    items = [run_view(run) for run in result]
+    last_key = result.last_evaluated_key
+    return {"items": items, "next_cursor": encode_cursor(last_key) if last_key else None}
+
+
+def list_events(actor: Actor, task_id: str, after: str | None, limit: int) -> dict[str, Any]:
+    visible_task(actor, task_id)
+    items, next_cursor = events.page(task_id, after, limit)
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,97 @@
+"""Statistics: O(1) reads of the stream-maintained counters, and the reconcile job."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.auth import Actor
+from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TaskStatus
+from chalicelib.errors import Forbidden
+from chalicelib.observability import logger
+from chalicelib.services.views import counts_of
+from chalicelib.store import counters
+from chalicelib.store.models import TaskItem
+
+
+def scope_for(actor: Actor, task_type: str | None, owner: str | None) -> str:
+    if owner is not None and owner != actor.user_id and not actor.is_admin:
+        raise Forbidden("only admins may read other users' statistics")
+    if owner is None and not actor.is_admin:
+        owner = actor.user_id
+    if owner and task_type:
+        return f"owner:{owner}|type:{task_type}"
+    if owner:
+        return f"owner:{owner}"
+    if task_type:
+        return f"type:{task_type}"
+    return "all"
+
+
+def statistics(actor: Actor, task_type: str | None, owner: str | None) -> dict[str, Any]:
+    totals = counters.read_stats(scope_for(actor, task_type, owner))
+    return render(totals)
+
+
+def render(totals: dict[str, Decimal]) -> dict[str, Any]:
+    def n(name: str) -> int:
+        return int(totals.get(name, 0))
+
+    by_status = {status: n(f"st_{status}") for status in TASK_STATUSES}
+    finished = sum(by_status[s] for s in TASK_FINISHED)
+    dur_n = n("dur_n")
+    return {
+        "total_tasks": n("total"),
+        "by_status": by_status,
+        "running_tasks": by_status[TaskStatus.RUNNING],
+        "completed_tasks": by_status[TaskStatus.COMPLETED],
+        "failed_tasks": by_status[TaskStatus.FAILED],
+        "type_stats": {k.removeprefix("ty_"): int(v) for k, v in sorted(totals.items()) if k.startswith("ty_") and v},
+        "success_rate": round(by_status[TaskStatus.COMPLETED] * 100 / finished, 2) if finished else None,
+        "avg_duration_seconds": round(float(totals.get("dur_sum", 0)) / dur_n, 2) if dur_n else None,
+        "node_runs": {status: n(f"nr_{status}") for status in sorted(RUN_TERMINAL)},
+        "as_of": clock.now_iso(),
+    }
+
+
+def recount() -> dict[str, dict[str, Decimal]]:
+    """What every scope should hold, recounted from the task items."""
+    expected: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for task in TaskItem.list_index.query("TASK"):
+        contribution: dict[str, Decimal] = defaultdict(Decimal)
+        contribution["total"] += 1
+        contribution[f"ty_{task.type}"] += 1
+        contribution[f"st_{task.status}"] += 1
+        for status, value in counts_of(task).items():
+            if status in RUN_TERMINAL:
+                contribution[f"nr_{status}"] += value
+        if task.status in TASK_FINISHED and task.started_at and task.completed_at:
+            seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
+            contribution["dur_sum"] += Decimal(str(round(seconds, 3)))
+            contribution["dur_n"] += 1
+        for scope in counters.scopes_of(task.owner, task.type):
+            for name, value in contribution.items():
+                expected[scope][name] += value
+    return expected
+
+
+def reconcile() -> dict[str, dict[str, str]]:
+    """Recount, compare with the counters, and repair the drift. Returns the drift found.
+
+    Meant to run when the stream has drained (it is scheduled at a quiet time); a change in
+    flight while it runs can show up as drift and is corrected by the next run.
+    """
+    expected = recount()
+    drift: dict[str, dict[str, str]] = {}
+    for scope in sorted(set(expected) | set(counters.list_scopes())):
+        actual = counters.read_stats(scope)
+        want = expected.get(scope, {})
+        diff = {name: want.get(name, Decimal(0)) - actual.get(name, Decimal(0)) for name in set(want) | set(actual)}
+        diff = {k: v for k, v in diff.items() if v}
+        if diff:
+            counters.adjust_stats(scope, diff)
+            drift[scope] = {k: str(v) for k, v in sorted(diff.items())}
+    logger.info("statistics reconciled", extra={"scopes_with_drift": len(drift), "drift": drift})
+    return drift

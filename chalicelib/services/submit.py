@@ -1,0 +1,125 @@
+"""Creating a task: validation, secrets, idempotency, one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist
+from ulid import ULID
+
+from chalicelib import clock, secrets
+from chalicelib.api.validation import validate_parameters
+from chalicelib.domain.statuses import TaskStatus
+from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
+from chalicelib.errors import IdempotencyKeyReused, ValidationFailed
+from chalicelib.observability import count, logger
+from chalicelib.services.views import service_event
+from chalicelib.store import events, tasks
+from chalicelib.store.models import IdempotencyItem, TaskItem, task_pk
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task: TaskItem
+    targets: list[str]
+    replayed: bool
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def submit(owner: str, body: dict[str, Any], idempotency_key: str | None) -> Submitted:
+    """Create a task from a validated `POST /v1/tasks` body.
+
+    Raises UnknownTaskType, ValidationFailed, PayloadTooLarge, IdempotencyKeyReused.
+    """
+    task_type = get_task_type(body["type"])
+    parameters = body.get("parameters") or {}
+    validate_parameters(task_type, parameters)
+    targets = _targets(task_type, body)
+    fingerprint = request_hash(body)
+    if idempotency_key is not None:
+        replay = _replay(owner, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay
+    task = _new_task(owner, task_type, body, parameters, targets, idempotency_key)
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = IdempotencyItem(
+            _idem_pk(owner, idempotency_key), "IDEM", task_id=task.task_id, request_hash=fingerprint,
+            expires_at=int(clock.now_epoch()) + IDEMPOTENCY_TTL_SECONDS,
+        )
+    created = events.new_item(task.task_id, [service_event(
+        "task.created", f"{task_type.name} on {len(targets)} node(s) by {owner}",
+        data={"target_node_count": len(targets)}, at=task.created_at,
+    )])
+    try:
+        tasks.create(task, targets, idempotency, created)
+    except tasks.IdempotencyRecordExists:
+        # a racing request with the same key won: answer with its task
+        assert idempotency_key is not None
+        replay = _replay(owner, idempotency_key, fingerprint)
+        if replay is None:
+            raise
+        return replay
+    logger.info("task created", extra={"task_id": task.task_id, "type": task.type, "targets": len(targets)})
+    count("TasksCreated", type=task.type)
+    return Submitted(task, targets, replayed=False)
+
+
+def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
+    nodes: list[str] | None = body.get("target_nodes")
+    if task_type.agent_executed:
+        if not nodes:
+            raise ValidationFailed(
+                f"target_nodes is required for {task_type.name}",
+                [{"path": "$.target_nodes", "message": "required for agent-executed task types"}],
+            )
+        return list(nodes)
+    if nodes:
+        raise ValidationFailed(
+            f"{task_type.name} runs inside the service and takes no target_nodes",
+            [{"path": "$.target_nodes", "message": "not allowed for service-executed task types"}],
+        )
+    return [SERVICE_NODE]
+
+
+def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters: dict[str, Any],
+              targets: list[str], idempotency_key: str | None) -> TaskItem:
+    masked, secret_values = secrets.split(parameters, task_type.secret_parameters)
+    task_id = str(ULID())
+    now = clock.now_iso()
+    max_errors = str(body.get("max_errors", 0))
+    return TaskItem(
+        task_pk(task_id), "META",
+        task_id=task_id, type=task_type.name, name=body.get("name"), owner=owner, status=TaskStatus.PENDING,
+        attempt=1, priority=body.get("priority", 5),
+        max_concurrency=body.get("max_concurrency") or task_type.default_max_concurrency,
+        max_errors=max_errors, concurrency_key=body.get("concurrency_key"), runner_node=body.get("runner_node"),
+        tags=body.get("tags", []), parameters=json.dumps(masked, separators=(",", ":")),
+        sealed_secrets=secrets.seal(secret_values), target_count=len(targets),
+        target_chunks=(len(targets) + tasks.TARGET_CHUNK_SIZE - 1) // tasks.TARGET_CHUNK_SIZE,
+        created_at=now, updated_at=now, ordinal_next=len(targets), idempotency_key=idempotency_key,
+        list_pk="TASK", list_sk=task_id, owner_pk=f"OWNER#{owner}", owner_sk=task_id,
+    )
+
+
+def _idem_pk(owner: str, key: str) -> str:
+    return f"IDEM#{owner}#{key}"
+
+
+def _replay(owner: str, key: str, fingerprint: str) -> Submitted | None:
+    try:
+        record = IdempotencyItem.get(_idem_pk(owner, key), "IDEM", consistent_read=True)
+    except DoesNotExist:
+        return None
+    if record.request_hash != fingerprint:
+        raise IdempotencyKeyReused(key, record.task_id)
+    task = tasks.get(record.task_id)
+    return Submitted(task, tasks.load_targets(task.task_id), replayed=True)

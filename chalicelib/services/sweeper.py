@@ -1,0 +1,111 @@
+"""The sweeper: expired leases, tasks never dispatched, stalled windows, missed finishes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+from chalicelib import clock, config
+from chalicelib.domain import rules
+from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.domain.task_types import get_task_type
+from chalicelib.observability import logger
+from chalicelib.services import finishing, jobs
+from chalicelib.services.views import counts_of, service_event
+from chalicelib.store import events, runs, tasks
+from chalicelib.store.models import NodeRunItem, TaskItem
+
+
+@dataclass
+class SweepReport:
+    tasks_seen: int = 0
+    redispatched: list[str] = field(default_factory=list)
+    requeued_runs: int = 0
+    timed_out_runs: int = 0
+    windows_reopened: int = 0
+
+
+def sweep(now: float | None = None) -> SweepReport:
+    """One pass over the active tasks (sparse index: cost grows with active work only)."""
+    now = clock.now_epoch() if now is None else now
+    report = SweepReport()
+    for task_id in tasks.iter_active():
+        task = tasks.find(task_id)
+        if task is None:
+            continue
+        report.tasks_seen += 1
+        try:
+            _sweep_task(task, now, report)
+        except Exception:
+            logger.exception("sweep of task failed; next pass retries", extra={"task_id": task_id})
+    logger.info("sweep done", extra=report.__dict__)
+    return report
+
+
+def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
+    stale = now - clock.parse_rfc3339(task.updated_at) > config.undispatched_grace_seconds()
+    if task.status == TaskStatus.PENDING and int(task.dispatched_attempt) < int(task.attempt) and stale:
+        jobs.enqueue(jobs.DISPATCH, task.task_id, attempt=int(task.attempt))
+        report.redispatched.append(task.task_id)
+    elif task.status == TaskStatus.CANCELLING and stale:
+        jobs.enqueue(jobs.CANCEL, task.task_id)
+    counts = counts_of(task)
+    if task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
+        _expire_leases(task, now, report)
+    if task.status == TaskStatus.RUNNING and not task.halted:
+        _reopen_stalled_window(task, counts, report)
+    finishing.settle(task)
+
+
+def _expire_leases(task: TaskItem, now: float, report: SweepReport) -> None:
+    max_attempts = get_task_type(task.type).max_attempts
+    stamp = clock.rfc3339(now)
+    expired = [r for r in runs.iter_runs(task.task_id, RunStatus.RUNNING) if (r.lease_expires_at or 0) < now]
+    calls = []
+    for run in expired:
+        guard = (NodeRunItem.attempt == run.attempt) & (NodeRunItem.lease_expires_at < int(now))
+        if int(run.attempt) < max_attempts and task.status == TaskStatus.RUNNING:
+            claim_pk, claim_sk = runs.claim_keys(run.runner, int(run.priority), run.task_id, int(run.ordinal))
+            calls.append(partial(
+                runs.apply, run.task_id, run.node, "release", stamp, condition=guard,
+                fields={"attempt": int(run.attempt) + 1, "lease_owner": None, "lease_expires_at": None,
+                        "claim_pk": claim_pk, "claim_sk": claim_sk, "cancel_requested": False},
+            ))
+        else:
+            reason = (f"lease expired without heartbeat on attempt {int(run.attempt)} of {max_attempts}"
+                      if task.status == TaskStatus.RUNNING else "lease expired while the task was cancelling")
+            calls.append(partial(
+                runs.apply, run.task_id, run.node, "time_out", stamp, condition=guard, error_message=reason,
+                fields={"lease_expires_at": None},
+            ))
+    results = runs.run_concurrently(calls)
+    released = [r for r in results if r is not None and r.status == RunStatus.PENDING]
+    timed_out = [r for r in results if r is not None and r.status == RunStatus.TIMED_OUT]
+    report.requeued_runs += len(released)
+    report.timed_out_runs += len(timed_out)
+    if released or timed_out:
+        events.append(task.task_id, [
+            service_event("node.lease_expired", f"{r.node}: {'offered again as attempt ' + str(int(r.attempt)) if r.status == RunStatus.PENDING else 'timed out'}",
+                          type_="warning", node=r.node, data={"attempt": int(r.attempt), "status": r.status})
+            for r in released + timed_out
+        ])
+
+
+def _reopen_stalled_window(task: TaskItem, counts: dict[str, int], report: SweepReport) -> None:
+    """A gap in ordinals (a crashed dispatch request) could stall the concurrency window:
+    when nothing runs but runs wait, move the window to the lowest waiting ordinal."""
+    if counts[RunStatus.RUNNING] or not counts[RunStatus.PENDING]:
+        return
+    if int(task.dispatched_attempt) != int(task.attempt):
+        return
+    waiting = [int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING)]
+    if not waiting:
+        return
+    released = int(task.max_concurrency) + rules.finished_count(counts) - int(task.finished_base)
+    lowest = min(waiting)
+    if lowest < released:
+        return
+    shift = lowest - released + 1
+    tasks.update(task.task_id, [TaskItem.finished_base.add(-shift)], TaskItem.attempt == task.attempt)
+    report.windows_reopened += 1
+    logger.warning("concurrency window reopened", extra={"task_id": task.task_id, "shift": shift})

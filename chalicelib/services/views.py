@@ -1,0 +1,98 @@
+"""The public representations of API.md, built from items."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.domain import rules
+from chalicelib.domain.statuses import RUN_STATUSES, TaskStatus
+from chalicelib.store.models import NodeItem, NodeRunItem, TaskItem
+from chalicelib.store.runs import run_id
+
+
+def counts_of(task: TaskItem) -> dict[str, int]:
+    return {status: int(getattr(task.counts, status, 0) or 0) for status in RUN_STATUSES}
+
+
+def max_errors_value(raw: str) -> int | str:
+    return int(raw) if raw.isdigit() else raw
+
+
+def task_view(task: TaskItem, targets: list[str]) -> dict[str, Any]:
+    progress = 100 if task.status == TaskStatus.COMPLETED else rules.progress(int(task.progress_sum), int(task.target_count))
+    return {
+        "task_id": task.task_id,
+        "type": task.type,
+        "name": task.name,
+        "owner": task.owner,
+        "status": task.status,
+        "stage": task.stage,
+        "progress": progress,
+        "target_nodes": targets,
+        "parameters": json.loads(task.parameters or "{}"),
+        "tags": list(task.tags or []),
+        "priority": int(task.priority),
+        "max_concurrency": int(task.max_concurrency),
+        "max_errors": max_errors_value(task.max_errors),
+        "concurrency_key": task.concurrency_key,
+        "runner_node": task.runner_node,
+        "attempt": int(task.attempt),
+        "node_counts": counts_of(task),
+        "dispatch": {
+            "triggered": bool(task.dispatch_triggered),
+            "target_node_count": int(task.target_count),
+            "created_count": int(task.created_count),
+            "skipped_count": int(task.skipped_count),
+        },
+        "error_message": task.error_message,
+        "created_at": task.created_at,
+        "started_at": task.started_at,
+        "completed_at": task.completed_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def run_view(run: NodeRunItem) -> dict[str, Any]:
+    return {
+        "run_id": run_id(run.task_id, run.node),
+        "task_id": run.task_id,
+        "node": run.node,
+        "runner": run.runner,
+        "status": run.status,
+        "attempt": int(run.attempt),
+        "progress": int(run.progress or 0),
+        "step": run.step,
+        "phase": run.phase,
+        "error_message": run.error_message,
+        "started_at": run.started_at,
+        "completed_at": run.completed_at,
+        "lease_expires_at": clock.rfc3339(float(run.lease_expires_at)) if run.lease_expires_at else None,
+    }
+
+
+def node_view(node: NodeItem) -> dict[str, Any]:
+    return {
+        "node_id": node.node_id,
+        "labels": dict(node.labels.as_dict() if hasattr(node.labels, "as_dict") else node.labels or {}),
+        "slots": int(node.slots),
+        "status": node.status,
+        "last_seen_at": node.last_seen_at,
+        "created_at": node.created_at,
+    }
+
+
+def service_event(name: str, message: str, *, type_: str = "info", data: dict[str, Any] | None = None,
+                  node: str | None = None, at: str | None = None) -> dict[str, Any]:
+    """An event the service writes itself (`task.created`, `task.retried`, ...)."""
+    return {
+        "at": at or clock.now_iso(),
+        "type": type_,
+        "name": name,
+        "step": None,
+        "node": node,
+        "message": f"{name}: {message}",
+        "progress": None,
+        "data": data or {},
+    }

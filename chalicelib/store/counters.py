@@ -1,0 +1,161 @@
+"""Counters maintained by the stream: a task's node counts and the statistics items.
+
+One transaction per task per stream batch: the task's counters move together with the
+statistics deltas of the same records, guarded by the last applied stream sequence number,
+so a replayed batch changes nothing. Statistics items are sharded per task (no hot item)
+and their attributes are dynamic (`st_<status>`, `ty_<type>`, `nr_<run status>`), hence
+raw boto3 here rather than PynamoDB models.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from chalicelib import aws, config
+from chalicelib.store.models import task_pk
+
+STATS_SHARDS = 4
+SEQ_WIDTH = 48
+
+
+def padded_seq(sequence_number: str) -> str:
+    """Stream sequence numbers are decimal strings of varying length: pad to compare them."""
+    return sequence_number.rjust(SEQ_WIDTH, "0")
+
+
+def stats_shard(task_id: str) -> str:
+    return str(zlib.crc32(task_id.encode()) % STATS_SHARDS)
+
+
+def scopes_of(owner: str, task_type: str) -> tuple[str, ...]:
+    return ("all", f"type:{task_type}", f"owner:{owner}", f"owner:{owner}|type:{task_type}")
+
+
+@dataclass
+class TaskDelta:
+    """What one batch changes for one task."""
+
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    progress: int = 0
+    stage: str | None = None
+    #: statistics attribute -> delta (same for every scope of the task)
+    stats: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+
+    def nonzero_counts(self) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if v}
+
+    def nonzero_stats(self) -> dict[str, Decimal]:
+        return {k: v for k, v in self.stats.items() if v}
+
+    def is_empty(self) -> bool:
+        return not self.nonzero_counts() and not self.progress and not self.nonzero_stats() and self.stage is None
+
+
+def _n(value: int | Decimal) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def apply_task_delta(
+    task_id: str, owner: str, task_type: str, expected_seq: str, new_seq: str, delta: TaskDelta,
+) -> None:
+    """Apply a batch's delta to the task and its statistics scopes atomically.
+
+    Raises botocore ClientError (TransactionCanceledException) when `expected_seq` is no
+    longer the task's applied sequence (another processor got there first).
+    """
+    names: dict[str, str] = {"#seq": "applied_seq", "#p": "progress_sum"}
+    values: dict[str, Any] = {":expected": {"S": expected_seq}, ":seq": {"S": new_seq}, ":dp": _n(delta.progress)}
+    sets = ["#seq = :seq", "#p = #p + :dp"]
+    for i, (status, amount) in enumerate(delta.nonzero_counts().items()):
+        names["#c"] = "counts"
+        names[f"#s{i}"] = status
+        values[f":d{i}"] = _n(amount)
+        sets.append(f"#c.#s{i} = #c.#s{i} + :d{i}")
+    if delta.stage is not None:
+        names["#stage"] = "stage"
+        values[":stage"] = {"S": delta.stage}
+        sets.append("#stage = :stage")
+    items: list[dict[str, Any]] = [
+        {
+            "Update": {
+                "TableName": config.table_name(),
+                "Key": {"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}},
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ConditionExpression": "#seq = :expected",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+    ]
+    stats = delta.nonzero_stats()
+    if stats:
+        add_names = {f"#a{i}": attr for i, attr in enumerate(stats)}
+        add_values = {f":v{i}": _n(amount) for i, amount in enumerate(stats.values())}
+        expression = "ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(stats)))
+        shard = stats_shard(task_id)
+        for scope in scopes_of(owner, task_type):
+            items.append(
+                {
+                    "Update": {
+                        "TableName": config.table_name(),
+                        "Key": {"pk": {"S": f"STATS#{scope}"}, "sk": {"S": shard}},
+                        "UpdateExpression": expression,
+                        "ExpressionAttributeNames": add_names,
+                        "ExpressionAttributeValues": add_values,
+                    }
+                }
+            )
+    aws.client("dynamodb").transact_write_items(TransactItems=items)
+
+
+def read_stats(scope: str) -> dict[str, Decimal]:
+    """Sum of a scope's shards: a constant number of items, however many tasks exist."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    response = aws.client("dynamodb").query(
+        TableName=config.table_name(),
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"STATS#{scope}"}},
+        ConsistentRead=True,
+    )
+    for item in response["Items"]:
+        for name, value in item.items():
+            if "N" in value:
+                totals[name] += Decimal(value["N"])
+    return dict(totals)
+
+
+def adjust_stats(scope: str, deltas: Mapping[str, Decimal]) -> None:
+    """Add a repair to a scope's shard 0 (used by the reconcile job)."""
+    nonzero = {k: v for k, v in deltas.items() if v}
+    if not nonzero:
+        return
+    aws.client("dynamodb").update_item(
+        TableName=config.table_name(),
+        Key={"pk": {"S": f"STATS#{scope}"}, "sk": {"S": "0"}},
+        UpdateExpression="ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(nonzero))),
+        ExpressionAttributeNames={f"#a{i}": k for i, k in enumerate(nonzero)},
+        ExpressionAttributeValues={f":v{i}": _n(v) for i, v in enumerate(nonzero.values())},
+    )
+
+
+def list_scopes() -> list[str]:
+    """Every statistics scope that exists (for the reconcile job)."""
+    client = aws.client("dynamodb")
+    scopes: set[str] = set()
+    kwargs: dict[str, Any] = {
+        "TableName": config.table_name(),
+        "FilterExpression": "begins_with(pk, :p)",
+        "ExpressionAttributeValues": {":p": {"S": "STATS#"}},
+        "ProjectionExpression": "pk",
+    }
+    while True:
+        page = client.scan(**kwargs)
+        scopes.update(item["pk"]["S"].removeprefix("STATS#") for item in page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return sorted(scopes)
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

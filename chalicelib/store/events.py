@@ -1,0 +1,46 @@
+"""Task events: append-only items, one per writer call (an agent's batch is one write).
+
+An event id is `<item ulid>-<index>`; ids sort in the order the events were written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ulid import ULID
+
+from chalicelib.store.models import EventItem, task_pk
+
+
+def new_item(task_id: str, events: Sequence[dict[str, Any]]) -> EventItem:
+    """An item holding `events` (each without id); ids are assigned here."""
+    item_id = str(ULID())
+    stamped = [{"event_id": f"{item_id}-{i:03d}", **event} for i, event in enumerate(events)]
+    return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events=json.dumps(stamped, separators=(",", ":")))
+
+
+def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    item = new_item(task_id, events)
+    item.save()
+    return decode(item)
+
+
+def decode(item: EventItem) -> list[dict[str, Any]]:
+    value: list[dict[str, Any]] = json.loads(item.events)
+    return value
+
+
+def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Events oldest first, strictly after the event id `after`; next cursor when more remain."""
+    start = f"EVT#{after.split('-')[0]}" if after else "EVT#"
+    out: list[dict[str, Any]] = []
+    for item in EventItem.query(task_pk(task_id), EventItem.sk.between(start, "EVT#~"), consistent_read=True):
+        for event in decode(item):
+            if after is not None and event["event_id"] <= after:
+                continue
+            if len(out) == limit:
+                return out, out[-1]["event_id"]
+            out.append(event)
+    return out, None

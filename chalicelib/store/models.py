@@ -1,0 +1,280 @@
+"""PynamoDB models of the single table. Keys:
+
+| item            | pk                  | sk               |
+|-----------------|---------------------|------------------|
+| task            | TASK#<id>           | META             |
+| target chunk    | TASK#<id>           | TGT#<00000>      |
+| node run        | TASK#<id>           | RUN#<node>       |
+| events          | TASK#<id>           | EVT#<ulid>       |
+| idempotency     | IDEM#<owner>#<key>  | IDEM             |
+| node (machine)  | NODE#<id>           | META             |
+| statistics      | STATS#<scope>       | <shard>          | (raw boto3: dynamic attribute names, see counters.py)
+| rate bucket     | RATE#<user>         | <minute>         |
+
+Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
+`claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
+(sparse: non-terminal tasks, for the sweeper).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.connection import TableConnection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib import config
+
+TTL_ATTRIBUTE = "expires_at"
+
+
+class _Meta:
+    table_name = "fleetrun"
+    region = "us-east-1"
+
+
+class FleetrunModel(Model):
+    """Base of every item: binds the table name and region from config on first use."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        cls.Meta.table_name = config.table_name()
+        cls.Meta.region = config.region()
+        return super()._get_connection()
+
+
+class ListIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "list-index"
+        projection = AllProjection()
+
+    list_pk = UnicodeAttribute(hash_key=True)
+    list_sk = UnicodeAttribute(range_key=True)
+
+
+class OwnerIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "owner-index"
+        projection = AllProjection()
+
+    owner_pk = UnicodeAttribute(hash_key=True)
+    owner_sk = UnicodeAttribute(range_key=True)
+
+
+class ClaimIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "claim-index"
+        projection = KeysOnlyProjection()
+
+    claim_pk = UnicodeAttribute(hash_key=True)
+    claim_sk = UnicodeAttribute(range_key=True)
+
+
+class ActiveIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "active-index"
+        projection = KeysOnlyProjection()
+
+    active_pk = UnicodeAttribute(hash_key=True)
+    active_sk = UnicodeAttribute(range_key=True)
+
+
+ALL_INDEXES: tuple[type[GlobalSecondaryIndex[Any]], ...] = (ListIndex, OwnerIndex, ClaimIndex, ActiveIndex)
+
+
+class RunCounts(MapAttribute[str, Any]):
+    pending = NumberAttribute(default=0)
+    running = NumberAttribute(default=0)
+    apply_pending = NumberAttribute(default=0)
+    succeeded = NumberAttribute(default=0)
+    failed = NumberAttribute(default=0)
+    timed_out = NumberAttribute(default=0)
+    cancelled = NumberAttribute(default=0)
+
+
+class TaskItem(FleetrunModel):
+    class Meta(_Meta):
+        pass
+
+    task_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    name = UnicodeAttribute(null=True)
+    owner = UnicodeAttribute()
+    status = UnicodeAttribute()
+    stage = UnicodeAttribute(null=True)
+    attempt = NumberAttribute(default=1)
+    priority = NumberAttribute(default=5)
+    max_concurrency = NumberAttribute()
+    max_errors = UnicodeAttribute(default="0")
+    concurrency_key = UnicodeAttribute(null=True)
+    runner_node = UnicodeAttribute(null=True)
+    tags = ListAttribute(of=UnicodeAttribute, default=list)
+    #: parameters as JSON with secret values replaced by "***"
+    parameters = UnicodeAttribute(default="{}")
+    #: secret parameter values, envelope-encrypted (see secrets.py)
+    sealed_secrets = UnicodeAttribute(null=True)
+    target_count = NumberAttribute(default=0)
+    target_chunks = NumberAttribute(default=0)
+    created_at = UnicodeAttribute()
+    started_at = UnicodeAttribute(null=True)
+    completed_at = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute()
+    error_message = UnicodeAttribute(null=True)
+    # --- aggregated from the stream (see services/aggregation.py) ---
+    counts = RunCounts(default=RunCounts)
+    progress_sum = NumberAttribute(default=0)
+    applied_seq = UnicodeAttribute(default="")
+    # --- dispatch ---
+    dispatch_triggered = BooleanAttribute(default=False)
+    dispatched_attempt = NumberAttribute(default=0)
+    created_count = NumberAttribute(default=0)
+    skipped_count = NumberAttribute(default=0)
+    #: ordinals below `max_concurrency + finished - finished_base` may be claimed
+    finished_base = NumberAttribute(default=0)
+    ordinal_next = NumberAttribute(default=0)
+    halted = BooleanAttribute(default=False)
+    #: scope of the last retry ("failed" or "all"); the dispatch job resets runs accordingly
+    retry_scope = UnicodeAttribute(null=True)
+    idempotency_key = UnicodeAttribute(null=True)
+    # --- indexes ---
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+    owner_pk = UnicodeAttribute(null=True)
+    owner_sk = UnicodeAttribute(null=True)
+    active_pk = UnicodeAttribute(null=True)
+    active_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
+    owner_index = OwnerIndex()
+    active_index = ActiveIndex()
+
+    KIND: ClassVar[str] = "META"
+
+
+class TargetChunk(FleetrunModel):
+    class Meta(_Meta):
+        pass
+
+    nodes = ListAttribute(of=UnicodeAttribute, default=list)
+
+
+class NodeRunItem(FleetrunModel):
+    class Meta(_Meta):
+        pass
+
+    task_id = UnicodeAttribute()
+    node = UnicodeAttribute()
+    runner = UnicodeAttribute()
+    type = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    status = UnicodeAttribute()
+    attempt = NumberAttribute(default=1)
+    #: the task attempt (retry generation) this run belongs to
+    generation = NumberAttribute(default=1)
+    ordinal = NumberAttribute(default=0)
+    phase = UnicodeAttribute(default="run")
+    step = UnicodeAttribute(null=True)
+    progress = NumberAttribute(default=0)
+    error_message = UnicodeAttribute(null=True)
+    started_at = UnicodeAttribute(null=True)
+    completed_at = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute(null=True)
+    lease_owner = UnicodeAttribute(null=True)
+    lease_expires_at = NumberAttribute(null=True)
+    cancel_requested = BooleanAttribute(default=False)
+    #: which dispatch created the run (a resumed dispatch counts its own runs as created)
+    dispatch_id = UnicodeAttribute(null=True)
+    #: the action of the last transition; the aggregator skips counts a retry already applied
+    last_action = UnicodeAttribute(null=True)
+    #: the task attempt whose retry reset this run (makes a resumed retry dispatch deterministic)
+    reset_gen = NumberAttribute(null=True)
+    priority = NumberAttribute(default=5)
+    output = UnicodeAttribute(null=True)
+    output_key = UnicodeAttribute(null=True)
+    claim_pk = UnicodeAttribute(null=True)
+    claim_sk = UnicodeAttribute(null=True)
+
+    claim_index = ClaimIndex()
+
+
+class EventItem(FleetrunModel):
+    """A batch of events written together (one write per agent post)."""
+
+    class Meta(_Meta):
+        pass
+
+    task_id = UnicodeAttribute()
+    #: JSON list of events
+    events = UnicodeAttribute()
+
+
+class IdempotencyItem(FleetrunModel):
+    class Meta(_Meta):
+        pass
+
+    task_id = UnicodeAttribute()
+    request_hash = UnicodeAttribute()
+    expires_at = NumberAttribute()
+
+
+class NodeItem(FleetrunModel):
+    class Meta(_Meta):
+        pass
+
+    node_id = UnicodeAttribute()
+    labels = MapAttribute[str, Any](default=dict)
+    slots = NumberAttribute(default=1)
+    status = UnicodeAttribute(default="idle")
+    token_hash = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    last_seen_at = UnicodeAttribute(null=True)
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
+
+
+class RateBucket(FleetrunModel):
+    class Meta(_Meta):
+        pass
+
+    hits = NumberAttribute(default=0)
+    expires_at = NumberAttribute()
+
+
+ALL_MODELS: tuple[type[FleetrunModel], ...] = (
+    TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket,
+)
+
+
+def reset_connections() -> None:
+    """Drop cached connections (a new moto mock or endpoint needs fresh clients)."""
+    models: tuple[type[Model], ...] = (FleetrunModel, *ALL_MODELS)
+    for model in models:
+        model._connection = None
+
+
+def task_pk(task_id: str) -> str:
+    return f"TASK#{task_id}"
+
+
+def run_sk(node: str) -> str:
+    return f"RUN#{node}"
+
+
+def node_pk(node_id: str) -> str:
+    return f"NODE#{node_id}"

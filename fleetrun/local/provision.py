@@ -1,0 +1,62 @@
+"""Create fleetrun's AWS resources in a moto server (or an in-process mock) from `chalicelib.resources`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from chalicelib import resources
+
+
+@dataclass
+class Provisioned:
+    table_name: str
+    stream_arn: str
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    dlq_urls: dict[str, str] = field(default_factory=dict)
+    kms_key_id: str = ""
+    bucket: str = ""
+
+    def environment(self) -> dict[str, str]:
+        """The FLEETRUN_* settings the app reads to find these resources."""
+        return {
+            "FLEETRUN_TABLE": self.table_name,
+            "FLEETRUN_DISPATCH_QUEUE_URL": self.queue_urls[resources.DISPATCH_QUEUE.name],
+            "FLEETRUN_KMS_KEY_ID": self.kms_key_id,
+            "FLEETRUN_OUTPUTS_BUCKET": self.bucket,
+        }
+
+
+def provision(session: boto3.session.Session, region: str = "us-east-1", table_name: str = "fleetrun") -> Provisioned:
+    ddb = session.client("dynamodb", region_name=region)
+    ddb.create_table(**resources.table_definition(table_name))
+    ddb.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": resources.TTL_ATTRIBUTE_NAME},
+    )
+    stream_arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+
+    sqs = session.client("sqs", region_name=region)
+    out = Provisioned(table_name=table_name, stream_arn=stream_arn)
+    for spec in resources.QUEUES:
+        dlq_url = sqs.create_queue(QueueName=spec.dlq_name)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        attributes: dict[str, Any] = {
+            "VisibilityTimeout": str(spec.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count}),
+        }
+        out.queue_urls[spec.name] = sqs.create_queue(QueueName=spec.name, Attributes=attributes)["QueueUrl"]
+        out.dlq_urls[spec.name] = dlq_url
+
+    kms = session.client("kms", region_name=region)
+    key_id = kms.create_key(Description="fleetrun secret parameters")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=resources.KMS_ALIAS, TargetKeyId=key_id)
+    out.kms_key_id = resources.KMS_ALIAS
+
+    s3 = session.client("s3", region_name=region)
+    s3.create_bucket(Bucket=resources.OUTPUTS_BUCKET)
+    out.bucket = resources.OUTPUTS_BUCKET
+    return out

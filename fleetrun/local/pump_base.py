@@ -1,0 +1,104 @@
+"""What the event pumps share: the fake Lambda context, the batch-failure rules, the poll loops.
+
+Use it through `fleetrun.local.pumps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+logger = logging.getLogger("fleetrun.local.pumps")
+
+Record = dict[str, Any]
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class LambdaContext:
+    """The Lambda context object the Python runtime passes to handlers (Powertools accepts it)."""
+
+    def __init__(
+        self,
+        function_name: str = "fleetrun-local",
+        *,
+        timeout_seconds: float = 60.0,
+        memory_limit_in_mb: int = 512,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+    ) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account_id}:function:{function_name}"
+        self.memory_limit_in_mb = memory_limit_in_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
+        self.identity: Any = None
+        self.client_context: Any = None
+        self.tenant_id: str | None = None
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def failed_item_ids(response: Any, batch_ids: Sequence[str]) -> set[str] | None:
+    """Identifiers a handler response reports as failed; None when Lambda would fail the whole batch."""
+    if not isinstance(response, Mapping) or response.get("batchItemFailures") is None:
+        return set()
+    failures = response["batchItemFailures"]
+    if not isinstance(failures, list):
+        return None
+    failed: set[str] = set()
+    for failure in failures:
+        item_id = failure.get("itemIdentifier") if isinstance(failure, Mapping) else None
+        if not item_id or item_id not in batch_ids:
+            return None
+        failed.add(item_id)
+    return failed
+
+
+class Pump:
+    """Base of the pumps: `poll_once` delivers one round; `drain` and `run_forever` loop over it."""
+
+    handler: Handler
+    function_name: str
+    timeout_seconds: float
+    region: str
+
+    def poll_once(self) -> int:
+        raise NotImplementedError
+
+    def _invoke(self, records: list[Record]) -> tuple[bool, Any]:
+        """Call the handler with one batch: (False, None) when it raised."""
+        context = LambdaContext(self.function_name, timeout_seconds=self.timeout_seconds, region=self.region)
+        try:
+            return True, self.handler({"Records": records}, context)
+        except Exception:
+            logger.exception("%s failed on a batch of %d record(s)", self.function_name, len(records))
+            return False, None
+
+    def drain(self, max_rounds: int = 100) -> int:
+        """Poll until a round delivers nothing; the number of records delivered (redeliveries count)."""
+        total = 0
+        for _ in range(max_rounds):
+            delivered = self.poll_once()
+            if not delivered:
+                break
+            total += delivered
+        return total
+
+    def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
+        """Poll until `stop` is set, pausing `interval` seconds whenever a round delivers nothing."""
+        while not stop.is_set():
+            try:
+                delivered = self.poll_once()
+            except Exception:
+                logger.exception("%s: polling failed", self.function_name)
+                delivered = 0
+            if not delivered:
+                stop.wait(interval)

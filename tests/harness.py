@@ -1,0 +1,134 @@
+"""Drive the real app in-process: HTTP through chalice.test.Client, the stream and the
+dispatch queue through the Lambda-shaped pumps, agents as plain callers of the agent routes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from chalice.test import Client
+
+from chalicelib import auth
+from chalicelib.resources import DISPATCH_QUEUE
+from fleetrun.local.provision import Provisioned
+from fleetrun.local.pumps import SqsPump, StreamPump
+
+SECRET = "test-secret"
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.body!r})"
+
+
+def token(user: str = "alice", roles: tuple[str, ...] = ("operator",)) -> str:
+    return auth.mint_token(user, list(roles), SECRET)
+
+
+class Fleet:
+    """One in-process fleetrun: call `settle()` to let the stream and the queue catch up."""
+
+    def __init__(self, provisioned: Provisioned) -> None:
+        import app as app_module
+
+        self.app_module = app_module
+        self.client = Client(app_module.app)
+        self.stream = StreamPump(
+            boto3.client("dynamodbstreams"), provisioned.stream_arn, app_module.stream_aggregator,
+        )
+        self.queue = SqsPump(
+            boto3.client("sqs"), provisioned.queue_urls[DISPATCH_QUEUE.name], app_module.dispatch_worker,
+            batch_size=DISPATCH_QUEUE.batch_size,
+        )
+        self.provisioned = provisioned
+        self.node_tokens: dict[str, str] = {}
+        self.admin = token("root", ("admin",))
+
+    # --- HTTP ---
+    def call(self, method: str, path: str, body: Any = None, *, bearer: str | None = None,
+             headers: dict[str, str] | None = None, raw: str | None = None) -> Answer:
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if bearer is not None:
+            sent["Authorization"] = f"Bearer {bearer}"
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else "")
+        response = self.client.http.request(method, path, headers=sent, body=payload.encode())
+        text = response.body.decode() if response.body else ""
+        return Answer(response.status_code, json.loads(text) if text else None, dict(response.headers))
+
+    def user(self, method: str, path: str, body: Any = None, *, who: str = "alice",
+             roles: tuple[str, ...] = ("operator",), headers: dict[str, str] | None = None) -> Answer:
+        return self.call(method, path, body, bearer=token(who, roles), headers=headers)
+
+    def submit(self, body: dict[str, Any], *, who: str = "alice", key: str | None = None) -> Answer:
+        headers = {"Idempotency-Key": key} if key else None
+        return self.user("POST", "/v1/tasks", body, who=who, headers=headers)
+
+    def task(self, task_id: str, who: str = "alice") -> dict[str, Any]:
+        answer = self.user("GET", f"/v1/tasks/{task_id}", who=who)
+        assert answer.status == 200, answer
+        return answer.body  # type: ignore[no-any-return]
+
+    def runs(self, task_id: str, who: str = "alice") -> dict[str, dict[str, Any]]:
+        answer = self.user("GET", f"/v1/tasks/{task_id}/nodes?limit=200", who=who)
+        assert answer.status == 200, answer
+        return {run["node"]: run for run in answer.body["items"]}
+
+    def events(self, task_id: str, who: str = "alice") -> list[dict[str, Any]]:
+        answer = self.user("GET", f"/v1/tasks/{task_id}/events?limit=200", who=who)
+        assert answer.status == 200, answer
+        return answer.body["items"]  # type: ignore[no-any-return]
+
+    def stats(self, who: str = "root", roles: tuple[str, ...] = ("admin",), query: str = "") -> dict[str, Any]:
+        answer = self.user("GET", f"/v1/statistics{query}", who=who, roles=roles)
+        assert answer.status == 200, answer
+        return answer.body  # type: ignore[no-any-return]
+
+    # --- agents ---
+    def register(self, *nodes: str) -> None:
+        for node in nodes:
+            answer = self.call("POST", "/v1/nodes", {"node_id": node}, bearer=self.admin)
+            assert answer.status == 201, answer
+            self.node_tokens[node] = answer.body["token"]
+
+    def agent(self, node: str, route: str, body: dict[str, Any]) -> Answer:
+        return self.call("POST", route, body, bearer=self.node_tokens[node])
+
+    def claim(self, node: str, max_runs: int = 1) -> list[dict[str, Any]]:
+        answer = self.agent(node, f"/v1/agents/{node}/claim", {"max": max_runs})
+        assert answer.status == 200, answer
+        return answer.body["runs"]  # type: ignore[no-any-return]
+
+    def finish(self, node: str, run: dict[str, Any], status: str = "succeeded", error: str | None = None) -> Answer:
+        return self.agent(node, f"/v1/runs/{run['run_id']}/complete",
+                          {"attempt": run["attempt"], "status": status, "error_message": error})
+
+    def run_agents(self, nodes: list[str], fail: frozenset[str] = frozenset()) -> int:
+        """Each node claims and finishes what it can until nothing is left; returns runs done."""
+        done = 0
+        while True:
+            progressed = 0
+            for node in nodes:
+                for run in self.claim(node, 10):
+                    status = "failed" if run["node"] in fail else "succeeded"
+                    answer = self.finish(node, run, status, "step exited 1" if status == "failed" else None)
+                    assert answer.status == 200, answer
+                    progressed += 1
+            self.settle()
+            done += progressed
+            if not progressed:
+                return done
+
+    # --- events ---
+    def settle(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            moved = self.stream.drain() + self.queue.drain()
+            if not moved:
+                return
+        raise AssertionError("stream and queue did not settle")

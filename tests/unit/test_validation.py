@@ -1,0 +1,272 @@
+"""Request bodies, task parameters, pagination and cursors: what is accepted, and where each problem is reported."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+import pytest
+
+from chalicelib.api.validation import (
+    MAX_BODY_BYTES,
+    decode_cursor,
+    encode_cursor,
+    page_params,
+    parse,
+    validate_parameters,
+)
+from chalicelib.domain.task_types import REGISTRY, TaskType
+from chalicelib.errors import PayloadTooLarge, ValidationFailed
+
+
+def problems(schema_name: str, body: Any) -> list[dict[str, str]]:
+    raw = body if isinstance(body, str | bytes) else json.dumps(body)
+    with pytest.raises(ValidationFailed) as caught:
+        parse(schema_name, raw)
+    details: list[dict[str, str]] = caught.value.extra["details"]
+    return details
+
+
+def paths(schema_name: str, body: Any) -> list[str]:
+    return [detail["path"] for detail in problems(schema_name, body)]
+
+
+def task(**fields: Any) -> dict[str, Any]:
+    return {"type": "config.release", "target_nodes": ["edge-12"], **fields}
+
+
+class TestParseAcceptsValidBodies:
+    def test_returns_the_body_as_sent(self):
+        # GIVEN a body using every field of a task
+        body = task(
+            name="release 41",
+            parameters={"website_id": 41},
+            tags=["cdn"],
+            priority=5,
+            max_concurrency=10,
+            max_errors="10%",
+            concurrency_key=None,
+            runner_node=None,
+        )
+        # WHEN / THEN it comes back unchanged, from bytes or from text
+        assert parse("CreateTaskRequest", json.dumps(body).encode()) == body
+        assert parse("CreateTaskRequest", json.dumps(body)) == body
+
+    @pytest.mark.parametrize("raw", [None, b"", "", "  \n"])
+    def test_an_empty_body_reads_as_an_empty_object(self, raw):
+        assert parse("RetryRequest", raw) == {}
+        assert parse("ClaimRequest", raw) == {}
+
+    @pytest.mark.parametrize("max_errors", [0, 3, "0%", "10%", "100%"])
+    def test_max_errors_is_a_count_or_a_percentage(self, max_errors):
+        assert parse("CreateTaskRequest", json.dumps(task(max_errors=max_errors)))["max_errors"] == max_errors
+
+    def test_exactly_256_kib_is_not_too_large(self):
+        compact = json.dumps(task())
+        raw = compact + " " * (MAX_BODY_BYTES - len(compact))
+        assert parse("CreateTaskRequest", raw)["type"] == "config.release"
+
+
+class TestParseRejectsBadBodies:
+    def test_missing_field_points_at_the_field(self):
+        assert problems("CreateTaskRequest", {}) == [{"path": "$.type", "message": "is required"}]
+
+    def test_unknown_field_points_at_the_field(self):
+        assert problems("CreateTaskRequest", task(typo_field=1)) == [
+            {"path": "$.typo_field", "message": "is not an allowed field"}
+        ]
+
+    def test_wrong_type(self):
+        assert problems("CreateTaskRequest", task(priority="high")) == [
+            {"path": "$.priority", "message": "must be of type integer"}
+        ]
+
+    def test_a_boolean_is_not_an_integer(self):
+        assert paths("ClaimRequest", {"max": True}) == ["$.max"]
+
+    def test_too_many_nodes(self):
+        # GIVEN 10,001 distinct, valid node ids
+        nodes = [f"n{i}" for i in range(10_001)]
+        # THEN one problem, on the list, and the message does not echo the list
+        assert problems("DispatchRequest", {"target_nodes": nodes}) == [
+            {"path": "$.target_nodes", "message": "must have at most 10000 items"}
+        ]
+
+    def test_duplicate_nodes_point_at_the_repeat(self):
+        assert problems("DispatchRequest", {"target_nodes": ["a", "b", "a"]}) == [
+            {"path": "$.target_nodes[2]", "message": "repeats an earlier item"}
+        ]
+
+    @pytest.mark.parametrize("node_id", ["edge 12", "", "x" * 129, "edge/12", "edge-12\n", "ëdge"])
+    def test_bad_node_id(self, node_id):
+        assert paths("DispatchRequest", {"target_nodes": ["ok-1", node_id]}) == ["$.target_nodes[1]"]
+
+    @pytest.mark.parametrize("max_errors", ["abc", "10", "1000%", "10 %", "٣%", -1, 1.5, None])
+    def test_bad_max_errors(self, max_errors):
+        assert problems("CreateTaskRequest", task(max_errors=max_errors)) == [
+            {"path": "$.max_errors", "message": 'must be an integer >= 0 or a percentage string like "10%"'}
+        ]
+
+    @pytest.mark.parametrize("raw", ["{bad", '{"type": "shell",}', b"\xff\xfe", '{"priority": NaN}'])
+    def test_malformed_json(self, raw):
+        [detail] = problems("CreateTaskRequest", raw)
+        assert detail["path"] == "$"
+        assert detail["message"].startswith("malformed JSON")
+
+    @pytest.mark.parametrize("raw", ["[1]", '"text"', "3", "null"])
+    def test_a_body_that_is_not_an_object(self, raw):
+        assert problems("CreateTaskRequest", raw) == [{"path": "$", "message": "must be a JSON object"}]
+
+    def test_over_256_kib_is_too_large(self):
+        compact = json.dumps(task())
+        raw = compact + " " * (MAX_BODY_BYTES + 1 - len(compact))
+        with pytest.raises(PayloadTooLarge):
+            parse("CreateTaskRequest", raw)
+
+    def test_every_problem_is_reported_at_once_in_path_order(self):
+        # GIVEN a body with one problem of each kind
+        body = {
+            "target_nodes": ["ok", "bad id", 7, "ok"],
+            "priority": 11,
+            "tags": ["x" * 65],
+            "surprise": True,
+            "max_errors": "abc",
+        }
+        # WHEN it is parsed
+        with pytest.raises(ValidationFailed) as caught:
+            parse("CreateTaskRequest", json.dumps(body))
+        # THEN each one is listed, sorted by path, and the message names the first
+        assert [(d["path"], d["message"]) for d in caught.value.extra["details"]] == [
+            ("$.max_errors", 'must be an integer >= 0 or a percentage string like "10%"'),
+            ("$.priority", "must be <= 10"),
+            ("$.surprise", "is not an allowed field"),
+            ("$.tags[0]", "must be at most 64 characters long"),
+            ("$.target_nodes[1]", "must match ^[A-Za-z0-9._:-]{1,128}$"),
+            ("$.target_nodes[2]", "must be of type string"),
+            ("$.target_nodes[3]", "repeats an earlier item"),
+            ("$.type", "is required"),
+        ]
+        assert caught.value.message == "request body is invalid: $.max_errors " + (
+            'must be an integer >= 0 or a percentage string like "10%" (and 7 more)'
+        )
+
+    def test_nested_paths(self):
+        body = {"attempt": 0, "events": [{"type": "info"}, {"type": "debug", "progress": 101, "extra": 1}]}
+        assert paths("RunEventsRequest", body) == [
+            "$.attempt",
+            "$.events[1].extra",
+            "$.events[1].progress",
+            "$.events[1].type",
+        ]
+
+    def test_index_paths_sort_by_number(self):
+        nodes = [f"n{i}" for i in range(12)]
+        nodes[2], nodes[10] = "bad id", "bad id!"
+        assert paths("DispatchRequest", {"target_nodes": nodes}) == ["$.target_nodes[2]", "$.target_nodes[10]"]
+
+    def test_a_key_that_is_not_an_identifier_is_quoted(self):
+        assert paths("RegisterNodeRequest", {"node_id": "n1", "labels": {"pool name": 1}}) == [
+            '$.labels["pool name"]'
+        ]
+
+    def test_messages_never_echo_the_value(self):
+        secret = "hunter2-" * 40
+        details = problems("CreateTaskRequest", task(concurrency_key=secret, name=secret))
+        assert details
+        assert all("hunter2" not in detail["message"] for detail in details)
+
+
+class TestValidateParameters:
+    def test_valid_parameters_pass(self):
+        validate_parameters(REGISTRY["config.release"], {"website_id": 41, "origin_set_id": 14})
+
+    def test_missing_parameter_points_at_it(self):
+        # GIVEN slurm.scale_up parameters without salt_master
+        parameters = {"ssh_user": "root", "partition": "gpu", "password": "s3cret"}
+        # WHEN / THEN
+        with pytest.raises(ValidationFailed) as caught:
+            validate_parameters(REGISTRY["slurm.scale_up"], parameters)
+        assert caught.value.extra["details"] == [{"path": "$.parameters.salt_master", "message": "is required"}]
+
+    def test_unknown_and_wrong_parameters(self):
+        with pytest.raises(ValidationFailed) as caught:
+            validate_parameters(REGISTRY["shell"], {"command": "ls", "colour": "red"})
+        assert [d["path"] for d in caught.value.extra["details"]] == ["$.parameters.colour", "$.parameters.command"]
+
+    def test_a_secret_is_never_echoed(self):
+        password = "p" * 2000
+        with pytest.raises(ValidationFailed) as caught:
+            validate_parameters(
+                REGISTRY["slurm.scale_up"],
+                {"ssh_user": "root", "salt_master": "salt", "partition": "gpu", "password": password},
+            )
+        assert password not in json.dumps(caught.value.body())
+        assert caught.value.extra["details"] == [
+            {"path": "$.parameters.password", "message": "must be at most 1024 characters long"}
+        ]
+
+    def test_over_64_kib_is_too_large(self):
+        with pytest.raises(PayloadTooLarge):
+            validate_parameters(REGISTRY["shell"], {"command": ["echo", "x" * 64 * 1024]})
+
+    def test_each_type_is_checked_against_its_own_schema(self):
+        # GIVEN a type that reuses a registered name with a different schema
+        own = TaskType(
+            name="shell",
+            description="",
+            steps=("run",),
+            parameters_schema={"type": "object", "required": ["script"]},
+        )
+        validate_parameters(REGISTRY["shell"], {"command": ["true"]})
+        # WHEN / THEN its own schema applies, not the cached one
+        with pytest.raises(ValidationFailed) as caught:
+            validate_parameters(own, {"command": ["true"]})
+        assert caught.value.extra["details"] == [{"path": "$.parameters.script", "message": "is required"}]
+
+
+class TestPageParams:
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (None, (50, None)),
+            ({}, (50, None)),
+            ({"limit": "1"}, (1, None)),
+            ({"limit": "200", "cursor": "abc"}, (200, "abc")),
+            ({"cursor": ""}, (50, None)),
+        ],
+    )
+    def test_accepted(self, query, expected):
+        assert page_params(query) == expected
+
+    @pytest.mark.parametrize("limit", ["0", "201", "-1", "abc", "1.5", "", " 5", "00000000050"])
+    def test_rejected(self, limit):
+        with pytest.raises(ValidationFailed) as caught:
+            page_params({"limit": limit})
+        assert [d["path"] for d in caught.value.extra["details"]] == ["$query.limit"]
+
+
+class TestCursor:
+    def test_round_trip(self):
+        key = {"pk": {"S": "TASK#01JD"}, "sk": {"S": "EVENT#0042"}, "n": {"N": "7"}}
+        cursor = encode_cursor(key)
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
+        assert decode_cursor(cursor) == key
+
+    @pytest.mark.parametrize(
+        "cursor",
+        [
+            "",
+            "not base64!!",
+            "a",
+            base64.urlsafe_b64encode(b"[1, 2]").decode(),
+            base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+            base64.urlsafe_b64encode(b"{not json").decode(),
+            encode_cursor({"k": "v" * 5000}),
+        ],
+    )
+    def test_bad_cursor(self, cursor):
+        with pytest.raises(ValidationFailed) as caught:
+            decode_cursor(cursor)
+        assert [d["path"] for d in caught.value.extra["details"]] == ["$query.cursor"]
