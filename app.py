@@ -7,8 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from chalice import Chalice, Cron, Rate, Response
-from chalice.app import DynamoDBEvent, SQSEvent
+from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent
 
 from chalicelib import resources
 from chalicelib.api.http import Call, json_response, register
@@ -183,9 +182,10 @@ def _run_job(record: SQSRecord) -> None:
 
 @app.on_sqs_message(queue=resources.DISPATCH_QUEUE.name, batch_size=resources.DISPATCH_QUEUE.batch_size)
 def dispatch_worker(event: SQSEvent) -> dict[str, Any]:
-    return process_partial_response(
-        event=event.to_dict(), record_handler=_run_job, processor=_job_processor, context=event.context,
+    response: dict[str, Any] = process_partial_response(  # type: ignore[assignment]
+        event=event.to_dict(), record_handler=_run_job, processor=_job_processor, context=event.context,  # type: ignore[arg-type]
     )
+    return response
 
 
 @app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON")

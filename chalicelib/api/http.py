@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalice import Chalice, Response
-from chalice.app import Request
+from chalice.app import Chalice, Request, Response
 
 from chalicelib import auth, ratelimit
 from chalicelib.api.contract import OPERATIONS, Operation
@@ -97,7 +96,9 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
         def route(**path: str) -> Response:
             logger.append_keys(**{k: v for k, v in path.items() if k in ("task_id", "node_id", "run_id")})
             try:
-                return view(_authenticate(operation, app.current_request), **path)
+                request = app.current_request
+                assert request is not None
+                return view(_authenticate(operation, request), **path)
             except FleetrunError as error:
                 if error.status >= 500:
                     logger.exception("request failed", extra={"operation": operation_id})

@@ -98,7 +98,9 @@ _TYPES = (
     ),
     TaskType(
         name="iac.plan_apply",
-        description="Plan infrastructure as code, wait for a human to confirm, then apply on the runner that holds the plan.",
+        description=(
+            "Plan infrastructure as code, wait for a human to confirm, then apply on the runner that holds the plan."
+        ),
         steps=("plan",),
         apply_steps=("apply",),
         parameters_schema=_object(
@@ -124,7 +126,9 @@ _TYPES = (
     ),
     TaskType(
         name="images.sync",
-        description="Sync Harbor v2 projects, repositories and artifacts into the image catalog (runs inside the service).",
+        description=(
+            "Sync Harbor v2 projects, repositories and artifacts into the image catalog (runs inside the service)."
+        ),
         steps=("sync",),
         parameters_schema=_object(
             {

@@ -33,7 +33,9 @@ def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
         for candidate in candidates:
             after = candidate.claim_sk
             priority, task_id, ordinal = candidate.claim_sk.split("#")
-            task = task_cache.get(task_id) if task_id in task_cache else task_cache.setdefault(task_id, tasks.find(task_id))
+            if task_id not in task_cache:
+                task_cache[task_id] = tasks.find(task_id)
+            task = task_cache[task_id]
             if task is None or not _may_start(task, int(ordinal)):
                 after = f"{priority}#{task_id}#~"  # nothing later of this task can start either
                 continue
@@ -167,7 +169,8 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
     )
     if run is None:
         latest = runs.find(task_id, node)
-        if latest is not None and int(latest.attempt) == attempt and latest.status == status and latest.lease_owner == node_id:
+        same = latest is not None and int(latest.attempt) == attempt and latest.lease_owner == node_id
+        if same and latest is not None and latest.status == status:
             return {"run": _done_view(latest), "replayed": True}
         raise LeaseLost(run_id_value, latest.status if latest else None, int(latest.attempt) if latest else None)
     if batch:

@@ -7,7 +7,9 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
 
 from chalicelib import auth, clock
+from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.errors import Conflict, NotFound
+from chalicelib.services.views import node_view
 from chalicelib.store.models import NodeItem, node_pk
 from chalicelib.store.writes import is_condition_failure
 
@@ -43,8 +45,8 @@ def get(node_id: str) -> NodeItem:
 
 
 def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], dict[str, Any] | None]:
-    result = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
-    items = list(result)
+    result: Any = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
+    items: list[NodeItem] = list(result)
     return items, result.last_evaluated_key
 
 
@@ -71,9 +73,6 @@ def touch(node_id: str) -> None:
 
 
 def page_view(limit: int, cursor: str | None) -> dict[str, Any]:
-    from chalicelib.api.validation import decode_cursor, encode_cursor
-    from chalicelib.services.views import node_view
-
     items, last_key = page(limit, decode_cursor(cursor) if cursor else None)
     return {"items": [node_view(n) for n in items], "next_cursor": encode_cursor(last_key) if last_key else None}
 

@@ -59,21 +59,23 @@ def render(totals: dict[str, Decimal]) -> dict[str, Any]:
 def recount() -> dict[str, dict[str, Decimal]]:
     """What every scope should hold, recounted from the task items."""
     expected: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for task in TaskItem.list_index.query("TASK"):
+    found: Any = TaskItem.list_index.query("TASK")
+    task: TaskItem
+    for task in found:
         contribution: dict[str, Decimal] = defaultdict(Decimal)
         contribution["total"] += 1
         contribution[f"ty_{task.type}"] += 1
         contribution[f"st_{task.status}"] += 1
         for status, value in counts_of(task).items():
             if status in RUN_TERMINAL:
-                contribution[f"nr_{status}"] += value
+                contribution[f"nr_{status}"] += Decimal(value)
         if task.status in TASK_FINISHED and task.started_at and task.completed_at:
             seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
             contribution["dur_sum"] += Decimal(str(round(seconds, 3)))
             contribution["dur_n"] += 1
         for scope in counters.scopes_of(task.owner, task.type):
-            for name, value in contribution.items():
-                expected[scope][name] += value
+            for name, amount in contribution.items():
+                expected[scope][name] += amount
     return expected
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from chalicelib import clock, config
 from chalicelib.domain import rules
@@ -84,11 +85,15 @@ def _expire_leases(task: TaskItem, now: float, report: SweepReport) -> None:
     report.requeued_runs += len(released)
     report.timed_out_runs += len(timed_out)
     if released or timed_out:
-        events.append(task.task_id, [
-            service_event("node.lease_expired", f"{r.node}: {'offered again as attempt ' + str(int(r.attempt)) if r.status == RunStatus.PENDING else 'timed out'}",
-                          type_="warning", node=r.node, data={"attempt": int(r.attempt), "status": r.status})
-            for r in released + timed_out
-        ])
+        events.append(task.task_id, [_expiry_event(r) for r in released + timed_out])
+
+
+def _expiry_event(run: NodeRunItem) -> dict[str, Any]:
+    outcome = f"offered again as attempt {int(run.attempt)}" if run.status == RunStatus.PENDING else "timed out"
+    return service_event(
+        "node.lease_expired", f"{run.node}: lease expired, {outcome}", type_="warning", node=run.node,
+        data={"attempt": int(run.attempt), "status": run.status},
+    )
 
 
 def _reopen_stalled_window(task: TaskItem, counts: dict[str, int], report: SweepReport) -> None:

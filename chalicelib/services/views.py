@@ -21,7 +21,9 @@ def max_errors_value(raw: str) -> int | str:
 
 
 def task_view(task: TaskItem, targets: list[str]) -> dict[str, Any]:
-    progress = 100 if task.status == TaskStatus.COMPLETED else rules.progress(int(task.progress_sum), int(task.target_count))
+    progress = rules.progress(int(task.progress_sum), int(task.target_count))
+    if task.status == TaskStatus.COMPLETED:
+        progress = 100
     return {
         "task_id": task.task_id,
         "type": task.type,
@@ -75,7 +77,7 @@ def run_view(run: NodeRunItem) -> dict[str, Any]:
 def node_view(node: NodeItem) -> dict[str, Any]:
     return {
         "node_id": node.node_id,
-        "labels": dict(node.labels.as_dict() if hasattr(node.labels, "as_dict") else node.labels or {}),
+        "labels": dict(node.labels.attribute_values if node.labels is not None else {}),
         "slots": int(node.slots),
         "status": node.status,
         "last_seen_at": node.last_seen_at,

@@ -18,7 +18,8 @@ def new_item(task_id: str, events: Sequence[dict[str, Any]]) -> EventItem:
     """An item holding `events` (each without id); ids are assigned here."""
     item_id = str(ULID())
     stamped = [{"event_id": f"{item_id}-{i:03d}", **event} for i, event in enumerate(events)]
-    return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events=json.dumps(stamped, separators=(",", ":")))
+    body = json.dumps(stamped, separators=(",", ":"))
+    return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events=body)
 
 
 def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -112,7 +112,8 @@ def iter_runs(task_id: str, status: str | None = None) -> Iterator[NodeRunItem]:
 def claimable(runner: str, after: str | None, limit: int) -> list[NodeRunItem]:
     """Candidate claim keys of a runner, best first (eventually consistent, keys only)."""
     range_condition = NodeRunItem.claim_sk > after if after else None
-    return list(NodeRunItem.claim_index.query(f"RUNNER#{runner}", range_condition, limit=limit))
+    found: Any = NodeRunItem.claim_index.query(f"RUNNER#{runner}", range_condition, limit=limit)
+    return list(found)
 
 
 def apply(
@@ -157,12 +158,13 @@ def update_leased(task_id: str, node: str, attempt: int, runner: str, fields: di
 
 
 def lease_held(attempt: int, runner: str) -> Condition:
-    return (
+    condition: Condition = (
         NodeRunItem.pk.exists()
         & (NodeRunItem.status == RunStatus.RUNNING)
         & (NodeRunItem.attempt == attempt)
         & (NodeRunItem.lease_owner == runner)
     )
+    return condition
 
 
 def run_concurrently(calls: Iterable[Any]) -> list[Any]:

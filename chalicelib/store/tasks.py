@@ -78,7 +78,7 @@ def find(task_id: str) -> TaskItem | None:
 def load_targets(task_id: str) -> list[str]:
     nodes: list[str] = []
     for chunk in TargetChunk.query(task_pk(task_id), TargetChunk.sk.startswith("TGT#"), consistent_read=True):
-        nodes.extend(chunk.nodes)
+        nodes.extend(str(node) for node in chunk.nodes)
     return nodes
 
 

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.resources import STREAM_BATCH_SIZE
 from fleetrun.local.pump_base import Handler, Pump, Record, failed_item_ids
 
 logger = logging.getLogger("fleetrun.local.pumps")
-#: = chalicelib.resources.STREAM_BATCH_SIZE (not imported: that would load the PynamoDB models)
-DEFAULT_BATCH_SIZE = 100
 
 
 def _wire_values(value: Any) -> Any:
@@ -63,7 +62,7 @@ class StreamPump(Pump):
         stream_arn: str,
         handler: Handler,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int = STREAM_BATCH_SIZE,
         max_retries: int = 3,
         on_give_up: Callable[[list[Record]], None] | None = None,
         starting_position: str = "TRIM_HORIZON",

@@ -320,7 +320,7 @@ class FakeStreams:
     """A DynamoDB Streams client with shards that split: moto only ever has one shard."""
 
     class exceptions:  # noqa: N801 - mimics boto3's client.exceptions
-        class ExpiredIteratorException(Exception):  # noqa: N818
+        class ExpiredIteratorException(Exception):
             pass
 
     class meta:  # noqa: N801
