@@ -23,6 +23,9 @@ from chalicelib.observability import logger
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: bodies are parsed as JSON whatever the client labels them, so a mislabelled body gets
+#: our validation_error rather than Chalice's own 415 shape
+_CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
                 logger.exception("unexpected error", extra={"operation": operation_id})
                 return error_response(FleetrunError("an internal error occurred; it has been logged"))
 
-        app.route(operation.path, methods=[operation.method])(route)
+        app.route(operation.path, methods=[operation.method], content_types=_CONTENT_TYPES)(route)
         return view
 
     return decorate

@@ -9,7 +9,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.errors import InvalidTransition, LeaseLost, NotFound
-from chalicelib.observability import count, logger
+from chalicelib.observability import count, logger, tracer
 from chalicelib.services import nodes
 from chalicelib.services.views import counts_of
 from chalicelib.store import events, runs, tasks
@@ -22,6 +22,7 @@ MAX_OUTPUT_BYTES = 64 * 1024
 _CANDIDATES_PER_QUERY = 25
 
 
+@tracer.capture_method
 def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
     """Lease up to `max_runs` claimable runs whose runner is this node, best priority first."""
     nodes.touch(node_id)
@@ -154,6 +155,7 @@ def _append_events(run: NodeRunItem, batch: list[dict[str, Any]]) -> None:
 _ACTIONS = {"succeeded": "succeed", "failed": "fail", "cancelled": "cancel"}
 
 
+@tracer.capture_method
 def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_message: str | None,
              output: str | None, batch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Finish a leased run. A repeated identical call answers the same; a stale one raises LeaseLost."""

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from chalicelib import clock
 from chalicelib.domain import rules
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TaskStatus
-from chalicelib.observability import logger
+from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
 from chalicelib.store import counters, tasks
 from chalicelib.store.counters import TaskDelta, padded_seq
@@ -59,6 +59,7 @@ class Record:
         return _value(self.new, name)
 
 
+@tracer.capture_method
 def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     """Apply a stream batch. Returns the sequence numbers to report as failed (at most one:
     the first record of the first task that failed; Lambda redelivers from there)."""

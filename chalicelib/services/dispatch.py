@@ -6,11 +6,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from chalicelib import clock
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.transitions import RUN_TRANSITIONS
 from chalicelib.errors import Conflict, InvalidTransition
-from chalicelib.observability import count, logger
+from chalicelib.observability import count, logger, metrics, tracer
 from chalicelib.services.views import service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -26,6 +28,7 @@ def _template(task: TaskItem, dispatch_id: str, now: str) -> RunTemplate:
     )
 
 
+@tracer.capture_method
 def run_dispatch_job(task_id: str, attempt: int) -> None:
     """Create (attempt 1) or reset (retry) the runs of a task's attempt, then start it.
 
@@ -68,6 +71,9 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
             return
         raise
     count("NodeRunsDispatched", value=len(created))
+    if attempt == 1:
+        lag = clock.now_epoch() - clock.parse_rfc3339(task.created_at)
+        metrics.add_metric(name="DispatchLag", unit=MetricUnit.Seconds, value=lag)
     logger.info("task dispatched", extra={"task_id": task_id, "created": len(created), "skipped": len(skipped)})
 
 

@@ -15,7 +15,7 @@ from chalicelib.api.validation import validate_parameters
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
 from chalicelib.errors import IdempotencyKeyReused, ValidationFailed
-from chalicelib.observability import count, logger
+from chalicelib.observability import count, logger, tracer
 from chalicelib.services.views import service_event
 from chalicelib.store import events, tasks
 from chalicelib.store.models import IdempotencyItem, TaskItem, task_pk
@@ -34,6 +34,7 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+@tracer.capture_method
 def submit(owner: str, body: dict[str, Any], idempotency_key: str | None) -> Submitted:
     """Create a task from a validated `POST /v1/tasks` body.
 

@@ -10,7 +10,7 @@ from chalicelib import clock, config
 from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
-from chalicelib.observability import logger
+from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
 from chalicelib.services.views import counts_of, service_event
 from chalicelib.store import events, runs, tasks
@@ -26,6 +26,7 @@ class SweepReport:
     windows_reopened: int = 0
 
 
+@tracer.capture_method
 def sweep(now: float | None = None) -> SweepReport:
     """One pass over the active tasks (sparse index: cost grows with active work only)."""
     now = clock.now_epoch() if now is None else now

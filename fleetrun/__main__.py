@@ -1,0 +1,3 @@
+from fleetrun.cli import main
+
+main()

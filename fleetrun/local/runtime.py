@@ -1,0 +1,285 @@
+"""`fleetrun local up`: the whole service on one machine, running the real `app.py` handlers.
+
+moto in server mode stands in for AWS; the Chalice routes are served over HTTP; pollers
+deliver SQS batches and stream records to the app's `on_sqs_message` / `on_dynamodb_record`
+handlers exactly as event source mappings do; a scheduler fires every `@app.schedule`
+handler; demo agents run as separate processes. Every part is discovered from the app's
+own registrations (`app.event_sources`) and resources come from `chalicelib.resources`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from fleetrun.local import logs
+from fleetrun.local.settings import LocalSettings
+
+DEMO_STEPS = Path(__file__).resolve().parent.parent / "agent" / "demo_steps"
+_ADMIN_TOKEN_TTL = 30 * 24 * 3600
+
+
+def _environment(settings: LocalSettings, moto_url: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "FLEETRUN_LOCAL": "1",
+        "FLEETRUN_JWT_SECRET": settings.jwt_secret,
+        "FLEETRUN_LEASE_SECONDS": str(settings.lease_seconds),
+        "FLEETRUN_RATE_LIMIT": str(settings.rate_limit),
+        "FLEETRUN_PUBLIC_URL": settings.api_url,
+        "POWERTOOLS_SERVICE_NAME": "fleetrun",
+        "POWERTOOLS_METRICS_NAMESPACE": "Fleetrun",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+
+
+@dataclass
+class LocalRuntime:
+    settings: LocalSettings
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    admin_token: str = ""
+    _servers: list[Any] = field(default_factory=list)
+
+    # --- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        started = time.monotonic()
+        moto_url = self._start_moto()
+        os.environ.update(_environment(self.settings, moto_url))
+        from fleetrun.local.provision import provision
+
+        provisioned = provision(boto3.session.Session())
+        os.environ.update(provisioned.environment())
+        app_module = importlib.import_module("app")
+        self._start_http(app_module)
+        self._start_pumps(app_module, provisioned)
+        self._start_scheduler(app_module)
+        from chalicelib import auth
+
+        self.admin_token = auth.mint_token("admin", ["admin"], self.settings.jwt_secret, _ADMIN_TOKEN_TTL)
+        self._wait_healthy()
+        self._start_demo_agents()
+        self._banner(time.monotonic() - started)
+
+    def _start_moto(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per moto request is noise
+        port = self.settings.moto_port or _free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        self._servers.append(server)
+        return f"http://127.0.0.1:{port}"
+
+    def _start_http(self, app_module: Any) -> None:
+        from chalice.config import Config
+        from chalice.local import create_local_server
+
+        config = Config.create(chalice_stage="dev", app_name="fleetrun", chalice_app=app_module.app)
+        server = create_local_server(app_module.app, config, self.settings.host, self.settings.port)
+        self._servers.append(server)
+        self._spawn("api", server.server.serve_forever)
+
+    def _start_pumps(self, app_module: Any, provisioned: Any) -> None:
+        from chalice.app import DynamoDBEventConfig, SQSEventConfig
+
+        from chalicelib import resources
+        from fleetrun.local.pumps import SqsPump, StreamPump
+
+        specs = {spec.name: spec for spec in resources.QUEUES}
+        for source in app_module.app.event_sources:
+            handler = getattr(app_module, source.handler_string.split(".")[-1])
+            if isinstance(source, SQSEventConfig):
+                spec = specs[str(source.queue)]
+                pump: Any = SqsPump(
+                    boto3.client("sqs"), provisioned.queue_urls[spec.name], handler, batch_size=source.batch_size,
+                    visibility_timeout=spec.visibility_timeout, redelivery_delay=2, function_name=source.name,
+                )
+                self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, 0.2)
+            elif isinstance(source, DynamoDBEventConfig):
+                pump = StreamPump(boto3.client("dynamodbstreams"), provisioned.stream_arn, handler,
+                                  batch_size=source.batch_size, function_name=source.name)
+                self._spawn("stream", pump.run_forever, self.stop_event, 0.2)
+
+    def _start_scheduler(self, app_module: Any) -> None:
+        from chalice.app import ScheduledEventConfig
+
+        jobs = [
+            (source.name, getattr(app_module, source.handler_string.split(".")[-1]), self._interval(source))
+            for source in app_module.app.event_sources if isinstance(source, ScheduledEventConfig)
+        ]
+        self._spawn("scheduler", self._schedule_loop, jobs)
+
+    def _interval(self, source: Any) -> float:
+        if source.name == "sweep":
+            return float(self.settings.sweep_seconds)
+        expression = source.schedule_expression
+        if hasattr(expression, "value") and hasattr(expression, "unit"):
+            return float(expression.value) * {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400}[expression.unit]
+        return 3600.0  # cron schedules fire hourly in local mode
+
+    def _schedule_loop(self, jobs: list[tuple[str, Any, float]]) -> None:
+        from fleetrun.local.pumps import LambdaContext
+
+        due = {name: time.monotonic() + interval for name, _, interval in jobs}
+        while not self.stop_event.wait(0.5):
+            for name, handler, interval in jobs:
+                if time.monotonic() < due[name]:
+                    continue
+                due[name] = time.monotonic() + interval
+                try:
+                    handler(_scheduled_event(name), LambdaContext(f"fleetrun-{name}"))
+                except Exception as error:  # a failed run is retried at the next tick, like EventBridge
+                    print(f"scheduled {name} failed: {error!r}")
+
+    def _spawn(self, part: str, target: Any, *args: Any) -> None:
+        def run() -> None:
+            logs.set_part(part)
+            target(*args)
+
+        thread = threading.Thread(target=run, name=part, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.settings.api_url}/v1/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the API did not become healthy on {self.settings.api_url}")
+
+    # --- demo agents ---------------------------------------------------------------------
+    def _start_demo_agents(self) -> None:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        for i in range(1, self.settings.demo_agents + 1):
+            node = f"demo-{i}"
+            body = {"node_id": node, "labels": {"pool": "demo"}}
+            answer = requests.post(f"{self.settings.api_url}/v1/nodes", json=body, headers=headers, timeout=10)
+            answer.raise_for_status()
+            self.start_agent(node, answer.json()["token"])
+
+    def start_agent(self, node: str, token: str) -> None:
+        work_dir = self.settings.data_dir / "agents" / node
+        work_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "fleetrun", "agent", "--api", self.settings.api_url, "--node", node,
+            "--token", token, "--steps-dir", str(DEMO_STEPS), "--work-dir", str(work_dir),
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+        self.agents[node] = process
+        self._spawn(f"agent {node}", self._relay, process)
+
+    def _relay(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="")
+
+    # --- stop ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stop_event.set()
+        for process in self.agents.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in self.agents.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for server in reversed(self._servers):
+            try:
+                if hasattr(server, "shutdown"):
+                    server.shutdown()
+                else:
+                    server.stop()
+            except Exception as error:
+                print(f"stopping {type(server).__name__}: {error!r}")
+
+    def _banner(self, seconds: float) -> None:
+        s = self.settings
+        lines = [
+            "",
+            f"fleetrun is up in {seconds:.1f} s",
+            f"  API        {s.api_url}   (OpenAPI: {s.api_url}/v1/openapi.json)",
+            f"  dashboard  {s.api_url}/",
+            f"  agents     {', '.join(self.agents) or 'none'} (FLEETRUN_DEMO_AGENTS={s.demo_agents})",
+            f"  sweeper    every {s.sweep_seconds} s, leases {s.lease_seconds} s",
+            "  dev admin token (valid 30 days):",
+            f"    {self.admin_token}",
+            "  try:",
+            f"    export FLEETRUN_URL={s.api_url} FLEETRUN_TOKEN={self.admin_token}",
+            "    .venv/bin/fleetrun submit slurm.scale_up -n demo-1 -n demo-2 -n demo-3 \\",
+            "        --param ssh_user=root --param salt_master=salt-1 --param partition=gpu --watch",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+        for line in lines:
+            print(line)
+
+
+def _scheduled_event(name: str) -> dict[str, Any]:
+    from chalicelib import clock
+
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": clock.now_iso()[:19] + "Z", "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:123456789012:rule/fleetrun-{name}"], "detail": {},
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def up(settings: LocalSettings | None = None) -> int:
+    """Run until Ctrl-C (or SIGTERM); returns the process exit status."""
+    warnings.filterwarnings("ignore", message=".*HMAC key.*")  # the documented local secret is short
+    stream = logs.install()
+    logs.set_part("runtime")
+    runtime = LocalRuntime(settings or LocalSettings.from_env())
+    signal.signal(signal.SIGTERM, lambda *_: runtime.stop_event.set())
+    try:
+        runtime.start()
+        while not runtime.stop_event.wait(0.5):
+            for node, process in runtime.agents.items():
+                if process.poll() is not None:
+                    stream.emit("runtime", f"agent {node} exited with status {process.returncode}")
+                    runtime.agents[node] = process  # reported once: replaced below
+            runtime.agents = {n: p for n, p in runtime.agents.items() if p.poll() is None}
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stream.emit("runtime", "stopping …")
+        runtime.stop()
+        stream.emit("runtime", "stopped")
+    return 0

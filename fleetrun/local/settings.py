@@ -1,0 +1,45 @@
+"""Settings of the local runtime, from the FLEETRUN_* environment of API.md."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ws_port: int = 8001
+    moto_port: int = 0
+    jwt_secret: str = "local-dev-secret"
+    lease_seconds: int = 60
+    sweep_seconds: int = 10
+    demo_agents: int = 3
+    rate_limit: int = 600
+    data_dir: Path = Path(".fleetrun")
+
+    @classmethod
+    def from_env(cls) -> LocalSettings:
+        return cls(
+            host=os.environ.get("FLEETRUN_HOST", "127.0.0.1"),
+            port=_int("FLEETRUN_PORT", 8000),
+            ws_port=_int("FLEETRUN_WS_PORT", 8001),
+            moto_port=_int("FLEETRUN_MOTO_PORT", 0),
+            jwt_secret=os.environ.get("FLEETRUN_JWT_SECRET") or "local-dev-secret",
+            lease_seconds=_int("FLEETRUN_LEASE_SECONDS", 60),
+            sweep_seconds=_int("FLEETRUN_SWEEP_SECONDS", 10),
+            demo_agents=_int("FLEETRUN_DEMO_AGENTS", 3),
+            rate_limit=_int("FLEETRUN_RATE_LIMIT", 600),
+            data_dir=Path(os.environ.get("FLEETRUN_DATA_DIR", ".fleetrun")),
+        )
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
