@@ -177,7 +177,7 @@ class LocalRuntime:
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         for i in range(1, self.settings.demo_agents + 1):
             node = f"demo-{i}"
-            body = {"node_id": node, "labels": {"pool": "demo"}}
+            body: dict[str, Any] = {"node_id": node, "labels": {"pool": "demo"}}
             answer = requests.post(f"{self.settings.api_url}/v1/nodes", json=body, headers=headers, timeout=10)
             answer.raise_for_status()
             self.start_agent(node, answer.json()["token"])
