@@ -4,14 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit integration e2e bench clean
+RUN_STAMP := $(VENV)/.installed-run
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+.PHONY: run test lint unit integration e2e bench clean
+
+$(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3)"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	$(PYTHON) -m venv $(VENV)
+
+# `make run` needs only the service and the client; `make test` adds the test and lint tools
+$(RUN_STAMP): $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -e '.[local]'
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/fleetrun local up
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -25,6 +36,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -q -n 2 tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python bench/requests.py
