@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from chalicelib import clock, secrets
 from chalicelib.api.validation import validate_parameters
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
-from chalicelib.errors import IdempotencyKeyReused, ValidationFailed
+from chalicelib.errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from chalicelib.observability import count, logger, tracer
 from chalicelib.services.views import service_event
 from chalicelib.store import events, tasks
@@ -65,10 +66,12 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None) -> Sub
     except tasks.IdempotencyRecordExists:
         # a racing request with the same key won: answer with its task
         assert idempotency_key is not None
-        replay = _replay(owner, idempotency_key, fingerprint)
-        if replay is None:
-            raise
-        return replay
+        for pause in (0.0, 0.05, 0.2, 0.5):
+            time.sleep(pause)
+            replay = _replay(owner, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+        raise Conflict("a request with this Idempotency-Key is in flight; retry") from None
     logger.info("task created", extra={"task_id": task.task_id, "type": task.type, "targets": len(targets)})
     count("TasksCreated", type=task.type)
     return Submitted(task, targets, replayed=False)

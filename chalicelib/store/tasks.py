@@ -15,7 +15,7 @@ from chalicelib.domain.statuses import TASK_TERMINAL
 from chalicelib.domain.transitions import TASK_TRANSITIONS, task_transition
 from chalicelib.errors import Conflict, InvalidTransition, TaskNotFound
 from chalicelib.store.models import EventItem, IdempotencyItem, TargetChunk, TaskItem, task_pk
-from chalicelib.store.writes import field_actions, is_condition_failure, status_in
+from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict, status_in
 
 META = "META"
 TARGET_CHUNK_SIZE = 1000
@@ -56,7 +56,9 @@ def create(task: TaskItem, targets: Sequence[str], idempotency: IdempotencyItem 
                 tx.save(chunk)
             tx.save(event)
     except PynamoDBException as error:
-        if idempotency is not None and is_condition_failure(error):
+        # racing requests with one key: the loser sees the record (condition) or the winner's
+        # transaction in flight (conflict); either way the answer is the winner's task
+        if idempotency is not None and (is_condition_failure(error) or is_transaction_conflict(error)):
             raise IdempotencyRecordExists from error
         raise
 
@@ -117,6 +119,8 @@ def transition(
             tx.update(item, actions=actions, condition=guard)
             tx.save(event)
     except PynamoDBException as error:
+        if is_transaction_conflict(error):
+            raise Conflict(f"task {task_id} is being changed by another request; retry") from None
         if not is_condition_failure(error):
             raise
         current = get(task_id)

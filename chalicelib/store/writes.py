@@ -27,6 +27,18 @@ def status_in(model: type[Model], sources: frozenset[str]) -> Condition:
     return status.is_in(*sorted(sources))
 
 
+def is_transaction_conflict(error: Exception) -> bool:
+    """True when DynamoDB cancelled a transaction because another one touched the same item
+    at the same moment (never simulated by moto; a retry resolves it)."""
+    if isinstance(error, TransactWriteError):
+        reasons = error.cancellation_reasons or []
+        return any(r is not None and r.code == "TransactionConflict" for r in reasons)
+    if isinstance(error, ClientError):
+        reasons = error.response.get("CancellationReasons", [])
+        return any(r.get("Code") == "TransactionConflict" for r in reasons)
+    return False
+
+
 def is_condition_failure(error: Exception) -> bool:
     """True when a PynamoDB write failed only because its condition did not hold."""
     if isinstance(error, UpdateError | PutError):

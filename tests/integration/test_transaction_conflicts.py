@@ -1,0 +1,79 @@
+"""DynamoDB cancels a transaction with TransactionConflict when another transaction touches
+the same item at that moment; moto never does, so these tests inject it by patching the client's
+API call."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+BODY = {"type": "config.release", "target_nodes": ["t1"], "parameters": {"website_id": 1}}
+
+
+def _conflict_once(monkeypatch, operation: str = "TransactWriteItems") -> list[str]:
+    """Make the first TransactWriteItems of PynamoDB's connection fail with TransactionConflict."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+    seen: list[str] = []
+
+    def make_api_call(client, name, params):
+        if name == operation and not seen:
+            seen.append(name)
+            raise ClientError(
+                {"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                 "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}]},
+                name,
+            )
+        return original(client, name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+    return seen
+
+
+def test_a_retry_that_meets_a_concurrent_transaction_answers_conflict_not_internal_error(fleet, monkeypatch):
+    # GIVEN a finished, failed task
+    fleet.register("t1")
+    task_id = fleet.submit(BODY).body["task_id"]
+    fleet.settle()
+    fleet.run_agents(["t1"], fail=frozenset({"t1"}))
+    assert fleet.task(task_id)["status"] == "failed"
+    # WHEN the retry's transaction is cancelled by a concurrent one
+    seen = _conflict_once(monkeypatch)
+    answer = fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"})
+    # THEN the client is told to retry (409 conflict) and nothing changed
+    assert seen
+    assert answer.status == 409
+    assert answer.body["error"]["code"] == "conflict"
+    assert fleet.task(task_id)["status"] == "failed"
+    # AND the retried request goes through
+    assert fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"}).status == 202
+
+
+def test_a_create_racing_the_same_idempotency_key_in_flight_answers_with_the_winners_task(fleet, monkeypatch):
+    # GIVEN the winner's task already written under the key
+    first = fleet.submit(BODY, key="race-1")
+    assert first.status == 202
+    # WHEN a second create with the same key meets the winner's transaction in flight
+    from chalicelib.services import submit
+
+    monkeypatch.setattr(submit, "_replay", _skip_first_replay(submit._replay))
+    seen = _conflict_once(monkeypatch)
+    answer = fleet.submit(BODY, key="race-1")
+    # THEN it answers with the winner's task, not an error
+    assert seen
+    assert answer.status == 200, answer
+    assert answer.body["task_id"] == first.body["task_id"]
+    fleet.settle()
+    assert fleet.stats()["total_tasks"] == 1
+
+
+def _skip_first_replay(replay):
+    calls = []
+
+    def wrapped(owner, key, fingerprint):
+        calls.append(key)
+        if len(calls) == 1:
+            return None  # the pre-check ran before the winner committed
+        return replay(owner, key, fingerprint)
+
+    return wrapped
