@@ -22,7 +22,9 @@ VERSION = "0.1.0"
 #: Chalice needs a literal stream ARN at import (chalice issue 1882); the CDK app overrides it
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/fleetrun/stream/1970-01-01T00:00:00.000"
 
-app = Chalice(app_name="fleetrun")
+# configure_logs=False: Chalice would otherwise set the "fleetrun" logger (the one Powertools
+# uses) to ERROR with a plain handler, dropping INFO lines and bypassing the token scrubber
+app = Chalice(app_name="fleetrun", configure_logs=False)
 chalice_middleware(app)
 
 

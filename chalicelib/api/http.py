@@ -16,8 +16,8 @@ from typing import Any
 from chalice.app import Chalice, Request, Response
 
 from chalicelib import auth, ratelimit
-from chalicelib.api.contract import OPERATIONS, Operation
-from chalicelib.api.validation import page_params, parse
+from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
+from chalicelib.api.validation import check_header, page_params, parse
 from chalicelib.errors import FleetrunError, RateLimited
 from chalicelib.observability import logger
 
@@ -56,7 +56,11 @@ class Call:
         return page_params(self.request.query_params)
 
     def header(self, name: str) -> str | None:
+        """A request header; one the contract describes is checked against its schema."""
         value: str | None = self.request.headers.get(name)
+        described = REQUEST_HEADERS.get(name) or REQUEST_HEADERS.get(name.title())
+        if value is not None and described is not None:
+            check_header(described.name, described.schema, value)
         return value
 
 

@@ -56,6 +56,26 @@ def validate_parameters(task_type: TaskType, parameters: dict[str, Any]) -> None
     _raise_if_invalid(validator, parameters, "$.parameters", f"parameters are invalid for type {task_type.name!r}")
 
 
+def check_header(name: str, schema: Mapping[str, Any], value: str) -> None:
+    """Raises ValidationFailed (path `$header.<name>`) when a header breaks its schema."""
+    minimum, maximum = schema.get("minLength", 0), schema.get("maxLength", 10**9)
+    if not minimum <= len(value) <= maximum:
+        raise ValidationFailed(
+            f"header {name} must be {minimum}-{maximum} characters",
+            [{"path": f"$header.{name}", "message": f"must be {minimum}-{maximum} characters"}],
+        )
+
+
+def query_enum(name: str, value: str | None, allowed: Iterable[str]) -> None:
+    """Raises ValidationFailed (path `$query.<name>`) when a filter value is not one of `allowed`."""
+    options = sorted(allowed)
+    if value is not None and value not in options:
+        raise ValidationFailed(
+            f"{name} must be one of {', '.join(options)}",
+            [{"path": f"$query.{name}", "message": f"must be one of {', '.join(options)}"}],
+        )
+
+
 def page_params(query: Mapping[str, str] | None) -> tuple[int, str | None]:
     """`(limit, cursor)` of a list request: limit 1-200 (default 50), cursor as sent or None."""
     query = query or {}
@@ -105,6 +125,10 @@ def _load_object(raw: bytes) -> dict[str, Any]:
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         raise ValidationFailed(
             "request body is not valid JSON", [{"path": "$", "message": f"malformed JSON: {_json_problem(exc)}"}]
+        ) from None
+    except RecursionError:
+        raise ValidationFailed(
+            "request body is nested too deeply", [{"path": "$", "message": "JSON nested too deeply"}]
         ) from None
     if not isinstance(document, dict):
         raise ValidationFailed(

@@ -8,8 +8,9 @@ from pynamodb.expressions.condition import Condition
 from ulid import ULID
 
 from chalicelib import clock
-from chalicelib.api.validation import decode_cursor, encode_cursor
+from chalicelib.api.validation import decode_cursor, encode_cursor, query_enum
 from chalicelib.auth import Actor
+from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
 from chalicelib.services.views import run_view, task_view
 from chalicelib.store import events, runs, tasks
@@ -39,6 +40,7 @@ def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | No
         raise Forbidden("only admins may list other users' tasks")
     if not actor.is_admin:
         owner = actor.user_id
+    query_enum("status", query.get("status"), TASK_STATUSES)
     filters: Condition | None = None
     for name, attribute in (("status", TaskItem.status), ("type", TaskItem.type)):
         if name in query:
