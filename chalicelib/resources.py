@@ -25,8 +25,15 @@ class QueueSpec:
         return f"{self.name}-dlq"
 
 
+#: fan-out, retry resets, cancel and halt jobs (the stream is their outbox)
 DISPATCH_QUEUE = QueueSpec("fleetrun-dispatch", visibility_timeout=120, max_receive_count=5, batch_size=5)
-QUEUES: tuple[QueueSpec, ...] = (DISPATCH_QUEUE,)
+#: runs the service executes itself (images.sync, HTTP calls, SSM)
+WORK_QUEUE = QueueSpec("fleetrun-work", visibility_timeout=900, max_receive_count=3, batch_size=1)
+#: notification deliveries (webhook, Slack, DingTalk, email), retried with backoff
+NOTIFY_QUEUE = QueueSpec("fleetrun-notify", visibility_timeout=60, max_receive_count=8, batch_size=10)
+#: task submissions from automation and schedules
+INTAKE_QUEUE = QueueSpec("fleetrun-intake", visibility_timeout=60, max_receive_count=3, batch_size=10)
+QUEUES: tuple[QueueSpec, ...] = (DISPATCH_QUEUE, WORK_QUEUE, NOTIFY_QUEUE, INTAKE_QUEUE)
 
 STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 STREAM_BATCH_SIZE = 100
