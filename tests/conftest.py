@@ -50,8 +50,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     """moto in-process with every fleetrun resource created; the app's settings point at them."""
     from moto import mock_aws
 
+    from fleetrun.local import moto_fixes
     from fleetrun.local.provision import provision
 
+    moto_fixes.apply()
     with mock_aws():
         _reset_caches()
         provisioned = provision(boto3.session.Session())

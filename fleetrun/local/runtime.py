@@ -84,6 +84,9 @@ class LocalRuntime:
     def _start_moto(self) -> str:
         from moto.server import ThreadedMotoServer
 
+        from fleetrun.local import moto_fixes
+
+        moto_fixes.apply()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per moto request is noise
         port = self.settings.moto_port or _free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
