@@ -58,7 +58,7 @@ def touch(node_id: str) -> None:
     now = clock.now_epoch()
     threshold = clock.rfc3339(now - SEEN_REFRESH_SECONDS)
     try:
-        seen = NodeItem.get(node_pk(node_id), "META", attributes_to_get=["last_seen_at"]).last_seen_at
+        seen = NodeItem.get(node_pk(node_id), "META", attributes_to_get=["pk", "last_seen_at"]).last_seen_at
     except DoesNotExist:
         return
     if seen is not None and seen >= threshold:
