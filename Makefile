@@ -45,3 +45,37 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- infrastructure: the CDK app in infra/ (see infra/README.md) ------------------------
+# `make synth` synthesizes offline into cdk.out/; `make deploy` needs AWS credentials and a
+# bootstrapped account (`make bootstrap` once per account and region). STAGE=dev|prod;
+# more context with CDK_ARGS, e.g. CDK_ARGS="-c prod:alarmEmail=ops@example.com".
+INFRA_STAMP := $(VENV)/.installed-infra
+STAGE ?= dev
+CDK_ARGS ?=
+CDK_CLI_VERSION ?= 2.1148.1
+CDK := cd infra && npx --yes aws-cdk@$(CDK_CLI_VERSION)
+
+.PHONY: synth bootstrap deploy package infra-test
+
+$(INFRA_STAMP): $(RUN_STAMP) requirements-infra.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-infra.txt
+	@touch $(INFRA_STAMP)
+
+# the infra tests (part of `make test`) synthesize the stacks: install the CDK first
+test: $(INFRA_STAMP)
+
+synth: $(INFRA_STAMP)
+	$(BIN)/python infra/app.py -c stage=$(STAGE) $(CDK_ARGS)
+
+bootstrap: $(INFRA_STAMP)
+	$(CDK) bootstrap -c stage=$(STAGE) $(CDK_ARGS)
+
+deploy: $(INFRA_STAMP)
+	$(CDK) deploy -c stage=$(STAGE) $(CDK_ARGS)
+
+package: $(INFRA_STAMP)
+	$(BIN)/python infra/packaging.py build/package-$(STAGE) --stage $(STAGE)
+
+infra-test: $(STAMP) $(INFRA_STAMP)
+	$(BIN)/pytest -q -m infra tests/infra

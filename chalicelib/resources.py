@@ -14,7 +14,7 @@ from chalicelib.store.models import ALL_INDEXES, TTL_ATTRIBUTE
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
-    #: seconds a received message stays invisible (>= the consumer Lambda's timeout)
+    #: seconds a received message stays invisible (AWS advises 6x the consumer Lambda's 120 s timeout)
     visibility_timeout: int
     #: receives before a message goes to the dead-letter queue
     max_receive_count: int
@@ -26,13 +26,13 @@ class QueueSpec:
 
 
 #: fan-out, retry resets, cancel and halt jobs (the stream is their outbox)
-DISPATCH_QUEUE = QueueSpec("fleetrun-dispatch", visibility_timeout=120, max_receive_count=5, batch_size=5)
+DISPATCH_QUEUE = QueueSpec("fleetrun-dispatch", visibility_timeout=720, max_receive_count=5, batch_size=5)
 #: runs the service executes itself (images.sync, HTTP calls, SSM)
 WORK_QUEUE = QueueSpec("fleetrun-work", visibility_timeout=900, max_receive_count=3, batch_size=1)
 #: notification deliveries (webhook, Slack, DingTalk, email), retried with backoff
-NOTIFY_QUEUE = QueueSpec("fleetrun-notify", visibility_timeout=60, max_receive_count=8, batch_size=10)
+NOTIFY_QUEUE = QueueSpec("fleetrun-notify", visibility_timeout=720, max_receive_count=8, batch_size=10)
 #: task submissions from automation and schedules
-INTAKE_QUEUE = QueueSpec("fleetrun-intake", visibility_timeout=60, max_receive_count=3, batch_size=10)
+INTAKE_QUEUE = QueueSpec("fleetrun-intake", visibility_timeout=720, max_receive_count=3, batch_size=10)
 QUEUES: tuple[QueueSpec, ...] = (DISPATCH_QUEUE, WORK_QUEUE, NOTIFY_QUEUE, INTAKE_QUEUE)
 
 STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"

@@ -1,0 +1,95 @@
+"""Per-stage settings of the CDK app, from CDK context.
+
+Every key can be given for all stages (`-c throttleRate=100`) or for one
+(`-c prod:throttleRate=1000`); the per-stage form wins. Keys:
+
+| key | default (dev / prod) | meaning |
+|---|---|---|
+| `oidcIssuer`, `oidcAudience` | none: a Cognito user pool is created | an external OIDC issuer for user JWTs |
+| `alarmEmail` | none | e-mail address subscribed to the alarm topic |
+| `throttleRate`, `throttleBurst` | 50/100 · 500/1000 | API Gateway stage throttling (requests/s, burst) |
+| `wsThrottleRate`, `wsThrottleBurst` | 20/50 · 200/500 | WebSocket stage throttling |
+| `leaseSeconds` | 60 | FLEETRUN_LEASE_SECONDS |
+| `rateLimit` | 600 | FLEETRUN_RATE_LIMIT (write requests per user per minute) |
+| `logRetentionDays` | 14 · 90 | CloudWatch Logs retention of the functions |
+| `streamMaxRetries` | 10 | retries of a failing stream batch before it goes to the stream DLQ |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+STAGES = ("dev", "prod")
+
+
+class _Context(Protocol):
+    def try_get_context(self, key: str) -> Any: ...
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dev": {
+        "throttleRate": 50, "throttleBurst": 100, "wsThrottleRate": 20, "wsThrottleBurst": 50,
+        "logRetentionDays": 14,
+    },
+    "prod": {
+        "throttleRate": 500, "throttleBurst": 1000, "wsThrottleRate": 200, "wsThrottleBurst": 500,
+        "logRetentionDays": 90,
+    },
+}
+_COMMON: dict[str, Any] = {"leaseSeconds": 60, "rateLimit": 600, "streamMaxRetries": 10}
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    stage: str
+    oidc_issuer: str | None
+    oidc_audience: str | None
+    alarm_email: str | None
+    throttle_rate: float
+    throttle_burst: int
+    ws_throttle_rate: float
+    ws_throttle_burst: int
+    lease_seconds: int
+    rate_limit: int
+    log_retention_days: int
+    stream_max_retries: int
+
+    @property
+    def is_prod(self) -> bool:
+        return self.stage == "prod"
+
+    @property
+    def prefix(self) -> str:
+        """Physical names start with this, so both stages fit in one account."""
+        return f"fleetrun-{self.stage}"
+
+
+def stage_settings(node: _Context, stage: str) -> StageSettings:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+
+    def get(key: str) -> Any:
+        for candidate in (f"{stage}:{key}", key):
+            value = node.try_get_context(candidate)
+            if value not in (None, ""):
+                return value
+        return _DEFAULTS[stage].get(key, _COMMON.get(key))
+
+    issuer, audience = get("oidcIssuer"), get("oidcAudience")
+    if bool(issuer) != bool(audience):
+        raise ValueError("give both oidcIssuer and oidcAudience, or neither (a Cognito user pool is made)")
+    return StageSettings(
+        stage=stage,
+        oidc_issuer=issuer,
+        oidc_audience=audience,
+        alarm_email=get("alarmEmail"),
+        throttle_rate=float(get("throttleRate")),
+        throttle_burst=int(get("throttleBurst")),
+        ws_throttle_rate=float(get("wsThrottleRate")),
+        ws_throttle_burst=int(get("wsThrottleBurst")),
+        lease_seconds=int(get("leaseSeconds")),
+        rate_limit=int(get("rateLimit")),
+        log_retention_days=int(get("logRetentionDays")),
+        stream_max_retries=int(get("streamMaxRetries")),
+    )

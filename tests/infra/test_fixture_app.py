@@ -1,0 +1,60 @@
+"""How infra/ wires handlers app.py does not have yet (tests/infra/fixture_app/app.py): the
+WebSocket API, consumers of the other queues, and an external OIDC issuer instead of Cognito."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.infra import cfn
+from tests.infra.conftest import FIXTURE_AUDIENCE, FIXTURE_ISSUER
+from tests.infra.test_template import _assert_websocket, _queue_ids
+
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def template(synthesized_fixture_app) -> dict[str, Any]:
+    print(f"\nsynthesized the fixture app in {synthesized_fixture_app.seconds:.1f} s")
+    return synthesized_fixture_app.templates["dev"]
+
+
+def test_websocket_api_is_throttled_output_and_postable(template):
+    _assert_websocket(template, "dev")
+    for fn in cfn.functions(template).values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert "WebsocketAPI" in cfn.mentions(env["FLEETRUN_WEBSOCKET_ENDPOINT"])
+
+
+def test_websocket_integration_errors_alarm(template):
+    alarms = [a["Properties"] for a in cfn.resources(template, "AWS::CloudWatch::Alarm").values()
+              if a["Properties"]["MetricName"] == "IntegrationError"]
+    assert len(alarms) == 1
+    assert {d["Name"] for d in alarms[0]["Dimensions"]} == {"ApiId", "Stage"}
+
+
+def test_each_queue_consumer_gets_its_queue_arn_partial_batches_and_receive_rights(template):
+    ids = _queue_ids(template)
+    consumers = {fn: cfn.target(props["Queue"]) for fn, _, props in cfn.events(template, "SQS")}
+    assert consumers == {
+        "DispatchWorker": ids["fleetrun-dispatch"],
+        "IntakeWorker": ids["fleetrun-intake"],
+        "NotifyWorker": ids["fleetrun-notify"],
+    }
+    for _, _, props in cfn.events(template, "SQS"):
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
+    receivers = {roles[owner]: cfn.target(s["Resource"]) for owner, s in cfn.identity_statements(template)
+                 if "sqs:ReceiveMessage" in cfn.as_list(s["Action"])}
+    assert receivers == consumers
+
+
+def test_external_oidc_issuer_replaces_cognito(template):
+    assert not cfn.resources(template, "AWS::Cognito::UserPool")
+    for fn in cfn.functions(template).values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["FLEETRUN_OIDC_ISSUER"] == FIXTURE_ISSUER
+        assert env["FLEETRUN_OIDC_AUDIENCE"] == FIXTURE_AUDIENCE
+    assert "UserPoolId" not in template["Outputs"]
+    assert template["Outputs"]["OidcIssuer"]["Value"] == FIXTURE_ISSUER

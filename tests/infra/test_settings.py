@@ -1,0 +1,46 @@
+"""Stage settings from CDK context (no synthesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.settings import stage_settings
+
+pytestmark = pytest.mark.infra
+
+
+class Context:
+    def __init__(self, **values: Any) -> None:
+        self.values = {k.replace("__", ":"): v for k, v in values.items()}
+
+    def try_get_context(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+def test_stage_defaults_differ_between_dev_and_prod():
+    dev, prod = stage_settings(Context(), "dev"), stage_settings(Context(), "prod")
+    assert (dev.throttle_rate, dev.throttle_burst, dev.is_prod) == (50, 100, False)
+    assert (prod.throttle_rate, prod.throttle_burst, prod.is_prod) == (500, 1000, True)
+    assert dev.oidc_issuer is None
+    assert prod.prefix == "fleetrun-prod"
+
+
+def test_per_stage_context_wins_over_global():
+    context = Context(throttleRate="70", prod__throttleRate="900", alarmEmail="ops@example.com")
+    assert stage_settings(context, "dev").throttle_rate == 70
+    assert stage_settings(context, "prod").throttle_rate == 900
+    assert stage_settings(context, "prod").alarm_email == "ops@example.com"
+
+
+def test_external_issuer_needs_its_audience():
+    with pytest.raises(ValueError, match="oidcAudience"):
+        stage_settings(Context(oidcIssuer="https://issuer.example.com"), "dev")
+    settings = stage_settings(Context(oidcIssuer="https://issuer.example.com", oidcAudience="api"), "dev")
+    assert (settings.oidc_issuer, settings.oidc_audience) == ("https://issuer.example.com", "api")
+
+
+def test_unknown_stage_is_refused():
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_settings(Context(), "staging")

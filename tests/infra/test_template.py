@@ -1,0 +1,365 @@
+"""The synthesized stacks (`python infra/app.py -c stage=dev,prod`) have what the issue asks for.
+
+Each test names the item of the issue it covers; `cfn.py` reads the parsed template, CDK's
+`assertions.Template` checks shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chalicelib import resources
+from tests.infra import cfn
+
+assertions = pytest.importorskip("aws_cdk.assertions")
+Match, Template = assertions.Match, assertions.Template
+
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
+STAGES = ["dev", "prod"]
+REQUIRED_ENV = [
+    "FLEETRUN_TABLE", "FLEETRUN_DISPATCH_QUEUE_URL", "FLEETRUN_OUTPUTS_BUCKET", "FLEETRUN_KMS_KEY_ID",
+    "FLEETRUN_OIDC_ISSUER", "FLEETRUN_OIDC_AUDIENCE", "FLEETRUN_LEASE_SECONDS", "FLEETRUN_RATE_LIMIT",
+    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+]
+APP_QUEUES = ["fleetrun-dispatch", "fleetrun-work", "fleetrun-notify", "fleetrun-intake"]
+
+
+@pytest.fixture(scope="module")
+def templates(synthesized) -> dict[str, dict[str, Any]]:
+    print(f"\nsynthesized dev and prod in {synthesized.seconds:.1f} s")
+    return synthesized.templates
+
+
+@pytest.fixture(scope="module")
+def cdk_templates(templates) -> dict[str, Any]:
+    return {stage: Template.from_json(t) for stage, t in templates.items()}
+
+
+def _table(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    [(logical_id, table)] = cfn.resources(template, "AWS::DynamoDB::Table").items()
+    return logical_id, table
+
+
+def _queue_ids(template: dict[str, Any]) -> dict[str, str]:
+    """Queue name without stage -> logical id."""
+    found = {}
+    for logical_id, queue in cfn.resources(template, "AWS::SQS::Queue").items():
+        name = queue["Properties"]["QueueName"]
+        found[name.rsplit("-", 1)[0]] = logical_id
+    return found
+
+
+# --- table ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_table_keys_and_indexes_come_from_resources(templates, stage):
+    # GIVEN the single source of truth
+    expected = resources.table_definition(f"fleetrun-{stage}")
+    # WHEN the stack's table is read
+    _, table = _table(templates[stage])
+    props = table["Properties"]
+    # THEN keys, attributes, indexes and billing are the same
+    assert props["TableName"] == expected["TableName"]
+    assert props["KeySchema"] == expected["KeySchema"]
+    assert sorted(props["AttributeDefinitions"], key=str) == sorted(expected["AttributeDefinitions"], key=str)
+    assert sorted(props["GlobalSecondaryIndexes"], key=lambda i: i["IndexName"]) == sorted(
+        expected["GlobalSecondaryIndexes"], key=lambda i: i["IndexName"])
+    assert props["BillingMode"] == expected["BillingMode"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_table_stream_ttl_and_point_in_time_recovery(cdk_templates, stage):
+    assert resources.STREAM_VIEW_TYPE == "NEW_AND_OLD_IMAGES"
+    cdk_templates[stage].has_resource_properties("AWS::DynamoDB::Table", {
+        "StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"},
+        "TimeToLiveSpecification": {"AttributeName": resources.TTL_ATTRIBUTE_NAME, "Enabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+    })
+
+
+def test_prod_table_is_protected_and_retained(cdk_templates, templates):
+    cdk_templates["prod"].has_resource("AWS::DynamoDB::Table", {
+        "Properties": Match.object_like({"DeletionProtectionEnabled": True}),
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+    })
+    # dev can be torn down
+    _, dev = _table(templates["dev"])
+    assert dev["Properties"].get("DeletionProtectionEnabled") is False
+    assert dev["DeletionPolicy"] == "Delete"
+
+
+def test_prod_keeps_dead_letters_key_bucket_and_users(templates):
+    prod = templates["prod"]
+    kept = {k for k, v in prod["Resources"].items() if v.get("DeletionPolicy") == "Retain"}
+    dlqs = {k for k, v in cfn.resources(prod, "AWS::SQS::Queue").items() if v["Properties"]["QueueName"].endswith(
+        "-dlq-prod")}
+    assert dlqs
+    assert dlqs <= kept
+    for kind in ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::Cognito::UserPool"):
+        assert set(cfn.resources(prod, kind)) <= kept, kind
+
+
+# --- queues --------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_queue_has_a_dead_letter_queue_with_redrive(templates, stage):
+    # GIVEN the specs in chalicelib/resources.py
+    specs = {spec.name: spec for spec in resources.QUEUES}
+    assert sorted(specs) == sorted(APP_QUEUES)
+    template = templates[stage]
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    ids = _queue_ids(template)
+    for name, spec in specs.items():
+        # WHEN the queue and its DLQ are read
+        queue = queues[ids[name]]["Properties"]
+        # THEN it redrives to its own DLQ after the spec's receive count
+        redrive = queue["RedrivePolicy"]
+        assert cfn.target(redrive["deadLetterTargetArn"]) == ids[spec.dlq_name], name
+        assert redrive["maxReceiveCount"] == spec.max_receive_count
+        assert queue["VisibilityTimeout"] == spec.visibility_timeout
+        assert queue["QueueName"] == f"{name}-{stage}"
+    # every queue that is not itself a dead-letter queue has one
+    for logical_id, queue in queues.items():
+        if not queue["Properties"]["QueueName"].endswith(f"-dlq-{stage}"):
+            assert "RedrivePolicy" in queue["Properties"], logical_id
+
+
+def test_queues_are_encrypted_and_refuse_plain_http(templates):
+    template = templates["dev"]
+    queues = cfn.resources(template, "AWS::SQS::Queue")
+    for queue in queues.values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    protected = set()
+    for policy in cfn.resources(template, "AWS::SQS::QueuePolicy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+               for s in statements):
+            protected |= {cfn.target(q) for q in policy["Properties"]["Queues"]}
+    assert protected == set(queues)
+
+
+# --- event sources -------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_sqs_and_stream_source_reports_batch_item_failures(templates, stage):
+    template = templates[stage]
+    sources = list(cfn.events(template, "SQS")) + list(cfn.events(template, "DynamoDB")) + list(
+        cfn.events(template, "Kinesis"))
+    assert {fn for fn, _, _ in sources} >= {"DispatchWorker", "StreamAggregator"}
+    for fn, event, props in sources:
+        assert props.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], f"{fn}.{event}"
+    for mapping in cfn.resources(template, "AWS::Lambda::EventSourceMapping").values():
+        assert mapping["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+
+
+def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
+    template = templates["dev"]
+    ids = _queue_ids(template)
+    [(fn, _, props)] = list(cfn.events(template, "SQS"))
+    assert fn == "DispatchWorker"
+    assert props["Queue"] == {"Fn::GetAtt": [ids[resources.DISPATCH_QUEUE.name], "Arn"]}
+    assert props["BatchSize"] == resources.DISPATCH_QUEUE.batch_size
+    timeout = cfn.functions(template)[fn]["Properties"]["Timeout"]
+    assert resources.DISPATCH_QUEUE.visibility_timeout >= timeout
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stream_source_is_the_tables_stream_with_bisect_retries_and_on_failure(templates, stage):
+    template = templates[stage]
+    table_id, _ = _table(template)
+    stream_dlq = _queue_ids(template)["fleetrun-stream-dlq"]
+    [(fn, _, props)] = list(cfn.events(template, "DynamoDB"))
+    assert fn == "StreamAggregator"
+    # the placeholder ARN of app.py is gone
+    assert props["Stream"] == {"Fn::GetAtt": [table_id, "StreamArn"]}
+    assert props["BisectBatchOnFunctionError"] is True
+    assert 0 < props["MaximumRetryAttempts"] <= 10
+    assert cfn.target(props["DestinationConfig"]["OnFailure"]["Destination"]) == stream_dlq
+    assert props["BatchSize"] == resources.STREAM_BATCH_SIZE
+    assert props["StartingPosition"] == "TRIM_HORIZON"
+
+
+# --- the Chalice app -----------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_function_has_its_own_role_environment_and_log_group(templates, stage):
+    template = templates[stage]
+    roles = cfn.resources(template, "AWS::IAM::Role")
+    fns = cfn.functions(template)
+    assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics"}
+    seen_roles = set()
+    for name, fn in fns.items():
+        props = fn["Properties"]
+        role = cfn.target(props["Role"])
+        assert role in roles, f"{name} runs with {props['Role']}"
+        seen_roles.add(role)
+        env = props["Environment"]["Variables"]
+        assert set(REQUIRED_ENV) <= set(env), f"{name} lacks {set(REQUIRED_ENV) - set(env)}"
+        assert env["FLEETRUN_TABLE"] == {"Ref": _table(template)[0]}
+        assert props["Tracing"] == "Active"
+        assert cfn.target(props["LoggingConfig"]["LogGroup"]) in cfn.resources(template, "AWS::Logs::LogGroup")
+    assert len(seen_roles) == len(fns)
+
+
+def test_schedules_are_eventbridge_rules(templates):
+    template = templates["dev"]
+    rules = {rule["Properties"]["ScheduleExpression"]: rule["Properties"]
+             for rule in cfn.resources(template, "AWS::Events::Rule").values()}
+    assert cfn.target(rules["rate(1 minute)"]["Targets"][0]["Arn"]) == "Sweep"
+    assert cfn.target(rules["cron(17 3 * * ? *)"]["Targets"][0]["Arn"]) == "ReconcileStatistics"
+    for rule in rules.values():
+        assert rule["State"] == "ENABLED"
+        assert rule["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    # SAM would make rules of its own: the Schedule events are gone
+    assert not list(cfn.events(template, "Schedule"))
+    permitted = {(cfn.target(p["Properties"]["FunctionName"]), cfn.target(p["Properties"]["SourceArn"]))
+                 for p in cfn.resources(template, "AWS::Lambda::Permission").values()
+                 if p["Properties"]["Principal"] == "events.amazonaws.com"}
+    rule_ids = {r["Properties"]["ScheduleExpression"]: k
+                for k, r in cfn.resources(template, "AWS::Events::Rule").items()}
+    assert permitted == {("Sweep", rule_ids["rate(1 minute)"]), ("ReconcileStatistics", rule_ids["cron(17 3 * * ? *)"])}
+
+
+def test_user_schedules_have_a_group_and_a_role_that_only_feeds_intake(templates):
+    template = templates["dev"]
+    [group] = cfn.resources(template, "AWS::Scheduler::ScheduleGroup").values()
+    assert group["Properties"]["Name"] == "fleetrun-dev"
+    roles = cfn.resources(template, "AWS::IAM::Role")
+    [(role_id, role)] = [(k, r) for k, r in roles.items()
+                         if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].get("Service")
+                         == "scheduler.amazonaws.com"]
+    statements = [s for _, s in cfn.identity_statements({"Resources": {role_id: role}})]
+    ids = _queue_ids(template)
+    assert statements == [{"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": [
+        {"Fn::GetAtt": [ids["fleetrun-intake"], "Arn"]}, {"Fn::GetAtt": [ids["fleetrun-intake-dlq"], "Arn"]}]}]
+    env = cfn.functions(template)["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert env["FLEETRUN_SCHEDULE_GROUP"] == "fleetrun-dev"
+    assert cfn.target(env["FLEETRUN_SCHEDULER_ROLE_ARN"]) == role_id
+
+
+def test_websocket_api_is_wired_when_the_app_has_websocket_handlers(templates):
+    template = templates["dev"]
+    if not cfn.resources(template, "AWS::ApiGatewayV2::Api"):
+        pytest.skip("app.py has no @app.on_ws_* handlers yet; tests/infra/test_fixture_app.py covers the wiring")
+    _assert_websocket(template, "dev")
+
+
+def _assert_websocket(template: dict[str, Any], stage: str) -> None:
+    [ws_stage] = cfn.resources(template, "AWS::ApiGatewayV2::Stage").values()
+    settings = ws_stage["Properties"]["DefaultRouteSettings"]
+    assert settings["ThrottlingRateLimit"] > 0
+    assert settings["ThrottlingBurstLimit"] > 0
+    assert "WebSocketUrl" in template["Outputs"]
+    assert str(template["Outputs"]["WebSocketUrl"]["Value"]["Fn::Sub"]).startswith("wss://${WebsocketAPI}")
+    manage = [s for _, s in cfn.identity_statements(template) if s["Action"] == "execute-api:ManageConnections"]
+    assert manage
+    assert all("WebsocketAPI" in cfn.mentions(s["Resource"]) for s in manage)
+
+
+# --- identity, throttling, alarms, outputs -------------------------------------------------
+def test_cognito_user_pool_issues_the_api_tokens(cdk_templates, templates):
+    template = templates["dev"]
+    [(pool_id, pool)] = cfn.resources(template, "AWS::Cognito::UserPool").items()
+    assert pool["Properties"]["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    groups = {g["Properties"]["GroupName"] for g in cfn.resources(template, "AWS::Cognito::UserPoolGroup").values()}
+    assert groups == {"admin", "operator", "viewer"}
+    [(client_id, _)] = cfn.resources(template, "AWS::Cognito::UserPoolClient").items()
+    for fn in cfn.functions(template).values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["FLEETRUN_OIDC_ISSUER"] == {"Fn::GetAtt": [pool_id, "ProviderURL"]}
+        assert env["FLEETRUN_OIDC_AUDIENCE"] == {"Ref": client_id}
+
+
+@pytest.mark.parametrize(("stage", "rate", "burst"), [("dev", 50, 100), ("prod", 500, 1000)])
+def test_api_is_throttled(cdk_templates, stage, rate, burst):
+    cdk_templates[stage].has_resource_properties("AWS::Serverless::Api", {
+        "Name": f"fleetrun-{stage}",
+        "StageName": stage,
+        "MethodSettings": [Match.object_like({
+            "ResourcePath": "/*", "HttpMethod": "*", "ThrottlingRateLimit": rate, "ThrottlingBurstLimit": burst,
+        })],
+    })
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_alarms_cover_dead_letters_stream_age_lambda_errors_throttles_and_api_5xx(templates, stage):
+    template = templates[stage]
+    [topic_id] = cfn.resources(template, "AWS::SNS::Topic")
+    alarms = list(cfn.resources(template, "AWS::CloudWatch::Alarm").values())
+    for alarm in alarms:
+        assert [cfn.target(a) for a in alarm["Properties"]["AlarmActions"]] == [topic_id]
+
+    def watched(metric: str) -> list[dict[str, Any]]:
+        return [a["Properties"] for a in alarms if a["Properties"]["MetricName"] == metric]
+
+    queue_names = {k: v["Properties"]["QueueName"] for k, v in cfn.resources(template, "AWS::SQS::Queue").items()}
+    dlqs = {k for k, name in queue_names.items() if name.endswith(f"-dlq-{stage}")}
+    assert len(dlqs) == len(APP_QUEUES) + 1  # + the stream's on-failure destination
+    depth_targets = {cfn.target(d["Value"]) for a in watched("ApproximateNumberOfMessagesVisible")
+                     for d in a["Dimensions"] if d["Name"] == "QueueName"}
+    assert depth_targets == dlqs
+    fns = set(cfn.functions(template))
+    for metric in ("Errors", "Throttles"):
+        assert {cfn.target(a["Dimensions"][0]["Value"]) for a in watched(metric)} == fns, metric
+    [age] = watched("IteratorAge")
+    assert cfn.target(age["Dimensions"][0]["Value"]) == "StreamAggregator"
+    assert age["Statistic"] == "Maximum"
+    [api] = watched("5XXError")
+    assert {d["Name"]: d["Value"] for d in api["Dimensions"]} == {"ApiName": f"fleetrun-{stage}", "Stage": stage}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_outputs_api_url_and_table_name(templates, stage):
+    outputs = templates[stage]["Outputs"]
+    assert outputs["ApiUrl"]["Value"] == {
+        "Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}/"}
+    assert outputs["TableName"]["Value"] == {"Ref": _table(templates[stage])[0]}
+
+
+# --- least privilege -----------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_iam_statement_on_the_table_has_a_wildcard_action(templates, stage):
+    template = templates[stage]
+    table_id, _ = _table(template)
+    on_table = [(owner, s) for owner, s in cfn.identity_statements(template)
+                if table_id in cfn.mentions(s.get("Resource"))]
+    assert on_table, "no statement grants anything on the table"
+    for owner, statement in on_table:
+        for action in cfn.as_list(statement["Action"]):
+            assert "*" not in action, f"{owner}: {action}"
+    # and no identity policy allows a wildcard action anywhere
+    for owner, statement in cfn.identity_statements(template):
+        if statement["Effect"] == "Allow":
+            assert not any("*" in a for a in cfn.as_list(statement["Action"])), owner
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_queue_statements_name_their_queues(templates, stage):
+    template = templates[stage]
+    queue_ids = set(cfn.resources(template, "AWS::SQS::Queue"))
+    for owner, statement in cfn.identity_statements(template):
+        if any(a.startswith("sqs:") for a in cfn.as_list(statement["Action"])):
+            for resource in cfn.as_list(statement["Resource"]):
+                assert cfn.target(resource) in queue_ids, f"{owner}: {resource}"
+
+
+def test_only_consumers_may_receive_and_read_the_stream(templates):
+    template = templates["dev"]
+    ids = _queue_ids(template)
+    roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
+
+    def who(action: str) -> dict[str, set[str | None]]:
+        found: dict[str, set[str | None]] = {}
+        for owner, s in cfn.identity_statements(template):
+            if action in cfn.as_list(s["Action"]):
+                found.setdefault(roles.get(owner, owner), set()).update(
+                    cfn.target(r) for r in cfn.as_list(s["Resource"]))
+        return found
+
+    assert who("sqs:ReceiveMessage") == {"DispatchWorker": {ids["fleetrun-dispatch"]}}
+    assert set(who("dynamodb:GetRecords")) == {"StreamAggregator"}
+    table_actions = next(set(cfn.as_list(s["Action"])) for _, s in cfn.identity_statements(template)
+                         if s.get("Sid") == "TableItems")
+    assert table_actions == {
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
+        "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
+    }
