@@ -74,7 +74,8 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
     if attempt == 1:
         lag = clock.now_epoch() - clock.parse_rfc3339(task.created_at)
         metrics.add_metric(name="DispatchLag", unit=MetricUnit.Seconds, value=lag)
-    logger.info("task dispatched", extra={"task_id": task_id, "created": len(created), "skipped": len(skipped)})
+    figures = {"created_count": len(created), "skipped_count": len(skipped)}
+    logger.info("task dispatched", extra={"task_id": task_id, **figures})
 
 
 def _reset_for_retry(task: TaskItem, template: RunTemplate, targets: list[str]) -> tuple[list[str], list[str], int]:

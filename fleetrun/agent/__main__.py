@@ -1,0 +1,3 @@
+from fleetrun.agent import main
+
+raise SystemExit(main())

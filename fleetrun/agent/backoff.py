@@ -1,0 +1,27 @@
+"""Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+
+class Backoff:
+    """Delay before the next try after `failures` consecutive failures: uniform in [0, min(cap, base·2ⁿ)]."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] = random.random) -> None:
+        self.base, self.cap, self._rng = base, cap, rng
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        ceiling = min(self.cap, self.base * 2.0 ** (self.failures - 1))
+        return max(0.05, self._rng() * ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def jittered(seconds: float, spread: float = 0.2) -> float:
+    """`seconds` ± `spread` (a fraction), so a fleet of idle agents does not poll in step."""
+    return seconds * (1 - spread + 2 * spread * random.random())

@@ -1,0 +1,188 @@
+"""Executing one claimed run: its steps in order, watched, then reported once.
+
+The run ends `succeeded` when every step exits 0; `failed` when a step exits non-zero,
+cannot start, times out, or the agent stops before it finishes; `cancelled` when a
+heartbeat says so. When the lease is lost the steps are killed and nothing is reported:
+the attempt belongs to someone else now.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from fleetrun.agent.backoff import Backoff
+from fleetrun.agent.journal import Journal, run_tag
+from fleetrun.agent.lease import LeaseKeeper
+from fleetrun.agent.output import MAX_MESSAGE_CHARS, OutputTail, Progress, StepEvent, StepLines, parse_line
+from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Unavailable
+from fleetrun.agent.settings import DEFAULT_STEP_TIMEOUT_SECONDS, AgentSettings
+from fleetrun.agent.shutdown import Shutdown
+from fleetrun.agent.step import StepLaunch, StepNotRunnable, StepProcess, step_environment, step_executable
+
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    #: `succeeded`, `failed`, `cancelled`, or None when the lease was lost (nothing to report)
+    status: str | None
+    error_message: str | None = None
+
+
+_LEASE_LOST = Outcome(None)
+
+
+class RunExecution:
+    def __init__(self, run: ClaimedRun, api: AgentApi, settings: AgentSettings, shutdown: Shutdown,
+                 journal: Journal) -> None:
+        self.run, self._api, self._settings, self._shutdown, self._journal = run, api, settings, shutdown, journal
+        self.tag = run_tag(run.task_id, run.node)
+        self.keeper = LeaseKeeper(api, run, journal, self.tag)
+        self.output = OutputTail()
+
+    def execute(self) -> None:
+        try:
+            outcome = self._run_steps()
+        except Exception as error:  # an agent bug must not leave the run leased until the sweeper
+            self._journal.run(self.tag, self.keeper.step, f"agent error: {error!r}")
+            outcome = Outcome(FAILED, f"agent error while running step {self.keeper.step}: {error!r}")
+        if outcome.status is None:
+            self._journal.run(self.tag, self.keeper.step, "run dropped: its lease was lost")
+            return
+        self._report(outcome)
+
+    def _run_steps(self) -> Outcome:
+        steps = self.run.remaining_steps()
+        for step in steps:
+            self.keeper.set_step(step)
+            if self.keeper.lost:
+                return _LEASE_LOST
+            if self.keeper.cancel_requested:
+                return Outcome(CANCELLED, f"cancelled before step {step} started")
+            if self._shutdown.grace_over():
+                return Outcome(FAILED, f"agent stopped ({self._shutdown.reason}) before step {step} started")
+            outcome = self._run_step(step, announce=len(steps) > 1, last=step == steps[-1])
+            if outcome is not None:
+                return outcome
+        return Outcome(SUCCEEDED)
+
+    def _run_step(self, step: str, *, announce: bool, last: bool) -> Outcome | None:
+        """None when the step succeeded, else how the run ends."""
+        try:
+            process = StepProcess(self._launch(step))
+        except StepNotRunnable as error:
+            self.keeper.add_event("error", step, str(error))
+            return Outcome(FAILED, f"step {step} cannot run: {error}")
+        self._journal.run(self.tag, step, f"started (attempt {self.run.attempt}, pid {process.pid})")
+        self.keeper.add_event("info", step, f"step {step} started")
+        if announce:
+            self.output.append(f"=== step {step} ===\n".encode())
+        lines = StepLines()
+        started = time.monotonic()
+        timeout = _timeout(self.run.parameters)
+        while (code := process.wait(_POLL_SECONDS)) is None:
+            self._consume(process.lines(), step, lines)
+            self.keeper.tick()
+            outcome = self._interruption(step, lines, started + timeout, timeout)
+            if outcome is not None:
+                process.stop()
+                self._consume(process.finish(), step, lines)
+                self._journal.run(self.tag, step, f"stopped: {outcome.status or 'lease lost'}")
+                return outcome
+        self._consume(process.finish(), step, lines)
+        took = time.monotonic() - started
+        if code == 0:
+            self._journal.run(self.tag, step, f"succeeded in {took:.1f} s")
+            self.keeper.add_event("info", step, f"step {step} succeeded in {took:.1f} s")
+            if not last:  # the last step's events go with the completion
+                self.keeper.flush()
+            return None
+        verdict = f"exited {code}" if code > 0 else f"was killed by signal {-code}"
+        self._journal.run(self.tag, step, f"failed: {verdict} after {took:.1f} s")
+        self.keeper.add_event("error", step, f"step {step} {verdict}")
+        return Outcome(FAILED, f"step {step} {verdict}: {lines.tail()}")
+
+    def _interruption(self, step: str, lines: StepLines, deadline: float, timeout: float) -> Outcome | None:
+        if self.keeper.lost:
+            return _LEASE_LOST
+        if self.keeper.cancel_requested:
+            return Outcome(CANCELLED, f"cancelled by request during step {step}")
+        if time.monotonic() >= deadline:
+            return Outcome(FAILED, f"step {step} timed out after {timeout:g} s: {lines.tail()}")
+        if self._shutdown.grace_over():
+            return Outcome(FAILED, f"agent stopped ({self._shutdown.reason}) before the step finished")
+        return None
+
+    def _consume(self, chunks: list[bytes], step: str, lines: StepLines) -> None:
+        for chunk in chunks:
+            line = chunk.decode("utf-8", errors="replace").rstrip("\r\n")
+            parsed = parse_line(line)
+            if isinstance(parsed, Progress):
+                self.keeper.set_progress(parsed.percent)
+                self._journal.run(self.tag, step, f"{parsed.percent}% {parsed.message}".rstrip())
+            elif isinstance(parsed, StepEvent):
+                self.keeper.add_event(parsed.type, parsed.step, parsed.message)
+                self._journal.run(self.tag, step, f"event {parsed.type}: {parsed.message}")
+            else:
+                self.output.append(chunk)
+                lines.add(line)
+
+    def _launch(self, step: str) -> StepLaunch:
+        executable = step_executable(self._settings.steps_dir, self.run.type, step)
+        work_dir = self._settings.work_dir / "runs" / _segment(self.run.task_id) / _segment(self.run.node)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._settings.sandbox.mkdir(parents=True, exist_ok=True)
+        context = {
+            "FLEETRUN_RUN_ID": self.run.run_id, "FLEETRUN_TASK_ID": self.run.task_id,
+            "FLEETRUN_TASK_TYPE": self.run.type, "FLEETRUN_PHASE": self.run.phase,
+            "FLEETRUN_NODE": self._settings.node, "FLEETRUN_TARGET_NODE": self.run.node,
+            "FLEETRUN_STEP": step, "FLEETRUN_ATTEMPT": str(self.run.attempt),
+            "FLEETRUN_WORK_DIR": str(work_dir), "FLEETRUN_SANDBOX": str(self._settings.sandbox),
+        }
+        stdin = json.dumps(self.run.parameters).encode()
+        return StepLaunch(executable, stdin, step_environment(self.run.parameters, context), work_dir)
+
+    def _report(self, outcome: Outcome) -> None:
+        assert outcome.status is not None
+        status, error = outcome.status, (outcome.error_message or None)
+        error = error[:MAX_MESSAGE_CHARS] if error else None
+        output, events = self.output.render(), self.keeper.final_events()
+        backoff, simplified = Backoff(), False
+        while True:
+            try:
+                self._api.complete(self.run, status, error, output, events)
+                self._journal.run(self.tag, self.keeper.step, f"run {status}")
+                return
+            except LeaseLost as lost:
+                self._journal.run(self.tag, self.keeper.step, f"completion refused ({lost}); run dropped")
+                return
+            except Rejected as rejected:
+                if simplified:
+                    self._journal.run(self.tag, self.keeper.step, f"completion rejected ({rejected}); given up")
+                    return
+                self._journal.run(self.tag, self.keeper.step, f"completion rejected ({rejected}); retrying bare")
+                simplified, output, events = True, None, []
+            except Unavailable as unavailable:
+                delay = backoff.next_delay()
+                if not self._shutdown.may_keep_reporting(time.monotonic() + delay):
+                    self._journal.run(self.tag, self.keeper.step, "completion not delivered; the lease will expire")
+                    return
+                message = f"complete failed ({unavailable}); retry in {delay:.1f} s"
+                self._journal.run(self.tag, self.keeper.step, message)
+                time.sleep(delay)
+
+
+def _timeout(parameters: dict[str, object]) -> float:
+    value = parameters.get("timeout_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return DEFAULT_STEP_TIMEOUT_SECONDS
+
+
+def _segment(value: str) -> str:
+    """`value` as one safe path segment (node ids may be `.` or `..`)."""
+    cleaned = value.replace("/", "_").replace("\0", "_")
+    return cleaned if cleaned not in ("", ".", "..") else cleaned.replace(".", "_") or "_"

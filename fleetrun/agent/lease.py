@@ -1,0 +1,127 @@
+"""Keeping a claimed run's lease: heartbeats, buffered events, cancellation and lease loss.
+
+Heartbeats go every third of the lease (at least 1 s apart) and promptly when progress or
+step changes, at most once a second. Events wait in a buffer and go out just before a
+heartbeat, when a step ends, or with the completion. A failed call never blocks the run:
+the next try is scheduled after a jittered backoff while the step keeps running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fleetrun.agent.backoff import Backoff
+from fleetrun.agent.journal import Journal
+from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Unavailable
+from fleetrun.agent.settings import MAX_EVENTS_PER_CALL
+
+_MIN_INTERVAL = 1.0
+#: events kept while the API is unreachable; the oldest go first beyond this
+_MAX_BUFFERED_EVENTS = 1000
+
+
+class LeaseKeeper:
+    def __init__(self, api: AgentApi, run: ClaimedRun, journal: Journal, tag: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._api, self._run, self._journal, self._tag, self._clock = api, run, journal, tag, clock
+        self.progress = 0
+        self.step = run.step
+        self.cancel_requested = False
+        self.lost = False
+        self._events: list[dict[str, Any]] = []
+        self._backoff = Backoff()
+        self._interval = _interval_until(run.lease_expires_at)
+        self._last_try = self._clock()
+        self._not_before = self._last_try
+        self._reported = (self.progress, self.step)
+
+    @property
+    def active(self) -> bool:
+        return not (self.lost or self.cancel_requested)
+
+    def set_progress(self, percent: int) -> None:
+        self.progress = percent
+
+    def set_step(self, step: str) -> None:
+        self.step = step
+
+    def add_event(self, type_: str, step: str, message: str, data: dict[str, Any] | None = None) -> None:
+        event: dict[str, Any] = {"type": type_, "step": step, "message": message, "progress": self.progress}
+        if data:
+            event["data"] = data
+        self._events.append(event)
+        if len(self._events) > _MAX_BUFFERED_EVENTS:
+            del self._events[0]
+
+    def tick(self) -> None:
+        """Heartbeat (and flush events first) when one is due. Called often by the run's monitor."""
+        now = self._clock()
+        if self.lost or now < self._not_before:
+            return
+        changed = (self.progress, self.step) != self._reported
+        if now - self._last_try >= self._interval or (changed and now - self._last_try >= _MIN_INTERVAL):
+            self._last_try = now
+            self._call("heartbeat", self._heartbeat)
+
+    def flush(self) -> None:
+        """Send the buffered events now (best effort: on failure they wait for the next chance)."""
+        if not self.lost and self._events and self._clock() >= self._not_before:
+            self._call("events", self._send_events)
+
+    def final_events(self) -> list[dict[str, Any]]:
+        """What still waits to be sent, for the completion call (at most one call's worth)."""
+        if len(self._events) > MAX_EVENTS_PER_CALL:
+            self.flush()
+        if len(self._events) > MAX_EVENTS_PER_CALL:
+            dropped = len(self._events) - MAX_EVENTS_PER_CALL
+            self._journal.run(self._tag, self.step, f"{dropped} events could not be delivered and were dropped")
+            del self._events[:dropped]
+        final, self._events = self._events, []
+        return final
+
+    def _heartbeat(self) -> None:
+        self._send_events()
+        reported = (self.progress, self.step)
+        answer = self._api.heartbeat(self._run, self.progress, self.step)
+        self._reported = reported
+        self._interval = _interval_until(answer.lease_expires_at)
+        if answer.cancel_requested and not self.cancel_requested:
+            self.cancel_requested = True
+            self._journal.run(self._tag, self.step, "cancellation requested")
+
+    def _send_events(self) -> None:
+        while self._events:
+            batch = self._events[:MAX_EVENTS_PER_CALL]
+            try:
+                self._api.send_events(self._run, batch)
+            except Rejected as error:  # sending the same batch again would be refused again
+                self._journal.run(self._tag, self.step, f"{len(batch)} events refused ({error}); dropped")
+            del self._events[: len(batch)]
+
+    def _call(self, what: str, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Unavailable as error:
+            # never later than a regular heartbeat: a long backoff could lose a lease the API would extend
+            delay = min(self._backoff.next_delay(), self._interval)
+            self._not_before = self._clock() + delay
+            self._journal.run(self._tag, self.step, f"{what} failed ({error}); next try in {delay:.1f} s")
+            return
+        except LeaseLost as error:
+            self.lost = True
+            self._journal.run(self._tag, self.step, f"lease lost ({error}); stopping the step")
+            return
+        except Rejected as error:  # a bug on one side: keep the step going, the lease decides
+            delay = self._backoff.next_delay()
+            self._not_before = self._clock() + delay
+            self._journal.run(self._tag, self.step, f"{what} rejected ({error}); next try in {delay:.1f} s")
+            return
+        if self._backoff.failures:
+            self._journal.run(self._tag, self.step, f"{what} delivered again after {self._backoff.failures} failures")
+        self._backoff.reset()
+
+
+def _interval_until(lease_expires_at: float) -> float:
+    return max(_MIN_INTERVAL, (lease_expires_at - time.time()) / 3)

@@ -1,0 +1,108 @@
+"""The agent's main loop: claim while a slot is free, one thread per run, stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from fleetrun.agent.backoff import Backoff, jittered
+from fleetrun.agent.execution import RunExecution
+from fleetrun.agent.journal import Journal
+from fleetrun.agent.protocol import AgentApi, Rejected, Unavailable
+from fleetrun.agent.settings import IDLE_POLL_SECONDS, MAX_CLAIM, AgentSettings
+from fleetrun.agent.shutdown import Shutdown
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, journal: Journal | None = None) -> None:
+        self.settings = settings
+        self.journal = journal or Journal()
+        self.api = AgentApi(settings.api_url, settings.node, settings.token)
+        self.shutdown = Shutdown(settings.grace)
+        self._running: dict[str, threading.Thread] = {}
+        self._slot_freed = threading.Event()
+        self._backoff = Backoff()
+
+    def serve(self) -> int:
+        """Claim and execute runs until asked to stop; then wait for the runs in flight. Returns 0."""
+        s = self.settings
+        self.journal.agent(f"node {s.node} serving {s.api_url} with {s.slots} slot(s); steps from {s.steps_dir}")
+        with _stop_on_signals(self.shutdown):
+            while not self.shutdown.requested:
+                self._reap()
+                free = min(s.slots - len(self._running), MAX_CLAIM)
+                if free <= 0:
+                    self._slot_freed.wait(0.5)
+                    self._slot_freed.clear()
+                    continue
+                pause = self._claim(free)
+                if pause:
+                    self.shutdown.wait(pause)
+            self._drain()
+        self.journal.agent("stopped")
+        return 0
+
+    def _claim(self, free: int) -> float:
+        """Claim up to `free` runs and start them. Returns how long to wait before the next claim:
+        nothing after a successful claim, the poll interval when idle, a backoff after a failure."""
+        try:
+            runs = self.api.claim(free)
+        except (Unavailable, Rejected) as error:
+            delay = self._backoff.next_delay()
+            self.journal.agent(f"claim failed ({error}); next try in {delay:.1f} s")
+            return delay
+        except (KeyError, TypeError, ValueError) as error:  # an answer this agent cannot read: never crash
+            delay = self._backoff.next_delay()
+            self.journal.agent(f"claim answer not understood ({error!r}); next try in {delay:.1f} s")
+            return delay
+        if self._backoff.failures:
+            self.journal.agent(f"API reachable again after {self._backoff.failures} failed claims")
+            self._backoff.reset()
+        for run in runs:
+            execution = RunExecution(run, self.api, self.settings, self.shutdown, self.journal)
+            self.journal.run(execution.tag, run.step, f"claimed attempt {run.attempt} ({run.type}, {run.phase})")
+            thread = threading.Thread(target=self._execute, args=(execution,), name=execution.tag)
+            self._running[run.run_id] = thread
+            thread.start()
+        return 0.0 if runs else jittered(IDLE_POLL_SECONDS)
+
+    def _execute(self, execution: RunExecution) -> None:
+        try:
+            execution.execute()
+        except Exception as error:  # the run's lease expires and the sweeper offers it again
+            self.journal.run(execution.tag, execution.keeper.step, f"agent error while reporting: {error!r}")
+        finally:
+            self._slot_freed.set()
+
+    def _reap(self) -> None:
+        self._running = {run_id: t for run_id, t in self._running.items() if t.is_alive()}
+
+    def _drain(self) -> None:
+        self._reap()
+        if self._running:
+            self.journal.agent(f"stopping ({self.shutdown.reason}): waiting up to {self.shutdown.grace:g} s "
+                               f"for {len(self._running)} run(s)")
+        for thread in list(self._running.values()):
+            while thread.is_alive():
+                thread.join(0.5)  # short joins keep the main thread free to take a second signal
+
+
+@contextmanager
+def _stop_on_signals(shutdown: Shutdown) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the agent (only the main thread may install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        shutdown.request(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

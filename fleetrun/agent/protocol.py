@@ -1,0 +1,125 @@
+"""The agent routes of API.md as typed calls, with failures sorted into what the caller does next.
+
+- `Unavailable`: the API could not be reached or answered 5xx/429 — retry with backoff.
+- `LeaseLost`: 409 (or 404: the run is no longer ours) on a run route — stop and drop the run.
+- `Rejected`: any other 4xx — retrying the same request cannot help.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from fleetrun.agent.settings import REQUEST_TIMEOUT_SECONDS
+from fleetrun.client import Api, ApiError
+
+
+class AgentCallFailed(Exception):
+    """Base of the agent's API failures."""
+
+
+class Unavailable(AgentCallFailed):
+    """Transient: network error, timeout, 5xx or 429."""
+
+
+class LeaseLost(AgentCallFailed):
+    """The run is no longer leased to this agent for this attempt."""
+
+
+class Rejected(AgentCallFailed):
+    """The API refused the request for a reason a retry cannot fix."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    run_id: str
+    task_id: str
+    #: the node the run is for (differs from the agent's node when it is a delegate runner)
+    node: str
+    type: str
+    phase: str
+    step: str
+    steps: tuple[str, ...]
+    attempt: int
+    parameters: dict[str, Any]
+    lease_expires_at: float
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> ClaimedRun:
+        return cls(
+            run_id=str(body["run_id"]), task_id=str(body["task_id"]), node=str(body["node"]),
+            type=str(body["type"]), phase=str(body.get("phase") or "run"), step=str(body["step"]),
+            steps=tuple(str(s) for s in body.get("steps") or [body["step"]]), attempt=int(body["attempt"]),
+            parameters=dict(body.get("parameters") or {}), lease_expires_at=parse_time(body["lease_expires_at"]),
+        )
+
+    def remaining_steps(self) -> list[str]:
+        """The steps to run, in order, starting from the one the run was claimed at."""
+        if self.step in self.steps:
+            return list(self.steps[self.steps.index(self.step):])
+        return [self.step]
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    lease_expires_at: float
+    cancel_requested: bool
+
+
+def parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class AgentApi:
+    """One agent's calls. Each thread gets its own HTTP session (sessions are not thread-safe)."""
+
+    def __init__(self, base_url: str, node: str, token: str, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+        self.base_url, self.node, self._token, self._timeout = base_url, node, token, timeout
+        self._local = threading.local()
+
+    def claim(self, max_runs: int) -> list[ClaimedRun]:
+        answer = self._post(f"/v1/agents/{self.node}/claim", {"max": max_runs}, run_route=False)
+        return [ClaimedRun.from_wire(run) for run in (answer or {}).get("runs", [])]
+
+    def heartbeat(self, run: ClaimedRun, progress: int, step: str) -> HeartbeatAnswer:
+        body = {"attempt": run.attempt, "progress": progress, "step": step}
+        answer = self._post(f"/v1/runs/{run.run_id}/heartbeat", body) or {}
+        return HeartbeatAnswer(parse_time(answer["lease_expires_at"]), bool(answer.get("cancel_requested")))
+
+    def send_events(self, run: ClaimedRun, events: list[dict[str, Any]]) -> None:
+        self._post(f"/v1/runs/{run.run_id}/events", {"attempt": run.attempt, "events": events})
+
+    def complete(self, run: ClaimedRun, status: str, error_message: str | None, output: str | None,
+                 events: list[dict[str, Any]]) -> None:
+        body: dict[str, Any] = {"attempt": run.attempt, "status": status, "error_message": error_message,
+                                "output": output}
+        if events:
+            body["events"] = events
+        self._post(f"/v1/runs/{run.run_id}/complete", body)
+
+    def _post(self, path: str, body: dict[str, Any], *, run_route: bool = True) -> Any:
+        try:
+            return self._api().post(path, body)
+        except requests.RequestException as error:
+            raise Unavailable(f"API unreachable: {type(error).__name__}") from error
+        except ApiError as error:
+            if error.status >= 500 or error.status == 429:
+                raise Unavailable(f"API answered {error.status} {error.code}") from error
+            if run_route and error.status in (404, 409):
+                raise LeaseLost(f"{error.status} {error.code}: {error.message}") from error
+            raise Rejected(error) from error
+
+    def _api(self) -> Api:
+        api: Api | None = getattr(self._local, "api", None)
+        if api is None:
+            api = Api(self.base_url, self._token, timeout=self._timeout)
+            self._local.api = api
+        return api

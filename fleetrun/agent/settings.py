@@ -1,0 +1,41 @@
+"""What one agent process is configured with, and the fixed limits of the agent protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: the safe demo steps shipped with the agent (`demo_steps/README.md`)
+DEMO_STEPS_DIR = Path(__file__).resolve().parent / "demo_steps"
+#: API.md: a run's output is at most 64 KiB; the agent keeps the last 64 KiB
+OUTPUT_CAP_BYTES = 64 * 1024
+#: API.md: an events call carries 1 to 100 events
+MAX_EVENTS_PER_CALL = 100
+#: the claim route accepts `max` up to 50
+MAX_CLAIM = 50
+#: a step without `timeout_seconds` may run this long
+DEFAULT_STEP_TIMEOUT_SECONDS = 3600.0
+#: SIGTERM to a step's process group, then SIGKILL this much later
+KILL_GRACE_SECONDS = 5.0
+#: how often an idle agent asks for work
+IDLE_POLL_SECONDS = 1.0
+#: how long an agent that stops keeps trying to report its runs after the grace period
+FINAL_REPORT_SECONDS = 10.0
+#: the agent's HTTP timeout: a hung API must not stall a run's monitoring for long
+REQUEST_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    api_url: str
+    node: str
+    token: str
+    steps_dir: Path
+    work_dir: Path
+    slots: int = 1
+    grace: float = 20.0
+
+    @property
+    def sandbox(self) -> Path:
+        """The fake machine the demo steps operate on (shared by every run of this agent)."""
+        return self.work_dir / "sandbox"

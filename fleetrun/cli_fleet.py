@@ -1,0 +1,162 @@
+"""Commands about the service and the fleet: statistics, task types, nodes, the agent, the local stack."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleetrun.cli_cards import nodes_table, stats_cards, task_types_table
+from fleetrun.cli_session import EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
+from fleetrun.cli_submit import parse_param
+
+DEMO_STEPS = Path(__file__).resolve().parent / "agent" / "demo_steps"
+
+
+@click.command()
+@click.option("--type", "task_type", metavar="TYPE", help="Only tasks of this type.")
+@click.option("--owner", help="Only this user's tasks (admins; others always see their own).")
+@json_option
+@pass_session
+def stats(session: Session, task_type: str | None, owner: str | None, as_json: bool) -> None:
+    """Show statistics: totals, success rate, durations.
+
+    Cards: totals, by status, success rate, average duration, node runs, tasks per type.
+    """
+    figures = session.api().get("/v1/statistics", type=task_type, owner=owner)
+    if as_json:
+        print_json(figures)
+    else:
+        session.out.print(stats_cards(figures))
+
+
+@click.command("task-types")
+@json_option
+@pass_session
+def task_types(session: Session, as_json: bool) -> None:
+    """List the task types and their parameters.
+
+    Parameters marked * are required; secret ones never come back from the API.
+    """
+    answer = session.api().get("/v1/task-types")
+    if as_json:
+        print_json(answer)
+    else:
+        session.out.print(task_types_table(answer["items"]))
+
+
+@click.command("nodes")
+@json_option
+@pass_session
+def nodes_command(session: Session, as_json: bool) -> None:
+    """List the fleet's nodes."""
+    items = session.api().pages("/v1/nodes")
+    if as_json:
+        print_json({"items": items, "next_cursor": None})
+    else:
+        session.out.print(nodes_table(items) if items else "no nodes registered: fleetrun node register NODE_ID")
+
+
+@click.group("node")
+def node_group() -> None:
+    """Register and inspect one node."""
+
+
+@node_group.command("register")
+@click.argument("node_id")
+@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeat for more).")
+@click.option("--slots", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs the agent may run at once.")
+@json_option
+@pass_session
+def register(session: Session, node_id: str, labels: tuple[str, ...], slots: int, as_json: bool) -> None:
+    """Register a node (admin); print its agent token.
+
+    The token is shown only once.
+
+    \b
+    Example:
+      fleetrun node register edge-12 --label pool=cdn --slots 2
+    """
+    api = session.api()
+    label_map = {key: str(value) if not isinstance(value, str) else value
+                 for key, value in (parse_param(raw) for raw in labels)}
+    answer = api.post("/v1/nodes", {"node_id": node_id, "labels": label_map, "slots": slots})
+    if as_json:
+        print_json(answer)
+        return
+    token = answer["token"]
+    session.out.print(f"registered node {answer['node_id']}; its agent token (shown once, keep it secret):")
+    click.echo(f"  {token}")
+    session.out.print("start its agent on the node with:", markup=False)
+    click.echo(f"  fleetrun agent --api {api.base_url} --node {answer['node_id']} --token {token}")
+
+
+@node_group.command("show")
+@click.argument("node_id")
+@json_option
+@pass_session
+def show_node(session: Session, node_id: str, as_json: bool) -> None:
+    """Show one node."""
+    node = session.api().get(f"/v1/nodes/{node_id}")
+    if as_json:
+        print_json(node)
+    else:
+        session.out.print(nodes_table([node]))
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--api", "api_url", metavar="URL", help="The fleetrun API  [default: the configured URL]")
+@click.option("--node", required=True, metavar="ID", help="The node this agent works for.")
+@click.option("--token", required=True, envvar="FLEETRUN_NODE_TOKEN", metavar="TOKEN",
+              help="The node's token from `fleetrun node register` (or $FLEETRUN_NODE_TOKEN).")
+@click.option("--steps-dir", type=click.Path(file_okay=False, path_type=Path), default=DEMO_STEPS,
+              show_default="the packaged demo steps", help="Executables per task type and step: <dir>/<type>/<step>.")
+@click.option("--slots", type=click.IntRange(min=1), default=1, help="Runs executed at once.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Working directories of the runs (kept for plan contexts).  [default: .fleetrun/agents/<node>]")
+@click.option("--grace", type=click.FloatRange(min=0), default=20.0,
+              help="Seconds a step may take to stop after a cancel or SIGTERM before it is killed.")
+@pass_session
+def agent(session: Session, api_url: str | None, node: str, token: str, steps_dir: Path, slots: int,
+          work_dir: Path | None, grace: float) -> None:
+    """Run the node agent of one node.
+
+    The agent claims the node's runs, executes their steps from --steps-dir and reports back.
+    """
+    url = api_url or session.connection().url
+    if not url:
+        raise Failure("no API URL: pass --api URL (or run `fleetrun login`)", EXIT_USAGE)
+    try:
+        module: Any = importlib.import_module("fleetrun.agent")
+    except ImportError as error:
+        raise Failure(f"the node agent is not available in this installation ({error})", EXIT_USAGE) from None
+    status = module.run(url, node, token, steps_dir, slots=slots, work_dir=work_dir, grace=grace)
+    raise SystemExit(status if isinstance(status, int) else 0)
+
+
+@click.group("local")
+def local_group() -> None:
+    """Run the whole service on this machine."""
+
+
+@local_group.command("up")
+def local_up() -> None:
+    """Start the local stack (what `make run` runs).
+
+    The API, the event pumps, the scheduler and demo agents; Ctrl-C stops them.
+
+    Settings come from the environment: FLEETRUN_PORT, FLEETRUN_DEMO_AGENTS,
+    FLEETRUN_LEASE_SECONDS, FLEETRUN_SWEEP_SECONDS, FLEETRUN_DATA_DIR, …
+    """
+    try:
+        runtime: Any = importlib.import_module("fleetrun.local.runtime")
+    except ImportError as error:
+        raise Failure(f"the local runtime needs the `local` extra: pip install -e '.[local]' ({error})",
+                      EXIT_USAGE) from None
+    raise SystemExit(runtime.up())
+
+
+COMMANDS = (stats, task_types, nodes_command, node_group, agent, local_group)
