@@ -36,8 +36,8 @@ class Failure(Exception):
 
 def make_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    # not a terminal (a pipe, a test): wide enough that ids and timestamps are never cut
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 200)
+    # not a terminal (a pipe, a test): wide enough that nothing is cut, whatever COLUMNS says
+    width = None if stream.isatty() else max(int(os.environ.get("COLUMNS") or 0), 240)
     return Console(stderr=stderr, width=width, highlight=False)
 
 
