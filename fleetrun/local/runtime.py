@@ -30,6 +30,8 @@ from fleetrun.local import logs
 from fleetrun.local.settings import LocalSettings
 
 DEMO_STEPS = Path(__file__).resolve().parent.parent / "agent" / "demo_steps"
+#: the checkout holding app.py and chalicelib/ (the service is not part of the client package)
+APP_ROOT = Path(__file__).resolve().parents[2]
 _ADMIN_TOKEN_TTL = 30 * 24 * 3600
 
 
@@ -64,6 +66,10 @@ class LocalRuntime:
     # --- start ---------------------------------------------------------------------------
     def start(self) -> None:
         started = time.monotonic()
+        if not (APP_ROOT / "app.py").exists():
+            raise RuntimeError(f"`fleetrun local up` runs the service from a checkout; no app.py in {APP_ROOT}")
+        if str(APP_ROOT) not in sys.path:
+            sys.path.insert(0, str(APP_ROOT))
         moto_url = self._start_moto()
         os.environ.update(_environment(self.settings, moto_url))
         from fleetrun.local.provision import provision
