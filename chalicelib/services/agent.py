@@ -131,15 +131,19 @@ def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dic
     run = _leased_run(run_id_value, node_id, attempt)
     if int(run.attempt) != attempt:
         raise LeaseLost(run_id_value, run.status, int(run.attempt))
-    _append_events(run, batch)
+    _append_events(run, batch, _secret_values(run.task_id))
     return len(batch)
 
 
-def _append_events(run: NodeRunItem, batch: list[dict[str, Any]]) -> None:
+def _secret_values(task_id: str) -> list[str]:
+    """The task's secret parameter values: whatever an agent sends back is scrubbed of them."""
+    task = tasks.get(task_id, consistent=False)
+    return [str(v) for v in secrets.unseal(task.sealed_secrets).values()]
+
+
+def _append_events(run: NodeRunItem, batch: list[dict[str, Any]], secret_values: list[str]) -> None:
     if not batch:
         return
-    task = tasks.get(run.task_id, consistent=False)
-    secret_values = [str(v) for v in secrets.unseal(task.sealed_secrets).values()]
     now = clock.now_iso()
     cleaned = [
         {
@@ -163,8 +167,10 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
     current = _leased_run(run_id_value, node_id, attempt)
     if current.cancel_requested and status == RunStatus.FAILED:
         status = RunStatus.CANCELLED
+    secret_values = _secret_values(task_id) if (error_message or output or batch) else []
+    error_message = secrets.redact(error_message, secret_values)
     fields: dict[str, Any] = {"lease_expires_at": None}
-    fields.update(_store_output(task_id, node, attempt, output))
+    fields.update(_store_output(task_id, node, attempt, secrets.redact(output, secret_values)))
     run = runs.apply(
         task_id, node, _ACTIONS[status], clock.now_iso(),
         condition=runs.lease_held(attempt, node_id), error_message=error_message, fields=fields,
@@ -176,7 +182,7 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
             return {"run": _done_view(latest), "replayed": True}
         raise LeaseLost(run_id_value, latest.status if latest else None, int(latest.attempt) if latest else None)
     if batch:
-        _append_events(run, batch)
+        _append_events(run, batch, secret_values)
     count("NodeRunsFinished", status=status)
     logger.info("run finished", extra={"task_id": task_id, "node": node, "status": status, "attempt": attempt})
     return {"run": _done_view(run), "replayed": False}

@@ -22,7 +22,6 @@ from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
 from chalicelib.store import counters, tasks
 from chalicelib.store.counters import TaskDelta, padded_seq
-from chalicelib.store.models import TaskItem
 
 Image = Mapping[str, Any]
 _RESET_ACTIONS = frozenset({"retry_failed", "retry_all"})
@@ -71,7 +70,6 @@ def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     failures: list[Record] = []
     for task_id, records in groups.items():
         try:
-            _send_jobs(records)
             _apply(task_id, records)
         except Exception:
             logger.exception("stream aggregation failed", extra={"task_id": task_id})
@@ -93,9 +91,9 @@ def _send_jobs(records: list[Record]) -> None:
         if new_status == TaskStatus.PENDING and (record.event == "INSERT" or old_status != TaskStatus.PENDING):
             outgoing.append({"job": jobs.DISPATCH, "task_id": task_id, "attempt": attempt})
         elif new_status == TaskStatus.CANCELLING and old_status != TaskStatus.CANCELLING:
-            outgoing.append({"job": jobs.CANCEL, "task_id": task_id})
+            outgoing.append({"job": jobs.CANCEL, "task_id": task_id, "attempt": attempt})
         if record.new_value("halted") and not record.old_value("halted"):
-            outgoing.append({"job": jobs.HALT, "task_id": task_id})
+            outgoing.append({"job": jobs.HALT, "task_id": task_id, "attempt": attempt})
     if outgoing:
         jobs.enqueue_batch(outgoing)
 
@@ -106,6 +104,9 @@ def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
         if task is None:
             return
         fresh = [r for r in records if r.seq > (task.applied_seq or "")]
+        # jobs go out before the counters move: a crash in between re-sends them on replay,
+        # and a replay of records already applied sends nothing
+        _send_jobs(fresh)
         delta = _delta(fresh)
         if fresh and not delta.is_empty():
             try:
@@ -185,5 +186,3 @@ def _duration(image: Image | None, delta: TaskDelta, sign: int) -> None:
     delta.stats["dur_sum"] += sign * seconds
     delta.stats["dur_n"] += sign
 
-
-__all__ = ["TaskItem", "process_batch"]

@@ -43,13 +43,7 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
         logger.info("task not dispatchable", extra={"task_id": task_id, "status": task.status})
         return
     now = clock.now_iso()
-    template = _template(task, f"{task_id}:{attempt}", now)
-    targets = tasks.load_targets(task_id)
-    if attempt == 1:
-        created, skipped = runs.create_missing(template, [NewRun(n, i) for i, n in enumerate(targets)])
-        ordinal_next = len(targets)
-    else:
-        created, skipped, ordinal_next = _reset_for_retry(task, template, targets)
+    created, skipped, ordinal_next = _prepare_attempt(task, now)
     dispatched = events.new_item(task_id, [service_event(
         "task.dispatched", f"attempt {attempt}: {len(created)} node run(s) created, {len(skipped)} skipped",
         data={"attempt": attempt, "created_count": len(created), "skipped_count": len(skipped)},
@@ -65,9 +59,13 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
         tasks.transition(task_id, "start", now, condition=TaskItem.attempt == attempt, extra=extra, event=dispatched)
     except (InvalidTransition, Conflict):
         current = tasks.get(task_id)
-        if current.status in (TaskStatus.CANCELLING, TaskStatus.CANCELLED):
+        if current.status == TaskStatus.CANCELLING and int(current.attempt) == attempt:
             # cancelled while we created runs: the cancel job may have missed the new ones
-            cancel_runs(task_id, include_running=True)
+            cancel_runs(task_id, attempt, include_running=True)
+            return
+        if current.status == TaskStatus.CANCELLED:
+            logger.warning("runs created for a task cancelled meanwhile; cancelling them", extra={"task_id": task_id})
+            _cancel_each(current, include_running=True)
             return
         raise
     count("NodeRunsDispatched", value=len(created))
@@ -76,6 +74,17 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
         metrics.add_metric(name="DispatchLag", unit=MetricUnit.Seconds, value=lag)
     figures = {"created_count": len(created), "skipped_count": len(skipped)}
     logger.info("task dispatched", extra={"task_id": task_id, **figures})
+
+
+def _prepare_attempt(task: TaskItem, now: str) -> tuple[list[str], list[str], int]:
+    """Create (attempt 1) or reset (a retry) the runs of the task's current attempt."""
+    attempt = int(task.attempt)
+    template = _template(task, f"{task.task_id}:{attempt}", now)
+    targets = tasks.load_targets(task.task_id)
+    if attempt == 1:
+        created, skipped = runs.create_missing(template, [NewRun(n, i) for i, n in enumerate(targets)])
+        return created, skipped, len(targets)
+    return _reset_for_retry(task, template, targets)
 
 
 def _reset_for_retry(task: TaskItem, template: RunTemplate, targets: list[str]) -> tuple[list[str], list[str], int]:
@@ -133,6 +142,8 @@ def dispatch_nodes(task: TaskItem, nodes: list[str]) -> dict[str, Any]:
     allowed = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
     if task.status not in allowed:
         raise InvalidTransition("task", task.status, "dispatch", allowed)
+    if task.halted:
+        raise Conflict(f"task {task.task_id} is halted: more nodes failed than max_errors allows, no node starts")
     if int(task.dispatched_attempt) < int(task.attempt):
         raise Conflict(f"task {task.task_id} is still being dispatched; retry in a moment")
     targets = set(tasks.load_targets(task.task_id))
@@ -165,7 +176,11 @@ def dispatch_nodes(task: TaskItem, nodes: list[str]) -> dict[str, Any]:
 def _reserve(task: TaskItem, new_nodes: list[str], ordinals: int, now: str) -> None:
     """Grow the task's targets and reserve ordinals, guarded against a racing dispatch."""
     chunks = tasks.chunk_targets(task.task_id, new_nodes, first_chunk=int(task.target_chunks))
-    guard = (TaskItem.ordinal_next == task.ordinal_next) & TaskItem.status.is_in(TaskStatus.PENDING, TaskStatus.RUNNING)
+    guard = (
+        (TaskItem.ordinal_next == task.ordinal_next)
+        & TaskItem.status.is_in(TaskStatus.PENDING, TaskStatus.RUNNING)
+        & (TaskItem.halted == False)  # noqa: E712
+    )
     try:
         tasks.update_with_chunks(task.task_id, [
             TaskItem.target_count.add(len(new_nodes)),
@@ -178,21 +193,44 @@ def _reserve(task: TaskItem, new_nodes: list[str], ordinals: int, now: str) -> N
         raise Conflict(f"task {task.task_id} changed during dispatch; retry") from None
 
 
-def cancel_runs(task_id: str, *, include_running: bool) -> int:
-    """Cancel pending (and planned) runs; ask running ones to stop. Returns runs touched."""
+def cancel_runs(task_id: str, attempt: int, *, include_running: bool) -> int:
+    """The cancel (or, without `include_running`, the halt) job of one attempt.
+
+    A duplicate or late job is a no-op: it acts only while the task is still cancelling (or
+    halted) in that attempt, and every run write is conditioned on the attempt's generation.
+    """
+    task = tasks.find(task_id)
+    if task is None or int(task.attempt) != attempt:
+        logger.info("cancel/halt job for another attempt; ignored", extra={"task_id": task_id, "attempt": attempt})
+        return 0
+    if include_running and task.status != TaskStatus.CANCELLING:
+        return 0
+    if not include_running and not (task.halted and task.status == TaskStatus.RUNNING):
+        return 0
+    if int(task.dispatched_attempt) < attempt and attempt > 1:
+        # cancelled before the retry's dispatch ran: its counts already moved to pending, so
+        # reset the runs first (the dispatch job will find the task no longer dispatchable)
+        _prepare_attempt(task, clock.now_iso())
+    return _cancel_each(task, include_running=include_running)
+
+
+def _cancel_each(task: TaskItem, *, include_running: bool) -> int:
     now = clock.now_iso()
+    generation = NodeRunItem.generation == task.attempt
     calls: list[Callable[[], Any]] = []
-    for run in runs.iter_runs(task_id):
+    for run in runs.iter_runs(task.task_id):
+        if int(run.generation) != int(task.attempt):
+            continue
         if run.status in (RunStatus.PENDING, RunStatus.APPLY_PENDING):
             calls.append(partial(
-                runs.apply, task_id, run.node, "cancel", now,
-                condition=NodeRunItem.attempt == run.attempt,
+                runs.apply, task.task_id, run.node, "cancel", now,
+                condition=(NodeRunItem.attempt == run.attempt) & generation,
                 error_message="cancelled before it started" if run.status == RunStatus.PENDING else "cancelled",
                 fields={"claim_pk": None, "claim_sk": None},
             ))
         elif include_running and run.status == RunStatus.RUNNING and not run.cancel_requested:
             calls.append(partial(
-                runs.update_leased, task_id, run.node, int(run.attempt), run.lease_owner or run.runner,
+                runs.update_leased, task.task_id, run.node, int(run.attempt), run.lease_owner or run.runner,
                 {"cancel_requested": True},
             ))
     return sum(1 for result in runs.run_concurrently(calls) if result is not None)
@@ -207,9 +245,9 @@ def handle_job(job: dict[str, Any]) -> None:
     if kind == "dispatch":
         run_dispatch_job(task_id, int(job.get("attempt", 1)))
     elif kind == "cancel":
-        cancel_runs(task_id, include_running=True)
+        cancel_runs(task_id, int(job.get("attempt", 0)), include_running=True)
     elif kind == "halt":
-        cancel_runs(task_id, include_running=False)
+        cancel_runs(task_id, int(job.get("attempt", 0)), include_running=False)
     else:
         logger.warning("unknown job kind; dropped", extra={"job": job})
 

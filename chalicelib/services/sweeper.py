@@ -50,8 +50,10 @@ def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
         jobs.enqueue(jobs.DISPATCH, task.task_id, attempt=int(task.attempt))
         report.redispatched.append(task.task_id)
     elif task.status == TaskStatus.CANCELLING and stale:
-        jobs.enqueue(jobs.CANCEL, task.task_id)
+        jobs.enqueue(jobs.CANCEL, task.task_id, attempt=int(task.attempt))
     counts = counts_of(task)
+    if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
+        jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
     if task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
         _expire_leases(task, now, report)
     if task.status == TaskStatus.RUNNING and not task.halted:
