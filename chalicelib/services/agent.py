@@ -25,7 +25,6 @@ _CANDIDATES_PER_QUERY = 25
 @tracer.capture_method
 def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
     """Lease up to `max_runs` claimable runs whose runner is this node, best priority first."""
-    nodes.touch(node_id)
     claimed: list[dict[str, Any]] = []
     task_cache: dict[str, TaskItem | None] = {}
     after: str | None = None
@@ -49,6 +48,10 @@ def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
             break
     if claimed:
         count("NodeRunsClaimed", value=len(claimed))
+    else:
+        # liveness is a per-node cost: an idle agent polls every few seconds and refreshes it
+        # (at most every SEEN_REFRESH_SECONDS); a claim that hands out work needs no extra write
+        nodes.touch(node_id)
     return claimed
 
 
