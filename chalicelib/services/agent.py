@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from chalicelib import aws, clock, config, secrets
@@ -19,6 +20,8 @@ from chalicelib.store.runs import run_id, split_run_id
 #: outputs larger than this go to S3 (a run item must stay small: write units are per KB)
 INLINE_OUTPUT_BYTES = 1024
 MAX_OUTPUT_BYTES = 64 * 1024
+#: completion events up to this size travel on the run's own write (one write unit is 1 KB)
+FINAL_EVENTS_BYTES = 400
 _CANDIDATES_PER_QUERY = 25
 
 
@@ -145,8 +148,11 @@ def _secret_values(task_id: str) -> list[str]:
 
 
 def _append_events(run: NodeRunItem, batch: list[dict[str, Any]], secret_values: list[str]) -> None:
-    if not batch:
-        return
+    if batch:
+        events.append(run.task_id, _clean_events(run, batch, secret_values))
+
+
+def _clean_events(run: NodeRunItem, batch: list[dict[str, Any]], secret_values: list[str]) -> list[dict[str, Any]]:
     now = clock.now_iso()
     cleaned = [
         {
@@ -156,7 +162,8 @@ def _append_events(run: NodeRunItem, batch: list[dict[str, Any]], secret_values:
         }
         for event in batch
     ]
-    events.append(run.task_id, secrets.redact(cleaned, secret_values))
+    redacted: list[dict[str, Any]] = secrets.redact(cleaned, secret_values)
+    return redacted
 
 
 _ACTIONS = {"succeeded": "succeed", "failed": "fail", "cancelled": "cancel"}
@@ -172,8 +179,13 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
         status = RunStatus.CANCELLED
     secret_values = _secret_values(task_id) if (error_message or output or batch) else []
     error_message = secrets.redact(error_message, secret_values)
-    fields: dict[str, Any] = {"lease_expires_at": None}
+    fields: dict[str, Any] = {"lease_expires_at": None, "final_events": None}
     fields.update(_store_output(task_id, node, attempt, secrets.redact(output, secret_values)))
+    separate = batch or []
+    if batch:
+        packed = json.dumps(_clean_events(current, batch, secret_values), separators=(",", ":"))
+        if len(packed) <= FINAL_EVENTS_BYTES:  # the run item stays within one write unit
+            fields["final_events"], separate = packed, []
     run = runs.apply(
         task_id, node, _ACTIONS[status], clock.now_iso(),
         condition=runs.lease_held(attempt, node_id), error_message=error_message, fields=fields,
@@ -184,8 +196,8 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
         if same and latest is not None and latest.status == status:
             return {"run": _done_view(latest), "replayed": True}
         raise LeaseLost(run_id_value, latest.status if latest else None, int(latest.attempt) if latest else None)
-    if batch:
-        _append_events(run, batch, secret_values)
+    if separate:
+        _append_events(run, separate, secret_values)
     count("NodeRunsFinished", status=status)
     logger.info("run finished", extra={"task_id": task_id, "node": node, "status": status, "attempt": attempt})
     return {"run": _done_view(run), "replayed": False}

@@ -8,6 +8,7 @@ of one task share a partition key, so they arrive in order on one shard.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -20,7 +21,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TaskStatus
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
-from chalicelib.store import counters, tasks
+from chalicelib.store import counters, events, tasks
 from chalicelib.store.counters import TaskDelta, padded_seq
 
 Image = Mapping[str, Any]
@@ -98,6 +99,18 @@ def _send_jobs(records: list[Record]) -> None:
         jobs.enqueue_batch(outgoing)
 
 
+def _move_final_events(task_id: str, records: list[Record]) -> None:
+    """Completion events ride on the run's own write; here they become event items. Written
+    before the counters move, under ids derived from the first record: a replay overwrites."""
+    collected: list[dict[str, Any]] = []
+    for record in records:
+        packed = record.new_value("final_events") if record.sk.startswith("RUN#") else None
+        if packed and packed != record.old_value("final_events"):
+            collected.extend(json.loads(packed))
+    if collected:
+        events.put_from_stream(task_id, records[0].raw_seq, collected)
+
+
 def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
     for _ in range(attempts):
         task = tasks.find(task_id)
@@ -107,6 +120,7 @@ def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
         # jobs go out before the counters move: a crash in between re-sends them on replay,
         # and a replay of records already applied sends nothing
         _send_jobs(fresh)
+        _move_final_events(task_id, fresh)
         delta = _delta(fresh)
         if fresh and not delta.is_empty():
             try:

@@ -9,14 +9,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pynamodb.exceptions import PynamoDBException
 from ulid import ULID
 
 from chalicelib.store.models import EventItem, task_pk
+from chalicelib.store.writes import is_condition_failure
 
 
-def new_item(task_id: str, events: Sequence[dict[str, Any]]) -> EventItem:
+def new_item(task_id: str, events: Sequence[dict[str, Any]], item_id: str | None = None) -> EventItem:
     """An item holding `events` (each without id); ids are assigned here."""
-    item_id = str(ULID())
+    item_id = item_id or str(ULID())
     stamped = [{"event_id": f"{item_id}-{i:03d}", **event} for i, event in enumerate(events)]
     body = json.dumps(stamped, separators=(",", ":"))
     return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events=body)
@@ -26,6 +28,30 @@ def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any
     item = new_item(task_id, events)
     item.save()
     return decode(item)
+
+
+#: events per item written by the stream (ids carry a 3-digit index)
+STREAM_ITEM_EVENTS = 500
+
+
+def put_from_stream(task_id: str, seed: str, events: Sequence[dict[str, Any]]) -> None:
+    """Write events collected from a stream batch. Ids are taken at write time (a follower's
+    `after=` cursor never skips them) and remembered per `seed` (the batch's first sequence
+    number), so a replayed batch overwrites its own items instead of adding copies."""
+    for chunk, start in enumerate(range(0, len(events), STREAM_ITEM_EVENTS)):
+        item_id = _stream_item_id(task_id, f"{seed}-{chunk}")
+        new_item(task_id, events[start:start + STREAM_ITEM_EVENTS], item_id).save()
+
+
+def _stream_item_id(task_id: str, seed: str) -> str:
+    marker = EventItem(task_pk(task_id), f"EVM#{seed}", task_id=task_id, events=str(ULID()))
+    try:
+        marker.save(condition=EventItem.pk.does_not_exist())
+        return marker.events
+    except PynamoDBException as error:
+        if not is_condition_failure(error):
+            raise
+    return str(EventItem.get(task_pk(task_id), f"EVM#{seed}", consistent_read=True).events)
 
 
 def decode(item: EventItem) -> list[dict[str, Any]]:

@@ -203,6 +203,8 @@ class NodeRunItem(FleetrunModel):
     #: the task attempt whose retry reset this run (makes a resumed retry dispatch deterministic)
     reset_gen = NumberAttribute(null=True)
     priority = NumberAttribute(default=5)
+    #: events sent with the completion, moved into an event item by the stream (saves a write)
+    final_events = UnicodeAttribute(null=True)
     output = UnicodeAttribute(null=True)
     output_key = UnicodeAttribute(null=True)
     claim_pk = UnicodeAttribute(null=True)
