@@ -183,7 +183,7 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
     fields.update(_store_output(task_id, node, attempt, secrets.redact(output, secret_values)))
     separate = batch or []
     if batch:
-        packed = json.dumps(_clean_events(current, batch, secret_values), separators=(",", ":"))
+        packed = pack_final_events(_clean_events(current, batch, secret_values))
         if len(packed) <= FINAL_EVENTS_BYTES:  # the run item stays within one write unit
             fields["final_events"], separate = packed, []
     run = runs.apply(
@@ -201,6 +201,21 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
     count("NodeRunsFinished", status=status)
     logger.info("run finished", extra={"task_id": task_id, "node": node, "status": status, "attempt": attempt})
     return {"run": _done_view(run), "replayed": False}
+
+
+def pack_final_events(cleaned: list[dict[str, Any]]) -> str:
+    """Completion events as stored on the run item: only what the run item does not already say
+    (node, attempt and time come from the run when the stream unpacks them)."""
+    rows = [[e["type"], e["step"], e["message"], e["progress"], *([e["data"]] if e["data"] else [])] for e in cleaned]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def unpack_final_events(packed: str, node: str, attempt: int, at: str) -> list[dict[str, Any]]:
+    return [
+        {"at": at, "type": row[0], "step": row[1], "node": node, "message": row[2], "progress": row[3],
+         "data": row[4] if len(row) > 4 else {}, "attempt": attempt}
+        for row in json.loads(packed)
+    ]
 
 
 def _done_view(run: NodeRunItem) -> dict[str, Any]:

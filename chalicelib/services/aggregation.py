@@ -8,7 +8,6 @@ of one task share a partition key, so they arrive in order on one shard.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -21,6 +20,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TaskStatus
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
+from chalicelib.services.agent import unpack_final_events
 from chalicelib.store import counters, events, tasks
 from chalicelib.store.counters import TaskDelta, padded_seq
 
@@ -106,7 +106,10 @@ def _move_final_events(task_id: str, records: list[Record]) -> None:
     for record in records:
         packed = record.new_value("final_events") if record.sk.startswith("RUN#") else None
         if packed and packed != record.old_value("final_events"):
-            collected.extend(json.loads(packed))
+            collected.extend(unpack_final_events(
+                packed, record.new_value("node"), int(record.new_value("attempt") or 1),
+                record.new_value("completed_at") or clock.now_iso(),
+            ))
     if collected:
         events.put_from_stream(task_id, records[0].raw_seq, collected)
 
