@@ -578,23 +578,12 @@ METER = Meter()
 
 
 # === the scenarios =================================================================================
-_BASE_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    # moto's in-process DynamoDB Streams answers 404 without this (see PITFALLS.md)
-    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_NAMESPACE": "Fleetrun",
-    "POWERTOOLS_SERVICE_NAME": "fleetrun",
-    "POWERTOOLS_DEV": "false",
-    "FLEETRUN_JWT_SECRET": "test-secret",
+def _base_env() -> dict[str, str]:
+    """The tests' moto environment (tests.harness), imported once the path is set up."""
+    from tests.harness import MOTO_ENV
+
     # registering 1,000 nodes is 1,000 admin writes in a minute
-    "FLEETRUN_RATE_LIMIT": "100000000",
-}
+    return {**MOTO_ENV, "FLEETRUN_RATE_LIMIT": "100000000"}
 
 
 def bootstrap() -> None:
@@ -607,7 +596,7 @@ def bootstrap() -> None:
         sys.path.insert(0, str(ROOT))
     for key in [k for k in os.environ if k.startswith("FLEETRUN_") or k.startswith("AWS_")]:
         del os.environ[key]
-    os.environ.update(_BASE_ENV)
+    os.environ.update(_base_env())
     METER.install()
     from fleetrun.local import moto_fixes
 

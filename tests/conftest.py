@@ -8,21 +8,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-_BASE_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    # moto's in-process DynamoDB Streams answers 404 without this (see PITFALLS.md)
-    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_NAMESPACE": "Fleetrun",
-    "POWERTOOLS_SERVICE_NAME": "fleetrun",
-    "POWERTOOLS_DEV": "false",
-    "FLEETRUN_JWT_SECRET": "test-secret",
-}
+from tests.harness import MOTO_ENV as _BASE_ENV
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ Use it through `fleetrun.local.pumps`.
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -62,7 +63,7 @@ def failed_item_ids(response: Any, batch_ids: Sequence[str]) -> set[str] | None:
     return failed
 
 
-class Pump:
+class Pump(abc.ABC):
     """Base of the pumps: `poll_once` delivers one round; `drain` and `run_forever` loop over it."""
 
     handler: Handler
@@ -70,8 +71,9 @@ class Pump:
     timeout_seconds: float
     region: str
 
+    @abc.abstractmethod
     def poll_once(self) -> int:
-        raise NotImplementedError
+        """Deliver one round of records; return how many were delivered."""
 
     def _invoke(self, records: list[Record]) -> tuple[bool, Any]:
         """Call the handler with one batch: (False, None) when it raised."""
