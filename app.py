@@ -15,7 +15,7 @@ from chalicelib.api.openapi import build_openapi
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import agent, aggregation, dispatch, lifecycle, nodes, queries, statistics, submit, sweeper
-from chalicelib.services.views import node_view
+from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 
 VERSION = "0.1.0"
@@ -48,7 +48,7 @@ def task_types(call: Call) -> Response:
 @register(app, "createTask")
 def create_task(call: Call) -> Response:
     result = submit.submit(call.user.user_id, call.body(), call.header("idempotency-key"))
-    body = queries.present(result.task) if not result.replayed else queries.present(tasks.get(result.task.task_id))
+    body = task_view(result.task, result.targets)  # a replay's task and targets were just read
     if result.replayed:
         return json_response(body, 200, {"Idempotent-Replayed": "true"})
     return json_response(body, 202, {"Location": f"/v1/tasks/{result.task.task_id}"})
