@@ -96,12 +96,10 @@ def _claimed_view(task: TaskItem, run: NodeRunItem) -> dict[str, Any]:
     }
 
 
-def _leased_run(run_id_value: str, node_id: str, attempt: int) -> NodeRunItem:
-    task_id, node = split_run_id(run_id_value)
-    run = runs.find(task_id, node)
-    if run is None:
-        raise NotFound(f"run {run_id_value} not found")
-    if run.runner != node_id:
+def _runner_run(run_id_value: str, node_id: str) -> NodeRunItem:
+    """The run, when this node is its runner; another node's run is reported as not found."""
+    run = runs.find(*split_run_id(run_id_value))
+    if run is None or run.runner != node_id:
         raise NotFound(f"run {run_id_value} not found")
     return run
 
@@ -125,16 +123,13 @@ def heartbeat(node_id: str, run_id_value: str, attempt: int, progress: int | Non
 
 
 def _lease_lost(run_id_value: str, node_id: str) -> Exception:
-    task_id, node = split_run_id(run_id_value)
-    current = runs.find(task_id, node)
-    if current is None or current.runner != node_id:
-        return NotFound(f"run {run_id_value} not found")
+    current = _runner_run(run_id_value, node_id)
     return LeaseLost(run_id_value, current.status, int(current.attempt))
 
 
 def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dict[str, Any]]) -> int:
     """Append an agent's events (one write). Raises LeaseLost for another attempt."""
-    run = _leased_run(run_id_value, node_id, attempt)
+    run = _runner_run(run_id_value, node_id)
     if int(run.attempt) != attempt:
         raise LeaseLost(run_id_value, run.status, int(run.attempt))
     _append_events(run, batch, _secret_values(run.task_id))
@@ -174,7 +169,7 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
              output: str | None, batch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Finish a leased run. A repeated identical call answers the same; a stale one raises LeaseLost."""
     task_id, node = split_run_id(run_id_value)
-    current = _leased_run(run_id_value, node_id, attempt)
+    current = _runner_run(run_id_value, node_id)
     if current.cancel_requested and status == RunStatus.FAILED:
         status = RunStatus.CANCELLED
     secret_values = _secret_values(task_id) if (error_message or output or batch) else []
@@ -235,5 +230,5 @@ def _store_output(task_id: str, node: str, attempt: int, output: str | None) -> 
 
 def plan_lost(node_id: str, run_id_value: str, attempt: int) -> None:
     """Two-phase runs arrive with their own issue; until then no run can be planned."""
-    run = _leased_run(run_id_value, node_id, attempt)
+    run = _runner_run(run_id_value, node_id)
     raise InvalidTransition("run", run.status, "report plan-lost for", {RunStatus.APPLY_PENDING})
