@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -47,6 +48,22 @@ class Answer:
 
 def token(user: str = "alice", roles: tuple[str, ...] = ("operator",)) -> str:
     return auth.mint_token(user, list(roles), SECRET)
+
+
+def nonzero(totals: dict[str, Decimal]) -> dict[str, Decimal]:
+    return {name: value for name, value in totals.items() if value}
+
+
+def assert_statistics_equal_recount() -> None:
+    """Every statistics scope holds exactly what a recount of the task items gives."""
+    from chalicelib.services import statistics
+    from chalicelib.store import counters
+
+    expected = statistics.recount()
+    scopes = set(expected) | set(counters.list_scopes())
+    assert "all" in scopes
+    for scope in sorted(scopes):
+        assert nonzero(counters.read_stats(scope)) == nonzero(dict(expected.get(scope, {}))), scope
 
 
 class Fleet:

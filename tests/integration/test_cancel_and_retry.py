@@ -3,29 +3,17 @@ a stale attempt may still do afterwards; statistics follow and equal a recount."
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.services import statistics, sweeper
-from chalicelib.store import counters
-from tests.harness import Fleet
+from chalicelib.services import sweeper
+from tests.harness import Fleet, assert_statistics_equal_recount
 
 NODES = ["n1", "n2", "n3"]
 
 
 def shell(nodes: list[str] = NODES, **extra: Any) -> dict[str, Any]:
     return {"type": "shell", "name": "patch", "target_nodes": nodes, "parameters": {"command": ["patch"]}, **extra}
-
-
-def nonzero(totals: dict[str, Decimal]) -> dict[str, Decimal]:
-    return {name: value for name, value in totals.items() if value}
-
-
-def assert_statistics_equal_recount() -> None:
-    expected = statistics.recount()
-    for scope in sorted(set(expected) | set(counters.list_scopes())):
-        assert nonzero(counters.read_stats(scope)) == nonzero(dict(expected.get(scope, {}))), scope
 
 
 def started(fleet: Fleet, body: dict[str, Any] | None = None) -> str:

@@ -11,10 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from chalicelib import config
-from chalicelib.services import statistics, sweeper
-from chalicelib.store import counters
+from chalicelib.services import sweeper
 from tests.faults import Faults
-from tests.harness import Fleet
+from tests.harness import Fleet, assert_statistics_equal_recount
 
 NODES = ["c1", "c2"]
 BODY = {"type": "config.release", "target_nodes": NODES, "parameters": {"website_id": 41}}
@@ -77,14 +76,6 @@ def submit(fleet: Fleet, faults: Faults, key: str) -> str:
             return str(answer.body["task_id"])
         assert answer.status == 500, answer
     raise AssertionError("submit never succeeded")
-
-
-def assert_statistics_equal_recount() -> None:
-    expected = statistics.recount()
-    for scope in set(expected) | set(counters.list_scopes()):
-        actual = {k: v for k, v in counters.read_stats(scope).items() if v}
-        want = {k: v for k, v in expected.get(scope, {}).items() if v}
-        assert actual == want, scope
 
 
 @pytest.mark.parametrize("entry_point", ["submit", "dispatch", "claim", "complete", "stream"])

@@ -6,17 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
 
 from chalicelib.resources import DISPATCH_QUEUE
-from chalicelib.services import statistics
-from chalicelib.store import counters
 from fleetrun.local.pumps import LambdaContext
-from tests.harness import Fleet
+from tests.harness import Fleet, assert_statistics_equal_recount
 
 NODES = ["n1", "n2", "n3"]
 
@@ -64,16 +61,6 @@ def started(fleet: Fleet, body: dict[str, Any] | None = None) -> str:
     assert answer.status == 202, answer
     fleet.settle()
     return str(answer.body["task_id"])
-
-
-def nonzero(totals: dict[str, Decimal]) -> dict[str, Decimal]:
-    return {name: value for name, value in totals.items() if value}
-
-
-def assert_statistics_equal_recount() -> None:
-    expected = statistics.recount()
-    for scope in sorted(set(expected) | set(counters.list_scopes())):
-        assert nonzero(counters.read_stats(scope)) == nonzero(dict(expected.get(scope, {}))), scope
 
 
 def table_state(fleet: Fleet) -> dict[tuple[str, str], dict[str, Any]]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import boto3
 
 from chalicelib.services import statistics
-from chalicelib.store import counters
-from tests.harness import Fleet
+from tests.harness import Fleet, assert_statistics_equal_recount
 
 PASSWORD = "hunter2"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
@@ -26,19 +24,6 @@ STEPS = ["deploy-minion", "register-node", "slurm-scale"]
 def scale_up(nodes: list[str] = NODES, **extra: Any) -> dict[str, Any]:
     return {"type": "slurm.scale_up", "name": "add gpu hosts", "target_nodes": nodes,
             "parameters": dict(PARAMETERS), **extra}
-
-
-def nonzero(totals: dict[str, Decimal]) -> dict[str, Decimal]:
-    return {name: value for name, value in totals.items() if value}
-
-
-def assert_statistics_equal_recount() -> None:
-    """Every statistics scope holds exactly what a recount of the task items gives."""
-    expected = statistics.recount()
-    scopes = set(expected) | set(counters.list_scopes())
-    assert "all" in scopes
-    for scope in sorted(scopes):
-        assert nonzero(counters.read_stats(scope)) == nonzero(dict(expected.get(scope, {}))), scope
 
 
 def all_items(fleet: Fleet) -> list[dict[str, Any]]:
