@@ -183,12 +183,7 @@ class Stack:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self.agents:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            _reap(process, timeout=10)
         self.agents.clear()
 
 
@@ -247,9 +242,14 @@ def _wait_healthy(url: str, runtime: subprocess.Popen[bytes], log_path: Path) ->
 def _stop(runtime: subprocess.Popen[bytes]) -> None:
     if runtime.poll() is None:
         runtime.send_signal(signal.SIGTERM)
+    _reap(runtime, timeout=20)
+
+
+def _reap(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for a process told to stop; SIGKILL its process group if it takes longer than `timeout`."""
     try:
-        runtime.wait(timeout=20)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(runtime.pid, signal.SIGKILL)
-        runtime.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
