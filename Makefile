@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 RUN_STAMP := $(VENV)/.installed-run
+SYSTEM_STAMP := $(VENV)/.installed-system
+#: Debian packages the tests drive for real; `make test` installs the missing ones
+DEBIAN_PACKAGES :=
 
 .PHONY: run test lint unit integration e2e bench clean
 
@@ -21,6 +24,10 @@ $(STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
 
+$(SYSTEM_STAMP): $(BIN)/python Makefile
+	tools/debian-packages.sh $(DEBIAN_PACKAGES)
+	@touch $(SYSTEM_STAMP)
+
 run: $(RUN_STAMP)
 	$(BIN)/fleetrun local up
 
@@ -28,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy chalicelib app.py fleetrun
 
-test: lint
+test: lint $(SYSTEM_STAMP)
 	$(BIN)/pytest -q -n 2 tests
 
 unit: $(STAMP)

@@ -14,7 +14,7 @@ from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.observability import chalice_middleware, logger
-from chalicelib.services import agent, aggregation, dispatch, lifecycle, nodes, queries, statistics, submit, sweeper
+from chalicelib.services import agent, dispatch, lifecycle, nodes, queries, statistics, stream, submit, sweeper
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 
@@ -192,7 +192,7 @@ def dispatch_worker(event: SQSEvent) -> dict[str, Any]:
 
 @app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON")
 def stream_aggregator(event: DynamoDBEvent) -> dict[str, Any]:
-    failed = aggregation.process_batch(event.to_dict()["Records"])
+    failed = stream.handle(event.to_dict()["Records"])
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
 
 
