@@ -15,6 +15,7 @@ from chalicelib.api.openapi import build_openapi
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import agent, dispatch, lifecycle, nodes, queries, statistics, stream, submit, sweeper
+from chalicelib.services import intake, schedules
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 
@@ -204,3 +205,39 @@ def sweep(event: Any) -> None:
 @app.schedule(Cron(17, 3, "*", "*", "?", "*"))
 def reconcile_statistics(event: Any) -> None:
     statistics.reconcile()
+
+
+# --- intake and schedules ---------------------------------------------------------------
+_intake_processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def _take_intake(record: SQSRecord) -> None:
+    intake.handle(record.body, record.message_id)
+
+
+@app.on_sqs_message(queue=resources.INTAKE_QUEUE.name, batch_size=resources.INTAKE_QUEUE.batch_size)
+def intake_worker(event: SQSEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], process_partial_response(
+        event=event.to_dict(), record_handler=_take_intake, processor=_intake_processor, context=event.context,  # type: ignore[arg-type]
+    ))
+
+
+@register(app, "createSchedule")
+def create_schedule(call: Call) -> Response:
+    return json_response(schedules.create(call.user, call.body()), 201)
+
+
+@register(app, "listSchedules")
+def list_schedules(call: Call) -> Response:
+    limit, cursor = call.page()
+    return json_response(schedules.list_page(call.user, call.query().get("owner"), limit, cursor))
+
+
+@register(app, "getSchedule")
+def get_schedule(call: Call, schedule_id: str) -> Response:
+    return json_response(schedules.get(call.user, schedule_id))
+
+
+@register(app, "deleteSchedule")
+def delete_schedule(call: Call, schedule_id: str) -> Response:
+    return json_response(schedules.delete(call.user, schedule_id))

@@ -84,11 +84,52 @@ def public_url() -> str:
     return os.environ.get("FLEETRUN_PUBLIC_URL", "")
 
 
+# --- intake and schedules ---
+@cache
+def intake_queue_url() -> str:
+    return os.environ.get("FLEETRUN_INTAKE_QUEUE_URL", "")
+
+
+@cache
+def intake_queue_arn() -> str:
+    return os.environ.get("FLEETRUN_INTAKE_QUEUE_ARN", "")
+
+
+@cache
+def intake_dlq_url() -> str:
+    """Where invalid intake messages go, with the reason as a message attribute."""
+    return os.environ.get("FLEETRUN_INTAKE_DLQ_URL", "")
+
+
+@cache
+def intake_dlq_arn() -> str:
+    return os.environ.get("FLEETRUN_INTAKE_DLQ_ARN", "")
+
+
+@cache
+def intake_producers() -> frozenset[str]:
+    """Owners an intake message may name (comma-separated); none by default."""
+    raw = os.environ.get("FLEETRUN_INTAKE_PRODUCERS", "")
+    return frozenset(name.strip() for name in raw.split(",") if name.strip())
+
+
+@cache
+def schedule_group() -> str:
+    return os.environ.get("FLEETRUN_SCHEDULE_GROUP", "fleetrun")
+
+
+@cache
+def scheduler_role_arn() -> str:
+    return os.environ.get("FLEETRUN_SCHEDULER_ROLE_ARN", "")
+
+
 def reset() -> None:
     """Forget every cached setting (tests change the environment between cases)."""
     for getter in (
         table_name, region, dispatch_queue_url, outputs_bucket, kms_key_id, lease_seconds,
         rate_limit_per_minute, local_mode, jwt_secret, oidc_issuer, oidc_audience,
         undispatched_grace_seconds, public_url,
+        intake_queue_url, intake_queue_arn, intake_dlq_url, intake_dlq_arn, intake_producers, schedule_group,
+        scheduler_role_arn,
     ):
         getter.cache_clear()

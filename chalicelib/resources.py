@@ -41,6 +41,8 @@ STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 STREAM_BATCH_SIZE = 1000
 KMS_ALIAS = "alias/fleetrun"
 OUTPUTS_BUCKET = "fleetrun-outputs"
+#: the EventBridge Scheduler group of user schedules (the CDK app names it `fleetrun-<stage>`)
+SCHEDULE_GROUP = "fleetrun"
 
 
 def table_definition(table_name: str) -> dict[str, Any]:

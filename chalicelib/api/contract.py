@@ -48,6 +48,7 @@ PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "task_id": {"type": "string", "minLength": 1, "maxLength": 64},
     "node_id": NODE_ID,
     "run_id": {"type": "string", "minLength": 1, "maxLength": 256},
+    "schedule_id": {"type": "string", "minLength": 1, "maxLength": 64},
 }
 REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
     "Idempotency-Key": QueryParam(
@@ -171,5 +172,24 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agent(
         "/v1/runs/{run_id}/plan-lost", "reportPlanLost", "The runner lost the plan context", "PlanLostRequest",
         {202: "Accepted"},
+    ),
+    # --- schedules ---
+    user(
+        "POST", "/v1/schedules", "createSchedule", "Create a schedule whose firings create tasks", "write",
+        request="CreateScheduleRequest", responses=answers({201: "Schedule"}, 400, 401, 403, 413, 429),
+        tag="schedules",
+    ),
+    user(
+        "GET", "/v1/schedules", "listSchedules", "Schedules the caller may see, newest first", "read",
+        request=None, responses=answers({200: "SchedulePage"}, 400, *_READ),
+        query=(QueryParam("owner", {"type": "string"}, "admin only"), *PAGE), tag="schedules",
+    ),
+    user(
+        "GET", "/v1/schedules/{schedule_id}", "getSchedule", "One schedule", "read",
+        request=None, responses=answers({200: "Schedule"}, *_READ_ONE), tag="schedules",
+    ),
+    user(
+        "DELETE", "/v1/schedules/{schedule_id}", "deleteSchedule", "Delete a schedule; answers what was deleted",
+        "write", request=None, responses=answers({200: "Schedule"}, 401, 403, 404, 429), tag="schedules",
     ),
 )

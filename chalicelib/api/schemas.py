@@ -15,8 +15,11 @@ from chalicelib.api.representations import (
     NODE_ID,
     PROGRESS,
     RESPONSE_SCHEMAS,
+    TIMESTAMP,
     Schema,
     nullable,
+    page_of,
+    record,
 )
 from chalicelib.domain.task_types import REGISTRY
 
@@ -148,3 +151,69 @@ REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
 
 #: every schema of the contract by component name: what `parse` validates and OpenAPI publishes
 SCHEMAS: Final[dict[str, Schema]] = {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}
+
+# --- intake and schedules -------------------------------------------------------------------
+_OWNER: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 128}
+_IDEMPOTENCY_KEY: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 128}
+_SCHEDULE_ID: Final[Schema] = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
+
+IntakeMessage: Final[Schema] = body(
+    {
+        **CreateTaskRequest["properties"],
+        "owner": {**_OWNER, "description": "the task's owner: one of FLEETRUN_INTAKE_PRODUCERS"},
+        "idempotency_key": {**_IDEMPOTENCY_KEY, "description": "as the Idempotency-Key header of POST /v1/tasks"},
+    },
+    required=("type", "owner", "idempotency_key"),
+    description=(
+        "The body of a message on the SQS intake queue: a POST /v1/tasks body plus `owner` and "
+        "`idempotency_key`. An invalid message goes to the intake dead-letter queue with the error as the "
+        "message attributes `fleetrun-error-code` and `fleetrun-error`."
+    ),
+)
+
+ScheduleFiring: Final[Schema] = body(
+    {
+        "schedule_id": _SCHEDULE_ID,
+        "scheduled_time": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+    required=("schedule_id", "scheduled_time"),
+    description=(
+        "What EventBridge Scheduler (or the local scheduler) puts on the intake queue for each firing of a "
+        "schedule; the task is idempotent on (schedule_id, scheduled_time)."
+    ),
+)
+
+CreateScheduleRequest: Final[Schema] = body(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "expression": {
+            "type": "string", "minLength": 1, "maxLength": 256,
+            "description": 'EventBridge Scheduler syntax, UTC: "rate(1 hour)" or "cron(0 2 * * ? *)"',
+        },
+        "task": {**CreateTaskRequest, "description": "the POST /v1/tasks body each firing submits"},
+    },
+    required=("name", "expression", "task"),
+)
+
+Schedule: Final[Schema] = record(
+    {
+        "schedule_id": {"type": "string"},
+        "name": {"type": "string"},
+        "owner": {"type": "string"},
+        "expression": {"type": "string"},
+        "task": {"type": "object", "description": 'the POST /v1/tasks body; secret parameters read "***"'},
+        "created_at": TIMESTAMP,
+        "next_fire_at": {**nullable(TIMESTAMP), "description": "the next firing time (UTC), null if none"},
+    },
+    "A schedule: each firing creates one task, idempotent on (schedule, scheduled time).",
+)
+SchedulePage: Final[Schema] = page_of(Schedule, "Schedules, newest first.")
+
+SCHEDULE_SCHEMAS: Final[dict[str, Schema]] = {
+    "IntakeMessage": IntakeMessage,
+    "ScheduleFiring": ScheduleFiring,
+    "CreateScheduleRequest": CreateScheduleRequest,
+    "Schedule": Schedule,
+    "SchedulePage": SchedulePage,
+}
+SCHEMAS.update(SCHEDULE_SCHEMAS)

@@ -127,3 +127,15 @@ def _replay(owner: str, key: str, fingerprint: str) -> Submitted | None:
         raise IdempotencyKeyReused(key, record.task_id)
     task = tasks.get(record.task_id)
     return Submitted(task, tasks.load_targets(task.task_id), replayed=True)
+
+
+def check(body: dict[str, Any]) -> TaskType:
+    """Validate a schema-valid `POST /v1/tasks` body as `submit` would, creating nothing
+    (a schedule checks its task this way when it is created).
+
+    Raises UnknownTaskType, ValidationFailed, PayloadTooLarge.
+    """
+    task_type = get_task_type(body["type"])
+    validate_parameters(task_type, body.get("parameters") or {})
+    _targets(task_type, body)
+    return task_type

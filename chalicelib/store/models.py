@@ -10,6 +10,7 @@
 | node (machine)  | NODE#<id>           | META             |
 | statistics      | STATS#<scope>       | <shard>          | (raw boto3: dynamic attribute names, see counters.py)
 | rate bucket     | RATE#<user>         | <minute>         |
+| schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -280,3 +281,34 @@ def run_sk(node: str) -> str:
 
 def node_pk(node_id: str) -> str:
     return f"NODE#{node_id}"
+
+
+class ScheduleItem(FleetrunModel):
+    """A user schedule (`POST /v1/schedules`); its EventBridge Scheduler schedule is named `schedule_id`."""
+
+    class Meta(_Meta):
+        pass
+
+    schedule_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    expression = UnicodeAttribute()
+    #: the `POST /v1/tasks` body as JSON, secret parameter values replaced by "***"
+    task = UnicodeAttribute()
+    #: the secret parameter values, envelope-encrypted (see secrets.py)
+    sealed_secrets = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+    owner_pk = UnicodeAttribute(null=True)
+    owner_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
+    owner_index = OwnerIndex()
+
+
+ALL_MODELS = (*ALL_MODELS, ScheduleItem)
+
+
+def schedule_pk(schedule_id: str) -> str:
+    return f"SCHEDULE#{schedule_id}"

@@ -19,6 +19,9 @@ class Provisioned:
     dlq_urls: dict[str, str] = field(default_factory=dict)
     kms_key_id: str = ""
     bucket: str = ""
+    queue_arns: dict[str, str] = field(default_factory=dict)
+    dlq_arns: dict[str, str] = field(default_factory=dict)
+    schedule_group: str = ""
 
     def environment(self) -> dict[str, str]:
         """The FLEETRUN_* settings the app reads to find these resources."""
@@ -27,6 +30,13 @@ class Provisioned:
             "FLEETRUN_DISPATCH_QUEUE_URL": self.queue_urls[resources.DISPATCH_QUEUE.name],
             "FLEETRUN_KMS_KEY_ID": self.kms_key_id,
             "FLEETRUN_OUTPUTS_BUCKET": self.bucket,
+            "FLEETRUN_INTAKE_QUEUE_URL": self.queue_urls[resources.INTAKE_QUEUE.name],
+            "FLEETRUN_INTAKE_QUEUE_ARN": self.queue_arns[resources.INTAKE_QUEUE.name],
+            "FLEETRUN_INTAKE_DLQ_URL": self.dlq_urls[resources.INTAKE_QUEUE.name],
+            "FLEETRUN_INTAKE_DLQ_ARN": self.dlq_arns[resources.INTAKE_QUEUE.name],
+            "FLEETRUN_SCHEDULE_GROUP": self.schedule_group,
+            # moto's Scheduler accepts any role; in AWS the CDK app creates this one
+            "FLEETRUN_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/fleetrun-scheduler",
         }
 
 
@@ -50,6 +60,9 @@ def provision(session: boto3.session.Session, region: str = "us-east-1", table_n
         }
         out.queue_urls[spec.name] = sqs.create_queue(QueueName=spec.name, Attributes=attributes)["QueueUrl"]
         out.dlq_urls[spec.name] = dlq_url
+        out.dlq_arns[spec.name] = dlq_arn
+        out.queue_arns[spec.name] = sqs.get_queue_attributes(
+            QueueUrl=out.queue_urls[spec.name], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     kms = session.client("kms", region_name=region)
     key_id = kms.create_key(Description="fleetrun secret parameters")["KeyMetadata"]["KeyId"]
@@ -59,4 +72,7 @@ def provision(session: boto3.session.Session, region: str = "us-east-1", table_n
     s3 = session.client("s3", region_name=region)
     s3.create_bucket(Bucket=resources.OUTPUTS_BUCKET)
     out.bucket = resources.OUTPUTS_BUCKET
+
+    session.client("scheduler", region_name=region).create_schedule_group(Name=resources.SCHEDULE_GROUP)
+    out.schedule_group = resources.SCHEDULE_GROUP
     return out
