@@ -14,8 +14,19 @@ from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.observability import chalice_middleware, logger
-from chalicelib.services import agent, dispatch, lifecycle, nodes, queries, statistics, stream, submit, sweeper
-from chalicelib.services import intake, schedules
+from chalicelib.services import (
+    agent,
+    dispatch,
+    intake,
+    lifecycle,
+    nodes,
+    queries,
+    schedules,
+    statistics,
+    stream,
+    submit,
+    sweeper,
+)
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 

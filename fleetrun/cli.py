@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from fleetrun import cli_fleet, cli_tasks
+from fleetrun import cli_fleet, cli_schedules, cli_tasks
 from fleetrun.cli_login import login, whoami
 from fleetrun.cli_session import Session, reported_failures
 from fleetrun.cli_submit import submit
@@ -29,6 +29,7 @@ Examples:
   fleetrun events TASK_ID --follow
   fleetrun retry TASK_ID --watch
   fleetrun stats --json
+  fleetrun schedules create nightly 'cron(0 2 * * ? *)' config.release -n edge-1 --param website_id=41
 
 \b
 Exit status: 0 success; 1 an API error or (with --watch) a task that did not
@@ -68,6 +69,7 @@ cli.add_command(whoami)
 cli.add_command(submit)
 for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS):
     cli.add_command(command)
+cli.add_command(cli_schedules.schedules_group)
 
 
 def main() -> None:

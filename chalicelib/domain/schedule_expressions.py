@@ -168,7 +168,8 @@ def _field(text: str, name: str, low: int, high: int, names: dict[str, int] | No
 
 
 def _part(part: str, name: str, low: int, high: int, names: dict[str, int]) -> set[int]:
-    if re.search(r"[LW?#]", part):
+    # L and W standing alone or after a number (15W, 6L, LW), not inside a name such as JUL
+    if re.search(r"[?#]|(?<![A-Z])[LW](?![A-Z])|^LW$", part):
         raise _invalid(f"{name}: {part!r} is not supported here (L only as the whole day-of-month, "
                        "d#n only in day-of-week, ? only in day-of-month or day-of-week, W never)")
     body, _, step_text = part.partition("/")

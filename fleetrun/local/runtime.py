@@ -138,6 +138,12 @@ class LocalRuntime:
             for source in app_module.app.event_sources if isinstance(source, ScheduledEventConfig)
         ]
         self._spawn("scheduler", self._schedule_loop, jobs)
+        # user schedules (POST /v1/schedules): EventBridge Scheduler's part, firing onto the intake queue
+        from fleetrun.local.scheduler import SchedulerStandIn
+
+        group = os.environ["FLEETRUN_SCHEDULE_GROUP"]
+        stand_in = SchedulerStandIn(boto3.client("scheduler"), boto3.client("sqs"), group)
+        self._spawn("schedules", stand_in.run_forever, self.stop_event)
 
     def _interval(self, source: Any) -> float:
         if source.name == "sweep":
