@@ -66,7 +66,8 @@ class ChaliceApp:
     """
 
     def __init__(self, stack: Stack, settings: StageSettings, data: DataStores, environment: dict[str, str],
-                 api_only_statements: list[iam.PolicyStatement], source_dir: Path = ROOT) -> None:
+                 api_only_statements: list[iam.PolicyStatement], source_dir: Path = ROOT,
+                 function_statements: dict[str, list[iam.PolicyStatement]] | None = None) -> None:
         self.stack, self.settings, self.data = stack, settings, data
         self.chalice = Chalice(stack, "ChaliceApp", source_dir=str(source_dir), stage_config=stage_config())
         self.sam = _packaged_template(self.chalice)
@@ -82,6 +83,7 @@ class ChaliceApp:
         for logical_id, resource in self.sam["Resources"].items():
             if resource["Type"] == SERVERLESS_FUNCTION:
                 extra = api_only_statements if logical_id == "APIHandler" else []
+                extra = extra + (function_statements or {}).get(logical_id, [])
                 self.functions[logical_id] = self._wire_function(logical_id, resource["Properties"], environment,
                                                                  extra)
         self._configure_rest_api()

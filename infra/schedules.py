@@ -1,5 +1,6 @@
 """EventBridge Scheduler for user schedules (`POST /v1/schedules`): a group of its own and the role
-the schedules assume to put a task body on the intake queue (dead letters to the intake DLQ)."""
+the schedules assume to put their firing message on the intake queue (dead letters to the intake DLQ),
+and what the API and the intake worker may do with them."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ class UserSchedules(Construct):
         return [
             iam.PolicyStatement(
                 sid="UserSchedules",
-                actions=["scheduler:CreateSchedule", "scheduler:UpdateSchedule", "scheduler:DeleteSchedule",
-                         "scheduler:GetSchedule"],
+                # what chalicelib/services/schedules.py calls (listing reads the table, not the scheduler)
+                actions=["scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule"],
                 resources=[stack.format_arn(service="scheduler", resource="schedule",
                                             resource_name=f"{self.group.name}/*")],
             ),
@@ -46,10 +47,16 @@ class UserSchedules(Construct):
             ),
         ]
 
+    def intake_worker_statements(self) -> list[iam.PolicyStatement]:
+        """The intake worker dead-letters invalid messages itself (with the reason as attributes)."""
+        return [iam.PolicyStatement(sid="IntakeDeadLetters", actions=["sqs:SendMessage"],
+                                    resources=[self.intake.dlq.queue_arn])]
+
     def environment(self) -> dict[str, str]:
         return {
             "FLEETRUN_SCHEDULE_GROUP": str(self.group.name),
             "FLEETRUN_SCHEDULER_ROLE_ARN": self.role.role_arn,
             "FLEETRUN_INTAKE_QUEUE_ARN": self.intake.queue.queue_arn,
             "FLEETRUN_INTAKE_DLQ_ARN": self.intake.dlq.queue_arn,
+            "FLEETRUN_INTAKE_DLQ_URL": self.intake.dlq.queue_url,
         }

@@ -13,6 +13,7 @@ Every key can be given for all stages (`-c throttleRate=100`) or for one
 | `rateLimit` | 600 | FLEETRUN_RATE_LIMIT (write requests per user per minute) |
 | `logRetentionDays` | 14 · 90 | CloudWatch Logs retention of the functions |
 | `streamMaxRetries` | 10 | retries of a failing stream batch before it goes to the stream DLQ |
+| `intakeProducers` | none | FLEETRUN_INTAKE_PRODUCERS: owners an SQS intake message may name, comma-separated |
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class StageSettings:
     rate_limit: int
     log_retention_days: int
     stream_max_retries: int
+    #: comma-separated owners an intake message may name (FLEETRUN_INTAKE_PRODUCERS)
+    intake_producers: str = ""
 
     @property
     def is_prod(self) -> bool:
@@ -92,4 +95,14 @@ def stage_settings(node: _Context, stage: str) -> StageSettings:
         rate_limit=int(get("rateLimit")),
         log_retention_days=int(get("logRetentionDays")),
         stream_max_retries=int(get("streamMaxRetries")),
+        intake_producers=_producers(get("intakeProducers")),
     )
+
+
+def _producers(raw: Any) -> str:
+    """`a, b` -> `a,b`; each name is what a user id may be (no spaces or commas)."""
+    names = [name.strip() for name in str(raw or "").split(",") if name.strip()]
+    for name in names:
+        if len(name) > 128 or any(c.isspace() for c in name):
+            raise ValueError(f"intakeProducers: {name!r} is not a user id (1-128 characters, no spaces)")
+    return ",".join(names)

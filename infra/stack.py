@@ -32,7 +32,8 @@ class FleetrunStack(Stack):
         self.identity = Identity(self, "Identity", settings)
         self.schedules = UserSchedules(self, "UserSchedules", settings, self.data.queues[INTAKE_QUEUE])
         self.app = ChaliceApp(self, settings, self.data, self._environment(),
-                              api_only_statements=self.schedules.api_statements(), source_dir=source_dir)
+                              api_only_statements=self.schedules.api_statements(), source_dir=source_dir,
+                              function_statements={"IntakeWorker": self.schedules.intake_worker_statements()})
         self.alarms = Alarms(self, "Alarms", settings, self.data, self.app)
         self._outputs()
 
@@ -47,6 +48,7 @@ class FleetrunStack(Stack):
             "FLEETRUN_OIDC_AUDIENCE": self.identity.audience,
             "FLEETRUN_LEASE_SECONDS": str(s.lease_seconds),
             "FLEETRUN_RATE_LIMIT": str(s.rate_limit),
+            "FLEETRUN_INTAKE_PRODUCERS": s.intake_producers,
             "POWERTOOLS_SERVICE_NAME": "fleetrun",
             "POWERTOOLS_METRICS_NAMESPACE": "Fleetrun",
         }

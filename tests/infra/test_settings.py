@@ -44,3 +44,11 @@ def test_external_issuer_needs_its_audience():
 def test_unknown_stage_is_refused():
     with pytest.raises(ValueError, match="unknown stage"):
         stage_settings(Context(), "staging")
+
+
+def test_intake_producers_are_a_clean_comma_separated_list():
+    assert stage_settings(Context(), "dev").intake_producers == ""
+    assert stage_settings(Context(prod__intakeProducers=" ci-bot, nightly "), "prod").intake_producers == (
+        "ci-bot,nightly")
+    with pytest.raises(ValueError, match="intakeProducers"):
+        stage_settings(Context(intakeProducers="ci bot"), "dev")

@@ -6,6 +6,7 @@ Each test names the item of the issue it covers; `cfn.py` reads the parsed templ
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -155,12 +156,14 @@ def test_every_sqs_and_stream_source_reports_batch_item_failures(templates, stag
 def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
     template = templates["dev"]
     ids = _queue_ids(template)
-    [(fn, _, props)] = list(cfn.events(template, "SQS"))
-    assert fn == "DispatchWorker"
-    assert props["Queue"] == {"Fn::GetAtt": [ids[resources.DISPATCH_QUEUE.name], "Arn"]}
-    assert props["BatchSize"] == resources.DISPATCH_QUEUE.batch_size
-    timeout = cfn.functions(template)[fn]["Properties"]["Timeout"]
-    assert resources.DISPATCH_QUEUE.visibility_timeout >= timeout
+    consumers = {fn: props for fn, _, props in cfn.events(template, "SQS")}
+    assert set(consumers) == {"DispatchWorker", "IntakeWorker"}
+    for fn, spec in (("DispatchWorker", resources.DISPATCH_QUEUE), ("IntakeWorker", resources.INTAKE_QUEUE)):
+        props = consumers[fn]
+        assert props["Queue"] == {"Fn::GetAtt": [ids[spec.name], "Arn"]}
+        assert props["BatchSize"] == spec.batch_size
+        timeout = cfn.functions(template)[fn]["Properties"]["Timeout"]
+        assert spec.visibility_timeout >= timeout
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -185,7 +188,8 @@ def test_every_function_has_its_own_role_environment_and_log_group(templates, st
     template = templates[stage]
     roles = cfn.resources(template, "AWS::IAM::Role")
     fns = cfn.functions(template)
-    assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics"}
+    assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics",
+                        "IntakeWorker"}
     seen_roles = set()
     for name, fn in fns.items():
         props = fn["Properties"]
@@ -234,6 +238,43 @@ def test_user_schedules_have_a_group_and_a_role_that_only_feeds_intake(templates
     env = cfn.functions(template)["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert env["FLEETRUN_SCHEDULE_GROUP"] == "fleetrun-dev"
     assert cfn.target(env["FLEETRUN_SCHEDULER_ROLE_ARN"]) == role_id
+    assert cfn.target(env["FLEETRUN_INTAKE_QUEUE_ARN"]) == ids["fleetrun-intake"]
+    assert cfn.target(env["FLEETRUN_INTAKE_DLQ_ARN"]) == ids["fleetrun-intake-dlq"]
+    assert cfn.target(env["FLEETRUN_INTAKE_DLQ_URL"]) == ids["fleetrun-intake-dlq"]
+
+
+def test_only_the_api_manages_user_schedules_of_its_group_and_passes_only_the_scheduler_role(templates):
+    template = templates["dev"]
+    roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
+    scheduler_role = next(k for k, r in cfn.resources(template, "AWS::IAM::Role").items()
+                          if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].get("Service")
+                          == "scheduler.amazonaws.com")
+    schedule_statements = [(roles.get(owner, owner), s) for owner, s in cfn.identity_statements(template)
+                           if any(a.startswith("scheduler:") for a in cfn.as_list(s["Action"]))]
+    [(owner, statement)] = schedule_statements
+    assert owner == "APIHandler"
+    assert set(cfn.as_list(statement["Action"])) == {
+        "scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule"}
+    [resource] = cfn.as_list(statement["Resource"])
+    assert ":schedule/fleetrun-dev/*" in json.dumps(resource)
+    passes = [(roles.get(owner, owner), s) for owner, s in cfn.identity_statements(template)
+              if "iam:PassRole" in cfn.as_list(s["Action"])]
+    assert [(owner, [cfn.target(r) for r in cfn.as_list(s["Resource"])]) for owner, s in passes] == [
+        ("APIHandler", [scheduler_role])]
+    assert passes[0][1]["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+
+
+def test_only_the_intake_worker_and_the_scheduler_may_send_to_the_intake_dlq(templates):
+    template = templates["dev"]
+    ids = _queue_ids(template)
+    roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
+    senders = {roles.get(owner, owner) for owner, s in cfn.identity_statements(template)
+               if "sqs:SendMessage" in cfn.as_list(s["Action"])
+               and ids["fleetrun-intake-dlq"] in {cfn.target(r) for r in cfn.as_list(s["Resource"])}}
+    scheduler_role = next(k for k, r in cfn.resources(template, "AWS::IAM::Role").items()
+                          if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].get("Service")
+                          == "scheduler.amazonaws.com")
+    assert senders == {"IntakeWorker", scheduler_role}
 
 
 def test_websocket_api_is_wired_when_the_app_has_websocket_handlers(templates):
@@ -355,7 +396,8 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
                     cfn.target(r) for r in cfn.as_list(s["Resource"]))
         return found
 
-    assert who("sqs:ReceiveMessage") == {"DispatchWorker": {ids["fleetrun-dispatch"]}}
+    assert who("sqs:ReceiveMessage") == {"DispatchWorker": {ids["fleetrun-dispatch"]},
+                                         "IntakeWorker": {ids["fleetrun-intake"]}}
     assert set(who("dynamodb:GetRecords")) == {"StreamAggregator"}
     table_actions = next(set(cfn.as_list(s["Action"])) for _, s in cfn.identity_statements(template)
                          if s.get("Sid") == "TableItems")
