@@ -68,4 +68,9 @@ class FleetrunStack(Stack):
             CfnOutput(self, "UserPoolClientId", value=self.identity.client.user_pool_client_id)
         CfnOutput(self, "AlarmTopicArn", value=self.alarms.topic.topic_arn)
         CfnOutput(self, "ScheduleGroupName", value=str(self.schedules.group.name))
+        intake = self.data.queues[INTAKE_QUEUE]
+        CfnOutput(self, "IntakeQueueUrl", value=intake.queue.queue_url,
+                  description="automation sends POST /v1/tasks bodies plus owner and idempotency_key here")
+        CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dlq.queue_url,
+                  description="invalid intake messages, with the reason in their message attributes")
         CfnOutput(self, "OutputsBucketName", value=self.data.outputs_bucket.bucket_name)

@@ -63,8 +63,12 @@ def create(actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
     item.save(condition=ScheduleItem.pk.does_not_exist())
     try:
         _create_in_scheduler(item)
-    except Exception:
+    except Exception as error:
         item.delete()  # nothing fires without the scheduler's schedule: don't keep a dead item
+        if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") == "ValidationException":
+            reason = str(error.response["Error"].get("Message", "refused"))[:500]
+            raise ValidationFailed(f"EventBridge Scheduler refused the schedule: {reason}",
+                                   [{"path": "$.expression", "message": reason}]) from None
         raise
     logger.info("schedule created", extra={"schedule_id": schedule_id, "expression": item.expression})
     return view(item, expression)

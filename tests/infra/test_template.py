@@ -354,6 +354,9 @@ def test_outputs_api_url_and_table_name(templates, stage):
     assert outputs["ApiUrl"]["Value"] == {
         "Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}/"}
     assert outputs["TableName"]["Value"] == {"Ref": _table(templates[stage])[0]}
+    ids = _queue_ids(templates[stage])
+    assert outputs["IntakeQueueUrl"]["Value"] == {"Ref": ids["fleetrun-intake"]}
+    assert outputs["IntakeDeadLetterQueueUrl"]["Value"] == {"Ref": ids["fleetrun-intake-dlq"]}
 
 
 # --- least privilege -----------------------------------------------------------------------

@@ -219,3 +219,22 @@ def test_the_schedules_task_is_checked_as_post_tasks_would(fleet, schedules, tas
     if path:
         assert path in [d["path"] for d in answer.body["error"]["details"]]
     assert fleet.user("GET", "/v1/schedules").body["items"] == []
+
+
+def test_a_schedule_eventbridge_refuses_is_a_400_and_leaves_nothing_behind(fleet, schedules, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import aws
+
+    # GIVEN EventBridge Scheduler refuses what our parser accepted
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "Invalid Schedule Expression"}},
+                          "CreateSchedule")
+
+    monkeypatch.setattr(aws.client("scheduler"), "create_schedule", refuse)
+    # WHEN a schedule is created
+    answer = schedules.create()
+    # THEN it is a 400 with the scheduler's reason, and no item is left
+    assert answer.status == 400, answer
+    assert "Invalid Schedule Expression" in answer.body["error"]["message"]
+    assert fleet.user("GET", "/v1/schedules").body["items"] == []
