@@ -105,6 +105,10 @@ def list_page(actor: Actor, owner: str | None, limit: int, cursor: str | None) -
     if not actor.is_admin:
         owner = actor.user_id
     start = decode_cursor(cursor) if cursor else None
+    if start is not None and owner is None:
+        _check_cursor(start, "list", "SCHEDULE")
+    elif start is not None and owner is not None:
+        _check_cursor(start, "owner", _owner_pk(owner))
     result: Any
     if owner is None:
         result = ScheduleItem.list_index.query("SCHEDULE", scan_index_forward=False, limit=limit,
@@ -162,6 +166,16 @@ def _visible(actor: Actor, schedule_id: str) -> ScheduleItem:
     if item is None or (not actor.is_admin and item.owner != actor.user_id):
         raise NotFound(f"schedule {schedule_id} not found")
     return item
+
+
+def _check_cursor(start: dict[str, Any], index: str, expected: str) -> None:
+    """A cursor of another listing (or another owner's) would make DynamoDB fail: refuse it here."""
+    value = start.get(f"{index}_pk")
+    if not isinstance(value, dict) or value.get("S") != expected or set(start) != {
+            "pk", "sk", f"{index}_pk", f"{index}_sk"}:
+        raise ValidationFailed("invalid query parameter cursor", [{
+            "path": "$query.cursor", "message": "not a cursor from a previous page of this list; start over without it",
+        }])
 
 
 def _owner_pk(owner: str) -> str:

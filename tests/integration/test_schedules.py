@@ -238,3 +238,17 @@ def test_a_schedule_eventbridge_refuses_is_a_400_and_leaves_nothing_behind(fleet
     assert answer.status == 400, answer
     assert "Invalid Schedule Expression" in answer.body["error"]["message"]
     assert fleet.user("GET", "/v1/schedules").body["items"] == []
+
+
+def test_a_cursor_of_another_list_is_a_400(fleet, schedules):
+    for _ in range(2):
+        schedules.create(who="bob")
+    bobs = fleet.user("GET", "/v1/schedules?limit=1", who="bob").body["next_cursor"]
+    assert bobs
+    admins = fleet.user("GET", "/v1/schedules?limit=1", who="root", roles=("admin",)).body["next_cursor"]
+    for cursor in (bobs, admins):
+        answer = fleet.user("GET", f"/v1/schedules?cursor={cursor}", who="alice")
+        assert answer.status == 400, answer
+        assert answer.body["error"]["details"][0]["path"] == "$query.cursor"
+    # the admin's own cursor works
+    assert fleet.user("GET", f"/v1/schedules?cursor={admins}", who="root", roles=("admin",)).status == 200
