@@ -11,8 +11,10 @@ What is measured (moto in-process, the real app.py, bench/requests.py's meter an
     units and Lambda duration; the first claim of a node after SEEN_REFRESH_SECONDS also refreshes
     `last_seen_at` (a write, and a stream record for the aggregator);
   - one sweep of an idle table (the sweeper runs every minute).
-The month (30 days) multiplies them: every node polls every IDLE_POLL_SECONDS (the agent's setting)
-while idle (a node with 100 runs a month is idle nearly all the time, so all of it is counted), each
+The month (30 days) multiplies them: every idle node polls every DEFAULT_IDLE_POLL_MAX_SECONDS (the
+agent's `--idle-poll-max`: after work the pause starts at 1 s and doubles up to it, which adds about
+five polls per run, negligible at 100 runs per node a month; a node with 100 runs a month is idle
+nearly all the time, so all of it is counted), each
 node's liveness is refreshed every SEEN_REFRESH_SECONDS, and Lambda's SQS pollers long-poll each
 consumed queue. Modelled, not measured: API Gateway's volume tiers, X-Ray traces at the default
 sampling rule (5% of requests), CloudWatch Logs ingestion of Lambda's own START/END/REPORT lines
@@ -205,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import app as app_module
     from chalicelib import resources
-    from fleetrun.agent.settings import IDLE_POLL_SECONDS
+    from fleetrun.agent.settings import DEFAULT_IDLE_POLL_MAX_SECONDS as POLL
 
     sqs_consumers = sum(isinstance(s, SQSEventConfig) for s in app_module.app.event_sources)
     functions = 1 + len(app_module.app.event_sources)
     alarms = len(resources.QUEUES) + 1 + 2 * functions + 2  # DLQs + stream DLQ, errors/throttles, iterator age, 5xx
     scenarios = {}
-    for poll in sorted({IDLE_POLL_SECONDS, 5.0, 30.0, 60.0}):
+    for poll in sorted({1.0, 5.0, POLL, 60.0}):
         lines = month(args.nodes, args.node_runs, per_run, idle, poll, sqs_consumers, functions, alarms)
         scenarios[poll] = lines
     if args.json:
@@ -223,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(us-east-1 list prices as of {bench.PRICES_AS_OF}; free tiers ignored)")
     print(f"measured: {json.dumps({k: round(v, 3) for k, v in idle.items()})}")
     print(f"per node run (bench/requests.py): ${per_run['usd_per_million_node_runs']}/M node runs\n")
-    lines = scenarios[IDLE_POLL_SECONDS]
+    lines = scenarios[POLL]
     width = max(len(name) for name, _, _ in lines)
-    print(f"with the agent's idle poll every {IDLE_POLL_SECONDS:g} s:")
+    print(f"with idle agents polling every {POLL:g} s (the agent's default --idle-poll-max):")
     for name, arithmetic, usd in lines:
         print(f"  {name:<{width}}  {usd:>10,.2f}   {arithmetic}")
     print(f"  {'total':<{width}}  {sum(u for _, _, u in lines):>10,.2f}\n")

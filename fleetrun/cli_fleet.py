@@ -119,9 +119,12 @@ def show_node(session: Session, node_id: str, as_json: bool) -> None:
               help="Working directories of the runs (kept for plan contexts).  [default: .fleetrun/agents/<node>]")
 @click.option("--grace", type=click.FloatRange(min=0), default=20.0,
               help="Seconds a step may take to stop after a cancel or SIGTERM before it is killed.")
+@click.option("--idle-poll-max", type=click.FloatRange(min=1), default=30.0, envvar="FLEETRUN_AGENT_IDLE_POLL_MAX",
+              help="Longest pause between claims while idle (seconds): 1 s after work, doubling while nothing "
+                   "comes. Shorter picks up new work sooner; each idle poll is an API request.")
 @pass_session
 def agent(session: Session, api_url: str | None, node: str, token: str, steps_dir: Path, slots: int,
-          work_dir: Path | None, grace: float) -> None:
+          work_dir: Path | None, grace: float, idle_poll_max: float) -> None:
     """Run the node agent of one node.
 
     The agent claims the node's runs, executes their steps from --steps-dir and reports back.
@@ -133,7 +136,8 @@ def agent(session: Session, api_url: str | None, node: str, token: str, steps_di
         module: Any = importlib.import_module("fleetrun.agent")
     except ImportError as error:
         raise Failure(f"the node agent is not available in this installation ({error})", EXIT_USAGE) from None
-    status = module.run(url, node, token, steps_dir, slots=slots, work_dir=work_dir, grace=grace)
+    status = module.run(url, node, token, steps_dir, slots=slots, work_dir=work_dir, grace=grace,
+                        idle_poll_max=idle_poll_max)
     raise SystemExit(status if isinstance(status, int) else 0)
 
 

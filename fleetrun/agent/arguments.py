@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fleetrun.agent.settings import DEMO_STEPS_DIR
+from fleetrun.agent.settings import DEFAULT_IDLE_POLL_MAX_SECONDS, DEMO_STEPS_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-run directories and the demo sandbox (default .fleetrun/agents/<node>)")
     parser.add_argument("--grace", type=float, default=20.0,
                         help="seconds running steps get to finish after SIGTERM (default 20)")
+    parser.add_argument("--idle-poll-max", type=float,
+                        default=float(os.environ.get("FLEETRUN_AGENT_IDLE_POLL_MAX", DEFAULT_IDLE_POLL_MAX_SECONDS)),
+                        help="longest pause between claims while idle, in seconds: the pause starts at 1 s and "
+                             "doubles while nothing comes (env FLEETRUN_AGENT_IDLE_POLL_MAX; default 30)")
     return parser
 
 

@@ -22,6 +22,21 @@ class Backoff:
         self.failures = 0
 
 
+class IdlePoll:
+    """The pause after each empty claim: `first`, doubling up to `cap`; work resets it."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap = first, max(first, cap)
+        self.empty = 0
+
+    def next_delay(self) -> float:
+        self.empty += 1
+        return jittered(min(self.cap, self.first * 2.0 ** min(self.empty - 1, 30)))
+
+    def reset(self) -> None:
+        self.empty = 0
+
+
 def jittered(seconds: float, spread: float = 0.2) -> float:
     """`seconds` ± `spread` (a fraction), so a fleet of idle agents does not poll in step."""
     return seconds * (1 - spread + 2 * spread * random.random())

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from fleetrun.agent.backoff import Backoff, jittered
+from fleetrun.agent.backoff import Backoff, IdlePoll
 from fleetrun.agent.execution import RunExecution
 from fleetrun.agent.journal import Journal
 from fleetrun.agent.protocol import AgentApi, Rejected, Unavailable
@@ -25,6 +25,7 @@ class Agent:
         self._running: dict[str, threading.Thread] = {}
         self._slot_freed = threading.Event()
         self._backoff = Backoff()
+        self._idle = IdlePoll(IDLE_POLL_SECONDS, settings.idle_poll_max)
 
     def serve(self) -> int:
         """Claim and execute runs until asked to stop; then wait for the runs in flight. Returns 0."""
@@ -47,7 +48,7 @@ class Agent:
 
     def _claim(self, free: int) -> float:
         """Claim up to `free` runs and start them. Returns how long to wait before the next claim:
-        nothing after a successful claim, the poll interval when idle, a backoff after a failure."""
+        nothing after a successful claim, a growing pause while idle, a backoff after a failure."""
         try:
             runs = self.api.claim(free)
         except (Unavailable, Rejected) as error:
@@ -67,7 +68,10 @@ class Agent:
             thread = threading.Thread(target=self._execute, args=(execution,), name=execution.tag)
             self._running[run.run_id] = thread
             thread.start()
-        return 0.0 if runs else jittered(IDLE_POLL_SECONDS)
+        if not runs:
+            return self._idle.next_delay()
+        self._idle.reset()
+        return 0.0
 
     def _execute(self, execution: RunExecution) -> None:
         try:

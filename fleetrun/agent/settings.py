@@ -17,8 +17,11 @@ MAX_CLAIM = 50
 DEFAULT_STEP_TIMEOUT_SECONDS = 3600.0
 #: SIGTERM to a step's process group, then SIGKILL this much later
 KILL_GRACE_SECONDS = 5.0
-#: how often an idle agent asks for work
+#: how soon an agent asks for work again after an empty claim; doubles while it stays idle
 IDLE_POLL_SECONDS = 1.0
+#: the longest pause between an idle agent's claims (`--idle-poll-max`): the delay before new work
+#: reaches an idle node, traded against the requests a fleet of idle agents costs (README "Cost")
+DEFAULT_IDLE_POLL_MAX_SECONDS = 30.0
 #: how long an agent that stops keeps trying to report its runs after the grace period
 FINAL_REPORT_SECONDS = 10.0
 #: the agent's HTTP timeout: a hung API must not stall a run's monitoring for long
@@ -34,6 +37,7 @@ class AgentSettings:
     work_dir: Path
     slots: int = 1
     grace: float = 20.0
+    idle_poll_max: float = DEFAULT_IDLE_POLL_MAX_SECONDS
 
     @property
     def sandbox(self) -> Path:

@@ -203,6 +203,7 @@ class LocalRuntime:
         command = [
             sys.executable, "-m", "fleetrun", "agent", "--api", self.settings.api_url, "--node", node,
             "--token", token, "--steps-dir", str(DEMO_STEPS), "--work-dir", str(work_dir),
+            "--idle-poll-max", "2",  # a demo picks up new work at once; a real fleet polls less (README "Cost")
         ]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)

@@ -158,7 +158,7 @@ class Stack:
         command = [
             sys.executable, "-m", "fleetrun.agent", "--api", api_url or self.url, "--node", node,
             "--token", token, "--steps-dir", str(steps_dir), "--work-dir", str(work_dir),
-            "--slots", str(slots), "--grace", str(grace),
+            "--slots", str(slots), "--grace", str(grace), "--idle-poll-max", "1",
         ]
         # `#!/usr/bin/env python3` steps find this interpreter first (no pyenv shim: fast, same version)
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -1,0 +1,40 @@
+"""An idle agent asks for work less and less often, up to its cap; work brings it back to 1 s."""
+
+from __future__ import annotations
+
+from fleetrun.agent.backoff import IdlePoll
+from fleetrun.agent.settings import DEFAULT_IDLE_POLL_MAX_SECONDS
+
+
+def _bounds(delay: float, nominal: float) -> bool:
+    return nominal * 0.8 <= delay <= nominal * 1.2
+
+
+def test_idle_poll_doubles_from_one_second_up_to_the_cap() -> None:
+    # GIVEN an agent that finds nothing to claim again and again
+    idle = IdlePoll(1.0, 30.0)
+    # WHEN it asks for the pause after each empty claim
+    delays = [idle.next_delay() for _ in range(8)]
+    # THEN the pauses double from 1 s and stay at the cap (each within the ±20 % jitter)
+    for delay, nominal in zip(delays, [1, 2, 4, 8, 16, 30, 30, 30], strict=True):
+        assert _bounds(delay, nominal), (delay, nominal)
+
+
+def test_work_resets_the_idle_poll_to_its_first_pause() -> None:
+    idle = IdlePoll(1.0, 30.0)
+    for _ in range(10):
+        idle.next_delay()
+    idle.reset()
+    assert _bounds(idle.next_delay(), 1.0)
+
+
+def test_a_cap_below_the_first_pause_keeps_the_first_pause() -> None:
+    idle = IdlePoll(1.0, 0.5)
+    assert all(_bounds(idle.next_delay(), 1.0) for _ in range(5))
+
+
+def test_a_long_idle_spell_never_overflows() -> None:
+    idle = IdlePoll(1.0, DEFAULT_IDLE_POLL_MAX_SECONDS)
+    for _ in range(5000):
+        delay = idle.next_delay()
+    assert _bounds(delay, DEFAULT_IDLE_POLL_MAX_SECONDS)
