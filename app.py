@@ -17,6 +17,7 @@ from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
     dispatch,
+    images,
     intake,
     lifecycle,
     nodes,
@@ -26,6 +27,7 @@ from chalicelib.services import (
     stream,
     submit,
     sweeper,
+    work,
 )
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
@@ -252,3 +254,46 @@ def get_schedule(call: Call, schedule_id: str) -> Response:
 @register(app, "deleteSchedule")
 def delete_schedule(call: Call, schedule_id: str) -> Response:
     return json_response(schedules.delete(call.user, schedule_id))
+
+# --- harbor image catalog ---------------------------------------------------------------
+@register(app, "listImages")
+def list_images(call: Call) -> Response:
+    limit, cursor = call.page()
+    return json_response(images.list_images(call.query(), limit, cursor))
+
+
+@register(app, "syncImages")
+def sync_images(call: Call) -> Response:
+    body = call.body()
+    result = images.request_sync(call.user.user_id, body.get("project"), body.get("repository"))
+    return json_response(task_view(result.task, result.targets), 202, {"Location": f"/v1/tasks/{result.task.task_id}"})
+
+
+@register(app, "harborWebhook")
+def harbor_webhook(call: Call) -> Response:
+    result = images.harbor_hook(call.header("authorization"), call.body())
+    return json_response({"accepted": True, "task_id": result.task.task_id if result else None}, 202)
+
+
+_work_processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def _run_work(record: SQSRecord) -> None:
+    try:
+        job = json.loads(record.body)
+    except ValueError:
+        logger.warning("work job is not JSON; dropped", extra={"message_id": record.message_id})
+        return
+    work.handle_job(job)
+
+
+@app.on_sqs_message(queue=resources.WORK_QUEUE.name, batch_size=resources.WORK_QUEUE.batch_size)
+def work_worker(event: SQSEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], process_partial_response(
+        event=event.to_dict(), record_handler=_run_work, processor=_work_processor, context=event.context,  # type: ignore[arg-type]
+    ))
+
+
+@app.schedule(Cron(0, 2, "*", "*", "?", "*"))
+def sync_images_daily(event: Any) -> None:
+    images.scheduled_sync()

@@ -122,6 +122,53 @@ def schedule_group() -> str:
 def scheduler_role_arn() -> str:
     return os.environ.get("FLEETRUN_SCHEDULER_ROLE_ARN", "")
 
+# --- harbor image catalog ---
+@cache
+def work_queue_url() -> str:
+    return os.environ.get("FLEETRUN_WORK_QUEUE_URL", "")
+
+
+@cache
+def harbor_url() -> str:
+    """The Harbor `POST /v1/images/sync` and the daily schedule read; empty: not configured."""
+    return os.environ.get("FLEETRUN_HARBOR_URL", "").rstrip("/")
+
+
+@cache
+def harbor_robot_name() -> str:
+    return os.environ.get("FLEETRUN_HARBOR_ROBOT_NAME", "")
+
+
+def harbor_robot_secret() -> str:
+    """The robot account's secret: `FLEETRUN_HARBOR_ROBOT_SECRET_ARN` (Secrets Manager, read on
+    each use so a rotation needs no restart) or, for local mode, `FLEETRUN_HARBOR_ROBOT_SECRET`."""
+    return _secret("FLEETRUN_HARBOR_ROBOT_SECRET")
+
+
+def harbor_webhook_secret() -> str:
+    """The shared secret Harbor's webhook policy sends as its auth header; empty: receiver off."""
+    return _secret("FLEETRUN_HARBOR_WEBHOOK_SECRET")
+
+
+def _secret(name: str) -> str:
+    arn = os.environ.get(f"{name}_ARN", "")
+    if arn:
+        from chalicelib import aws
+
+        return str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
+    return os.environ.get(name, "")
+
+
+@cache
+def harbor_page_size() -> int:
+    return _int("FLEETRUN_HARBOR_PAGE_SIZE", 100)
+
+
+@cache
+def harbor_retry_backoff_seconds() -> float:
+    raw = os.environ.get("FLEETRUN_HARBOR_RETRY_BACKOFF_SECONDS")
+    return float(raw) if raw not in (None, "") else 1.0
+
 
 def reset() -> None:
     """Forget every cached setting (tests change the environment between cases)."""
@@ -131,5 +178,6 @@ def reset() -> None:
         undispatched_grace_seconds, public_url,
         intake_queue_url, intake_queue_arn, intake_dlq_url, intake_dlq_arn, intake_producers, schedule_group,
         scheduler_role_arn,
+        work_queue_url, harbor_url, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
     ):
         getter.cache_clear()

@@ -117,3 +117,10 @@ class RateLimited(FleetrunError):
 class ServiceUnavailable(FleetrunError):
     code = "service_unavailable"
     status = 503
+
+
+class NotConfigured(FleetrunError):
+    """A feature needs settings the deployment does not have (e.g. no Harbor URL)."""
+
+    code = "not_configured"
+    status = 409

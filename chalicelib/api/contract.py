@@ -162,6 +162,28 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "GET", "/v1/nodes/{node_id}", "getNode", "One node", "read",
         request=None, responses=answers({200: "Node"}, *_READ_ONE), tag="nodes",
     ),
+    # --- image catalog ---
+    user(
+        "GET", "/v1/images", "listImages", "The image catalog synced from Harbor", "read",
+        request=None, responses=answers({200: "ImagePage"}, 400, *_READ), tag="images",
+        query=(
+            QueryParam("project", {"type": "string"}, "one project only"),
+            QueryParam("include_removed", {"type": "string", "enum": ["true", "false"], "default": "false"},
+                       "also tags gone from Harbor"),
+            *PAGE,
+        ),
+    ),
+    user(
+        "POST", "/v1/images/sync", "syncImages", "Create an images.sync task against the configured Harbor", "admin",
+        request="ImageSyncRequest", responses=answers({202: "Task"}, 400, 401, 403, 409, 413, 429),
+        response_headers={202: ("Location",)}, tag="images",
+    ),
+    Operation(
+        "POST", "/v1/hooks/harbor", "harborWebhook",
+        "Harbor's webhook: a pushed or deleted artifact syncs its repository (Authorization: the shared secret)",
+        "none", None, "HarborWebhookEvent", answers({202: "HarborHookAccepted"}, 400, 401, 409, 413),
+        tag="images",
+    ),
     agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
     agent(
         "/v1/runs/{run_id}/heartbeat", "heartbeatRun", "Extend the lease; 409 when lost", "HeartbeatRequest",

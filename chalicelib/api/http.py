@@ -77,13 +77,19 @@ def error_response(error: FleetrunError) -> Response:
     return json_response(error.body(), error.status, headers)
 
 
+def rate_limited(operation: Operation) -> bool:
+    """Writes and every admin route (image sync, reports, node administration, also the
+    expensive reads) count against the caller's per-user limit."""
+    return operation.method in _WRITE_METHODS or operation.role == "admin"
+
+
 def _authenticate(operation: Operation, request: Request) -> Call:
     authorization = request.headers.get("authorization")
     if operation.auth == "user":
         actor = auth.authenticate_user(authorization)
         assert operation.role is not None
         auth.require(actor, operation.role)
-        if operation.method in _WRITE_METHODS:
+        if rate_limited(operation):
             ratelimit.check_write(actor.user_id)
         logger.append_keys(user=actor.user_id)
         return Call(operation, request, actor=actor)

@@ -29,7 +29,7 @@ ERROR_CODES: Final = {
     401: "unauthenticated: no or bad credentials",
     403: "forbidden: the role or node token does not allow this",
     404: "not_found: unknown id, or one owned by another user",
-    409: "invalid_transition (current_status, allowed_from), conflict, or a lost lease",
+    409: "invalid_transition (current_status, allowed_from), conflict, a lost lease, or not_configured",
     413: "payload_too_large: body over 256 KiB or parameters over 64 KiB",
     422: "idempotency_key_reused: same Idempotency-Key, different body",
     429: "rate_limited: too many write requests; see Retry-After",
@@ -59,6 +59,7 @@ _TAGS: Final = [
     {"name": "tasks", "description": "Tasks, their node runs, events and lifecycle"},
     {"name": "nodes", "description": "Registered nodes"},
     {"name": "agents", "description": "Routes the node agents call with their node token"},
+    {"name": "images", "description": "The image catalog synced from Harbor"},
 ]
 
 

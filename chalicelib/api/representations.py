@@ -211,7 +211,30 @@ Error: Final[Schema] = record(
     "Every error. Some codes carry extra fields (current_status, allowed_from, retry_after, ...).",
 )
 
+# --- image catalog ---
+Image: Final[Schema] = record(
+    {
+        "project": _STRING,
+        "repository": {"type": "string", "description": "full name: project/repo"},
+        "tag": _STRING,
+        "digest": {"type": "string", "description": "sha256:..."},
+        "size_bytes": COUNT,
+        "pushed_at": nullable(TIMESTAMP),
+        "synced_at": {**TIMESTAMP, "description": "when a sync last wrote this row (seen first, changed, removed)"},
+        "removed_at": {**nullable(TIMESTAMP), "description": "set when the tag is gone from Harbor"},
+    },
+    "One tag of the image catalog synced from Harbor.",
+)
+ImagePage: Final[Schema] = page_of(Image, "The image catalog, by repository and tag.")
+HarborHookAccepted: Final[Schema] = record(
+    {"accepted": {"const": True}, "task_id": _NULLABLE_STRING},
+    "The event was received; `task_id` is the sync it started (null for an event that starts none).",
+)
+
 RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
+    "Image": Image,
+    "ImagePage": ImagePage,
+    "HarborHookAccepted": HarborHookAccepted,
     "Task": Task,
     "TaskPage": TaskPage,
     "NodeRun": NodeRun,

@@ -136,7 +136,32 @@ CompleteRequest: Final[Schema] = body(
 
 PlanLostRequest: Final[Schema] = body({"attempt": ATTEMPT}, required=("attempt",))
 
+# --- image catalog ---
+REPOSITORY: Final[Schema] = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)+$",
+                             "maxLength": 255, "description": "a full repository name: project/repo"}
+ImageSyncRequest: Final[Schema] = body(
+    {
+        "project": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,254}$", "description": "one project only"},
+        "repository": {**REPOSITORY, "description": "one repository only (project/repo)"},
+    },
+    description="Sync the configured Harbor: everything (empty body), one project or one repository.",
+)
+HarborWebhookEvent: Final[Schema] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "description": "PUSH_ARTIFACT and DELETE_ARTIFACT sync the repository"},
+        "occur_at": {"type": "integer"},
+        "operator": {"type": "string"},
+        "event_data": {"type": "object", "properties": {"repository": {"type": "object"},
+                                                         "resources": {"type": "array"}}},
+    },
+    "required": ["type"],
+    "description": "Harbor's webhook payload (Default format); other fields are ignored.",
+}
+
 REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
+    "ImageSyncRequest": ImageSyncRequest,
+    "HarborWebhookEvent": HarborWebhookEvent,
     "CreateTaskRequest": CreateTaskRequest,
     "DispatchRequest": DispatchRequest,
     "RetryRequest": RetryRequest,

@@ -134,6 +134,7 @@ _TYPES = (
             {
                 "harbor_url": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
                 "project": {"type": "string", "maxLength": 255},
+                "repository": {"type": "string", "pattern": "^[^/]+/.+$", "maxLength": 255},
                 "robot_name": {"type": "string", "maxLength": 255},
                 "robot_secret": {"type": "string", "maxLength": 1024},
             },

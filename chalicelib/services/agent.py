@@ -232,3 +232,15 @@ def plan_lost(node_id: str, run_id_value: str, attempt: int) -> None:
     """Two-phase runs arrive with their own issue; until then no run can be planned."""
     run = _runner_run(run_id_value, node_id)
     raise InvalidTransition("run", run.status, "report plan-lost for", {RunStatus.APPLY_PENDING})
+
+
+def lease_one(task: TaskItem, node: str, runner: str) -> NodeRunItem | None:
+    """Lease one named pending run, under the same window and conditions as `claim` (the
+    work-queue worker's claim of a service-executed run). None when it is not claimable now
+    (already claimed by a duplicate delivery, finished, outside the window, task not running)."""
+    run = runs.find(task.task_id, node)
+    if run is None or run.claim_sk is None or run.status != RunStatus.PENDING:
+        return None
+    if not _may_start(task, int(run.claim_sk.split("#")[2])):
+        return None
+    return _lease(task, node, run.claim_sk, runner)

@@ -10,9 +10,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib import clock
 from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.domain.task_types import get_task_type
 from chalicelib.domain.transitions import RUN_TRANSITIONS
 from chalicelib.errors import Conflict, InvalidTransition
 from chalicelib.observability import count, logger, metrics, tracer
+from chalicelib.services import work
 from chalicelib.services.views import service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -68,6 +70,9 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
             _cancel_each(current, include_running=True)
             return
         raise
+    if not get_task_type(task.type).agent_executed:
+        # service-executed runs: a wake-up on the work queue (the sweeper re-sends lost ones)
+        work.enqueue(task_id, created, attempt)
     count("NodeRunsDispatched", value=len(created))
     if attempt == 1:
         lag = clock.now_epoch() - clock.parse_rfc3339(task.created_at)

@@ -11,7 +11,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.observability import logger, tracer
-from chalicelib.services import finishing, jobs
+from chalicelib.services import finishing, jobs, work
 from chalicelib.services.views import counts_of, service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -56,6 +56,8 @@ def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
         jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
     if task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
         _expire_leases(task, now, report)
+    if task.status == TaskStatus.RUNNING and counts[RunStatus.PENDING] and stale:
+        work.wake_pending(task)  # service-executed runs whose wake-up was lost (no-op for agent types)
     if task.status == TaskStatus.RUNNING and not task.halted:
         _reopen_stalled_window(task, counts, report)
     finishing.settle(task)

@@ -11,6 +11,7 @@
 | statistics      | STATS#<scope>       | <shard>          | (raw boto3: dynamic attribute names, see counters.py)
 | rate bucket     | RATE#<user>         | <minute>         |
 | schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
+| catalog image   | IMG#<project>       | <repository>:<tag> | (list-index `IMAGE` / `<repository>:<tag>`)
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -259,8 +260,31 @@ class RateBucket(FleetrunModel):
     expires_at = NumberAttribute()
 
 
+class ImageItem(FleetrunModel):
+    """One tag of the image catalog synced from Harbor; a tag gone from Harbor keeps its row
+    with `removed_at` set."""
+
+    class Meta(_Meta):
+        pass
+
+    project = UnicodeAttribute()
+    #: the full repository name, `project/repo`
+    repository = UnicodeAttribute()
+    tag = UnicodeAttribute()
+    digest = UnicodeAttribute()
+    size_bytes = NumberAttribute(default=0)
+    pushed_at = UnicodeAttribute(null=True)
+    #: when a sync last wrote the row (first seen, changed, removed or seen again)
+    synced_at = UnicodeAttribute()
+    removed_at = UnicodeAttribute(null=True)
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
+
+
 ALL_MODELS: tuple[type[FleetrunModel], ...] = (
-    TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket,
+    TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
 )
 
 

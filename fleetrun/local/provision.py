@@ -28,6 +28,7 @@ class Provisioned:
         return {
             "FLEETRUN_TABLE": self.table_name,
             "FLEETRUN_DISPATCH_QUEUE_URL": self.queue_urls[resources.DISPATCH_QUEUE.name],
+            "FLEETRUN_WORK_QUEUE_URL": self.queue_urls[resources.WORK_QUEUE.name],
             "FLEETRUN_KMS_KEY_ID": self.kms_key_id,
             "FLEETRUN_OUTPUTS_BUCKET": self.bucket,
             "FLEETRUN_INTAKE_QUEUE_URL": self.queue_urls[resources.INTAKE_QUEUE.name],
