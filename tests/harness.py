@@ -12,7 +12,7 @@ import boto3
 from chalice.test import Client
 
 from chalicelib import auth
-from chalicelib.resources import DISPATCH_QUEUE
+from chalicelib.resources import DISPATCH_QUEUE, WORK_QUEUE
 from fleetrun.local.provision import Provisioned
 from fleetrun.local.pumps import SqsPump, StreamPump
 
@@ -80,6 +80,11 @@ class Fleet:
         self.queue = SqsPump(
             boto3.client("sqs"), provisioned.queue_urls[DISPATCH_QUEUE.name], app_module.dispatch_worker,
             batch_size=DISPATCH_QUEUE.batch_size,
+        )
+        #: service-executed runs (images.sync)
+        self.work = SqsPump(
+            boto3.client("sqs"), provisioned.queue_urls[WORK_QUEUE.name], app_module.work_worker,
+            batch_size=WORK_QUEUE.batch_size,
         )
         self.provisioned = provisioned
         self.node_tokens: dict[str, str] = {}
@@ -162,7 +167,7 @@ class Fleet:
     # --- events ---
     def settle(self, rounds: int = 50) -> None:
         for _ in range(rounds):
-            moved = self.stream.drain() + self.queue.drain()
+            moved = self.stream.drain() + self.queue.drain() + self.work.drain()
             if not moved:
                 return
         raise AssertionError("stream and queue did not settle")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pynamodb.exceptions import PynamoDBException
 
@@ -48,7 +48,7 @@ def load(project: str | None = None, repository: str | None = None) -> dict[tupl
         found = ImageItem.query(image_pk(project), consistent_read=True)
     else:
         found = ImageItem.list_index.query(LIST_PK)
-    return {(item.repository, item.tag): item for item in found}
+    return {(item.repository, item.tag): item for item in cast(Iterable[ImageItem], found)}
 
 
 def upsert(seen: Tagged, existing: ImageItem | None, now: str) -> Upsert:
