@@ -91,7 +91,7 @@ class HarborServer:
             def log_message(self, *_: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 status, body, headers = server._answer(self.path, self.headers.get("Authorization"))
                 with server._lock:
                     server.state.requests.append((self.path, status))
