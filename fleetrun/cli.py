@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from fleetrun import cli_fleet, cli_schedules, cli_tasks
+from fleetrun import cli_fleet, cli_images, cli_schedules, cli_tasks
 from fleetrun.cli_login import login, whoami
 from fleetrun.cli_session import Session, reported_failures
 from fleetrun.cli_submit import submit
@@ -30,6 +30,7 @@ Examples:
   fleetrun retry TASK_ID --watch
   fleetrun stats --json
   fleetrun schedules create nightly 'cron(0 2 * * ? *)' config.release -n edge-1 --param website_id=41
+  fleetrun images --project library
 
 \b
 Exit status: 0 success; 1 an API error or (with --watch) a task that did not
@@ -67,7 +68,7 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
 cli.add_command(login)
 cli.add_command(whoami)
 cli.add_command(submit)
-for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS):
+for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS, *cli_images.COMMANDS):
     cli.add_command(command)
 cli.add_command(cli_schedules.schedules_group)
 

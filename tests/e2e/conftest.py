@@ -188,7 +188,13 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """Extra settings of the module's local runtime (a module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[Stack]:
     """The local runtime, started once per test module: a runtime that goes wrong takes down
     one module's tests, not the whole session's."""
     from chalicelib.auth import mint_token
@@ -199,7 +205,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         FLEETRUN_PORT=str(port), FLEETRUN_MOTO_PORT=str(free_port()), FLEETRUN_WS_PORT=str(free_port()),
         FLEETRUN_DEMO_AGENTS="0", FLEETRUN_LEASE_SECONDS=str(LEASE_SECONDS),
         FLEETRUN_SWEEP_SECONDS=str(SWEEP_SECONDS), FLEETRUN_DATA_DIR=str(data_dir),
-        FLEETRUN_JWT_SECRET=JWT_SECRET,
+        FLEETRUN_JWT_SECRET=JWT_SECRET, **stack_env,
     )
     log_path = data_dir / "runtime.log"
     with log_path.open("wb") as log:
