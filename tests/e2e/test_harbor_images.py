@@ -20,7 +20,8 @@ ROBOT, SECRET, HOOK_SECRET = "robot$e2e", "e2e-robot-secret", "e2e-hook-secret"
 @pytest.fixture(scope="module")
 def harbor() -> Iterator[HarborServer]:
     with HarborServer(ROBOT, SECRET) as server:
-        server.put("library/nginx", Artifact("sha256:n1", 1000, ["1.25", "latest"]), Artifact("sha256:n2", 900, ["1.24"]))
+        server.put("library/nginx", Artifact("sha256:n1", 1000, ["1.25", "latest"]),
+                   Artifact("sha256:n2", 900, ["1.24"]))
         server.put("team/tools/builder", Artifact("sha256:b1", 3000, ["v1"]))
         yield server
 
@@ -51,7 +52,8 @@ def test_cli_syncs_and_lists_the_catalog(stack: Stack, harbor: HarborServer):
     names = sorted(f"{i['repository']}:{i['tag']}" for i in json.loads(listed.stdout)["items"])
     assert names == ["library/nginx:1.24", "library/nginx:1.25", "library/nginx:latest", "team/tools/builder:v1"]
     table = fleetrun(stack, "images", "--project", "team")
-    assert "team/tools/builder" in table.stdout and "library/nginx" not in table.stdout
+    assert "team/tools/builder" in table.stdout
+    assert "library/nginx" not in table.stdout
     assert SECRET not in synced.stdout + listed.stdout
 
 
