@@ -77,7 +77,8 @@ class ChaliceApp:
         self.data_policy = iam.ManagedPolicy(
             stack, "DataAccessPolicy",
             description=f"fleetrun {settings.stage}: what every function of the app may do with its data",
-            statements=iam_policies.data_plane(stack, data) + self._websocket_statements(),
+            statements=(iam_policies.data_plane(stack, data) + self._websocket_statements()
+                        + iam_policies.read_secrets(settings.harbor_secret_arns)),
         )
         self.functions: dict[str, WiredFunction] = {}
         for logical_id, resource in self.sam["Resources"].items():

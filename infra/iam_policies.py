@@ -67,3 +67,10 @@ def read_stream(stack: Stack, data: DataStores) -> list[iam.PolicyStatement]:
         # ListStreams has no resource type (as in CDK's Table.grant_stream_read)
         iam.PolicyStatement(actions=["dynamodb:ListStreams"], resources=["*"]),
     ]
+
+
+def read_secrets(arns: list[str]) -> list[iam.PolicyStatement]:
+    """Reading the named Secrets Manager secrets (the Harbor robot's and webhook's), nothing else."""
+    if not arns:
+        return []
+    return [iam.PolicyStatement(sid="ReadHarborSecrets", actions=["secretsmanager:GetSecretValue"], resources=arns)]

@@ -14,6 +14,8 @@ Every key can be given for all stages (`-c throttleRate=100`) or for one
 | `logRetentionDays` | 14 · 90 | CloudWatch Logs retention of the functions |
 | `streamMaxRetries` | 10 | retries of a failing stream batch before it goes to the stream DLQ |
 | `intakeProducers` | none | FLEETRUN_INTAKE_PRODUCERS: owners an SQS intake message may name, comma-separated |
+| `harborUrl`, `harborRobotName` | none: image sync off | FLEETRUN_HARBOR_URL, FLEETRUN_HARBOR_ROBOT_NAME |
+| `harborRobotSecretArn`, `harborWebhookSecretArn` | none | Secrets Manager secrets the functions may read |
 """
 
 from __future__ import annotations
@@ -57,10 +59,29 @@ class StageSettings:
     stream_max_retries: int
     #: comma-separated owners an intake message may name (FLEETRUN_INTAKE_PRODUCERS)
     intake_producers: str = ""
+    harbor_url: str | None = None
+    harbor_robot_name: str | None = None
+    harbor_robot_secret_arn: str | None = None
+    harbor_webhook_secret_arn: str | None = None
 
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    @property
+    def harbor_environment(self) -> dict[str, str]:
+        """FLEETRUN_HARBOR_* of the functions (only what is set)."""
+        values = {
+            "FLEETRUN_HARBOR_URL": self.harbor_url,
+            "FLEETRUN_HARBOR_ROBOT_NAME": self.harbor_robot_name,
+            "FLEETRUN_HARBOR_ROBOT_SECRET_ARN": self.harbor_robot_secret_arn,
+            "FLEETRUN_HARBOR_WEBHOOK_SECRET_ARN": self.harbor_webhook_secret_arn,
+        }
+        return {k: str(v) for k, v in values.items() if v}
+
+    @property
+    def harbor_secret_arns(self) -> list[str]:
+        return [a for a in (self.harbor_robot_secret_arn, self.harbor_webhook_secret_arn) if a]
 
     @property
     def prefix(self) -> str:
@@ -96,6 +117,10 @@ def stage_settings(node: _Context, stage: str) -> StageSettings:
         log_retention_days=int(get("logRetentionDays")),
         stream_max_retries=int(get("streamMaxRetries")),
         intake_producers=_producers(get("intakeProducers")),
+        harbor_url=get("harborUrl"),
+        harbor_robot_name=get("harborRobotName"),
+        harbor_robot_secret_arn=get("harborRobotSecretArn"),
+        harbor_webhook_secret_arn=get("harborWebhookSecretArn"),
     )
 
 

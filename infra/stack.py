@@ -54,6 +54,7 @@ class FleetrunStack(Stack):
         }
         env.update({queue_env_name(q.spec): q.queue.queue_url for q in data.queues.values()})
         env.update(self.schedules.environment())
+        env.update(s.harbor_environment)
         return env
 
     def _outputs(self) -> None:

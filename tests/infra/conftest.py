@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_APP = Path(__file__).resolve().parent / "fixture_app"
 #: the fixture app's stack takes an external OIDC issuer instead of a Cognito user pool
 FIXTURE_ISSUER, FIXTURE_AUDIENCE = "https://issuer.example.com", "fleetrun-api"
+#: and Harbor settings (image sync): its functions may read exactly these two secrets
+FIXTURE_HARBOR_URL = "https://harbor.example.com"
+FIXTURE_HARBOR_SECRETS = ("arn:aws:secretsmanager:us-east-1:123456789012:secret:harbor-robot-AbCdEf",
+                          "arn:aws:secretsmanager:us-east-1:123456789012:secret:harbor-hook-GhIjKl")
 SYNTH_TIMEOUT = 900
 
 
@@ -152,6 +156,8 @@ def synthesized_fixture_app(tmp_path_factory: pytest.TempPathFactory) -> Synthes
     source = FIXTURE_APP.relative_to(ROOT)
     return _load(_once(tmp_path_factory, "synth-fixture", lambda d: _synth(
         d, "stage=dev", f"sourceDir={source}", f"oidcIssuer={FIXTURE_ISSUER}", f"oidcAudience={FIXTURE_AUDIENCE}",
+        f"harborUrl={FIXTURE_HARBOR_URL}", "harborRobotName=robot$sync",
+        f"harborRobotSecretArn={FIXTURE_HARBOR_SECRETS[0]}", f"harborWebhookSecretArn={FIXTURE_HARBOR_SECRETS[1]}",
     ), lock="fixture"))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.infra import cfn
-from tests.infra.conftest import FIXTURE_AUDIENCE, FIXTURE_ISSUER
+from tests.infra.conftest import FIXTURE_AUDIENCE, FIXTURE_HARBOR_SECRETS, FIXTURE_HARBOR_URL, FIXTURE_ISSUER
 from tests.infra.test_template import _assert_websocket, _queue_ids
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
@@ -58,3 +58,16 @@ def test_external_oidc_issuer_replaces_cognito(template):
         assert env["FLEETRUN_OIDC_AUDIENCE"] == FIXTURE_AUDIENCE
     assert "UserPoolId" not in template["Outputs"]
     assert template["Outputs"]["OidcIssuer"]["Value"] == FIXTURE_ISSUER
+
+
+def test_harbor_settings_reach_every_function_which_may_read_those_two_secrets_only(template):
+    for fn in cfn.functions(template).values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["FLEETRUN_HARBOR_URL"] == FIXTURE_HARBOR_URL
+        assert env["FLEETRUN_HARBOR_ROBOT_NAME"] == "robot$sync"
+        secrets = (env["FLEETRUN_HARBOR_ROBOT_SECRET_ARN"], env["FLEETRUN_HARBOR_WEBHOOK_SECRET_ARN"])
+        assert secrets == FIXTURE_HARBOR_SECRETS
+    reading = [s for _, s in cfn.identity_statements(template)
+               if any(a.startswith("secretsmanager:") for a in cfn.as_list(s["Action"]))]
+    assert reading == [{"Sid": "ReadHarborSecrets", "Action": "secretsmanager:GetSecretValue", "Effect": "Allow",
+                        "Resource": list(FIXTURE_HARBOR_SECRETS)}]

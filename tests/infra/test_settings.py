@@ -52,3 +52,17 @@ def test_intake_producers_are_a_clean_comma_separated_list():
         "ci-bot,nightly")
     with pytest.raises(ValueError, match="intakeProducers"):
         stage_settings(Context(intakeProducers="ci bot"), "dev")
+
+
+def test_harbor_settings_become_the_functions_environment():
+    context = Context(harborUrl="https://harbor.example.com", harborRobotName="robot$sync",
+                      prod__harborRobotSecretArn="arn:aws:secretsmanager:us-east-1:1:secret:robot",
+                      harborWebhookSecretArn="arn:aws:secretsmanager:us-east-1:1:secret:hook")
+    dev, prod = stage_settings(context, "dev"), stage_settings(context, "prod")
+    assert dev.harbor_environment == {
+        "FLEETRUN_HARBOR_URL": "https://harbor.example.com", "FLEETRUN_HARBOR_ROBOT_NAME": "robot$sync",
+        "FLEETRUN_HARBOR_WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:hook",
+    }
+    assert prod.harbor_secret_arns == ["arn:aws:secretsmanager:us-east-1:1:secret:robot",
+                                       "arn:aws:secretsmanager:us-east-1:1:secret:hook"]
+    assert stage_settings(Context(), "dev").harbor_environment == {}

@@ -157,13 +157,16 @@ def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
     template = templates["dev"]
     ids = _queue_ids(template)
     consumers = {fn: props for fn, _, props in cfn.events(template, "SQS")}
-    assert set(consumers) == {"DispatchWorker", "IntakeWorker"}
-    for fn, spec in (("DispatchWorker", resources.DISPATCH_QUEUE), ("IntakeWorker", resources.INTAKE_QUEUE)):
+    assert set(consumers) == {"DispatchWorker", "IntakeWorker", "WorkWorker"}
+    for fn, spec in (("DispatchWorker", resources.DISPATCH_QUEUE), ("IntakeWorker", resources.INTAKE_QUEUE),
+                     ("WorkWorker", resources.WORK_QUEUE)):
         props = consumers[fn]
         assert props["Queue"] == {"Fn::GetAtt": [ids[spec.name], "Arn"]}
         assert props["BatchSize"] == spec.batch_size
         timeout = cfn.functions(template)[fn]["Properties"]["Timeout"]
         assert spec.visibility_timeout >= timeout
+    # a Harbor sync may take minutes: the work worker gets more than the default 120 s
+    assert cfn.functions(template)["WorkWorker"]["Properties"]["Timeout"] == 600
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -189,7 +192,7 @@ def test_every_function_has_its_own_role_environment_and_log_group(templates, st
     roles = cfn.resources(template, "AWS::IAM::Role")
     fns = cfn.functions(template)
     assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics",
-                        "IntakeWorker"}
+                        "IntakeWorker", "WorkWorker", "SyncImagesDaily"}
     seen_roles = set()
     for name, fn in fns.items():
         props = fn["Properties"]
@@ -220,7 +223,8 @@ def test_schedules_are_eventbridge_rules(templates):
                  if p["Properties"]["Principal"] == "events.amazonaws.com"}
     rule_ids = {r["Properties"]["ScheduleExpression"]: k
                 for k, r in cfn.resources(template, "AWS::Events::Rule").items()}
-    assert permitted == {("Sweep", rule_ids["rate(1 minute)"]), ("ReconcileStatistics", rule_ids["cron(17 3 * * ? *)"])}
+    assert permitted == {("Sweep", rule_ids["rate(1 minute)"]), ("ReconcileStatistics", rule_ids["cron(17 3 * * ? *)"]),
+                         ("SyncImagesDaily", rule_ids["cron(0 2 * * ? *)"])}
 
 
 def test_user_schedules_have_a_group_and_a_role_that_only_feeds_intake(templates):
@@ -400,7 +404,8 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
         return found
 
     assert who("sqs:ReceiveMessage") == {"DispatchWorker": {ids["fleetrun-dispatch"]},
-                                         "IntakeWorker": {ids["fleetrun-intake"]}}
+                                         "IntakeWorker": {ids["fleetrun-intake"]},
+                                         "WorkWorker": {ids["fleetrun-work"]}}
     assert set(who("dynamodb:GetRecords")) == {"StreamAggregator"}
     table_actions = next(set(cfn.as_list(s["Action"])) for _, s in cfn.identity_statements(template)
                          if s.get("Sid") == "TableItems")
@@ -408,3 +413,9 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
         "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem",
     }
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_secrets_manager_access_without_harbor_settings(templates, stage):
+    for owner, statement in cfn.identity_statements(templates[stage]):
+        assert not any(a.startswith("secretsmanager:") for a in cfn.as_list(statement["Action"])), owner
