@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from chalicelib import clock, config
@@ -50,7 +51,10 @@ class SyncCounts:
                 f"({self.tags} tags): {self.inserted} inserted, {self.updated} updated, {self.removed} removed")
 
 
-#: called after each repository with (projects done, projects in scope, counts so far)
+#: artifacts between two progress calls inside one repository
+TICK_ARTIFACTS = 100
+#: called after each repository (and every TICK_ARTIFACTS artifacts) with
+#: (projects done, projects in scope, counts so far)
 Progress = Callable[[int, int, SyncCounts], None]
 
 
@@ -61,19 +65,23 @@ def sync(client: HarborClient, scope: SyncScope, counts: SyncCounts, on_progress
     existing = images.load(scope.project, scope.repository)
     seen: set[tuple[str, str]] = set()
     projects = _projects(client, scope)
+    report: Progress = on_progress or _ignore
     for done, project in enumerate(projects, start=1):
         repositories = [scope.repository] if scope.repository else list(client.repositories(project))
+        tick = partial(report, done - 1, len(projects), counts)
         for repository in repositories:
-            _sync_repository(client, repository, existing, seen, counts)
-            if on_progress is not None:
-                on_progress(done - 1, len(projects), counts)
+            _sync_repository(client, repository, existing, seen, counts, tick)
+            tick()
         counts.projects += 1
-        if on_progress is not None:
-            on_progress(done, len(projects), counts)
+        report(done, len(projects), counts)
     now = clock.now_iso()
     for key, item in existing.items():
         if key not in seen and item.removed_at is None and images.mark_removed(item, now):
             counts.removed += 1
+
+
+def _ignore(done: int, total: int, counts: SyncCounts) -> None:
+    pass
 
 
 def _projects(client: HarborClient, scope: SyncScope) -> list[str]:
@@ -85,10 +93,12 @@ def _projects(client: HarborClient, scope: SyncScope) -> list[str]:
 
 
 def _sync_repository(client: HarborClient, repository: str, existing: dict[tuple[str, str], Any],
-                     seen: set[tuple[str, str]], counts: SyncCounts) -> None:
+                     seen: set[tuple[str, str]], counts: SyncCounts, tick: Callable[[], None]) -> None:
     now = clock.now_iso()
     for _, tagged in client.artifacts(repository):
         counts.artifacts += 1
+        if counts.artifacts % TICK_ARTIFACTS == 0:
+            tick()  # a huge repository keeps the lease alive too
         for tag in tagged:
             key = (tag.repository, tag.tag)
             if key in seen:

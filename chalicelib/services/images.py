@@ -47,8 +47,20 @@ def list_images(query: dict[str, str], limit: int, cursor: str | None) -> dict[s
         raise ValidationFailed("invalid query parameter include_removed",
                                [{"path": "$query.include_removed", "message": "must be true or false"}])
     project = query.get("project") or None
-    found, last = images.page(project, include_removed == "true", limit, decode_cursor(cursor) if cursor else None)
+    start = _start_key(cursor, project) if cursor else None
+    found, last = images.page(project, include_removed == "true", limit, start)
     return {"items": [image_view(i) for i in found], "next_cursor": encode_cursor(last) if last else None}
+
+
+def _start_key(cursor: str, project: str | None) -> dict[str, Any]:
+    """A cursor only continues the listing it came from (same project, or all projects)."""
+    key = decode_cursor(cursor)
+    expected = {"pk", "sk"} if project else {"pk", "sk", "list_pk", "list_sk"}
+    same = set(key) == expected and (not project or key["pk"] == {"S": images.image_pk(project)})
+    if not same:
+        raise ValidationFailed("invalid query parameter cursor", [
+            {"path": "$query.cursor", "message": "not a cursor of this listing; start over without it"}])
+    return key
 
 
 def request_sync(owner: str, project: str | None = None, repository: str | None = None,

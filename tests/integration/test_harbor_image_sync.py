@@ -250,6 +250,14 @@ class TestRoutes:
                     for _ in range(3)]
         assert statuses == [202, 202, 429]
 
+    def test_a_cursor_continues_only_its_own_listing(self, fleet: Fleet, harbor: HarborServer):
+        sync(fleet)
+        first = fleet.user("GET", "/v1/images?limit=1", roles=("viewer",)).body
+        answer = fleet.user("GET", f"/v1/images?limit=1&project=team&cursor={first['next_cursor']}",
+                            roles=("viewer",))
+        assert answer.status == 400
+        assert answer.body["error"]["details"][0]["path"] == "$query.cursor"
+
     def test_include_removed_must_be_a_boolean(self, fleet: Fleet):
         answer = fleet.user("GET", "/v1/images?include_removed=yes", roles=("viewer",))
         assert answer.status == 400
