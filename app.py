@@ -271,7 +271,8 @@ def sync_images(call: Call) -> Response:
 
 @register(app, "harborWebhook")
 def harbor_webhook(call: Call) -> Response:
-    result = images.harbor_hook(call.header("authorization"), call.body())
+    images.authenticate_hook(call.header("authorization"))  # before the body: strangers learn nothing
+    result = images.harbor_hook(call.body())
     return json_response({"accepted": True, "task_id": result.task.task_id if result else None}, 202)
 
 

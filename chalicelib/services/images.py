@@ -90,18 +90,22 @@ def scheduled_sync(now: float | None = None) -> Submitted | None:
     return request_sync(SCHEDULE_OWNER, idempotency_key=f"images-sync-{day}")
 
 
-def harbor_hook(authorization: str | None, body: dict[str, Any]) -> Submitted | None:
-    """Harbor's webhook: a pushed (or deleted) artifact syncs its repository again.
-
-    Harbor sends the policy's auth header verbatim as `Authorization`; it must equal
-    FLEETRUN_HARBOR_WEBHOOK_SECRET (constant-time). Raises NotConfigured, Unauthenticated.
-    Other events are accepted and ignored (None).
-    """
+def authenticate_hook(authorization: str | None) -> None:
+    """Harbor sends its webhook policy's auth header verbatim as `Authorization`; it must equal
+    FLEETRUN_HARBOR_WEBHOOK_SECRET (compared in constant time). Raises Unauthenticated, or
+    NotConfigured when a caller presents a secret but the receiver has none."""
+    if not authorization:
+        raise Unauthenticated("the Harbor webhook needs the shared secret as its Authorization header")
     secret = config.harbor_webhook_secret()
     if not secret:
         raise NotConfigured("the Harbor webhook receiver is off: set FLEETRUN_HARBOR_WEBHOOK_SECRET")
-    if not hmac.compare_digest((authorization or "").encode(), secret.encode()):
+    if not hmac.compare_digest(authorization.encode(), secret.encode()):
         raise Unauthenticated("the Harbor webhook auth header does not match")
+
+
+def harbor_hook(body: dict[str, Any]) -> Submitted | None:
+    """An authenticated Harbor event: a pushed (or deleted) artifact syncs its repository again;
+    other events are accepted and ignored (None)."""
     if body.get("type") not in HOOK_EVENTS:
         return None
     repository = _hook_repository(body)

@@ -331,9 +331,10 @@ class TestWebhook:
         second = self.hook(fleet, push_event("library/redis", "sha256:bbb1", "7"))
         assert first.body["task_id"] == second.body["task_id"]
 
-    def test_a_wrong_or_missing_secret_is_401(self, fleet: Fleet, harbor: HarborServer):
+    def test_a_wrong_or_missing_secret_is_401_before_the_body_is_read(self, fleet: Fleet, harbor: HarborServer):
         assert self.hook(fleet, push_event("library/redis", "sha256:x", "7"), "guess").status == 401
         assert self.hook(fleet, push_event("library/redis", "sha256:x", "7"), None).status == 401
+        assert self.hook(fleet, {"not": "harbor"}, "guess").status == 401
 
     def test_other_events_are_accepted_and_ignored(self, fleet: Fleet, harbor: HarborServer):
         answer = self.hook(fleet, {"type": "PULL_ARTIFACT", "event_data": {}})
