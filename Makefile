@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 SYSTEM_STAMP := $(VENV)/.installed-system
 #: Debian packages the tests drive for real; `make test` installs the missing ones
-DEBIAN_PACKAGES :=
+DEBIAN_PACKAGES := prometheus
 
 .PHONY: run test lint unit integration e2e bench clean
 

@@ -17,12 +17,14 @@ from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
     dispatch,
+    gpu_trend,
     images,
     intake,
     lifecycle,
     nodes,
     queries,
     schedules,
+    snapshot,
     statistics,
     stream,
     submit,
@@ -149,6 +151,17 @@ def get_node(call: Call, node_id: str) -> Response:
     return json_response(node_view(nodes.get(node_id)))
 
 
+# --- monitoring -------------------------------------------------------------------------
+@register(app, "getGpuTrend")
+def gpu_trend_view(call: Call) -> Response:
+    return json_response(gpu_trend.gpu_trend(gpu_trend.parse_query(call.query())))
+
+
+@register(app, "getMonitoringSnapshot")
+def monitoring_snapshot(call: Call) -> Response:
+    return json_response(snapshot.read())
+
+
 # --- agents -----------------------------------------------------------------------------
 @register(app, "claimRuns")
 def claim_runs(call: Call, node_id: str) -> Response:
@@ -218,6 +231,7 @@ def sweep(event: Any) -> None:
 @app.schedule(Cron(17, 3, "*", "*", "?", "*"))
 def reconcile_statistics(event: Any) -> None:
     statistics.reconcile()
+    snapshot.repair()  # monitoring: recount the nodes by status (the stream keeps them exact)
 
 
 # --- intake and schedules ---------------------------------------------------------------

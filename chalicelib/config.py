@@ -170,6 +170,24 @@ def harbor_retry_backoff_seconds() -> float:
     return float(raw) if raw not in (None, "") else 1.0
 
 
+# --- monitoring: Prometheus (GPU trend) ---
+@cache
+def prometheus_url() -> str:
+    """Base URL of the Prometheus HTTP API (e.g. http://prometheus:9090); empty = not configured."""
+    return os.environ.get("FLEETRUN_PROMETHEUS_URL", "").rstrip("/")
+
+
+@cache
+def prometheus_bearer_token() -> str:
+    return os.environ.get("FLEETRUN_PROMETHEUS_BEARER_TOKEN", "")
+
+
+@cache
+def prometheus_basic_auth() -> tuple[str, str] | None:
+    user = os.environ.get("FLEETRUN_PROMETHEUS_USERNAME", "")
+    return (user, os.environ.get("FLEETRUN_PROMETHEUS_PASSWORD", "")) if user else None
+
+
 def reset() -> None:
     """Forget every cached setting (tests change the environment between cases)."""
     for getter in (
@@ -179,5 +197,6 @@ def reset() -> None:
         intake_queue_url, intake_queue_arn, intake_dlq_url, intake_dlq_arn, intake_producers, schedule_group,
         scheduler_role_arn,
         work_queue_url, harbor_url, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
+        prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
     ):
         getter.cache_clear()

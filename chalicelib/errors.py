@@ -124,3 +124,10 @@ class NotConfigured(FleetrunError):
 
     code = "not_configured"
     status = 409
+
+
+class PrometheusUnavailable(ServiceUnavailable):
+    """Prometheus is not configured, not reachable, or did not answer the query."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, source="prometheus")

@@ -184,6 +184,23 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "none", None, "HarborWebhookEvent", answers({202: "HarborHookAccepted"}, 400, 401, 409, 413),
         tag="images",
     ),
+    # --- monitoring ---
+    user(
+        "GET", "/v1/monitoring/gpu-trend", "getGpuTrend", "GPU utilisation and memory per host, from Prometheus",
+        "read", request=None, responses=answers({200: "GpuTrend"}, 400, 503, *_READ), tag="monitoring",
+        query=(
+            QueryParam("range", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhdw]$", "default": "6h"},
+                       "how far back, at most 31d"),
+            QueryParam("step", {"type": "integer", "minimum": 1, "maximum": 86400, "default": 300},
+                       "seconds between points; range/step + 1 <= 11000"),
+            QueryParam("host", NODE_ID, "only this host (the Hostname label)"),
+        ),
+    ),
+    user(
+        "GET", "/v1/monitoring/snapshot", "getMonitoringSnapshot",
+        "Node counts by status, running tasks, node runs in flight (at most 10 s old)", "read",
+        request=None, responses=answers({200: "MonitoringSnapshot"}, *_READ), tag="monitoring",
+    ),
     agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
     agent(
         "/v1/runs/{run_id}/heartbeat", "heartbeatRun", "Extend the lease; 409 when lost", "HeartbeatRequest",

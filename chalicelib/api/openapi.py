@@ -60,6 +60,7 @@ _TAGS: Final = [
     {"name": "nodes", "description": "Registered nodes"},
     {"name": "agents", "description": "Routes the node agents call with their node token"},
     {"name": "images", "description": "The image catalog synced from Harbor"},
+    {"name": "monitoring", "description": "GPU trend from Prometheus and the fleet snapshot"},
 ]
 
 

@@ -230,6 +230,39 @@ HarborHookAccepted: Final[Schema] = record(
     {"accepted": {"const": True}, "task_id": _NULLABLE_STRING},
     "The event was received; `task_id` is the sync it started (null for an event that starts none).",
 )
+# --- monitoring ---
+GpuTrend: Final[Schema] = record(
+    {
+        "series": {"type": "array", "items": record({
+            "host": _STRING,
+            "metric": {"type": "string", "enum": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"]},
+            "unit": {"type": "string", "description": "percent (utilisation, averaged over the host's GPUs) or "
+                                                      "MiB (framebuffer used, summed over them)"},
+            "points": {"type": "array", "items": {
+                "type": "array", "prefixItems": [{"type": "integer"}, {"type": "number"}], "minItems": 2,
+                "maxItems": 2, "description": "[unix time, value]",
+            }},
+        })},
+        "source": {"const": "prometheus"},
+        "start": {"type": "integer"},
+        "end": {"type": "integer"},
+        "step": {"type": "integer", "minimum": 1},
+    },
+    "GPU series per host and metric from Prometheus; 503 when Prometheus is not configured or unreachable.",
+)
+MonitoringSnapshot: Final[Schema] = record(
+    {
+        "nodes": {"type": "object", "additionalProperties": COUNT,
+                  "description": "nodes by status: idle, allocated, maintenance, offline and any other status seen"},
+        "total_nodes": COUNT,
+        "running_tasks": COUNT,
+        "active_tasks": counts_of(("pending", "running", "apply_pending", "cancelling")),
+        "node_runs_in_flight": {**COUNT, "description": "node runs started and not finished (the sum of node_runs)"},
+        "node_runs": counts_of(("pending", "running", "apply_pending")),
+        "as_of": {**TIMESTAMP, "description": "when the task and run figures were read; at most 10 s ago"},
+    },
+    "The fleet at a glance, from one cached item (constant read cost).",
+)
 
 RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "Image": Image,
@@ -256,4 +289,6 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "Health": Health,
     "OpenApiDocument": OpenApiDocument,
     "Error": Error,
+    "GpuTrend": GpuTrend,
+    "MonitoringSnapshot": MonitoringSnapshot,
 }

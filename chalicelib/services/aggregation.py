@@ -164,10 +164,10 @@ def _run_delta(record: Record, delta: TaskDelta) -> None:
             if new_status:
                 delta.counts[new_status] += 1
         delta.progress += new_weight - old_weight
-    if old_status != new_status:
-        if old_status in RUN_TERMINAL:
+    if old_status != new_status:  # every run status: the monitoring snapshot reads runs in flight
+        if old_status:
             delta.stats[f"nr_{old_status}"] -= 1
-        if new_status in RUN_TERMINAL:
+        if new_status:
             delta.stats[f"nr_{new_status}"] += 1
     step = record.new_value("step")
     if step and step != record.old_value("step"):

@@ -66,9 +66,8 @@ def recount() -> dict[str, dict[str, Decimal]]:
         contribution["total"] += 1
         contribution[f"ty_{task.type}"] += 1
         contribution[f"st_{task.status}"] += 1
-        for status, value in counts_of(task).items():
-            if status in RUN_TERMINAL:
-                contribution[f"nr_{status}"] += Decimal(value)
+        for status, value in counts_of(task).items():  # every run status, terminal or not
+            contribution[f"nr_{status}"] += Decimal(value)
         if task.status in TASK_FINISHED and task.started_at and task.completed_at:
             seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
             contribution["dur_sum"] += Decimal(str(round(seconds, 3)))

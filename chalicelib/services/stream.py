@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chalicelib.observability import logger
-from chalicelib.services import aggregation
+from chalicelib.services import aggregation, snapshot
 from chalicelib.services.aggregation import Record
 
 Consumer = Callable[[list[Record]], None]
 
 #: consumers in the order they run; each feature adds its own here
-CONSUMERS: tuple[Consumer, ...] = ()
+CONSUMERS: tuple[Consumer, ...] = (
+    snapshot.consume,  # monitoring: node counts by status
+)
 
 
 def handle(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
