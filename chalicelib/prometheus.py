@@ -81,7 +81,7 @@ def query_range(promql: str, start: int, end: int, step: int, budget: Budget) ->
     fields = {
         "query": promql, "start": str(start), "end": str(end), "step": str(step),
         # Prometheus stops evaluating when we would stop waiting anyway
-        "timeout": f"{timeout.read_timeout or READ_TIMEOUT_SECONDS:.3f}s",
+        "timeout": f"{int((timeout.read_timeout or READ_TIMEOUT_SECONDS) * 1000)}ms",
     }
     try:
         response = _pool().request(

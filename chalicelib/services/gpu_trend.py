@@ -59,8 +59,8 @@ class TrendQuery:
         return f"{metric.aggregation} by ({HOST_LABEL}) ({metric.name}{selector})"
 
     def window(self, now: float) -> tuple[int, int]:
-        """[start, end] aligned to the step, so repeated reads share their timestamps."""
-        end = math.floor(now / self.step) * self.step
+        """[start, end]: the last point is now (whole seconds), the first `range` before it."""
+        end = math.floor(now)
         return end - self.range_seconds // self.step * self.step, end
 
 
