@@ -108,9 +108,10 @@ def _headers() -> dict[str, str]:
     return {"Accept": "application/json"}
 
 
-def _reason(error: urllib3.exceptions.HTTPError) -> str:
-    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
-        error = error.reason
+def _reason(raised: urllib3.exceptions.HTTPError) -> str:
+    error: Exception = raised
+    if isinstance(raised, urllib3.exceptions.MaxRetryError) and raised.reason is not None:
+        error = raised.reason
     if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
         return f"no connection within {CONNECT_TIMEOUT_SECONDS:.0f} s"
     if isinstance(error, urllib3.exceptions.ReadTimeoutError):

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from fleetrun import cli_fleet, cli_images, cli_schedules, cli_tasks
+from fleetrun import cli_fleet, cli_images, cli_monitor, cli_schedules, cli_tasks
 from fleetrun.cli_login import login, whoami
 from fleetrun.cli_session import Session, reported_failures
 from fleetrun.cli_submit import submit
@@ -31,6 +31,8 @@ Examples:
   fleetrun stats --json
   fleetrun schedules create nightly 'cron(0 2 * * ? *)' config.release -n edge-1 --param website_id=41
   fleetrun images --project library
+  fleetrun monitor snapshot
+  fleetrun monitor gpu --range 6h
 
 \b
 Exit status: 0 success; 1 an API error or (with --watch) a task that did not
@@ -71,6 +73,7 @@ cli.add_command(submit)
 for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS, *cli_images.COMMANDS):
     cli.add_command(command)
 cli.add_command(cli_schedules.schedules_group)
+cli.add_command(cli_monitor.monitor)
 
 
 def main() -> None:

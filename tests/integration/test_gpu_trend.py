@@ -45,7 +45,7 @@ class Exporter:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 body = exporter.metrics().encode()
                 try:
                     self.send_response(200)
@@ -163,8 +163,10 @@ class TestFromPrometheus:
             assert {value for _, value in points} <= served[(series["host"], series["metric"])]
             assert len({value for _, value in points}) > 1  # values change over time: real scrapes
             stamps = [stamp for stamp, _ in points]
-            assert stamps == sorted(stamps) and all(isinstance(s, int) for s in stamps)
-            assert body["start"] <= stamps[0] and stamps[-1] <= body["end"] <= time.time()
+            assert stamps == sorted(stamps)
+            assert all(isinstance(s, int) for s in stamps)
+            assert body["start"] <= stamps[0]
+            assert stamps[-1] <= body["end"] <= time.time()
         assert {s["unit"] for s in body["series"]} == {"percent", "MiB"}
 
     def test_a_host_filter_answers_only_that_host(self, fleet, prometheus_url, monkeypatch):
