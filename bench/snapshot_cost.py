@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = sorted(int(n) for n in args.nodes.split(","))
     BENCH.bootstrap()
-    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"  # the app's INFO lines would bury the figures
+    # the app's INFO lines and metrics would bury the figures
+    os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
     warnings.filterwarnings("ignore", module="jwt")  # the tests' short HS256 secret
     try:
         readings = run(sizes)
