@@ -12,6 +12,7 @@
 | rate bucket     | RATE#<user>         | <minute>         |
 | schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
 | catalog image   | IMG#<project>       | <repository>:<tag> | (list-index `IMAGE` / `<repository>:<tag>`)
+| fleet snapshot  | SNAPSHOT#fleet      | META, NODE#<id>  | (raw boto3: dynamic attribute names, see store/snapshot.py)
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
