@@ -7,6 +7,7 @@ API Gateway's 29 s; any failure is a PrometheusUnavailable (503), never made-up 
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import urllib3
-from urllib3.util import make_headers, parse_url
+from urllib3.util import parse_url
 
 from chalicelib import config
 from chalicelib.errors import PrometheusUnavailable
@@ -104,7 +105,8 @@ def _headers() -> dict[str, str]:
     if token:
         return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if basic:
-        return {**make_headers(basic_auth=f"{basic[0]}:{basic[1]}"), "Accept": "application/json"}
+        credentials = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        return {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
     return {"Accept": "application/json"}
 
 
