@@ -25,7 +25,7 @@ class FakePrometheus:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 fake.requests.append((url.path, urllib.parse.parse_qs(url.query), dict(self.headers)))
                 body = json.dumps(fake.answer).encode()
