@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 SYSTEM_STAMP := $(VENV)/.installed-system
 #: Debian packages the tests drive for real; `make test` installs the missing ones
-DEBIAN_PACKAGES := prometheus
+DEBIAN_PACKAGES := prometheus chromium chromium-driver
 
 .PHONY: run test lint unit integration e2e bench clean
 

@@ -12,6 +12,7 @@ from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent
 from chalicelib import resources
 from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
+from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
@@ -31,6 +32,7 @@ from chalicelib.services import (
     sweeper,
     work,
 )
+from chalicelib.services import timeseries as hourly_statistics
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 
@@ -194,6 +196,24 @@ def complete_run(call: Call, run_id: str) -> Response:
 def report_plan_lost(call: Call, run_id: str) -> Response:
     agent.plan_lost(call.node, run_id, call.body()["attempt"])
     return json_response({"accepted": True}, 202)
+
+
+# --- dashboard --------------------------------------------------------------------------
+@register(app, "getStatisticsTimeseries")
+def get_statistics_timeseries(call: Call) -> Response:
+    query = call.query()
+    hours = hourly_statistics.parse_hours(query.get("hours"))
+    return json_response(hourly_statistics.timeseries(call.user, query.get("type"), query.get("owner"), hours))
+
+
+@app.route("/", methods=["GET"])
+def dashboard_index() -> Response:
+    return dashboard.page("index.html", app.current_request)
+
+
+@app.route("/ui/{name}", methods=["GET"])
+def dashboard_asset(name: str) -> Response:
+    return dashboard.page(name, app.current_request)
 
 
 # --- events -----------------------------------------------------------------------------

@@ -150,6 +150,16 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         query=(QueryParam("type", {"type": "string"}), QueryParam("owner", {"type": "string"}, "admin only")),
     ),
     user(
+        "GET", "/v1/statistics/timeseries", "getStatisticsTimeseries",
+        "Tasks per hour by terminal status, success rate and average duration per hour", "read",
+        request=None, responses=answers({200: "StatisticsSeries"}, 400, *_READ),
+        query=(
+            QueryParam("hours", {"type": "integer", "minimum": 1, "maximum": 168, "default": 24}, "how many hours"),
+            QueryParam("type", {"type": "string"}),
+            QueryParam("owner", {"type": "string"}, "admin only"),
+        ),
+    ),
+    user(
         "POST", "/v1/nodes", "registerNode", "Register a node; answers its agent token once", "admin",
         request="RegisterNodeRequest", responses=answers({201: "NodeRegistered"}, 400, 401, 403, 409, 413, 429),
         tag="nodes",

@@ -138,6 +138,25 @@ Statistics: Final[Schema] = record(
     "Task counts; success_rate = completed / (completed + partial_failure + failed) x 100, null if none finished.",
 )
 
+StatisticsHour: Final[Schema] = record(
+    {
+        "hour": {**TIMESTAMP, "description": "start of the hour (UTC)"},
+        "by_status": counts_of(("completed", "partial_failure", "failed", "cancelled", "discarded")),
+        "finished": {**COUNT, "description": "completed + partial_failure + failed"},
+        "success_rate": nullable({"type": "number", "minimum": 0, "maximum": 100}),
+        "avg_duration_seconds": nullable({"type": "number", "minimum": 0}),
+    },
+    "Tasks that reached a terminal status in one hour (by their completed_at); a retried task leaves its hour.",
+)
+StatisticsSeries: Final[Schema] = record(
+    {
+        "hours": {"type": "integer", "minimum": 1},
+        "buckets": {"type": "array", "items": StatisticsHour},
+        "as_of": TIMESTAMP,
+    },
+    "Hourly statistics, oldest hour first, the current hour last; hours without tasks are present with zeros.",
+)
+
 TaskType: Final[Schema] = record(
     {
         "name": _STRING,
@@ -277,6 +296,8 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "DispatchResult": DispatchResult,
     "DispatchResponse": DispatchResponse,
     "Statistics": Statistics,
+    "StatisticsHour": StatisticsHour,
+    "StatisticsSeries": StatisticsSeries,
     "TaskType": TaskType,
     "TaskTypeList": TaskTypeList,
     "Node": Node,

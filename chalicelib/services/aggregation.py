@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import clock
 from chalicelib.domain import rules
-from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TaskStatus
+from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_TERMINAL, TaskStatus
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
 from chalicelib.services.agent import unpack_final_events
@@ -187,19 +187,31 @@ def _task_delta(record: Record, delta: TaskDelta) -> None:
         delta.stats[f"ty_{task_type}"] -= 1
     if old_status:
         delta.stats[f"st_{old_status}"] -= 1
-        _duration(record.old, delta, -1)
+        _duration(record.old, delta.stats, -1)
+        _hourly(record.old, delta, -1)
     if new_status:
         delta.stats[f"st_{new_status}"] += 1
-        _duration(record.new, delta, +1)
+        _duration(record.new, delta.stats, +1)
+        _hourly(record.new, delta, +1)
 
 
-def _duration(image: Image | None, delta: TaskDelta, sign: int) -> None:
+def _duration(image: Image | None, stats: dict[str, Decimal], sign: int) -> None:
     if _value(image, "status") not in TASK_FINISHED:
         return
     started, completed = _value(image, "started_at"), _value(image, "completed_at")
     if not started or not completed:
         return
     seconds = Decimal(str(round(clock.parse_rfc3339(completed) - clock.parse_rfc3339(started), 3)))
-    delta.stats["dur_sum"] += sign * seconds
-    delta.stats["dur_n"] += sign
+    stats["dur_sum"] += sign * seconds
+    stats["dur_n"] += sign
+
+
+def _hourly(image: Image | None, delta: TaskDelta, sign: int) -> None:
+    """A terminal task counts in the hour of its `completed_at` (a retry takes it out again)."""
+    status, completed = _value(image, "status"), _value(image, "completed_at")
+    if status not in TASK_TERMINAL or not completed:
+        return
+    bucket = delta.hourly[counters.hour_of(completed)]
+    bucket[f"st_{status}"] += sign
+    _duration(image, bucket, sign)
 

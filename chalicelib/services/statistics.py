@@ -8,7 +8,7 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.auth import Actor
-from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TaskStatus
+from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Forbidden
 from chalicelib.observability import logger
 from chalicelib.services.views import counts_of
@@ -75,7 +75,22 @@ def recount() -> dict[str, dict[str, Decimal]]:
         for scope in counters.scopes_of(task.owner, task.type):
             for name, amount in contribution.items():
                 expected[scope][name] += amount
+        _recount_hour(task, expected)
     return expected
+
+
+def _recount_hour(task: TaskItem, expected: dict[str, dict[str, Decimal]]) -> None:
+    if task.status not in TASK_TERMINAL or not task.completed_at:
+        return
+    contribution: dict[str, Decimal] = {f"st_{task.status}": Decimal(1)}
+    if task.status in TASK_FINISHED and task.started_at:
+        seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
+        contribution["dur_sum"] = Decimal(str(round(seconds, 3)))
+        contribution["dur_n"] = Decimal(1)
+    hour = counters.hour_of(task.completed_at)
+    for scope in counters.scopes_of(task.owner, task.type):
+        for name, amount in contribution.items():
+            expected[counters.hour_scope(scope, hour)][name] += amount
 
 
 def reconcile() -> dict[str, dict[str, str]]:

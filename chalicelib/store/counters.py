@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -36,6 +36,19 @@ def scopes_of(owner: str, task_type: str) -> tuple[str, ...]:
     return ("all", f"type:{task_type}", f"owner:{owner}", f"owner:{owner}|type:{task_type}")
 
 
+def hour_of(timestamp: str) -> str:
+    """The hourly bucket of an RFC 3339 UTC timestamp: `2026-11-22T18`."""
+    return timestamp[:13]
+
+
+def hour_scope(scope: str, hour: str) -> str:
+    """The statistics scope of one hour of `scope` (tasks that reached a terminal status in it).
+
+    An ordinary scope to `read_stats`, `list_scopes` and the reconcile job, so the hourly
+    series obeys the same 'equal a recount' rule as the totals."""
+    return f"{scope}|hour:{hour}"
+
+
 @dataclass
 class TaskDelta:
     """What one batch changes for one task."""
@@ -45,6 +58,8 @@ class TaskDelta:
     stage: str | None = None
     #: statistics attribute -> delta (same for every scope of the task)
     stats: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    #: hour (`hour_of`) -> statistics attribute -> delta, for the hourly scopes
+    hourly: dict[str, dict[str, Decimal]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
 
     def nonzero_counts(self) -> dict[str, int]:
         return {k: v for k, v in self.counts.items() if v}
@@ -52,8 +67,15 @@ class TaskDelta:
     def nonzero_stats(self) -> dict[str, Decimal]:
         return {k: v for k, v in self.stats.items() if v}
 
+    def nonzero_hourly(self) -> dict[str, dict[str, Decimal]]:
+        found = {hour: {k: v for k, v in stats.items() if v} for hour, stats in self.hourly.items()}
+        return {hour: stats for hour, stats in found.items() if stats}
+
     def is_empty(self) -> bool:
-        return not self.nonzero_counts() and not self.progress and not self.nonzero_stats() and self.stage is None
+        return (
+            not self.nonzero_counts() and not self.progress and not self.nonzero_stats()
+            and not self.nonzero_hourly() and self.stage is None
+        )
 
 
 def _n(value: int | Decimal) -> dict[str, str]:
@@ -92,25 +114,32 @@ def apply_task_delta(
             }
         }
     ]
-    stats = delta.nonzero_stats()
-    if stats:
-        add_names = {f"#a{i}": attr for i, attr in enumerate(stats)}
-        add_values = {f":v{i}": _n(amount) for i, amount in enumerate(stats.values())}
-        expression = "ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(stats)))
-        shard = stats_shard(task_id)
-        for scope in scopes_of(owner, task_type):
-            items.append(
-                {
-                    "Update": {
-                        "TableName": config.table_name(),
-                        "Key": {"pk": {"S": f"STATS#{scope}"}, "sk": {"S": shard}},
-                        "UpdateExpression": expression,
-                        "ExpressionAttributeNames": add_names,
-                        "ExpressionAttributeValues": add_values,
-                    }
-                }
-            )
+    shard = stats_shard(task_id)
+    scopes = scopes_of(owner, task_type)
+    items.extend(_stats_updates(scopes, shard, delta.nonzero_stats()))
+    for hour, stats in sorted(delta.nonzero_hourly().items()):
+        items.extend(_stats_updates([hour_scope(scope, hour) for scope in scopes], shard, stats))
     aws.client("dynamodb").transact_write_items(TransactItems=items)
+
+
+def _stats_updates(scopes: Iterable[str], shard: str, stats: Mapping[str, Decimal]) -> list[dict[str, Any]]:
+    if not stats:
+        return []
+    add_names = {f"#a{i}": attr for i, attr in enumerate(stats)}
+    add_values = {f":v{i}": _n(amount) for i, amount in enumerate(stats.values())}
+    expression = "ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(stats)))
+    return [
+        {
+            "Update": {
+                "TableName": config.table_name(),
+                "Key": {"pk": {"S": f"STATS#{scope}"}, "sk": {"S": shard}},
+                "UpdateExpression": expression,
+                "ExpressionAttributeNames": add_names,
+                "ExpressionAttributeValues": add_values,
+            }
+        }
+        for scope in scopes
+    ]
 
 
 def read_stats(scope: str) -> dict[str, Decimal]:
@@ -127,6 +156,26 @@ def read_stats(scope: str) -> dict[str, Decimal]:
             if "N" in value:
                 totals[name] += Decimal(value["N"])
     return dict(totals)
+
+
+def read_many_stats(scopes: Sequence[str]) -> dict[str, dict[str, Decimal]]:
+    """`read_stats` of several scopes in batched reads (100 keys a request), e.g. a day of hours."""
+    client = aws.client("dynamodb")
+    totals: dict[str, dict[str, Decimal]] = {scope: defaultdict(Decimal) for scope in scopes}
+    keys = [
+        {"pk": {"S": f"STATS#{scope}"}, "sk": {"S": str(shard)}} for scope in scopes for shard in range(STATS_SHARDS)
+    ]
+    for start in range(0, len(keys), 100):
+        pending: dict[str, Any] = {config.table_name(): {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+        while pending:
+            response = client.batch_get_item(RequestItems=pending)
+            for item in response["Responses"].get(config.table_name(), []):
+                scope_totals = totals[item["pk"]["S"].removeprefix("STATS#")]
+                for name, value in item.items():
+                    if "N" in value:
+                        scope_totals[name] += Decimal(value["N"])
+            pending = response.get("UnprocessedKeys") or {}
+    return {scope: dict(values) for scope, values in totals.items()}
 
 
 def adjust_stats(scope: str, deltas: Mapping[str, Decimal]) -> None:

@@ -242,6 +242,7 @@ class LocalRuntime:
             "",
             f"fleetrun is up in {seconds:.1f} s",
             f"  API        {s.api_url}   (OpenAPI: {s.api_url}/v1/openapi.json)",
+            f"  dashboard  {s.api_url}/   (sign in with the dev admin token below)",
             f"  agents     {', '.join(self.agents) or 'none'} (FLEETRUN_DEMO_AGENTS={s.demo_agents})",
             f"  sweeper    every {s.sweep_seconds} s, leases {s.lease_seconds} s",
             "  dev admin token (valid 30 days):",
