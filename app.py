@@ -7,13 +7,14 @@ from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent
+from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent, WebsocketEvent
 
-from chalicelib import resources
+from chalicelib import config, resources
 from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.task_types import REGISTRY
+from chalicelib.errors import FleetrunError
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
@@ -32,6 +33,7 @@ from chalicelib.services import (
     sweeper,
     work,
 )
+from chalicelib.services import realtime as realtime_api
 from chalicelib.services import timeseries as hourly_statistics
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
@@ -43,13 +45,17 @@ STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/fleetrun/stream/1970
 # configure_logs=False: Chalice would otherwise set the "fleetrun" logger (the one Powertools
 # uses) to ERROR with a plain handler, dropping INFO lines and bypassing the token scrubber
 app = Chalice(app_name="fleetrun", configure_logs=False)
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 chalice_middleware(app)
 
 
 # --- meta -------------------------------------------------------------------------------
 @register(app, "getHealth")
 def health(call: Call) -> Response:
-    return json_response({"status": "ok", "version": VERSION})
+    body = {"status": "ok", "version": VERSION}
+    if config.websocket_url():
+        body["websocket_url"] = config.websocket_url()
+    return json_response(body)
 
 
 @register(app, "getOpenApi")
@@ -332,3 +338,25 @@ def work_worker(event: SQSEvent) -> dict[str, Any]:
 @app.schedule(Cron(0, 2, "*", "*", "?", "*"))
 def sync_images_daily(event: Any) -> None:
     images.scheduled_sync()
+
+
+# --- real time (WebSocket API) ----------------------------------------------------------
+@app.on_ws_connect()
+def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
+    try:
+        realtime_api.connect(event.connection_id, event.to_dict().get("queryStringParameters"))
+    except FleetrunError as error:  # any non-2xx answer makes API Gateway refuse the connection
+        return {"statusCode": error.status, "body": json.dumps(error.body())}
+    return {"statusCode": 200}
+
+
+@app.on_ws_message()
+def ws_message(event: WebsocketEvent) -> dict[str, Any]:
+    realtime_api.receive(event.connection_id, event.to_dict().get("body"))
+    return {"statusCode": 200}
+
+
+@app.on_ws_disconnect()
+def ws_disconnect(event: WebsocketEvent) -> dict[str, Any]:
+    realtime_api.disconnect(event.connection_id)
+    return {"statusCode": 200}

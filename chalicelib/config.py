@@ -188,6 +188,20 @@ def prometheus_basic_auth() -> tuple[str, str] | None:
     return (user, os.environ.get("FLEETRUN_PROMETHEUS_PASSWORD", "")) if user else None
 
 
+# --- real time ---
+@cache
+def websocket_endpoint() -> str:
+    """The `@connections` management endpoint the app posts to (AWS: `https://<api>.execute-api.
+    <region>.amazonaws.com/<stage>`; local runtime: its gateway). Empty: no pushes."""
+    return os.environ.get("FLEETRUN_WEBSOCKET_ENDPOINT", "").rstrip("/")
+
+
+@cache
+def websocket_url() -> str:
+    """The `wss://` (local: `ws://`) URL clients connect to, advertised by `GET /v1/health`."""
+    return os.environ.get("FLEETRUN_WEBSOCKET_URL", "")
+
+
 def reset() -> None:
     """Forget every cached setting (tests change the environment between cases)."""
     for getter in (
@@ -198,5 +212,6 @@ def reset() -> None:
         scheduler_role_arn,
         work_queue_url, harbor_url, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
         prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
+        websocket_endpoint, websocket_url,
     ):
         getter.cache_clear()

@@ -207,7 +207,16 @@ ClaimedRun: Final[Schema] = record(
 Claim: Final[Schema] = record({"runs": {"type": "array", "items": ClaimedRun}})
 HeartbeatResponse: Final[Schema] = record({"lease_expires_at": TIMESTAMP, "cancel_requested": {"type": "boolean"}})
 Accepted: Final[Schema] = record({"accepted": {"const": True}})
-Health: Final[Schema] = record({"status": {"type": "string", "description": "ok when healthy"}, "version": _STRING})
+Health: Final[Schema] = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "description": "ok when healthy"},
+        "version": _STRING,
+        "websocket_url": {"type": "string", "description": "where to connect for pushed task updates (API.md "
+                          "'Real time'); absent when the deployment has no WebSocket API"},
+    },
+    "required": ["status", "version"],
+}
 OpenApiDocument: Final[Schema] = {"type": "object", "description": "This OpenAPI 3.1 document."}
 
 Error: Final[Schema] = record(

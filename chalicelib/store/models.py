@@ -13,6 +13,8 @@
 | schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
 | catalog image   | IMG#<project>       | <repository>:<tag> | (list-index `IMAGE` / `<repository>:<tag>`)
 | fleet snapshot  | SNAPSHOT#fleet      | META, NODE#<id>  | (raw boto3: dynamic attribute names, see store/snapshot.py)
+| ws connection   | WSCONN#<conn id>    | META             | (TTL)
+| ws subscription | WSSUB#<task or *>   | <conn id>        | (TTL; one query finds a task's subscribers)
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -337,3 +339,34 @@ ALL_MODELS = (*ALL_MODELS, ScheduleItem)
 
 def schedule_pk(schedule_id: str) -> str:
     return f"SCHEDULE#{schedule_id}"
+
+
+# --- real time (WebSocket API) ---
+class WsConnectionItem(FleetrunModel):
+    """A WebSocket connection and who opened it (the token is checked once, at connect)."""
+
+    class Meta(_Meta):
+        pass
+
+    connection_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    roles = ListAttribute(of=UnicodeAttribute, default=list)
+    connected_at = UnicodeAttribute()
+    #: the task ids (or "*") this connection subscribed to, so a disconnect finds its subscriptions
+    topics = ListAttribute(of=UnicodeAttribute, default=list)
+    expires_at = NumberAttribute()
+
+
+class WsSubscriptionItem(FleetrunModel):
+    """One connection's subscription to a task (or to `*`), in the task's subscriber partition."""
+
+    class Meta(_Meta):
+        pass
+
+    user_id = UnicodeAttribute()
+    #: `*` subscribers who are not admin receive only their own tasks
+    admin = BooleanAttribute(default=False)
+    expires_at = NumberAttribute()
+
+
+ALL_MODELS = (*ALL_MODELS, WsConnectionItem, WsSubscriptionItem)

@@ -61,6 +61,7 @@ class LocalRuntime:
     threads: list[threading.Thread] = field(default_factory=list)
     agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     admin_token: str = ""
+    gateway: Any = None
     _servers: list[Any] = field(default_factory=list)
 
     # --- start ---------------------------------------------------------------------------
@@ -76,8 +77,10 @@ class LocalRuntime:
 
         provisioned = provision(boto3.session.Session())
         os.environ.update(provisioned.environment())
+        gateway = self._bind_gateway()
         app_module = importlib.import_module("app")
         self._start_http(app_module)
+        self._start_gateway(gateway, app_module)
         self._start_pumps(app_module, provisioned)
         self._start_scheduler(app_module)
         from chalicelib import auth
@@ -108,6 +111,23 @@ class LocalRuntime:
         server = create_local_server(app_module.app, config, self.settings.host, self.settings.port)
         self._servers.append(server)
         self._spawn("api", server.server.serve_forever)
+
+    def _bind_gateway(self) -> Any:
+        """The WebSocket gateway, bound before the app reads its settings: the app posts to its
+        `@connections` endpoint and `GET /v1/health` advertises its URL."""
+        from fleetrun.local.ws_gateway import WebSocketGateway
+
+        gateway = WebSocketGateway(self.settings.host, self.settings.ws_port, self.settings.ws_management_port)
+        os.environ.update({"FLEETRUN_WEBSOCKET_ENDPOINT": gateway.management_endpoint,
+                           "FLEETRUN_WEBSOCKET_URL": gateway.url})
+        self.gateway = gateway
+        return gateway
+
+    def _start_gateway(self, gateway: Any, app_module: Any) -> None:
+        from fleetrun.local.ws_gateway import WsHandlers
+
+        gateway.start(WsHandlers.of_app(app_module), thread_setup=lambda: logs.set_part("ws"))
+        self._servers.append(gateway)
 
     def _start_pumps(self, app_module: Any, provisioned: Any) -> None:
         from chalice.app import DynamoDBEventConfig, SQSEventConfig
@@ -243,6 +263,7 @@ class LocalRuntime:
             f"fleetrun is up in {seconds:.1f} s",
             f"  API        {s.api_url}   (OpenAPI: {s.api_url}/v1/openapi.json)",
             f"  dashboard  {s.api_url}/   (sign in with the dev admin token below)",
+            f"  WebSocket  {s.ws_url}/?token=…   (@connections: {self.gateway.management_endpoint})",
             f"  agents     {', '.join(self.agents) or 'none'} (FLEETRUN_DEMO_AGENTS={s.demo_agents})",
             f"  sweeper    every {s.sweep_seconds} s, leases {s.lease_seconds} s",
             "  dev admin token (valid 30 days):",

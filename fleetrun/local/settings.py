@@ -17,6 +17,8 @@ class LocalSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     ws_port: int = 8001
+    #: the gateway's `@connections` management endpoint (0: any free port)
+    ws_management_port: int = 0
     moto_port: int = 0
     jwt_secret: str = "local-dev-secret"
     lease_seconds: int = 60
@@ -31,6 +33,7 @@ class LocalSettings:
             host=os.environ.get("FLEETRUN_HOST", "127.0.0.1"),
             port=_int("FLEETRUN_PORT", 8000),
             ws_port=_int("FLEETRUN_WS_PORT", 8001),
+            ws_management_port=_int("FLEETRUN_WS_MANAGEMENT_PORT", 0),
             moto_port=_int("FLEETRUN_MOTO_PORT", 0),
             jwt_secret=os.environ.get("FLEETRUN_JWT_SECRET") or "local-dev-secret",
             lease_seconds=_int("FLEETRUN_LEASE_SECONDS", 60),
@@ -43,3 +46,7 @@ class LocalSettings:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}"

@@ -1,0 +1,135 @@
+"""Stream consumer: push task changes and new events to WebSocket subscribers.
+
+Per batch: one task message per task whose public representation changed (the latest state in
+the batch, built from the stream's new image: no read per push), then the task's new events,
+events first so a client that stops at a terminal status has already seen the event recording
+it. Subscribers are found with one query per task (`WSSUB#<task id>`) plus one query for the
+whole batch (`WSSUB#*`); `*` subscribers receive only tasks they may see (admins every task,
+others their own). Best effort: a failure is logged and never fails the batch; a subscriber
+that missed a message reads the REST API.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.observability import logger
+from chalicelib.services import websocket
+from chalicelib.services.aggregation import Image, Record
+from chalicelib.services.views import task_view
+from chalicelib.store import connections, tasks
+from chalicelib.store.models import TaskItem
+
+#: tasks with more targets than this are pushed without `target_nodes` (`target_nodes_omitted`)
+PUSH_TARGETS_MAX = 1000
+#: API Gateway's WebSocket message limit is 128 KiB; stay clear of it
+MESSAGE_BYTES_MAX = 120 * 1024
+#: fields whose change alone is not worth a push
+_QUIET_FIELDS = ("updated_at",)
+
+
+def push(records: list[Record]) -> None:
+    """The `CONSUMERS` entry: never raises."""
+    if not websocket.enabled():
+        return
+    try:
+        _push(records)
+    except Exception:
+        logger.exception("websocket push failed; subscribers catch up through the REST API")
+
+
+def _push(records: list[Record]) -> None:
+    changed, owners = _changed_tasks(records)
+    new_events = _new_events(records)
+    topics = sorted(set(changed) | set(new_events))
+    if not topics:
+        return
+    wildcard = connections.subscribers(connections.ALL_TASKS)
+    outbox: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for task_id in topics:
+        recipients = {s.connection_id for s in connections.subscribers(task_id)}
+        for subscriber in wildcard:
+            if subscriber.connection_id not in recipients and (
+                subscriber.admin or subscriber.user_id == _owner(task_id, owners)
+            ):
+                recipients.add(subscriber.connection_id)
+        if not recipients:
+            continue
+        messages = [{"type": "event", "task_id": task_id, "event": event} for event in new_events.get(task_id, [])]
+        if task_id in changed:
+            messages.append(task_message(changed[task_id]))
+        for connection_id in recipients:
+            outbox[connection_id].extend(messages)
+    gone = websocket.send_all(outbox)
+    logger.debug("websocket push", extra={"connections": len(outbox), "gone": gone, "tasks": len(topics)})
+
+
+def _changed_tasks(records: Iterable[Record]) -> tuple[dict[str, TaskItem], dict[str, str]]:
+    """Task id → its latest item, for tasks whose representation changed in the batch; and the
+    owner of every task the batch shows."""
+    first_old: dict[str, Image | None] = {}
+    last_new: dict[str, Image] = {}
+    for record in sorted(records, key=lambda r: r.seq):
+        if record.sk != "META" or not record.pk.startswith("TASK#") or record.new is None:
+            continue
+        task_id = record.pk.removeprefix("TASK#")
+        first_old.setdefault(task_id, record.old)
+        last_new[task_id] = record.new
+    changed: dict[str, TaskItem] = {}
+    owners: dict[str, str] = {}
+    for task_id, image in last_new.items():
+        item = TaskItem.from_raw_data(dict(image))
+        owners[task_id] = item.owner
+        old = first_old[task_id]
+        if old is None or _visible(TaskItem.from_raw_data(dict(old))) != _visible(item):
+            changed[task_id] = item
+    return changed, owners
+
+
+def _visible(item: TaskItem) -> dict[str, Any]:
+    view = task_view(item, [])
+    for name in _QUIET_FIELDS:
+        view.pop(name, None)
+    return view
+
+
+def _new_events(records: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:
+    """Events of newly inserted event items (a replay rewrites its items: MODIFY, not pushed again)."""
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.seq):
+        if record.event != "INSERT" or not record.sk.startswith("EVT#") or record.new is None:
+            continue
+        body = record.new_value("events")
+        if isinstance(body, str):
+            found[record.pk.removeprefix("TASK#")].extend(json.loads(body))
+    return found
+
+
+def _owner(task_id: str, owners: dict[str, str]) -> str | None:
+    """The task's owner: from the batch when it shows the task, else one read (cached per batch)."""
+    if task_id not in owners:
+        task = tasks.find(task_id)
+        owners[task_id] = task.owner if task is not None else ""
+    return owners[task_id] or None
+
+
+def task_message(item: TaskItem) -> dict[str, Any]:
+    """`{"type": "task", "task": ...}` with the representation of `GET /v1/tasks/{id}`."""
+    count = int(item.target_count)
+    if count <= PUSH_TARGETS_MAX:
+        message = {"type": "task", "task": task_view(item, list(_targets(item.task_id, count)))}
+        if len(websocket.encode(message)) <= MESSAGE_BYTES_MAX:
+            return message
+    view = task_view(item, [])
+    del view["target_nodes"]
+    return {"type": "task", "task": {**view, "target_nodes_omitted": True}}
+
+
+@lru_cache(maxsize=1024)
+def _targets(task_id: str, target_count: int) -> tuple[str, ...]:
+    """Targets only grow (dispatch), and `target_count` with them: a warm Lambda reads them once."""
+    return tuple(tasks.load_targets(task_id))

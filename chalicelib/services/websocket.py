@@ -1,0 +1,91 @@
+"""Sending to WebSocket connections through the API Gateway management API (`@connections`).
+
+The client is built here from `FLEETRUN_WEBSOCKET_ENDPOINT` (AWS: the WebSocket API's stage URL;
+local runtime: its gateway) rather than Chalice's `app.websocket_api`, which caches one client
+and ignores endpoint overrides (PITFALLS.md). A connection that is gone (410) is forgotten with
+its subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import config
+from chalicelib.observability import logger
+from chalicelib.store import connections
+
+#: pushes are best effort and must not hold a stream batch back: short timeouts, one retry
+_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5,
+                 max_pool_connections=16)
+#: connections posted to in parallel
+_PARALLEL = 8
+
+Message = Mapping[str, Any]
+
+
+class PushUnavailable(Exception):
+    """No management endpoint is configured."""
+
+
+@cache
+def _client(endpoint: str, region: str) -> Any:
+    return boto3.session.Session().client("apigatewaymanagementapi", endpoint_url=endpoint, region_name=region,
+                                          config=_CONFIG)
+
+
+def management_client() -> Any:
+    """The `apigatewaymanagementapi` client of the configured endpoint. Raises PushUnavailable."""
+    endpoint = config.websocket_endpoint()
+    if not endpoint:
+        raise PushUnavailable("FLEETRUN_WEBSOCKET_ENDPOINT is not set")
+    return _client(endpoint, config.region())
+
+
+def enabled() -> bool:
+    return bool(config.websocket_endpoint())
+
+
+def encode(message: Message) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def send(connection_id: str, messages: Sequence[Message]) -> bool:
+    """Post `messages` in order to one connection. False when the connection is gone (it is then
+    deleted); other failures are logged and reported as sent, the connection may come back."""
+    client = management_client()
+    for message in messages:
+        try:
+            client.post_to_connection(ConnectionId=connection_id, Data=encode(message))
+        except client.exceptions.GoneException:
+            logger.info("websocket connection gone; removed", extra={"connection_id": connection_id})
+            connections.close_connection(connection_id)
+            return False
+        except (ClientError, BotoCoreError) as error:
+            logger.warning("websocket post failed", extra={"connection_id": connection_id, "error": repr(error)})
+            return True
+    return True
+
+
+def send_all(outbox: Mapping[str, Sequence[Message]]) -> int:
+    """Post each connection's messages (in order per connection, connections in parallel).
+    Returns how many connections were gone."""
+    if not outbox:
+        return 0
+    if len(outbox) == 1:
+        [(connection_id, messages)] = outbox.items()
+        return 0 if send(connection_id, messages) else 1
+    with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(outbox))) as pool:
+        results = list(pool.map(lambda item: send(*item), outbox.items()))
+    return results.count(False)
+
+
+def reset() -> None:
+    _client.cache_clear()

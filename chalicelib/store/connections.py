@@ -1,0 +1,102 @@
+"""WebSocket connections and their subscriptions.
+
+A connection item (`WSCONN#<id>`) remembers who connected and what they subscribed to; each
+subscription is also an item in its topic's partition (`WSSUB#<task id>` or `WSSUB#*`, the
+connection id as sort key), so the stream finds a task's subscribers with one query. Both
+carry a TTL a little past API Gateway's 2-hour connection limit: a connection whose
+`$disconnect` never ran disappears by itself. Expired items DynamoDB has not deleted yet
+are skipped on read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib import clock
+from chalicelib.auth import ADMIN, Actor
+from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
+
+#: API Gateway closes a WebSocket after 2 hours; the items outlive that by a margin
+CONNECTION_TTL_SECONDS = 2 * 3600 + 600
+#: `task_id` of a subscription to every task the user may see
+ALL_TASKS = "*"
+#: subscriptions one connection may hold (bounds the connection item and a disconnect's deletes)
+MAX_TOPICS = 100
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    connection_id: str
+    user_id: str
+    admin: bool
+
+
+def connection_pk(connection_id: str) -> str:
+    return f"WSCONN#{connection_id}"
+
+
+def topic_pk(topic: str) -> str:
+    return f"WSSUB#{topic}"
+
+
+def open_connection(connection_id: str, actor: Actor) -> WsConnectionItem:
+    now = clock.now_epoch()
+    item = WsConnectionItem(
+        connection_pk(connection_id), "META", connection_id=connection_id, user_id=actor.user_id,
+        roles=sorted(actor.roles), connected_at=clock.rfc3339(now), topics=[],
+        expires_at=int(now) + CONNECTION_TTL_SECONDS,
+    )
+    item.save()
+    return item
+
+
+def find_connection(connection_id: str) -> WsConnectionItem | None:
+    try:
+        item = WsConnectionItem.get(connection_pk(connection_id), "META", consistent_read=True)
+    except DoesNotExist:
+        return None
+    return item if int(item.expires_at) > clock.now_epoch() else None
+
+
+def actor_of(connection: WsConnectionItem) -> Actor:
+    return Actor(user_id=connection.user_id, roles=frozenset(str(role) for role in connection.roles or []))
+
+
+def subscribe(connection: WsConnectionItem, topic: str) -> None:
+    """Idempotent. The subscription expires with its connection."""
+    WsSubscriptionItem(
+        topic_pk(topic), connection.connection_id, user_id=connection.user_id,
+        admin=ADMIN in (connection.roles or []), expires_at=int(connection.expires_at),
+    ).save()
+    if topic not in (connection.topics or []):
+        connection.update(actions=[WsConnectionItem.topics.set(WsConnectionItem.topics.append([topic]))])
+
+
+def unsubscribe(connection: WsConnectionItem, topic: str) -> None:
+    WsSubscriptionItem(topic_pk(topic), connection.connection_id).delete()
+    remaining = [t for t in (connection.topics or []) if t != topic]
+    if remaining != list(connection.topics or []):
+        connection.update(actions=[WsConnectionItem.topics.set(remaining)])
+
+
+def close_connection(connection_id: str) -> None:
+    """Delete the connection and every subscription it holds. Idempotent."""
+    try:
+        item = WsConnectionItem.get(connection_pk(connection_id), "META", consistent_read=True)
+    except DoesNotExist:
+        return
+    for topic in item.topics or []:
+        WsSubscriptionItem(topic_pk(str(topic)), connection_id).delete()
+    item.delete()
+
+
+def subscribers(topic: str) -> list[Subscriber]:
+    """The live subscribers of a task id (or of `*`): one query."""
+    now = clock.now_epoch()
+    return [
+        Subscriber(item.sk, item.user_id, bool(item.admin))
+        for item in WsSubscriptionItem.query(topic_pk(topic))
+        if int(item.expires_at) > now
+    ]
