@@ -1,0 +1,328 @@
+"""The WebSocket API (API.md "Real time") through the app's real handlers and stream, on moto:
+connect with a token, subscribe within what the user may see, pushes of task changes and
+events, cleanup of gone connections. Pushes travel over real HTTP to a recording
+`@connections` endpoint (tests/ws_connections.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib import config
+from chalicelib.store import connections
+from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
+from fleetrun.local import ws_events
+from fleetrun.local.pumps import LambdaContext
+from tests.e2e.conftest import free_port
+from tests.harness import Fleet, token
+from tests.ws_connections import RecordingConnections
+
+GATEWAY = ws_events.Gateway(domain_name="abc123.execute-api.us-east-1.amazonaws.com", stage="dev", api_id="abc123")
+SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["true"]}}
+
+
+class Sockets:
+    """Clients of the WebSocket API, as API Gateway would present them to the handlers."""
+
+    def __init__(self, fleet: Fleet, recorder: RecordingConnections) -> None:
+        self.fleet, self.recorder = fleet, recorder
+
+    def connect(self, user: str = "alice", roles: tuple[str, ...] = ("operator",), *,
+                query: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], str]:
+        connection_id = ws_events.new_connection_id()
+        query = {"token": [token(user, roles)]} if query is None else query
+        event = ws_events.connect_event(GATEWAY, connection_id, query=query)
+        return self.fleet.app_module.ws_connect(event, LambdaContext()), connection_id
+
+    def open(self, user: str = "alice", roles: tuple[str, ...] = ("operator",), subscribe: str | None = None) -> str:
+        answer, connection_id = self.connect(user, roles)
+        assert answer == {"statusCode": 200}, answer
+        if subscribe is not None:
+            assert self.send(connection_id, {"action": "subscribe", "task_id": subscribe})[0]["type"] == "subscribed"
+        return connection_id
+
+    def send(self, connection_id: str, message: dict[str, Any] | str) -> list[dict[str, Any]]:
+        """Send one message; what the service answered over the connection."""
+        self.recorder.take(connection_id)
+        body = message if isinstance(message, str) else json.dumps(message)
+        answer = self.fleet.app_module.ws_message(ws_events.message_event(GATEWAY, connection_id, body),
+                                                  LambdaContext())
+        assert answer == {"statusCode": 200}
+        return self.recorder.take(connection_id)
+
+    def disconnect(self, connection_id: str) -> None:
+        self.fleet.app_module.ws_disconnect(ws_events.disconnect_event(GATEWAY, connection_id), LambdaContext())
+
+    def received(self, connection_id: str) -> list[dict[str, Any]]:
+        return self.recorder.take(connection_id)
+
+
+@pytest.fixture
+def ws(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sockets]:
+    recorder = RecordingConnections().start()
+    monkeypatch.setenv("FLEETRUN_WEBSOCKET_ENDPOINT", recorder.endpoint)
+    config.reset()
+    yield Sockets(fleet, recorder)
+    recorder.stop()
+
+
+def _tasks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m["task"] for m in messages if m["type"] == "task"]
+
+
+def _events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "event"]
+
+
+# --- connect ------------------------------------------------------------------------------
+@pytest.mark.parametrize("query", [{}, {"token": ["not-a-jwt"]}, {"token": [token("alice", ("admin",))[:-4] + "AAAA"]}])
+def test_connect_without_a_valid_token_is_refused_and_stores_nothing(ws, query):
+    answer, connection_id = ws.connect(query=query)
+    assert answer["statusCode"] == 401
+    assert json.loads(answer["body"])["error"]["code"] == "unauthenticated"
+    assert connections.find_connection(connection_id) is None
+
+
+def test_connect_with_a_token_granting_no_role_is_forbidden(ws):
+    answer, _ = ws.connect("mallory", ("intruder",))
+    assert answer["statusCode"] == 403
+
+
+def test_a_connection_and_its_subscriptions_carry_the_ttl_attribute(ws, fleet):
+    task_id = fleet.submit(SHELL).body["task_id"]
+    connection_id = ws.open(subscribe=task_id)
+    ws.send(connection_id, {"action": "subscribe", "task_id": "*"})
+    item = WsConnectionItem.get(connections.connection_pk(connection_id), "META")
+    # API Gateway closes a connection after 2 hours: the items expire a little later
+    assert 2 * 3600 < item.expires_at - time.time() <= connections.CONNECTION_TTL_SECONDS
+    subs = [WsSubscriptionItem.get(connections.topic_pk(t), connection_id) for t in (task_id, "*")]
+    assert {s.expires_at for s in subs} == {item.expires_at}
+    ttl = boto3.client("dynamodb").describe_time_to_live(TableName=config.table_name())["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at"
+
+
+# --- subscribe ----------------------------------------------------------------------------
+def test_subscribing_to_an_own_task_answers_with_its_current_state(ws, fleet):
+    task_id = fleet.submit(SHELL).body["task_id"]
+    connection_id = ws.open()
+    answers = ws.send(connection_id, {"action": "subscribe", "task_id": task_id})
+    assert answers == [{"type": "subscribed", "task_id": task_id}, {"type": "task", "task": fleet.task(task_id)}]
+
+
+def test_subscribing_to_another_users_task_is_not_found_but_admins_may(ws, fleet):
+    task_id = fleet.submit(SHELL, who="alice").body["task_id"]
+    bob = ws.open("bob")
+    [answer] = ws.send(bob, {"action": "subscribe", "task_id": task_id})
+    assert answer["type"] == "error"
+    assert answer["error"]["code"] == "not_found"
+    assert connections.subscribers(task_id) == []
+    root = ws.open("root", ("admin",))
+    assert ws.send(root, {"action": "subscribe", "task_id": task_id})[0]["type"] == "subscribed"
+
+
+@pytest.mark.parametrize(("body", "path"), [
+    ("not json", "$"),
+    ({"action": "shout"}, "$.action"),
+    ({"action": "subscribe"}, "$.task_id"),
+    ({"action": "subscribe", "task_id": 7}, "$.task_id"),
+])
+def test_a_malformed_message_is_answered_with_a_validation_error(ws, body, path):
+    connection_id = ws.open()
+    [answer] = ws.send(connection_id, body)
+    assert answer["error"]["code"] == "validation_error"
+    assert answer["error"]["details"][0]["path"] == path
+
+
+def test_ping_is_answered_with_pong(ws):
+    assert ws.send(ws.open(), {"action": "ping"}) == [{"type": "pong"}]
+
+
+def test_a_message_on_an_unknown_connection_is_unauthenticated(ws):
+    [answer] = ws.send("never-connected=", {"action": "subscribe", "task_id": "*"})
+    assert answer["error"]["code"] == "unauthenticated"
+
+
+# --- pushes -------------------------------------------------------------------------------
+def test_status_changes_and_events_are_pushed_to_a_task_subscriber(ws, fleet):
+    # GIVEN a subscriber of a task that was just created
+    fleet.register("n1")
+    task_id = fleet.submit(SHELL).body["task_id"]
+    connection_id = ws.open(subscribe=task_id)
+    ws.received(connection_id)
+    # WHEN the task runs to completion
+    fleet.settle()
+    fleet.run_agents(["n1"])
+    # THEN the statuses arrive in order, ending with the state GET /v1/tasks/{id} shows, and the
+    # events are the event log's, each once
+    messages = ws.received(connection_id)
+    statuses = [t["status"] for t in _tasks(messages)]
+    assert statuses[-1] == "completed"
+    assert statuses == sorted(statuses, key=["pending", "running", "completed"].index)
+    assert _tasks(messages)[-1] == fleet.task(task_id)
+    assert all(m["task_id"] == task_id for m in _events(messages))
+    assert [m["event"] for m in _events(messages)] == fleet.events(task_id)
+
+
+def test_a_progress_change_is_pushed(ws, fleet):
+    fleet.register("n1")
+    task_id = fleet.submit(SHELL).body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("n1")
+    fleet.settle()
+    connection_id = ws.open(subscribe=task_id)
+    ws.received(connection_id)
+    # WHEN the agent reports 60 % on its only node
+    answer = fleet.agent("n1", f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": 1, "progress": 60, "step": "run"})
+    assert answer.status == 200, answer
+    fleet.settle()
+    # THEN the subscriber learns the task's new progress
+    tasks = _tasks(ws.received(connection_id))
+    assert tasks
+    assert tasks[-1]["progress"] == fleet.task(task_id)["progress"] > 0
+
+
+def test_agent_events_are_pushed_in_the_event_log_representation(ws, fleet):
+    fleet.register("n1")
+    task_id = fleet.submit(SHELL).body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("n1")
+    fleet.settle()
+    connection_id = ws.open(subscribe=task_id)
+    ws.received(connection_id)
+    posted = {"type": "warning", "step": "run", "message": "disk 91% full", "progress": 30, "data": {"disk": "/"}}
+    answer = fleet.agent("n1", f"/v1/runs/{run['run_id']}/events", {"attempt": 1, "events": [posted]})
+    assert answer.status == 202, answer
+    fleet.settle()
+    [message] = [m for m in _events(ws.received(connection_id)) if m["event"]["message"] == "disk 91% full"]
+    assert message["task_id"] == task_id
+    assert message["event"] == next(e for e in fleet.events(task_id) if e["message"] == "disk 91% full")
+
+
+def test_star_subscribers_receive_only_the_tasks_they_may_see(ws, fleet):
+    # GIVEN alice and an admin subscribed to everything, and bob to nothing
+    alice = ws.open("alice", subscribe="*")
+    root = ws.open("root", ("admin",), subscribe="*")
+    # WHEN alice and bob each create a task
+    mine = fleet.submit(SHELL, who="alice").body["task_id"]
+    theirs = fleet.submit(SHELL, who="bob").body["task_id"]
+    fleet.settle()
+    # THEN alice hears only of hers, the admin of both
+    assert {t["task_id"] for t in _tasks(ws.received(alice))} == {mine}
+    assert {t["task_id"] for t in _tasks(ws.received(root))} == {mine, theirs}
+
+
+def test_star_subscribers_receive_only_the_events_of_tasks_they_may_see(ws, fleet):
+    fleet.register("n1")
+    theirs = fleet.submit(SHELL, who="bob").body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("n1")
+    fleet.settle()
+    alice = ws.open("alice", subscribe="*")
+    fleet.agent("n1", f"/v1/runs/{run['run_id']}/events",
+                {"attempt": 1, "events": [{"type": "info", "step": "run", "message": "only bob's"}]})
+    fleet.settle()
+    about_theirs = [m for m in ws.received(alice) if theirs in (m.get("task_id"), m.get("task", {}).get("task_id"))]
+    assert about_theirs == []
+
+
+def test_one_batch_of_many_changes_pushes_one_task_message_with_the_latest_state(ws, fleet):
+    # GIVEN every stream record of a 8-node task's whole life, recorded
+    nodes = [f"n{i}" for i in range(8)]
+    fleet.register(*nodes)
+    recorded: list[dict[str, Any]] = []
+    handler = fleet.stream.handler
+
+    def recording(event, context):
+        recorded.extend(event["Records"])
+        return handler(event, context)
+
+    fleet.stream.handler = recording
+    task_id = fleet.submit({**SHELL, "target_nodes": nodes}).body["task_id"]
+    fleet.settle()
+    fleet.run_agents(nodes)
+    # WHEN a subscriber's stream delivers all of it as one batch
+    connection_id = ws.open(subscribe=task_id)
+    ws.received(connection_id)
+    from chalicelib.services import stream
+
+    assert stream.handle(recorded) == []
+    # THEN there is one task message, the final state, after all the events
+    messages = ws.received(connection_id)
+    assert [m["type"] for m in messages][-1] == "task"
+    [task] = _tasks(messages)
+    assert task == fleet.task(task_id)
+    assert [m["event"] for m in _events(messages)] == fleet.events(task_id)
+
+
+def test_pushed_tasks_carry_secrets_masked(ws, fleet):
+    body = {"type": "slurm.scale_up", "target_nodes": ["n1"], "parameters": {
+        "ssh_user": "root", "salt_master": "salt-1", "partition": "gpu", "password": "hunter2"}}
+    root = ws.open("root", ("admin",), subscribe="*")
+    fleet.submit(body)
+    fleet.settle()
+    messages = ws.received(root)
+    assert _tasks(messages)[0]["parameters"]["password"] == "***"
+    assert "hunter2" not in json.dumps(messages)
+
+
+def test_unsubscribing_and_disconnecting_stop_the_pushes(ws, fleet):
+    task_id = fleet.submit(SHELL).body["task_id"]
+    quiet = ws.open(subscribe=task_id)
+    assert ws.send(quiet, {"action": "unsubscribe", "task_id": task_id}) == [
+        {"type": "unsubscribed", "task_id": task_id}]
+    gone = ws.open(subscribe="*")
+    ws.disconnect(gone)
+    assert connections.find_connection(gone) is None
+    assert connections.subscribers("*") == []
+    fleet.settle()
+    assert ws.received(quiet) == []
+    assert ws.received(gone) == []
+
+
+def test_a_gone_connection_is_deleted_with_its_subscriptions_on_the_next_push(ws, fleet):
+    # GIVEN a connection whose client vanished without API Gateway running $disconnect
+    task_id = fleet.submit(SHELL).body["task_id"]
+    vanished = ws.open(subscribe=task_id)
+    ws.send(vanished, {"action": "subscribe", "task_id": "*"})
+    ws.recorder.gone.add(vanished)
+    # WHEN the next change is pushed (410 GoneException)
+    fleet.settle()
+    # THEN the connection and both its subscriptions are gone from the table
+    assert connections.find_connection(vanished) is None
+    assert connections.subscribers(task_id) == []
+    assert connections.subscribers("*") == []
+
+
+def test_an_unreachable_endpoint_never_fails_the_stream_batch(fleet, monkeypatch):
+    # GIVEN pushes configured to an endpoint where nothing listens, and a subscriber
+    monkeypatch.setenv("FLEETRUN_WEBSOCKET_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    config.reset()
+    connection_id = ws_events.new_connection_id()
+    event = ws_events.connect_event(GATEWAY, connection_id, query={"token": [token("alice")]})
+    assert fleet.app_module.ws_connect(event, LambdaContext()) == {"statusCode": 200}
+    connections.subscribe(connections.find_connection(connection_id), "*")
+    # WHEN a task is created and dispatched
+    fleet.register("n1")
+    task_id = fleet.submit(SHELL).body["task_id"]
+    fleet.settle()
+    # THEN the task moved on as usual and the statistics match a recount
+    assert fleet.task(task_id)["status"] == "running"
+    from tests.harness import assert_statistics_equal_recount
+
+    assert_statistics_equal_recount()
+
+
+def test_without_an_endpoint_nothing_is_pushed_and_nothing_is_read(fleet, monkeypatch):
+    from chalicelib.services import push
+
+    reads: list[str] = []
+    monkeypatch.setattr(connections, "subscribers", lambda topic: reads.append(topic) or [])
+    fleet.submit(SHELL)
+    fleet.settle()
+    assert reads == []
+    assert push.websocket.enabled() is False
