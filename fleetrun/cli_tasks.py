@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from fleetrun.cli_live import follow_events
 from fleetrun.cli_render import event_text, runs_table, task_details, tasks_table
 from fleetrun.cli_session import Session, json_option, json_task_option, pass_session, print_json
-from fleetrun.cli_watch import EXIT_INTERRUPTED, TERMINAL, last_event_id, watch
+from fleetrun.cli_watch import EXIT_INTERRUPTED, last_event_id, watch
 from fleetrun.client import Api
 
 TASK_STATUSES = ("pending", "running", "apply_pending", "cancelling", "completed", "partial_failure", "failed",
@@ -112,15 +112,9 @@ def events(session: Session, task_id: str, follow: bool, after: str | None, as_j
 
 
 def _follow_events(api: Api, task_id: str, after: str | None, emit: Callable[[list[dict[str, Any]]], None]) -> None:
-    while True:
-        started = time.monotonic()
-        status = api.get(f"/v1/tasks/{task_id}")["status"]
-        items = api.pages(f"/v1/tasks/{task_id}/events", after=after)
-        emit(items)
-        after = items[-1]["event_id"] if items else after
-        if status in TERMINAL:  # events were read after the status: nothing older is missed
-            return
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    for items in follow_events(api, task_id, after):  # pushed over the WebSocket API, else polled
+        if items:
+            emit(items)
 
 
 @click.command("watch")

@@ -1,8 +1,8 @@
 """`--watch`: follow one task until it ends (or waits for confirmation).
 
 The data comes from a *source*: a function `(api, task_id, after) -> Iterator[Snapshot]`.
-`poll` reads the REST API about once a second; a WebSocket source can replace it without
-touching the rendering.
+`poll` reads the REST API about once a second; `cli_live.follow` (the default) is driven by
+the WebSocket API's pushes and polls when there is none.
 """
 
 from __future__ import annotations
@@ -121,8 +121,12 @@ class LiveReporter:
         self.live.stop()
 
 
-def watch(api: Api, task_id: str, console: Console, *, after: str | None = None, source: Source = poll) -> int:
+def watch(api: Api, task_id: str, console: Console, *, after: str | None = None, source: Source | None = None) -> int:
     """Follow the task until it is terminal or waits for confirmation; the exit status of `--watch`."""
+    if source is None:
+        from fleetrun.cli_live import follow  # cli_live builds on this module
+
+        source = follow
     reporter: Reporter = LiveReporter(console) if console.is_terminal else PlainReporter(console)
     task: dict[str, Any] | None = None
     try:

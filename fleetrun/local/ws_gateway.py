@@ -241,9 +241,9 @@ class WebSocketGateway:
         if known is None:
             return None
         return {
-            "ConnectedAt": _iso(known.connected_at),
-            "Identity": {"SourceIp": known.source_ip, "UserAgent": known.user_agent},
-            "LastActiveAt": _iso(known.last_active_at),
+            "connectedAt": _iso(known.connected_at),
+            "identity": {"sourceIp": known.source_ip, "userAgent": known.user_agent},
+            "lastActiveAt": _iso(known.last_active_at),
         }
 
     @property
