@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlencode
 
@@ -56,7 +57,8 @@ class Subscription:
         from websockets.sync.client import connect
 
         target = f"{url}{'&' if '?' in url else '?'}{urlencode({'token': token or ''})}"
-        self.socket = connect(target, open_timeout=_OPEN_TIMEOUT_SECONDS, max_size=2**20)
+        self._exit = ExitStack()
+        self.socket = self._exit.enter_context(connect(target, open_timeout=_OPEN_TIMEOUT_SECONDS, max_size=2**20))
         try:
             self.socket.send(json.dumps({"action": "subscribe", "task_id": topic}))
             while True:  # pushes racing the answer are dropped: the REST read that follows covers them
@@ -81,7 +83,7 @@ class Subscription:
         return decoded if isinstance(decoded, dict) else {}
 
     def close(self) -> None:
-        self.socket.close()
+        self._exit.close()
 
 
 def subscribe(api: Api, topic: str) -> Subscription | None:

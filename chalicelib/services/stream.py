@@ -4,6 +4,12 @@ Aggregation (counts, statistics, the outbox, finishing) reports the records Lamb
 redeliver. Each consumer then sees the whole batch; consumers are idempotent (a batch may
 be replayed) and a consumer that raises has the batch redelivered from its first record.
 A consumer whose work is best effort (a WebSocket push) catches its own errors.
+
+`EARLY_CONSUMERS` run before aggregation: best effort and never raising, they write nothing
+aggregation reads, and a slow aggregation (a task's creation, a node finishing: a second or
+more on a loaded machine) must not delay them: subscribers hear of a write once it is streamed.
+A batch redelivered after an aggregation failure pushes again (clients keep the latest task
+state and tell events apart by id).
 """
 
 from __future__ import annotations
@@ -17,16 +23,21 @@ from chalicelib.services.aggregation import Record
 
 Consumer = Callable[[list[Record]], None]
 
+#: best-effort consumers that run before aggregation (see above); they must not raise
+EARLY_CONSUMERS: tuple[Consumer, ...] = (push.push,)
 #: consumers in the order they run; each feature adds its own here
 CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status
-    push.push,
 )
 
 
 def handle(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     """Returns the sequence numbers to report as failed (at most one)."""
     raw = list(raw_records)
+    if raw and EARLY_CONSUMERS:
+        early = [Record(r) for r in raw]
+        for consume in EARLY_CONSUMERS:
+            consume(early)
     failed = aggregation.process_batch(raw)
     if not raw or not CONSUMERS:
         return failed

@@ -1,0 +1,166 @@
+"""Real time through the local runtime: a real WebSocket client on the runtime's gateway, a
+real agent process, and the `fleetrun` command following tasks live."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from chalicelib import clock
+from tests.e2e.conftest import TASK_TERMINAL, Stack, clean_environment, free_port
+
+pytestmark = pytest.mark.e2e
+
+#: a write reaches its subscribers within a second in local mode (API.md "Real time")
+PUSH_SECONDS = 1.0
+
+
+def _ws_url(stack: Stack) -> str:
+    url = stack.admin.get("/v1/health")["websocket_url"]
+    assert url.startswith("ws://127.0.0.1:")
+    return str(url)
+
+
+@contextmanager
+def _subscribe(stack: Stack, topic: str, token: str | None = None) -> Iterator[ClientConnection]:
+    with connect(f"{_ws_url(stack)}/?token={token or stack.admin_token}", open_timeout=10) as socket:
+        socket.send(json.dumps({"action": "subscribe", "task_id": topic}))
+        assert json.loads(socket.recv(timeout=10))["type"] == "subscribed"
+        yield socket
+
+
+def _until_terminal(socket: ClientConnection, task_id: str, timeout: float = 60) -> list[tuple[float, dict[str, Any]]]:
+    """(arrival time, message) of everything about `task_id` until its terminal task message."""
+    received: list[tuple[float, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+        about = message.get("task_id") or message.get("task", {}).get("task_id")
+        if about != task_id:
+            continue
+        received.append((time.time(), message))
+        if message["type"] == "task" and message["task"]["status"] in TASK_TERMINAL:
+            return received
+    pytest.fail(f"no terminal task message for {task_id} within {timeout} s: {[m for _, m in received]}")
+
+
+def test_a_bad_token_cannot_connect(stack: Stack) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{_ws_url(stack)}/?token=forged", open_timeout=10)
+    assert refused.value.response.status_code == 401
+
+
+def test_a_subscriber_hears_every_change_of_a_real_run_within_a_second_of_its_write(stack: Stack,
+                                                                                   tmp_path: Path) -> None:
+    # GIVEN an agent, and a subscriber to every task
+    node = stack.node_id("ws")
+    stack.start_agent(node, stack.register(node), tmp_path / node)
+    with _subscribe(stack, "*") as socket:
+        # WHEN a task runs on the agent, reporting progress on the way
+        script = "echo ::progress 30 warming up; sleep 1.5; echo ::progress 80 nearly; sleep 1.5"
+        task_id = stack.shell_task(node, ["sh", "-c", script])
+        created_at = time.time()  # the API answers once the task is written
+        received = _until_terminal(socket, task_id)
+    # THEN the task messages walk through its statuses to completed, each status change within a
+    # second of the write that made it (every status write sets updated_at), ending in the state
+    # GET /v1/tasks/{id} shows
+    tasks = [(at, m["task"]) for at, m in received if m["type"] == "task"]
+    statuses = [t["status"] for _, t in tasks]
+    assert statuses[0] == "pending"
+    assert "running" in statuses
+    assert statuses[-1] == "completed"
+    assert tasks[-1][1] == stack.task(task_id)
+    progress = [t["progress"] for _, t in tasks]
+    assert progress == sorted(progress)
+    assert len(set(progress)) >= 3  # 0, something on the way, 100
+    assert tasks[0][0] - created_at < PUSH_SECONDS
+    for (_, before), (at, task) in itertools.pairwise(tasks):
+        if task["status"] != before["status"]:  # a status write sets updated_at just before it writes
+            lag = at - clock.parse_rfc3339(task["updated_at"])
+            assert lag < PUSH_SECONDS, f"{task['status']} arrived {lag:.2f} s after its write"
+    # AND every event of the log was pushed once, in the log's representation
+    pushed = [m["event"] for _, m in received if m["type"] == "event"]
+    assert sorted(pushed, key=lambda e: e["event_id"]) == stack.events(task_id)
+
+
+def test_a_viewer_sees_only_own_tasks_on_star(stack: Stack) -> None:
+    from chalicelib.auth import mint_token
+
+    viewer = mint_token("vera", ["viewer"], "local-dev-secret")
+    with _subscribe(stack, "*", viewer) as socket:
+        stack.shell_task(stack.node_id("nobody"), ["true"])  # the admin's task
+        with pytest.raises(TimeoutError):
+            socket.recv(timeout=2)
+
+
+# --- the fleetrun command ---------------------------------------------------------------------
+def _fleetrun(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture
+def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
+    return clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
+                             FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+
+
+def test_submit_watch_follows_pushes_when_the_api_advertises_a_websocket(stack: Stack, env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    node = stack.node_id("watch")
+    stack.start_agent(node, stack.register(node), tmp_path / node)
+    done = _fleetrun("submit", "shell", "-n", node, '--param=command=["sh","-c","sleep 1"]', "--watch", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"following live over {_ws_url(stack)}" in done.stderr
+    task_id = done.stdout.splitlines()[0]
+    assert f"task {task_id} completed 100% (pending 0, running 0, succeeded 1, failed 0)" in done.stdout
+    assert "task.completed" in done.stdout
+    assert done.stdout.rstrip().endswith(f"task {task_id} completed")
+
+
+def test_watch_polls_when_the_websocket_is_unreachable(stack: Stack, env: dict[str, str], tmp_path: Path) -> None:
+    node = stack.node_id("poll")
+    stack.start_agent(node, stack.register(node), tmp_path / node)
+    dead = f"ws://127.0.0.1:{free_port()}"
+    done = _fleetrun("submit", "shell", "-n", node, '--param=command=["true"]', "--watch",
+                     env={**env, "FLEETRUN_WS_URL": dead})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"WebSocket {dead} unavailable" in done.stderr
+    assert "polling every second" in done.stderr
+    assert done.stdout.rstrip().endswith("completed")
+
+
+def test_events_follow_prints_pushed_events_until_the_task_ends(stack: Stack, env: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    # GIVEN a task that takes a few seconds, with events on the way
+    node = stack.node_id("follow")
+    script = "echo ::event info run one; sleep 1; echo ::event info run two; sleep 1"
+    task_id = stack.shell_task(node, ["sh", "-c", script])
+    # WHEN its log is followed from the start while it runs
+    followed: list[subprocess.CompletedProcess[str]] = []
+    follower = threading.Thread(target=lambda: followed.append(
+        _fleetrun("events", task_id, "--follow", "--json", env=env)))
+    follower.start()
+    time.sleep(1)
+    stack.start_agent(node, stack.register(node), tmp_path / node)
+    follower.join(60)
+    # THEN it printed the whole log, each event once, and stopped when the task completed
+    [done] = followed
+    assert done.returncode == 0, done.stderr
+    assert "following live over" in done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert printed == stack.events(task_id)
+    assert [e["message"] for e in printed if e["message"] in ("one", "two")] == ["one", "two"]
+    assert printed[-1]["name"] == "task.completed"
