@@ -86,7 +86,9 @@ def runs(session: Session, task_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("task_id")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new events until the task is terminal.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing new events until the task is terminal (pushed over the WebSocket API when the "
+                   "service offers one, else polled every second).")
 @click.option("--after", metavar="EVENT_ID", help="Only events after this one.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
 @pass_session
@@ -123,6 +125,9 @@ def _follow_events(api: Api, task_id: str, after: str | None, emit: Callable[[li
 @pass_session
 def watch_command(session: Session, task_id: str, as_json: bool) -> None:
     """Follow a task live until it ends.
+
+    Updates are pushed over the WebSocket API that `GET /v1/health` advertises (or
+    FLEETRUN_WS_URL; `FLEETRUN_WS_URL=off` polls); without one the task is polled every second.
 
     Exit status: 0 completed; 1 failed, partial_failure, cancelled or discarded; 3 waiting for
     confirmation (apply_pending); 130 interrupted (the task goes on).

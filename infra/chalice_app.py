@@ -73,7 +73,9 @@ class ChaliceApp:
         self.sam = _packaged_template(self.chalice)
         self.has_websocket = WEBSOCKET_API in self.sam["Resources"]
         if self.has_websocket:
-            environment = {**environment, "FLEETRUN_WEBSOCKET_ENDPOINT": self.websocket_management_endpoint}
+            # the app posts to connections through the first, and GET /v1/health advertises the second
+            environment = {**environment, "FLEETRUN_WEBSOCKET_ENDPOINT": self.websocket_management_endpoint,
+                           "FLEETRUN_WEBSOCKET_URL": self.websocket_url}
         self.data_policy = iam.ManagedPolicy(
             stack, "DataAccessPolicy",
             description=f"fleetrun {settings.stage}: what every function of the app may do with its data",
