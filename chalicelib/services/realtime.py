@@ -41,6 +41,7 @@ def connect(connection_id: str, query: Mapping[str, str] | None) -> auth.Actor:
 
 def disconnect(connection_id: str) -> None:
     connections.close_connection(connection_id)
+    logger.info("websocket disconnected", extra={"connection_id": connection_id})
 
 
 def receive(connection_id: str, body: str | None) -> None:

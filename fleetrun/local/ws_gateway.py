@@ -167,15 +167,18 @@ class WebSocketGateway:
         if status >= 300:
             body = answer.get("body") if isinstance(answer, dict) else None
             return connection.respond(status, str(body or "Forbidden"))
+        # registered once the handshake is done (`_session`): like API Gateway, posting to a
+        # connection whose $connect has not finished is GoneException
+        pending = _Connection(connection, now, source_ip, headers.get("User-Agent", ""))
+        connection.fleetrun = pending  # type: ignore[attr-defined]
         connection.fleetrun_id = connection_id  # type: ignore[attr-defined]
-        with self._lock:
-            self._connections[connection_id] = _Connection(connection, now, source_ip,
-                                                           headers.get("User-Agent", ""))
         return None
 
     async def _session(self, connection: ServerConnection) -> None:
         connection_id: str = connection.fleetrun_id  # type: ignore[attr-defined]
-        known = self._connections[connection_id]
+        known: _Connection = connection.fleetrun  # type: ignore[attr-defined]
+        with self._lock:
+            self._connections[connection_id] = known
         try:
             async for frame in connection:
                 known.last_active_at = time.time()

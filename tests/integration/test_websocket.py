@@ -230,6 +230,22 @@ def test_star_subscribers_receive_only_the_events_of_tasks_they_may_see(ws, flee
     assert about_theirs == []
 
 
+def test_a_star_subscriber_receives_events_of_own_tasks_when_the_batch_shows_no_task_change(ws, fleet):
+    # GIVEN alice's running task, and alice subscribed to everything
+    fleet.register("n1")
+    mine = fleet.submit(SHELL, who="alice").body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("n1")
+    fleet.settle()
+    alice = ws.open("alice", subscribe="*")
+    # WHEN only an event is written (the batch has no task record to tell the owner)
+    fleet.agent("n1", f"/v1/runs/{run['run_id']}/events",
+                {"attempt": 1, "events": [{"type": "info", "step": "run", "message": "alice's own"}]})
+    fleet.settle()
+    # THEN the push looked the owner up and alice got her event
+    assert [m["event"]["message"] for m in _events(ws.received(alice))] == ["alice's own"]
+
+
 def test_one_batch_of_many_changes_pushes_one_task_message_with_the_latest_state(ws, fleet):
     # GIVEN every stream record of a 8-node task's whole life, recorded
     nodes = [f"n{i}" for i in range(8)]

@@ -41,6 +41,8 @@ def _receive(socket: ClientConnection, timeout: float = 10) -> dict:
 
 
 def _connection_id(gateway: WebSocketGateway) -> str:
+    """The only open connection (registered just after the handshake the client saw)."""
+    wait_for(lambda: gateway.connection_count == 1, 10, "the gateway to register the connection")
     [connection_id] = gateway._connections
     return connection_id
 
