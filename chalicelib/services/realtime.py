@@ -50,6 +50,9 @@ def receive(connection_id: str, body: str | None) -> None:
         answers = _answer(connection_id, body)
     except FleetrunError as error:
         answers = [{"type": "error", **error.body()}]
+    if not websocket.enabled():
+        logger.warning("FLEETRUN_WEBSOCKET_ENDPOINT is not set: answer dropped", extra={"connection_id": connection_id})
+        return
     websocket.send(connection_id, answers)
 
 

@@ -192,7 +192,8 @@ def test_every_function_has_its_own_role_environment_and_log_group(templates, st
     roles = cfn.resources(template, "AWS::IAM::Role")
     fns = cfn.functions(template)
     assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics",
-                        "IntakeWorker", "WorkWorker", "SyncImagesDaily"}
+                        "IntakeWorker", "WorkWorker", "SyncImagesDaily",
+                        "WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"}
     seen_roles = set()
     for name, fn in fns.items():
         props = fn["Properties"]
