@@ -243,7 +243,8 @@ def test_a_star_subscriber_receives_events_of_own_tasks_when_the_batch_shows_no_
                 {"attempt": 1, "events": [{"type": "info", "step": "run", "message": "alice's own"}]})
     fleet.settle()
     # THEN the push looked the owner up and alice got her event
-    assert [m["event"]["message"] for m in _events(ws.received(alice))] == ["alice's own"]
+    pushed = _events(ws.received(alice))
+    assert [(m["task_id"], m["event"]["message"]) for m in pushed] == [(mine, "alice's own")]
 
 
 def test_one_batch_of_many_changes_pushes_one_task_message_with_the_latest_state(ws, fleet):
