@@ -143,6 +143,8 @@ class _Watched:
                 events, runs_stale, changed = self.read_events(), True, True
             elif message is not None and message.get("type") == "task" and message["task"]["task_id"] == self.task_id:
                 self.task, runs_stale, changed = message["task"], True, True
+                if is_done(self.task):  # its events may sit in the next stream batch: read them now
+                    events = self.read_events()
             elif message is not None and message.get("type") == "event" and message.get("task_id") == self.task_id:
                 events = self.new([message["event"]])
             if runs_stale and (is_done(self.task) or time.monotonic() - self.runs_read_at >= RUNS_EVERY_SECONDS):

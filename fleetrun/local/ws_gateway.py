@@ -230,6 +230,8 @@ class WebSocketGateway:
             future.result(timeout=_SEND_TIMEOUT_SECONDS)
         except ConnectionClosed:
             return False
+        except TimeoutError:  # a slow reader: the frame stays queued, like API Gateway's buffer
+            logger.warning("a frame to %s is still queued after %s s", connection_id, _SEND_TIMEOUT_SECONDS)
         return True
 
     def close(self, connection_id: str) -> bool:
