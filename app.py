@@ -17,6 +17,7 @@ from chalicelib.domain.task_types import REGISTRY
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
+    allocations,
     dispatch,
     gpu_trend,
     images,
@@ -24,6 +25,7 @@ from chalicelib.services import (
     lifecycle,
     nodes,
     queries,
+    reclaim,
     schedules,
     snapshot,
     statistics,
@@ -164,11 +166,34 @@ def monitoring_snapshot(call: Call) -> Response:
     return json_response(snapshot.read())
 
 
+# --- node inventory: reclaim, allocations ----------------------------------------------
+@register(app, "reclaimNode")
+def reclaim_node(call: Call, node_id: str) -> Response:
+    task = reclaim.start(call.user.user_id, node_id, call.body().get("user"))
+    return json_response(task_view(task, [node_id]), 202, {"Location": f"/v1/tasks/{task.task_id}"})
+
+
+@register(app, "allocateNode")
+def allocate_node(call: Call, node_id: str) -> Response:
+    return json_response(allocations.answer(*allocations.allocate(node_id, call.body()["user"])))
+
+
+@register(app, "releaseNode")
+def release_node(call: Call, node_id: str) -> Response:
+    return json_response(allocations.answer(*allocations.release(node_id)))
+
+
+@register(app, "listNodeAllocations")
+def list_node_allocations(call: Call, node_id: str) -> Response:
+    limit, cursor = call.page()
+    return json_response(allocations.page_view(node_id, limit, cursor))
+
+
 # --- agents -----------------------------------------------------------------------------
 @register(app, "claimRuns")
 def claim_runs(call: Call, node_id: str) -> Response:
     nodes.require_self(call.node, node_id)
-    return json_response({"runs": agent.claim(node_id, call.body().get("max", 1))})
+    return json_response({"runs": agent.claim(node_id, call.body().get("max", 1), call.node_status)})
 
 
 @register(app, "heartbeatRun")

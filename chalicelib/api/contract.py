@@ -211,6 +211,25 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "Node counts by status, running tasks, node runs in flight (at most 10 s old)", "read",
         request=None, responses=answers({200: "MonitoringSnapshot"}, *_READ), tag="monitoring",
     ),
+    # --- node inventory: reclaim, allocations ---
+    user(
+        "POST", "/v1/nodes/{node_id}/reclaim", "reclaimNode",
+        "Put the node in maintenance and create its machine.reclaim task", "admin",
+        request="ReclaimNodeRequest", responses=answers({202: "Task"}, 400, 413, *_ACTION),
+        response_headers={202: ("Location",)}, tag="nodes",
+    ),
+    user(
+        "POST", "/v1/nodes/{node_id}/allocate", "allocateNode", "Allocate an idle node to a user", "admin",
+        request="AllocateNodeRequest", responses=answers({200: "NodeAllocation"}, 400, 413, *_ACTION), tag="nodes",
+    ),
+    user(
+        "POST", "/v1/nodes/{node_id}/release", "releaseNode", "End the node's allocation; the node is idle", "admin",
+        request=None, responses=answers({200: "NodeAllocation"}, *_ACTION), tag="nodes",
+    ),
+    user(
+        "GET", "/v1/nodes/{node_id}/allocations", "listNodeAllocations", "A node's allocations, newest first",
+        "admin", request=None, responses=answers({200: "AllocationPage"}, 400, *_READ_ONE), query=PAGE, tag="nodes",
+    ),
     agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
     agent(
         "/v1/runs/{run_id}/heartbeat", "heartbeatRun", "Extend the lease; 409 when lost", "HeartbeatRequest",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chalicelib.observability import logger
-from chalicelib.services import aggregation, snapshot
+from chalicelib.services import aggregation, reclaim, snapshot
 from chalicelib.services.aggregation import Record
 
 Consumer = Callable[[list[Record]], None]
@@ -20,6 +20,7 @@ Consumer = Callable[[list[Record]], None]
 #: consumers in the order they run; each feature adds its own here
 CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status
+    reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
 )
 
 
