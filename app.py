@@ -14,6 +14,7 @@ from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.task_types import REGISTRY
+from chalicelib.errors import ValidationFailed
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
@@ -26,6 +27,7 @@ from chalicelib.services import (
     nodes,
     queries,
     reclaim,
+    reports,
     schedules,
     snapshot,
     statistics,
@@ -35,6 +37,7 @@ from chalicelib.services import (
     work,
 )
 from chalicelib.services import timeseries as hourly_statistics
+from chalicelib.services.usage import Month
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 
@@ -187,6 +190,21 @@ def release_node(call: Call, node_id: str) -> Response:
 def list_node_allocations(call: Call, node_id: str) -> Response:
     limit, cursor = call.page()
     return json_response(allocations.page_view(node_id, limit, cursor))
+
+
+# --- usage reports ----------------------------------------------------------------------
+@register(app, "getUsageReport")
+def get_usage_report(call: Call) -> Response:
+    query = call.query()
+    if "month" not in query:
+        raise ValidationFailed("month is required (YYYY-MM)", [{"path": "$query.month", "message": "required"}])
+    found = reports.link(reports.ensure(Month.parse(query["month"]), query.get("format", "csv")))
+    return json_response(found, 303, {"Location": found["url"]})
+
+
+@app.schedule(Cron(0, 1, 1, "*", "?", "*"))
+def monthly_usage_report(event: Any) -> None:
+    reports.build_previous_month()
 
 
 # --- agents -----------------------------------------------------------------------------

@@ -58,7 +58,9 @@ REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
     ),
 }
 RESPONSE_HEADERS: Final[dict[str, QueryParam]] = {
-    "Location": QueryParam("Location", {"type": "string"}, "/v1/tasks/{task_id} of the created task"),
+    "Location": QueryParam(
+        "Location", {"type": "string"}, "/v1/tasks/{task_id} of the created task; a report's download URL (303)",
+    ),
     "Idempotent-Replayed": QueryParam("Idempotent-Replayed", {"type": "string", "enum": ["true"]}, "a replay"),
     "Retry-After": QueryParam("Retry-After", {"type": "integer", "minimum": 1}, "seconds to wait"),
 }
@@ -228,7 +230,19 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     user(
         "GET", "/v1/nodes/{node_id}/allocations", "listNodeAllocations", "A node's allocations, newest first",
-        "admin", request=None, responses=answers({200: "AllocationPage"}, 400, *_READ_ONE), query=PAGE, tag="nodes",
+        "admin", request=None, responses=answers({200: "AllocationPage"}, 400, 429, *_READ_ONE), query=PAGE,
+        tag="nodes",
+    ),
+    # --- usage reports ---
+    user(
+        "GET", "/v1/reports/usage", "getUsageReport",
+        "The month's usage report file: 303 to a presigned download URL (also in the body)", "admin",
+        request=None, responses=answers({303: "UsageReportLink"}, 400, 401, 403, 429),
+        query=(
+            QueryParam("month", {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}, "YYYY-MM (required)"),
+            QueryParam("format", {"type": "string", "enum": ["csv", "xlsx"], "default": "csv"}),
+        ),
+        response_headers={303: ("Location",)}, tag="reports",
     ),
     agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
     agent(

@@ -223,6 +223,19 @@ NodeRegistered: Final[Schema] = record(
     {"node_id": NODE_ID, "token": {"type": "string", "description": "the node's agent token, shown once"}, "node": Node}
 )
 
+UsageReportLink: Final[Schema] = record(
+    {
+        "month": _STRING,
+        "format": {"type": "string", "enum": ["csv", "xlsx"]},
+        "url": {"type": "string", "description": "presigned GET of the file (also the Location header)"},
+        "expires_in": {"type": "integer", "description": "seconds the URL stays valid"},
+        "filename": _STRING,
+        "as_of": TIMESTAMP,
+        "complete": {"type": "boolean", "description": "the month had ended: the figures are final"},
+    },
+    "Where a usage report file is.",
+)
+
 ClaimedRun: Final[Schema] = record(
     {
         "run_id": _STRING,
@@ -340,6 +353,7 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "Allocation": Allocation,
     "AllocationPage": AllocationPage,
     "NodeAllocation": NodeAllocation,
+    "UsageReportLink": UsageReportLink,
     "ClaimedRun": ClaimedRun,
     "Claim": Claim,
     "HeartbeatResponse": HeartbeatResponse,
