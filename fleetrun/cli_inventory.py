@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
+import requests
 from rich.table import Table
 
 from fleetrun.cli_fleet import node_group
 from fleetrun.cli_render import day_time
-from fleetrun.cli_session import Session, json_option, pass_session, print_json
+from fleetrun.cli_session import EXIT_ERROR, Failure, Session, json_option, pass_session, print_json
 from fleetrun.cli_watch import watch
 
 
@@ -105,5 +108,51 @@ def allocations(session: Session, node_id: str, as_json: bool) -> None:
     session.out.print(table if items else f"node {node_id} was never allocated")
 
 
+
+
+@click.group("report")
+def report_group() -> None:
+    """Usage reports (admin)."""
+
+
+@report_group.command("usage")
+@click.option("--month", metavar="YYYY-MM", help="The month  [default: last month]")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the file  [default: fleetrun-usage-<month>.<format>]")
+@json_option
+@pass_session
+def usage(session: Session, month: str | None, fmt: str, output: Path | None, as_json: bool) -> None:
+    """Download a month's usage report: allocation hours per user and node, tasks per user.
+
+    A finished month's report is built once (by the monthly job or on first request) and
+    reused; the current month's is built as of now.
+
+    \b
+    Example:
+      fleetrun report usage --month 2026-11 --format xlsx -o november.xlsx
+    """
+    month = month or _last_month()
+    _, link, _ = session.api().request("GET", "/v1/reports/usage", params={"month": month, "format": fmt},
+                                       follow_redirects=False)
+    target = output or Path(link["filename"])
+    try:
+        response = requests.get(link["url"], timeout=60)  # presigned: no fleetrun credentials go to S3
+        response.raise_for_status()
+    except requests.RequestException as error:
+        raise Failure(f"could not download the report: {error}", EXIT_ERROR) from None
+    target.write_bytes(response.content)
+    if as_json:
+        print_json({**link, "path": str(target), "bytes": len(response.content)})
+    else:
+        state = "final" if link["complete"] else f"as of {link['as_of']}"
+        session.out.print(f"usage report {link['month']} ({state}) written to {target}", markup=False)
+
+
+def _last_month() -> str:
+    today = datetime.now(UTC)
+    return f"{today.year - (today.month == 1):04d}-{12 if today.month == 1 else today.month - 1:02d}"
+
+
 #: top-level commands of this module (its node subcommands are on `node`)
-COMMANDS: tuple[click.Command, ...] = ()
+COMMANDS: tuple[click.Command, ...] = (report_group,)

@@ -3,14 +3,18 @@ in their sandbox; allocations survive agent restarts; the CLI drives it all."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from openpyxl import load_workbook
 
 from tests.e2e.conftest import Stack, clean_environment, wait_for
 
@@ -114,3 +118,50 @@ def test_a_failed_reclaim_keeps_the_node_in_maintenance_until_a_reclaim_succeeds
     assert stack.wait_task(waiting)["status"] == "completed"
     listing = fleetrun(stack, tmp_path, "nodes")
     assert node_id in listing.stdout
+
+
+def test_the_usage_report_downloads_and_equals_a_recount(stack: Stack, tmp_path: Path) -> None:
+    # GIVEN a user who had a node for a while this month, and the admin's tasks of this month
+    user = f"u{uuid.uuid4().hex[:8]}"
+    node_id = stack.node_id("report")
+    stack.register(node_id)
+    stack.admin.post(f"/v1/nodes/{node_id}/allocate", {"user": user})
+    time.sleep(0.5)
+    closed = stack.admin.post(f"/v1/nodes/{node_id}/release")["allocation"]
+    stack.shell_task(node_id, ["true"])
+    month = closed["started_at"][:7]
+    # WHEN the admin downloads this month's report in both formats with the CLI
+    xlsx_path, csv_path = tmp_path / "usage.xlsx", tmp_path / "usage.csv"
+    for fmt, path in (("xlsx", xlsx_path), ("csv", csv_path)):
+        done = fleetrun(stack, tmp_path, "report", "usage", "--month", month, "--format", fmt, "-o", str(path))
+        assert done.returncode == 0, done.stdout + done.stderr
+    # THEN the files open with openpyxl and csv, and their figures equal a recount over the API
+    admin_tasks = stack.admin.pages("/v1/tasks", owner="admin", created_after=f"{month}-01T00:00:00.000Z")
+    sheet = load_workbook(xlsx_path)["Usage"]
+    header, *rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+    by_user = {r[2]: r for r in rows if r[1] == "user"}
+    from_csv = {r["user"]: r for r in csv.DictReader(csv_path.open()) if r["kind"] == "user"}
+    assert by_user[user][4:] == [1, closed["hours"], 0]
+    assert (from_csv[user]["allocations"], float(from_csv[user]["allocated_hours"])) == ("1", closed["hours"])
+    assert by_user["admin"][6] == len(admin_tasks) == int(from_csv["admin"]["tasks"])
+    [total] = [r for r in rows if r[1] == "total"]
+    assert total[6] == sum(r[6] for r in by_user.values())
+    assert total[4] == sum(r[4] for r in by_user.values())
+
+
+def test_the_report_route_redirects_to_a_presigned_url_that_serves_the_file(stack: Stack) -> None:
+    # WHEN the route is called over HTTP without following the redirect
+    answer = requests.get(f"{stack.url}/v1/reports/usage", params={"month": "2021-01", "format": "csv"},
+                          headers={"Authorization": f"Bearer {stack.admin_token}"}, allow_redirects=False, timeout=30)
+    # THEN it is a 303 to a presigned URL that serves the (empty) report without fleetrun credentials
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == answer.json()["url"]
+    file = requests.get(answer.headers["Location"], timeout=30)
+    assert file.status_code == 200
+    assert file.headers["Content-Type"].startswith("text/csv")
+    assert "fleetrun-usage-2021-01.csv" in file.headers["Content-Disposition"]
+    assert file.text.splitlines()[-1] == "2021-01,total,,,0,0.0,0"
+    # AND a client that follows redirects gets the file at once
+    followed = requests.get(f"{stack.url}/v1/reports/usage", params={"month": "2021-01", "format": "xlsx"},
+                            headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=30)
+    assert followed.status_code == 200 and followed.content[:2] == b"PK"
