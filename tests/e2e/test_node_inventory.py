@@ -99,7 +99,8 @@ def test_a_failed_reclaim_keeps_the_node_in_maintenance_until_a_reclaim_succeeds
     # THEN the reclaim failed, the node stays in maintenance and the task says why
     assert done.returncode == 1, done.stdout + done.stderr
     failed = node(stack, node_id)
-    assert failed["status"] == "maintenance" and failed["reclaim"]["outcome"] == "failed"
+    assert failed["status"] == "maintenance"
+    assert failed["reclaim"]["outcome"] == "failed"
     task_id = failed["reclaim"]["task_id"]
     assert stack.task(task_id)["status"] == "failed"
     failure = wait_for(lambda: [e for e in stack.events(task_id) if e.get("name") == "node.reclaim_failed"], 10,
@@ -138,7 +139,7 @@ def test_the_usage_report_downloads_and_equals_a_recount(stack: Stack, tmp_path:
     # THEN the files open with openpyxl and csv, and their figures equal a recount over the API
     admin_tasks = stack.admin.pages("/v1/tasks", owner="admin", created_after=f"{month}-01T00:00:00.000Z")
     sheet = load_workbook(xlsx_path)["Usage"]
-    header, *rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+    _, *rows = [list(r) for r in sheet.iter_rows(values_only=True)]
     by_user = {r[2]: r for r in rows if r[1] == "user"}
     from_csv = {r["user"]: r for r in csv.DictReader(csv_path.open()) if r["kind"] == "user"}
     assert by_user[user][4:] == [1, closed["hours"], 0]
@@ -164,4 +165,5 @@ def test_the_report_route_redirects_to_a_presigned_url_that_serves_the_file(stac
     # AND a client that follows redirects gets the file at once
     followed = requests.get(f"{stack.url}/v1/reports/usage", params={"month": "2021-01", "format": "xlsx"},
                             headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=30)
-    assert followed.status_code == 200 and followed.content[:2] == b"PK"
+    assert followed.status_code == 200
+    assert followed.content[:2] == b"PK"

@@ -36,13 +36,16 @@ class TestAllocations:
         assert allocated.body["node"]["status"] == "allocated"
         opened = allocated.body["allocation"]
         assert allocated.body["node"]["allocation"]["allocation_id"] == opened["allocation_id"]
-        assert opened["user"] == "bob" and opened["ended_at"] is None
+        assert opened["user"] == "bob"
+        assert opened["ended_at"] is None
         released = admin(fleet, "POST", "/v1/nodes/gpu-1/release")
         assert released.status == 200, released
-        assert released.body["node"]["status"] == "idle" and released.body["node"]["allocation"] is None
+        assert released.body["node"]["status"] == "idle"
+        assert released.body["node"]["allocation"] is None
         closed = released.body["allocation"]
         assert closed["allocation_id"] == opened["allocation_id"]
-        assert closed["ended_at"] >= closed["started_at"] and closed["ended_by"] == "release"
+        assert closed["ended_at"] >= closed["started_at"]
+        assert closed["ended_by"] == "release"
         # AND the node's history holds exactly that allocation, ended
         items = admin(fleet, "GET", "/v1/nodes/gpu-1/allocations").body["items"]
         assert [(a["allocation_id"], a["ended_at"]) for a in items] == [(opened["allocation_id"], closed["ended_at"])]
@@ -81,11 +84,13 @@ class TestReclaim:
         # THEN a machine.reclaim task for bob exists and the node is in maintenance, allocation ended
         assert answer.status == 202, answer
         task = answer.body
-        assert task["type"] == "machine.reclaim" and task["target_nodes"] == ["rc-1"]
+        assert task["type"] == "machine.reclaim"
+        assert task["target_nodes"] == ["rc-1"]
         assert task["parameters"] == {"user": "bob"}
         assert answer.headers["Location"] == f"/v1/tasks/{task['task_id']}"
         during = node(fleet, "rc-1")
-        assert during["status"] == "maintenance" and during["allocation"] is None
+        assert during["status"] == "maintenance"
+        assert during["allocation"] is None
         assert during["reclaim"] == {"task_id": task["task_id"], "user": "bob", "outcome": "running"}
         history = admin(fleet, "GET", "/v1/nodes/rc-1/allocations").body["items"]
         assert history[0]["ended_by"] == "reclaim"
@@ -95,7 +100,8 @@ class TestReclaim:
         # THEN the task completed and the node is idle again
         assert fleet.task(task["task_id"], who="root")["status"] == "completed"
         after = node(fleet, "rc-1")
-        assert after["status"] == "idle" and after["reclaim"] is None
+        assert after["status"] == "idle"
+        assert after["reclaim"] is None
         assert "node.reclaimed" in names(fleet, task["task_id"])
 
     def test_a_failed_reclaim_leaves_the_node_in_maintenance_with_an_event(self, fleet):
@@ -222,13 +228,15 @@ class TestOffline:
         assert liveness.mark_silent_nodes_offline(later) == ["off-1"]
         # THEN it is offline and remembers it was allocated
         down = node(fleet, "off-1")
-        assert down["status"] == "offline" and down["offline_from"] == "allocated"
+        assert down["status"] == "offline"
+        assert down["offline_from"] == "allocated"
         assert down["allocation"]["allocation_id"] == allocation["allocation_id"]
         # WHEN the agent comes back
         assert fleet.claim("off-1") == []
         # THEN it is allocated again with the same allocation
         back = node(fleet, "off-1")
-        assert back["status"] == "allocated" and back["offline_from"] is None
+        assert back["status"] == "allocated"
+        assert back["offline_from"] is None
         assert back["allocation"]["allocation_id"] == allocation["allocation_id"]
 
     def test_a_node_seen_recently_stays_online_and_a_never_seen_node_goes_offline(self, fleet):
@@ -242,9 +250,11 @@ class TestOffline:
         fleet.register("off-4")
         liveness.mark_silent_nodes_offline(clock.now_epoch() + 3600)
         answer = admin(fleet, "POST", "/v1/nodes/off-4/allocate", {"user": "bob"})
-        assert answer.status == 409 and answer.body["error"]["current_status"] == "offline"
+        assert answer.status == 409
+        assert answer.body["error"]["current_status"] == "offline"
         answer = admin(fleet, "POST", "/v1/nodes/off-4/reclaim", {"user": "bob"})
-        assert answer.status == 409 and answer.body["error"]["current_status"] == "offline"
+        assert answer.status == 409
+        assert answer.body["error"]["current_status"] == "offline"
 
     def test_a_reclaim_that_succeeds_while_its_node_is_offline_returns_it_to_idle(self, fleet):
         fleet.register("off-5")

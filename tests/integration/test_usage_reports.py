@@ -95,11 +95,14 @@ class TestLastMonth:
         as_xlsx = admin(fleet, f"/v1/reports/usage?month={last_month}&format=xlsx")
         # THEN both answer with a link to a file whose figures equal the recount
         expected = recount(last_month, clock.now_epoch())
-        assert expected["bob"] == (2, 8.5, 0) and expected["carol"] == (1, 1.0, 0) and "erin" not in expected
+        assert expected["bob"] == (2, 8.5, 0)
+        assert expected["carol"] == (1, 1.0, 0)
+        assert "erin" not in expected
         assert expected["dave"][1] == round((last_month.end - last_month.start) / 3600, 3)
         assert user_rows_of_csv(download(as_csv)) == expected
         assert user_rows_of_xlsx(download(as_xlsx)) == expected
-        assert as_csv.body["complete"] is True and as_csv.body["filename"] == f"fleetrun-usage-{last_month}.csv"
+        assert as_csv.body["complete"] is True
+        assert as_csv.body["filename"] == f"fleetrun-usage-{last_month}.csv"
 
     def test_a_finished_month_is_built_once_and_reused(self, fleet, last_month):
         first = admin(fleet, f"/v1/reports/usage?month={last_month}")
@@ -129,10 +132,12 @@ class TestThisMonth:
         first = admin(fleet, f"/v1/reports/usage?month={month}")
         second = admin(fleet, f"/v1/reports/usage?month={month}")
         # THEN it is rebuilt each time (not final) and counts the tasks per user
-        assert first.body["complete"] is False and second.body["as_of"] >= first.body["as_of"]
+        assert first.body["complete"] is False
+        assert second.body["as_of"] >= first.body["as_of"]
         figures = user_rows_of_csv(download(second))
         assert figures["alice"] == (0, 0.0, 2)
-        assert figures["bob"][0] == 1 and figures["bob"][2] == 1
+        assert figures["bob"][0] == 1
+        assert figures["bob"][2] == 1
         assert figures == {u: (a, figures[u][1], t) for u, (a, _, t) in recount(month, clock.now_epoch()).items()}
 
 
@@ -161,4 +166,5 @@ class TestAnswers:
         statuses = [admin(fleet, "/v1/reports/usage?month=2020-03").status for _ in range(3)]
         assert statuses[:2] == [303, 303]
         limited = admin(fleet, "/v1/reports/usage?month=2020-03")
-        assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.status == 429
+        assert int(limited.headers["Retry-After"]) >= 1

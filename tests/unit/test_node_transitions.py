@@ -17,18 +17,18 @@ from chalicelib.domain.node_states import (
 from chalicelib.domain.transitions import UnknownAction
 from chalicelib.services import liveness
 
-I, A, M, O = NodeStatus.IDLE, NodeStatus.ALLOCATED, NodeStatus.MAINTENANCE, NodeStatus.OFFLINE
+IDLE, ALLOC, MAINT, OFF = NodeStatus.IDLE, NodeStatus.ALLOCATED, NodeStatus.MAINTENANCE, NodeStatus.OFFLINE
 NOW = "2026-11-22T10:00:00.000Z"
 
 #: (action, sources, target) as the issue describes them
 EXPECTED = {
-    "allocate": ({I}, A),
-    "release": ({A}, I),
-    "reclaim": ({I, A, M}, M),
-    "reclaim_succeeded": ({M}, I),
-    "reclaim_failed": ({M}, M),
-    "go_offline": ({I, A, M}, O),
-    "come_back": ({O}, "<previous>"),
+    "allocate": ({IDLE}, ALLOC),
+    "release": ({ALLOC}, IDLE),
+    "reclaim": ({IDLE, ALLOC, MAINT}, MAINT),
+    "reclaim_succeeded": ({MAINT}, IDLE),
+    "reclaim_failed": ({MAINT}, MAINT),
+    "go_offline": ({IDLE, ALLOC, MAINT}, OFF),
+    "come_back": ({OFF}, "<previous>"),
 }
 ALLOCATION = {"allocation_id": "a1", "allocated_to": "bob", "allocated_at": NOW, "allocation_sk": "ALLOC#x"}
 
@@ -44,7 +44,7 @@ def test_an_action_is_allowed_only_from_its_sources(action, source):
 
 def test_allocate_records_the_open_allocation_on_the_node():
     change = node_transition("allocate", NOW, **ALLOCATION)
-    assert change.target == A
+    assert change.target == ALLOC
     assert {k: change.fields[k] for k in ALLOCATION} == ALLOCATION
     assert change.fields["status_changed_at"] == NOW
 
@@ -52,46 +52,50 @@ def test_allocate_records_the_open_allocation_on_the_node():
 @pytest.mark.parametrize("action", ["release", "reclaim_succeeded"])
 def test_becoming_idle_clears_the_allocation_and_the_reclaim(action):
     change = node_transition(action, NOW)
-    assert change.target == I
+    assert change.target == IDLE
     for name in (*ALLOCATION, "reclaim_task_id", "reclaim_user", "reclaim_outcome"):
-        assert name in change.fields and change.fields[name] is None, name
+        assert name in change.fields, name
+        assert change.fields[name] is None, name
 
 
 def test_reclaim_ends_the_allocation_and_names_its_task():
     change = node_transition("reclaim", NOW, reclaim_task_id="T1", reclaim_user="bob")
-    assert change.target == M
-    assert change.fields["reclaim_task_id"] == "T1" and change.fields["reclaim_user"] == "bob"
+    assert change.target == MAINT
+    assert change.fields["reclaim_task_id"] == "T1"
+    assert change.fields["reclaim_user"] == "bob"
     assert change.fields["reclaim_outcome"] is None  # a new reclaim is running, not failed
     assert all(change.fields[name] is None for name in ALLOCATION)
 
 
 def test_a_failed_reclaim_keeps_maintenance_and_records_the_outcome():
     change = node_transition("reclaim_failed", NOW)
-    assert change.target == M
+    assert change.target == MAINT
     assert change.fields["reclaim_outcome"] == RECLAIM_FAILED
 
 
-@pytest.mark.parametrize("source", [I, A, M])
+@pytest.mark.parametrize("source", [IDLE, ALLOC, MAINT])
 def test_going_offline_remembers_the_status_to_return_to(source):
     change = node_transition("go_offline", NOW, source=source)
-    assert change.target == O
-    assert change.fields["offline_from"] == source and change.fields["offline_since"] == NOW
+    assert change.target == OFF
+    assert change.fields["offline_from"] == source
+    assert change.fields["offline_since"] == NOW
 
 
-@pytest.mark.parametrize("previous", [I, A, M])
+@pytest.mark.parametrize("previous", [IDLE, ALLOC, MAINT])
 def test_coming_back_restores_the_previous_status(previous):
     change = node_transition("come_back", NOW, previous=previous)
     assert change.target == previous
-    assert change.fields["offline_from"] is None and change.fields["offline_since"] is None
-    if previous == A:  # an allocated node that returns keeps its allocation
+    assert change.fields["offline_from"] is None
+    assert change.fields["offline_since"] is None
+    if previous == ALLOC:  # an allocated node that returns keeps its allocation
         assert not any(name in change.fields for name in ALLOCATION)
 
 
 def test_going_offline_from_offline_and_coming_back_to_offline_are_refused():
     with pytest.raises(UnknownAction):
-        node_transition("go_offline", NOW, source=O)
+        node_transition("go_offline", NOW, source=OFF)
     with pytest.raises(UnknownAction):
-        node_transition("come_back", NOW, previous=O)
+        node_transition("come_back", NOW, previous=OFF)
 
 
 def test_an_unknown_action_is_refused():
@@ -100,8 +104,8 @@ def test_an_unknown_action_is_refused():
 
 
 @pytest.mark.parametrize(("status", "task_type", "allowed"), [
-    (I, "shell", True), (A, "shell", True), (M, "shell", False), (M, "machine.reclaim", True),
-    (O, "machine.reclaim", False), (None, "shell", True),
+    (IDLE, "shell", True), (ALLOC, "shell", True), (MAINT, "shell", False), (MAINT, "machine.reclaim", True),
+    (OFF, "machine.reclaim", False), (None, "shell", True),
 ])
 def test_a_node_in_maintenance_claims_only_reclaim_runs(status, task_type, allowed):
     assert liveness.may_claim(status, task_type) is allowed

@@ -21,9 +21,12 @@ def at(text: str) -> float:
     return clock.parse_rfc3339(text)
 
 
-@pytest.mark.parametrize(("text", "month"), [("2026-11", NOV), ("2027-01", Month(2027, 1)), ("1999-12", Month(1999, 12))])
+@pytest.mark.parametrize(("text", "month"), [
+    ("2026-11", NOV), ("2027-01", Month(2027, 1)), ("1999-12", Month(1999, 12)),
+])
 def test_a_month_parses_from_yyyy_mm(text, month):
-    assert Month.parse(text) == month and str(month) == text
+    assert Month.parse(text) == month
+    assert str(month) == text
 
 
 @pytest.mark.parametrize("text", ["2026-13", "2026-00", "26-11", "2026-1", "", "2026-11-01", "november"])
@@ -33,8 +36,10 @@ def test_anything_else_is_a_validation_error(text):
 
 
 def test_months_know_their_bounds_and_neighbours():
-    assert NOV.start == at("2026-11-01T00:00:00.000Z") and NOV.end == at("2026-12-01T00:00:00.000Z")
-    assert Month(2026, 12).next() == Month(2027, 1) and Month(2027, 1).previous() == Month(2026, 12)
+    assert NOV.start == at("2026-11-01T00:00:00.000Z")
+    assert NOV.end == at("2026-12-01T00:00:00.000Z")
+    assert Month(2026, 12).next() == Month(2027, 1)
+    assert Month(2027, 1).previous() == Month(2026, 12)
     assert [str(m) for m in Month(2026, 11).until(Month(2027, 2))] == ["2026-11", "2026-12", "2027-01", "2027-02"]
 
 
@@ -48,7 +53,8 @@ def test_months_know_their_bounds_and_neighbours():
 ])
 def test_allocation_time_is_clipped_to_the_month_and_the_report_time(start, end, now, hours):
     clipped = clip(NOV, now, "a", "bob", "n1", start, end)
-    assert clipped is not None and clipped.seconds == hours * 3600
+    assert clipped is not None
+    assert clipped.seconds == hours * 3600
 
 
 @pytest.mark.parametrize(("start", "end"), [
