@@ -217,6 +217,19 @@ class TestMaintenanceClaims:
         assert [r["task_id"] for r in fleet.claim("mc-1", 10)] == [shell.body["task_id"]]
 
 
+    def test_when_recording_contact_fails_the_status_authentication_read_still_applies(self, fleet, monkeypatch):
+        fleet.register("mc-2")
+        fleet.submit({"type": "shell", "target_nodes": ["mc-2"], "parameters": {"command": ["true"]}})
+        admin(fleet, "POST", "/v1/nodes/mc-2/reclaim", {"user": "bob"})
+        fleet.settle()
+
+        def broken(node, now=None):
+            raise RuntimeError("throttled")
+
+        monkeypatch.setattr(liveness, "seen", broken)
+        assert [r["type"] for r in fleet.claim("mc-2", 10)] == ["machine.reclaim"]
+
+
 class TestOffline:
     def test_a_silent_node_goes_offline_and_returns_to_its_previous_status(self, fleet):
         # GIVEN an allocated node whose agent was last seen long ago
