@@ -21,7 +21,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib import clock
 from chalicelib.domain.node_states import NODE_TRANSITIONS, RECLAIM_FAILED, NodeStatus
 from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
-from chalicelib.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
 from chalicelib.services.aggregation import Record
@@ -29,7 +29,7 @@ from chalicelib.services.views import service_event
 from chalicelib.store import events, inventory, tasks
 from chalicelib.store.inventory import TxPart
 from chalicelib.store.models import EventItem, NodeItem, TaskItem, node_pk
-from chalicelib.store.writes import is_condition_failure
+from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 TASK_TYPE = "machine.reclaim"
 #: reclaims go before other work of the node
@@ -123,8 +123,10 @@ def settled(task_id: str, status: str, error: str | None) -> None:
         event = events.new_item(task_id, [service_event(
             "node.reclaimed", f"{node_id} is idle again", type_="success", node=node_id)])
         write = inventory.plan(node_id, "reclaim_succeeded", now, condition=NodeItem.reclaim_task_id == task_id)
-        offline_actions: list[Action] = [NodeItem.offline_from.set(NodeStatus.IDLE), NodeItem.reclaim_task_id.remove(),
-                           NodeItem.reclaim_user.remove(), NodeItem.reclaim_outcome.remove()]
+        offline_actions: list[Action] = [
+            NodeItem.offline_from.set(NodeStatus.IDLE), NodeItem.reclaim_task_id.remove(),
+            NodeItem.reclaim_user.remove(), NodeItem.reclaim_outcome.remove(),
+        ]
     else:
         event = events.new_item(task_id, [service_event(
             "node.reclaim_failed", f"{node_id} stays in maintenance: {error or status}", type_="error",
@@ -134,6 +136,8 @@ def settled(task_id: str, status: str, error: str | None) -> None:
         offline_actions = [NodeItem.reclaim_outcome.set(RECLAIM_FAILED)]
     try:
         inventory.apply(write, [lambda tx: tx.save(event)])
+    except Busy:
+        raise  # a transient conflict: the stream redelivers the batch
     except (InvalidTransition, Conflict, NotFound):
         if not _settle_offline(node_id, task_id, offline_actions, event, status):
             logger.info("reclaim outcome already applied or superseded", extra={"task_id": task_id, "node": node_id})
@@ -155,7 +159,7 @@ def _settle_offline(node_id: str, task_id: str, actions: list[Action], event: Ev
             tx.update(NodeItem(node_pk(node_id), "META"), actions=actions, condition=guard)
             tx.save(event)
     except PynamoDBException as error:
-        if is_condition_failure(error):
+        if is_condition_failure(error) and not is_transaction_conflict(error):
             return False
         raise
     return True

@@ -17,7 +17,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.node_states import NodeChange, node_transition
-from chalicelib.errors import Conflict, InvalidTransition, NotFound
+from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
 from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict, status_in
 
@@ -98,7 +98,7 @@ def explain(write: NodeWrite, error: PynamoDBException) -> Exception:
     """The domain error a failed node write stands for (the PynamoDB error itself when it is
     neither a failed condition nor a transaction conflict)."""
     if is_transaction_conflict(error):
-        return Conflict(f"node {write.node_id} is being changed by another request; retry")
+        return Busy(f"node {write.node_id} is being changed by another request; retry")
     if not is_condition_failure(error):
         return error
     current = find(write.node_id)

@@ -3,7 +3,10 @@ offline and back. Every status change goes through the node transition table."""
 
 from __future__ import annotations
 
+import pytest
+
 from chalicelib import clock
+from chalicelib.errors import Busy
 from chalicelib.services import liveness, reclaim
 from chalicelib.store import inventory
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
@@ -320,3 +323,24 @@ def test_allocation_items_are_listed_by_end_month(fleet):
     assert list(AllocationItem.list_index.query(inventory.OPEN)) == []
     month = clock.now_iso()[:7]
     assert [a.node_id for a in AllocationItem.list_index.query(f"ALLOCEND#{month}")] == ["idx-1"]
+
+
+def test_a_reclaim_outcome_that_meets_a_concurrent_transaction_is_retried_not_lost(fleet, monkeypatch):
+    from tests.integration.test_transaction_conflicts import _conflict_once
+
+    # GIVEN a reclaim task that has completed
+    fleet.register("busy-1")
+    task_id = admin(fleet, "POST", "/v1/nodes/busy-1/reclaim", {"user": "bob"}).body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("busy-1")
+    # WHEN the node's transaction is cancelled by a concurrent one the first time
+    seen = _conflict_once(monkeypatch)
+    with pytest.raises(Busy):
+        reclaim.settled(task_id, "completed", None)
+    assert seen
+    assert node(fleet, "busy-1")["status"] == "maintenance"
+    # THEN the redelivered outcome applies
+    fleet.finish("busy-1", run)
+    fleet.settle()
+    assert node(fleet, "busy-1")["status"] == "idle"
+    assert names(fleet, task_id).count("node.reclaimed") == 1
