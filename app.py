@@ -14,10 +14,11 @@ from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.task_types import REGISTRY
-from chalicelib.errors import FleetrunError
+from chalicelib.errors import FleetrunError, ValidationFailed
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
+    allocations,
     dispatch,
     gpu_trend,
     images,
@@ -25,6 +26,8 @@ from chalicelib.services import (
     lifecycle,
     nodes,
     queries,
+    reclaim,
+    reports,
     schedules,
     snapshot,
     statistics,
@@ -35,6 +38,7 @@ from chalicelib.services import (
 )
 from chalicelib.services import realtime as realtime_api
 from chalicelib.services import timeseries as hourly_statistics
+from chalicelib.services.usage import Month
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks
 
@@ -170,11 +174,49 @@ def monitoring_snapshot(call: Call) -> Response:
     return json_response(snapshot.read())
 
 
+# --- node inventory: reclaim, allocations ----------------------------------------------
+@register(app, "reclaimNode")
+def reclaim_node(call: Call, node_id: str) -> Response:
+    task = reclaim.start(call.user.user_id, node_id, call.body().get("user"))
+    return json_response(task_view(task, [node_id]), 202, {"Location": f"/v1/tasks/{task.task_id}"})
+
+
+@register(app, "allocateNode")
+def allocate_node(call: Call, node_id: str) -> Response:
+    return json_response(allocations.answer(*allocations.allocate(node_id, call.body()["user"])))
+
+
+@register(app, "releaseNode")
+def release_node(call: Call, node_id: str) -> Response:
+    return json_response(allocations.answer(*allocations.release(node_id)))
+
+
+@register(app, "listNodeAllocations")
+def list_node_allocations(call: Call, node_id: str) -> Response:
+    limit, cursor = call.page()
+    return json_response(allocations.page_view(node_id, limit, cursor))
+
+
+# --- usage reports ----------------------------------------------------------------------
+@register(app, "getUsageReport")
+def get_usage_report(call: Call) -> Response:
+    query = call.query()
+    if "month" not in query:
+        raise ValidationFailed("month is required (YYYY-MM)", [{"path": "$query.month", "message": "required"}])
+    found = reports.link(reports.ensure(Month.parse(query["month"]), query.get("format", "csv")))
+    return json_response(found, 303, {"Location": found["url"]})
+
+
+@app.schedule(Cron(0, 1, 1, "*", "?", "*"))
+def monthly_usage_report(event: Any) -> None:
+    reports.build_previous_month()
+
+
 # --- agents -----------------------------------------------------------------------------
 @register(app, "claimRuns")
 def claim_runs(call: Call, node_id: str) -> Response:
     nodes.require_self(call.node, node_id)
-    return json_response({"runs": agent.claim(node_id, call.body().get("max", 1))})
+    return json_response({"runs": agent.claim(node_id, call.body().get("max", 1), call.node_status)})
 
 
 @register(app, "heartbeatRun")

@@ -8,14 +8,16 @@ Run from the repository root (about two minutes: it runs bench/requests.py's 1,0
 What is measured (moto in-process, the real app.py, bench/requests.py's meter and prices):
   - per node run: bench/requests.py's dollars per million node runs, by line item;
   - an idle agent's claim (`POST /v1/agents/{node}/claim` with nothing to claim): requests, read
-    units and Lambda duration; the first claim of a node after SEEN_REFRESH_SECONDS also refreshes
-    `last_seen_at` (a write, and a stream record for the aggregator);
+    units and Lambda duration; the first request of a node's agent after `liveness.refresh_seconds()`
+    (a sixth of FLEETRUN_NODE_OFFLINE_SECONDS) also refreshes `last_seen_at` (a write, and a stream
+    record for the aggregator);
   - one sweep of an idle table (the sweeper runs every minute).
 The month (30 days) multiplies them: every idle node polls every DEFAULT_IDLE_POLL_MAX_SECONDS (the
 agent's `--idle-poll-max`: after work the pause starts at 1 s and doubles up to it, which adds about
 five polls per run, negligible at 100 runs per node a month; a node with 100 runs a month is idle
 nearly all the time, so all of it is counted), each
-node's liveness is refreshed every SEEN_REFRESH_SECONDS, and Lambda's SQS pollers long-poll each
+node's liveness is refreshed every refresh_seconds(), the sweeper's node pass reads every node item
+(measured with IDLE_NODES nodes, scaled to the fleet), and Lambda's SQS pollers long-poll each
 consumed queue. Modelled, not measured: API Gateway's volume tiers, X-Ray traces at the default
 sampling rule (5% of requests), CloudWatch Logs ingestion of Lambda's own START/END/REPORT lines
 plus the app's log lines (measured bytes), the stream function's invocations for liveness records
@@ -139,12 +141,15 @@ def per_run_figures(path: Path | None) -> dict[str, Any]:
 def month(nodes: int, node_runs: int, per_run: dict[str, Any], idle: dict[str, float], poll_seconds: float,
           sqs_consumers: int, functions: int, alarms: int) -> list[tuple[str, str, float]]:
     """(item, arithmetic, USD) lines of one month."""
-    from chalicelib.services.nodes import SEEN_REFRESH_SECONDS
+    from chalicelib.services.liveness import refresh_seconds
+
+    seen_refresh_seconds = refresh_seconds()
+    sweep_read_units = idle["sweep_read_units"] * max(1.0, nodes / IDLE_NODES)  # the node pass grows with the fleet
 
     breakdown = per_run["usd_breakdown"]
     runs_m = node_runs / 1e6
     polls = nodes * SECONDS_PER_MONTH / poll_seconds
-    refreshes = nodes * SECONDS_PER_MONTH / SEEN_REFRESH_SECONDS
+    refreshes = nodes * SECONDS_PER_MONTH / seen_refresh_seconds
     sweeps = SECONDS_PER_MONTH / 60
     stream_invocations = STREAM_POLLS_PER_SECOND * SECONDS_PER_MONTH
     run_api = per_run["api_requests_per_node_run"] * node_runs
@@ -168,14 +173,14 @@ def month(nodes: int, node_runs: int, per_run: dict[str, Any], idle: dict[str, f
         ("API Gateway (node runs + idle claims)",
          f"{api_requests:,.0f} requests, tiered $3.50/$2.80/$2.38 per M", apigw_usd(api_requests)),
         ("liveness: last_seen_at writes",
-         f"{refreshes:,.0f} refreshes (every {SEEN_REFRESH_SECONDS} s) x {idle['refresh_write_units']:.2f} WRU",
+         f"{refreshes:,.0f} refreshes (every {seen_refresh_seconds} s) x {idle['refresh_write_units']:.2f} WRU",
          refreshes * (idle["refresh_write_units"] * bench.DDB_USD_PER_WRITE_UNIT
                       + idle["refresh_read_units"] * bench.DDB_USD_PER_READ_UNIT)),
         ("liveness: stream function",
          f"{stream_invocations:,.0f} invocations ({STREAM_POLLS_PER_SECOND}/s) x {idle['stream_billed_ms']:.0f} ms",
          lambda_usd(stream_invocations, idle["stream_billed_ms"])),
-        ("sweeper", f"{sweeps:,.0f} sweeps x ({idle['sweep_billed_ms']:.0f} ms + {idle['sweep_read_units']:.1f} RRU)",
-         lambda_usd(sweeps, idle["sweep_billed_ms"]) + sweeps * idle["sweep_read_units"] * bench.DDB_USD_PER_READ_UNIT),
+        ("sweeper", f"{sweeps:,.0f} sweeps x ({idle['sweep_billed_ms']:.0f} ms + {sweep_read_units:.1f} RRU)",
+         lambda_usd(sweeps, idle["sweep_billed_ms"]) + sweeps * sweep_read_units * bench.DDB_USD_PER_READ_UNIT),
         ("SQS: Lambda's pollers",
          f"{sqs_consumers} queues x {SQS_POLLERS} pollers x 1 receive/{SQS_LONG_POLL_SECONDS} s = {sqs_polls:,.0f}",
          sqs_polls * bench.SQS_USD_PER_REQUEST),

@@ -124,6 +124,14 @@ def authenticate_node(authorization: str | None) -> str:
 
     Raises Unauthenticated when the token is malformed, its node is unknown or its hash differs.
     """
+    return str(authenticate_node_item(authorization).node_id)
+
+
+def authenticate_node_item(authorization: str | None) -> NodeItem:
+    """The node item behind a node token, as read (strongly consistent) to verify it.
+
+    Raises Unauthenticated like `authenticate_node`.
+    """
     token = _bearer(authorization)
     node_id = node_id_from_token(token)
     try:
@@ -133,7 +141,7 @@ def authenticate_node(authorization: str | None) -> str:
         raise Unauthenticated(_BAD_NODE_TOKEN) from None
     if not hmac.compare_digest(node.token_hash, hash_node_token(token)):
         raise Unauthenticated(_BAD_NODE_TOKEN)
-    return node_id
+    return node
 
 
 def require_node(node_id: str, expected: str) -> None:

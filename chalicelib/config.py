@@ -202,6 +202,19 @@ def websocket_url() -> str:
     return os.environ.get("FLEETRUN_WEBSOCKET_URL", "")
 
 
+# --- node inventory and usage reports ---
+@cache
+def node_offline_seconds() -> int:
+    """How long a node's agent may stay silent before the sweeper marks the node offline."""
+    return max(6, _int("FLEETRUN_NODE_OFFLINE_SECONDS", 180))
+
+
+@cache
+def reports_bucket() -> str:
+    """Where usage reports are stored (the outputs bucket unless set)."""
+    return os.environ.get("FLEETRUN_REPORTS_BUCKET") or outputs_bucket()
+
+
 def reset() -> None:
     """Forget every cached setting (tests change the environment between cases)."""
     for getter in (
@@ -213,5 +226,6 @@ def reset() -> None:
         work_queue_url, harbor_url, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
         prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
         websocket_endpoint, websocket_url,
+        node_offline_seconds, reports_bucket,
     ):
         getter.cache_clear()

@@ -76,6 +76,10 @@ class Conflict(FleetrunError):
     status = 409
 
 
+class Busy(Conflict):
+    """Another transaction was changing the item at that moment (TransactionConflict): retry."""
+
+
 class LeaseLost(Conflict):
     """The run is no longer leased to this caller for this attempt: the agent must stop."""
 

@@ -83,13 +83,26 @@ def parameters_summary(kind: dict[str, Any]) -> str:
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("node", "status", "slots", "labels", "last seen", "registered"):
-        table.add_column(name, no_wrap=name != "labels")
+    for name in ("node", "status", "detail", "slots", "labels", "last seen", "registered"):
+        table.add_column(name, no_wrap=name not in ("labels", "detail"))
     for node in nodes:
         status = node.get("status") or "-"
         labels = ", ".join(f"{k}={v}" for k, v in (node.get("labels") or {}).items())
-        table.add_row(node["node_id"], Text(status, style=_NODE_STATUS_STYLES.get(status, "")),
+        table.add_row(node["node_id"], Text(status, style=_NODE_STATUS_STYLES.get(status, "")), _node_detail(node),
                       str(node.get("slots", 1)), labels or "-", day_time(node.get("last_seen_at")),
                       day_time(node.get("created_at")))
     return table
+
+
+def _node_detail(node: dict[str, Any]) -> str:
+    """Who has it, what reclaims it, what it returns to."""
+    parts = []
+    if node.get("allocation"):
+        parts.append(f"allocated to {node['allocation']['user']}")
+    if node.get("reclaim"):
+        reclaim = node["reclaim"]
+        parts.append(f"reclaim {reclaim['outcome']} ({reclaim['task_id']})")
+    if node.get("offline_from"):
+        parts.append(f"returns {node['offline_from']}")
+    return "; ".join(parts) or "-"
 

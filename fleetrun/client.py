@@ -28,7 +28,8 @@ class Api:
         self._session = requests.Session()
 
     def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+                headers: dict[str, str] | None = None,
+                follow_redirects: bool = True) -> tuple[int, Any, dict[str, str]]:
         """Send one request; return (status, decoded body, headers). Raises ApiError on 4xx/5xx
         and requests.RequestException when the API cannot be reached."""
         sent = {"Accept": "application/json", **(headers or {})}
@@ -41,6 +42,7 @@ class Api:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         response = self._session.request(
             method, f"{self.base_url}{path}", data=data, params=query, headers=sent, timeout=self.timeout,
+            allow_redirects=follow_redirects,
         )
         decoded: Any = response.json() if response.content else None
         if response.status_code >= 400:

@@ -35,6 +35,10 @@ def data_plane(stack: Stack, data: DataStores) -> list[iam.PolicyStatement]:
                             resources=[data.key.key_arn]),
         iam.PolicyStatement(sid="Outputs", actions=["s3:PutObject", "s3:GetObject"],
                             resources=[data.outputs_bucket.arn_for_objects("*")]),
+        # usage reports ask whether a month's file exists (HeadObject): without ListBucket S3
+        # answers 403 instead of 404 for a missing key
+        iam.PolicyStatement(sid="OutputsList", actions=["s3:ListBucket"],
+                            resources=[data.outputs_bucket.bucket_arn]),
         iam.PolicyStatement(sid="SendToQueues", actions=["sqs:SendMessage"],
                             resources=[q.queue.queue_arn for q in data.queues.values()]),
     ]

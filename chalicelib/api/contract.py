@@ -58,7 +58,9 @@ REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
     ),
 }
 RESPONSE_HEADERS: Final[dict[str, QueryParam]] = {
-    "Location": QueryParam("Location", {"type": "string"}, "/v1/tasks/{task_id} of the created task"),
+    "Location": QueryParam(
+        "Location", {"type": "string"}, "/v1/tasks/{task_id} of the created task; a report's download URL (303)",
+    ),
     "Idempotent-Replayed": QueryParam("Idempotent-Replayed", {"type": "string", "enum": ["true"]}, "a replay"),
     "Retry-After": QueryParam("Retry-After", {"type": "integer", "minimum": 1}, "seconds to wait"),
 }
@@ -210,6 +212,37 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "GET", "/v1/monitoring/snapshot", "getMonitoringSnapshot",
         "Node counts by status, running tasks, node runs in flight (at most 10 s old)", "read",
         request=None, responses=answers({200: "MonitoringSnapshot"}, *_READ), tag="monitoring",
+    ),
+    # --- node inventory: reclaim, allocations ---
+    user(
+        "POST", "/v1/nodes/{node_id}/reclaim", "reclaimNode",
+        "Put the node in maintenance and create its machine.reclaim task", "admin",
+        request="ReclaimNodeRequest", responses=answers({202: "Task"}, 400, 413, *_ACTION),
+        response_headers={202: ("Location",)}, tag="nodes",
+    ),
+    user(
+        "POST", "/v1/nodes/{node_id}/allocate", "allocateNode", "Allocate an idle node to a user", "admin",
+        request="AllocateNodeRequest", responses=answers({200: "NodeAllocation"}, 400, 413, *_ACTION), tag="nodes",
+    ),
+    user(
+        "POST", "/v1/nodes/{node_id}/release", "releaseNode", "End the node's allocation; the node is idle", "admin",
+        request=None, responses=answers({200: "NodeAllocation"}, *_ACTION), tag="nodes",
+    ),
+    user(
+        "GET", "/v1/nodes/{node_id}/allocations", "listNodeAllocations", "A node's allocations, newest first",
+        "admin", request=None, responses=answers({200: "AllocationPage"}, 400, 429, *_READ_ONE), query=PAGE,
+        tag="nodes",
+    ),
+    # --- usage reports ---
+    user(
+        "GET", "/v1/reports/usage", "getUsageReport",
+        "The month's usage report file: 303 to a presigned download URL (also in the body)", "admin",
+        request=None, responses=answers({303: "UsageReportLink"}, 400, 401, 403, 429),
+        query=(
+            QueryParam("month", {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}, "YYYY-MM (required)"),
+            QueryParam("format", {"type": "string", "enum": ["csv", "xlsx"], "default": "csv"}),
+        ),
+        response_headers={303: ("Location",)}, tag="reports",
     ),
     agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
     agent(

@@ -20,6 +20,8 @@ from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.validation import check_header, page_params, parse
 from chalicelib.errors import FleetrunError, RateLimited
 from chalicelib.observability import logger
+from chalicelib.services import liveness
+from chalicelib.store.models import NodeItem
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -34,6 +36,8 @@ class Call:
     request: Request
     actor: auth.Actor | None = None
     node_id: str | None = None
+    #: an agent's node status after this contact (see services/liveness.py)
+    node_status: str | None = None
 
     @property
     def user(self) -> auth.Actor:
@@ -94,10 +98,20 @@ def _authenticate(operation: Operation, request: Request) -> Call:
         logger.append_keys(user=actor.user_id)
         return Call(operation, request, actor=actor)
     if operation.auth == "node":
-        node_id = auth.authenticate_node(authorization)
-        logger.append_keys(node=node_id)
-        return Call(operation, request, node_id=node_id)
+        node = auth.authenticate_node_item(authorization)
+        logger.append_keys(node=node.node_id)
+        return Call(operation, request, node_id=node.node_id, node_status=_seen(node))
     return Call(operation, request)
+
+
+def _seen(node: NodeItem) -> str:
+    """Every agent request is a sign of life; recording it never fails the request (the
+    status authentication just read then stands)."""
+    try:
+        return liveness.seen(node)
+    except Exception:
+        logger.exception("could not record that the node was seen", extra={"node": node.node_id})
+        return str(node.status)
 
 
 def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:

@@ -181,12 +181,59 @@ Node: Final[Schema] = record(
         "status": {"type": "string", "enum": list(NODE_STATUSES)},
         "last_seen_at": nullable(TIMESTAMP),
         "created_at": TIMESTAMP,
+        "status_changed_at": nullable(TIMESTAMP),
+        "allocation": {
+            "type": ["object", "null"],
+            "description": "the open allocation of an `allocated` node",
+            "properties": {"allocation_id": _STRING, "user": _STRING, "started_at": TIMESTAMP},
+        },
+        "reclaim": {
+            "type": ["object", "null"],
+            "description": "the reclaim of a node in `maintenance`: `running`, or `failed` (a new reclaim may start)",
+            "properties": {
+                "task_id": _STRING, "user": _STRING, "outcome": {"type": "string", "enum": ["running", "failed"]},
+            },
+        },
+        "offline_since": {**nullable(TIMESTAMP), "description": "when an `offline` node went silent"},
+        "offline_from": {
+            **nullable({"type": "string", "enum": list(NODE_STATUSES)}),
+            "description": "the status an `offline` node returns to when its agent is seen again",
+        },
     },
     "A registered node (a machine with an agent).",
 )
 NodePage: Final[Schema] = page_of(Node, "Registered nodes.")
+Allocation: Final[Schema] = record(
+    {
+        "allocation_id": _STRING,
+        "node_id": NODE_ID,
+        "user": _STRING,
+        "started_at": TIMESTAMP,
+        "ended_at": nullable(TIMESTAMP),
+        "ended_by": {**_NULLABLE_STRING, "description": "`release` or `reclaim`"},
+        "hours": {"type": "number", "minimum": 0, "description": "up to now while open"},
+    },
+    "One allocation of a node to a user.",
+)
+AllocationPage: Final[Schema] = page_of(Allocation, "A node's allocations, newest first.")
+NodeAllocation: Final[Schema] = record(
+    {"node": Node, "allocation": Allocation}, "The node after the change and the allocation it opened or ended.",
+)
 NodeRegistered: Final[Schema] = record(
     {"node_id": NODE_ID, "token": {"type": "string", "description": "the node's agent token, shown once"}, "node": Node}
+)
+
+UsageReportLink: Final[Schema] = record(
+    {
+        "month": _STRING,
+        "format": {"type": "string", "enum": ["csv", "xlsx"]},
+        "url": {"type": "string", "description": "presigned GET of the file (also the Location header)"},
+        "expires_in": {"type": "integer", "description": "seconds the URL stays valid"},
+        "filename": _STRING,
+        "as_of": TIMESTAMP,
+        "complete": {"type": "boolean", "description": "the month had ended: the figures are final"},
+    },
+    "Where a usage report file is.",
 )
 
 ClaimedRun: Final[Schema] = record(
@@ -312,6 +359,10 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "Node": Node,
     "NodePage": NodePage,
     "NodeRegistered": NodeRegistered,
+    "Allocation": Allocation,
+    "AllocationPage": AllocationPage,
+    "NodeAllocation": NodeAllocation,
+    "UsageReportLink": UsageReportLink,
     "ClaimedRun": ClaimedRun,
     "Claim": Claim,
     "HeartbeatResponse": HeartbeatResponse,

@@ -105,6 +105,13 @@ RegisterNodeRequest: Final[Schema] = body(
     required=("node_id",),
 )
 
+#: a user's login name on the machines (the `user` of machine.reclaim)
+MACHINE_USER: Final[Schema] = {"type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$"}
+AllocateNodeRequest: Final[Schema] = body({"user": MACHINE_USER}, required=("user",))
+ReclaimNodeRequest: Final[Schema] = body(
+    {"user": {**MACHINE_USER, "description": "whose account to clean; default: the user of the open allocation"}},
+)
+
 ClaimRequest: Final[Schema] = body({"max": {"type": "integer", "minimum": 1, "maximum": 50, "default": 1}})
 
 HeartbeatRequest: Final[Schema] = body({"attempt": ATTEMPT, "progress": PROGRESS, "step": STEP}, required=("attempt",))
@@ -166,6 +173,8 @@ REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
     "DispatchRequest": DispatchRequest,
     "RetryRequest": RetryRequest,
     "RegisterNodeRequest": RegisterNodeRequest,
+    "AllocateNodeRequest": AllocateNodeRequest,
+    "ReclaimNodeRequest": ReclaimNodeRequest,
     "ClaimRequest": ClaimRequest,
     "HeartbeatRequest": HeartbeatRequest,
     "RunEvent": RunEvent,

@@ -11,7 +11,7 @@ from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.errors import InvalidTransition, LeaseLost, NotFound
 from chalicelib.observability import count, logger, tracer
-from chalicelib.services import nodes
+from chalicelib.services import liveness
 from chalicelib.services.views import counts_of
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -26,8 +26,11 @@ _CANDIDATES_PER_QUERY = 25
 
 
 @tracer.capture_method
-def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
-    """Lease up to `max_runs` claimable runs whose runner is this node, best priority first."""
+def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[dict[str, Any]]:
+    """Lease up to `max_runs` claimable runs whose runner is this node, best priority first.
+
+    A node in maintenance claims only runs of the types `liveness.claimable_types` allows.
+    """
     claimed: list[dict[str, Any]] = []
     task_cache: dict[str, TaskItem | None] = {}
     after: str | None = None
@@ -39,7 +42,7 @@ def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
             if task_id not in task_cache:
                 task_cache[task_id] = tasks.find(task_id)
             task = task_cache[task_id]
-            if task is None or not _may_start(task, int(ordinal)):
+            if task is None or not _may_start(task, int(ordinal)) or not liveness.may_claim(node_status, task.type):
                 after = f"{priority}#{task_id}#~"  # nothing later of this task can start either
                 continue
             run = _lease(task, candidate.sk.removeprefix("RUN#"), candidate.claim_sk, node_id)
@@ -51,10 +54,6 @@ def claim(node_id: str, max_runs: int) -> list[dict[str, Any]]:
             break
     if claimed:
         count("NodeRunsClaimed", value=len(claimed))
-    else:
-        # liveness is a per-node cost: an idle agent polls every few seconds and refreshes it
-        # (at most every SEEN_REFRESH_SECONDS); a claim that hands out work needs no extra write
-        nodes.touch(node_id)
     return claimed
 
 

@@ -13,9 +13,6 @@ from chalicelib.services.views import node_view
 from chalicelib.store.models import NodeItem, node_pk
 from chalicelib.store.writes import is_condition_failure
 
-#: how stale `last_seen_at` may get before a claim refreshes it (saves a write per claim)
-SEEN_REFRESH_SECONDS = 30
-
 
 def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[NodeItem, str]:
     """Register a node and issue its token (shown once; only its hash is stored).
@@ -48,28 +45,6 @@ def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], 
     result: Any = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
     items: list[NodeItem] = list(result)
     return items, result.last_evaluated_key
-
-
-def touch(node_id: str) -> None:
-    """Record that the node's agent was seen, at most one write per SEEN_REFRESH_SECONDS.
-
-    Reads first: a failed conditional write would cost a write unit on every claim.
-    """
-    now = clock.now_epoch()
-    threshold = clock.rfc3339(now - SEEN_REFRESH_SECONDS)
-    try:
-        seen = NodeItem.get(node_pk(node_id), "META", attributes_to_get=["pk", "last_seen_at"]).last_seen_at
-    except DoesNotExist:
-        return
-    if seen is not None and seen >= threshold:
-        return
-    try:
-        NodeItem(node_pk(node_id), "META").update(
-            actions=[NodeItem.last_seen_at.set(clock.rfc3339(now))], condition=NodeItem.pk.exists(),
-        )
-    except PynamoDBException as error:
-        if not is_condition_failure(error):
-            raise
 
 
 def page_view(limit: int, cursor: str | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chalicelib.observability import logger
-from chalicelib.services import aggregation, push, snapshot
+from chalicelib.services import aggregation, push, reclaim, snapshot
 from chalicelib.services.aggregation import Record
 
 Consumer = Callable[[list[Record]], None]
@@ -28,20 +28,19 @@ EARLY_CONSUMERS: tuple[Consumer, ...] = (push.push,)
 #: consumers in the order they run; each feature adds its own here
 CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status
+    reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
 )
 
 
 def handle(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     """Returns the sequence numbers to report as failed (at most one)."""
     raw = list(raw_records)
-    if raw and EARLY_CONSUMERS:
-        early = [Record(r) for r in raw]
-        for consume in EARLY_CONSUMERS:
-            consume(early)
-    failed = aggregation.process_batch(raw)
-    if not raw or not CONSUMERS:
-        return failed
     records = [Record(r) for r in raw]
+    for consume in EARLY_CONSUMERS:
+        consume(records)
+    failed = aggregation.process_batch(raw)
+    if not records:
+        return failed
     for consume in CONSUMERS:
         try:
             consume(records)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
+from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib import clock, secrets
@@ -36,10 +38,13 @@ def request_hash(body: dict[str, Any]) -> str:
 
 
 @tracer.capture_method
-def submit(owner: str, body: dict[str, Any], idempotency_key: str | None) -> Submitted:
-    """Create a task from a validated `POST /v1/tasks` body.
+def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
+           alongside: Callable[[TaskItem], Sequence[Callable[[TransactWrite], None]]] | None = None) -> Submitted:
+    """Create a task from a validated `POST /v1/tasks` body. `alongside(task)` may add writes
+    to the creating transaction (they all happen or none does).
 
-    Raises UnknownTaskType, ValidationFailed, PayloadTooLarge, IdempotencyKeyReused.
+    Raises UnknownTaskType, ValidationFailed, PayloadTooLarge, IdempotencyKeyReused, and the
+    PynamoDB error when a write `alongside` added fails its condition.
     """
     task_type = get_task_type(body["type"])
     parameters = body.get("parameters") or {}
@@ -62,7 +67,7 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None) -> Sub
         data={"target_node_count": len(targets)}, at=task.created_at,
     )])
     try:
-        tasks.create(task, targets, idempotency, created)
+        tasks.create(task, targets, idempotency, created, alongside(task) if alongside else ())
     except tasks.IdempotencyRecordExists:
         # a racing request with the same key won: answer with its task
         assert idempotency_key is not None

@@ -11,7 +11,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.observability import logger, tracer
-from chalicelib.services import finishing, jobs, work
+from chalicelib.services import finishing, jobs, liveness, work
 from chalicelib.services.views import counts_of, service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -24,6 +24,7 @@ class SweepReport:
     requeued_runs: int = 0
     timed_out_runs: int = 0
     windows_reopened: int = 0
+    nodes_offline: list[str] = field(default_factory=list)
 
 
 @tracer.capture_method
@@ -40,6 +41,10 @@ def sweep(now: float | None = None) -> SweepReport:
             _sweep_task(task, now, report)
         except Exception:
             logger.exception("sweep of task failed; next pass retries", extra={"task_id": task_id})
+    try:
+        report.nodes_offline = liveness.mark_silent_nodes_offline(now)
+    except Exception:
+        logger.exception("node liveness sweep failed; next pass retries")
     logger.info("sweep done", extra=report.__dict__)
     return report
 

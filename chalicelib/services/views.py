@@ -82,6 +82,14 @@ def node_view(node: NodeItem) -> dict[str, Any]:
         "status": node.status,
         "last_seen_at": node.last_seen_at,
         "created_at": node.created_at,
+        "status_changed_at": node.status_changed_at,
+        "allocation": {"allocation_id": node.allocation_id, "user": node.allocated_to, "started_at": node.allocated_at}
+        if node.allocation_id else None,
+        "reclaim": {
+            "task_id": node.reclaim_task_id, "user": node.reclaim_user, "outcome": node.reclaim_outcome or "running",
+        } if node.reclaim_task_id else None,
+        "offline_since": node.offline_since,
+        "offline_from": node.offline_from,
     }
 
 

@@ -8,6 +8,7 @@
 | events          | TASK#<id>           | EVT#<ulid>       |
 | idempotency     | IDEM#<owner>#<key>  | IDEM             |
 | node (machine)  | NODE#<id>           | META             |
+| allocation      | NODE#<id>           | ALLOC#<start>#<ulid> | (list-index: ALLOCEND#OPEN or ALLOCEND#<end month>)
 | statistics      | STATS#<scope>       | <shard>          | (raw boto3: dynamic attribute names, see counters.py)
 | rate bucket     | RATE#<user>         | <minute>         |
 | schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
@@ -251,6 +252,20 @@ class NodeItem(FleetrunModel):
     last_seen_at = UnicodeAttribute(null=True)
     list_pk = UnicodeAttribute(null=True)
     list_sk = UnicodeAttribute(null=True)
+    # --- inventory (domain/node_states.py sets and clears these with the status) ---
+    status_changed_at = UnicodeAttribute(null=True)
+    #: the open allocation (its item is NODE#<id> / `allocation_sk`)
+    allocation_id = UnicodeAttribute(null=True)
+    allocated_to = UnicodeAttribute(null=True)
+    allocated_at = UnicodeAttribute(null=True)
+    allocation_sk = UnicodeAttribute(null=True)
+    #: the machine.reclaim task of a node in maintenance, and its outcome once it failed
+    reclaim_task_id = UnicodeAttribute(null=True)
+    reclaim_user = UnicodeAttribute(null=True)
+    reclaim_outcome = UnicodeAttribute(null=True)
+    #: the status an offline node returns to when its agent is seen again
+    offline_from = UnicodeAttribute(null=True)
+    offline_since = UnicodeAttribute(null=True)
 
     list_index = ListIndex()
 
@@ -286,8 +301,32 @@ class ImageItem(FleetrunModel):
     list_index = ListIndex()
 
 
+class AllocationItem(FleetrunModel):
+    """One allocation of a node to a user, with start and end (open while `ended_at` is null).
+
+    Listed by end month (`ALLOCEND#<yyyy-mm>`, open ones under `ALLOCEND#OPEN`) so a month's
+    usage report reads only allocations that ended in or after that month, plus open ones.
+    """
+
+    class Meta(_Meta):
+        pass
+
+    allocation_id = UnicodeAttribute()
+    node_id = UnicodeAttribute()
+    user = UnicodeAttribute()
+    started_at = UnicodeAttribute()
+    ended_at = UnicodeAttribute(null=True)
+    #: `release` or `reclaim`
+    ended_by = UnicodeAttribute(null=True)
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
+
+
 ALL_MODELS: tuple[type[FleetrunModel], ...] = (
     TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
+    AllocationItem,
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
@@ -41,8 +41,10 @@ def chunk_targets(task_id: str, nodes: Sequence[str], first_chunk: int = 0) -> l
     ]
 
 
-def create(task: TaskItem, targets: Sequence[str], idempotency: IdempotencyItem | None, event: EventItem) -> None:
-    """Write a task, its targets, its first event and its idempotency record in one transaction.
+def create(task: TaskItem, targets: Sequence[str], idempotency: IdempotencyItem | None, event: EventItem,
+           alongside: Sequence[Callable[[TransactWrite], None]] = ()) -> None:
+    """Write a task, its targets, its first event and its idempotency record in one transaction
+    (plus the writes `alongside` adds, such as the node a reclaim task puts in maintenance).
 
     Raises IdempotencyRecordExists when the idempotency record already exists.
     """
@@ -55,6 +57,8 @@ def create(task: TaskItem, targets: Sequence[str], idempotency: IdempotencyItem 
             for chunk in chunk_targets(task.task_id, targets):
                 tx.save(chunk)
             tx.save(event)
+            for part in alongside:
+                part(tx)
     except PynamoDBException as error:
         # racing requests with one key: the loser sees the record (condition) or the winner's
         # transaction in flight (conflict); either way the answer is the winner's task

@@ -192,7 +192,7 @@ def test_every_function_has_its_own_role_environment_and_log_group(templates, st
     roles = cfn.resources(template, "AWS::IAM::Role")
     fns = cfn.functions(template)
     assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics",
-                        "IntakeWorker", "WorkWorker", "SyncImagesDaily",
+                        "IntakeWorker", "WorkWorker", "SyncImagesDaily", "MonthlyUsageReport",
                         "WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"}
     seen_roles = set()
     for name, fn in fns.items():
@@ -214,6 +214,7 @@ def test_schedules_are_eventbridge_rules(templates):
              for rule in cfn.resources(template, "AWS::Events::Rule").values()}
     assert cfn.target(rules["rate(1 minute)"]["Targets"][0]["Arn"]) == "Sweep"
     assert cfn.target(rules["cron(17 3 * * ? *)"]["Targets"][0]["Arn"]) == "ReconcileStatistics"
+    assert cfn.target(rules["cron(0 1 1 * ? *)"]["Targets"][0]["Arn"]) == "MonthlyUsageReport"
     for rule in rules.values():
         assert rule["State"] == "ENABLED"
         assert rule["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"] >= 1
@@ -225,7 +226,8 @@ def test_schedules_are_eventbridge_rules(templates):
     rule_ids = {r["Properties"]["ScheduleExpression"]: k
                 for k, r in cfn.resources(template, "AWS::Events::Rule").items()}
     assert permitted == {("Sweep", rule_ids["rate(1 minute)"]), ("ReconcileStatistics", rule_ids["cron(17 3 * * ? *)"]),
-                         ("SyncImagesDaily", rule_ids["cron(0 2 * * ? *)"])}
+                         ("SyncImagesDaily", rule_ids["cron(0 2 * * ? *)"]),
+                         ("MonthlyUsageReport", rule_ids["cron(0 1 1 * ? *)"])}
 
 
 def test_user_schedules_have_a_group_and_a_role_that_only_feeds_intake(templates):

@@ -1,0 +1,158 @@
+"""Commands about the node inventory: allocate, release, reclaim, a node's allocations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+from rich.table import Table
+
+from fleetrun.cli_fleet import node_group
+from fleetrun.cli_render import day_time
+from fleetrun.cli_session import EXIT_ERROR, Failure, Session, json_option, pass_session, print_json
+from fleetrun.cli_watch import watch
+
+
+def _said(session: Session, node: dict[str, Any], what: str) -> None:
+    session.out.print(f"node {node['node_id']} is {node['status']}: {what}", markup=False)
+
+
+@node_group.command("allocate")
+@click.argument("node_id")
+@click.option("-u", "--user", required=True, help="The user (login name on the machine) who gets the node.")
+@json_option
+@pass_session
+def allocate(session: Session, node_id: str, user: str, as_json: bool) -> None:
+    """Allocate an idle node to a user (admin); the allocation is recorded for usage reports.
+
+    \b
+    Example:
+      fleetrun node allocate gpu-7 --user alice
+    """
+    answer = session.api().post(f"/v1/nodes/{node_id}/allocate", {"user": user})
+    if as_json:
+        print_json(answer)
+        return
+    allocation = answer["allocation"]
+    _said(session, answer["node"], f"allocation {allocation['allocation_id']} to {allocation['user']} "
+                                   f"since {allocation['started_at']}")
+
+
+@node_group.command("release")
+@click.argument("node_id")
+@json_option
+@pass_session
+def release(session: Session, node_id: str, as_json: bool) -> None:
+    """End the node's allocation (admin); the node is idle again."""
+    answer = session.api().post(f"/v1/nodes/{node_id}/release")
+    if as_json:
+        print_json(answer)
+        return
+    allocation = answer["allocation"]
+    _said(session, answer["node"], f"allocation {allocation['allocation_id']} of {allocation['user']} ended "
+                                   f"after {allocation['hours']} h")
+
+
+@node_group.command("reclaim")
+@click.argument("node_id")
+@click.option("-u", "--user", help="Whose account to clean  [default: the user of the open allocation]")
+@click.option("-w", "--watch", "follow", is_flag=True, help="Follow the reclaim task; exit 0 only if it completes.")
+@json_option
+@pass_session
+def reclaim(session: Session, node_id: str, user: str | None, follow: bool, as_json: bool) -> None:
+    """Reclaim a node (admin): maintenance, then stop the user's processes, clean the home,
+    remove containers, reset authorized_keys. Success makes the node idle; failure keeps it
+    in maintenance (reclaim again, or retry the task).
+
+    \b
+    Example:
+      fleetrun node reclaim gpu-7 --watch
+    """
+    api = session.api()
+    task = api.post(f"/v1/nodes/{node_id}/reclaim", {"user": user} if user else None)
+    if as_json and not follow:
+        print_json(task)
+        return
+    if not as_json:
+        session.out.print(f"node {node_id} is in maintenance; reclaim task {task['task_id']}", markup=False)
+    if follow:
+        status = watch(api, task["task_id"], session.err if as_json else session.out)
+        node = api.get(f"/v1/nodes/{node_id}")
+        if as_json:
+            print_json(node)
+        else:
+            _said(session, node, "reclaimed" if node["status"] == "idle" else "the reclaim did not succeed")
+        raise SystemExit(status)
+
+
+@node_group.command("allocations")
+@click.argument("node_id")
+@json_option
+@pass_session
+def allocations(session: Session, node_id: str, as_json: bool) -> None:
+    """List a node's allocations, newest first (admin)."""
+    items = session.api().pages(f"/v1/nodes/{node_id}/allocations")
+    if as_json:
+        print_json({"items": items, "next_cursor": None})
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("allocation", "user", "started", "ended", "by", "hours"):
+        table.add_column(name, no_wrap=True)
+    for item in items:
+        table.add_row(item["allocation_id"], item["user"], day_time(item["started_at"]),
+                      day_time(item["ended_at"]) if item["ended_at"] else "open", item["ended_by"] or "-",
+                      f"{item['hours']:.2f}")
+    session.out.print(table if items else f"node {node_id} was never allocated")
+
+
+
+
+@click.group("report")
+def report_group() -> None:
+    """Usage reports (admin)."""
+
+
+@report_group.command("usage")
+@click.option("--month", metavar="YYYY-MM", help="The month  [default: last month]")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the file  [default: fleetrun-usage-<month>.<format>]")
+@json_option
+@pass_session
+def usage(session: Session, month: str | None, fmt: str, output: Path | None, as_json: bool) -> None:
+    """Download a month's usage report: allocation hours per user and node, tasks per user.
+
+    A finished month's report is built once (by the monthly job or on first request) and
+    reused; the current month's is built as of now.
+
+    \b
+    Example:
+      fleetrun report usage --month 2026-11 --format xlsx -o november.xlsx
+    """
+    month = month or _last_month()
+    _, link, _ = session.api().request("GET", "/v1/reports/usage", params={"month": month, "format": fmt},
+                                       follow_redirects=False)
+    target = output or Path(link["filename"])
+    try:
+        response = requests.get(link["url"], timeout=60)  # presigned: no fleetrun credentials go to S3
+        response.raise_for_status()
+    except requests.RequestException as error:
+        raise Failure(f"could not download the report: {error}", EXIT_ERROR) from None
+    target.write_bytes(response.content)
+    if as_json:
+        print_json({**link, "path": str(target), "bytes": len(response.content)})
+    else:
+        state = "final" if link["complete"] else f"as of {link['as_of']}"
+        session.out.print(f"usage report {link['month']} ({state}) written to {target}", markup=False)
+
+
+def _last_month() -> str:
+    today = datetime.now(UTC)
+    return f"{today.year - (today.month == 1):04d}-{12 if today.month == 1 else today.month - 1:02d}"
+
+
+#: top-level commands of this module (its node subcommands are on `node`)
+COMMANDS: tuple[click.Command, ...] = (report_group,)
