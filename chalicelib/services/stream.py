@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from chalicelib.notify import fanout
 from chalicelib.observability import logger
 from chalicelib.services import aggregation, snapshot
 from chalicelib.services.aggregation import Record
@@ -20,6 +21,7 @@ Consumer = Callable[[list[Record]], None]
 #: consumers in the order they run; each feature adds its own here
 CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status
+    fanout.consume,  # notifications: one queued delivery per (subscription, task change)
 )
 
 
