@@ -200,8 +200,8 @@ def reset() -> None:
         prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
     ):
         getter.cache_clear()
-    for getter in _NOTIFY_SETTINGS:
-        getter.cache_clear()
+    for notify_getter in _NOTIFY_SETTINGS:
+        notify_getter.cache_clear()
 
 
 # --- notifications ------------------------------------------------------------------------

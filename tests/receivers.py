@@ -61,7 +61,7 @@ def start() -> Receiver:
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             parts = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             query = {name: values[0] for name, values in parse_qs(parts.query).items()}
@@ -78,7 +78,7 @@ def start() -> Receiver:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

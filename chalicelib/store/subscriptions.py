@@ -48,7 +48,7 @@ def new_subscription(**fields: Any) -> SubscriptionItem:
 def _index_items(subscription: SubscriptionItem) -> Iterator[SubscriptionEventItem]:
     for event in subscription.events:
         yield SubscriptionEventItem(
-            event_pk(event, subscription.scope, subscription.owner), subscription.subscription_id,
+            event_pk(str(event), subscription.scope, subscription.owner), subscription.subscription_id,
             subscription_id=subscription.subscription_id,
             filter_type=subscription.filter_type, filter_tag=subscription.filter_tag,
         )

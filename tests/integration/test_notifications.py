@@ -110,7 +110,8 @@ class TestWebhook:
             task_id, "slurm.scale_up", "completed", "alice")
         assert task["node_counts"]["succeeded"] == 2
         assert "parameters" not in task
-        assert PASSWORD not in request.body.decode() and SECRET not in request.body.decode()
+        assert PASSWORD not in request.body.decode()
+        assert SECRET not in request.body.decode()
         # AND the delivery log records it
         (logged,) = deliveries(fleet, subscription_id)
         assert logged["delivery_id"] == document["delivery_id"]
@@ -211,7 +212,8 @@ class TestWebhook:
             QueueUrl=fleet.provisioned.queue_urls[NOTIFY_QUEUE.name], AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
         assert len(receiver.at("/busy")) == 1
-        assert delivery.backoff_seconds(1) == 60 and delivery.backoff_seconds(3) == 240
+        assert delivery.backoff_seconds(1) == 60
+        assert delivery.backoff_seconds(3) == 240
 
 
 def receivers_first_at(attempts: list[receivers.Received]) -> str:
@@ -236,11 +238,14 @@ class TestSlackAndDingTalk:
         assert task_id in payload["text"]
         assert [block["type"] for block in payload["blocks"]] == ["header", "section", "actions"]
         header, section, actions = payload["blocks"]
-        assert header["text"]["type"] == "plain_text" and "partially failed" in header["text"]["text"]
-        assert section["text"]["type"] == "mrkdwn" and "task.partial_failure" in section["text"]["text"]
+        assert header["text"]["type"] == "plain_text"
+        assert "partially failed" in header["text"]["text"]
+        assert section["text"]["type"] == "mrkdwn"
+        assert "task.partial_failure" in section["text"]["text"]
         assert all(field["type"] == "mrkdwn" for field in section["fields"])
         (button,) = actions["elements"]
-        assert button["type"] == "button" and button["url"] == f"{DASHBOARD}/#/tasks/{task_id}"
+        assert button["type"] == "button"
+        assert button["url"] == f"{DASHBOARD}/#/tasks/{task_id}"
         assert PASSWORD not in request.body.decode()
         assert deliveries(fleet, subscription_id)[0]["status"] == "delivered"
         # AND the webhook URL, a credential, is masked in the subscription
@@ -268,7 +273,8 @@ class TestSlackAndDingTalk:
         assert payload["msgtype"] == "markdown"
         assert "failed" in payload["markdown"]["title"]
         assert f"({DASHBOARD}/#/tasks/{task_id})" in payload["markdown"]["text"]
-        assert DING_SECRET not in request.body.decode() and PASSWORD not in request.body.decode()
+        assert DING_SECRET not in request.body.decode()
+        assert PASSWORD not in request.body.decode()
 
     def test_a_dingtalk_error_code_is_a_failed_delivery(self, fleet, notify, receiver):
         # GIVEN a robot that answers HTTP 200 with a DingTalk error code
@@ -304,7 +310,8 @@ class TestEmail:
         assert sent.source == config.notify_email_sender()
         assert sent.destinations["ToAddresses"] == ["ops@example.com"]
         assert "completed" in sent.subject
-        assert task_id in sent.body and f"{DASHBOARD}/#/tasks/{task_id}" in sent.body
+        assert task_id in sent.body
+        assert f"{DASHBOARD}/#/tasks/{task_id}" in sent.body
         assert PASSWORD not in sent.body
         assert deliveries(fleet, subscription_id)[0]["status"] == "delivered"
 
