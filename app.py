@@ -338,8 +338,7 @@ def sync_images_daily(event: Any) -> None:
 # --- notifications ----------------------------------------------------------------------
 @register(app, "createSubscription")
 def create_subscription(call: Call) -> Response:
-    body = subscriptions.create(call.user, call.body())
-    return json_response(body, 201, {"Location": f"/v1/subscriptions/{body['subscription_id']}"})
+    return json_response(subscriptions.create(call.user, call.body()), 201)
 
 
 @register(app, "listSubscriptions")
