@@ -59,11 +59,14 @@ def handle(received: Received) -> None:
         raise
     final = received.attempt >= NOTIFY_QUEUE.max_receive_count
     status = DELIVERED if outcome.ok else (DEAD_LETTERED if final else FAILED)
-    store.record_delivery(
-        subscription.subscription_id, delivery_id=message["delivery_id"], event=message["event"],
-        task_id=message["task"]["task_id"], attempt=received.attempt, status=status,
-        status_code=outcome.status_code, duration_ms=outcome.duration_ms, error=outcome.error,
-    )
+    try:
+        store.record_delivery(
+            subscription.subscription_id, delivery_id=message["delivery_id"], event=message["event"],
+            task_id=message["task"]["task_id"], attempt=received.attempt, status=status,
+            status_code=outcome.status_code, duration_ms=outcome.duration_ms, error=outcome.error,
+        )
+    except Exception:  # a lost log line must not send a delivered notification again
+        logger.exception("could not record a delivery attempt", extra={"delivery_id": message["delivery_id"]})
     count("NotificationDeliveries", channel=subscription.channel, status=status)
     if outcome.ok:
         return
