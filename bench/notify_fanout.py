@@ -73,11 +73,16 @@ def measure(size: int) -> dict[str, Any]:
         config.reset(), aws.reset(), models.reset_connections()
         sealed = secrets.seal({"target": "https://hooks.example.com/x", "secret": "s" * 16})
         owners = ["alice", "root", *(f"user-{i}" for i in range(size - 2))]
-        for owner in owners:
-            store.create(store.new_subscription(
-                owner=owner, scope="all" if owner == "root" else "own", channel="webhook",
-                target_display="https://hooks.example.com/x", sealed=sealed, secret_set=True, events=EVENTS,
-                created_at="2026-11-22T00:00:00.000Z"))
+        # the same items store.create writes, batched (moto copies the whole table per transaction)
+        with models.SubscriptionItem.batch_write() as items, models.SubscriptionEventItem.batch_write() as index:
+            for owner in owners:
+                subscription = store.new_subscription(
+                    owner=owner, scope="all" if owner == "root" else "own", channel="webhook",
+                    target_display="https://hooks.example.com/x", sealed=sealed, secret_set=True, events=EVENTS,
+                    created_at="2026-11-22T00:00:00.000Z")
+                items.save(subscription)
+                for item in store.index_items(subscription):
+                    index.save(item)
         meter = Meter()
         for model in (models.SubscriptionItem, models.SubscriptionEventItem):  # a client per model
             model._get_connection().connection.client.meta.events.register("after-call.dynamodb", meter)

@@ -45,7 +45,8 @@ def new_subscription(**fields: Any) -> SubscriptionItem:
     )
 
 
-def _index_items(subscription: SubscriptionItem) -> Iterator[SubscriptionEventItem]:
+def index_items(subscription: SubscriptionItem) -> Iterator[SubscriptionEventItem]:
+    """The per-event index items written and deleted with `subscription`."""
     for event in subscription.events:
         yield SubscriptionEventItem(
             event_pk(str(event), subscription.scope, subscription.owner), subscription.subscription_id,
@@ -61,14 +62,14 @@ def _connection() -> Any:
 def create(subscription: SubscriptionItem) -> None:
     with TransactWrite(connection=_connection()) as transaction:
         transaction.save(subscription, condition=SubscriptionItem.pk.does_not_exist())
-        for item in _index_items(subscription):
+        for item in index_items(subscription):
             transaction.save(item)
 
 
 def delete(subscription: SubscriptionItem) -> None:
     with TransactWrite(connection=_connection()) as transaction:
         transaction.delete(subscription)
-        for item in _index_items(subscription):
+        for item in index_items(subscription):
             transaction.delete(item)
 
 
