@@ -15,6 +15,7 @@ from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.errors import FleetrunError, ValidationFailed
+from chalicelib.notify import delivery, subscriptions
 from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
@@ -402,3 +403,50 @@ def ws_message(event: WebsocketEvent) -> dict[str, Any]:
 def ws_disconnect(event: WebsocketEvent) -> dict[str, Any]:
     realtime_api.disconnect(event.connection_id)
     return {"statusCode": 200}
+
+
+# --- notifications ----------------------------------------------------------------------
+@register(app, "createSubscription")
+def create_subscription(call: Call) -> Response:
+    return json_response(subscriptions.create(call.user, call.body()), 201)
+
+
+@register(app, "listSubscriptions")
+def list_subscriptions(call: Call) -> Response:
+    limit, cursor = call.page()
+    return json_response(subscriptions.page(call.user, limit, cursor))
+
+
+@register(app, "getSubscription")
+def get_subscription(call: Call, subscription_id: str) -> Response:
+    return json_response(subscriptions.get(call.user, subscription_id))
+
+
+@register(app, "deleteSubscription")
+def delete_subscription(call: Call, subscription_id: str) -> Response:
+    subscriptions.delete(call.user, subscription_id)
+    return json_response({"subscription_id": subscription_id, "deleted": True})
+
+
+@register(app, "listDeliveries")
+def list_deliveries(call: Call, subscription_id: str) -> Response:
+    limit, cursor = call.page()
+    return json_response(subscriptions.deliveries(call.user, subscription_id, limit, cursor))
+
+
+_notify_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def _deliver_notification(record: SQSRecord) -> None:
+    delivery.handle(delivery.Received(
+        body=record.body, message_id=record.message_id, receipt_handle=record.receipt_handle,
+        attempt=int(record.attributes.approximate_receive_count or 1),
+    ))
+
+
+@app.on_sqs_message(queue=resources.NOTIFY_QUEUE.name, batch_size=resources.NOTIFY_QUEUE.batch_size)
+def notify_worker(event: SQSEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], process_partial_response(
+        event=event.to_dict(), record_handler=_deliver_notification, processor=_notify_processor,
+        context=event.context,  # type: ignore[arg-type]
+    ))

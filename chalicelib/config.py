@@ -229,3 +229,51 @@ def reset() -> None:
         node_offline_seconds, reports_bucket,
     ):
         getter.cache_clear()
+    for notify_getter in _NOTIFY_SETTINGS:
+        notify_getter.cache_clear()
+
+
+# --- notifications ------------------------------------------------------------------------
+@cache
+def notify_queue_url() -> str:
+    return os.environ.get("FLEETRUN_NOTIFY_QUEUE_URL", "")
+
+
+@cache
+def notify_email_sender() -> str:
+    """The SES-verified From address of e-mail notifications; empty: the email channel is off."""
+    return os.environ.get("FLEETRUN_NOTIFY_EMAIL_SENDER", "")
+
+
+@cache
+def notify_timeout_seconds() -> float:
+    """Connect and read timeout of one webhook/Slack/DingTalk delivery."""
+    raw = os.environ.get("FLEETRUN_NOTIFY_TIMEOUT_SECONDS", "")
+    return float(raw) if raw else 5.0
+
+
+@cache
+def notify_backoff_seconds() -> int:
+    """First retry delay of a failed delivery; doubles per attempt (capped at 15 minutes)."""
+    return _int("FLEETRUN_NOTIFY_BACKOFF_SECONDS", 10)
+
+
+@cache
+def notify_allow_local_targets() -> bool:
+    """Allow http:// and loopback/private addresses as notification targets (default: local mode only)."""
+    raw = os.environ.get("FLEETRUN_NOTIFY_ALLOW_LOCAL_TARGETS", "")
+    if raw == "":
+        return local_mode()
+    return raw not in ("0", "false")
+
+
+@cache
+def dashboard_url() -> str:
+    """Base of the task links in notifications (`<base>/#/tasks/<id>`); default FLEETRUN_PUBLIC_URL."""
+    return os.environ.get("FLEETRUN_DASHBOARD_URL", "") or public_url()
+
+
+_NOTIFY_SETTINGS = (
+    notify_queue_url, notify_email_sender, notify_timeout_seconds, notify_backoff_seconds,
+    notify_allow_local_targets, dashboard_url,
+)

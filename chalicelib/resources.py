@@ -19,6 +19,8 @@ class QueueSpec:
     #: receives before a message goes to the dead-letter queue
     max_receive_count: int
     batch_size: int
+    #: the consumer sets each failed message's retry delay itself (ChangeMessageVisibility)
+    retry_delay_by_handler: bool = False
 
     @property
     def dlq_name(self) -> str:
@@ -30,7 +32,8 @@ DISPATCH_QUEUE = QueueSpec("fleetrun-dispatch", visibility_timeout=720, max_rece
 #: runs the service executes itself (images.sync, HTTP calls, SSM)
 WORK_QUEUE = QueueSpec("fleetrun-work", visibility_timeout=900, max_receive_count=3, batch_size=1)
 #: notification deliveries (webhook, Slack, DingTalk, email), retried with backoff
-NOTIFY_QUEUE = QueueSpec("fleetrun-notify", visibility_timeout=720, max_receive_count=8, batch_size=10)
+NOTIFY_QUEUE = QueueSpec("fleetrun-notify", visibility_timeout=720, max_receive_count=8, batch_size=10,
+                         retry_delay_by_handler=True)
 #: task submissions from automation and schedules
 INTAKE_QUEUE = QueueSpec("fleetrun-intake", visibility_timeout=720, max_receive_count=3, batch_size=10)
 QUEUES: tuple[QueueSpec, ...] = (DISPATCH_QUEUE, WORK_QUEUE, NOTIFY_QUEUE, INTAKE_QUEUE)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from fleetrun import cli_fleet, cli_images, cli_inventory, cli_monitor, cli_schedules, cli_tasks
+from fleetrun import cli_fleet, cli_images, cli_inventory, cli_monitor, cli_schedules, cli_subscriptions, cli_tasks
 from fleetrun.cli_login import login, whoami
 from fleetrun.cli_session import Session, reported_failures
 from fleetrun.cli_submit import submit
@@ -70,7 +70,8 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
 cli.add_command(login)
 cli.add_command(whoami)
 cli.add_command(submit)
-for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS, *cli_images.COMMANDS, *cli_inventory.COMMANDS):
+for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS, *cli_images.COMMANDS, *cli_inventory.COMMANDS,
+                *cli_subscriptions.COMMANDS):
     cli.add_command(command)
 cli.add_command(cli_schedules.schedules_group)
 cli.add_command(cli_monitor.monitor)

@@ -78,3 +78,12 @@ def read_secrets(arns: list[str]) -> list[iam.PolicyStatement]:
     if not arns:
         return []
     return [iam.PolicyStatement(sid="ReadHarborSecrets", actions=["secretsmanager:GetSecretValue"], resources=arns)]
+
+
+def send_email(stack: Stack, sender: str) -> iam.PolicyStatement:
+    """SES SendEmail from `sender` only (the notify worker's e-mail channel)."""
+    return iam.PolicyStatement(
+        sid="NotifyEmail", actions=["ses:SendEmail"],
+        resources=[f"arn:{stack.partition}:ses:{stack.region}:{stack.account}:identity/*"],
+        conditions={"StringEquals": {"ses:FromAddress": sender}},
+    )

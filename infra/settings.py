@@ -16,6 +16,8 @@ Every key can be given for all stages (`-c throttleRate=100`) or for one
 | `intakeProducers` | none | FLEETRUN_INTAKE_PRODUCERS: owners an SQS intake message may name, comma-separated |
 | `harborUrl`, `harborRobotName` | none: image sync off | FLEETRUN_HARBOR_URL, FLEETRUN_HARBOR_ROBOT_NAME |
 | `harborRobotSecretArn`, `harborWebhookSecretArn` | none | Secrets Manager secrets the functions may read |
+| `notifyEmailSender` | none: the email channel is off | FLEETRUN_NOTIFY_EMAIL_SENDER, an SES-verified From address |
+| `dashboardUrl` | none | FLEETRUN_DASHBOARD_URL, base of the task links in notifications |
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class StageSettings:
     harbor_robot_name: str | None = None
     harbor_robot_secret_arn: str | None = None
     harbor_webhook_secret_arn: str | None = None
+    notify_email_sender: str | None = None
+    dashboard_url: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -121,6 +125,8 @@ def stage_settings(node: _Context, stage: str) -> StageSettings:
         harbor_robot_name=get("harborRobotName"),
         harbor_robot_secret_arn=get("harborRobotSecretArn"),
         harbor_webhook_secret_arn=get("harborWebhookSecretArn"),
+        notify_email_sender=get("notifyEmailSender"),
+        dashboard_url=get("dashboardUrl"),
     )
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack, Tags
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra import iam_policies
 from infra.alarms import Alarms
 from infra.chalice_app import ChaliceApp
 from infra.data import DataStores, queue_env_name
@@ -33,7 +35,8 @@ class FleetrunStack(Stack):
         self.schedules = UserSchedules(self, "UserSchedules", settings, self.data.queues[INTAKE_QUEUE])
         self.app = ChaliceApp(self, settings, self.data, self._environment(),
                               api_only_statements=self.schedules.api_statements(), source_dir=source_dir,
-                              function_statements={"IntakeWorker": self.schedules.intake_worker_statements()})
+                              function_statements={"IntakeWorker": self.schedules.intake_worker_statements(),
+                                                   **self._notify_statements()})
         self.alarms = Alarms(self, "Alarms", settings, self.data, self.app)
         self._outputs()
 
@@ -55,7 +58,15 @@ class FleetrunStack(Stack):
         env.update({queue_env_name(q.spec): q.queue.queue_url for q in data.queues.values()})
         env.update(self.schedules.environment())
         env.update(s.harbor_environment)
+        env.update({name: value for name, value in (
+            ("FLEETRUN_NOTIFY_EMAIL_SENDER", s.notify_email_sender), ("FLEETRUN_DASHBOARD_URL", s.dashboard_url),
+        ) if value})
         return env
+
+    def _notify_statements(self) -> dict[str, list[iam.PolicyStatement]]:
+        """The notify worker may send e-mail from the configured sender (nothing else may)."""
+        sender = self.settings.notify_email_sender
+        return {"NotifyWorker": [iam_policies.send_email(self, sender)]} if sender else {}
 
     def _outputs(self) -> None:
         CfnOutput(self, "ApiUrl", value=self.app.api_url, description="HTTPS API (base of /v1/...)")

@@ -49,6 +49,7 @@ PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "node_id": NODE_ID,
     "run_id": {"type": "string", "minLength": 1, "maxLength": 256},
     "schedule_id": {"type": "string", "minLength": 1, "maxLength": 64},
+    "subscription_id": {"type": "string", "minLength": 1, "maxLength": 64},
 }
 REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
     "Idempotency-Key": QueryParam(
@@ -273,5 +274,29 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     user(
         "DELETE", "/v1/schedules/{schedule_id}", "deleteSchedule", "Delete a schedule; answers what was deleted",
         "write", request=None, responses=answers({200: "Schedule"}, 401, 403, 404, 429), tag="schedules",
+    ),
+    # --- notification subscriptions ---
+    user(
+        "POST", "/v1/subscriptions", "createSubscription", "Subscribe a webhook, Slack, DingTalk or e-mail target",
+        "read", request="CreateSubscriptionRequest", responses=answers({201: "Subscription"}, 400, 401, 403, 413, 429),
+        tag="subscriptions",
+    ),
+    user(
+        "GET", "/v1/subscriptions", "listSubscriptions", "Your subscriptions (an admin: every one), newest first",
+        "read", request=None, responses=answers({200: "SubscriptionPage"}, 400, *_READ), query=PAGE,
+        tag="subscriptions",
+    ),
+    user(
+        "GET", "/v1/subscriptions/{subscription_id}", "getSubscription", "One subscription", "read",
+        request=None, responses=answers({200: "Subscription"}, *_READ_ONE), tag="subscriptions",
+    ),
+    user(
+        "DELETE", "/v1/subscriptions/{subscription_id}", "deleteSubscription", "Delete a subscription", "read",
+        request=None, responses=answers({200: "SubscriptionDeleted"}, 401, 403, 404, 429), tag="subscriptions",
+    ),
+    user(
+        "GET", "/v1/subscriptions/{subscription_id}/deliveries", "listDeliveries",
+        "Delivery attempts of a subscription, newest first", "read",
+        request=None, responses=answers({200: "DeliveryPage"}, 400, *_READ_ONE), query=PAGE, tag="subscriptions",
     ),
 )

@@ -251,3 +251,62 @@ SCHEDULE_SCHEMAS: Final[dict[str, Schema]] = {
     "SchedulePage": SchedulePage,
 }
 SCHEMAS.update(SCHEDULE_SCHEMAS)
+
+
+# --- notification subscriptions -----------------------------------------------------------
+def _subscription_schemas() -> dict[str, Schema]:
+    from chalicelib.api.representations import TIMESTAMP, page_of, record
+    from chalicelib.notify.events import CHANNELS, EVENTS
+
+    events: Schema = {"type": "array", "items": {"type": "string", "enum": list(EVENTS)}, "minItems": 1,
+                      "uniqueItems": True}
+    filter_value: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+    request = body(
+        {
+            "channel": {"type": "string", "enum": list(CHANNELS)},
+            "target": {"type": "string", "minLength": 3, "maxLength": 2048,
+                       "description": "https URL (webhook, Slack incoming webhook, DingTalk robot) or e-mail address"},
+            "secret": {"type": "string", "minLength": 8, "maxLength": 256,
+                       "description": "webhook: HMAC key of X-Fleetrun-Signature (required); dingtalk: the robot's "
+                                      "signing secret (optional); never returned"},
+            "events": {**events, "default": list(EVENTS)},
+            "filter": body({"type": filter_value, "tag": filter_value},
+                           description="only tasks of this type and/or carrying this tag"),
+        },
+        required=("channel", "target"),
+    )
+    string, nullable_string = {"type": "string"}, nullable({"type": "string"})
+    subscription = record(
+        {
+            "subscription_id": string, "owner": string,
+            "scope": {"type": "string", "enum": ["all", "own"], "description": "all: an admin's (every task)"},
+            "channel": {"type": "string", "enum": list(CHANNELS)},
+            "target": {**string, "description": "credentials (query values, Slack's webhook path) read ***"},
+            "secret_set": {"type": "boolean"}, "events": events,
+            "filter": record({"type": nullable_string, "tag": nullable_string}), "created_at": TIMESTAMP,
+        },
+        "A notification subscription. The secret is never returned.",
+    )
+    delivery = record(
+        {
+            "delivery_id": {**string, "description": "the same for every attempt and replay of one notification"},
+            "event": string, "task_id": string, "attempt": {"type": "integer", "minimum": 1},
+            "status": {"type": "string", "enum": ["delivered", "failed", "dead_lettered"]},
+            "status_code": nullable({"type": "integer"}), "duration_ms": {"type": "integer", "minimum": 0},
+            "error": nullable_string, "at": TIMESTAMP,
+        },
+        "One delivery attempt.",
+    )
+    return {
+        "CreateSubscriptionRequest": request,
+        "Subscription": subscription,
+        "SubscriptionPage": page_of(subscription, "Subscriptions, newest first."),
+        "SubscriptionDeleted": record({"subscription_id": string, "deleted": {"const": True}}),
+        "Delivery": delivery,
+        "DeliveryPage": page_of(delivery, "Delivery attempts, newest first."),
+    }
+
+
+SUBSCRIPTION_SCHEMAS: Final[dict[str, Schema]] = _subscription_schemas()
+REQUEST_SCHEMAS["CreateSubscriptionRequest"] = SUBSCRIPTION_SCHEMAS["CreateSubscriptionRequest"]
+SCHEMAS.update(SUBSCRIPTION_SCHEMAS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from chalicelib.notify import fanout
 from chalicelib.observability import logger
 from chalicelib.services import aggregation, push, reclaim, snapshot
 from chalicelib.services.aggregation import Record
@@ -29,6 +30,7 @@ EARLY_CONSUMERS: tuple[Consumer, ...] = (push.push,)
 CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status
     reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
+    fanout.consume,  # notifications: one queued delivery per (subscription, task change)
 )
 
 

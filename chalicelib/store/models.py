@@ -16,6 +16,9 @@
 | fleet snapshot  | SNAPSHOT#fleet      | META, NODE#<id>  | (raw boto3: dynamic attribute names, see store/snapshot.py)
 | ws connection   | WSCONN#<conn id>    | META             | (TTL)
 | ws subscription | WSSUB#<task or *>   | <conn id>        | (TTL; one query finds a task's subscribers)
+| subscription    | SUB#<id>            | META             | (list-index SUBS, owner-index SUBOWNER#<owner>)
+| subscription by event | SUBEVT#<event>#ALL or SUBEVT#<event>#OWN#<owner> | <subscription id> |
+| delivery log    | SUB#<id>            | DLV#<ulid>       | (TTL)
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -409,3 +412,66 @@ class WsSubscriptionItem(FleetrunModel):
 
 
 ALL_MODELS = (*ALL_MODELS, WsConnectionItem, WsSubscriptionItem)
+
+
+# --- notifications (chalicelib/notify) ---------------------------------------------------
+class SubscriptionItem(FleetrunModel):
+    """A notification subscription; `sealed` holds the target and secret (secrets.seal)."""
+
+    class Meta(_Meta):
+        pass
+
+    subscription_id = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    #: "all" (created by an admin: every task) or "own" (the owner's tasks only)
+    scope = UnicodeAttribute()
+    channel = UnicodeAttribute()
+    #: the target with its credentials masked (what views show)
+    target_display = UnicodeAttribute()
+    sealed = UnicodeAttribute()
+    secret_set = BooleanAttribute(default=False)
+    events = ListAttribute(of=UnicodeAttribute, default=list)
+    filter_type = UnicodeAttribute(null=True)
+    filter_tag = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+    owner_pk = UnicodeAttribute(null=True)
+    owner_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
+    owner_index = OwnerIndex()
+
+
+class SubscriptionEventItem(FleetrunModel):
+    """One per (subscription, event): the stream finds a change's subscribers with one query."""
+
+    class Meta(_Meta):
+        pass
+
+    subscription_id = UnicodeAttribute()
+    filter_type = UnicodeAttribute(null=True)
+    filter_tag = UnicodeAttribute(null=True)
+
+
+class DeliveryItem(FleetrunModel):
+    """One delivery attempt of a notification (kept `DELIVERY_LOG_DAYS`)."""
+
+    class Meta(_Meta):
+        pass
+
+    delivery_id = UnicodeAttribute()
+    subscription_id = UnicodeAttribute()
+    event = UnicodeAttribute()
+    task_id = UnicodeAttribute()
+    attempt = NumberAttribute()
+    #: delivered | failed (will be retried) | dead_lettered
+    status = UnicodeAttribute()
+    status_code = NumberAttribute(null=True)
+    duration_ms = NumberAttribute()
+    error = UnicodeAttribute(null=True)
+    at = UnicodeAttribute()
+    expires_at = NumberAttribute()
+
+
+ALL_MODELS = (*ALL_MODELS, SubscriptionItem, SubscriptionEventItem, DeliveryItem)

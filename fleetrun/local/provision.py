@@ -10,6 +10,9 @@ import boto3
 
 from chalicelib import resources
 
+#: the From address of e-mail notifications in local mode and tests
+LOCAL_EMAIL_SENDER = "fleetrun@notifications.localhost"
+
 
 @dataclass
 class Provisioned:
@@ -22,6 +25,7 @@ class Provisioned:
     queue_arns: dict[str, str] = field(default_factory=dict)
     dlq_arns: dict[str, str] = field(default_factory=dict)
     schedule_group: str = ""
+    email_sender: str = ""
 
     def environment(self) -> dict[str, str]:
         """The FLEETRUN_* settings the app reads to find these resources."""
@@ -38,6 +42,8 @@ class Provisioned:
             "FLEETRUN_SCHEDULE_GROUP": self.schedule_group,
             # moto's Scheduler accepts any role; in AWS the CDK app creates this one
             "FLEETRUN_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/fleetrun-scheduler",
+            "FLEETRUN_NOTIFY_QUEUE_URL": self.queue_urls[resources.NOTIFY_QUEUE.name],
+            "FLEETRUN_NOTIFY_EMAIL_SENDER": self.email_sender,
         }
 
 
@@ -76,4 +82,7 @@ def provision(session: boto3.session.Session, region: str = "us-east-1", table_n
 
     session.client("scheduler", region_name=region).create_schedule_group(Name=resources.SCHEDULE_GROUP)
     out.schedule_group = resources.SCHEDULE_GROUP
+    # e-mail notifications: SES (moto too) sends only from a verified identity
+    session.client("ses", region_name=region).verify_email_identity(EmailAddress=LOCAL_EMAIL_SENDER)
+    out.email_sender = LOCAL_EMAIL_SENDER
     return out

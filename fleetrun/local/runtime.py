@@ -142,7 +142,9 @@ class LocalRuntime:
                 spec = specs[str(source.queue)]
                 pump: Any = SqsPump(
                     boto3.client("sqs"), provisioned.queue_urls[spec.name], handler, batch_size=source.batch_size,
-                    visibility_timeout=spec.visibility_timeout, redelivery_delay=2, function_name=source.name,
+                    visibility_timeout=spec.visibility_timeout, function_name=source.name,
+                    # as on Lambda, a handler's own ChangeMessageVisibility (retry backoff) stands
+                    redelivery_delay=None if spec.retry_delay_by_handler else 2,
                 )
                 self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, 0.2)
             elif isinstance(source, DynamoDBEventConfig):

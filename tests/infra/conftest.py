@@ -30,6 +30,8 @@ FIXTURE_HARBOR_URL = "https://harbor.example.com"
 FIXTURE_HARBOR_SECRETS = ("arn:aws:secretsmanager:us-east-1:123456789012:secret:harbor-robot-AbCdEf",
                           "arn:aws:secretsmanager:us-east-1:123456789012:secret:harbor-hook-GhIjKl")
 SYNTH_TIMEOUT = 900
+#: the e-mail sender prod is synthesized with (dev has none: its email channel is off)
+NOTIFY_SENDER = "notifications@example.com"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -145,7 +147,8 @@ def infra_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """`python infra/app.py -c stage=dev,prod`: the real app, both stages."""
     pytest.importorskip("aws_cdk", reason="CDK not installed: pip install -r requirements-infra.txt")
-    return _load(_once(tmp_path_factory, "synth-app", lambda d: _synth(d, "stage=dev,prod"), lock="app"))
+    contexts = ("stage=dev,prod", f"prod:notifyEmailSender={NOTIFY_SENDER}")
+    return _load(_once(tmp_path_factory, "synth-app", lambda d: _synth(d, *contexts), lock="app"))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib import resources
 from tests.infra import cfn
+from tests.infra.conftest import NOTIFY_SENDER
 
 assertions = pytest.importorskip("aws_cdk.assertions")
 Match, Template = assertions.Match, assertions.Template
@@ -156,10 +157,11 @@ def test_every_sqs_and_stream_source_reports_batch_item_failures(templates, stag
 def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
     template = templates["dev"]
     ids = _queue_ids(template)
+    specs = {"DispatchWorker": resources.DISPATCH_QUEUE, "IntakeWorker": resources.INTAKE_QUEUE,
+             "WorkWorker": resources.WORK_QUEUE, "NotifyWorker": resources.NOTIFY_QUEUE}
     consumers = {fn: props for fn, _, props in cfn.events(template, "SQS")}
-    assert set(consumers) == {"DispatchWorker", "IntakeWorker", "WorkWorker"}
-    for fn, spec in (("DispatchWorker", resources.DISPATCH_QUEUE), ("IntakeWorker", resources.INTAKE_QUEUE),
-                     ("WorkWorker", resources.WORK_QUEUE)):
+    assert set(consumers) == set(specs)
+    for fn, spec in specs.items():
         props = consumers[fn]
         assert props["Queue"] == {"Fn::GetAtt": [ids[spec.name], "Arn"]}
         assert props["BatchSize"] == spec.batch_size
@@ -192,7 +194,7 @@ def test_every_function_has_its_own_role_environment_and_log_group(templates, st
     roles = cfn.resources(template, "AWS::IAM::Role")
     fns = cfn.functions(template)
     assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics",
-                        "IntakeWorker", "WorkWorker", "SyncImagesDaily", "MonthlyUsageReport",
+                        "IntakeWorker", "WorkWorker", "SyncImagesDaily", "MonthlyUsageReport", "NotifyWorker",
                         "WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"}
     seen_roles = set()
     for name, fn in fns.items():
@@ -408,7 +410,8 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
 
     assert who("sqs:ReceiveMessage") == {"DispatchWorker": {ids["fleetrun-dispatch"]},
                                          "IntakeWorker": {ids["fleetrun-intake"]},
-                                         "WorkWorker": {ids["fleetrun-work"]}}
+                                         "WorkWorker": {ids["fleetrun-work"]},
+                                         "NotifyWorker": {ids["fleetrun-notify"]}}
     assert set(who("dynamodb:GetRecords")) == {"StreamAggregator"}
     table_actions = next(set(cfn.as_list(s["Action"])) for _, s in cfn.identity_statements(template)
                          if s.get("Sid") == "TableItems")
@@ -422,3 +425,24 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
 def test_no_secrets_manager_access_without_harbor_settings(templates, stage):
     for owner, statement in cfn.identity_statements(templates[stage]):
         assert not any(a.startswith("secretsmanager:") for a in cfn.as_list(statement["Action"])), owner
+
+
+# --- notifications -------------------------------------------------------------------------
+def test_only_the_notify_worker_may_send_email_and_only_from_the_configured_sender(templates):
+    # prod is synthesized with -c prod:notifyEmailSender=… (conftest), dev without
+    def senders(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
+        found: dict[str, list[dict[str, Any]]] = {}
+        for owner, statement in cfn.identity_statements(template):
+            if "ses:SendEmail" in cfn.as_list(statement["Action"]):
+                found.setdefault(roles.get(owner, owner), []).append(statement)
+        return found
+
+    assert senders(templates["dev"]) == {}
+    [statement] = senders(templates["prod"])["NotifyWorker"]
+    assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": NOTIFY_SENDER}}
+    env = cfn.functions(templates["prod"])["NotifyWorker"]["Properties"]["Environment"]["Variables"]
+    assert env["FLEETRUN_NOTIFY_EMAIL_SENDER"] == NOTIFY_SENDER
+    assert cfn.target(env["FLEETRUN_NOTIFY_QUEUE_URL"]) == _queue_ids(templates["prod"])["fleetrun-notify"]
+    assert "FLEETRUN_NOTIFY_EMAIL_SENDER" not in cfn.functions(templates["dev"])["NotifyWorker"]["Properties"][
+        "Environment"]["Variables"]

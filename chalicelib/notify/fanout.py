@@ -1,0 +1,119 @@
+"""The stream consumer that turns task status changes into queued notification deliveries.
+
+For each task `META` record whose status changed into a notified status (or that is a
+retry), the subscribers are found through the per-event index (two queries per event and
+owner, cached for the batch), filtered by type and tag, and one message per subscriber goes
+to the notify queue. The delivery id is derived from the subscription, the task, the event
+and the record's stream sequence number: a replayed batch enqueues the same ids again, and
+receivers drop what they have seen. Nothing here talks to a destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from chalicelib import aws, config
+from chalicelib.domain.statuses import TaskStatus
+from chalicelib.notify.events import RETRIED, STATUS_EVENTS
+from chalicelib.observability import count, logger
+from chalicelib.services.aggregation import Record
+from chalicelib.services.views import counts_of
+from chalicelib.store import subscriptions as store
+from chalicelib.store.models import SubscriptionEventItem, TaskItem
+
+MESSAGE_VERSION = 1
+_RETRY_SOURCES = frozenset({TaskStatus.FAILED, TaskStatus.PARTIAL_FAILURE, TaskStatus.CANCELLED})
+_SQS_BATCH = 10
+
+
+class EnqueueFailed(Exception):
+    """SQS refused some messages; the stream batch is redelivered (the ids repeat)."""
+
+
+def consume(records: list[Record]) -> None:
+    """Stream consumer (services/stream.py CONSUMERS)."""
+    found: dict[tuple[str, str], list[SubscriptionEventItem]] = {}
+    messages: list[dict[str, Any]] = []
+    for record, event, task in _changes(records):
+        key = (event, task["owner"])
+        if key not in found:
+            found[key] = store.subscribers(event, task["owner"])
+        for subscriber in found[key]:
+            if _matches(subscriber, task):
+                messages.append(_message(subscriber.subscription_id, event, task, record))
+    if messages:
+        _enqueue(messages)
+
+
+def delivery_id(subscription_id: str, task_id: str, event: str, sequence: str) -> str:
+    digest = hashlib.sha256(f"{subscription_id}|{task_id}|{event}|{sequence}".encode()).hexdigest()
+    return f"dlv_{digest[:32]}"
+
+
+def event_of(old: TaskItem | None, new: TaskItem) -> str | None:
+    """The notification a change from `old` to `new` raises, if any."""
+    if old is None or old.status == new.status:
+        return None
+    if new.status == TaskStatus.PENDING and old.status in _RETRY_SOURCES and int(new.attempt) > int(old.attempt):
+        return RETRIED
+    return STATUS_EVENTS.get(new.status)
+
+
+def snapshot(task: TaskItem) -> dict[str, Any]:
+    """What a notification says about a task: never its parameters."""
+    return {
+        "task_id": task.task_id, "type": task.type, "name": task.name, "owner": task.owner,
+        "status": task.status, "stage": task.stage, "attempt": int(task.attempt), "tags": list(task.tags or []),
+        "node_counts": counts_of(task), "target_node_count": int(task.target_count),
+        "error_message": task.error_message, "created_at": task.created_at, "started_at": task.started_at,
+        "completed_at": task.completed_at, "updated_at": task.updated_at,
+    }
+
+
+def _changes(records: list[Record]) -> Iterator[tuple[Record, str, dict[str, Any]]]:
+    for record in records:
+        if record.event != "MODIFY" or record.sk != "META" or not record.pk.startswith("TASK#"):
+            continue
+        if record.old_value("status") == record.new_value("status"):
+            continue
+        assert record.new is not None
+        new = TaskItem.from_raw_data(dict(record.new))
+        old = TaskItem.from_raw_data(dict(record.old)) if record.old else None
+        event = event_of(old, new)
+        if event is not None:
+            yield record, event, snapshot(new)
+
+
+def _matches(subscriber: SubscriptionEventItem, task: dict[str, Any]) -> bool:
+    if subscriber.filter_type and subscriber.filter_type != task["type"]:
+        return False
+    return not subscriber.filter_tag or subscriber.filter_tag in task["tags"]
+
+
+def _message(subscription_id: str, event: str, task: dict[str, Any], record: Record) -> dict[str, Any]:
+    return {
+        "v": MESSAGE_VERSION,
+        "delivery_id": delivery_id(subscription_id, task["task_id"], event, record.raw_seq),
+        "subscription_id": subscription_id,
+        "event": event,
+        "occurred_at": task["updated_at"],
+        "task": task,
+    }
+
+
+def _enqueue(messages: list[dict[str, Any]]) -> None:
+    queue_url = config.notify_queue_url()
+    if not queue_url:
+        logger.warning("notifications not sent: FLEETRUN_NOTIFY_QUEUE_URL is not set", extra={"count": len(messages)})
+        return
+    sqs = aws.client("sqs")
+    for start in range(0, len(messages), _SQS_BATCH):
+        chunk = messages[start:start + _SQS_BATCH]
+        entries = [{"Id": str(i), "MessageBody": json.dumps(m, separators=(",", ":"))} for i, m in enumerate(chunk)]
+        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+        if failed:
+            raise EnqueueFailed(f"{len(failed)} notification message(s) refused: {failed[0].get('Code')}")
+    count("NotificationsQueued", len(messages))

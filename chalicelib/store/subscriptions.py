@@ -1,0 +1,120 @@
+"""Subscription items, their per-event index items, and the delivery log.
+
+A subscription is written with one index item per event it listens to, in one transaction:
+`SUBEVT#<event>#ALL` holds admins' subscriptions (every task), `SUBEVT#<event>#OWN#<owner>`
+a user's (their own tasks). A task change then finds its subscribers with two queries,
+whatever the number of subscriptions in the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.transactions import TransactWrite
+from ulid import ULID
+
+from chalicelib import clock
+from chalicelib.store.models import DeliveryItem, SubscriptionEventItem, SubscriptionItem
+
+SCOPE_ALL, SCOPE_OWN = "all", "own"
+#: how long a delivery attempt stays in the log
+DELIVERY_LOG_DAYS = 30
+_LIST_PK = "SUBS"
+
+
+def subscription_pk(subscription_id: str) -> str:
+    return f"SUB#{subscription_id}"
+
+
+def event_pk(event: str, scope: str, owner: str) -> str:
+    return f"SUBEVT#{event}#ALL" if scope == SCOPE_ALL else f"SUBEVT#{event}#OWN#{owner}"
+
+
+def owner_pk(owner: str) -> str:
+    return f"SUBOWNER#{owner}"
+
+
+def new_subscription(**fields: Any) -> SubscriptionItem:
+    subscription_id = str(ULID())
+    return SubscriptionItem(
+        subscription_pk(subscription_id), "META", subscription_id=subscription_id,
+        list_pk=_LIST_PK, list_sk=subscription_id, owner_pk=owner_pk(fields["owner"]), owner_sk=subscription_id,
+        **fields,
+    )
+
+
+def index_items(subscription: SubscriptionItem) -> Iterator[SubscriptionEventItem]:
+    """The per-event index items written and deleted with `subscription`."""
+    for event in subscription.events:
+        yield SubscriptionEventItem(
+            event_pk(str(event), subscription.scope, subscription.owner), subscription.subscription_id,
+            subscription_id=subscription.subscription_id,
+            filter_type=subscription.filter_type, filter_tag=subscription.filter_tag,
+        )
+
+
+def _connection() -> Any:
+    return SubscriptionItem._get_connection().connection
+
+
+def create(subscription: SubscriptionItem) -> None:
+    with TransactWrite(connection=_connection()) as transaction:
+        transaction.save(subscription, condition=SubscriptionItem.pk.does_not_exist())
+        for item in index_items(subscription):
+            transaction.save(item)
+
+
+def delete(subscription: SubscriptionItem) -> None:
+    with TransactWrite(connection=_connection()) as transaction:
+        transaction.delete(subscription)
+        for item in index_items(subscription):
+            transaction.delete(item)
+
+
+def find(subscription_id: str) -> SubscriptionItem | None:
+    try:
+        return SubscriptionItem.get(subscription_pk(subscription_id), "META")
+    except DoesNotExist:
+        return None
+
+
+def page(owner: str | None, limit: int, start_key: dict[str, Any] | None) -> tuple[list[SubscriptionItem], Any]:
+    """Newest first: one owner's subscriptions, or every one (owner None)."""
+    if owner is None:
+        result: Any = SubscriptionItem.list_index.query(
+            _LIST_PK, scan_index_forward=False, limit=limit, last_evaluated_key=start_key)
+    else:
+        result = SubscriptionItem.owner_index.query(
+            owner_pk(owner), scan_index_forward=False, limit=limit, last_evaluated_key=start_key)
+    items: list[SubscriptionItem] = list(result)
+    return items, result.last_evaluated_key
+
+
+def subscribers(event: str, owner: str) -> list[SubscriptionEventItem]:
+    """Index items of the subscriptions that may hear `event` of a task owned by `owner`."""
+    found: list[SubscriptionEventItem] = []
+    for pk in (event_pk(event, SCOPE_ALL, owner), event_pk(event, SCOPE_OWN, owner)):
+        found.extend(SubscriptionEventItem.query(pk))
+    return found
+
+
+def record_delivery(subscription_id: str, **fields: Any) -> DeliveryItem:
+    now = clock.now_epoch()
+    item = DeliveryItem(
+        subscription_pk(subscription_id), f"DLV#{ULID()}", subscription_id=subscription_id,
+        at=clock.rfc3339(now), expires_at=int(now) + DELIVERY_LOG_DAYS * 86400, **fields,
+    )
+    item.save()
+    return item
+
+
+def deliveries(subscription_id: str, limit: int, start_key: dict[str, Any] | None) -> tuple[list[DeliveryItem], Any]:
+    """The delivery log, newest first."""
+    result: Any = DeliveryItem.query(
+        subscription_pk(subscription_id), DeliveryItem.sk.startswith("DLV#"), scan_index_forward=False,
+        limit=limit, last_evaluated_key=start_key,
+    )
+    items: list[DeliveryItem] = list(result)
+    return items, result.last_evaluated_key
