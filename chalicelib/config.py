@@ -213,6 +213,11 @@ def node_offline_seconds() -> int:
 def reports_bucket() -> str:
     """Where usage reports are stored (the outputs bucket unless set)."""
     return os.environ.get("FLEETRUN_REPORTS_BUCKET") or outputs_bucket()
+# --- two-phase tasks ---
+@cache
+def confirmation_window_seconds() -> int:
+    """How long a planned two-phase task waits for `confirm` before it is discarded (default 24 h)."""
+    return _int("FLEETRUN_CONFIRMATION_WINDOW_SECONDS", 24 * 3600)
 
 
 def reset() -> None:
@@ -227,6 +232,7 @@ def reset() -> None:
         prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
         websocket_endpoint, websocket_url,
         node_offline_seconds, reports_bucket,
+        confirmation_window_seconds,
     ):
         getter.cache_clear()
     for notify_getter in _NOTIFY_SETTINGS:

@@ -64,6 +64,6 @@ def progress(progress_sum: int, node_total: int) -> int:
 def run_progress_weight(status: str, progress_value: int) -> int:
     if status in RUN_TERMINAL:
         return 100
-    if status == RunStatus.RUNNING:
+    if status in (RunStatus.RUNNING, RunStatus.APPLY_PENDING):
         return max(0, min(99, progress_value))
     return 0

@@ -26,6 +26,11 @@ class TaskType:
     executor: str = AGENT
     #: steps of the second phase for two-phase types
     apply_steps: tuple[str, ...] = ()
+    #: how long a planned task waits for `confirm` before the sweeper discards it (None: the
+    #: service-wide FLEETRUN_CONFIRMATION_WINDOW_SECONDS, default 24 h)
+    confirmation_window_seconds: int | None = None
+    #: the parameter whose value is the task's `concurrency_key` when the request gives none
+    concurrency_key_parameter: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -44,6 +49,13 @@ class TaskType:
             "max_attempts": self.max_attempts,
             "executor": self.executor,
         }
+
+    def steps_of(self, phase: str) -> tuple[str, ...]:
+        return self.apply_steps if phase == "apply" else self.steps
+
+    @property
+    def first_phase(self) -> str:
+        return "plan" if self.requires_confirmation else "run"
 
 
 def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -114,6 +126,7 @@ _TYPES = (
         ),
         secret_parameters=frozenset({"secret_variables"}),
         requires_confirmation=True,
+        concurrency_key_parameter="workspace",
         default_max_concurrency=1,
         max_attempts=2,
     ),

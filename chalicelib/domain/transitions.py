@@ -113,11 +113,19 @@ def task_transition(action: str, now: str, error_message: str | None = None) -> 
     return Change(transition, task_entry_fields(transition.target, now, error_message))
 
 
+#: run actions that enter `running` for a later phase of the same attempt: the run keeps the
+#: `started_at` of its plan
+_CONTINUING_ACTIONS = frozenset({"claim_apply"})
+
+
 def run_transition(action: str, now: str, error_message: str | None = None) -> Change:
     transition = RUN_TRANSITIONS.get(action)
     if transition is None:
         raise UnknownAction(f"unknown run action {action!r}")
-    return Change(transition, run_entry_fields(transition.target, now, error_message))
+    fields = run_entry_fields(transition.target, now, error_message)
+    if action in _CONTINUING_ACTIONS:
+        del fields["started_at"]
+    return Change(transition, fields)
 
 
 def allowed_task_targets(source: str) -> frozenset[str]:

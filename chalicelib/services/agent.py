@@ -9,11 +9,11 @@ from chalicelib import aws, clock, config, secrets
 from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
-from chalicelib.errors import InvalidTransition, LeaseLost, NotFound
+from chalicelib.errors import LeaseLost, NotFound
 from chalicelib.observability import count, logger, tracer
-from chalicelib.services import liveness
+from chalicelib.services import liveness, twophase
 from chalicelib.services.views import counts_of
-from chalicelib.store import events, runs, tasks
+from chalicelib.store import events, plans, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
 from chalicelib.store.runs import run_id, split_run_id
 
@@ -68,14 +68,20 @@ def _may_start(task: TaskItem, ordinal: int) -> bool:
 def _lease(task: TaskItem, node: str, claim_sk: str, runner: str) -> NodeRunItem | None:
     now = clock.now_epoch()
     task_type = get_task_type(task.type)
+    claimed = (NodeRunItem.claim_sk == claim_sk) & (NodeRunItem.generation == task.attempt)
+    lease = {"lease_owner": runner, "lease_expires_at": int(now) + config.lease_seconds(),
+             "claim_pk": None, "claim_sk": None, "cancel_requested": False}
+    if not (task_type.requires_confirmation and task.plan_confirmed):
+        return runs.apply(
+            task.task_id, node, "claim", clock.rfc3339(now), condition=claimed,
+            fields={**lease, "progress": 0, "step": task_type.steps[0], "phase": task_type.first_phase},
+        )
+    # the apply phase: only the runner holding the confirmed plan, while its reservation is live
     return runs.apply(
-        task.task_id, node, "claim", clock.rfc3339(now),
-        condition=(NodeRunItem.claim_sk == claim_sk) & (NodeRunItem.generation == task.attempt),
-        fields={
-            "lease_owner": runner, "lease_expires_at": int(now) + config.lease_seconds(),
-            "claim_pk": None, "claim_sk": None, "progress": 0, "step": task_type.steps[0], "phase": "run",
-            "cancel_requested": False,
-        },
+        task.task_id, node, "claim_apply", clock.rfc3339(now),
+        condition=claimed & (NodeRunItem.confirmed == True) & plans.live(now)  # noqa: E712
+        & (NodeRunItem.reservation_owner == runner),
+        fields={**lease, "step": task_type.apply_steps[0], "phase": "apply", "reservation_expires_at": None},
     )
 
 
@@ -88,7 +94,7 @@ def _claimed_view(task: TaskItem, run: NodeRunItem) -> dict[str, Any]:
         "type": task.type,
         "phase": run.phase,
         "step": run.step,
-        "steps": list(task_type.steps),
+        "steps": list(task_type.steps_of(run.phase)),
         "attempt": int(run.attempt),
         "parameters": secrets.reveal(tasks.parameters_of(task), task.sealed_secrets),
         "lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
@@ -114,6 +120,9 @@ def heartbeat(node_id: str, run_id_value: str, attempt: int, progress: int | Non
         fields["step"] = step
     run = runs.update_leased(task_id, node, attempt, node_id, fields)
     if run is None:
+        reserved = twophase.heartbeat(task_id, node, attempt, node_id)
+        if reserved is not None:  # an `apply_pending` run: the runner keeps its plan reservation
+            return reserved
         raise _lease_lost(run_id_value, node_id)
     return {
         "lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
@@ -180,14 +189,19 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
         packed = pack_final_events(_clean_events(current, batch, secret_values))
         if len(packed) <= FINAL_EVENTS_BYTES:  # the run item stays within one write unit
             fields["final_events"], separate = packed, []
-    run = runs.apply(
-        task_id, node, _ACTIONS[status], clock.now_iso(),
-        condition=runs.lease_held(attempt, node_id), error_message=error_message, fields=fields,
-    )
+    planned = status == RunStatus.SUCCEEDED and current.phase == "plan" and twophase.is_two_phase(current.type)
+    if planned:  # the plan step: the run waits for confirmation, reserved to this runner
+        run = twophase.finish_plan(current, node_id, attempt, fields)
+    else:
+        run = runs.apply(
+            task_id, node, _ACTIONS[status], clock.now_iso(),
+            condition=runs.lease_held(attempt, node_id), error_message=error_message, fields=fields,
+        )
     if run is None:
         latest = runs.find(task_id, node)
         same = latest is not None and int(latest.attempt) == attempt and latest.lease_owner == node_id
-        if same and latest is not None and latest.status == status:
+        expected = RunStatus.APPLY_PENDING if planned else status
+        if same and latest is not None and latest.status == expected:
             return {"run": _done_view(latest), "replayed": True}
         raise LeaseLost(run_id_value, latest.status if latest else None, int(latest.attempt) if latest else None)
     if separate:
@@ -228,9 +242,9 @@ def _store_output(task_id: str, node: str, attempt: int, output: str | None) -> 
 
 
 def plan_lost(node_id: str, run_id_value: str, attempt: int) -> None:
-    """Two-phase runs arrive with their own issue; until then no run can be planned."""
-    run = _runner_run(run_id_value, node_id)
-    raise InvalidTransition("run", run.status, "report plan-lost for", {RunStatus.APPLY_PENDING})
+    """The runner no longer has the plan context of its `apply_pending` run: plan again.
+    Raises NotFound, InvalidTransition (not apply_pending), LeaseLost (another attempt)."""
+    twophase.plan_lost(_runner_run(run_id_value, node_id), node_id, attempt)
 
 
 def lease_one(task: TaskItem, node: str, runner: str) -> NodeRunItem | None:

@@ -14,7 +14,7 @@ from chalicelib.domain.task_types import get_task_type
 from chalicelib.domain.transitions import RUN_TRANSITIONS
 from chalicelib.errors import Conflict, InvalidTransition
 from chalicelib.observability import count, logger, metrics, tracer
-from chalicelib.services import work
+from chalicelib.services import concurrency, work
 from chalicelib.services.views import service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -44,6 +44,8 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
     if task.status not in DISPATCHABLE:
         logger.info("task not dispatchable", extra={"task_id": task_id, "status": task.status})
         return
+    if not concurrency.may_dispatch(task):
+        return  # waits in `pending`; the key's release (or the sweeper) sends this job again
     now = clock.now_iso()
     created, skipped, ordinal_next = _prepare_attempt(task, now)
     dispatched = events.new_item(task_id, [service_event(

@@ -9,6 +9,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.errors import Conflict, InvalidTransition
 from chalicelib.observability import count, logger
+from chalicelib.services import twophase
 from chalicelib.services.views import counts_of, max_errors_value, service_event
 from chalicelib.store import events, tasks
 from chalicelib.store.models import TaskItem
@@ -29,6 +30,8 @@ def settle(task: TaskItem) -> None:
     """
     counts = counts_of(task)
     if task.status == TaskStatus.RUNNING:
+        if twophase.is_two_phase(task.type) and twophase.await_confirmation(task):
+            return
         _settle_running(task, counts)
     elif task.status == TaskStatus.CANCELLING and not any(
         counts[s] for s in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.APPLY_PENDING)

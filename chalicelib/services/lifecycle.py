@@ -7,6 +7,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RUN_STATUSES, RunStatus
 from chalicelib.domain.transitions import RUN_TRANSITIONS
 from chalicelib.observability import logger
+from chalicelib.services import twophase
 from chalicelib.services.views import counts_of, service_event
 from chalicelib.store import events, tasks
 from chalicelib.store.models import TaskItem
@@ -54,6 +55,7 @@ def retry(task: TaskItem, scope: str, actor_id: str) -> TaskItem:
             TaskItem.progress_sum.set(int(task.progress_sum) - 100 * moved),
             TaskItem.finished_base.set(rules.finished_count(new_counts)),
             TaskItem.started_at.remove(),
+            TaskItem.queued_at.set(clock.now_iso()),  # a task with a concurrency key queues again
             *count_actions,
         ],
     )
@@ -62,12 +64,11 @@ def retry(task: TaskItem, scope: str, actor_id: str) -> TaskItem:
 
 
 def confirm(task: TaskItem, actor_id: str) -> TaskItem:
-    """Hand an `apply_pending` task to the runner holding its plan. Raises InvalidTransition."""
-    event = events.new_item(task.task_id, [service_event("task.confirmed", f"by {actor_id}")])
-    return tasks.transition(task.task_id, "confirm", clock.now_iso(), event=event)
+    """Hand an `apply_pending` task to the runner holding its plan (see twophase.confirm).
+    Raises InvalidTransition, Conflict."""
+    return twophase.confirm(task, actor_id)
 
 
 def discard(task: TaskItem, actor_id: str) -> TaskItem:
-    """Drop the plan of an `apply_pending` task. Raises InvalidTransition."""
-    event = events.new_item(task.task_id, [service_event("task.discarded", f"by {actor_id}")])
-    return tasks.transition(task.task_id, "discard", clock.now_iso(), event=event)
+    """Drop the plan of an `apply_pending` task. Raises InvalidTransition, Conflict."""
+    return twophase.discard(task, actor_id)

@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib.notify import fanout
 from chalicelib.observability import logger
-from chalicelib.services import aggregation, push, reclaim, snapshot
+from chalicelib.services import aggregation, concurrency, push, reclaim, snapshot
 from chalicelib.services.aggregation import Record
 
 Consumer = Callable[[list[Record]], None]
@@ -31,6 +31,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status
     reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
     fanout.consume,  # notifications: one queued delivery per (subscription, task change)
+    concurrency.release_on_terminal,  # concurrency keys: the next task starts when the holder settles
 )
 
 

@@ -19,9 +19,10 @@ from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
 from chalicelib.errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from chalicelib.observability import count, logger, tracer
+from chalicelib.services import concurrency, twophase
 from chalicelib.services.views import service_event
-from chalicelib.store import events, tasks
-from chalicelib.store.models import IdempotencyItem, TaskItem, task_pk
+from chalicelib.store import events, keys, tasks
+from chalicelib.store.models import ConcurrencyKeyItem, IdempotencyItem, TaskItem, task_pk
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -66,8 +67,10 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
         "task.created", f"{task_type.name} on {len(targets)} node(s) by {owner}",
         data={"target_node_count": len(targets)}, at=task.created_at,
     )])
+    # a task with a concurrency key takes its place in the key's queue in the same transaction
+    queued = [_queue(keys.queue_entry(task))] if task.concurrency_key else []
     try:
-        tasks.create(task, targets, idempotency, created, alongside(task) if alongside else ())
+        tasks.create(task, targets, idempotency, created, [*(alongside(task) if alongside else ()), *queued])
     except tasks.IdempotencyRecordExists:
         # a racing request with the same key won: answer with its task
         assert idempotency_key is not None
@@ -82,6 +85,12 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     return Submitted(task, targets, replayed=False)
 
 
+def _queue(entry: ConcurrencyKeyItem) -> Callable[[TransactWrite], None]:
+    def put(tx: TransactWrite) -> None:
+        tx.save(entry)
+    return put
+
+
 def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
     nodes: list[str] | None = body.get("target_nodes")
     if task_type.agent_executed:
@@ -89,6 +98,11 @@ def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
             raise ValidationFailed(
                 f"target_nodes is required for {task_type.name}",
                 [{"path": "$.target_nodes", "message": "required for agent-executed task types"}],
+            )
+        if task_type.requires_confirmation and len(nodes) > twophase.MAX_TARGETS:
+            raise ValidationFailed(
+                f"{task_type.name} plans and applies on one runner: give exactly one target node",
+                [{"path": "$.target_nodes", "message": f"at most {twophase.MAX_TARGETS} node for two-phase types"}],
             )
         return list(nodes)
     if nodes:
@@ -110,11 +124,12 @@ def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters:
         task_id=task_id, type=task_type.name, name=body.get("name"), owner=owner, status=TaskStatus.PENDING,
         attempt=1, priority=body.get("priority", 5),
         max_concurrency=body.get("max_concurrency") or task_type.default_max_concurrency,
-        max_errors=max_errors, concurrency_key=body.get("concurrency_key"), runner_node=body.get("runner_node"),
+        max_errors=max_errors, runner_node=body.get("runner_node"),
+        concurrency_key=concurrency.default_key(task_type, parameters, body.get("concurrency_key")),
         tags=body.get("tags", []), parameters=json.dumps(masked, separators=(",", ":")),
         sealed_secrets=secrets.seal(secret_values), target_count=len(targets),
         target_chunks=(len(targets) + tasks.TARGET_CHUNK_SIZE - 1) // tasks.TARGET_CHUNK_SIZE,
-        created_at=now, updated_at=now, ordinal_next=len(targets), idempotency_key=idempotency_key,
+        created_at=now, updated_at=now, queued_at=now, ordinal_next=len(targets), idempotency_key=idempotency_key,
         list_pk="TASK", list_sk=task_id, owner_pk=f"OWNER#{owner}", owner_sk=task_id,
     )
 

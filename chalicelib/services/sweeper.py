@@ -11,7 +11,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.observability import logger, tracer
-from chalicelib.services import finishing, jobs, liveness, work
+from chalicelib.services import finishing, jobs, liveness, twophase, work
 from chalicelib.services.views import counts_of, service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import NodeRunItem, TaskItem
@@ -25,6 +25,9 @@ class SweepReport:
     timed_out_runs: int = 0
     windows_reopened: int = 0
     nodes_offline: list[str] = field(default_factory=list)
+    replanned: list[str] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)
+    keys_repaired: int = 0
 
 
 @tracer.capture_method
@@ -59,6 +62,12 @@ def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
     counts = counts_of(task)
     if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
         jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
+    two_phase = twophase.is_two_phase(task.type)
+    if two_phase:
+        outcome = twophase.sweep_task(task, now)
+        if outcome is not None:
+            (report.replanned if outcome == "replanned" else report.discarded).append(task.task_id)
+            return
     if task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
         _expire_leases(task, now, report)
     if task.status == TaskStatus.RUNNING and counts[RunStatus.PENDING] and stale:
@@ -71,7 +80,9 @@ def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
 def _expire_leases(task: TaskItem, now: float, report: SweepReport) -> None:
     max_attempts = get_task_type(task.type).max_attempts
     stamp = clock.rfc3339(now)
-    expired = [r for r in runs.iter_runs(task.task_id, RunStatus.RUNNING) if (r.lease_expires_at or 0) < now]
+    expired = [r for r in runs.iter_runs(task.task_id, RunStatus.RUNNING) if (r.lease_expires_at or 0) < now
+               # a lapsed apply goes back to plan (twophase.sweep_task), never to another apply
+               and not (r.phase == "apply" and task.status == TaskStatus.RUNNING)]
     calls = []
     for run in expired:
         guard = (NodeRunItem.attempt == run.attempt) & (NodeRunItem.lease_expires_at < int(now))

@@ -19,6 +19,7 @@
 | subscription    | SUB#<id>            | META             | (list-index SUBS, owner-index SUBOWNER#<owner>)
 | subscription by event | SUBEVT#<event>#ALL or SUBEVT#<event>#OWN#<owner> | <subscription id> |
 | delivery log    | SUB#<id>            | DLV#<ulid>       | (TTL)
+| concurrency key | CKEY#<key>          | HOLDER, Q#<queued_at>#<task id> | holder and FIFO of a key (keys.py) |
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -159,6 +160,13 @@ class TaskItem(FleetrunModel):
     #: scope of the last retry ("failed" or "all"); the dispatch job resets runs accordingly
     retry_scope = UnicodeAttribute(null=True)
     idempotency_key = UnicodeAttribute(null=True)
+    # --- two-phase and concurrency keys (services/twophase.py, services/concurrency.py) ---
+    #: set by `confirm`, cleared when the task plans again: the planned run may be applied
+    plan_confirmed = BooleanAttribute(null=True)
+    #: when the task last entered `apply_pending` (the confirmation window counts from here)
+    awaiting_since = UnicodeAttribute(null=True)
+    #: the task's place in its concurrency key's queue (creation, or its last retry)
+    queued_at = UnicodeAttribute(null=True)
     # --- indexes ---
     list_pk = UnicodeAttribute(null=True)
     list_sk = UnicodeAttribute(null=True)
@@ -218,6 +226,13 @@ class NodeRunItem(FleetrunModel):
     output_key = UnicodeAttribute(null=True)
     claim_pk = UnicodeAttribute(null=True)
     claim_sk = UnicodeAttribute(null=True)
+    # --- the plan reservation of an `apply_pending` run (services/twophase.py) ---
+    #: the runner holding the plan context
+    reservation_owner = UnicodeAttribute(null=True)
+    #: epoch seconds; the runner extends it by heartbeating, it lapses without
+    reservation_expires_at = NumberAttribute(null=True)
+    #: the plan was confirmed: the reservation owner may claim the apply phase
+    confirmed = BooleanAttribute(null=True)
 
     claim_index = ClaimIndex()
 
@@ -327,9 +342,23 @@ class AllocationItem(FleetrunModel):
     list_index = ListIndex()
 
 
+class ConcurrencyKeyItem(FleetrunModel):
+    """`CKEY#<key>`: sk `HOLDER` names the task holding the key; sk `Q#<queued_at>#<task id>`
+    are the tasks waiting for it, oldest first."""
+
+    class Meta(_Meta):
+        pass
+
+    task_id = UnicodeAttribute()
+    #: holder only: the task attempt that acquired the key, and the holder's queue entry
+    attempt = NumberAttribute(null=True)
+    entry = UnicodeAttribute(null=True)
+
+
 ALL_MODELS: tuple[type[FleetrunModel], ...] = (
     TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
     AllocationItem,
+    ConcurrencyKeyItem,
 )
 
 

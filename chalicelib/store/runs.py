@@ -129,19 +129,28 @@ def apply(
 ) -> NodeRunItem | None:
     """One run transition as one conditional write. Returns the new item, or None when the
     run was not in an allowed status or the extra condition did not hold."""
-    change = run_transition(action, now, error_message)
-    values = {**change.fields, "last_action": action, **(fields or {})}
-    guard = NodeRunItem.pk.exists() & status_in(NodeRunItem, change.transition.sources)
-    if condition is not None:
-        guard &= condition
-    item = NodeRunItem(task_pk(task_id), run_sk(node))
+    item, actions, guard = transition_write(task_id, node, action, now, condition=condition,
+                                            error_message=error_message, fields=fields, extra=extra)
     try:
-        item.update(actions=[*field_actions(NodeRunItem, values), *extra], condition=guard)
+        item.update(actions=actions, condition=guard)
     except PynamoDBException as error:
         if is_condition_failure(error):
             return None
         raise
     return item
+
+
+def transition_write(
+    task_id: str, node: str, action: str, now: str, *, condition: Condition | None = None,
+    error_message: str | None = None, fields: dict[str, Any] | None = None, extra: Sequence[Action] = (),
+) -> tuple[NodeRunItem, list[Action], Condition]:
+    """The item, actions and guard of one run transition, for `apply` or a transaction."""
+    change = run_transition(action, now, error_message)
+    values = {**change.fields, "last_action": action, **(fields or {})}
+    guard = NodeRunItem.pk.exists() & status_in(NodeRunItem, change.transition.sources)
+    if condition is not None:
+        guard &= condition
+    return NodeRunItem(task_pk(task_id), run_sk(node)), [*field_actions(NodeRunItem, values), *extra], guard
 
 
 def update_leased(task_id: str, node: str, attempt: int, runner: str, fields: dict[str, Any]) -> NodeRunItem | None:

@@ -103,18 +103,9 @@ def transition(
     Raises InvalidTransition when the task is not in an allowed source status, Conflict when
     another writer changed it in between, TaskNotFound.
     """
+    item, actions, guard = transition_write(task_id, action, now, error_message=error_message, condition=condition,
+                                            extra=extra)
     change = task_transition(action, now, error_message)
-    fields = dict(change.fields)
-    if action == "start":
-        fields["started_at"] = now
-    terminal = change.target in TASK_TERMINAL
-    fields["active_pk"] = None if terminal else ACTIVE
-    fields["active_sk"] = None if terminal else task_id
-    actions = [*field_actions(TaskItem, fields), *extra]
-    guard = TaskItem.pk.exists() & status_in(TaskItem, change.transition.sources)
-    if condition is not None:
-        guard &= condition
-    item = TaskItem(task_pk(task_id), META)
     try:
         if event is None:
             item.update(actions=actions, condition=guard)
@@ -132,6 +123,25 @@ def transition(
             raise InvalidTransition("task", current.status, action, change.transition.sources) from None
         raise Conflict(f"task {task_id} changed while {action} was applied; retry") from None
     return get(task_id)
+
+
+def transition_write(
+    task_id: str, action: str, now: str, *, error_message: str | None = None, condition: Condition | None = None,
+    extra: Sequence[Action] = (),
+) -> tuple[TaskItem, list[Action], Condition]:
+    """The item, actions and guard of one task transition, for `transition` or a transaction."""
+    change = task_transition(action, now, error_message)
+    fields = dict(change.fields)
+    if action == "start":
+        fields["started_at"] = now
+    terminal = change.target in TASK_TERMINAL
+    fields["active_pk"] = None if terminal else ACTIVE
+    fields["active_sk"] = None if terminal else task_id
+    actions = [*field_actions(TaskItem, fields), *extra]
+    guard = TaskItem.pk.exists() & status_in(TaskItem, change.transition.sources)
+    if condition is not None:
+        guard &= condition
+    return TaskItem(task_pk(task_id), META), actions, guard
 
 
 def allowed_from(action: str) -> frozenset[str]:

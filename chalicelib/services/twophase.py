@@ -1,0 +1,193 @@
+"""Two-phase tasks (plan → confirm → apply): the plan reservation and everything that ends it.
+
+A two-phase task has exactly one node run (one workspace planned and applied by one
+runner). The plan runs on the runner; the run and the task wait in `apply_pending` while
+the runner keeps the plan context and heartbeats its reservation; `confirm` hands the
+apply phase to that runner only. When the reservation lapses or the runner reports the
+plan lost, the task plans again (`task.replan`) and waits for a new confirmation. The
+conditional writes are in store/plans.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import clock, config
+from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.domain.task_types import TaskType, get_task_type
+from chalicelib.errors import Conflict, InvalidTransition, LeaseLost
+from chalicelib.observability import count, logger
+from chalicelib.services.views import counts_of, service_event
+from chalicelib.store import events, plans, runs, tasks
+from chalicelib.store.models import NodeRunItem, TaskItem
+from chalicelib.store.runs import run_id
+
+#: a confirmation is one transaction over the task and its run: two-phase tasks have one run
+MAX_TARGETS = 1
+
+
+def is_two_phase(task_type: str) -> bool:
+    return get_task_type(task_type).requires_confirmation
+
+
+def confirmation_window(task_type: TaskType) -> int:
+    return task_type.confirmation_window_seconds or config.confirmation_window_seconds()
+
+
+def _planned_run(task: TaskItem) -> NodeRunItem | None:
+    return next(runs.iter_runs(task.task_id, RunStatus.APPLY_PENDING), None)
+
+
+# --- the runner ---------------------------------------------------------------------------
+def finish_plan(run: NodeRunItem, runner: str, attempt: int, fields: dict[str, Any]) -> NodeRunItem | None:
+    """The plan step succeeded: the run waits in `apply_pending`, reserved to its runner."""
+    now = clock.now_epoch()
+    return plans.reserve(run.task_id, run.node, attempt, runner, clock.rfc3339(now),
+                         now + config.lease_seconds(), fields)
+
+
+def heartbeat(task_id: str, node: str, attempt: int, runner: str) -> dict[str, Any] | None:
+    """Extend a live reservation; None when the run holds none for this runner and attempt."""
+    now = clock.now_epoch()
+    expires = now + config.lease_seconds()
+    run = plans.extend(task_id, node, attempt, runner, now, expires, clock.rfc3339(now))
+    if run is None:
+        return None
+    return {"lease_expires_at": clock.rfc3339(expires), "cancel_requested": False, "reserved": True}
+
+
+def plan_lost(run: NodeRunItem, runner: str, attempt: int) -> None:
+    """The runner no longer has the plan context: plan again. Raises InvalidTransition, LeaseLost."""
+    if run.status != RunStatus.APPLY_PENDING:
+        raise InvalidTransition("run", run.status, "report plan-lost for", {RunStatus.APPLY_PENDING})
+    if int(run.attempt) != attempt or run.reservation_owner != runner:
+        raise LeaseLost(run_id(run.task_id, run.node), run.status, int(run.attempt))
+    task = tasks.get(run.task_id)
+    if not _replan(task, run, plans.reserved_to(attempt, runner), f"{runner} reported the plan context lost"):
+        latest = runs.find(run.task_id, run.node)
+        raise LeaseLost(run_id(run.task_id, run.node), latest.status if latest else None,
+                        int(latest.attempt) if latest else None)
+
+
+# --- the user -----------------------------------------------------------------------------
+def confirm(task: TaskItem, actor_id: str) -> TaskItem:
+    """Hand the apply phase to the runner holding the plan, while its reservation is live.
+
+    Raises InvalidTransition (not `apply_pending`), Conflict (the reservation lapsed: the
+    task plans again and will wait for a new confirmation; or a concurrent change).
+    """
+    if task.status != TaskStatus.APPLY_PENDING:
+        raise InvalidTransition("task", task.status, "confirm", tasks.allowed_from("confirm"))
+    run = _planned_run(task)
+    now = clock.now_epoch()
+    if run is None or (run.reservation_expires_at or 0) <= now:
+        if run is not None:
+            _replan(task, run, _lapsed(run, now), "the plan reservation lapsed before the confirmation")
+        raise Conflict(f"the plan of task {task.task_id} is no longer held by its runner; the task plans again "
+                       "and will wait for a new confirmation", reason="plan_lost")
+    event = events.new_item(task.task_id, [service_event(
+        "task.confirmed", f"by {actor_id}: apply on {run.reservation_owner}", node=run.node,
+        data={"runner": run.reservation_owner, "attempt": int(run.attempt)},
+    )])
+    try:
+        plans.confirm(task, run, now, clock.rfc3339(now), event)
+    except plans.ReservationLost:
+        current = tasks.get(task.task_id)
+        if current.status != TaskStatus.APPLY_PENDING:
+            raise InvalidTransition("task", current.status, "confirm", tasks.allowed_from("confirm")) from None
+        raise Conflict(f"task {task.task_id} changed while it was confirmed; retry") from None
+    logger.info("plan confirmed", extra={"task_id": task.task_id, "runner": run.reservation_owner})
+    return tasks.get(task.task_id)
+
+
+def discard(task: TaskItem, actor_id: str, reason: str | None = None) -> TaskItem:
+    """Drop the plan: task → `discarded`, the run → `cancelled`, the reservation released.
+    Raises InvalidTransition, Conflict."""
+    if task.status != TaskStatus.APPLY_PENDING:
+        raise InvalidTransition("task", task.status, "discard", tasks.allowed_from("discard"))
+    message = reason or f"discarded by {actor_id}"
+    event = events.new_item(task.task_id, [service_event(
+        "task.discarded", message, type_="warning" if reason else "info",
+    )])
+    try:
+        plans.discard(task, _planned_run(task), clock.now_iso(), message, event)
+    except plans.ReservationLost:
+        current = tasks.get(task.task_id)
+        if current.status != TaskStatus.APPLY_PENDING:
+            raise InvalidTransition("task", current.status, "discard", tasks.allowed_from("discard")) from None
+        raise Conflict(f"task {task.task_id} changed while it was discarded; retry") from None
+    logger.info("task discarded", extra={"task_id": task.task_id, "reason": message})
+    return tasks.get(task.task_id)
+
+
+# --- the stream and the sweeper -----------------------------------------------------------
+def await_confirmation(task: TaskItem) -> bool:
+    """Settle a running two-phase task whose run has planned: the task waits in
+    `apply_pending`. Conditional on the counters it was decided from. Returns whether it moved."""
+    counts = counts_of(task)
+    planned = counts[RunStatus.APPLY_PENDING]
+    if task.plan_confirmed or not planned or counts[RunStatus.PENDING] or counts[RunStatus.RUNNING]:
+        return False
+    now = clock.now_iso()
+    window = confirmation_window(get_task_type(task.type))
+    event = events.new_item(task.task_id, [service_event(
+        "task.apply_pending", f"plan ready; confirm or discard within {window} s", type_="success",
+        data={"attempt": int(task.attempt), "confirmation_window_seconds": window},
+    )])
+    guard = (TaskItem.applied_seq == task.applied_seq) & (TaskItem.attempt == task.attempt)
+    try:
+        tasks.transition(task.task_id, "await_confirmation", now, condition=guard, event=event,
+                         extra=[TaskItem.awaiting_since.set(now)])
+    except (InvalidTransition, Conflict):
+        return False
+    count("TasksAwaitingConfirmation")
+    logger.info("task waits for confirmation", extra={"task_id": task.task_id})
+    return True
+
+
+def _lapsed(run: NodeRunItem, now: float) -> Any:
+    return (NodeRunItem.status == RunStatus.APPLY_PENDING) & (NodeRunItem.reservation_expires_at < now)
+
+
+def _replan(task: TaskItem, run: NodeRunItem, condition: Any, reason: str) -> bool:
+    """Plan again (see plans.replan). Returns False when the run changed first (a lost race)."""
+    event = events.new_item(task.task_id, [service_event(
+        "task.replan", f"{run.node}: {reason}; planning again, a new confirmation will be needed",
+        type_="warning", node=run.node,
+        data={"run_attempt": int(run.attempt) + 1, "attempt": int(task.attempt) + 1, "reason": reason},
+    )])
+    try:
+        attempt = plans.replan(task, run, condition, clock.now_iso(), event)
+    except plans.ReservationLost:
+        logger.info("replan lost a race; nothing to do", extra={"task_id": task.task_id, "node": run.node})
+        return False
+    count("TasksReplanned")
+    logger.warning("task plans again", extra={"task_id": task.task_id, "attempt": attempt, "reason": reason})
+    return True
+
+
+def sweep_task(task: TaskItem, now: float) -> str | None:
+    """Lapsed reservations and apply leases → replan; an expired confirmation window →
+    discard. Returns what was done (`replanned`, `discarded`) or None."""
+    if task.status not in (TaskStatus.APPLY_PENDING, TaskStatus.RUNNING):
+        return None
+    if task.status == TaskStatus.APPLY_PENDING and task.awaiting_since:
+        window = confirmation_window(get_task_type(task.type))
+        if now - clock.parse_rfc3339(task.awaiting_since) > window:
+            try:
+                discard(task, "sweeper", f"not confirmed within the confirmation window of {window} s")
+                return "discarded"
+            except (InvalidTransition, Conflict):
+                return None
+    for run in runs.iter_runs(task.task_id):
+        if run.status == RunStatus.APPLY_PENDING and (run.reservation_expires_at or 0) < now:
+            reason = f"the plan reservation of {run.reservation_owner} lapsed (no heartbeat)"
+            if _replan(task, run, _lapsed(run, now), reason):
+                return "replanned"
+        elif (run.status == RunStatus.RUNNING and run.phase == "apply" and task.status == TaskStatus.RUNNING
+              and (run.lease_expires_at or 0) < now):
+            reason = f"the apply lease of {run.lease_owner} lapsed (no heartbeat); the plan may be gone"
+            guard = (NodeRunItem.status == RunStatus.RUNNING) & (NodeRunItem.lease_expires_at < now)
+            if _replan(task, run, guard, reason):
+                return "replanned"
+    return None
