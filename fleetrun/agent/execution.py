@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fleetrun.agent.backoff import Backoff
 from fleetrun.agent.journal import Journal, run_tag
@@ -42,6 +43,8 @@ class RunExecution:
         self.tag = run_tag(run.task_id, run.node)
         self.keeper = LeaseKeeper(api, run, journal, self.tag)
         self.output = OutputTail()
+        #: the status the service accepted, once reported
+        self.reported: str | None = None
 
     def execute(self) -> None:
         try:
@@ -130,9 +133,14 @@ class RunExecution:
                 self.output.append(chunk)
                 lines.add(line)
 
+    @property
+    def work_dir(self) -> Path:
+        """The run's own directory: the same for every attempt and phase (a plan's apply finds it)."""
+        return run_work_dir(self._settings, self.run.task_id, self.run.node)
+
     def _launch(self, step: str) -> StepLaunch:
         executable = step_executable(self._settings.steps_dir, self.run.type, step)
-        work_dir = self._settings.work_dir / "runs" / _segment(self.run.task_id) / _segment(self.run.node)
+        work_dir = self.work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
         self._settings.sandbox.mkdir(parents=True, exist_ok=True)
         context = {
@@ -155,6 +163,7 @@ class RunExecution:
             try:
                 self._api.complete(self.run, status, error, output, events)
                 self._journal.run(self.tag, self.keeper.step, f"run {status}")
+                self.reported = status
                 return
             except LeaseLost as lost:
                 self._journal.run(self.tag, self.keeper.step, f"completion refused ({lost}); run dropped")
@@ -180,6 +189,10 @@ def _timeout(parameters: dict[str, object]) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value)
     return DEFAULT_STEP_TIMEOUT_SECONDS
+
+
+def run_work_dir(settings: AgentSettings, task_id: str, node: str) -> Path:
+    return settings.work_dir / "runs" / _segment(task_id) / _segment(node)
 
 
 def _segment(value: str) -> str:

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from fleetrun.agent.backoff import Backoff, IdlePoll
+from fleetrun.agent.backoff import Backoff, IdlePoll, jittered
 from fleetrun.agent.execution import RunExecution
 from fleetrun.agent.journal import Journal
 from fleetrun.agent.protocol import AgentApi, Rejected, Unavailable
+from fleetrun.agent.reservations import Reservations
 from fleetrun.agent.settings import IDLE_POLL_SECONDS, MAX_CLAIM, AgentSettings
 from fleetrun.agent.shutdown import Shutdown
 
@@ -26,13 +27,17 @@ class Agent:
         self._slot_freed = threading.Event()
         self._backoff = Backoff()
         self._idle = IdlePoll(IDLE_POLL_SECONDS, settings.idle_poll_max)
+        self.reservations = Reservations(self.api, settings.work_dir / "reservations", self.journal)
 
     def serve(self) -> int:
         """Claim and execute runs until asked to stop; then wait for the runs in flight. Returns 0."""
         s = self.settings
         self.journal.agent(f"node {s.node} serving {s.api_url} with {s.slots} slot(s); steps from {s.steps_dir}")
+        if self.reservations.load():
+            self.journal.agent(f"holding {len(self.reservations.held())} plan(s) from before the restart")
         with _stop_on_signals(self.shutdown):
             while not self.shutdown.requested:
+                self.reservations.tick()
                 self._reap()
                 free = min(s.slots - len(self._running), MAX_CLAIM)
                 if free <= 0:
@@ -40,6 +45,10 @@ class Agent:
                     self._slot_freed.clear()
                     continue
                 pause = self._claim(free)
+                if self.reservations.held():
+                    # holding a plan: its heartbeats fall due, and a confirmed apply should start
+                    # at once, so the idle pause does not grow past the first poll interval
+                    pause = min(pause, jittered(IDLE_POLL_SECONDS))
                 if pause:
                     self.shutdown.wait(pause)
             self._drain()
@@ -63,7 +72,12 @@ class Agent:
             self.journal.agent(f"API reachable again after {self._backoff.failures} failed claims")
             self._backoff.reset()
         for run in runs:
+            # a claim of a run whose plan this agent holds: the apply phase (its lease takes over
+            # from the reservation), or a new plan after the old reservation was lost
+            held = self.reservations.take(run.run_id)
             execution = RunExecution(run, self.api, self.settings, self.shutdown, self.journal)
+            if run.phase == "apply" and not held:
+                self.journal.run(execution.tag, run.step, "apply claimed for a plan this agent does not hold")
             self.journal.run(execution.tag, run.step, f"claimed attempt {run.attempt} ({run.type}, {run.phase})")
             thread = threading.Thread(target=self._execute, args=(execution,), name=execution.tag)
             self._running[run.run_id] = thread
@@ -76,6 +90,9 @@ class Agent:
     def _execute(self, execution: RunExecution) -> None:
         try:
             execution.execute()
+            run = execution.run
+            if run.phase == "plan" and execution.reported == "succeeded":  # now `apply_pending`
+                self.reservations.hold(run.run_id, run.task_id, run.node, run.attempt, execution.work_dir)
         except Exception as error:  # the run's lease expires and the sweeper offers it again
             self.journal.run(execution.tag, execution.keeper.step, f"agent error while reporting: {error!r}")
         finally:

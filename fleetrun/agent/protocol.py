@@ -94,6 +94,15 @@ class AgentApi:
         answer = self._post(f"/v1/runs/{run.run_id}/heartbeat", body) or {}
         return HeartbeatAnswer(parse_time(answer["lease_expires_at"]), bool(answer.get("cancel_requested")))
 
+    def hold(self, run_id: str, attempt: int) -> HeartbeatAnswer:
+        """Heartbeat the plan reservation of an `apply_pending` run (no step runs meanwhile)."""
+        answer = self._post(f"/v1/runs/{run_id}/heartbeat", {"attempt": attempt}) or {}
+        return HeartbeatAnswer(parse_time(answer["lease_expires_at"]), bool(answer.get("cancel_requested")))
+
+    def plan_lost(self, run_id: str, attempt: int) -> None:
+        """Tell the service this agent no longer has the plan context of the run."""
+        self._post(f"/v1/runs/{run_id}/plan-lost", {"attempt": attempt})
+
     def send_events(self, run: ClaimedRun, events: list[dict[str, Any]]) -> None:
         self._post(f"/v1/runs/{run.run_id}/events", {"attempt": run.attempt, "events": events})
 

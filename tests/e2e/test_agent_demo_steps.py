@@ -89,8 +89,11 @@ def test_iac_apply_refuses_without_a_plan_and_applies_the_plan_of_its_work_dir(t
     assert "s3cr3t" not in (work_dir / "plan.json").read_text()
     assert json.loads((work_dir / "applied.json").read_text())["plan_hash"] == plan["hash"]
     log = (work_dir / "steps.log").read_text().splitlines()
-    assert [line.split()[0:2] for line in log] == [["plan", "1"], ["apply", "2"]]
-    assert log[1].endswith(f"plan={plan['hash']}")
+    assert [line.split()[0:2] for line in log] == [["apply-refused", "1"], ["plan", "1"], ["apply", "2"]]
+    assert log[2].endswith(f"plan={plan['hash']}")
+    # the agent-wide log outlives the run's directory and says the same
+    shared = (tmp_path / "sandbox" / "iac.log").read_text().splitlines()
+    assert [line.split()[0:2] for line in shared] == [["apply-refused", "1"], ["plan", "1"], ["apply", "2"]]
 
 
 def test_machine_reclaim_empties_what_the_user_left_in_the_sandbox(tmp_path: Path) -> None:
