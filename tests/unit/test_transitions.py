@@ -245,11 +245,19 @@ class TestRunEntryFields:
         fields = run_entry_fields(RunStatus.APPLY_PENDING, NOW)
         assert fields == {"status": "apply_pending", "updated_at": NOW}
 
-    @pytest.mark.parametrize("action", sorted(RUN_TRANSITIONS))
+    @pytest.mark.parametrize("action", sorted(set(RUN_TRANSITIONS) - {"claim_apply"}))
     def test_every_action_writes_the_entry_fields_of_its_target(self, action):
         change = run_transition(action, NOW, "why")
         assert change.transition is RUN_TRANSITIONS[action]
         assert change.fields == run_entry_fields(RUN_TRANSITIONS[action].target, NOW, "why")
+
+    def test_the_apply_claim_keeps_the_started_at_of_the_plan(self):
+        # GIVEN a planned run; WHEN its apply phase is claimed
+        change = run_transition("claim_apply", NOW)
+        # THEN it is running again, without a new start time
+        assert change.target == "running"
+        assert "started_at" not in change.fields
+        assert change.fields == {"status": "running", "updated_at": NOW, "completed_at": None, "error_message": None}
 
 
 class TestUnknownAction:
