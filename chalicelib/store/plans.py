@@ -143,8 +143,9 @@ def replan(task: TaskItem, run: NodeRunItem, run_condition: Condition, stamp: st
 def discard(task: TaskItem, run: NodeRunItem | None, stamp: str, reason: str, event: EventItem) -> None:
     """Task apply_pending → discarded and its planned run → cancelled (the reservation is
     released: the runner's next heartbeat is refused), atomically. Raises ReservationLost."""
-    writes: list[tuple[Any, list[Any], Condition]] = [tasks.transition_write(task.task_id, "discard", stamp, error_message=reason,
-                                     condition=TaskItem.attempt == task.attempt)]
+    writes: list[tuple[Any, list[Any], Condition]] = [tasks.transition_write(
+        task.task_id, "discard", stamp, error_message=reason, condition=TaskItem.attempt == task.attempt,
+    )]
     if run is not None:
         writes.append(runs.transition_write(
             run.task_id, run.node, "cancel", stamp, error_message=reason,

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LEASE_SECONDS, Stack, wait_for
+from tests.e2e.conftest import LEASE_SECONDS, Stack, clean_environment, wait_for
+from tests.e2e.test_cli import fleetrun
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +86,8 @@ def test_a_killed_runner_never_applies_and_the_restarted_runner_plans_again(stac
     assert iac_log(first_dir) == [["plan", "1", f"task={task_id}"]]
     assert iac_log(second_dir) == [["plan", "2", f"task={task_id}"], ["apply", "2", f"task={task_id}"]]
     plan_hash = (run_dir(second_dir, task_id, runner) / "plan.json").read_text()
-    assert (run_dir(second_dir, task_id, runner) / "applied.json").is_file() and plan_hash
+    assert (run_dir(second_dir, task_id, runner) / "applied.json").is_file()
+    assert plan_hash
 
 
 def test_a_runner_that_loses_its_plan_reports_it_and_the_task_plans_again(stack: Stack, tmp_path: Path) -> None:
@@ -137,3 +139,22 @@ def test_tasks_of_one_workspace_run_one_at_a_time_and_a_waiting_plan_holds_the_k
         f"plan:task={first}", f"apply:task={first}", f"plan:task={second}", f"plan:task={third}",
         f"apply:task={third}",
     ]
+
+
+def test_the_cli_watches_a_plan_until_it_waits_then_confirms_and_watches_the_apply(
+        stack: Stack, tmp_path: Path) -> None:
+    runner = stack.node_id("tf")
+    work_dir = tmp_path / "a"
+    stack.start_agent(runner, stack.register(runner), work_dir)
+    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
+                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+    # WHEN a user submits and watches THEN the watch ends when the plan waits: exit 3
+    submitted = fleetrun("submit", "iac.plan_apply", "-n", runner, "--param", f"workspace=cli-{runner}",
+                         "--param", "source=git::infra", "--watch", env=env, timeout=60)
+    assert submitted.returncode == 3, submitted.stdout + submitted.stderr
+    assert "fleetrun confirm" in submitted.stdout
+    task_id = submitted.stdout.split("fleetrun confirm ")[1].split()[0]
+    # WHEN the user confirms and watches THEN the apply runs and the watch exits 0
+    confirmed = fleetrun("confirm", task_id, "--watch", env=env, timeout=60)
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert [entry[0] for entry in iac_log(work_dir)] == ["plan", "apply"]

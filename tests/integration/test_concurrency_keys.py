@@ -49,7 +49,8 @@ class TestOneAtATime:
         first, second, third = submitted(fleet, keyed(), keyed(), keyed())
         # only the first holds the key; the others wait in pending without node runs
         assert statuses(fleet, [first, second, third]) == ["running", "pending", "pending"]
-        assert fleet.runs(second) == {} and fleet.runs(third) == {}
+        assert fleet.runs(second) == {}
+        assert fleet.runs(third) == {}
         order = []
         for _ in range(3):
             order += finish_claimed(fleet)

@@ -94,7 +94,7 @@ def applied(fleet: Fleet, task_id: str) -> dict[str, Any]:
 class TestPlanConfirmApply:
     def test_plan_waits_in_apply_pending_reserved_to_its_runner(self, fleet):
         # GIVEN a planned task
-        task_id, run = planned(fleet)
+        task_id, _run = planned(fleet)
         # THEN the run waits too, and an event says the plan is ready
         (node_run,) = fleet.runs(task_id).values()
         assert (node_run["status"], node_run["attempt"], node_run["phase"]) == ("apply_pending", 1, "plan")
@@ -112,7 +112,8 @@ class TestPlanConfirmApply:
         started_at = fleet.runs(task_id)[RUNNER]["started_at"]
         # WHEN confirmed
         confirmed = act(fleet, task_id, "confirm")
-        assert confirmed.status == 202 and confirmed.body["status"] == "running"
+        assert confirmed.status == 202
+        assert confirmed.body["status"] == "running"
         fleet.settle()
         assert fleet.task(task_id)["status"] == "running"  # not back to apply_pending
         # THEN the runner claims the apply phase of the same attempt
@@ -197,7 +198,8 @@ class TestLostReservation:
         # WHEN confirmed after the reservation lapsed, before the sweeper noticed
         answer = act(fleet, task_id, "confirm")
         # THEN no apply: 409 conflict, and the task plans again
-        assert answer.status == 409 and answer.body["error"]["reason"] == "plan_lost"
+        assert answer.status == 409
+        assert answer.body["error"]["reason"] == "plan_lost"
         fleet.settle()
         assert fleet.task(task_id)["attempt"] == 2
         (run,) = fleet.claim(RUNNER)
@@ -264,7 +266,8 @@ class TestDiscard:
     def test_discard_releases_the_reservation(self, fleet):
         task_id, run = planned(fleet)
         answer = act(fleet, task_id, "discard")
-        assert answer.status == 202 and answer.body["status"] == "discarded"
+        assert answer.status == 202
+        assert answer.body["status"] == "discarded"
         assert answer.body["completed_at"] is not None
         fleet.settle()
         assert fleet.runs(task_id)[RUNNER]["status"] == "cancelled"

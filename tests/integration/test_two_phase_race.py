@@ -71,7 +71,8 @@ def _after(delay: float) -> None:
 
 def race_once(task_id: str, later: Clock) -> Race:
     run = runs.find(task_id, RUNNER)
-    assert run is not None and run.reservation_expires_at is not None
+    assert run is not None
+    assert run.reservation_expires_at is not None
     race = Race(task_id, float(run.reservation_expires_at))
     # the service's clock now reads the reservation's expiry, give or take the jitter
     later.offset = race.expires - time.time() + random.uniform(-EARLY, LATE)
@@ -123,7 +124,7 @@ def judge(race: Race, later: Clock) -> str:
         began, claimed = race.apply_claims[0]
         # an apply claim started only while a reservation the service granted was live
         assert began < max([race.expires, *race.granted]), race
-        assert race.confirmed and not race.replanned and claimed["attempt"] == 1, race
+        assert (race.confirmed, race.replanned, claimed["attempt"]) == (True, False, 1), race
         task = tasks.get(race.task_id)
         assert (task.status, int(task.attempt)) == ("running", 1), race
         return "applied"
@@ -131,7 +132,8 @@ def judge(race: Race, later: Clock) -> str:
     twophase.sweep_task(tasks.get(race.task_id), later.now() + 3600)
     run = runs.find(race.task_id, RUNNER)
     task = tasks.get(race.task_id)
-    assert run is not None and (run.status, int(run.attempt), run.phase) == ("pending", 2, "plan"), race
+    assert run is not None, race
+    assert (run.status, int(run.attempt), run.phase) == ("pending", 2, "plan"), race
     assert (task.status, int(task.attempt)) == ("pending", 2), race
     return "confirmed, then replanned" if race.confirmed else "replanned"
 
@@ -152,7 +154,8 @@ def test_confirm_racing_the_lapse_never_applies_without_a_live_reservation(fleet
     print(f"outcomes of {REPETITIONS} races: {dict(outcomes)}")
     assert sum(outcomes.values()) == REPETITIONS
     # the jitter puts both sides of the race in play
-    assert outcomes["applied"] and (outcomes["replanned"] + outcomes["confirmed, then replanned"])
+    assert outcomes["applied"]
+    assert (outcomes["replanned"] + outcomes["confirmed, then replanned"])
     later.offset = 0.0
     fleet.settle()
     assert_statistics_equal_recount()

@@ -144,7 +144,8 @@ class TestReservations:
         held = book(api, tmp_path)
         held.hold("T1.tf-a", "T1", "tf-a", 1, plan_dir)
         held.tick()
-        assert held.held() == ["T1.tf-a"] and plan_dir.exists()
+        assert held.held() == ["T1.tf-a"]
+        assert plan_dir.exists()
 
     def test_the_apply_claim_takes_the_plan_over(self, tmp_path, plan_dir):
         api = FakeApi()
@@ -153,4 +154,5 @@ class TestReservations:
         assert held.take("T1.tf-a") is True
         assert held.take("T1.tf-a") is False
         held.tick()
-        assert api.calls == [] and plan_dir.exists()
+        assert api.calls == []
+        assert plan_dir.exists()
