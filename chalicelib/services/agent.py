@@ -80,7 +80,7 @@ def _lease(task: TaskItem, node: str, claim_sk: str, runner: str) -> NodeRunItem
     return runs.apply(
         task.task_id, node, "claim_apply", clock.rfc3339(now),
         condition=claimed & (NodeRunItem.confirmed == True) & plans.live(now)  # noqa: E712
-        & (NodeRunItem.reservation_owner == runner),
+        & (NodeRunItem.reservation_owner == runner) & (NodeRunItem.phase == "plan"),
         fields={**lease, "step": task_type.apply_steps[0], "phase": "apply", "reservation_expires_at": None},
     )
 
@@ -178,8 +178,8 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
     """Finish a leased run. A repeated identical call answers the same; a stale one raises LeaseLost."""
     task_id, node = split_run_id(run_id_value)
     current = _runner_run(run_id_value, node_id)
-    if current.cancel_requested and status == RunStatus.FAILED:
-        status = RunStatus.CANCELLED
+    if current.cancel_requested and (status == RunStatus.FAILED or current.phase == "plan"):
+        status = RunStatus.CANCELLED  # a plan finished for a cancelled task waits for nobody
     secret_values = _secret_values(task_id) if (error_message or output or batch) else []
     error_message = secrets.redact(error_message, secret_values)
     fields: dict[str, Any] = {"lease_expires_at": None, "final_events": None}

@@ -136,6 +136,7 @@ def _reset_run(run: NodeRunItem, action: str, attempt: int, ordinal: int, templa
             "attempt": int(run.attempt) + 1, "generation": attempt, "reset_gen": attempt, "ordinal": ordinal,
             "claim_pk": claim_pk, "claim_sk": claim_sk, "lease_owner": None, "lease_expires_at": None,
             "cancel_requested": False, "output": None, "output_key": None, "final_events": None,
+            "reservation_owner": None, "reservation_expires_at": None, "confirmed": None,
         },
     )
 

@@ -56,6 +56,8 @@ def retry(task: TaskItem, scope: str, actor_id: str) -> TaskItem:
             TaskItem.finished_base.set(rules.finished_count(new_counts)),
             TaskItem.started_at.remove(),
             TaskItem.queued_at.set(clock.now_iso()),  # a task with a concurrency key queues again
+            TaskItem.plan_confirmed.remove(),  # a two-phase task plans again and needs a new confirmation
+            TaskItem.awaiting_since.remove(),
             *count_actions,
         ],
     )

@@ -137,7 +137,7 @@ def await_confirmation(task: TaskItem) -> bool:
     guard = (TaskItem.applied_seq == task.applied_seq) & (TaskItem.attempt == task.attempt)
     try:
         tasks.transition(task.task_id, "await_confirmation", now, condition=guard, event=event,
-                         extra=[TaskItem.awaiting_since.set(now)])
+                         extra=[TaskItem.awaiting_since.set(now), TaskItem.plan_confirmed.remove()])
     except (InvalidTransition, Conflict):
         return False
     count("TasksAwaitingConfirmation")

@@ -303,3 +303,37 @@ class TestDiscard:
         assert fleet.task(task_id)["status"] == "cancelled"
         assert heartbeat(fleet, run).status == 409
         assert_statistics_equal_recount()
+
+
+class TestCancelAndRetry:
+    def test_a_plan_finishing_after_cancel_does_not_wait_for_confirmation(self, fleet):
+        fleet.register(RUNNER)
+        task_id = fleet.submit(iac()).body["task_id"]
+        fleet.settle()
+        (run,) = fleet.claim(RUNNER)
+        assert act(fleet, task_id, "cancel").status == 202
+        fleet.settle()
+        # WHEN the plan still succeeds THEN the run ends cancelled, not apply_pending
+        assert fleet.finish(RUNNER, run).status == 200
+        fleet.settle()
+        assert fleet.runs(task_id)[RUNNER]["status"] == "cancelled"
+        assert fleet.task(task_id)["status"] == "cancelled"
+        assert_statistics_equal_recount()
+
+    def test_a_cancelled_confirmed_task_retried_plans_and_waits_again(self, fleet):
+        task_id, _ = planned(fleet)
+        assert act(fleet, task_id, "confirm").status == 202
+        fleet.settle()
+        assert act(fleet, task_id, "cancel").status == 202
+        fleet.settle()
+        assert fleet.task(task_id)["status"] == "cancelled"
+        # WHEN retried THEN it plans again (never applies the old confirmation) and waits
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"}).status == 202
+        fleet.settle()
+        (run,) = fleet.claim(RUNNER)
+        assert (run["phase"], run["attempt"]) == ("plan", 2)
+        assert fleet.finish(RUNNER, run).status == 200
+        fleet.settle()
+        assert fleet.task(task_id)["status"] == "apply_pending"
+        assert applied(fleet, task_id)["status"] == "completed"
+        assert_statistics_equal_recount()
