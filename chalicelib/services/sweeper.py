@@ -27,7 +27,6 @@ class SweepReport:
     nodes_offline: list[str] = field(default_factory=list)
     replanned: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
-    keys_repaired: int = 0
 
 
 @tracer.capture_method
@@ -62,8 +61,7 @@ def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
     counts = counts_of(task)
     if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
         jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
-    two_phase = twophase.is_two_phase(task.type)
-    if two_phase:
+    if twophase.is_two_phase(task.type):
         outcome = twophase.sweep_task(task, now)
         if outcome is not None:
             (report.replanned if outcome == "replanned" else report.discarded).append(task.task_id)

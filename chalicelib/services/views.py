@@ -7,7 +7,7 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.domain import rules
-from chalicelib.domain.statuses import RUN_STATUSES, TaskStatus
+from chalicelib.domain.statuses import RUN_STATUSES, RunStatus, TaskStatus
 from chalicelib.store.models import NodeItem, NodeRunItem, TaskItem
 from chalicelib.store.runs import run_id
 
@@ -71,6 +71,12 @@ def run_view(run: NodeRunItem) -> dict[str, Any]:
         "started_at": run.started_at,
         "completed_at": run.completed_at,
         "lease_expires_at": clock.rfc3339(float(run.lease_expires_at)) if run.lease_expires_at else None,
+        # two-phase runs: who holds the plan, until when, and whether the apply was confirmed
+        "reservation": {
+            "runner": run.reservation_owner,
+            "expires_at": clock.rfc3339(float(run.reservation_expires_at)),
+            "confirmed": bool(run.confirmed),
+        } if run.status == RunStatus.APPLY_PENDING and run.reservation_expires_at else None,
     }
 
 

@@ -98,6 +98,7 @@ class TestPlanConfirmApply:
         # THEN the run waits too, and an event says the plan is ready
         (node_run,) = fleet.runs(task_id).values()
         assert (node_run["status"], node_run["attempt"], node_run["phase"]) == ("apply_pending", 1, "plan")
+        assert (node_run["reservation"]["runner"], node_run["reservation"]["confirmed"]) == (RUNNER, False)
         task = fleet.task(task_id)
         assert task["node_counts"]["apply_pending"] == 1
         assert task["concurrency_key"] == "prod"  # iac.plan_apply: the workspace
