@@ -12,7 +12,7 @@ from chalicelib import clock
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.domain.transitions import RUN_TRANSITIONS
-from chalicelib.errors import Conflict, InvalidTransition
+from chalicelib.errors import Conflict, InvalidTransition, ValidationFailed
 from chalicelib.observability import count, logger, metrics, tracer
 from chalicelib.services import concurrency, work
 from chalicelib.services.views import service_event
@@ -157,6 +157,11 @@ def dispatch_nodes(task: TaskItem, nodes: list[str]) -> dict[str, Any]:
     targets = set(tasks.load_targets(task.task_id))
     unique = list(dict.fromkeys(nodes))
     new_nodes = [n for n in unique if n not in targets]
+    if new_nodes and get_task_type(task.type).requires_confirmation:
+        raise ValidationFailed(
+            f"{task.type} plans and applies on its one runner; it takes no further nodes",
+            [{"path": "$.target_nodes", "message": "two-phase tasks have exactly one target node"}],
+        )
     listed = [n for n in unique if n in targets]
     # a listed target without a run can only be left by a crash between reserve and create
     orphans = [n for n, run in zip(listed, runs.run_concurrently(

@@ -338,3 +338,12 @@ class TestCancelAndRetry:
         assert fleet.task(task_id)["status"] == "apply_pending"
         assert applied(fleet, task_id)["status"] == "completed"
         assert_statistics_equal_recount()
+
+
+def test_a_two_phase_task_takes_no_further_nodes(fleet):
+    task_id, _ = planned(fleet)
+    answer = fleet.user("POST", f"/v1/tasks/{task_id}/confirm")
+    assert answer.status == 202
+    added = fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": ["tf-b"]})
+    assert added.status == 400
+    assert added.body["error"]["code"] == "validation_error"
