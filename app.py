@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -266,24 +267,35 @@ def dashboard_asset(name: str) -> Response:
 
 
 # --- events -----------------------------------------------------------------------------
+# no annotated locals in handlers: chalice package's policy analyzer chokes on them
+def _each_record(event: SQSEvent, handle: Callable[[SQSRecord], None], processor: BatchProcessor) -> dict[str, Any]:
+    """Every record through `handle`; those that raise are reported for redelivery (ReportBatchItemFailures)."""
+    return cast(dict[str, Any], process_partial_response(
+        event=event.to_dict(), record_handler=handle, processor=processor, context=event.context,  # type: ignore[arg-type]
+    ))
+
+
+def _job(record: SQSRecord, queue: str) -> Any:
+    """The record's JSON body, or None (logged) for a body that is not JSON: redelivering it cannot help."""
+    try:
+        return json.loads(record.body)
+    except ValueError:
+        logger.warning(f"{queue} job is not JSON; dropped", extra={"message_id": record.message_id})
+        return None
+
+
 _job_processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def _run_job(record: SQSRecord) -> None:
-    try:
-        job = json.loads(record.body)
-    except ValueError:
-        logger.warning("dispatch job is not JSON; dropped", extra={"message_id": record.message_id})
-        return
-    dispatch.handle_job(job)
+    job = _job(record, "dispatch")
+    if job is not None:
+        dispatch.handle_job(job)
 
 
 @app.on_sqs_message(queue=resources.DISPATCH_QUEUE.name, batch_size=resources.DISPATCH_QUEUE.batch_size)
 def dispatch_worker(event: SQSEvent) -> dict[str, Any]:
-    # no annotated locals in handlers: chalice package's policy analyzer chokes on them
-    return cast(dict[str, Any], process_partial_response(
-        event=event.to_dict(), record_handler=_run_job, processor=_job_processor, context=event.context,  # type: ignore[arg-type]
-    ))
+    return _each_record(event, _run_job, _job_processor)
 
 
 @app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON")
@@ -313,9 +325,7 @@ def _take_intake(record: SQSRecord) -> None:
 
 @app.on_sqs_message(queue=resources.INTAKE_QUEUE.name, batch_size=resources.INTAKE_QUEUE.batch_size)
 def intake_worker(event: SQSEvent) -> dict[str, Any]:
-    return cast(dict[str, Any], process_partial_response(
-        event=event.to_dict(), record_handler=_take_intake, processor=_intake_processor, context=event.context,  # type: ignore[arg-type]
-    ))
+    return _each_record(event, _take_intake, _intake_processor)
 
 
 @register(app, "createSchedule")
@@ -363,19 +373,14 @@ _work_processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def _run_work(record: SQSRecord) -> None:
-    try:
-        job = json.loads(record.body)
-    except ValueError:
-        logger.warning("work job is not JSON; dropped", extra={"message_id": record.message_id})
-        return
-    work.handle_job(job)
+    job = _job(record, "work")
+    if job is not None:
+        work.handle_job(job)
 
 
 @app.on_sqs_message(queue=resources.WORK_QUEUE.name, batch_size=resources.WORK_QUEUE.batch_size)
 def work_worker(event: SQSEvent) -> dict[str, Any]:
-    return cast(dict[str, Any], process_partial_response(
-        event=event.to_dict(), record_handler=_run_work, processor=_work_processor, context=event.context,  # type: ignore[arg-type]
-    ))
+    return _each_record(event, _run_work, _work_processor)
 
 
 @app.schedule(Cron(0, 2, "*", "*", "?", "*"))
@@ -446,7 +451,4 @@ def _deliver_notification(record: SQSRecord) -> None:
 
 @app.on_sqs_message(queue=resources.NOTIFY_QUEUE.name, batch_size=resources.NOTIFY_QUEUE.batch_size)
 def notify_worker(event: SQSEvent) -> dict[str, Any]:
-    return cast(dict[str, Any], process_partial_response(
-        event=event.to_dict(), record_handler=_deliver_notification, processor=_notify_processor,
-        context=event.context,  # type: ignore[arg-type]
-    ))
+    return _each_record(event, _deliver_notification, _notify_processor)

@@ -355,13 +355,6 @@ class ConcurrencyKeyItem(FleetrunModel):
     entry = UnicodeAttribute(null=True)
 
 
-ALL_MODELS: tuple[type[FleetrunModel], ...] = (
-    TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
-    AllocationItem,
-    ConcurrencyKeyItem,
-)
-
-
 def reset_connections() -> None:
     """Drop cached connections (a new moto mock or endpoint needs fresh clients)."""
     models: tuple[type[Model], ...] = (FleetrunModel, *ALL_MODELS)
@@ -405,9 +398,6 @@ class ScheduleItem(FleetrunModel):
     owner_index = OwnerIndex()
 
 
-ALL_MODELS = (*ALL_MODELS, ScheduleItem)
-
-
 def schedule_pk(schedule_id: str) -> str:
     return f"SCHEDULE#{schedule_id}"
 
@@ -438,9 +428,6 @@ class WsSubscriptionItem(FleetrunModel):
     #: `*` subscribers who are not admin receive only their own tasks
     admin = BooleanAttribute(default=False)
     expires_at = NumberAttribute()
-
-
-ALL_MODELS = (*ALL_MODELS, WsConnectionItem, WsSubscriptionItem)
 
 
 # --- notifications (chalicelib/notify) ---------------------------------------------------
@@ -503,4 +490,9 @@ class DeliveryItem(FleetrunModel):
     expires_at = NumberAttribute()
 
 
-ALL_MODELS = (*ALL_MODELS, SubscriptionItem, SubscriptionEventItem, DeliveryItem)
+#: every item class (reset_connections drops their cached connections)
+ALL_MODELS: tuple[type[FleetrunModel], ...] = (
+    TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
+    AllocationItem, ConcurrencyKeyItem, ScheduleItem, WsConnectionItem, WsSubscriptionItem,
+    SubscriptionItem, SubscriptionEventItem, DeliveryItem,
+)
