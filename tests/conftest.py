@@ -48,3 +48,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
         _reset_caches()
         yield provisioned
         _reset_caches()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` first: xdist hands tests out in collection order, so a long test
+    collected late would finish the run alone on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -78,6 +78,7 @@ def submit(fleet: Fleet, faults: Faults, key: str) -> str:
     raise AssertionError("submit never succeeded")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", ["submit", "dispatch", "claim", "complete", "stream"])
 def test_crash_after_every_aws_call_loses_nothing_and_runs_each_attempt_once(fleet, faults, entry_point):
     # GIVEN registered nodes and agents that record every execution

@@ -144,6 +144,7 @@ def later(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return Clock(monkeypatch)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_confirm_racing_the_lapse_never_applies_without_a_live_reservation(fleet, later):
     fleet.register(RUNNER)
