@@ -13,11 +13,18 @@ Measurements (each a function in MEASUREMENTS; run all, or some with `--only NAM
   500 ms locally, API.md "within a second") and with what polling once a second gives a
   client (uniform wait over the interval plus one GET: p50 ~0.5 s, p95 ~0.95 s).
 
-A second measurement (e.g. the dashboard's render time) adds a function `(stack, args) ->
-Figures` to MEASUREMENTS; `Stack` starts and stops the runtime and offers the API, a WebSocket
-subscription and a direct DynamoDB client.
+- `dashboard`: the time to render the dashboard's task page of a `--nodes` (1,000) node task in
+  headless Chromium, median of `--repeat` openings: to the first screen (the task, its events,
+  the first 200 nodes) and to the whole grid, next to the same API reads made from Python and a
+  1,000 ms budget. The scenario and the page's own figures are `bench/dashboard_render.py`'s
+  (run that alone for the breakdown, or against a running stack with `--url`); needs Debian's
+  chromium and chromium-driver.
 
-    .venv/bin/python bench/push_latency.py [--changes 500] [--spacing 0.05] [--only push] [--json]
+Each measurement is a function `(stack, args) -> Figures` in MEASUREMENTS; `Stack` starts and
+stops the runtime and offers the API, a WebSocket subscription and a direct DynamoDB client.
+
+    .venv/bin/python bench/push_latency.py [--changes 500] [--spacing 0.05] [--nodes 1000] [--repeat 5]
+        [--only push|dashboard] [--json]
 
 Informational: prints the figures, never asserts them. Exit status 1 only when the scenario
 broke (the runtime did not start, a change never arrived).
@@ -223,9 +230,37 @@ def _quiet(subscription: ClientConnection, seconds: float) -> None:
             return
 
 
+def dashboard(stack: Stack, args: argparse.Namespace) -> Figures:
+    import bench.dashboard_render as render
+
+    missing = render.browser.available()
+    if missing:
+        raise RuntimeError(f"no browser for the dashboard measurement: {missing}")
+    log(f"creating a {args.nodes}-node task and opening its page {args.repeat} times in headless Chromium")
+    task_id = render.create_task(stack.api, args.nodes)
+    reads = statistics.median(render.api_reads_ms(stack.url, stack.token, task_id) for _ in range(args.repeat))
+    samples = render.measure(stack.url, stack.token, task_id, args.repeat)
+    first = statistics.median(s["first_frame_ms"] for s in samples)
+    whole = statistics.median(s["complete_frame_ms"] for s in samples)
+    figures = Figures("dashboard", {
+        "nodes": args.nodes, "grid_cells": samples[0]["cells"], "openings": args.repeat,
+        "first_screen_ms": round(first, 1), "whole_grid_ms": round(whole, 1),
+        "browser_dom_ms": round(statistics.median(s["dom_ms"] for s in samples), 1),
+        "api_reads_from_python_ms": round(reads, 1),
+    })
+    figures.compared = [
+        f"budget: first screen within {render.BUDGET_MS:.0f} ms -> "
+        f"{'met' if first < render.BUDGET_MS else 'NOT met'} ({first:.0f} ms)",
+        f"the whole grid ({whole:.0f} ms) against the same API reads from Python ({reads:.0f} ms): "
+        "the page adds little to what the API costs",
+    ]
+    return figures
+
+
 #: name -> measurement; each runs against its own fresh runtime
 MEASUREMENTS: dict[str, Callable[[Stack, argparse.Namespace], Figures]] = {
     "push": push,
+    "dashboard": dashboard,
 }
 
 
@@ -233,6 +268,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--changes", type=int, default=500, help="task changes to push (default 500)")
     parser.add_argument("--spacing", type=float, default=0.05, help="seconds between two writes (default 0.05)")
+    parser.add_argument("--nodes", type=int, default=1000, help="targets of the dashboard's task (default 1000)")
+    parser.add_argument("--repeat", type=int, default=5, help="openings of the task page (default 5)")
     parser.add_argument("--only", action="append", choices=sorted(MEASUREMENTS), help="run only these")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
