@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.columns import Columns
@@ -12,10 +13,11 @@ from rich.text import Text
 
 from fleetrun.cli_render import STATUS_STYLES, day_time
 
-_NODE_STATUS_STYLES = {"idle": "green", "allocated": "cyan", "maintenance": "yellow", "offline": "bright_black"}
+NODE_STATUS_STYLES = {"idle": "green", "allocated": "cyan", "maintenance": "yellow", "offline": "bright_black"}
 
 
-def _card(title: str, rows: list[tuple[str, str | Text]]) -> Panel:
+def card(title: str, rows: Sequence[tuple[str, str | Text]]) -> Panel:
+    """A titled panel of label / right-aligned value rows."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column()
     grid.add_column(justify="right")
@@ -36,24 +38,24 @@ def duration(seconds: float | None) -> str:
 
 
 def stats_cards(stats: dict[str, Any]) -> RenderableType:
-    totals = _card("tasks", [
+    totals = card("tasks", [
         ("total", str(stats.get("total_tasks", 0))), ("running", str(stats.get("running_tasks", 0))),
         ("completed", str(stats.get("completed_tasks", 0))), ("failed", str(stats.get("failed_tasks", 0))),
     ])
     rate = stats.get("success_rate")
-    outcome = _card("outcome", [
+    outcome = card("outcome", [
         ("success rate", Text(_figure(rate, "%"), style="bold green" if rate is not None and rate >= 90 else "bold")),
         ("avg duration", duration(stats.get("avg_duration_seconds"))),
     ])
-    by_status = _card("by status", [
+    by_status = card("by status", [
         (status, Text(str(count), style=STATUS_STYLES.get(status, "")))
         for status, count in (stats.get("by_status") or {}).items()
     ])
-    node_runs = _card("node runs", [
+    node_runs = card("node runs", [
         (status, Text(str(count), style=STATUS_STYLES.get(status, "")))
         for status, count in (stats.get("node_runs") or {}).items()
     ])
-    types = _card("by type", [(name, str(count)) for name, count in (stats.get("type_stats") or {}).items()]
+    types = card("by type", [(name, str(count)) for name, count in (stats.get("type_stats") or {}).items()]
                   or [("-", "0")])
     footer = Text(f"as of {day_time(stats.get('as_of'))} UTC", style="dim")
     return Group(Columns([totals, outcome, by_status, node_runs, types]), footer)
@@ -88,7 +90,7 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     for node in nodes:
         status = node.get("status") or "-"
         labels = ", ".join(f"{k}={v}" for k, v in (node.get("labels") or {}).items())
-        table.add_row(node["node_id"], Text(status, style=_NODE_STATUS_STYLES.get(status, "")), _node_detail(node),
+        table.add_row(node["node_id"], Text(status, style=NODE_STATUS_STYLES.get(status, "")), _node_detail(node),
                       str(node.get("slots", 1)), labels or "-", day_time(node.get("last_seen_at")),
                       day_time(node.get("created_at")))
     return table

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
 from rich.columns import Columns
 from rich.console import Group, RenderableType
-from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from fleetrun.cli_cards import NODE_STATUS_STYLES, card
 from fleetrun.cli_render import day_time
 from fleetrun.cli_session import Session, json_option, pass_session, print_json
 
-_NODE_STYLES = {"idle": "green", "allocated": "cyan", "maintenance": "yellow", "offline": "bright_black"}
 _SPARK = "▁▂▃▄▅▆▇█"
 _METRIC_NAMES = {"DCGM_FI_DEV_GPU_UTIL": "GPU util", "DCGM_FI_DEV_FB_USED": "memory used"}
 
@@ -68,10 +66,10 @@ def gpu_command(session: Session, range_: str, step: int, host: str | None, as_j
 
 
 def snapshot_cards(body: dict[str, Any]) -> RenderableType:
-    nodes = _card("nodes", [(status, Text(str(count), style=_NODE_STYLES.get(status, "")))
+    nodes = card("nodes", [(status, Text(str(count), style=NODE_STATUS_STYLES.get(status, "")))
                             for status, count in body["nodes"].items()] + [("total", str(body["total_nodes"]))])
-    tasks = _card("tasks", [(status.replace("_", " "), str(count)) for status, count in body["active_tasks"].items()])
-    runs = _card("node runs in flight", [(status.replace("_", " "), str(count))
+    tasks = card("tasks", [(status.replace("_", " "), str(count)) for status, count in body["active_tasks"].items()])
+    runs = card("node runs in flight", [(status.replace("_", " "), str(count))
                                          for status, count in body["node_runs"].items()]
                  + [("total", str(body["node_runs_in_flight"]))])
     return Group(Columns([nodes, tasks, runs]), Text(f"as of {day_time(body.get('as_of'))} UTC", style="dim"))
@@ -106,10 +104,3 @@ def _number(value: float, unit: str) -> str:
     return f"{value:,.1f}{unit}" if value % 1 else f"{value:,.0f}{unit}"
 
 
-def _card(title: str, rows: Sequence[tuple[str, str | Text]]) -> Panel:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column()
-    grid.add_column(justify="right")
-    for label, value in rows:
-        grid.add_row(label, value)
-    return Panel(grid, title=title, title_align="left", expand=False)
