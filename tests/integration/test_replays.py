@@ -14,8 +14,7 @@ import pytest
 from chalicelib.resources import DISPATCH_QUEUE
 from fleetrun.local.pumps import LambdaContext
 from tests.harness import Fleet, assert_statistics_equal_recount
-
-NODES = ["n1", "n2", "n3"]
+from tests.integration.test_cancel_and_retry import NODES, shell, started
 
 
 class Recorded:
@@ -49,18 +48,6 @@ class Recorded:
 @pytest.fixture
 def recorded(fleet: Fleet) -> Recorded:
     return Recorded(fleet)
-
-
-def shell(nodes: list[str] = NODES, **extra: Any) -> dict[str, Any]:
-    return {"type": "shell", "name": "patch", "target_nodes": nodes, "parameters": {"command": ["patch"]}, **extra}
-
-
-def started(fleet: Fleet, body: dict[str, Any] | None = None) -> str:
-    fleet.register(*[n for n in NODES if n not in fleet.node_tokens])
-    answer = fleet.submit(body or shell())
-    assert answer.status == 202, answer
-    fleet.settle()
-    return str(answer.body["task_id"])
 
 
 def table_state(fleet: Fleet) -> dict[tuple[str, str], dict[str, Any]]:
