@@ -21,7 +21,9 @@ from chalicelib.observability import chalice_middleware, logger
 from chalicelib.services import (
     agent,
     allocations,
-    dispatch,
+    backfill,
+    claims,
+    dispatch_queue,
     gpu_trend,
     images,
     intake,
@@ -111,7 +113,7 @@ def list_events(call: Call, task_id: str) -> Response:
 def dispatch_task(call: Call, task_id: str) -> Response:
     body = call.body()
     task = queries.visible_task(call.user, task_id)
-    result = dispatch.dispatch_nodes(task, body["target_nodes"])
+    result = backfill.dispatch_nodes(task, body["target_nodes"])
     return json_response({"dispatch": result, "task": queries.present(tasks.get(task_id))})
 
 
@@ -218,7 +220,7 @@ def monthly_usage_report(event: Any) -> None:
 @register(app, "claimRuns")
 def claim_runs(call: Call, node_id: str) -> Response:
     nodes.require_self(call.node, node_id)
-    return json_response({"runs": agent.claim(node_id, call.body().get("max", 1), call.node_status)})
+    return json_response({"runs": claims.claim(node_id, call.body().get("max", 1), call.node_status)})
 
 
 @register(app, "heartbeatRun")
@@ -290,7 +292,7 @@ _job_processor = BatchProcessor(event_type=EventType.SQS)
 def _run_job(record: SQSRecord) -> None:
     job = _job(record, "dispatch")
     if job is not None:
-        dispatch.handle_job(job)
+        dispatch_queue.handle_job(job)
 
 
 @app.on_sqs_message(queue=resources.DISPATCH_QUEUE.name, batch_size=resources.DISPATCH_QUEUE.batch_size)

@@ -135,3 +135,24 @@ class PrometheusUnavailable(ServiceUnavailable):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, source="prometheus")
+
+
+class UnknownAction(FleetrunError):
+    """A transition table has no such action (a programming error, not a user's)."""
+
+
+class ConditionFailed(FleetrunError):
+    """A guarded write found the item changed: its guard did not hold, or (`conflict`) another
+    transaction was writing the same item at that moment (a retry may succeed)."""
+
+    def __init__(self, message: str = "the item changed", *, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.conflict = conflict
+
+
+class IdempotencyRecordExists(FleetrunError):
+    """The idempotency record was written by an earlier (or racing) request."""
+
+
+class ReservationLost(FleetrunError):
+    """A two-phase write's condition did not hold: the run or the task changed (a lost race)."""

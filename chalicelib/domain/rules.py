@@ -67,3 +67,8 @@ def run_progress_weight(status: str, progress_value: int) -> int:
     if status in (RunStatus.RUNNING, RunStatus.APPLY_PENDING):
         return max(0, min(99, progress_value))
     return 0
+
+
+def max_errors_value(raw: str) -> int | str:
+    """`max_errors` as stored (a string) back to what the request said: a count or a percentage."""
+    return int(raw) if raw.isdigit() else raw

@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from chalicelib import aws, config
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.notify.events import RETRIED, STATUS_EVENTS
 from chalicelib.observability import count, logger
 from chalicelib.services.aggregation import Record
-from chalicelib.services.views import counts_of
 from chalicelib.store import subscriptions as store
-from chalicelib.store.models import SubscriptionEventItem, TaskItem
+from chalicelib.store.dynamo import task_from_image
+from chalicelib.store.models import SubscriptionEventItem
 
 MESSAGE_VERSION = 1
 _RETRY_SOURCES = frozenset({TaskStatus.FAILED, TaskStatus.PARTIAL_FAILURE, TaskStatus.CANCELLED})
@@ -53,7 +54,7 @@ def delivery_id(subscription_id: str, task_id: str, event: str, sequence: str) -
     return f"dlv_{digest[:32]}"
 
 
-def event_of(old: TaskItem | None, new: TaskItem) -> str | None:
+def event_of(old: Task | None, new: Task) -> str | None:
     """The notification a change from `old` to `new` raises, if any."""
     if old is None or old.status == new.status:
         return None
@@ -62,12 +63,12 @@ def event_of(old: TaskItem | None, new: TaskItem) -> str | None:
     return STATUS_EVENTS.get(new.status)
 
 
-def snapshot(task: TaskItem) -> dict[str, Any]:
+def snapshot(task: Task) -> dict[str, Any]:
     """What a notification says about a task: never its parameters."""
     return {
         "task_id": task.task_id, "type": task.type, "name": task.name, "owner": task.owner,
         "status": task.status, "stage": task.stage, "attempt": int(task.attempt), "tags": list(task.tags or []),
-        "node_counts": counts_of(task), "target_node_count": int(task.target_count),
+        "node_counts": dict(task.counts), "target_node_count": int(task.target_count),
         "error_message": task.error_message, "created_at": task.created_at, "started_at": task.started_at,
         "completed_at": task.completed_at, "updated_at": task.updated_at,
     }
@@ -80,8 +81,8 @@ def _changes(records: list[Record]) -> Iterator[tuple[Record, str, dict[str, Any
         if record.old_value("status") == record.new_value("status"):
             continue
         assert record.new is not None
-        new = TaskItem.from_raw_data(dict(record.new))
-        old = TaskItem.from_raw_data(dict(record.old)) if record.old else None
+        new = task_from_image(record.new)
+        old = task_from_image(record.old) if record.old else None
         event = event_of(old, new)
         if event is not None:
             yield record, event, snapshot(new)

@@ -1,9 +1,9 @@
-"""The stream handler: node counts, progress and statistics from old/new images, the
-outbox for jobs, and the one writer that finishes a task.
+"""The stream's counting consumer: node counts, progress and statistics from old/new images.
 
-Per batch and per task: one read, one transaction guarded by the task's applied stream
-sequence (a replay is filtered out record by record), then the finishing rules. Records
-of one task share a partition key, so they arrive in order on one shard.
+Per batch and per task: one read, the outbox (services/outbox.py), one transaction guarded by
+the task's applied stream sequence (a replay is filtered out record by record), then the
+finishing rules. Records of one task share a partition key, so they arrive in order on one
+shard. How a retry's reset is counted once is said in domain/retry_counting.py.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from botocore.exceptions import ClientError
 
 from chalicelib import clock
 from chalicelib.domain import rules
-from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_TERMINAL, TaskStatus
+from chalicelib.domain.retry_counting import counted_by_retry
+from chalicelib.domain.statuses import TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger, tracer
-from chalicelib.services import finishing, jobs
-from chalicelib.services.agent import unpack_final_events
-from chalicelib.store import counters, events, tasks
+from chalicelib.services import finishing, outbox
+from chalicelib.store import counters, tasks
 from chalicelib.store.counters import TaskDelta, padded_seq
 
 Image = Mapping[str, Any]
-_RESET_ACTIONS = frozenset({"retry_failed", "retry_all"})
 
 
 def _value(image: Image | None, name: str) -> Any:
@@ -80,40 +79,6 @@ def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     return [min(failures, key=lambda r: r.seq).raw_seq]
 
 
-def _send_jobs(records: list[Record]) -> None:
-    """The outbox: task changes that need work on the dispatch queue. Duplicates are harmless."""
-    outgoing: list[dict[str, Any]] = []
-    for record in records:
-        if record.sk != "META" or record.new is None:
-            continue
-        task_id = record.pk.removeprefix("TASK#")
-        old_status, new_status = record.old_value("status"), record.new_value("status")
-        attempt = int(record.new_value("attempt") or 1)
-        if new_status == TaskStatus.PENDING and (record.event == "INSERT" or old_status != TaskStatus.PENDING):
-            outgoing.append({"job": jobs.DISPATCH, "task_id": task_id, "attempt": attempt})
-        elif new_status == TaskStatus.CANCELLING and old_status != TaskStatus.CANCELLING:
-            outgoing.append({"job": jobs.CANCEL, "task_id": task_id, "attempt": attempt})
-        if record.new_value("halted") and not record.old_value("halted"):
-            outgoing.append({"job": jobs.HALT, "task_id": task_id, "attempt": attempt})
-    if outgoing:
-        jobs.enqueue_batch(outgoing)
-
-
-def _move_final_events(task_id: str, records: list[Record]) -> None:
-    """Completion events ride on the run's own write; here they become event items. Written
-    before the counters move, under ids derived from the first record: a replay overwrites."""
-    collected: list[dict[str, Any]] = []
-    for record in records:
-        packed = record.new_value("final_events") if record.sk.startswith("RUN#") else None
-        if packed and packed != record.old_value("final_events"):
-            collected.extend(unpack_final_events(
-                packed, record.new_value("node"), int(record.new_value("attempt") or 1),
-                record.new_value("completed_at") or clock.now_iso(),
-            ))
-    if collected:
-        events.put_from_stream(task_id, records[0].raw_seq, collected)
-
-
 def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
     for _ in range(attempts):
         task = tasks.find(task_id)
@@ -122,8 +87,8 @@ def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
         fresh = [r for r in records if r.seq > (task.applied_seq or "")]
         # jobs go out before the counters move: a crash in between re-sends them on replay,
         # and a replay of records already applied sends nothing
-        _send_jobs(fresh)
-        _move_final_events(task_id, fresh)
+        outbox.send_jobs(fresh)
+        outbox.move_final_events(task_id, fresh)
         delta = _delta(fresh)
         if fresh and not delta.is_empty():
             try:
@@ -152,12 +117,9 @@ def _run_delta(record: Record, delta: TaskDelta) -> None:
     old_status, new_status = record.old_value("status"), record.new_value("status")
     old_weight = rules.run_progress_weight(old_status, int(record.old_value("progress") or 0)) if old_status else 0
     new_weight = rules.run_progress_weight(new_status, int(record.new_value("progress") or 0)) if new_status else 0
-    reset_by_retry = (
-        record.new_value("last_action") in _RESET_ACTIONS
-        and old_status in RUN_TERMINAL
-        and record.old_value("generation") != record.new_value("generation")
-    )
-    if not reset_by_retry:  # the retry write already moved these counts
+    before = {name: record.old_value(name) for name in ("status", "generation")} if record.old else None
+    after = {name: record.new_value(name) for name in ("last_action", "generation")} if record.new else None
+    if not counted_by_retry(before, after):  # the retry write already moved these counts
         if old_status != new_status:
             if old_status:
                 delta.counts[old_status] -= 1

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
 from chalicelib.observability import logger
 from chalicelib.services import jobs
 from chalicelib.store import keys, tasks
-from chalicelib.store.models import TaskItem
 
 _REPAIRS = 5
 
@@ -32,7 +32,7 @@ def default_key(task_type: Any, parameters: dict[str, Any], given: str | None) -
     return str(value) if value else None
 
 
-def may_dispatch(task: TaskItem) -> bool:
+def may_dispatch(task: Task) -> bool:
     """Whether the task holds its key (taking it when it is the oldest waiting task)."""
     key = task.concurrency_key
     if not key:
@@ -58,7 +58,7 @@ def may_dispatch(task: TaskItem) -> bool:
     return False
 
 
-def _waits(task: TaskItem, before: str) -> bool:
+def _waits(task: Task, before: str) -> bool:
     logger.info("task waits for its concurrency key",
                 extra={"task_id": task.task_id, "key": task.concurrency_key, "behind": before})
     return False

@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.domain.records import Task
 from chalicelib.observability import logger
 from chalicelib.services import websocket
 from chalicelib.services.aggregation import Image, Record
 from chalicelib.services.views import task_view
 from chalicelib.store import connections, tasks
-from chalicelib.store.models import TaskItem
+from chalicelib.store.dynamo import task_from_image
 
 #: tasks with more targets than this are pushed without `target_nodes` (`target_nodes_omitted`)
 PUSH_TARGETS_MAX = 1000
@@ -68,7 +69,7 @@ def _push(records: list[Record]) -> None:
     logger.debug("websocket push", extra={"connections": len(outbox), "gone": gone, "tasks": len(topics)})
 
 
-def _changed_tasks(records: Iterable[Record]) -> tuple[dict[str, TaskItem], dict[str, str]]:
+def _changed_tasks(records: Iterable[Record]) -> tuple[dict[str, Task], dict[str, str]]:
     """Task id → its latest item, for tasks whose representation changed in the batch; and the
     owner of every task the batch shows."""
     first_old: dict[str, Image | None] = {}
@@ -79,18 +80,18 @@ def _changed_tasks(records: Iterable[Record]) -> tuple[dict[str, TaskItem], dict
         task_id = record.pk.removeprefix("TASK#")
         first_old.setdefault(task_id, record.old)
         last_new[task_id] = record.new
-    changed: dict[str, TaskItem] = {}
+    changed: dict[str, Task] = {}
     owners: dict[str, str] = {}
     for task_id, image in last_new.items():
-        item = TaskItem.from_raw_data(dict(image))
+        item = task_from_image(image)
         owners[task_id] = item.owner
         old = first_old[task_id]
-        if old is None or _visible(TaskItem.from_raw_data(dict(old))) != _visible(item):
+        if old is None or _visible(task_from_image(old)) != _visible(item):
             changed[task_id] = item
     return changed, owners
 
 
-def _visible(item: TaskItem) -> dict[str, Any]:
+def _visible(item: Task) -> dict[str, Any]:
     view = task_view(item, [])
     for name in _QUIET_FIELDS:
         view.pop(name, None)
@@ -117,7 +118,7 @@ def _owner(task_id: str, owners: dict[str, str]) -> str | None:
     return owners[task_id] or None
 
 
-def task_message(item: TaskItem) -> dict[str, Any]:
+def task_message(item: Task) -> dict[str, Any]:
     """`{"type": "task", "task": ...}` with the representation of `GET /v1/tasks/{id}`."""
     count = int(item.target_count)
     if count <= PUSH_TARGETS_MAX:

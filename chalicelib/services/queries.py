@@ -10,6 +10,7 @@ from ulid import ULID
 from chalicelib import clock
 from chalicelib.api.validation import decode_cursor, encode_cursor, query_enum
 from chalicelib.auth import Actor
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
 from chalicelib.services.views import run_view, task_view
@@ -17,7 +18,7 @@ from chalicelib.store import events, runs, tasks
 from chalicelib.store.models import TaskItem
 
 
-def visible_task(actor: Actor, task_id: str) -> TaskItem:
+def visible_task(actor: Actor, task_id: str) -> Task:
     """The task, when the actor may see it. Another user's task is reported as not found."""
     task = tasks.find(task_id)
     if task is None or (not actor.is_admin and task.owner != actor.user_id):
@@ -30,7 +31,7 @@ def get_task(actor: Actor, task_id: str) -> dict[str, Any]:
     return task_view(task, tasks.load_targets(task_id))
 
 
-def present(task: TaskItem) -> dict[str, Any]:
+def present(task: Task) -> dict[str, Any]:
     return task_view(task, tasks.load_targets(task.task_id))
 
 
@@ -88,10 +89,8 @@ def _ulid_bound(name: str, value: str | None) -> str | None:
 
 def list_runs(actor: Actor, task_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     visible_task(actor, task_id)
-    result = runs.query(task_id, start_key=decode_cursor(cursor) if cursor else None, limit=limit)
-    items = [run_view(run) for run in result]
-    last_key = result.last_evaluated_key
-    return {"items": items, "next_cursor": encode_cursor(last_key) if last_key else None}
+    found, last_key = runs.page(task_id, decode_cursor(cursor) if cursor else None, limit)
+    return {"items": [run_view(run) for run in found], "next_cursor": encode_cursor(last_key) if last_key else None}
 
 
 def list_events(actor: Actor, task_id: str, after: str | None, limit: int) -> dict[str, Any]:

@@ -20,15 +20,16 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib import clock
 from chalicelib.domain.node_states import NODE_TRANSITIONS, RECLAIM_FAILED, NodeStatus
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
 from chalicelib.services.aggregation import Record
-from chalicelib.services.views import service_event
+from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, tasks
 from chalicelib.store.inventory import TxPart
-from chalicelib.store.models import EventItem, NodeItem, TaskItem, node_pk
+from chalicelib.store.models import EventItem, NodeItem, node_pk
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 TASK_TYPE = "machine.reclaim"
@@ -36,7 +37,7 @@ TASK_TYPE = "machine.reclaim"
 PRIORITY = 10
 
 
-def start(actor: str, node_id: str, user: str | None) -> TaskItem:
+def start(actor: str, node_id: str, user: str | None) -> Task:
     """Put the node in `maintenance` and create its `machine.reclaim` task, atomically.
 
     `user` defaults to the user of the node's open allocation, which the reclaim ends (or to
@@ -60,7 +61,7 @@ def start(actor: str, node_id: str, user: str | None) -> TaskItem:
     now = clock.now_iso()
     planned: list[inventory.NodeWrite] = []
 
-    def alongside(task: TaskItem) -> list[TxPart]:
+    def alongside(task: Task) -> list[TxPart]:
         write = inventory.plan(node_id, "reclaim", now, condition=_unchanged(node),
                                reclaim_task_id=task.task_id, reclaim_user=reclaim_user)
         planned.append(write)

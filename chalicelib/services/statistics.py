@@ -11,8 +11,8 @@ from chalicelib.auth import Actor
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Forbidden
 from chalicelib.observability import logger
-from chalicelib.services.views import counts_of
 from chalicelib.store import counters
+from chalicelib.store.dynamo import task_record
 from chalicelib.store.models import TaskItem
 
 
@@ -66,7 +66,7 @@ def recount() -> dict[str, dict[str, Decimal]]:
         contribution["total"] += 1
         contribution[f"ty_{task.type}"] += 1
         contribution[f"st_{task.status}"] += 1
-        for status, value in counts_of(task).items():  # every run status, terminal or not
+        for status, value in task_record(task).counts.items():  # every run status, terminal or not
             contribution[f"nr_{status}"] += Decimal(value)
         if task.status in TASK_FINISHED and task.started_at and task.completed_at:
             seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)

@@ -15,21 +15,22 @@ from ulid import ULID
 
 from chalicelib import clock, secrets
 from chalicelib.api.validation import validate_parameters
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
-from chalicelib.errors import Conflict, IdempotencyKeyReused, ValidationFailed
+from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
 from chalicelib.observability import count, logger, tracer
 from chalicelib.services import concurrency, twophase
-from chalicelib.services.views import service_event
+from chalicelib.services.service_events import service_event
 from chalicelib.store import events, keys, tasks
-from chalicelib.store.models import ConcurrencyKeyItem, IdempotencyItem, TaskItem, task_pk
+from chalicelib.store.models import ConcurrencyKeyItem, IdempotencyItem
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
 class Submitted:
-    task: TaskItem
+    task: Task
     targets: list[str]
     replayed: bool
 
@@ -40,7 +41,7 @@ def request_hash(body: dict[str, Any]) -> str:
 
 @tracer.capture_method
 def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
-           alongside: Callable[[TaskItem], Sequence[Callable[[TransactWrite], None]]] | None = None) -> Submitted:
+           alongside: Callable[[Task], Sequence[Callable[[TransactWrite], None]]] | None = None) -> Submitted:
     """Create a task from a validated `POST /v1/tasks` body. `alongside(task)` may add writes
     to the creating transaction (they all happen or none does).
 
@@ -71,7 +72,7 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     queued = [_queue(keys.queue_entry(task))] if task.concurrency_key else []
     try:
         tasks.create(task, targets, idempotency, created, [*(alongside(task) if alongside else ()), *queued])
-    except tasks.IdempotencyRecordExists:
+    except IdempotencyRecordExists:
         # a racing request with the same key won: answer with its task
         assert idempotency_key is not None
         for pause in (0.0, 0.05, 0.2, 0.5):
@@ -114,23 +115,20 @@ def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
 
 
 def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters: dict[str, Any],
-              targets: list[str], idempotency_key: str | None) -> TaskItem:
+              targets: list[str], idempotency_key: str | None) -> Task:
     masked, secret_values = secrets.split(parameters, task_type.secret_parameters)
     task_id = str(ULID())
     now = clock.now_iso()
     max_errors = str(body.get("max_errors", 0))
-    return TaskItem(
-        task_pk(task_id), "META",
+    return Task(
         task_id=task_id, type=task_type.name, name=body.get("name"), owner=owner, status=TaskStatus.PENDING,
         attempt=1, priority=body.get("priority", 5),
         max_concurrency=body.get("max_concurrency") or task_type.default_max_concurrency,
         max_errors=max_errors, runner_node=body.get("runner_node"),
         concurrency_key=concurrency.default_key(task_type, parameters, body.get("concurrency_key")),
         tags=body.get("tags", []), parameters=json.dumps(masked, separators=(",", ":")),
-        sealed_secrets=secrets.seal(secret_values), target_count=len(targets),
-        target_chunks=(len(targets) + tasks.TARGET_CHUNK_SIZE - 1) // tasks.TARGET_CHUNK_SIZE,
-        created_at=now, updated_at=now, queued_at=now, ordinal_next=len(targets), idempotency_key=idempotency_key,
-        list_pk="TASK", list_sk=task_id, owner_pk=f"OWNER#{owner}", owner_sk=task_id,
+        sealed_secrets=secrets.seal(secret_values),
+        created_at=now, updated_at=now, queued_at=now, idempotency_key=idempotency_key,
     )
 
 

@@ -7,14 +7,14 @@ from functools import partial
 from typing import Any
 
 from chalicelib import clock, config
-from chalicelib.domain import rules
+from chalicelib.domain import window
+from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs, liveness, twophase, work
-from chalicelib.services.views import counts_of, service_event
+from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
-from chalicelib.store.models import NodeRunItem, TaskItem
 
 
 @dataclass
@@ -51,14 +51,14 @@ def sweep(now: float | None = None) -> SweepReport:
     return report
 
 
-def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
+def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
     stale = now - clock.parse_rfc3339(task.updated_at) > config.undispatched_grace_seconds()
     if task.status == TaskStatus.PENDING and int(task.dispatched_attempt) < int(task.attempt) and stale:
         jobs.enqueue(jobs.DISPATCH, task.task_id, attempt=int(task.attempt))
         report.redispatched.append(task.task_id)
     elif task.status == TaskStatus.CANCELLING and stale:
         jobs.enqueue(jobs.CANCEL, task.task_id, attempt=int(task.attempt))
-    counts = counts_of(task)
+    counts = task.counts
     if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
         jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
     if twophase.is_two_phase(task.type):
@@ -75,7 +75,7 @@ def _sweep_task(task: TaskItem, now: float, report: SweepReport) -> None:
     finishing.settle(task)
 
 
-def _expire_leases(task: TaskItem, now: float, report: SweepReport) -> None:
+def _expire_leases(task: Task, now: float, report: SweepReport) -> None:
     max_attempts = get_task_type(task.type).max_attempts
     stamp = clock.rfc3339(now)
     expired = [r for r in runs.iter_runs(task.task_id, RunStatus.RUNNING) if (r.lease_expires_at or 0) < now
@@ -83,21 +83,12 @@ def _expire_leases(task: TaskItem, now: float, report: SweepReport) -> None:
                and not (r.phase == "apply" and task.status == TaskStatus.RUNNING)]
     calls = []
     for run in expired:
-        guard = (NodeRunItem.attempt == run.attempt) & (NodeRunItem.lease_expires_at < int(now))
         if int(run.attempt) < max_attempts and task.status == TaskStatus.RUNNING:
-            claim_pk, claim_sk = runs.claim_keys(run.runner, int(run.priority), run.task_id, int(run.ordinal))
-            calls.append(partial(
-                runs.apply, run.task_id, run.node, "release", stamp, condition=guard,
-                fields={"attempt": int(run.attempt) + 1, "lease_owner": None, "lease_expires_at": None,
-                        "claim_pk": claim_pk, "claim_sk": claim_sk, "cancel_requested": False},
-            ))
+            calls.append(partial(runs.transition, run, "release", stamp, now_epoch=now))
         else:
             reason = (f"lease expired without heartbeat on attempt {int(run.attempt)} of {max_attempts}"
                       if task.status == TaskStatus.RUNNING else "lease expired while the task was cancelling")
-            calls.append(partial(
-                runs.apply, run.task_id, run.node, "time_out", stamp, condition=guard, error_message=reason,
-                fields={"lease_expires_at": None},
-            ))
+            calls.append(partial(runs.transition, run, "time_out", stamp, now_epoch=now, error_message=reason))
     results = runs.run_concurrently(calls)
     released = [r for r in results if r is not None and r.status == RunStatus.PENDING]
     timed_out = [r for r in results if r is not None and r.status == RunStatus.TIMED_OUT]
@@ -107,7 +98,7 @@ def _expire_leases(task: TaskItem, now: float, report: SweepReport) -> None:
         events.append(task.task_id, [_expiry_event(r) for r in released + timed_out])
 
 
-def _expiry_event(run: NodeRunItem) -> dict[str, Any]:
+def _expiry_event(run: NodeRun) -> dict[str, Any]:
     outcome = f"offered again as attempt {int(run.attempt)}" if run.status == RunStatus.PENDING else "timed out"
     return service_event(
         "node.lease_expired", f"{run.node}: lease expired, {outcome}", type_="warning", node=run.node,
@@ -115,21 +106,16 @@ def _expiry_event(run: NodeRunItem) -> dict[str, Any]:
     )
 
 
-def _reopen_stalled_window(task: TaskItem, counts: dict[str, int], report: SweepReport) -> None:
-    """A gap in ordinals (a crashed dispatch request) could stall the concurrency window:
-    when nothing runs but runs wait, move the window to the lowest waiting ordinal."""
+def _reopen_stalled_window(task: Task, counts: dict[str, int], report: SweepReport) -> None:
+    """A gap in ordinals (a crashed dispatch request) could stall the concurrency window
+    (domain/window.py): when nothing runs but runs wait, release the lowest waiting ordinal."""
     if counts[RunStatus.RUNNING] or not counts[RunStatus.PENDING]:
         return
     if int(task.dispatched_attempt) != int(task.attempt):
         return
     waiting = [int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING)]
-    if not waiting:
+    shift = window.reopen_shift(task.max_concurrency, counts, task.finished_base, waiting)
+    if not shift or not tasks.update_quietly(task, "reopen_window", clock.now_iso(), shift=shift):
         return
-    released = int(task.max_concurrency) + rules.finished_count(counts) - int(task.finished_base)
-    lowest = min(waiting)
-    if lowest < released:
-        return
-    shift = lowest - released + 1
-    tasks.update(task.task_id, [TaskItem.finished_base.add(-shift)], TaskItem.attempt == task.attempt)
     report.windows_reopened += 1
     logger.warning("concurrency window reopened", extra={"task_id": task.task_id, "shift": shift})

@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import clock, config
+from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import TaskType, get_task_type
-from chalicelib.errors import Conflict, InvalidTransition, LeaseLost
+from chalicelib.errors import Conflict, InvalidTransition, LeaseLost, ReservationLost
 from chalicelib.observability import count, logger
-from chalicelib.services.views import counts_of, service_event
+from chalicelib.services.service_events import service_event
 from chalicelib.store import events, plans, runs, tasks
-from chalicelib.store.models import NodeRunItem, TaskItem
 from chalicelib.store.runs import run_id
 
 #: a confirmation is one transaction over the task and its run: two-phase tasks have one run
@@ -34,43 +34,41 @@ def confirmation_window(task_type: TaskType) -> int:
     return task_type.confirmation_window_seconds or config.confirmation_window_seconds()
 
 
-def _planned_run(task: TaskItem) -> NodeRunItem | None:
+def _planned_run(task: Task) -> NodeRun | None:
     return next(runs.iter_runs(task.task_id, RunStatus.APPLY_PENDING), None)
 
 
 # --- the runner ---------------------------------------------------------------------------
-def finish_plan(run: NodeRunItem, runner: str, attempt: int, fields: dict[str, Any]) -> NodeRunItem | None:
+def finish_plan(run: NodeRun, runner: str, completion: dict[str, Any]) -> NodeRun | None:
     """The plan step succeeded: the run waits in `apply_pending`, reserved to its runner."""
     now = clock.now_epoch()
-    return plans.reserve(run.task_id, run.node, attempt, runner, clock.rfc3339(now),
-                         now + config.lease_seconds(), fields)
+    return plans.reserve(run, runner, clock.rfc3339(now), now + config.lease_seconds(), completion)
 
 
-def heartbeat(task_id: str, node: str, attempt: int, runner: str) -> dict[str, Any] | None:
+def heartbeat(run: Any, runner: str) -> dict[str, Any] | None:
     """Extend a live reservation; None when the run holds none for this runner and attempt."""
     now = clock.now_epoch()
     expires = now + config.lease_seconds()
-    run = plans.extend(task_id, node, attempt, runner, now, expires, clock.rfc3339(now))
-    if run is None:
+    if plans.extend(run, runner, now, expires, clock.rfc3339(now)) is None:
         return None
     return {"lease_expires_at": clock.rfc3339(expires), "cancel_requested": False, "reserved": True}
 
 
-def plan_lost(run: NodeRunItem, runner: str, attempt: int) -> None:
+def plan_lost(run: NodeRun, runner: str, attempt: int) -> None:
     """The runner no longer has the plan context: plan again. Raises InvalidTransition, LeaseLost."""
     if run.status != RunStatus.APPLY_PENDING:
         raise InvalidTransition("run", run.status, "report plan-lost for", {RunStatus.APPLY_PENDING})
     if int(run.attempt) != attempt or run.reservation_owner != runner:
         raise LeaseLost(run_id(run.task_id, run.node), run.status, int(run.attempt))
     task = tasks.get(run.task_id)
-    if not _replan(task, run, plans.reserved_to(attempt, runner), f"{runner} reported the plan context lost"):
+    if not _replan(task, run, "replan_lost", f"{runner} reported the plan context lost"):
         latest = runs.find(run.task_id, run.node)
         raise LeaseLost(run_id(run.task_id, run.node), latest.status if latest else None,
                         int(latest.attempt) if latest else None)
 
 
 # --- the user -----------------------------------------------------------------------------
-def confirm(task: TaskItem, actor_id: str) -> TaskItem:
+def confirm(task: Task, actor_id: str) -> Task:
     """Hand the apply phase to the runner holding the plan, while its reservation is live.
 
     Raises InvalidTransition (not `apply_pending`), Conflict (the reservation lapsed: the
@@ -82,7 +80,7 @@ def confirm(task: TaskItem, actor_id: str) -> TaskItem:
     now = clock.now_epoch()
     if run is None or (run.reservation_expires_at or 0) <= now:
         if run is not None:
-            _replan(task, run, _lapsed(run, now), "the plan reservation lapsed before the confirmation")
+            _replan(task, run, "replan_lapsed", "the plan reservation lapsed before the confirmation", now)
         raise Conflict(f"the plan of task {task.task_id} is no longer held by its runner; the task plans again "
                        "and will wait for a new confirmation", reason="plan_lost")
     event = events.new_item(task.task_id, [service_event(
@@ -91,7 +89,7 @@ def confirm(task: TaskItem, actor_id: str) -> TaskItem:
     )])
     try:
         plans.confirm(task, run, now, clock.rfc3339(now), event)
-    except plans.ReservationLost:
+    except ReservationLost:
         current = tasks.get(task.task_id)
         if current.status != TaskStatus.APPLY_PENDING:
             raise InvalidTransition("task", current.status, "confirm", tasks.allowed_from("confirm")) from None
@@ -100,7 +98,7 @@ def confirm(task: TaskItem, actor_id: str) -> TaskItem:
     return tasks.get(task.task_id)
 
 
-def discard(task: TaskItem, actor_id: str, reason: str | None = None) -> TaskItem:
+def discard(task: Task, actor_id: str, reason: str | None = None) -> Task:
     """Drop the plan: task → `discarded`, the run → `cancelled`, the reservation released.
     Raises InvalidTransition, Conflict."""
     if task.status != TaskStatus.APPLY_PENDING:
@@ -111,7 +109,7 @@ def discard(task: TaskItem, actor_id: str, reason: str | None = None) -> TaskIte
     )])
     try:
         plans.discard(task, _planned_run(task), clock.now_iso(), message, event)
-    except plans.ReservationLost:
+    except ReservationLost:
         current = tasks.get(task.task_id)
         if current.status != TaskStatus.APPLY_PENDING:
             raise InvalidTransition("task", current.status, "discard", tasks.allowed_from("discard")) from None
@@ -121,10 +119,10 @@ def discard(task: TaskItem, actor_id: str, reason: str | None = None) -> TaskIte
 
 
 # --- the stream and the sweeper -----------------------------------------------------------
-def await_confirmation(task: TaskItem) -> bool:
+def await_confirmation(task: Task) -> bool:
     """Settle a running two-phase task whose run has planned: the task waits in
     `apply_pending`. Conditional on the counters it was decided from. Returns whether it moved."""
-    counts = counts_of(task)
+    counts = task.counts
     planned = counts[RunStatus.APPLY_PENDING]
     if task.plan_confirmed or not planned or counts[RunStatus.PENDING] or counts[RunStatus.RUNNING]:
         return False
@@ -134,10 +132,8 @@ def await_confirmation(task: TaskItem) -> bool:
         "task.apply_pending", f"plan ready; confirm or discard within {window} s", type_="success",
         data={"attempt": int(task.attempt), "confirmation_window_seconds": window},
     )])
-    guard = (TaskItem.applied_seq == task.applied_seq) & (TaskItem.attempt == task.attempt)
     try:
-        tasks.transition(task.task_id, "await_confirmation", now, condition=guard, event=event,
-                         extra=[TaskItem.awaiting_since.set(now), TaskItem.plan_confirmed.remove()])
+        tasks.transition(task, "await_confirmation", now, event=event)
     except (InvalidTransition, Conflict):
         return False
     count("TasksAwaitingConfirmation")
@@ -145,20 +141,17 @@ def await_confirmation(task: TaskItem) -> bool:
     return True
 
 
-def _lapsed(run: NodeRunItem, now: float) -> Any:
-    return (NodeRunItem.status == RunStatus.APPLY_PENDING) & (NodeRunItem.reservation_expires_at < now)
-
-
-def _replan(task: TaskItem, run: NodeRunItem, condition: Any, reason: str) -> bool:
-    """Plan again (see plans.replan). Returns False when the run changed first (a lost race)."""
+def _replan(task: Task, run: NodeRun, action: str, reason: str, now: float | None = None) -> bool:
+    """Plan again (see plans.replan) when the run's `action` holds. Returns False when the run
+    changed first (a lost race)."""
     event = events.new_item(task.task_id, [service_event(
         "task.replan", f"{run.node}: {reason}; planning again, a new confirmation will be needed",
         type_="warning", node=run.node,
         data={"run_attempt": int(run.attempt) + 1, "attempt": int(task.attempt) + 1, "reason": reason},
     )])
     try:
-        attempt = plans.replan(task, run, condition, clock.now_iso(), event)
-    except plans.ReservationLost:
+        attempt = plans.replan(task, run, action, clock.now_epoch() if now is None else now, clock.now_iso(), event)
+    except ReservationLost:
         logger.info("replan lost a race; nothing to do", extra={"task_id": task.task_id, "node": run.node})
         return False
     count("TasksReplanned")
@@ -166,7 +159,7 @@ def _replan(task: TaskItem, run: NodeRunItem, condition: Any, reason: str) -> bo
     return True
 
 
-def sweep_task(task: TaskItem, now: float) -> str | None:
+def sweep_task(task: Task, now: float) -> str | None:
     """Lapsed reservations and apply leases → replan; an expired confirmation window →
     discard. Returns what was done (`replanned`, `discarded`) or None."""
     if task.status not in (TaskStatus.APPLY_PENDING, TaskStatus.RUNNING):
@@ -182,12 +175,11 @@ def sweep_task(task: TaskItem, now: float) -> str | None:
     for run in runs.iter_runs(task.task_id):
         if run.status == RunStatus.APPLY_PENDING and (run.reservation_expires_at or 0) < now:
             reason = f"the plan reservation of {run.reservation_owner} lapsed (no heartbeat)"
-            if _replan(task, run, _lapsed(run, now), reason):
+            if _replan(task, run, "replan_lapsed", reason, now):
                 return "replanned"
         elif (run.status == RunStatus.RUNNING and run.phase == "apply" and task.status == TaskStatus.RUNNING
               and (run.lease_expires_at or 0) < now):
             reason = f"the apply lease of {run.lease_owner} lapsed (no heartbeat); the plan may be gone"
-            guard = (NodeRunItem.status == RunStatus.RUNNING) & (NodeRunItem.lease_expires_at < now)
-            if _replan(task, run, guard, reason):
+            if _replan(task, run, "replan_apply_lapsed", reason, now):
                 return "replanned"
     return None

@@ -1,4 +1,4 @@
-"""The public representations of API.md, built from items."""
+"""The public representations of API.md (tasks, runs, nodes), built from records."""
 
 from __future__ import annotations
 
@@ -7,20 +7,13 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.domain import rules
-from chalicelib.domain.statuses import RUN_STATUSES, RunStatus, TaskStatus
-from chalicelib.store.models import NodeItem, NodeRunItem, TaskItem
+from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.store.models import NodeItem
 from chalicelib.store.runs import run_id
 
 
-def counts_of(task: TaskItem) -> dict[str, int]:
-    return {status: int(getattr(task.counts, status, 0) or 0) for status in RUN_STATUSES}
-
-
-def max_errors_value(raw: str) -> int | str:
-    return int(raw) if raw.isdigit() else raw
-
-
-def task_view(task: TaskItem, targets: list[str]) -> dict[str, Any]:
+def task_view(task: Task, targets: list[str]) -> dict[str, Any]:
     progress = rules.progress(int(task.progress_sum), int(task.target_count))
     if task.status == TaskStatus.COMPLETED:
         progress = 100
@@ -37,11 +30,11 @@ def task_view(task: TaskItem, targets: list[str]) -> dict[str, Any]:
         "tags": list(task.tags or []),
         "priority": int(task.priority),
         "max_concurrency": int(task.max_concurrency),
-        "max_errors": max_errors_value(task.max_errors),
+        "max_errors": rules.max_errors_value(task.max_errors),
         "concurrency_key": task.concurrency_key,
         "runner_node": task.runner_node,
         "attempt": int(task.attempt),
-        "node_counts": counts_of(task),
+        "node_counts": dict(task.counts),
         "dispatch": {
             "triggered": bool(task.dispatch_triggered),
             "target_node_count": int(task.target_count),
@@ -56,7 +49,7 @@ def task_view(task: TaskItem, targets: list[str]) -> dict[str, Any]:
     }
 
 
-def run_view(run: NodeRunItem) -> dict[str, Any]:
+def run_view(run: NodeRun) -> dict[str, Any]:
     return {
         "run_id": run_id(run.task_id, run.node),
         "task_id": run.task_id,
@@ -96,19 +89,4 @@ def node_view(node: NodeItem) -> dict[str, Any]:
         } if node.reclaim_task_id else None,
         "offline_since": node.offline_since,
         "offline_from": node.offline_from,
-    }
-
-
-def service_event(name: str, message: str, *, type_: str = "info", data: dict[str, Any] | None = None,
-                  node: str | None = None, at: str | None = None) -> dict[str, Any]:
-    """An event the service writes itself (`task.created`, `task.retried`, ...)."""
-    return {
-        "at": at or clock.now_iso(),
-        "type": type_,
-        "name": name,
-        "step": None,
-        "node": node,
-        "message": f"{name}: {message}",
-        "progress": None,
-        "data": data or {},
     }

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from chalicelib import aws, config, secrets
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.domain.task_types import SERVICE_NODE, get_task_type
 from chalicelib.errors import LeaseLost
 from chalicelib.executors.base import Lease, Outcome, Stopped
 from chalicelib.observability import count, logger, tracer
-from chalicelib.services import agent, image_sync
+from chalicelib.services import agent, claims, image_sync
 from chalicelib.store import runs, tasks
-from chalicelib.store.models import TaskItem
 from chalicelib.store.runs import run_id
 
 EXECUTE: Final = "execute"
@@ -43,7 +43,7 @@ def enqueue(task_id: str, nodes: Iterable[str], attempt: int) -> None:
             raise RuntimeError(f"could not enqueue {len(response['Failed'])} work job(s)")
 
 
-def wake_pending(task: TaskItem) -> int:
+def wake_pending(task: Task) -> int:
     """The sweeper's backstop: a wake-up for each pending run of a service-executed task."""
     if get_task_type(task.type).agent_executed:
         return 0
@@ -67,7 +67,7 @@ def handle_job(job: dict[str, Any]) -> None:
     if task is None or executor is None:
         logger.warning("work job for no service-executed task; dropped", extra={"job": job})
         return
-    run = agent.lease_one(task, node, SERVICE_NODE)
+    run = claims.lease_one(task, node, SERVICE_NODE)
     if run is None:
         logger.info("run not claimable (a duplicate delivery, or already claimed or finished)", extra={"job": job})
         return

@@ -12,6 +12,7 @@ from typing import Any
 from pynamodb.exceptions import PynamoDBException
 from ulid import ULID
 
+from chalicelib.store import backend
 from chalicelib.store.models import EventItem, task_pk
 from chalicelib.store.writes import is_condition_failure
 
@@ -26,7 +27,7 @@ def new_item(task_id: str, events: Sequence[dict[str, Any]], item_id: str | None
 
 def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     item = new_item(task_id, events)
-    item.save()
+    backend.current().put_events(item)
     return decode(item)
 
 

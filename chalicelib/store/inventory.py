@@ -16,7 +16,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.domain.node_states import NodeChange, node_transition
+from chalicelib.domain.node_states import NodeChange, NodeStatus, node_transition
 from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
 from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict, status_in
@@ -26,6 +26,21 @@ OPEN = "ALLOCEND#OPEN"
 
 #: adds the other writes of a transaction (called with the open TransactWrite)
 TxPart = Callable[[TransactWrite], None]
+
+
+def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, now: str) -> NodeItem:
+    """Register a node (idle). Raises Conflict when it exists."""
+    node = NodeItem(
+        node_pk(node_id), META, node_id=node_id, labels=labels, slots=slots, status=NodeStatus.IDLE,
+        token_hash=token_hash, created_at=now, list_pk="NODE", list_sk=node_id,
+    )
+    try:
+        node.save(condition=NodeItem.pk.does_not_exist())
+    except PynamoDBException as error:
+        if is_condition_failure(error):
+            raise Conflict(f"node {node_id} is already registered") from None
+        raise
+    return node
 
 
 def get(node_id: str, consistent: bool = True) -> NodeItem:
@@ -119,6 +134,13 @@ def update_quietly(node_id: str, actions: list[Action], condition: Condition) ->
             return False
         raise
     return True
+
+
+def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], dict[str, Any] | None]:
+    """Nodes in id order (the list-index's NODE partition)."""
+    result: Any = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
+    items: list[NodeItem] = list(result)
+    return items, result.last_evaluated_key
 
 
 def iter_nodes(attributes: Sequence[str] | None = None) -> Iterator[NodeItem]:

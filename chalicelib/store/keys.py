@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBException
 
-from chalicelib.store.models import ConcurrencyKeyItem, TaskItem
+from chalicelib.domain.records import Task
+from chalicelib.store.models import ConcurrencyKeyItem
 from chalicelib.store.writes import is_condition_failure
 
 HOLDER = "HOLDER"
@@ -34,17 +35,17 @@ def key_pk(key: str) -> str:
     return f"CKEY#{key}"
 
 
-def entry_sk(task: TaskItem) -> str:
+def entry_sk(task: Task) -> str:
     return f"Q#{task.queued_at or task.created_at}#{task.task_id}"
 
 
-def queue_entry(task: TaskItem) -> ConcurrencyKeyItem:
+def queue_entry(task: Task) -> ConcurrencyKeyItem:
     """The task's place in its key's queue (written with the task, or by its dispatch after a retry)."""
     assert task.concurrency_key
     return ConcurrencyKeyItem(key_pk(task.concurrency_key), entry_sk(task), task_id=task.task_id)
 
 
-def ensure_queued(task: TaskItem) -> None:
+def ensure_queued(task: Task) -> None:
     queue_entry(task).save()
 
 
@@ -64,7 +65,7 @@ def head(key: str) -> Entry | None:
     return None
 
 
-def acquire(task: TaskItem) -> bool:
+def acquire(task: Task) -> bool:
     """Become the holder unless another task holds the key. Returns whether the task holds it."""
     assert task.concurrency_key
     item = ConcurrencyKeyItem(key_pk(task.concurrency_key), HOLDER, task_id=task.task_id, attempt=int(task.attempt),

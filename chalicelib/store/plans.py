@@ -1,14 +1,14 @@
 """Plan reservations of two-phase runs. Every decision is a conditional write on the run item.
 
 The run item alone decides who wins a race between a confirmation, an apply claim, a
-heartbeat and the reservation lapsing:
+heartbeat and the reservation lapsing (the guards are in domain/run_transitions.py):
 
 - `reserve`   running (plan) → apply_pending, reserved to its runner until now + lease
 - `extend`    the runner's heartbeat, only while the reservation is still live
 - `confirm`   task apply_pending → running together with the run: live reservation, same
               attempt, same runner → `confirmed` and claimable by that runner only
-- `claim_apply` (runs.py via agent.claim) confirmed, same runner and attempt, still live
-- `replan`    the run (reservation lapsed, or plan-lost by its owner, or an apply lease
+- `claim_apply` (services/claims.py) confirmed, same runner and attempt, still live
+- `replan`    the run (reservation lapsed, plan lost by its owner, or an apply lease
               lapsed) → pending, attempt + 1, with the task → pending, attempt + 1
 - `discard`   task apply_pending → discarded together with the run → cancelled
 
@@ -20,136 +20,63 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.exceptions import PynamoDBException
-from pynamodb.expressions.condition import Condition
-from pynamodb.transactions import TransactWrite
-
-from chalicelib.domain.statuses import RunStatus
+from chalicelib.domain.records import NodeRun, Task
+from chalicelib.errors import ConditionFailed, ReservationLost
 from chalicelib.store import runs, tasks
-from chalicelib.store.models import EventItem, NodeRunItem, TaskItem, run_sk, task_pk
-from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict
+from chalicelib.store.backend import EventBatch
+
+#: how a run's plan was lost: the run action that plans it again
+REPLAN_ACTIONS = frozenset({"replan_lapsed", "replan_lost", "replan_apply_lapsed"})
 
 
-class ReservationLost(Exception):
-    """The write's condition did not hold: the run or the task changed (a lost race)."""
-
-
-def live(now: float) -> Condition:
-    condition: Condition = NodeRunItem.reservation_expires_at > now
-    return condition
-
-
-def reserved_to(attempt: int, runner: str) -> Condition:
-    condition: Condition = (
-        (NodeRunItem.status == RunStatus.APPLY_PENDING)
-        & (NodeRunItem.attempt == attempt)
-        & (NodeRunItem.reservation_owner == runner)
-    )
-    return condition
-
-
-def reserve(task_id: str, node: str, attempt: int, runner: str, now: str, expires: float,
-            fields: dict[str, Any]) -> NodeRunItem | None:
+def reserve(run: NodeRun, runner: str, now: str, expires: float, completion: dict[str, Any]) -> NodeRun | None:
     """The plan step succeeded: the runner keeps the plan context until `expires`."""
-    return runs.apply(
-        task_id, node, "await_confirmation", now, condition=runs.lease_held(attempt, runner),
-        fields={
-            **fields, "reservation_owner": runner, "reservation_expires_at": expires, "confirmed": None,
-            "lease_expires_at": None, "progress": 50, "claim_pk": None, "claim_sk": None,
-        },
-    )
+    return runs.transition(run, "await_confirmation", now, runner=runner, reservation_expires_at=expires,
+                           completion=completion)
 
 
-def extend(task_id: str, node: str, attempt: int, runner: str, now: float, expires: float,
-           stamp: str) -> NodeRunItem | None:
+def extend(run: Any, runner: str, now: float, expires: float, stamp: str) -> NodeRun | None:
     """The holder's heartbeat: move the expiry, only while the reservation is live."""
-    item = NodeRunItem(task_pk(task_id), run_sk(node))
-    guard = NodeRunItem.pk.exists() & reserved_to(attempt, runner) & live(now)
+    return runs.transition(run, "extend_reservation", stamp, runner=runner, now_epoch=now,
+                           reservation_expires_at=expires)
+
+
+def _commit(*changes: Any, event: EventBatch | None) -> None:
     try:
-        item.update(actions=field_actions(NodeRunItem, {"reservation_expires_at": expires, "updated_at": stamp}),
-                    condition=guard)
-    except PynamoDBException as error:
-        if is_condition_failure(error):
-            return None
-        raise
-    return item
+        tasks.commit(changes, [event] if event is not None else [])
+    except ConditionFailed as failed:
+        raise ReservationLost("the run or the task changed") from failed
 
 
-def _transact(*writes: tuple[Any, list[Any], Condition], event: EventItem | None) -> None:
-    """Update each (item, actions, guard) and save the event in one transaction.
-    Raises ReservationLost when a condition failed or a concurrent transaction interfered."""
-    try:
-        with TransactWrite(connection=tasks._connection()) as tx:
-            for item, actions, guard in writes:
-                tx.update(item, actions=actions, condition=guard)
-            if event is not None:
-                tx.save(event)
-    except PynamoDBException as error:
-        if is_condition_failure(error) or is_transaction_conflict(error):
-            raise ReservationLost from error
-        raise
-
-
-def confirm(task: TaskItem, run: NodeRunItem, now: float, stamp: str, event: EventItem) -> None:
+def confirm(task: Task, run: NodeRun, now: float, stamp: str, event: EventBatch) -> None:
     """Task apply_pending → running and the run confirmed for its runner, atomically; only
     while the reservation the run was read with is still live. Raises ReservationLost."""
-    runner = run.reservation_owner or ""
-    claim_pk, claim_sk = runs.claim_keys(runner, int(run.priority), run.task_id, int(run.ordinal))
-    run_write = (
-        NodeRunItem(task_pk(run.task_id), run_sk(run.node)),
-        field_actions(NodeRunItem, {
-            "confirmed": True, "claim_pk": claim_pk, "claim_sk": claim_sk, "updated_at": stamp,
-            "last_action": "confirm",
-        }),
-        NodeRunItem.pk.exists() & reserved_to(int(run.attempt), runner) & live(now)
-        & NodeRunItem.confirmed.does_not_exist() & (NodeRunItem.generation == task.attempt),
+    _commit(
+        runs.change(run, "confirm", stamp, runner=run.reservation_owner or "", now_epoch=now,
+                    generation=int(task.attempt)),
+        tasks.change(task, "confirm", stamp),
+        event=event,
     )
-    task_write = tasks.transition_write(
-        task.task_id, "confirm", stamp,
-        condition=(TaskItem.attempt == task.attempt) & TaskItem.plan_confirmed.does_not_exist(),
-        extra=[TaskItem.plan_confirmed.set(True), TaskItem.awaiting_since.remove()],
-    )
-    _transact(run_write, task_write, event=event)
 
 
-def replan(task: TaskItem, run: NodeRunItem, run_condition: Condition, stamp: str, event: EventItem) -> int:
+def replan(task: Task, run: NodeRun, action: str, now: float, stamp: str, event: EventBatch) -> int:
     """The run back to `pending` (attempt + 1, phase plan) and the task back to `pending`
-    (attempt + 1: the dispatch job starts it again), atomically, when `run_condition` holds.
-    Returns the task's new attempt. Raises ReservationLost."""
+    (attempt + 1: the dispatch job starts it again), atomically, when the run's `action`
+    (one of REPLAN_ACTIONS) holds. Returns the task's new attempt. Raises ReservationLost."""
+    assert action in REPLAN_ACTIONS
     attempt = int(task.attempt) + 1
-    claim_pk, claim_sk = runs.claim_keys(run.runner, int(task.priority), run.task_id, 0)
-    run_write = runs.transition_write(
-        run.task_id, run.node, "replan", stamp, condition=run_condition & (NodeRunItem.attempt == run.attempt),
-        fields={
-            "attempt": int(run.attempt) + 1, "generation": attempt, "reset_gen": attempt, "ordinal": 0,
-            "phase": "plan", "claim_pk": claim_pk, "claim_sk": claim_sk, "lease_owner": None,
-            "lease_expires_at": None, "reservation_owner": None, "reservation_expires_at": None,
-            "confirmed": None, "cancel_requested": False, "output": None, "output_key": None,
-            "final_events": None,
-        },
+    _commit(
+        runs.change(run, action, stamp, runner=run.reservation_owner, now_epoch=now, generation=attempt),
+        tasks.change(task, "replan", stamp),
+        event=event,
     )
-    task_write = tasks.transition_write(
-        task.task_id, "replan", stamp, condition=TaskItem.attempt == task.attempt,
-        extra=[
-            TaskItem.attempt.set(attempt), TaskItem.retry_scope.set("replan"), TaskItem.halted.set(False),
-            TaskItem.finished_base.set(0), TaskItem.plan_confirmed.remove(), TaskItem.awaiting_since.remove(),
-            TaskItem.started_at.remove(),
-        ],
-    )
-    _transact(run_write, task_write, event=event)
     return attempt
 
 
-def discard(task: TaskItem, run: NodeRunItem | None, stamp: str, reason: str, event: EventItem) -> None:
+def discard(task: Task, run: NodeRun | None, stamp: str, reason: str, event: EventBatch) -> None:
     """Task apply_pending → discarded and its planned run → cancelled (the reservation is
     released: the runner's next heartbeat is refused), atomically. Raises ReservationLost."""
-    writes: list[tuple[Any, list[Any], Condition]] = [tasks.transition_write(
-        task.task_id, "discard", stamp, error_message=reason, condition=TaskItem.attempt == task.attempt,
-    )]
+    changes = [tasks.change(task, "discard", stamp, error_message=reason)]
     if run is not None:
-        writes.append(runs.transition_write(
-            run.task_id, run.node, "cancel", stamp, error_message=reason,
-            condition=(NodeRunItem.attempt == run.attempt) & (NodeRunItem.status == RunStatus.APPLY_PENDING),
-            fields={"reservation_expires_at": None, "confirmed": None, "claim_pk": None, "claim_sk": None},
-        ))
-    _transact(*writes, event=event)
+        changes.append(runs.change(run, "cancel", stamp, error_message=reason, generation=int(run.generation)))
+    _commit(*changes, event=event)

@@ -11,14 +11,16 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
+from chalicelib.domain.writes import CLEAR
+
 
 def field_actions(model: type[Model], fields: Mapping[str, Any]) -> list[Action]:
-    """SET each field, or REMOVE it when its value is None."""
+    """SET each field, or REMOVE it when its value is CLEAR (or None)."""
     attributes = model.get_attributes()
     actions: list[Action] = []
     for name, value in fields.items():
         attribute = attributes[name]
-        actions.append(attribute.remove() if value is None else attribute.set(value))
+        actions.append(attribute.remove() if value is None or value is CLEAR else attribute.set(value))
     return actions
 
 

@@ -14,7 +14,8 @@ from chalicelib.domain.node_states import (
     allowed_node_actions,
     node_transition,
 )
-from chalicelib.domain.transitions import UnknownAction
+from chalicelib.domain.writes import CLEAR
+from chalicelib.errors import UnknownAction
 from chalicelib.services import liveness
 
 IDLE, ALLOC, MAINT, OFF = NodeStatus.IDLE, NodeStatus.ALLOCATED, NodeStatus.MAINTENANCE, NodeStatus.OFFLINE
@@ -55,7 +56,7 @@ def test_becoming_idle_clears_the_allocation_and_the_reclaim(action):
     assert change.target == IDLE
     for name in (*ALLOCATION, "reclaim_task_id", "reclaim_user", "reclaim_outcome"):
         assert name in change.fields, name
-        assert change.fields[name] is None, name
+        assert change.fields[name] is CLEAR, name
 
 
 def test_reclaim_ends_the_allocation_and_names_its_task():
@@ -63,8 +64,8 @@ def test_reclaim_ends_the_allocation_and_names_its_task():
     assert change.target == MAINT
     assert change.fields["reclaim_task_id"] == "T1"
     assert change.fields["reclaim_user"] == "bob"
-    assert change.fields["reclaim_outcome"] is None  # a new reclaim is running, not failed
-    assert all(change.fields[name] is None for name in ALLOCATION)
+    assert change.fields["reclaim_outcome"] is CLEAR  # a new reclaim is running, not failed
+    assert all(change.fields[name] is CLEAR for name in ALLOCATION)
 
 
 def test_a_failed_reclaim_keeps_maintenance_and_records_the_outcome():
@@ -85,8 +86,8 @@ def test_going_offline_remembers_the_status_to_return_to(source):
 def test_coming_back_restores_the_previous_status(previous):
     change = node_transition("come_back", NOW, previous=previous)
     assert change.target == previous
-    assert change.fields["offline_from"] is None
-    assert change.fields["offline_since"] is None
+    assert change.fields["offline_from"] is CLEAR
+    assert change.fields["offline_since"] is CLEAR
     if previous == ALLOC:  # an allocated node that returns keeps its allocation
         assert not any(name in change.fields for name in ALLOCATION)
 

@@ -11,6 +11,8 @@ import itertools
 
 import pytest
 
+from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.run_transitions import RUN_TRANSITIONS, RunInputs, allowed_run_targets, claim_keys, run_change
 from chalicelib.domain.statuses import (
     RUN_STATUSES,
     RUN_TERMINAL,
@@ -19,19 +21,9 @@ from chalicelib.domain.statuses import (
     RunStatus,
     TaskStatus,
 )
-from chalicelib.domain.transitions import (
-    CLEAR,
-    RUN_TRANSITIONS,
-    TASK_TRANSITIONS,
-    UnknownAction,
-    allowed_run_targets,
-    allowed_task_targets,
-    run_entry_fields,
-    run_transition,
-    task_entry_fields,
-    task_transition,
-)
-from chalicelib.errors import FleetrunError
+from chalicelib.domain.task_transitions import TASK_TRANSITIONS, TaskInputs, allowed_task_targets, task_change
+from chalicelib.domain.writes import CLEAR, Add
+from chalicelib.errors import FleetrunError, UnknownAction
 
 NOW = "2026-11-22T18:07:19.384Z"
 
@@ -83,10 +75,10 @@ class TestStatusesAreTheDocumentedOnes:
     def test_every_transition_names_known_statuses(self):
         for transition in TASK_TRANSITIONS.values():
             assert transition.sources <= set(TASK_STATUSES), transition
-            assert transition.target in TASK_STATUSES, transition
-        for transition in RUN_TRANSITIONS.values():
-            assert transition.sources <= set(RUN_STATUSES), transition
-            assert transition.target in RUN_STATUSES, transition
+            assert transition.target is None or transition.target in TASK_STATUSES, transition
+        for run_transition in RUN_TRANSITIONS.values():
+            assert run_transition.sources <= set(RUN_STATUSES), run_transition
+            assert run_transition.target is None or run_transition.target in RUN_STATUSES, run_transition
 
     def test_actions_are_keyed_by_their_own_name(self):
         assert all(name == t.action for name, t in TASK_TRANSITIONS.items())
@@ -156,125 +148,205 @@ class TestRunTransitionTable:
         assert allowed_run_targets("bogus") == frozenset()
 
 
-class TestTaskEntryFields:
-    @pytest.mark.parametrize("target", sorted(TASK_TERMINAL_EXPECTED))
-    def test_entering_a_terminal_status_sets_completed_at_and_the_given_error(self, target):
-        # WHEN a task enters a terminal status with an error message
-        fields = task_entry_fields(target, NOW, "2 node(s) failed")
-        # THEN
-        assert fields["status"] == target
-        assert fields["updated_at"] == NOW
-        assert fields["completed_at"] == NOW
-        assert fields["error_message"] == "2 node(s) failed"
+def _task(**values) -> Task:
+    base = {"task_id": "T1", "type": "shell", "owner": "alice", "status": "failed", "created_at": NOW,
+            "updated_at": NOW, "max_concurrency": 10, "attempt": 2, "target_count": 4, "applied_seq": "0042",
+            "progress_sum": 400, "counts": {**dict.fromkeys(RUN_STATUSES, 0), "succeeded": 1, "failed": 2,
+                                              "timed_out": 1}}
+    return Task(**{**base, **values})
 
-    @pytest.mark.parametrize("target", sorted(TASK_TERMINAL_EXPECTED))
-    def test_entering_a_terminal_status_without_error_writes_no_error(self, target):
-        fields = task_entry_fields(target, NOW)
-        assert fields["completed_at"] == NOW
-        assert fields["error_message"] is None
 
-    @pytest.mark.parametrize("target", sorted(set(EXPECTED_TASK) - TASK_TERMINAL_EXPECTED))
-    def test_entering_an_active_status_clears_completed_at_and_error_message(self, target):
+def _run(**values) -> NodeRun:
+    base = {"task_id": "T1", "node": "n-1", "runner": "n-1", "type": "shell", "owner": "alice",
+            "status": "running", "attempt": 2, "generation": 1, "ordinal": 7, "priority": 5}
+    return NodeRun(**{**base, **values})
+
+
+#: the fields a run must not carry into a new attempt
+ATTEMPT_FIELDS = ("lease_owner", "lease_expires_at", "reservation_owner", "reservation_expires_at", "confirmed",
+                  "output", "output_key", "final_events", "started_at", "completed_at", "error_message", "step")
+
+#: every run action with inputs that make its builder happy
+RUN_INPUTS = RunInputs(now=NOW, now_epoch=1000.0, error_message="why", runner="n-1", lease_expires_at=1030,
+                       reservation_expires_at=1030.0, step="run", phase="run", generation=2, ordinal=3,
+                       claim_sk="05#T1#000007")
+
+
+class TestTaskChanges:
+    @pytest.mark.parametrize("action", sorted(a for a, t in TASK_TRANSITIONS.items() if t.target in TASK_TERMINAL))
+    def test_entering_a_terminal_status_sets_completed_at_the_error_and_leaves_the_active_index(self, action):
+        change = task_change(action, _task(status="running"), TaskInputs(now=NOW, error_message="2 node(s) failed"))
+        assert change.fields["completed_at"] == NOW
+        assert change.fields["error_message"] == "2 node(s) failed"
+        assert change.fields["active_pk"] is CLEAR
+        assert change.fields["active_sk"] is CLEAR
+
+    @pytest.mark.parametrize("action", sorted(a for a, t in TASK_TRANSITIONS.items()
+                                              if t.target is not None and t.target not in TASK_TERMINAL))
+    def test_entering_an_active_status_clears_completed_at_and_error_and_joins_the_active_index(self, action):
         # WHEN a task enters pending/running/apply_pending/cancelling, even if an error is passed
-        fields = task_entry_fields(target, NOW, "stale message")
-        # THEN both are cleared in the same change
-        assert fields["status"] == target
-        assert fields["updated_at"] == NOW
-        assert "completed_at" in fields
-        assert fields["completed_at"] is CLEAR
-        assert "error_message" in fields
-        assert fields["error_message"] is CLEAR
+        change = task_change(action, _task(), TaskInputs(now=NOW, error_message="stale", scope="failed"))
+        # THEN both are cleared in the same change, and the sweeper's index lists it
+        assert change.fields["status"] == TASK_TRANSITIONS[action].target
+        assert change.fields["completed_at"] is CLEAR
+        assert change.fields["error_message"] is CLEAR
+        assert (change.fields["active_pk"], change.fields["active_sk"]) == ("ACTIVE", "T1")
 
-    def test_retry_clears_completed_at_and_error_message_in_the_same_change(self):
-        # GIVEN a failed task (terminal: completed_at and error_message are set)
-        assert "failed" in TASK_TRANSITIONS["retry"].sources
-        # WHEN it is retried
-        change = task_transition("retry", NOW, "ignored")
-        # THEN the one change that moves it to pending also clears both fields
-        assert change.target == "pending"
+    def test_retry_clears_completed_at_in_same_write_and_moves_the_counts_it_resets(self):
+        # GIVEN a failed task: 1 succeeded, 2 failed, 1 timed out, attempt 2
+        task = _task()
+        # WHEN it is retried for its failed nodes
+        change = task_change("retry", task, TaskInputs(now=NOW, scope="failed"))
+        # THEN one write: a new attempt, pending, old outcome cleared, 3 runs counted pending
+        assert change.sources == frozenset({"failed", "partial_failure", "cancelled"})
         assert change.fields["status"] == "pending"
-        assert change.fields["completed_at"] is None
-        assert change.fields["error_message"] is None
-        assert change.fields["updated_at"] == NOW
+        assert change.fields["completed_at"] is CLEAR
+        assert change.fields["error_message"] is CLEAR
+        assert change.fields["attempt"] == 3
+        assert change.fields["started_at"] is CLEAR
+        assert change.fields["counts.pending"] == 3
+        assert change.fields["counts.failed"] == 0
+        assert change.fields["counts.succeeded"] == 1
+        assert change.fields["progress_sum"] == 100
+        assert change.fields["finished_base"] == 1  # the succeeded run stays finished
+        assert change.fields["halted"] is False
+        assert change.fields["queued_at"] == NOW
 
-    @pytest.mark.parametrize("action", sorted(TASK_TRANSITIONS))
-    def test_every_action_writes_the_entry_fields_of_its_target(self, action):
-        change = task_transition(action, NOW, "why")
-        assert change.transition is TASK_TRANSITIONS[action]
-        assert change.target == TASK_TRANSITIONS[action].target
-        assert change.fields == task_entry_fields(change.target, NOW, "why")
+    def test_retry_is_guarded_by_the_counts_and_attempt_it_was_decided_from(self):
+        change = task_change("retry", _task(), TaskInputs(now=NOW, scope="all"))
+        guarded = {p.attribute: p.value for p in change.guard}
+        assert guarded["attempt"] == 2
+        assert guarded["counts.failed"] == 2
+        assert guarded["counts.succeeded"] == 1
+
+    @pytest.mark.parametrize("action", ["retry", "replan"])
+    def test_a_new_attempt_resets_the_same_fields_whichever_action_starts_it(self, action):
+        change = task_change(action, _task(status="apply_pending"), TaskInputs(now=NOW, scope="all"))
+        for name in ("started_at", "plan_confirmed", "awaiting_since"):
+            assert change.fields[name] is CLEAR, name
+        assert change.fields["attempt"] == 3
+        assert change.fields["halted"] is False
+        assert change.fields["retry_scope"] == ("all" if action == "retry" else "replan")
+
+    def test_finishing_is_guarded_by_the_counts_it_read(self):
+        change = task_change("complete", _task(status="running"), TaskInputs(now=NOW))
+        guarded = {p.attribute: p.value for p in change.guard}
+        assert guarded == {"applied_seq": "0042", "attempt": 2, "target_count": 4}
+
+    def test_start_records_the_dispatch_figures_and_the_start(self):
+        change = task_change("start", _task(status="pending"), TaskInputs(now=NOW, created_count=4, ordinal_next=4))
+        assert change.fields["started_at"] == NOW
+        assert change.fields["dispatched_attempt"] == 2
+        assert change.fields["created_count"] == 4
+
+    def test_growing_targets_adds_without_reading_and_is_guarded_by_the_ordinals_read(self):
+        task = _task(status="running", ordinal_next=4)
+        change = task_change("grow_targets", task, TaskInputs(now=NOW, new_targets=2, ordinals=3, chunks=1))
+        assert change.fields["target_count"] == Add(2)
+        assert change.fields["ordinal_next"] == Add(3)
+        assert "status" not in change.fields
+        assert {p.attribute: p.value for p in change.guard}["ordinal_next"] == 4
 
 
-class TestRunEntryFields:
-    def test_running_sets_started_at_and_clears_completed_at_and_error(self):
-        fields = run_entry_fields(RunStatus.RUNNING, NOW, "stale")
-        assert fields["status"] == "running"
-        assert fields["updated_at"] == NOW
-        assert fields["started_at"] == NOW
-        assert "completed_at" in fields
-        assert fields["completed_at"] is CLEAR
-        assert "error_message" in fields
-        assert fields["error_message"] is CLEAR
+class TestRunChanges:
+    @pytest.mark.parametrize("action", sorted(a for a, t in RUN_TRANSITIONS.items() if t.target == "pending"))
+    def test_entering_pending_makes_the_run_claimable_and_clears_the_attempt_before(self, action):
+        # GIVEN a run that held a lease, a reservation and an output
+        run = _run(status="apply_pending" if action.startswith("replan") else "failed")
+        # WHEN any action brings it back to pending
+        change = run_change(action, run, RUN_INPUTS)
+        # THEN it is claimable by its runner, one attempt later, with nothing of the old attempt
+        assert change.fields["claim_pk"] == "RUNNER#n-1"
+        assert change.fields["claim_sk"].startswith("05#T1#")
+        assert change.fields["attempt"] == 3
+        assert change.fields["progress"] == 0
+        assert change.fields["cancel_requested"] is False
+        for name in ATTEMPT_FIELDS:
+            assert change.fields[name] is CLEAR, name
 
-    def test_pending_clears_timestamps_and_error_and_resets_progress(self):
-        fields = run_entry_fields(RunStatus.PENDING, NOW, "stale")
-        assert fields["status"] == "pending"
-        assert fields["updated_at"] == NOW
-        for name in ("started_at", "completed_at", "error_message"):
-            assert name in fields, name
-            assert fields[name] is CLEAR, name
-        assert fields["progress"] == 0
+    @pytest.mark.parametrize("action", sorted(a for a, t in RUN_TRANSITIONS.items()
+                                              if t.target not in (None, "pending")))
+    def test_every_other_status_change_clears_the_claim_keys(self, action):
+        change = run_change(action, _run(), RUN_INPUTS)
+        assert change.fields["claim_pk"] is CLEAR
+        assert change.fields["claim_sk"] is CLEAR
+        assert change.fields["last_action"] == action
 
-    def test_succeeded_sets_progress_100_and_completed_at(self):
-        fields = run_entry_fields(RunStatus.SUCCEEDED, NOW)
-        assert fields["status"] == "succeeded"
-        assert fields["progress"] == 100
-        assert fields["completed_at"] == NOW
-        assert fields["error_message"] is None
+    def test_confirm_makes_the_planned_run_claimable_by_its_runner_only(self):
+        change = run_change("confirm", _run(status="apply_pending"), RUN_INPUTS)
+        assert (change.fields["claim_pk"], change.fields["claim_sk"]) == claim_keys("n-1", 5, "T1", 7)
+        assert {p.attribute for p in change.guard} >= {"reservation_owner", "reservation_expires_at", "confirmed"}
 
-    @pytest.mark.parametrize("target", sorted(RUN_TERMINAL_EXPECTED - {"succeeded"}))
-    def test_unsuccessful_end_sets_completed_at_and_error_but_keeps_progress(self, target):
-        fields = run_entry_fields(target, NOW, "step exited 1")
-        assert fields["status"] == target
-        assert fields["completed_at"] == NOW
-        assert fields["error_message"] == "step exited 1"
-        assert "progress" not in fields
-        assert "started_at" not in fields
+    @pytest.mark.parametrize("action", ["retry_failed", "retry_all", "replan_lapsed", "replan_lost",
+                                        "replan_apply_lapsed"])
+    def test_a_new_task_attempt_moves_the_run_into_it(self, action):
+        change = run_change(action, _run(status="failed"), RUN_INPUTS)
+        assert change.fields["generation"] == 2
+        assert change.fields["reset_gen"] == 2
 
-    def test_apply_pending_keeps_started_at(self):
-        fields = run_entry_fields(RunStatus.APPLY_PENDING, NOW)
-        assert fields == {"status": "apply_pending", "updated_at": NOW}
+    def test_a_released_lease_keeps_the_ordinal_and_the_task_attempt(self):
+        change = run_change("release", _run(), RUN_INPUTS)
+        assert change.fields["ordinal"] == 7
+        assert "generation" not in change.fields
+        assert {p.attribute: p.op for p in change.guard} == {"attempt": "==", "lease_expires_at": "<"}
 
-    @pytest.mark.parametrize("action", sorted(set(RUN_TRANSITIONS) - {"claim_apply"}))
-    def test_every_action_writes_the_entry_fields_of_its_target(self, action):
-        change = run_transition(action, NOW, "why")
-        assert change.transition is RUN_TRANSITIONS[action]
-        assert change.fields == run_entry_fields(RUN_TRANSITIONS[action].target, NOW, "why")
+    def test_claim_takes_the_lease_and_starts_the_run(self):
+        change = run_change("claim", _run(status="pending"), RUN_INPUTS)
+        assert change.fields["started_at"] == NOW
+        assert change.fields["lease_owner"] == "n-1"
+        assert change.fields["lease_expires_at"] == 1030
+        assert change.fields["completed_at"] is CLEAR
+        assert change.fields["error_message"] is CLEAR
 
     def test_the_apply_claim_keeps_the_started_at_of_the_plan(self):
-        # GIVEN a planned run; WHEN its apply phase is claimed
-        change = run_transition("claim_apply", NOW)
-        # THEN it is running again, without a new start time
-        assert change.target == "running"
+        # GIVEN a planned, confirmed run; WHEN its apply phase is claimed
+        change = run_change("claim_apply", _run(status="apply_pending"), RUN_INPUTS)
+        # THEN it is running again without a new start time, and the reservation is spent
+        assert change.fields["status"] == "running"
         assert "started_at" not in change.fields
-        assert change.fields == {"status": "running", "updated_at": NOW, "completed_at": None, "error_message": None}
+        assert change.fields["phase"] == "apply"
+        assert change.fields["reservation_expires_at"] is CLEAR
+
+    def test_succeeding_sets_progress_100_and_drops_the_lease(self):
+        change = run_change("succeed", _run(), RUN_INPUTS)
+        assert change.fields["progress"] == 100
+        assert change.fields["completed_at"] == NOW
+        assert change.fields["lease_expires_at"] is CLEAR
+
+    @pytest.mark.parametrize("action", ["fail", "end_cancelled", "time_out", "cancel"])
+    def test_an_unsuccessful_end_sets_completed_at_and_error_but_keeps_progress(self, action):
+        change = run_change(action, _run(), RUN_INPUTS)
+        assert change.fields["completed_at"] == NOW
+        assert change.fields["error_message"] == "why"
+        assert "progress" not in change.fields
+        assert "started_at" not in change.fields
+
+    def test_what_the_leaseholder_does_is_guarded_by_its_lease(self):
+        for action in ("succeed", "fail", "end_cancelled", "heartbeat", "await_confirmation", "request_cancel"):
+            guarded = {p.attribute: p.value for p in run_change(action, _run(), RUN_INPUTS).guard}
+            assert guarded == {"status": "running", "attempt": 2, "lease_owner": "n-1"}, action
+
+    def test_a_heartbeat_keeps_the_status(self):
+        change = run_change("heartbeat", _run(), RunInputs(now=NOW, runner="n-1", lease_expires_at=9, progress=40))
+        assert "status" not in change.fields
+        assert change.fields == {"lease_expires_at": 9, "progress": 40, "updated_at": NOW}
 
 
 class TestUnknownAction:
     def test_unknown_task_action_raises(self):
         with pytest.raises(UnknownAction, match="unknown task action 'explode'"):
-            task_transition("explode", NOW)
+            task_change("explode", _task(), TaskInputs(now=NOW))
 
     def test_unknown_run_action_raises(self):
         with pytest.raises(UnknownAction, match="unknown run action 'explode'"):
-            run_transition("explode", NOW)
+            run_change("explode", _run(), RUN_INPUTS)
 
     def test_a_task_action_is_not_a_run_action(self):
         # `complete` is a task action only; runs `succeed`
         with pytest.raises(UnknownAction):
-            run_transition("complete", NOW)
+            run_change("complete", _run(), RUN_INPUTS)
         with pytest.raises(UnknownAction):
-            task_transition("succeed", NOW)
+            task_change("succeed", _task(), TaskInputs(now=NOW))
 
     def test_unknown_action_is_a_fleetrun_error(self):
         assert issubclass(UnknownAction, FleetrunError)

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from chalicelib.domain.rules import run_progress_weight
+from chalicelib.domain.run_transitions import RUN_TRANSITIONS
+from chalicelib.domain.task_transitions import TASK_TRANSITIONS
 from chalicelib.domain.task_types import get_task_type
-from chalicelib.domain.transitions import RUN_TRANSITIONS, TASK_TRANSITIONS
 from chalicelib.services.concurrency import default_key
 from fleetrun.agent.journal import Journal
 from fleetrun.agent.protocol import HeartbeatAnswer, LeaseLost, Unavailable
@@ -43,8 +44,10 @@ class TestTwoPhaseTypes:
     @pytest.mark.parametrize(("action", "sources", "target"), [
         ("await_confirmation", {"running"}, "apply_pending"),
         ("claim_apply", {"apply_pending"}, "running"),
-        ("replan", {"apply_pending", "running"}, "pending"),
-        ("cancel", {"pending", "running", "apply_pending"}, "cancelled"),
+        ("replan_lapsed", {"apply_pending"}, "pending"),
+        ("replan_lost", {"apply_pending"}, "pending"),
+        ("replan_apply_lapsed", {"running"}, "pending"),
+        ("cancel", {"pending", "apply_pending"}, "cancelled"),
     ])
     def test_run_transitions_of_the_two_phases(self, action, sources, target):
         transition = RUN_TRANSITIONS[action]

@@ -1,0 +1,124 @@
+"""Tasks and node runs as the services see them: plain records a repository reads and creates.
+
+The attribute names are the stored ones (tests/unit/test_records.py keeps them in step with
+the DynamoDB models), so a transition's fields and guards name them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from chalicelib.domain.statuses import RUN_STATUSES
+
+
+def _zero_counts() -> dict[str, int]:
+    return dict.fromkeys(RUN_STATUSES, 0)
+
+
+@dataclass
+class Task:
+    task_id: str
+    type: str
+    owner: str
+    status: str
+    created_at: str
+    updated_at: str
+    max_concurrency: int
+    name: str | None = None
+    stage: str | None = None
+    attempt: int = 1
+    priority: int = 5
+    max_errors: str = "0"
+    concurrency_key: str | None = None
+    runner_node: str | None = None
+    tags: list[str] = field(default_factory=list)
+    #: parameters as JSON with secret values replaced by "***"
+    parameters: str = "{}"
+    #: secret parameter values, envelope-encrypted (see secrets.py)
+    sealed_secrets: str | None = None
+    target_count: int = 0
+    target_chunks: int = 0
+    started_at: str | None = None
+    completed_at: str | None = None
+    error_message: str | None = None
+    # --- aggregated from the stream (services/aggregation.py) ---
+    counts: dict[str, int] = field(default_factory=_zero_counts)
+    progress_sum: int = 0
+    applied_seq: str = ""
+    # --- dispatch and the concurrency window (domain/window.py) ---
+    dispatch_triggered: bool = False
+    dispatched_attempt: int = 0
+    created_count: int = 0
+    skipped_count: int = 0
+    finished_base: int = 0
+    ordinal_next: int = 0
+    halted: bool = False
+    #: scope of the last new attempt (`failed`, `all`, `replan`): what the dispatch job resets
+    retry_scope: str | None = None
+    idempotency_key: str | None = None
+    # --- two-phase and concurrency keys ---
+    plan_confirmed: bool | None = None
+    awaiting_since: str | None = None
+    queued_at: str | None = None
+
+
+@dataclass
+class NodeRun:
+    task_id: str
+    node: str
+    runner: str
+    type: str
+    owner: str
+    status: str
+    attempt: int = 1
+    #: the task attempt (retry generation) this run belongs to
+    generation: int = 1
+    ordinal: int = 0
+    phase: str = "run"
+    step: str | None = None
+    progress: int = 0
+    error_message: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    updated_at: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+    cancel_requested: bool = False
+    #: which dispatch created the run (a resumed dispatch counts its own runs as created)
+    dispatch_id: str | None = None
+    #: the action of the last transition (see domain/retry_counting.py)
+    last_action: str | None = None
+    #: the task attempt whose retry reset this run (makes a resumed retry dispatch deterministic)
+    reset_gen: int | None = None
+    priority: int = 5
+    #: events sent with the completion, moved into an event item by the stream
+    final_events: str | None = None
+    output: str | None = None
+    output_key: str | None = None
+    claim_pk: str | None = None
+    claim_sk: str | None = None
+    reservation_owner: str | None = None
+    reservation_expires_at: float | None = None
+    confirmed: bool | None = None
+
+
+def record_fields(record_type: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(record_type))
+
+
+def from_values(record_type: type[Any], values: dict[str, Any]) -> Any:
+    """A record from stored values (unknown names ignored, numbers as int where whole)."""
+    known = {}
+    for name in record_fields(record_type):
+        if name in values and values[name] is not None:
+            known[name] = _plain(values[name])
+    return record_type(**known)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,208 @@
+"""The task transition table: for each action, the allowed sources, the guard, and every
+attribute the write sets or clears.
+
+Rules every status change follows (`_entry`):
+- it stamps `updated_at`;
+- entering a terminal status stamps `completed_at` and the error and takes the task out of
+  the active index; entering any other status clears both and puts it (back) in;
+- a new attempt (`retry`, `replan`) resets, in the same write, what belongs to an attempt:
+  `attempt`, `retry_scope`, `halted`, the window base, `started_at` and the plan flags.
+
+A caller names the action, the task (as read) and the data only it knows (an error message,
+dispatch figures, the counts a retry leaves). Changes that keep the status (`halt`, the
+window shift, growing the targets) are in the table too, with their guards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from chalicelib.domain import window
+from chalicelib.domain.retry_counting import counts_after_retry
+from chalicelib.domain.statuses import RUN_STATUSES, TASK_TERMINAL, TaskStatus
+from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, missing
+from chalicelib.errors import UnknownAction
+
+S = TaskStatus
+#: the partition of the sparse active-task index
+ACTIVE: Final = "ACTIVE"
+
+
+class TaskRef(Protocol):
+    """What a transition needs to know of the task it changes (a `Task` as read)."""
+
+    task_id: str
+    attempt: int
+    applied_seq: str
+    target_count: int
+    ordinal_next: int
+    progress_sum: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TaskInputs:
+    """The data only a caller knows."""
+
+    now: str = ""
+    error_message: str | None = None
+    #: `retry`: `failed` or `all`
+    scope: str | None = None
+    #: `start`: the dispatch figures of the attempt
+    created_count: int = 0
+    skipped_count: int = 0
+    ordinal_next: int = 0
+    #: `reopen_window`: how far the window base moves down; `grow_targets`: the new nodes,
+    #: the ordinals reserved and the target chunks added
+    shift: int = 0
+    new_targets: int = 0
+    ordinals: int = 0
+    chunks: int = 0
+
+
+Builder = Callable[[TaskRef, TaskInputs], tuple[dict[str, Any], tuple[Predicate, ...]]]
+
+
+def _same_attempt(task: TaskRef) -> tuple[Predicate, ...]:
+    return (eq("attempt", int(task.attempt)),)
+
+
+def _counts_as_read(task: TaskRef) -> tuple[Predicate, ...]:
+    """The aggregated counts the decision was made from are still the stored ones."""
+    return eq("applied_seq", task.applied_seq or ""), *_same_attempt(task), eq("target_count", int(task.target_count))
+
+
+def _new_attempt(task: TaskRef, scope: str, finished_base: int) -> dict[str, Any]:
+    return {
+        "attempt": int(task.attempt) + 1, "retry_scope": scope, "halted": False, "finished_base": finished_base,
+        "started_at": CLEAR, "plan_confirmed": CLEAR, "awaiting_since": CLEAR,
+    }
+
+
+def _start(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    fields = {
+        "started_at": given.now, "dispatch_triggered": True, "dispatched_attempt": int(task.attempt),
+        "created_count": given.created_count, "skipped_count": given.skipped_count,
+        "ordinal_next": given.ordinal_next,
+    }
+    return fields, _same_attempt(task)
+
+
+def _finish(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {}, _counts_as_read(task)
+
+
+def _no_guard(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {}, ()
+
+
+def _retry(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    assert given.scope is not None
+    counts, moved = counts_after_retry(task.counts, given.scope)
+    fields = {
+        **_new_attempt(task, given.scope, window.base_for_new_attempt(counts)),
+        "progress_sum": int(task.progress_sum) - 100 * moved,
+        # a task with a concurrency key queues again, behind the tasks already waiting
+        "queued_at": given.now,
+        **{f"counts.{s}": counts[s] for s in RUN_STATUSES},
+    }
+    guard = (*_same_attempt(task), *(eq(f"counts.{s}", int(task.counts.get(s, 0))) for s in RUN_STATUSES))
+    return fields, guard
+
+
+def _await_confirmation(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"awaiting_since": given.now, "plan_confirmed": CLEAR}, (
+        eq("applied_seq", task.applied_seq or ""), *_same_attempt(task))
+
+
+def _confirm(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"plan_confirmed": True, "awaiting_since": CLEAR}, (*_same_attempt(task), missing("plan_confirmed"))
+
+
+def _same_attempt_only(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {}, _same_attempt(task)
+
+
+def _replan(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return _new_attempt(task, "replan", 0), _same_attempt(task)
+
+
+def _halt(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"halted": True}, (*_same_attempt(task), eq("halted", False))
+
+
+def _reopen_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"finished_base": Add(-given.shift)}, _same_attempt(task)
+
+
+def _grow_targets(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    fields = {
+        "target_count": Add(given.new_targets), "ordinal_next": Add(given.ordinals),
+        "target_chunks": Add(given.chunks), "created_count": Add(given.ordinals),
+    }
+    return fields, (eq("ordinal_next", int(task.ordinal_next)), eq("halted", False))
+
+
+def _t(action: str, sources: set[str], target: str | None, build: Builder) -> Transition:
+    return Transition(action, frozenset(sources), target, build)
+
+
+TASK_TRANSITIONS: Final[dict[str, Transition]] = {
+    t.action: t
+    for t in (
+        # the dispatch job, once the runs of the attempt exist
+        _t("start", {S.PENDING}, S.RUNNING, _start),
+        # the finishing rules, from the aggregated counts they read
+        _t("complete", {S.RUNNING}, S.COMPLETED, _finish),
+        _t("partially_fail", {S.RUNNING}, S.PARTIAL_FAILURE, _finish),
+        _t("fail", {S.RUNNING, S.PENDING}, S.FAILED, _finish),
+        _t("finish_cancel", {S.CANCELLING}, S.CANCELLED, _finish),
+        # the user
+        _t("cancel", {S.PENDING, S.RUNNING, S.APPLY_PENDING}, S.CANCELLING, _no_guard),
+        _t("retry", {S.FAILED, S.PARTIAL_FAILURE, S.CANCELLED}, S.PENDING, _retry),
+        _t("confirm", {S.APPLY_PENDING}, S.RUNNING, _confirm),
+        _t("discard", {S.APPLY_PENDING}, S.DISCARDED, _same_attempt_only),
+        # two-phase: the plan is ready, or lost
+        _t("await_confirmation", {S.RUNNING}, S.APPLY_PENDING, _await_confirmation),
+        _t("replan", {S.APPLY_PENDING, S.RUNNING}, S.PENDING, _replan),
+        # the status stays
+        _t("halt", {S.RUNNING}, None, _halt),
+        _t("reopen_window", {S.RUNNING}, None, _reopen_window),
+        _t("grow_targets", {S.PENDING, S.RUNNING}, None, _grow_targets),
+    )
+}
+
+#: the action that finishes a running task in each terminal status
+FINISH_ACTIONS: Final = {S.COMPLETED: "complete", S.PARTIAL_FAILURE: "partially_fail", S.FAILED: "fail"}
+
+
+def _entry(transition: Transition, task: TaskRef, given: TaskInputs) -> dict[str, Any]:
+    fields: dict[str, Any] = {"updated_at": given.now}
+    if transition.target is None:
+        return fields
+    terminal = transition.target in TASK_TERMINAL
+    fields.update(
+        status=transition.target,
+        completed_at=given.now if terminal else CLEAR,
+        error_message=given.error_message if terminal and given.error_message else CLEAR,
+        active_pk=CLEAR if terminal else ACTIVE,
+        active_sk=CLEAR if terminal else task.task_id,
+    )
+    return fields
+
+
+def task_change(action: str, task: TaskRef, given: TaskInputs) -> Change:
+    """The one conditional write of `action` on `task`. Raises UnknownAction."""
+    transition = TASK_TRANSITIONS.get(action)
+    if transition is None:
+        raise UnknownAction(f"unknown task action {action!r}")
+    assert transition.build is not None
+    fields, guard = transition.build(task, given)
+    return Change("task", (task.task_id,), action, transition.sources,
+                  {**fields, **_entry(transition, task, given)}, guard)
+
+
+def allowed_task_targets(source: str) -> frozenset[str]:
+    return frozenset(t.target for t in TASK_TRANSITIONS.values() if source in t.sources and t.target is not None)

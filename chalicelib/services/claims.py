@@ -1,0 +1,98 @@
+"""Claims: a runner leases the runs it may start, best priority first, inside each task's
+concurrency window (domain/window.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import clock, config, secrets
+from chalicelib.domain import window
+from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.domain.task_types import get_task_type
+from chalicelib.observability import count, tracer
+from chalicelib.services import liveness
+from chalicelib.store import runs, tasks
+from chalicelib.store.runs import ClaimCandidate, run_id
+
+_CANDIDATES_PER_QUERY = 25
+
+
+@tracer.capture_method
+def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[dict[str, Any]]:
+    """Lease up to `max_runs` claimable runs whose runner is this node, best priority first.
+
+    A node in maintenance claims only runs of the types `liveness.claimable_types` allows.
+    """
+    claimed: list[dict[str, Any]] = []
+    task_cache: dict[str, Task | None] = {}
+    after: str | None = None
+    while len(claimed) < max_runs:
+        candidates = runs.claimable(node_id, after, _CANDIDATES_PER_QUERY)
+        for candidate in candidates:
+            after = candidate.claim_sk
+            if candidate.task_id not in task_cache:
+                task_cache[candidate.task_id] = tasks.find(candidate.task_id)
+            task = task_cache[candidate.task_id]
+            if task is None or not may_start(task, candidate.ordinal) or not liveness.may_claim(node_status, task.type):
+                after = f"{candidate.priority_key}#{candidate.task_id}#~"  # nothing later of this task starts either
+                continue
+            run = _lease(task, candidate, node_id)
+            if run is not None:
+                claimed.append(_claimed_view(task, run))
+                if len(claimed) == max_runs:
+                    break
+        if len(candidates) < _CANDIDATES_PER_QUERY:
+            break
+    if claimed:
+        count("NodeRunsClaimed", value=len(claimed))
+    return claimed
+
+
+def may_start(task: Task, ordinal: int) -> bool:
+    """Whether a run of `task` with this ordinal may be claimed now."""
+    if task.status != TaskStatus.RUNNING or task.halted or int(task.dispatched_attempt) != int(task.attempt):
+        return False
+    return window.may_start(ordinal, task.max_concurrency, task.counts, task.finished_base)
+
+
+def _lease(task: Task, candidate: ClaimCandidate, runner: str) -> NodeRun | None:
+    now = clock.now_epoch()
+    task_type = get_task_type(task.type)
+    lease = {"runner": runner, "lease_expires_at": int(now) + config.lease_seconds(),
+             "claim_sk": candidate.claim_sk, "generation": int(task.attempt), "now_epoch": now}
+    if not (task_type.requires_confirmation and task.plan_confirmed):
+        return runs.transition(candidate, "claim", clock.rfc3339(now), step=task_type.steps[0],
+                               phase=task_type.first_phase, **lease)
+    # the apply phase: only the runner holding the confirmed plan, while its reservation is live
+    return runs.transition(candidate, "claim_apply", clock.rfc3339(now), step=task_type.apply_steps[0],
+                           phase="apply", **lease)
+
+
+def _claimed_view(task: Task, run: NodeRun) -> dict[str, Any]:
+    task_type = get_task_type(task.type)
+    return {
+        "run_id": run_id(run.task_id, run.node),
+        "task_id": run.task_id,
+        "node": run.node,
+        "type": task.type,
+        "phase": run.phase,
+        "step": run.step,
+        "steps": list(task_type.steps_of(run.phase)),
+        "attempt": int(run.attempt),
+        "parameters": secrets.reveal(tasks.parameters_of(task), task.sealed_secrets),
+        "lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
+    }
+
+
+def lease_one(task: Task, node: str, runner: str) -> NodeRun | None:
+    """Lease one named pending run, under the same window and conditions as `claim` (the
+    work-queue worker's claim of a service-executed run). None when it is not claimable now
+    (already claimed by a duplicate delivery, finished, outside the window, task not running)."""
+    run = runs.find(task.task_id, node)
+    if run is None or run.claim_sk is None or run.status != RunStatus.PENDING:
+        return None
+    candidate = ClaimCandidate(task.task_id, node, run.claim_sk)
+    if not may_start(task, candidate.ordinal):
+        return None
+    return _lease(task, candidate, runner)

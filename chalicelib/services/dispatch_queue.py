@@ -1,0 +1,24 @@
+"""The dispatch queue's worker: each job (services/jobs.py) to the service that does it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.observability import logger
+from chalicelib.services import cancellation, dispatch, jobs
+
+
+def handle_job(job: dict[str, Any]) -> None:
+    kind, task_id = job.get("job"), job.get("task_id")
+    if not isinstance(task_id, str):
+        logger.warning("job without task_id; dropped", extra={"job": job})
+        return
+    logger.append_keys(task_id=task_id)
+    if kind == jobs.DISPATCH:
+        dispatch.run_dispatch_job(task_id, int(job.get("attempt", 1)))
+    elif kind == jobs.CANCEL:
+        cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=True)
+    elif kind == jobs.HALT:
+        cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=False)
+    else:
+        logger.warning("unknown job kind; dropped", extra={"job": job})

@@ -1,0 +1,84 @@
+"""The storage engine under the task and run repositories, and which one is in use.
+
+Two implementations keep the same contract (tests/contract): `DynamoBackend` (PynamoDB, the
+single table; what runs on AWS, on moto and in the local runtime) and `MemoryBackend`
+(dicts under a lock, for fast unit tests of the service rules). The repositories
+(`store/tasks.py`, `store/runs.py`) hold the domain logic of reads, creation and
+transitions; a backend only stores records and applies `Change`s atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.writes import Change
+
+
+class EventBatch(Protocol):
+    """Events written together as one item (store/events.py builds them)."""
+
+    task_id: str
+    sk: str
+    events: str
+
+
+class Backend(Protocol):
+    # --- tasks ---
+    def get_task(self, task_id: str, consistent: bool = True) -> Task | None: ...
+
+    def create_task(self, task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
+                    alongside: Sequence[Any] = ()) -> None:
+        """Task, target chunks, first event, idempotency record (and `alongside` writes) in
+        one transaction. Raises IdempotencyRecordExists; ConditionFailed for `alongside`."""
+
+    def load_targets(self, task_id: str) -> list[str]: ...
+
+    def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
+        """`change` (growing the task) together with new target chunks. Raises ConditionFailed."""
+
+    def active_task_ids(self) -> Iterator[str]: ...
+
+    # --- runs ---
+    def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None: ...
+
+    def put_run_if_absent(self, run: NodeRun) -> bool:
+        """Create the run unless one exists for (task, node). Returns whether it did."""
+
+    def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]: ...
+
+    def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
+        """(task id, node, claim_sk) of a runner's claimable runs, best first, after `after`."""
+
+    # --- events ---
+    def put_events(self, batch: EventBatch) -> None:
+        """Write one batch of events (an append: batch ids never repeat)."""
+
+    # --- changes ---
+    def update(self, change: Change) -> dict[str, Any] | None:
+        """Apply one change as one conditional write; the item's values after it, or None
+        when its guard did not hold. Raises ConditionFailed(conflict=True) on a conflict."""
+
+    def commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
+        """Apply every change and write the events in one transaction: all or nothing.
+        Raises ConditionFailed (`conflict` when another transaction interfered)."""
+
+
+_current: Backend | None = None
+
+
+def current() -> Backend:
+    """The backend in use: DynamoDB unless a test installed another."""
+    global _current
+    if _current is None:
+        from chalicelib.store.dynamo import DynamoBackend
+
+        _current = DynamoBackend()
+    return _current
+
+
+def use(backend: Backend | None) -> None:
+    """Install `backend` (None: back to DynamoDB on next use)."""
+    global _current
+    _current = backend

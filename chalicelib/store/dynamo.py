@@ -1,0 +1,256 @@
+"""The DynamoDB backend of the task and run repositories (PynamoDB on the single table).
+
+A `Change` becomes one `UpdateItem`: SET for values, REMOVE for `CLEAR`, ADD for `Add`,
+guarded by `pk` existing, the status among the sources, and each predicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+from pynamodb.attributes import Attribute, MapAttribute
+from pynamodb.exceptions import DoesNotExist, PynamoDBException
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.domain.records import NodeRun, Task, from_values, record_fields
+from chalicelib.domain.writes import CLEAR, Add, Change, Predicate
+from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
+from chalicelib.store.backend import EventBatch
+from chalicelib.store.models import FleetrunModel, NodeRunItem, RunCounts, TargetChunk, TaskItem, run_sk, task_pk
+from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
+
+META = "META"
+TARGET_CHUNK_SIZE = 1000
+_MODELS: dict[str, type[FleetrunModel]] = {"task": TaskItem, "run": NodeRunItem}
+
+
+def _connection() -> Any:
+    return TaskItem._get_connection().connection
+
+
+def _values(item: FleetrunModel) -> dict[str, Any]:
+    values = dict(item.attribute_values)
+    counts = values.get("counts")
+    if isinstance(counts, MapAttribute):
+        values["counts"] = {k: int(v or 0) for k, v in counts.attribute_values.items()}
+    return values
+
+
+def task_record(item: TaskItem) -> Task:
+    record: Task = from_values(Task, _values(item))
+    return record
+
+
+def run_record(item: NodeRunItem) -> NodeRun:
+    record: NodeRun = from_values(NodeRun, _values(item))
+    return record
+
+
+def task_from_image(image: Any) -> Task:
+    """A task record from a stream image (`NewImage`/`OldImage`)."""
+    return task_record(TaskItem.from_raw_data(dict(image)))
+
+
+def task_item(task: Task) -> TaskItem:
+    values = {name: getattr(task, name) for name in record_fields(Task) if getattr(task, name) is not None}
+    values["counts"] = RunCounts(**task.counts)  # type: ignore[no-untyped-call]
+    return TaskItem(task_pk(task.task_id), META, **values)
+
+
+def run_item(run: NodeRun) -> NodeRunItem:
+    values = {name: getattr(run, name) for name in record_fields(NodeRun) if getattr(run, name) is not None}
+    return NodeRunItem(task_pk(run.task_id), run_sk(run.node), **values)
+
+
+def chunk_targets(task_id: str, nodes: Sequence[str], first_chunk: int = 0) -> list[TargetChunk]:
+    return [
+        TargetChunk(task_pk(task_id), f"TGT#{first_chunk + i:05d}", nodes=list(nodes[start:start + TARGET_CHUNK_SIZE]))
+        for i, start in enumerate(range(0, len(nodes), TARGET_CHUNK_SIZE))
+    ]
+
+
+# --- a Change in PynamoDB's terms ------------------------------------------------------------
+def _attribute(model: type[FleetrunModel], name: str) -> Attribute[Any]:
+    head, _, rest = name.partition(".")
+    attribute: Any = model.get_attributes()[head]
+    found: Attribute[Any] = getattr(attribute, rest) if rest else attribute
+    return found
+
+
+def _condition(model: type[FleetrunModel], predicate: Predicate) -> Condition:
+    attribute: Any = _attribute(model, predicate.attribute)
+    if predicate.op == "==":
+        return attribute == predicate.value  # type: ignore[no-any-return]
+    if predicate.op == "<":
+        return attribute < predicate.value  # type: ignore[no-any-return]
+    if predicate.op == ">":
+        return attribute > predicate.value  # type: ignore[no-any-return]
+    if predicate.op == "exists":
+        return attribute.exists()  # type: ignore[no-any-return]
+    if predicate.op == "missing":
+        return attribute.does_not_exist()  # type: ignore[no-any-return]
+    if predicate.op == "in":
+        return attribute.is_in(*sorted(predicate.value))  # type: ignore[no-any-return]
+    raise ValueError(f"unknown predicate op {predicate.op!r}")
+
+
+def _key(change: Change) -> tuple[str, str]:
+    if change.kind == "task":
+        return task_pk(change.key[0]), META
+    if change.kind == "run":
+        return task_pk(change.key[0]), run_sk(change.key[1])
+    raise ValueError(f"no DynamoDB item kind {change.kind!r} here")
+
+
+def write_of(change: Change) -> tuple[FleetrunModel, list[Action], Condition]:
+    """The item, update actions and guard of a change (for an update or a transaction)."""
+    model = _MODELS[change.kind]
+    actions: list[Action] = []
+    for name, value in change.fields.items():
+        attribute: Any = _attribute(model, name)
+        if value is CLEAR:
+            actions.append(attribute.remove())
+        elif isinstance(value, Add):
+            actions.append(attribute.add(value.amount))
+        else:
+            actions.append(attribute.set(value))
+    guard: Condition = model.pk.exists()
+    if change.sources is not None:
+        guard &= model.get_attributes()["status"].is_in(*sorted(change.sources))  # type: ignore[attr-defined]
+    for predicate in change.guard:
+        guard &= _condition(model, predicate)
+    return model(*_key(change)), actions, guard
+
+
+def _rejected(error: PynamoDBException) -> ConditionFailed | None:
+    if is_transaction_conflict(error):
+        return ConditionFailed("another transaction was writing the item", conflict=True)
+    if is_condition_failure(error):
+        return ConditionFailed()
+    return None
+
+
+class DynamoBackend:
+    # --- tasks ---
+    def get_task(self, task_id: str, consistent: bool = True) -> Task | None:
+        try:
+            return task_record(TaskItem.get(task_pk(task_id), META, consistent_read=consistent))
+        except DoesNotExist:
+            return None
+
+    def create_task(self, task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
+                    alongside: Sequence[Any] = ()) -> None:
+        item = task_item(task)
+        item.active_pk, item.active_sk = "ACTIVE", task.task_id
+        item.list_pk, item.list_sk = "TASK", task.task_id
+        item.owner_pk, item.owner_sk = f"OWNER#{task.owner}", task.task_id
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                if idempotency is not None:
+                    tx.save(idempotency, condition=type(idempotency).pk.does_not_exist())
+                tx.save(item, condition=TaskItem.pk.does_not_exist())
+                for chunk in chunk_targets(task.task_id, targets):
+                    tx.save(chunk)
+                tx.save(cast(Any, event))
+                for part in alongside:
+                    part(tx)
+        except PynamoDBException as error:
+            # racing requests with one key: the loser sees the record (condition) or the
+            # winner's transaction in flight (conflict); either way the answer is the winner's
+            if idempotency is not None and (is_condition_failure(error) or is_transaction_conflict(error)):
+                raise IdempotencyRecordExists("the idempotency record exists") from error
+            raise
+
+    def load_targets(self, task_id: str) -> list[str]:
+        nodes: list[str] = []
+        for chunk in TargetChunk.query(task_pk(task_id), TargetChunk.sk.startswith("TGT#"), consistent_read=True):
+            nodes.extend(str(node) for node in chunk.nodes)
+        return nodes
+
+    def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
+        item, actions, guard = write_of(change)
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                tx.update(item, actions=actions, condition=guard)
+                for chunk in chunk_targets(task_id, nodes, first_chunk):
+                    tx.save(chunk)
+        except PynamoDBException as error:
+            rejected = _rejected(error)
+            if rejected is None:
+                raise
+            raise rejected from error
+
+    def active_task_ids(self) -> Iterator[str]:
+        for item in TaskItem.active_index.query("ACTIVE"):
+            yield item.pk.removeprefix("TASK#")
+
+    # --- runs ---
+    def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:
+        try:
+            return run_record(NodeRunItem.get(task_pk(task_id), run_sk(node), consistent_read=consistent))
+        except DoesNotExist:
+            return None
+
+    def put_run_if_absent(self, run: NodeRun) -> bool:
+        try:
+            run_item(run).save(condition=NodeRunItem.pk.does_not_exist())
+            return True
+        except PynamoDBException as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+
+    def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]:
+        condition = NodeRunItem.status == status if status is not None else None
+        for item in NodeRunItem.query(task_pk(task_id), NodeRunItem.sk.startswith("RUN#"),
+                                      filter_condition=condition, consistent_read=True):
+            yield run_record(item)
+
+    def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
+        range_condition = NodeRunItem.claim_sk > after if after else None
+        found: Any = NodeRunItem.claim_index.query(f"RUNNER#{runner}", range_condition, limit=limit)
+        return [(item.pk.removeprefix("TASK#"), item.sk.removeprefix("RUN#"), item.claim_sk) for item in found]
+
+    # --- events ---
+    def put_events(self, batch: EventBatch) -> None:
+        cast(Any, batch).save()
+
+    # --- changes ---
+    def update(self, change: Change) -> dict[str, Any] | None:
+        item, actions, guard = write_of(change)
+        try:
+            item.update(actions=actions, condition=guard)
+        except PynamoDBException as error:
+            rejected = _rejected(error)
+            if rejected is None:
+                raise
+            if rejected.conflict:
+                raise rejected from error
+            return None
+        return _values(item)
+
+    def commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                for change in changes:
+                    item, actions, guard = write_of(change)
+                    tx.update(item, actions=actions, condition=guard)
+                for event in events:
+                    tx.save(cast(Any, event))
+        except PynamoDBException as error:
+            rejected = _rejected(error)
+            if rejected is None:
+                raise
+            raise rejected from error
+
+
+def run_concurrently(calls: Sequence[Any], threads: int = 16) -> list[Any]:
+    """Run zero-argument callables on a pool (I/O-bound fan-out); results in order."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda call: call(), calls))

@@ -1,0 +1,145 @@
+"""An in-memory backend for the task and run repositories: the service rules' unit tests run
+on it in milliseconds. It keeps the DynamoDB backend's contract (tests/contract): guarded
+writes evaluated on the stored values, all-or-nothing transactions, idempotent creation,
+claimable runs sorted by claim key, and `conflict_next` to make the next write fail with a
+transaction conflict as DynamoDB may.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from chalicelib.domain.records import NodeRun, Task, from_values
+from chalicelib.domain.writes import Change
+from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
+from chalicelib.store.backend import EventBatch
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.targets: dict[str, list[str]] = {}
+        self.runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[EventBatch] = []
+        self.idempotency: dict[str, Any] = {}
+        #: how many of the next writes fail as if another transaction held the item
+        self.conflict_next = 0
+        #: every change applied, in order (tests read what was written)
+        self.log: list[Change] = []
+
+    # --- tasks ---
+    def get_task(self, task_id: str, consistent: bool = True) -> Task | None:
+        with self._lock:
+            values = self.tasks.get(task_id)
+            return from_values(Task, values) if values is not None else None  # type: ignore[no-any-return]
+
+    def create_task(self, task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
+                    alongside: Sequence[Any] = ()) -> None:
+        if alongside:
+            raise NotImplementedError("the memory backend takes no DynamoDB transaction parts")
+        with self._lock:
+            key = getattr(idempotency, "pk", None)
+            if key is not None and key in self.idempotency:
+                raise IdempotencyRecordExists(f"idempotency record {key} exists")
+            if task.task_id in self.tasks:
+                raise ConditionFailed(f"task {task.task_id} exists")
+            if key is not None:
+                self.idempotency[key] = idempotency
+            values = asdict(task)
+            values.update(active_pk="ACTIVE", active_sk=task.task_id)
+            self.tasks[task.task_id] = values
+            self.targets[task.task_id] = list(targets)
+            self.events.append(event)
+
+    def load_targets(self, task_id: str) -> list[str]:
+        with self._lock:
+            return list(self.targets.get(task_id, []))
+
+    def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
+        with self._lock:
+            self.commit([change])
+            self.targets.setdefault(task_id, []).extend(nodes)
+
+    def active_task_ids(self) -> Iterator[str]:
+        with self._lock:
+            found = sorted(t for t, values in self.tasks.items() if values.get("active_pk"))
+        yield from found
+
+    # --- runs ---
+    def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:
+        with self._lock:
+            values = self.runs.get((task_id, node))
+            return from_values(NodeRun, values) if values is not None else None  # type: ignore[no-any-return]
+
+    def put_run_if_absent(self, run: NodeRun) -> bool:
+        with self._lock:
+            if (run.task_id, run.node) in self.runs:
+                return False
+            self.runs[(run.task_id, run.node)] = asdict(run)
+            return True
+
+    def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]:
+        with self._lock:
+            found = [
+                from_values(NodeRun, values) for (t, node), values in sorted(self.runs.items())
+                if t == task_id and (status is None or values.get("status") == status)
+            ]
+        yield from found
+
+    def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
+        with self._lock:
+            found = sorted(
+                (values["claim_sk"], t, node) for (t, node), values in self.runs.items()
+                if values.get("claim_pk") == f"RUNNER#{runner}" and values.get("claim_sk")
+                and (after is None or values["claim_sk"] > after)
+            )
+        return [(t, node, claim_sk) for claim_sk, t, node in found[:limit]]
+
+    # --- events ---
+    def put_events(self, batch: EventBatch) -> None:
+        with self._lock:
+            self.events.append(batch)
+
+    # --- changes ---
+    def _items(self, change: Change) -> dict[Any, dict[str, Any]]:
+        if change.kind == "task":
+            return self.tasks
+        if change.kind == "run":
+            return self.runs  # type: ignore[return-value]
+        raise ValueError(f"no item kind {change.kind!r} here")
+
+    def _key(self, change: Change) -> Any:
+        return change.key[0] if change.kind == "task" else tuple(change.key)
+
+    def _conflict(self) -> None:
+        if self.conflict_next > 0:
+            self.conflict_next -= 1
+            raise ConditionFailed("another transaction was writing the item", conflict=True)
+
+    def update(self, change: Change) -> dict[str, Any] | None:
+        with self._lock:
+            self._conflict()
+            items, key = self._items(change), self._key(change)
+            current = items.get(key)
+            if current is None or not change.holds(current):
+                return None
+            items[key] = change.applied_to(current)
+            self.log.append(change)
+            return dict(items[key])
+
+    def commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
+        with self._lock:
+            self._conflict()
+            for change in changes:
+                current = self._items(change).get(self._key(change))
+                if current is None or not change.holds(current):
+                    raise ConditionFailed(f"{change.kind} {'/'.join(change.key)}: {change.action} guard failed")
+            for change in changes:
+                items, key = self._items(change), self._key(change)
+                items[key] = change.applied_to(items[key])
+                self.log.append(change)
+            self.events.extend(events)
