@@ -103,6 +103,17 @@ class NodeRun:
     confirmed: bool | None = None
 
 
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What `Idempotency-Key` remembers: the task a key created and the request it came with."""
+
+    owner: str
+    key: str
+    task_id: str
+    request_hash: str
+    expires_at: int
+
+
 def record_fields(record_type: type[Any]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(record_type))
 

@@ -9,13 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib import clock, secrets
 from chalicelib.api.validation import validate_parameters
-from chalicelib.domain.records import Task
+from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
 from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
@@ -23,7 +22,7 @@ from chalicelib.observability import count, logger, tracer
 from chalicelib.services import concurrency, twophase
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, keys, tasks
-from chalicelib.store.models import ConcurrencyKeyItem, IdempotencyItem
+from chalicelib.store.models import ConcurrencyKeyItem
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -60,10 +59,8 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     task = _new_task(owner, task_type, body, parameters, targets, idempotency_key)
     idempotency = None
     if idempotency_key is not None:
-        idempotency = IdempotencyItem(
-            _idem_pk(owner, idempotency_key), "IDEM", task_id=task.task_id, request_hash=fingerprint,
-            expires_at=int(clock.now_epoch()) + IDEMPOTENCY_TTL_SECONDS,
-        )
+        idempotency = IdempotencyRecord(owner, idempotency_key, task.task_id, fingerprint,
+                                        int(clock.now_epoch()) + IDEMPOTENCY_TTL_SECONDS)
     created = events.new_item(task.task_id, [service_event(
         "task.created", f"{task_type.name} on {len(targets)} node(s) by {owner}",
         data={"target_node_count": len(targets)}, at=task.created_at,
@@ -132,14 +129,9 @@ def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters:
     )
 
 
-def _idem_pk(owner: str, key: str) -> str:
-    return f"IDEM#{owner}#{key}"
-
-
 def _replay(owner: str, key: str, fingerprint: str) -> Submitted | None:
-    try:
-        record = IdempotencyItem.get(_idem_pk(owner, key), "IDEM", consistent_read=True)
-    except DoesNotExist:
+    record = tasks.idempotency_record(owner, key)
+    if record is None:
         return None
     if record.request_hash != fingerprint:
         raise IdempotencyKeyReused(key, record.task_id)

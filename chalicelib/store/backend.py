@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
 from chalicelib.domain.writes import Change
 
 
@@ -28,10 +28,12 @@ class Backend(Protocol):
     # --- tasks ---
     def get_task(self, task_id: str, consistent: bool = True) -> Task | None: ...
 
-    def create_task(self, task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
+    def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None, event: EventBatch,
                     alongside: Sequence[Any] = ()) -> None:
         """Task, target chunks, first event, idempotency record (and `alongside` writes) in
         one transaction. Raises IdempotencyRecordExists; ConditionFailed for `alongside`."""
+
+    def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None: ...
 
     def load_targets(self, task_id: str) -> list[str]: ...
 

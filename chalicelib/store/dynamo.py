@@ -16,11 +16,20 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.domain.records import NodeRun, Task, from_values, record_fields
+from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values, record_fields
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
 from chalicelib.store.backend import EventBatch
-from chalicelib.store.models import FleetrunModel, NodeRunItem, RunCounts, TargetChunk, TaskItem, run_sk, task_pk
+from chalicelib.store.models import (
+    FleetrunModel,
+    IdempotencyItem,
+    NodeRunItem,
+    RunCounts,
+    TargetChunk,
+    TaskItem,
+    run_sk,
+    task_pk,
+)
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 META = "META"
@@ -64,6 +73,15 @@ def task_item(task: Task) -> TaskItem:
 def run_item(run: NodeRun) -> NodeRunItem:
     values = {name: getattr(run, name) for name in record_fields(NodeRun) if getattr(run, name) is not None}
     return NodeRunItem(task_pk(run.task_id), run_sk(run.node), **values)
+
+
+def idempotency_pk(owner: str, key: str) -> str:
+    return f"IDEM#{owner}#{key}"
+
+
+def _idempotency_item(record: IdempotencyRecord) -> IdempotencyItem:
+    return IdempotencyItem(idempotency_pk(record.owner, record.key), "IDEM", task_id=record.task_id,
+                           request_hash=record.request_hash, expires_at=record.expires_at)
 
 
 def chunk_targets(task_id: str, nodes: Sequence[str], first_chunk: int = 0) -> list[TargetChunk]:
@@ -142,8 +160,8 @@ class DynamoBackend:
         except DoesNotExist:
             return None
 
-    def create_task(self, task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
-                    alongside: Sequence[Any] = ()) -> None:
+    def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
+                    event: EventBatch, alongside: Sequence[Any] = ()) -> None:
         item = task_item(task)
         item.active_pk, item.active_sk = "ACTIVE", task.task_id
         item.list_pk, item.list_sk = "TASK", task.task_id
@@ -151,7 +169,7 @@ class DynamoBackend:
         try:
             with TransactWrite(connection=_connection()) as tx:
                 if idempotency is not None:
-                    tx.save(idempotency, condition=type(idempotency).pk.does_not_exist())
+                    tx.save(_idempotency_item(idempotency), condition=IdempotencyItem.pk.does_not_exist())
                 tx.save(item, condition=TaskItem.pk.does_not_exist())
                 for chunk in chunk_targets(task.task_id, targets):
                     tx.save(chunk)
@@ -164,6 +182,13 @@ class DynamoBackend:
             if idempotency is not None and (is_condition_failure(error) or is_transaction_conflict(error)):
                 raise IdempotencyRecordExists("the idempotency record exists") from error
             raise
+
+    def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None:
+        try:
+            item = IdempotencyItem.get(idempotency_pk(owner, key), "IDEM", consistent_read=True)
+        except DoesNotExist:
+            return None
+        return IdempotencyRecord(owner, key, item.task_id, item.request_hash, int(item.expires_at))
 
     def load_targets(self, task_id: str) -> list[str]:
         nodes: list[str] = []

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib.domain.records import NodeRun, Task, from_values
+from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
 from chalicelib.store.backend import EventBatch
@@ -25,7 +25,7 @@ class MemoryBackend:
         self.targets: dict[str, list[str]] = {}
         self.runs: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[EventBatch] = []
-        self.idempotency: dict[str, Any] = {}
+        self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         #: how many of the next writes fail as if another transaction held the item
         self.conflict_next = 0
         #: every change applied, in order (tests read what was written)
@@ -37,23 +37,27 @@ class MemoryBackend:
             values = self.tasks.get(task_id)
             return from_values(Task, values) if values is not None else None  # type: ignore[no-any-return]
 
-    def create_task(self, task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
-                    alongside: Sequence[Any] = ()) -> None:
+    def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
+                    event: EventBatch, alongside: Sequence[Any] = ()) -> None:
         if alongside:
             raise NotImplementedError("the memory backend takes no DynamoDB transaction parts")
         with self._lock:
-            key = getattr(idempotency, "pk", None)
+            key = (idempotency.owner, idempotency.key) if idempotency is not None else None
             if key is not None and key in self.idempotency:
                 raise IdempotencyRecordExists(f"idempotency record {key} exists")
             if task.task_id in self.tasks:
                 raise ConditionFailed(f"task {task.task_id} exists")
-            if key is not None:
+            if key is not None and idempotency is not None:
                 self.idempotency[key] = idempotency
             values = asdict(task)
             values.update(active_pk="ACTIVE", active_sk=task.task_id)
             self.tasks[task.task_id] = values
             self.targets[task.task_id] = list(targets)
             self.events.append(event)
+
+    def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None:
+        with self._lock:
+            return self.idempotency.get((owner, key))
 
     def load_targets(self, task_id: str) -> list[str]:
         with self._lock:

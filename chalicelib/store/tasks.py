@@ -13,7 +13,7 @@ from typing import Any
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib.domain.records import Task
+from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.task_transitions import TASK_TRANSITIONS, TaskInputs, task_change
 from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, TaskNotFound
@@ -22,8 +22,22 @@ from chalicelib.store.backend import EventBatch
 from chalicelib.store.dynamo import TARGET_CHUNK_SIZE, task_record
 from chalicelib.store.models import TaskItem
 
-__all__ = ["TARGET_CHUNK_SIZE", "allowed_from", "change", "commit", "create", "find", "get", "iter_active",
-           "load_targets", "parameters_of", "query_page", "transition", "update_quietly"]
+__all__ = [
+    "TARGET_CHUNK_SIZE",
+    "allowed_from",
+    "change",
+    "commit",
+    "create",
+    "find",
+    "get",
+    "idempotency_record",
+    "iter_active",
+    "load_targets",
+    "parameters_of",
+    "query_page",
+    "transition",
+    "update_quietly",
+]
 
 
 def get(task_id: str, consistent: bool = True) -> Task:
@@ -36,6 +50,11 @@ def get(task_id: str, consistent: bool = True) -> Task:
 
 def find(task_id: str, consistent: bool = True) -> Task | None:
     return backend.current().get_task(task_id, consistent)
+
+
+def idempotency_record(owner: str, key: str) -> IdempotencyRecord | None:
+    """What an owner's `Idempotency-Key` created, if anything."""
+    return backend.current().get_idempotency(owner, key)
 
 
 def load_targets(task_id: str) -> list[str]:
@@ -52,7 +71,7 @@ def iter_active() -> Iterator[str]:
     return backend.current().active_task_ids()
 
 
-def create(task: Task, targets: Sequence[str], idempotency: Any, event: EventBatch,
+def create(task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None, event: EventBatch,
            alongside: Sequence[Any] = ()) -> None:
     """Write a task, its targets, its first event and its idempotency record in one
     transaction (plus the writes `alongside` adds, such as the node a reclaim puts in

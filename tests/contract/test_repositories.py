@@ -7,11 +7,10 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
 from chalicelib.domain.statuses import RUN_STATUSES
 from chalicelib.errors import Busy, ConditionFailed, Conflict, IdempotencyRecordExists, InvalidTransition, TaskNotFound
 from chalicelib.store import backend, events, runs, tasks
-from chalicelib.store.models import IdempotencyItem
 from chalicelib.store.runs import NewRun, RunKey, RunTemplate
 
 NOW = "2026-12-03T10:00:00.000Z"
@@ -24,8 +23,7 @@ def _task(task_id: str = "01TASK", **values) -> Task:
 
 
 def _create(task: Task, targets=("n-1", "n-2"), key: str | None = None) -> None:
-    idempotency = IdempotencyItem(f"IDEM#{key}", "IDEM", task_id=task.task_id, request_hash="h",
-                                  expires_at=1) if key else None
+    idempotency = IdempotencyRecord("alice", key, task.task_id, "h", 1) if key else None
     tasks.create(task, list(targets), idempotency, events.new_item(task.task_id, [{"name": "task.created"}]))
 
 
@@ -70,6 +68,10 @@ class TestTaskCreationAndReads:
         with pytest.raises(IdempotencyRecordExists):
             _create(_task("01B"), key="k1")
         assert tasks.find("01B") is None
+        record = tasks.idempotency_record("alice", "k1")
+        assert record is not None
+        assert (record.task_id, record.request_hash) == ("01A", "h")
+        assert tasks.idempotency_record("alice", "k2") is None
 
 
 class TestTaskTransitions:

@@ -12,12 +12,12 @@ import pytest
 
 from chalicelib import config
 from chalicelib.notify import channels, delivery, fanout, targets
-from chalicelib.store.models import TaskItem
+from chalicelib.domain.records import Task
 
 
-def task(status: str, attempt: int = 1) -> TaskItem:
-    return TaskItem("TASK#t1", "META", task_id="t1", type="shell", owner="alice", status=status, attempt=attempt,
-                    max_concurrency=1, created_at="x", updated_at="x")
+def task(status: str, attempt: int = 1) -> Task:
+    return Task(task_id="t1", type="shell", owner="alice", status=status, attempt=attempt, max_concurrency=1,
+                created_at="x", updated_at="x")
 
 
 @pytest.mark.parametrize(("old", "new", "event"), [

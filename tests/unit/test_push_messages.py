@@ -11,6 +11,7 @@ import pytest
 
 from chalicelib.services import push
 from chalicelib.services.aggregation import Record
+from chalicelib.store.dynamo import task_record
 from chalicelib.store.models import TaskItem
 from fleetrun.local import ws_events
 
@@ -79,7 +80,7 @@ def test_only_inserted_event_items_are_new_events():
 
 
 def test_a_task_with_more_targets_than_a_message_holds_is_pushed_without_them():
-    message = push.task_message(_task(target_count=push.PUSH_TARGETS_MAX + 1))
+    message = push.task_message(task_record(_task(target_count=push.PUSH_TARGETS_MAX + 1)))
     assert message["type"] == "task"
     assert "target_nodes" not in message["task"]
     assert message["task"]["target_nodes_omitted"] is True
