@@ -1,0 +1,115 @@
+"""PynamoDB models of the single table (one module per area: base, tasks, fleet, notify). Keys:
+
+| item            | pk                  | sk               |
+|-----------------|---------------------|------------------|
+| task            | TASK#<id>           | META             |
+| target chunk    | TASK#<id>           | TGT#<00000>      |
+| node run        | TASK#<id>           | RUN#<node>       |
+| events          | TASK#<id>           | EVT#<ulid>       |
+| idempotency     | IDEM#<owner>#<key>  | IDEM             |
+| node (machine)  | NODE#<id>           | META             |
+| allocation      | NODE#<id>           | ALLOC#<start>#<ulid> | (list-index: ALLOCEND#OPEN or ALLOCEND#<end month>)
+| statistics      | STATS#<scope>       | <shard>          | (raw boto3: dynamic attribute names, see counters.py)
+| rate bucket     | RATE#<user>         | <minute>         |
+| schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
+| catalog image   | IMG#<project>       | <repository>:<tag> | (list-index `IMAGE` / `<repository>:<tag>`)
+| fleet snapshot  | SNAPSHOT#fleet      | META, NODE#<id>  | (raw boto3: dynamic attribute names, see store/snapshot.py)
+| ws connection   | WSCONN#<conn id>    | META             | (TTL)
+| ws subscription | WSSUB#<task or *>   | <conn id>        | (TTL; one query finds a task's subscribers)
+| subscription    | SUB#<id>            | META             | (list-index SUBS, owner-index SUBOWNER#<owner>)
+| subscription by event | SUBEVT#<event>#ALL or SUBEVT#<event>#OWN#<owner> | <subscription id> |
+| delivery log    | SUB#<id>            | DLV#<ulid>       | (TTL)
+| concurrency key | CKEY#<key>          | HOLDER, Q#<queued_at>#<task id> | holder and FIFO of a key (keys.py) |
+
+Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
+`claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
+(sparse: non-terminal tasks, for the sweeper).
+"""
+
+from __future__ import annotations
+
+from pynamodb.models import Model
+
+from chalicelib.store.models.base import (
+    ALL_INDEXES,
+    TTL_ATTRIBUTE,
+    ActiveIndex,
+    ClaimIndex,
+    FleetrunModel,
+    ListIndex,
+    OwnerIndex,
+    node_pk,
+    run_sk,
+    schedule_pk,
+    task_pk,
+)
+from chalicelib.store.models.fleet import (
+    AllocationItem,
+    ConcurrencyKeyItem,
+    ImageItem,
+    NodeItem,
+    RateBucket,
+    ScheduleItem,
+)
+from chalicelib.store.models.notify import (
+    DeliveryItem,
+    SubscriptionEventItem,
+    SubscriptionItem,
+    WsConnectionItem,
+    WsSubscriptionItem,
+)
+from chalicelib.store.models.tasks import (
+    EventItem,
+    IdempotencyItem,
+    NodeRunItem,
+    RunCounts,
+    TargetChunk,
+    TaskItem,
+)
+
+ALL_MODELS: tuple[type[FleetrunModel], ...] = (
+    TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
+    AllocationItem, ConcurrencyKeyItem, ScheduleItem, WsConnectionItem, WsSubscriptionItem,
+    SubscriptionItem, SubscriptionEventItem, DeliveryItem,
+)
+
+
+def reset_connections() -> None:
+    """Drop cached connections (a new moto mock or endpoint needs fresh clients)."""
+    models: tuple[type[Model], ...] = (FleetrunModel, *ALL_MODELS)
+    for model in models:
+        model._connection = None
+
+
+__all__ = [
+    "ALL_INDEXES",
+    "ALL_MODELS",
+    "TTL_ATTRIBUTE",
+    "ActiveIndex",
+    "AllocationItem",
+    "ClaimIndex",
+    "ConcurrencyKeyItem",
+    "DeliveryItem",
+    "EventItem",
+    "FleetrunModel",
+    "IdempotencyItem",
+    "ImageItem",
+    "ListIndex",
+    "NodeItem",
+    "NodeRunItem",
+    "OwnerIndex",
+    "RateBucket",
+    "RunCounts",
+    "ScheduleItem",
+    "SubscriptionEventItem",
+    "SubscriptionItem",
+    "TargetChunk",
+    "TaskItem",
+    "WsConnectionItem",
+    "WsSubscriptionItem",
+    "node_pk",
+    "reset_connections",
+    "run_sk",
+    "schedule_pk",
+    "task_pk",
+]

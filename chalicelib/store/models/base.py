@@ -1,0 +1,91 @@
+"""The base of every item of the single table (table name and region bound from config on
+first use), its global secondary indexes, and the key formats shared by the stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import UnicodeAttribute
+from pynamodb.connection import TableConnection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib import config
+
+TTL_ATTRIBUTE = "expires_at"
+
+
+class _Meta:
+    table_name = "fleetrun"
+    region = "us-east-1"
+
+
+class FleetrunModel(Model):
+    """Base of every item: binds the table name and region from config on first use."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        cls.Meta.table_name = config.table_name()
+        cls.Meta.region = config.region()
+        return super()._get_connection()
+
+
+class ListIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "list-index"
+        projection = AllProjection()
+
+    list_pk = UnicodeAttribute(hash_key=True)
+    list_sk = UnicodeAttribute(range_key=True)
+
+
+class OwnerIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "owner-index"
+        projection = AllProjection()
+
+    owner_pk = UnicodeAttribute(hash_key=True)
+    owner_sk = UnicodeAttribute(range_key=True)
+
+
+class ClaimIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "claim-index"
+        projection = KeysOnlyProjection()
+
+    claim_pk = UnicodeAttribute(hash_key=True)
+    claim_sk = UnicodeAttribute(range_key=True)
+
+
+class ActiveIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    class Meta:
+        index_name = "active-index"
+        projection = KeysOnlyProjection()
+
+    active_pk = UnicodeAttribute(hash_key=True)
+    active_sk = UnicodeAttribute(range_key=True)
+
+
+ALL_INDEXES: tuple[type[GlobalSecondaryIndex[Any]], ...] = (ListIndex, OwnerIndex, ClaimIndex, ActiveIndex)
+
+
+def task_pk(task_id: str) -> str:
+    return f"TASK#{task_id}"
+
+
+def run_sk(node: str) -> str:
+    return f"RUN#{node}"
+
+
+def node_pk(node_id: str) -> str:
+    return f"NODE#{node_id}"
+
+
+def schedule_pk(schedule_id: str) -> str:
+    return f"SCHEDULE#{schedule_id}"
