@@ -40,8 +40,8 @@ from chalicelib.services import (
     sweeper,
     work,
 )
-from chalicelib.services import realtime as realtime_api
 from chalicelib.services import timeseries as hourly_statistics
+from chalicelib.services.realtime import api as realtime_api
 from chalicelib.services.usage import Month
 from chalicelib.services.views import node_view, task_view
 from chalicelib.store import tasks

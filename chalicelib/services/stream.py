@@ -19,8 +19,9 @@ from typing import Any
 
 from chalicelib.notify import fanout
 from chalicelib.observability import logger
-from chalicelib.services import aggregation, concurrency, push, reclaim, snapshot
+from chalicelib.services import aggregation, concurrency, reclaim, snapshot
 from chalicelib.services.aggregation import Record
+from chalicelib.services.realtime import push
 
 Consumer = Callable[[list[Record]], None]
 

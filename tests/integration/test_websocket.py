@@ -335,11 +335,11 @@ def test_an_unreachable_endpoint_never_fails_the_stream_batch(fleet, monkeypatch
 
 
 def test_without_an_endpoint_nothing_is_pushed_and_nothing_is_read(fleet, monkeypatch):
-    from chalicelib.services import push
+    from chalicelib.services.realtime import push
 
     reads: list[str] = []
     monkeypatch.setattr(connections, "subscribers", lambda topic: reads.append(topic) or [])
     fleet.submit(SHELL)
     fleet.settle()
     assert reads == []
-    assert push.websocket.enabled() is False
+    assert push.sender.enabled() is False

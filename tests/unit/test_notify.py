@@ -11,8 +11,8 @@ from urllib.parse import unquote_plus
 import pytest
 
 from chalicelib import config
-from chalicelib.notify import channels, delivery, fanout, targets
 from chalicelib.domain.records import Task
+from chalicelib.notify import channels, delivery, fanout, targets
 
 
 def task(status: str, attempt: int = 1) -> Task:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.services import push
 from chalicelib.services.aggregation import Record
+from chalicelib.services.realtime import push
 from chalicelib.store.dynamo import task_record
 from chalicelib.store.models import TaskItem
 from fleetrun.local import ws_events

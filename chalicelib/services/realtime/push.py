@@ -19,8 +19,8 @@ from typing import Any
 
 from chalicelib.domain.records import Task
 from chalicelib.observability import logger
-from chalicelib.services import websocket
 from chalicelib.services.aggregation import Image, Record
+from chalicelib.services.realtime import sender
 from chalicelib.services.views import task_view
 from chalicelib.store import connections, tasks
 from chalicelib.store.dynamo import task_from_image
@@ -35,7 +35,7 @@ _QUIET_FIELDS = ("updated_at",)
 
 def push(records: list[Record]) -> None:
     """The `CONSUMERS` entry: never raises."""
-    if not websocket.enabled():
+    if not sender.enabled():
         return
     try:
         _push(records)
@@ -65,7 +65,7 @@ def _push(records: list[Record]) -> None:
             messages.append(task_message(changed[task_id]))
         for connection_id in recipients:
             outbox[connection_id].extend(messages)
-    gone = websocket.send_all(outbox)
+    gone = sender.send_all(outbox)
     logger.debug("websocket push", extra={"connections": len(outbox), "gone": gone, "tasks": len(topics)})
 
 
@@ -123,7 +123,7 @@ def task_message(item: Task) -> dict[str, Any]:
     count = int(item.target_count)
     if count <= PUSH_TARGETS_MAX:
         message = {"type": "task", "task": task_view(item, list(_targets(item.task_id, count)))}
-        if len(websocket.encode(message)) <= MESSAGE_BYTES_MAX:
+        if len(sender.encode(message)) <= MESSAGE_BYTES_MAX:
             return message
     view = task_view(item, [])
     del view["target_nodes"]

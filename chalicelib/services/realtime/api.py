@@ -17,7 +17,8 @@ from typing import Any
 from chalicelib import auth
 from chalicelib.errors import FleetrunError, Unauthenticated, ValidationFailed
 from chalicelib.observability import logger
-from chalicelib.services import queries, websocket
+from chalicelib.services import queries
+from chalicelib.services.realtime import sender
 from chalicelib.store import connections
 
 _TASK_ID_MAX = 128
@@ -50,10 +51,10 @@ def receive(connection_id: str, body: str | None) -> None:
         answers = _answer(connection_id, body)
     except FleetrunError as error:
         answers = [{"type": "error", **error.body()}]
-    if not websocket.enabled():
+    if not sender.enabled():
         logger.warning("FLEETRUN_WEBSOCKET_ENDPOINT is not set: answer dropped", extra={"connection_id": connection_id})
         return
-    websocket.send(connection_id, answers)
+    sender.send(connection_id, answers)
 
 
 def _answer(connection_id: str, body: str | None) -> list[dict[str, Any]]:
