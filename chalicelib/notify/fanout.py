@@ -18,6 +18,7 @@ from typing import Any
 from chalicelib import aws, config
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TaskStatus
+from chalicelib.domain.task_transitions import TASK_TRANSITIONS
 from chalicelib.notify.events import RETRIED, STATUS_EVENTS
 from chalicelib.observability import count, logger
 from chalicelib.services.aggregation import Record
@@ -26,7 +27,8 @@ from chalicelib.store.dynamo import task_from_image
 from chalicelib.store.models import SubscriptionEventItem
 
 MESSAGE_VERSION = 1
-_RETRY_SOURCES = frozenset({TaskStatus.FAILED, TaskStatus.PARTIAL_FAILURE, TaskStatus.CANCELLED})
+#: a change out of one of these into `pending` with a new attempt is a retry
+_RETRY_SOURCES = TASK_TRANSITIONS["retry"].sources
 _SQS_BATCH = 10
 
 
