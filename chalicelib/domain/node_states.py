@@ -1,17 +1,20 @@
 """Node (machine) statuses and the one table of their transitions.
 
-Like the task table: every writer of a node's `status` goes through `node_transition`, and
-the store turns the result into one conditional update guarded by the allowed sources, so
-DynamoDB enforces the rule. Fields that belong to a status are set and cleared in the same
-write (an idle node has no allocation, a node back online has no `offline_from`).
+Like the task and run tables: every write of a node item goes through `node_change`, which
+states the allowed sources, the guard (the node unchanged since it was read) and every field
+the write sets or clears; the node repository (store/inventory.py) applies it as one
+conditional update, so DynamoDB enforces the rule. Fields that belong to a status are set
+and cleared in the same write (an idle node has no allocation or reclaim, a node back online
+has no `offline_from`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
-from chalicelib.domain.writes import CLEAR, Transition
+from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq
 from chalicelib.errors import UnknownAction
 
 
@@ -38,71 +41,147 @@ RECLAIM_FAILED: Final = "failed"
 N = NodeStatus
 
 
-def _t(action: str, sources: set[str], target: str) -> Transition:
-    return Transition(action, frozenset(sources), target)
+class NodeRef(Protocol):
+    """What a transition needs to know of the node it changes (the node as read)."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def allocation_id(self) -> str | None: ...
+    @property
+    def offline_from(self) -> str | None: ...
+    @property
+    def last_seen_at(self) -> str | None: ...
+    @property
+    def reclaim_outcome(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class NodeInputs:
+    """The data only a caller knows."""
+
+    now: str = ""
+    #: `allocate`: allocation_id, allocated_to, allocated_at, allocation_sk
+    allocation: dict[str, Any] = field(default_factory=dict)
+    #: `reclaim`: the task that cleans the node and whose account it cleans
+    reclaim_task_id: str | None = None
+    reclaim_user: str | None = None
+    #: the reclaim outcomes: the task whose outcome it is
+    task_id: str | None = None
+
+
+Builder = Callable[[NodeRef, NodeInputs], tuple[dict[str, Any], tuple[Predicate, ...]]]
+
+_ALLOCATION_FIELDS: Final = ("allocation_id", "allocated_to", "allocated_at", "allocation_sk")
+_RECLAIM_FIELDS: Final = ("reclaim_task_id", "reclaim_user", "reclaim_outcome")
+_IDLE_CLEARS: Final = dict.fromkeys(_ALLOCATION_FIELDS + _RECLAIM_FIELDS, CLEAR)
+
+
+def _same_allocation(node: NodeRef) -> Predicate:
+    return eq("allocation_id", node.allocation_id)
+
+
+def _allocate(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {name: given.allocation[name] for name in _ALLOCATION_FIELDS}, ()
+
+
+def _release(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {}, (_same_allocation(node),)
+
+
+def _reclaim(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    fields = {**dict.fromkeys(_ALLOCATION_FIELDS, CLEAR), "reclaim_task_id": given.reclaim_task_id,
+              "reclaim_user": given.reclaim_user, "reclaim_outcome": CLEAR}
+    # the node is as read; from maintenance only once the previous reclaim failed
+    guard: tuple[Predicate, ...] = (eq("status", node.status), _same_allocation(node))
+    if node.status == N.MAINTENANCE:
+        guard += (eq("reclaim_outcome", RECLAIM_FAILED),)
+    return fields, guard
+
+
+def _reclaimed_by(given: NodeInputs) -> Predicate:
+    return eq("reclaim_task_id", given.task_id)
+
+
+def _reclaim_succeeded(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {}, (_reclaimed_by(given),)
+
+
+def _reclaim_failed(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"reclaim_outcome": RECLAIM_FAILED}, (_reclaimed_by(given), eq("reclaim_outcome", None))
+
+
+def _offline_reclaim_succeeded(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """An offline node whose reclaim succeeded comes back `idle`, not in maintenance."""
+    fields = {"offline_from": N.IDLE, **dict.fromkeys(_RECLAIM_FIELDS, CLEAR)}
+    return fields, (eq("offline_from", N.MAINTENANCE), _reclaimed_by(given))
+
+
+def _offline_reclaim_failed(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    guard = (eq("offline_from", N.MAINTENANCE), _reclaimed_by(given), eq("reclaim_outcome", None))
+    return {"reclaim_outcome": RECLAIM_FAILED}, guard
+
+
+def _reclaim_reopened(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """The failed reclaim task was retried: the node waits for the new outcome."""
+    return {"reclaim_outcome": CLEAR}, (_reclaimed_by(given),)
+
+
+def _go_offline(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    # a contact in between (a newer last_seen_at) wins
+    return {"offline_from": node.status, "offline_since": given.now}, (
+        eq("status", node.status), eq("last_seen_at", node.last_seen_at))
+
+
+def _come_back(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    fields = {"status": node.offline_from or N.IDLE, "offline_from": CLEAR, "offline_since": CLEAR,
+              "last_seen_at": given.now}
+    return fields, (eq("offline_from", node.offline_from),)
+
+
+def _seen(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"last_seen_at": given.now}, ()
+
+
+def _t(action: str, sources: set[str], target: str | None, build: Builder) -> Transition:
+    return Transition(action, frozenset(sources), target, build)
 
 
 NODE_TRANSITIONS: Final[dict[str, Transition]] = {
     t.action: t
     for t in (
-        _t("allocate", {N.IDLE}, N.ALLOCATED),
-        _t("release", {N.ALLOCATED}, N.IDLE),
-        # from maintenance only once the previous reclaim failed (the store adds that guard)
-        _t("reclaim", {N.IDLE, N.ALLOCATED, N.MAINTENANCE}, N.MAINTENANCE),
-        _t("reclaim_succeeded", {N.MAINTENANCE}, N.IDLE),
-        _t("reclaim_failed", {N.MAINTENANCE}, N.MAINTENANCE),
-        _t("go_offline", set(NODE_ONLINE), N.OFFLINE),
-        _t("come_back", {N.OFFLINE}, PREVIOUS),
+        _t("allocate", {N.IDLE}, N.ALLOCATED, _allocate),
+        _t("release", {N.ALLOCATED}, N.IDLE, _release),
+        _t("reclaim", {N.IDLE, N.ALLOCATED, N.MAINTENANCE}, N.MAINTENANCE, _reclaim),
+        _t("reclaim_succeeded", {N.MAINTENANCE}, N.IDLE, _reclaim_succeeded),
+        _t("reclaim_failed", {N.MAINTENANCE}, N.MAINTENANCE, _reclaim_failed),
+        _t("go_offline", set(NODE_ONLINE), N.OFFLINE, _go_offline),
+        _t("come_back", {N.OFFLINE}, PREVIOUS, _come_back),
+        # the status stays
+        _t("offline_reclaim_succeeded", {N.OFFLINE}, None, _offline_reclaim_succeeded),
+        _t("offline_reclaim_failed", {N.OFFLINE}, None, _offline_reclaim_failed),
+        _t("reclaim_reopened", set(NODE_STATUSES), None, _reclaim_reopened),
+        _t("seen", set(NODE_STATUSES), None, _seen),
     )
 }
 
-_ALLOCATION_FIELDS: Final = ("allocation_id", "allocated_to", "allocated_at", "allocation_sk")
-_RECLAIM_FIELDS: Final = ("reclaim_task_id", "reclaim_user", "reclaim_outcome")
 
-
-@dataclass(frozen=True)
-class NodeChange:
-    """What a node transition writes: the new status plus the fields that belong to it."""
-
-    transition: Transition
-    fields: dict[str, Any]
-
-    @property
-    def target(self) -> str:
-        return str(self.fields["status"])
-
-
-def node_transition(action: str, now: str, *, source: str | None = None, **values: Any) -> NodeChange:
-    """The write of `action`. `come_back` needs `previous` (the status it went offline from);
-    `go_offline` needs `source`; `allocate` and `reclaim` take their new fields as `values`.
-
-    Raises UnknownAction.
-    """
+def node_change(action: str, node: NodeRef, given: NodeInputs) -> Change:
+    """The one conditional write of `action` on `node` (as read). Raises UnknownAction."""
     transition = NODE_TRANSITIONS.get(action)
-    if transition is None:
+    if transition is None or transition.build is None:
         raise UnknownAction(f"unknown node action {action!r}")
-    target = values.pop("previous") if transition.target == PREVIOUS else transition.target
-    if transition.target == PREVIOUS and target not in NODE_ONLINE:
-        raise UnknownAction(f"cannot {action} a node to {target!r}")
-    fields: dict[str, Any] = {"status": target, "status_changed_at": now}
-    if action == "allocate":
-        fields.update({name: values[name] for name in _ALLOCATION_FIELDS})
-    elif action == "reclaim":
-        fields.update(dict.fromkeys(_ALLOCATION_FIELDS, CLEAR))
-        fields.update(reclaim_task_id=values["reclaim_task_id"], reclaim_user=values["reclaim_user"],
-                      reclaim_outcome=CLEAR)
-    elif action == "reclaim_failed":
-        fields["reclaim_outcome"] = RECLAIM_FAILED
-    elif action == "go_offline":
-        if source not in NODE_ONLINE:
-            raise UnknownAction(f"cannot go offline from {source!r}")
-        fields.update(offline_from=source, offline_since=now)
-    elif action == "come_back":
-        fields.update(offline_from=CLEAR, offline_since=CLEAR)
-    if target == N.IDLE:
-        fields.update(dict.fromkeys(_ALLOCATION_FIELDS + _RECLAIM_FIELDS, CLEAR))
-    return NodeChange(transition, fields)
+    fields, guard = transition.build(node, given)
+    if transition.target is not None:
+        target = fields.get("status", transition.target)
+        if target not in (NODE_ONLINE if transition.target == PREVIOUS else NODE_STATUSES):
+            raise UnknownAction(f"cannot {action} a node to {target!r}")
+        fields = {**(_IDLE_CLEARS if target == N.IDLE else {}), **fields, "status": target,
+                  "status_changed_at": given.now}
+    return Change("node", (node.node_id,), action, transition.sources, fields, guard)
 
 
 def allowed_node_actions(source: str) -> frozenset[str]:
-    return frozenset(t.action for t in NODE_TRANSITIONS.values() if source in t.sources)
+    return frozenset(t.action for t in NODE_TRANSITIONS.values() if source in t.sources and t.target is not None)

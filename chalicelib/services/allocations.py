@@ -8,7 +8,7 @@ from ulid import ULID
 
 from chalicelib import clock
 from chalicelib.api.validation import decode_cursor, encode_cursor
-from chalicelib.domain.node_states import NODE_TRANSITIONS, NodeStatus
+from chalicelib.domain.node_states import NODE_TRANSITIONS
 from chalicelib.errors import InvalidTransition
 from chalicelib.observability import logger
 from chalicelib.services.views import node_view
@@ -23,11 +23,10 @@ def allocate(node_id: str, user: str) -> tuple[NodeItem, AllocationItem]:
     """
     now = clock.now_iso()
     allocation = inventory.new_allocation(node_id, str(ULID()), user, now)
-    write = inventory.plan(
-        node_id, "allocate", now, allocation_id=allocation.allocation_id, allocated_to=user, allocated_at=now,
-        allocation_sk=allocation.sk,
-    )
-    node = inventory.apply(write, [inventory.open_allocation_part(allocation)])
+    opened = {"allocation_id": allocation.allocation_id, "allocated_to": user, "allocated_at": now,
+              "allocation_sk": allocation.sk}
+    node = inventory.transition(inventory.get(node_id), "allocate", now, allocation=opened,
+                                parts=[inventory.open_allocation_part(allocation)])
     logger.info("node allocated", extra={"node": node_id, "user": user, "allocation_id": allocation.allocation_id})
     return node, allocation
 
@@ -38,11 +37,11 @@ def release(node_id: str) -> tuple[NodeItem, AllocationItem]:
     Raises NotFound, InvalidTransition (the node is not allocated), Conflict.
     """
     node = inventory.get(node_id)
-    if node.status != NodeStatus.ALLOCATED or not node.allocation_sk:
+    if not node.allocation_sk:
         raise InvalidTransition("node", node.status, "release", NODE_TRANSITIONS["release"].sources)
     now = clock.now_iso()
-    write = inventory.plan(node_id, "release", now, condition=NodeItem.allocation_id == node.allocation_id)
-    released = inventory.apply(write, [inventory.close_allocation_part(node_id, node.allocation_sk, now, "release")])
+    closed = inventory.close_allocation_part(node_id, node.allocation_sk, now, "release")
+    released = inventory.transition(node, "release", now, parts=[closed])
     allocation = inventory.get_allocation(node_id, node.allocation_sk)
     assert allocation is not None  # written in the same transaction
     logger.info("node released", extra={"node": node_id, "allocation_id": allocation.allocation_id})

@@ -35,19 +35,14 @@ def seen(node: NodeItem, now: float | None = None) -> str:
         return _come_back(node, stamp)
     last = node.last_seen_at
     if last is None or now - clock.parse_rfc3339(last) >= refresh_seconds():
-        inventory.update_quietly(node.node_id, [NodeItem.last_seen_at.set(stamp)], NodeItem.pk.exists())
+        inventory.update_quietly(node, "seen", stamp)
     return str(node.status)
 
 
 def _come_back(node: NodeItem, stamp: str) -> str:
     previous = node.offline_from or NodeStatus.IDLE
-    unchanged = (
-        NodeItem.offline_from == node.offline_from if node.offline_from else NodeItem.offline_from.does_not_exist()
-    )
-    write = inventory.plan(node.node_id, "come_back", stamp, previous=previous, condition=unchanged,
-                           extra=[NodeItem.last_seen_at.set(stamp)])
     try:
-        back = inventory.apply(write)
+        back = inventory.transition(node, "come_back", stamp)
     except (InvalidTransition, Conflict, NotFound):
         current = inventory.find(node.node_id)  # a racing request brought it back first
         return str(current.status) if current is not None else previous
@@ -83,13 +78,8 @@ def mark_silent_nodes_offline(now: float | None = None) -> list[str]:
         last = node.last_seen_at or node.created_at
         if clock.parse_rfc3339(last) > threshold:
             continue
-        unchanged = (
-            NodeItem.last_seen_at == node.last_seen_at if node.last_seen_at else NodeItem.last_seen_at.does_not_exist()
-        )
-        write = inventory.plan(node.node_id, "go_offline", stamp, source=node.status,
-                               condition=unchanged & (NodeItem.status == node.status))
         try:
-            inventory.apply(write)
+            inventory.transition(node, "go_offline", stamp)
         except (InvalidTransition, Conflict, NotFound):
             continue
         marked.append(node.node_id)

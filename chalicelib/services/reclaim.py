@@ -14,23 +14,19 @@ the node still being reclaimed by that task, so a replayed batch changes nothing
 from __future__ import annotations
 
 from pynamodb.exceptions import PynamoDBException
-from pynamodb.expressions.condition import Condition
-from pynamodb.expressions.update import Action
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import clock
-from chalicelib.domain.node_states import NODE_TRANSITIONS, RECLAIM_FAILED, NodeStatus
+from chalicelib.domain.node_states import RECLAIM_FAILED, NodeStatus
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
+from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
 from chalicelib.services.aggregation import Record
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, tasks
-from chalicelib.store.inventory import TxPart
-from chalicelib.store.models import EventItem, NodeItem, node_pk
-from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
+from chalicelib.store.inventory import NodeKey, TxPart
 
 TASK_TYPE = "machine.reclaim"
 #: reclaims go before other work of the node
@@ -52,20 +48,17 @@ def start(actor: str, node_id: str, user: str | None) -> Task:
             f"node {node_id} has no allocation: say whose account to reclaim",
             [{"path": "$.user", "message": "required when the node is not allocated"}],
         )
-    allowed = NODE_TRANSITIONS["reclaim"].sources
-    if node.status not in allowed:
-        raise InvalidTransition("node", node.status, "reclaim", allowed)
     if node.status == NodeStatus.MAINTENANCE and node.reclaim_outcome != RECLAIM_FAILED:
-        # from maintenance only once the previous reclaim failed
+        # the table's guard refuses it too; this names the rule: from maintenance only once
+        # the previous reclaim failed
         raise InvalidTransition("node", node.status, "reclaim", {NodeStatus.IDLE, NodeStatus.ALLOCATED})
     now = clock.now_iso()
-    planned: list[inventory.NodeWrite] = []
+    planned: list[Change] = []
 
     def alongside(task: Task) -> list[TxPart]:
-        write = inventory.plan(node_id, "reclaim", now, condition=_unchanged(node),
-                               reclaim_task_id=task.task_id, reclaim_user=reclaim_user)
+        write = inventory.change(node, "reclaim", now, reclaim_task_id=task.task_id, reclaim_user=reclaim_user)
         planned.append(write)
-        parts: list[TxPart] = [write.add_to]
+        parts: list[TxPart] = [inventory.part(write)]
         if node.allocation_sk:
             parts.append(inventory.close_allocation_part(node_id, node.allocation_sk, now, "reclaim"))
         return parts
@@ -82,18 +75,6 @@ def start(actor: str, node_id: str, user: str | None) -> Task:
         raise inventory.explain(planned[0], error) from None
     logger.info("node reclaim started", extra={"node": node_id, "user": reclaim_user, "task_id": result.task.task_id})
     return result.task
-
-
-def _unchanged(node: NodeItem) -> Condition:
-    """The node is still as read: same status, same open allocation, same failed reclaim."""
-    condition: Condition = NodeItem.status == node.status
-    if node.allocation_id:
-        condition &= NodeItem.allocation_id == node.allocation_id
-    else:
-        condition &= NodeItem.allocation_id.does_not_exist()
-    if node.status == NodeStatus.MAINTENANCE:
-        condition &= NodeItem.reclaim_outcome == RECLAIM_FAILED
-    return condition
 
 
 # --- the task settles -------------------------------------------------------------------
@@ -119,58 +100,35 @@ def settled(task_id: str, status: str, error: str | None) -> None:
     node_id = _node_of(task_id)
     if node_id is None:
         return
-    now = clock.now_iso()
     if status == TaskStatus.COMPLETED:
         event = events.new_item(task_id, [service_event(
             "node.reclaimed", f"{node_id} is idle again", type_="success", node=node_id)])
-        write = inventory.plan(node_id, "reclaim_succeeded", now, condition=NodeItem.reclaim_task_id == task_id)
-        offline_actions: list[Action] = [
-            NodeItem.offline_from.set(NodeStatus.IDLE), NodeItem.reclaim_task_id.remove(),
-            NodeItem.reclaim_user.remove(), NodeItem.reclaim_outcome.remove(),
-        ]
+        actions = ("reclaim_succeeded", "offline_reclaim_succeeded")
     else:
         event = events.new_item(task_id, [service_event(
             "node.reclaim_failed", f"{node_id} stays in maintenance: {error or status}", type_="error",
             node=node_id, data={"task_status": status})])
-        still_running = (NodeItem.reclaim_task_id == task_id) & NodeItem.reclaim_outcome.does_not_exist()
-        write = inventory.plan(node_id, "reclaim_failed", now, condition=still_running)
-        offline_actions = [NodeItem.reclaim_outcome.set(RECLAIM_FAILED)]
-    try:
-        inventory.apply(write, [lambda tx: tx.save(event)])
-    except Busy:
-        raise  # a transient conflict: the stream redelivers the batch
-    except (InvalidTransition, Conflict, NotFound):
-        if not _settle_offline(node_id, task_id, offline_actions, event, status):
-            logger.info("reclaim outcome already applied or superseded", extra={"task_id": task_id, "node": node_id})
-            return
-    logger.info("reclaim settled", extra={"task_id": task_id, "node": node_id, "status": status})
-
-
-def _settle_offline(node_id: str, task_id: str, actions: list[Action], event: EventItem, status: str) -> bool:
-    """A node that went offline during its reclaim keeps `offline`; the outcome decides what
-    it returns to (`idle` on success, `maintenance` otherwise)."""
-    guard = (
-        NodeItem.pk.exists() & (NodeItem.status == NodeStatus.OFFLINE)
-        & (NodeItem.offline_from == NodeStatus.MAINTENANCE) & (NodeItem.reclaim_task_id == task_id)
-    )
-    if status != TaskStatus.COMPLETED:
-        guard &= NodeItem.reclaim_outcome.does_not_exist()
-    try:
-        with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
-            tx.update(NodeItem(node_pk(node_id), "META"), actions=actions, condition=guard)
-            tx.save(event)
-    except PynamoDBException as error:
-        if is_condition_failure(error) and not is_transaction_conflict(error):
-            return False
-        raise
-    return True
+        actions = ("reclaim_failed", "offline_reclaim_failed")
+    # a node that went offline during its reclaim stays offline; the outcome decides what it
+    # returns to (`idle` on success, `maintenance` otherwise)
+    for action in actions:
+        try:
+            inventory.transition(NodeKey(node_id), action, clock.now_iso(), task_id=task_id,
+                                 parts=[lambda tx: tx.save(event)])
+        except Busy:
+            raise  # a transient conflict: the stream redelivers the batch
+        except (InvalidTransition, Conflict, NotFound):
+            continue
+        logger.info("reclaim settled", extra={"task_id": task_id, "node": node_id, "status": status})
+        return
+    logger.info("reclaim outcome already applied or superseded", extra={"task_id": task_id, "node": node_id})
 
 
 def reopened(task_id: str) -> None:
     """A failed reclaim task was retried: its node waits for the new outcome."""
     node_id = _node_of(task_id)
     if node_id is not None:
-        inventory.update_quietly(node_id, [NodeItem.reclaim_outcome.remove()], NodeItem.reclaim_task_id == task_id)
+        inventory.update_quietly(NodeKey(node_id), "reclaim_reopened", clock.now_iso(), task_id=task_id)
 
 
 def _node_of(task_id: str) -> str | None:

@@ -23,10 +23,12 @@ from chalicelib.store.backend import EventBatch
 from chalicelib.store.models import (
     FleetrunModel,
     IdempotencyItem,
+    NodeItem,
     NodeRunItem,
     RunCounts,
     TargetChunk,
     TaskItem,
+    node_pk,
     run_sk,
     task_pk,
 )
@@ -34,7 +36,7 @@ from chalicelib.store.writes import is_condition_failure, is_transaction_conflic
 
 META = "META"
 TARGET_CHUNK_SIZE = 1000
-_MODELS: dict[str, type[FleetrunModel]] = {"task": TaskItem, "run": NodeRunItem}
+_MODELS: dict[str, type[FleetrunModel]] = {"task": TaskItem, "run": NodeRunItem, "node": NodeItem}
 
 
 def _connection() -> Any:
@@ -121,6 +123,8 @@ def _key(change: Change) -> tuple[str, str]:
         return task_pk(change.key[0]), META
     if change.kind == "run":
         return task_pk(change.key[0]), run_sk(change.key[1])
+    if change.kind == "node":
+        return node_pk(change.key[0]), META
     raise ValueError(f"no DynamoDB item kind {change.kind!r} here")
 
 

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
-from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.domain.node_states import NodeChange, NodeStatus, node_transition
+from chalicelib.domain.node_states import NodeInputs, NodeRef, NodeStatus, node_change
+from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound
+from chalicelib.store.dynamo import write_of
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
-from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict, status_in
+from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 META = "META"
 OPEN = "ALLOCEND#OPEN"
@@ -60,80 +61,77 @@ def find(node_id: str, consistent: bool = True, attributes: Sequence[str] | None
 
 
 @dataclass(frozen=True)
-class NodeWrite:
-    """One planned node transition: the update and its guard."""
+class NodeKey:
+    """A node known by its id only: for changes whose guard reads nothing else (a reclaim
+    outcome is guarded by the reclaim task it names)."""
 
     node_id: str
-    action: str
-    change: NodeChange
-    condition: Condition
-    #: non-status fields written together with the transition
-    extra: tuple[Action, ...] = ()
-
-    @property
-    def item(self) -> NodeItem:
-        return NodeItem(node_pk(self.node_id), META)
-
-    def actions(self) -> list[Action]:
-        return [*field_actions(NodeItem, self.change.fields), *self.extra]
-
-    def add_to(self, tx: TransactWrite) -> None:
-        tx.update(self.item, actions=self.actions(), condition=self.condition)
+    status: str = ""
+    allocation_id: str | None = None
+    offline_from: str | None = None
+    last_seen_at: str | None = None
+    reclaim_outcome: str | None = None
 
 
-def plan(node_id: str, action: str, now: str, *, source: str | None = None, condition: Condition | None = None,
-         extra: Sequence[Action] = (), **values: Any) -> NodeWrite:
-    change = node_transition(action, now, source=source, **values)
-    guard = NodeItem.pk.exists() & status_in(NodeItem, change.transition.sources)
-    if condition is not None:
-        guard &= condition
-    return NodeWrite(node_id, action, change, guard, tuple(extra))
+def change(node: NodeRef, action: str, now: str, **inputs: Any) -> Change:
+    """The write of `action` on `node` as read (see domain/node_states.py)."""
+    return node_change(action, node, NodeInputs(now=now, **inputs))
 
 
-def apply(write: NodeWrite, parts: Sequence[TxPart] = ()) -> NodeItem:
-    """Apply a planned transition (in one transaction with `parts`); returns the node after it.
+def part(write: Change) -> TxPart:
+    """`write` as a part of another transaction (a reclaim is created with its task)."""
+    item, actions, guard = write_of(write)
+    return lambda tx: tx.update(item, actions=actions, condition=guard)
 
-    Raises NotFound, InvalidTransition (wrong source status), Conflict (its extra condition
-    did not hold, or another writer was changing the node).
+
+def transition(node: NodeRef, action: str, now: str, *, parts: Sequence[TxPart] = (), **inputs: Any) -> NodeItem:
+    """Apply one node transition (in one transaction with `parts`); returns the node after it.
+
+    Raises NotFound, InvalidTransition (wrong source status), Conflict (its guard did not
+    hold), Busy (another writer was changing the node).
     """
+    write = change(node, action, now, **inputs)
+    item, actions, guard = write_of(write)
     try:
         if not parts:
-            write.item.update(actions=write.actions(), condition=write.condition)
+            item.update(actions=actions, condition=guard)
         else:
             with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
-                write.add_to(tx)
-                for part in parts:
-                    part(tx)
+                tx.update(item, actions=actions, condition=guard)
+                for extra in parts:
+                    extra(tx)
     except PynamoDBException as error:
         raise explain(write, error) from None
-    return get(write.node_id)
+    return get(node.node_id)
 
 
-def explain(write: NodeWrite, error: PynamoDBException) -> Exception:
-    """The domain error a failed node write stands for (the PynamoDB error itself when it is
-    neither a failed condition nor a transaction conflict)."""
-    if is_transaction_conflict(error):
-        return Busy(f"node {write.node_id} is being changed by another request; retry")
-    if not is_condition_failure(error):
-        return error
-    current = find(write.node_id)
-    if current is None:
-        return NotFound(f"node {write.node_id} not found")
-    sources = write.change.transition.sources
-    if current.status not in sources:
-        return InvalidTransition("node", current.status, write.action, sources)
-    return Conflict(f"node {write.node_id} changed while {write.action} was applied (it is {current.status})")
-
-
-def update_quietly(node_id: str, actions: list[Action], condition: Condition) -> bool:
-    """A guarded non-status update; False when the condition did not hold."""
+def update_quietly(node: NodeRef, action: str, now: str, **inputs: Any) -> bool:
+    """A node change whose lost race is no news (a contact, a reopened reclaim): False when
+    its guard did not hold."""
+    item, actions, guard = write_of(change(node, action, now, **inputs))
     try:
-        NodeItem(node_pk(node_id), META).update(actions=actions, condition=NodeItem.pk.exists() & condition)
+        item.update(actions=actions, condition=guard)
     except PynamoDBException as error:
         if is_condition_failure(error):
             return False
         raise
     return True
+
+
+def explain(write: Change, error: PynamoDBException) -> Exception:
+    """The domain error a failed node write stands for (the PynamoDB error itself when it is
+    neither a failed condition nor a transaction conflict)."""
+    node_id = write.key[0]
+    if is_transaction_conflict(error):
+        return Busy(f"node {node_id} is being changed by another request; retry")
+    if not is_condition_failure(error):
+        return error
+    current = find(node_id)
+    if current is None:
+        return NotFound(f"node {node_id} not found")
+    if write.sources is not None and current.status not in write.sources:
+        return InvalidTransition("node", current.status, write.action, write.sources)
+    return Conflict(f"node {node_id} changed while {write.action} was applied (it is {current.status})")
 
 
 def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], dict[str, Any] | None]:

@@ -10,10 +10,12 @@ from chalicelib.domain.node_states import (
     NODE_STATUSES,
     NODE_TRANSITIONS,
     RECLAIM_FAILED,
+    NodeInputs,
     NodeStatus,
     allowed_node_actions,
-    node_transition,
+    node_change,
 )
+from chalicelib.store.inventory import NodeKey
 from chalicelib.domain.writes import CLEAR
 from chalicelib.errors import UnknownAction
 from chalicelib.services import liveness
@@ -32,10 +34,19 @@ EXPECTED = {
     "come_back": ({OFF}, "<previous>"),
 }
 ALLOCATION = {"allocation_id": "a1", "allocated_to": "bob", "allocated_at": NOW, "allocation_sk": "ALLOC#x"}
+#: the status-keeping changes (reclaim outcomes of an offline node, contacts) besides the table above
+KEEPING = {"offline_reclaim_succeeded", "offline_reclaim_failed", "reclaim_reopened", "seen"}
+
+
+def node_transition(action: str, now: str, *, source: str = IDLE, previous: str | None = None, **values):
+    """The change of `action` on a node read in `source` (that went offline from `previous`)."""
+    node = NodeKey("n1", status=source, offline_from=previous)
+    return node_change(action, node, NodeInputs(now=now, allocation=dict(ALLOCATION), **values))
 
 
 def test_the_table_holds_exactly_the_expected_transitions():
-    assert {a: (set(t.sources), t.target) for a, t in NODE_TRANSITIONS.items()} == EXPECTED
+    assert {a: (set(t.sources), t.target) for a, t in NODE_TRANSITIONS.items() if a not in KEEPING} == EXPECTED
+    assert all(NODE_TRANSITIONS[a].target is None for a in KEEPING)
 
 
 @pytest.mark.parametrize(("action", "source"), list(itertools.product(EXPECTED, NODE_STATUSES)))
@@ -44,7 +55,7 @@ def test_an_action_is_allowed_only_from_its_sources(action, source):
 
 
 def test_allocate_records_the_open_allocation_on_the_node():
-    change = node_transition("allocate", NOW, **ALLOCATION)
+    change = node_transition("allocate", NOW)
     assert change.target == ALLOC
     assert {k: change.fields[k] for k in ALLOCATION} == ALLOCATION
     assert change.fields["status_changed_at"] == NOW
@@ -60,7 +71,7 @@ def test_becoming_idle_clears_the_allocation_and_the_reclaim(action):
 
 
 def test_reclaim_ends_the_allocation_and_names_its_task():
-    change = node_transition("reclaim", NOW, reclaim_task_id="T1", reclaim_user="bob")
+    change = node_transition("reclaim", NOW, source=ALLOC, reclaim_task_id="T1", reclaim_user="bob")
     assert change.target == MAINT
     assert change.fields["reclaim_task_id"] == "T1"
     assert change.fields["reclaim_user"] == "bob"
@@ -69,7 +80,7 @@ def test_reclaim_ends_the_allocation_and_names_its_task():
 
 
 def test_a_failed_reclaim_keeps_maintenance_and_records_the_outcome():
-    change = node_transition("reclaim_failed", NOW)
+    change = node_transition("reclaim_failed", NOW, source=MAINT, task_id="T1")
     assert change.target == MAINT
     assert change.fields["reclaim_outcome"] == RECLAIM_FAILED
 
@@ -84,7 +95,7 @@ def test_going_offline_remembers_the_status_to_return_to(source):
 
 @pytest.mark.parametrize("previous", [IDLE, ALLOC, MAINT])
 def test_coming_back_restores_the_previous_status(previous):
-    change = node_transition("come_back", NOW, previous=previous)
+    change = node_transition("come_back", NOW, source=OFF, previous=previous)
     assert change.target == previous
     assert change.fields["offline_from"] is CLEAR
     assert change.fields["offline_since"] is CLEAR
@@ -92,11 +103,27 @@ def test_coming_back_restores_the_previous_status(previous):
         assert not any(name in change.fields for name in ALLOCATION)
 
 
-def test_going_offline_from_offline_and_coming_back_to_offline_are_refused():
+def test_coming_back_to_offline_is_refused():
     with pytest.raises(UnknownAction):
-        node_transition("go_offline", NOW, source=OFF)
-    with pytest.raises(UnknownAction):
-        node_transition("come_back", NOW, previous=OFF)
+        node_transition("come_back", NOW, source=OFF, previous=OFF)
+
+
+def test_going_offline_is_guarded_by_the_contact_it_was_decided_from():
+    change = node_change("go_offline", NodeKey("n1", status=ALLOC, last_seen_at=NOW), NodeInputs(now=NOW))
+    assert {p.attribute: p.value for p in change.guard} == {"status": ALLOC, "last_seen_at": NOW}
+    assert change.sources == frozenset({IDLE, ALLOC, MAINT})
+
+
+def test_a_reclaim_from_maintenance_needs_the_previous_one_failed():
+    change = node_transition("reclaim", NOW, source=MAINT, reclaim_task_id="T1", reclaim_user="bob")
+    assert {p.attribute: p.value for p in change.guard}["reclaim_outcome"] == RECLAIM_FAILED
+
+
+def test_an_offline_nodes_successful_reclaim_makes_it_return_idle():
+    change = node_transition("offline_reclaim_succeeded", NOW, source=OFF, task_id="T1")
+    assert "status" not in change.fields
+    assert change.fields["offline_from"] == IDLE
+    assert change.fields["reclaim_task_id"] is CLEAR
 
 
 def test_an_unknown_action_is_refused():
