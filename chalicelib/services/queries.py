@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.expressions.condition import Condition
 from ulid import ULID
 
 from chalicelib import clock
@@ -15,7 +14,6 @@ from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
 from chalicelib.services.views import run_view, task_view
 from chalicelib.store import events, runs, tasks
-from chalicelib.store.models import TaskItem
 
 
 def visible_task(actor: Actor, task_id: str) -> Task:
@@ -42,36 +40,14 @@ def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | No
     if not actor.is_admin:
         owner = actor.user_id
     query_enum("status", query.get("status"), TASK_STATUSES)
-    filters: Condition | None = None
-    for name, attribute in (("status", TaskItem.status), ("type", TaskItem.type)):
-        if name in query:
-            filters = _and(filters, attribute == query[name])
-    if "tag" in query:
-        filters = _and(filters, TaskItem.tags.contains(query["tag"]))
-    range_condition = _created_range(owner is not None, query.get("created_after"), query.get("created_before"))
-    items, last_key = tasks.query_page(
-        owner=owner, filters=filters, range_condition=range_condition, limit=limit,
-        start_key=decode_cursor(cursor) if cursor else None,
+    # task ids are ULIDs: a creation-time range is a range of ids
+    wanted = tasks.TaskFilter(
+        owner=owner, status=query.get("status"), type=query.get("type"), tag=query.get("tag"),
+        ids_from=_ulid_bound("created_after", query.get("created_after")),
+        ids_to=_ulid_bound("created_before", query.get("created_before")),
     )
+    items, last_key = tasks.query_page(wanted, limit, decode_cursor(cursor) if cursor else None)
     return {"items": [present(t) for t in items], "next_cursor": encode_cursor(last_key) if last_key else None}
-
-
-def _and(left: Condition | None, right: Condition) -> Condition:
-    return right if left is None else left & right
-
-
-def _created_range(by_owner: bool, after: str | None, before: str | None) -> Condition | None:
-    """Task ids are ULIDs: a creation-time range is a range of ids."""
-    attribute = TaskItem.owner_sk if by_owner else TaskItem.list_sk
-    bounds = [_ulid_bound(name, value) for name, value in (("created_after", after), ("created_before", before))]
-    low, high = bounds
-    if low and high:
-        return attribute.between(low, high)
-    if low:
-        return attribute >= low
-    if high:
-        return attribute <= high
-    return None
 
 
 def _ulid_bound(name: str, value: str | None) -> str | None:

@@ -13,20 +13,19 @@ the node still being reclaimed by that task, so a replayed batch changes nothing
 
 from __future__ import annotations
 
-from pynamodb.exceptions import PynamoDBException
-
 from chalicelib import clock
 from chalicelib.domain.node_states import RECLAIM_FAILED, NodeStatus
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
 from chalicelib.domain.writes import Change
-from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound, ValidationFailed
+from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
 from chalicelib.services.aggregation import Record
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, tasks
-from chalicelib.store.inventory import NodeKey, TxPart
+from chalicelib.store.backend import TxPart
+from chalicelib.store.inventory import NodeKey
 
 TASK_TYPE = "machine.reclaim"
 #: reclaims go before other work of the node
@@ -69,7 +68,7 @@ def start(actor: str, node_id: str, user: str | None) -> Task:
     }
     try:
         result = submit.submit(actor, body, None, alongside)
-    except PynamoDBException as error:
+    except ConditionFailed as error:
         if not planned:
             raise
         raise inventory.explain(planned[0], error) from None

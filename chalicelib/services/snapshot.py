@@ -24,9 +24,8 @@ from chalicelib.api.representations import NODE_STATUSES
 from chalicelib.domain.statuses import TASK_ACTIVE, TASK_STATUSES, RunStatus, TaskStatus
 from chalicelib.observability import logger
 from chalicelib.services.aggregation import Record
-from chalicelib.store import counters
+from chalicelib.store import counters, inventory
 from chalicelib.store import snapshot as store
-from chalicelib.store.models import NodeItem
 
 MAX_AGE_SECONDS: Final = 10
 #: run statuses of work started and not finished, as counted by the statistics (`nr_<status>`)
@@ -127,9 +126,7 @@ def repair() -> RepairReport:
     report = RepairReport()
     counted = {record.node_id: record for record in store.all_counted()}
     actual: dict[str, str | None] = {}
-    found: Any = NodeItem.list_index.query("NODE", attributes_to_get=["pk", "sk", "node_id", "status"])
-    node: NodeItem
-    for node in found:
+    for node in inventory.iter_nodes(["pk", "sk", "node_id", "status"]):
         actual[node.node_id] = node.status
     report.nodes = len(actual)
     for node_id in set(counted) - set(actual):

@@ -8,12 +8,11 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.auth import Actor
+from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Forbidden
 from chalicelib.observability import logger
-from chalicelib.store import counters
-from chalicelib.store.dynamo import task_record
-from chalicelib.store.models import TaskItem
+from chalicelib.store import counters, tasks
 
 
 def scope_for(actor: Actor, task_type: str | None, owner: str | None) -> str:
@@ -59,14 +58,12 @@ def render(totals: dict[str, Decimal]) -> dict[str, Any]:
 def recount() -> dict[str, dict[str, Decimal]]:
     """What every scope should hold, recounted from the task items."""
     expected: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    found: Any = TaskItem.list_index.query("TASK")
-    task: TaskItem
-    for task in found:
+    for task in tasks.iter_all():
         contribution: dict[str, Decimal] = defaultdict(Decimal)
         contribution["total"] += 1
         contribution[f"ty_{task.type}"] += 1
         contribution[f"st_{task.status}"] += 1
-        for status, value in task_record(task).counts.items():  # every run status, terminal or not
+        for status, value in task.counts.items():  # every run status, terminal or not
             contribution[f"nr_{status}"] += Decimal(value)
         if task.status in TASK_FINISHED and task.started_at and task.completed_at:
             seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
@@ -79,7 +76,7 @@ def recount() -> dict[str, dict[str, Decimal]]:
     return expected
 
 
-def _recount_hour(task: TaskItem, expected: dict[str, dict[str, Decimal]]) -> None:
+def _recount_hour(task: Task, expected: dict[str, dict[str, Decimal]]) -> None:
     if task.status not in TASK_TERMINAL or not task.completed_at:
         return
     contribution: dict[str, Decimal] = {f"st_{task.status}": Decimal(1)}

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib import clock, secrets
@@ -22,6 +21,7 @@ from chalicelib.observability import count, logger, tracer
 from chalicelib.services import concurrency, twophase
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, keys, tasks
+from chalicelib.store.backend import TxPart
 from chalicelib.store.models import ConcurrencyKeyItem
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -40,12 +40,12 @@ def request_hash(body: dict[str, Any]) -> str:
 
 @tracer.capture_method
 def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
-           alongside: Callable[[Task], Sequence[Callable[[TransactWrite], None]]] | None = None) -> Submitted:
+           alongside: Callable[[Task], Sequence[TxPart]] | None = None) -> Submitted:
     """Create a task from a validated `POST /v1/tasks` body. `alongside(task)` may add writes
     to the creating transaction (they all happen or none does).
 
-    Raises UnknownTaskType, ValidationFailed, PayloadTooLarge, IdempotencyKeyReused, and the
-    PynamoDB error when a write `alongside` added fails its condition.
+    Raises UnknownTaskType, ValidationFailed, PayloadTooLarge, IdempotencyKeyReused, and
+    ConditionFailed when a write `alongside` added does not hold.
     """
     task_type = get_task_type(body["type"])
     parameters = body.get("parameters") or {}
@@ -83,8 +83,8 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     return Submitted(task, targets, replayed=False)
 
 
-def _queue(entry: ConcurrencyKeyItem) -> Callable[[TransactWrite], None]:
-    def put(tx: TransactWrite) -> None:
+def _queue(entry: ConcurrencyKeyItem) -> TxPart:
+    def put(tx: Any) -> None:
         tx.save(entry)
     return put
 

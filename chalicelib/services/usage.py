@@ -13,14 +13,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from ulid import ULID
 
 from chalicelib import clock
 from chalicelib.errors import ValidationFailed
-from chalicelib.store import inventory
-from chalicelib.store.models import TaskItem
+from chalicelib.store import inventory, tasks
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 #: the list index sorts tasks by id; ids and `created_at` are taken a moment apart
@@ -157,10 +155,7 @@ def _task_owners(month: Month) -> Iterator[str]:
     low = _ulid_prefix(month.start - _ID_SLACK_SECONDS) + "0" * 16
     high = _ulid_prefix(month.end + _ID_SLACK_SECONDS) + "0" * 16
     start, end = clock.rfc3339(month.start), clock.rfc3339(month.end)
-    found: Any = TaskItem.list_index.query(
-        "TASK", TaskItem.list_sk.between(low, high), attributes_to_get=["pk", "sk", "owner", "created_at"],
-    )
-    for task in found:
+    for task in tasks.iter_all(low, high, attributes=["owner", "created_at"]):
         if start <= task.created_at < end:
             yield str(task.owner)
 

@@ -9,11 +9,15 @@ transitions; a backend only stores records and applies `Change`s atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
 from chalicelib.domain.writes import Change
+
+#: adds a write to an open DynamoDB transaction (the node a reclaim puts in maintenance, a
+#: concurrency key's queue entry): writes of other item kinds that happen with a task's creation
+TxPart = Callable[[Any], None]
 
 
 class EventBatch(Protocol):
@@ -31,7 +35,8 @@ class Backend(Protocol):
     def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None, event: EventBatch,
                     alongside: Sequence[Any] = ()) -> None:
         """Task, target chunks, first event, idempotency record (and `alongside` writes) in
-        one transaction. Raises IdempotencyRecordExists; ConditionFailed for `alongside`."""
+        one transaction. Raises IdempotencyRecordExists; ConditionFailed when a write
+        `alongside` does not hold."""
 
     def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None: ...
 

@@ -185,7 +185,10 @@ class DynamoBackend:
             # winner's transaction in flight (conflict); either way the answer is the winner's
             if idempotency is not None and (is_condition_failure(error) or is_transaction_conflict(error)):
                 raise IdempotencyRecordExists("the idempotency record exists") from error
-            raise
+            rejected = _rejected(error)
+            if rejected is None:
+                raise
+            raise rejected from error
 
     def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None:
         try:

@@ -7,7 +7,7 @@ condition), alone or inside a transaction with the items that change together wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,8 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.node_states import NodeInputs, NodeRef, NodeStatus, node_change
 from chalicelib.domain.writes import Change
-from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound
+from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound
+from chalicelib.store.backend import TxPart
 from chalicelib.store.dynamo import write_of
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
@@ -25,8 +26,6 @@ from chalicelib.store.writes import is_condition_failure, is_transaction_conflic
 META = "META"
 OPEN = "ALLOCEND#OPEN"
 
-#: adds the other writes of a transaction (called with the open TransactWrite)
-TxPart = Callable[[TransactWrite], None]
 
 
 def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, now: str) -> NodeItem:
@@ -118,13 +117,14 @@ def update_quietly(node: NodeRef, action: str, now: str, **inputs: Any) -> bool:
     return True
 
 
-def explain(write: Change, error: PynamoDBException) -> Exception:
-    """The domain error a failed node write stands for (the PynamoDB error itself when it is
-    neither a failed condition nor a transaction conflict)."""
+def explain(write: Change, error: Exception) -> Exception:
+    """The domain error a failed node write stands for (the error itself when it is neither a
+    failed condition nor a transaction conflict)."""
     node_id = write.key[0]
-    if is_transaction_conflict(error):
+    conflict = error.conflict if isinstance(error, ConditionFailed) else is_transaction_conflict(error)
+    if conflict:
         return Busy(f"node {node_id} is being changed by another request; retry")
-    if not is_condition_failure(error):
+    if not isinstance(error, ConditionFailed) and not is_condition_failure(error):
         return error
     current = find(node_id)
     if current is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.expressions.condition import Condition
@@ -148,17 +149,26 @@ def allowed_from(action: str) -> frozenset[str]:
 
 
 # --- listing (DynamoDB only: the list and owner indexes) ------------------------------------
-def query_page(
-    *, owner: str | None, filters: Condition | None, range_condition: Condition | None,
-    limit: int, start_key: dict[str, Any] | None,
-) -> tuple[list[Task], dict[str, Any] | None]:
+@dataclass(frozen=True)
+class TaskFilter:
+    """What a task listing asks for. Task ids are ULIDs: `ids_from`/`ids_to` bound creation time."""
+
+    owner: str | None = None
+    status: str | None = None
+    type: str | None = None
+    tag: str | None = None
+    ids_from: str | None = None
+    ids_to: str | None = None
+
+
+def query_page(wanted: TaskFilter, limit: int, start_key: dict[str, Any] | None) -> tuple[
+        list[Task], dict[str, Any] | None]:
     """One page of tasks, newest first, filled up to `limit` across DynamoDB pages."""
-    if owner is not None:
-        index: Any = TaskItem.owner_index
-        hash_key = f"OWNER#{owner}"
-    else:
-        index = TaskItem.list_index
-        hash_key = "TASK"
+    by_owner = wanted.owner is not None
+    index: Any = TaskItem.owner_index if by_owner else TaskItem.list_index
+    hash_key = f"OWNER#{wanted.owner}" if by_owner else "TASK"
+    filters = _filters(wanted)
+    range_condition = _id_range(TaskItem.owner_sk if by_owner else TaskItem.list_sk, wanted)
     items: list[Task] = []
     last_key = start_key
     while True:
@@ -170,10 +180,37 @@ def query_page(
         for item in result:
             items.append(task_record(item))
             if len(items) == limit:
-                return items, _key_of(item, owner is not None)
+                return items, _key_of(item, by_owner)
         last_key = result.last_evaluated_key
         if not last_key:
             return items, None
+
+
+def _filters(wanted: TaskFilter) -> Condition | None:
+    found: list[Condition] = []
+    if wanted.status is not None:
+        found.append(TaskItem.status == wanted.status)
+    if wanted.type is not None:
+        found.append(TaskItem.type == wanted.type)
+    if wanted.tag is not None:
+        found.append(TaskItem.tags.contains(wanted.tag))
+    if not found:
+        return None
+    condition = found[0]
+    for more in found[1:]:
+        condition &= more
+    return condition
+
+
+def _id_range(attribute: Any, wanted: TaskFilter) -> Condition | None:
+    low, high = wanted.ids_from, wanted.ids_to
+    if low and high:
+        return attribute.between(low, high)  # type: ignore[no-any-return]
+    if low:
+        return attribute >= low  # type: ignore[no-any-return]
+    if high:
+        return attribute <= high  # type: ignore[no-any-return]
+    return None
 
 
 def _key_of(item: TaskItem, by_owner: bool) -> dict[str, Any]:
@@ -183,3 +220,15 @@ def _key_of(item: TaskItem, by_owner: bool) -> dict[str, Any]:
     else:
         key.update(list_pk={"S": item.list_pk}, list_sk={"S": item.list_sk})
     return key
+
+
+def iter_all(ids_from: str | None = None, ids_to: str | None = None,
+             attributes: Sequence[str] | None = None) -> Iterator[Task]:
+    """Every task (oldest first), or those whose id lies in [ids_from, ids_to]; `attributes`
+    reads only those (the record's other fields keep their defaults)."""
+    wanted = TaskFilter(ids_from=ids_from, ids_to=ids_to)
+    required = ("pk", "sk", "task_id", "type", "owner", "status", "created_at", "updated_at", "max_concurrency")
+    names = list(dict.fromkeys((*required, *attributes))) if attributes else None
+    found: Any = TaskItem.list_index.query("TASK", _id_range(TaskItem.list_sk, wanted), attributes_to_get=names)
+    for item in found:
+        yield task_record(item)
