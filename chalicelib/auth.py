@@ -21,8 +21,9 @@ from typing import Any, Literal
 import jwt
 
 from chalicelib import clock, config
-from chalicelib.errors import Forbidden, Unauthenticated
-from chalicelib.store.models import NodeItem, node_pk
+from chalicelib.domain.records import Node
+from chalicelib.errors import Forbidden, NotFound, Unauthenticated
+from chalicelib.store import inventory
 
 ADMIN, OPERATOR, VIEWER = "admin", "operator", "viewer"
 #: the only roles a token may grant; any other value in its claims is ignored
@@ -127,7 +128,7 @@ def authenticate_node(authorization: str | None) -> str:
     return str(authenticate_node_item(authorization).node_id)
 
 
-def authenticate_node_item(authorization: str | None) -> NodeItem:
+def authenticate_node_item(authorization: str | None) -> Node:
     """The node item behind a node token, as read (strongly consistent) to verify it.
 
     Raises Unauthenticated like `authenticate_node`.
@@ -136,8 +137,8 @@ def authenticate_node_item(authorization: str | None) -> NodeItem:
     node_id = node_id_from_token(token)
     try:
         # consistent: a node registered (or a token rotated) a moment ago must be honoured at once
-        node = NodeItem.get(node_pk(node_id), "META", consistent_read=True)
-    except NodeItem.DoesNotExist:
+        node = inventory.get(node_id)
+    except NotFound:
         raise Unauthenticated(_BAD_NODE_TOKEN) from None
     if not hmac.compare_digest(node.token_hash, hash_node_token(token)):
         raise Unauthenticated(_BAD_NODE_TOKEN)

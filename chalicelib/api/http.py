@@ -18,10 +18,10 @@ from chalice.app import Chalice, Request, Response
 from chalicelib import auth, ratelimit
 from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.validation import check_header, page_params, parse
+from chalicelib.domain.records import Node
 from chalicelib.errors import FleetrunError, RateLimited
 from chalicelib.observability import logger
 from chalicelib.services import liveness
-from chalicelib.store.models import NodeItem
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -104,7 +104,7 @@ def _authenticate(operation: Operation, request: Request) -> Call:
     return Call(operation, request)
 
 
-def _seen(node: NodeItem) -> str:
+def _seen(node: Node) -> str:
     """Every agent request is a sign of life; recording it never fails the request (the
     status authentication just read then stands)."""
     try:

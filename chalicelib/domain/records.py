@@ -103,6 +103,32 @@ class NodeRun:
     confirmed: bool | None = None
 
 
+@dataclass
+class Node:
+    """A machine of the fleet (domain/node_states.py says which fields go with which status)."""
+
+    node_id: str
+    token_hash: str
+    created_at: str
+    status: str = "idle"
+    labels: dict[str, str] = field(default_factory=dict)
+    slots: int = 1
+    last_seen_at: str | None = None
+    status_changed_at: str | None = None
+    #: the open allocation (its item is NODE#<id> / `allocation_sk`)
+    allocation_id: str | None = None
+    allocated_to: str | None = None
+    allocated_at: str | None = None
+    allocation_sk: str | None = None
+    #: the machine.reclaim task of a node in maintenance, and its outcome once it failed
+    reclaim_task_id: str | None = None
+    reclaim_user: str | None = None
+    reclaim_outcome: str | None = None
+    #: the status an offline node returns to when its agent is seen again
+    offline_from: str | None = None
+    offline_since: str | None = None
+
+
 @dataclass(frozen=True)
 class IdempotencyRecord:
     """What `Idempotency-Key` remembers: the task a key created and the request it came with."""

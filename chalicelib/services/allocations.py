@@ -9,14 +9,15 @@ from ulid import ULID
 from chalicelib import clock
 from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.domain.node_states import NODE_TRANSITIONS
+from chalicelib.domain.records import Node
 from chalicelib.errors import InvalidTransition
 from chalicelib.observability import logger
 from chalicelib.services.views import node_view
 from chalicelib.store import inventory
-from chalicelib.store.models import AllocationItem, NodeItem
+from chalicelib.store.models import AllocationItem
 
 
-def allocate(node_id: str, user: str) -> tuple[NodeItem, AllocationItem]:
+def allocate(node_id: str, user: str) -> tuple[Node, AllocationItem]:
     """`idle` → `allocated`: the node and a new open allocation, in one transaction.
 
     Raises NotFound, InvalidTransition (the node is not idle), Conflict.
@@ -31,7 +32,7 @@ def allocate(node_id: str, user: str) -> tuple[NodeItem, AllocationItem]:
     return node, allocation
 
 
-def release(node_id: str) -> tuple[NodeItem, AllocationItem]:
+def release(node_id: str) -> tuple[Node, AllocationItem]:
     """`allocated` → `idle`: the node and its allocation, ended now, in one transaction.
 
     Raises NotFound, InvalidTransition (the node is not allocated), Conflict.
@@ -61,7 +62,7 @@ def allocation_view(item: AllocationItem, now: float | None = None) -> dict[str,
     }
 
 
-def answer(node: NodeItem, allocation: AllocationItem) -> dict[str, Any]:
+def answer(node: Node, allocation: AllocationItem) -> dict[str, Any]:
     return {"node": node_view(node), "allocation": allocation_view(allocation)}
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from chalicelib import clock, config
 from chalicelib.domain.node_states import NodeStatus
+from chalicelib.domain.records import Node
 from chalicelib.errors import Conflict, InvalidTransition, NotFound
 from chalicelib.observability import logger
 from chalicelib.store import inventory
-from chalicelib.store.models import NodeItem
 
 #: task types a node in maintenance may still claim (its own reclaim)
 MAINTENANCE_TYPES = frozenset({"machine.reclaim"})
@@ -26,7 +26,7 @@ def refresh_seconds() -> int:
     return max(1, config.node_offline_seconds() // 6)
 
 
-def seen(node: NodeItem, now: float | None = None) -> str:
+def seen(node: Node, now: float | None = None) -> str:
     """Record a contact from `node`'s agent (`node` as authentication read it). Returns the
     node's status after the contact (an offline node is back)."""
     now = clock.now_epoch() if now is None else now
@@ -39,7 +39,7 @@ def seen(node: NodeItem, now: float | None = None) -> str:
     return str(node.status)
 
 
-def _come_back(node: NodeItem, stamp: str) -> str:
+def _come_back(node: Node, stamp: str) -> str:
     previous = node.offline_from or NodeStatus.IDLE
     try:
         back = inventory.transition(node, "come_back", stamp)

@@ -6,12 +6,12 @@ from typing import Any
 
 from chalicelib import auth, clock
 from chalicelib.api.validation import decode_cursor, encode_cursor
+from chalicelib.domain.records import Node
 from chalicelib.services.views import node_view
 from chalicelib.store import inventory
-from chalicelib.store.models import NodeItem
 
 
-def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[NodeItem, str]:
+def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[Node, str]:
     """Register a node and issue its token (shown once; only its hash is stored).
 
     Raises Conflict when the node exists.
@@ -20,7 +20,7 @@ def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[NodeItem
     return inventory.create(node_id, labels, slots, token_hash, clock.now_iso()), token
 
 
-def get(node_id: str) -> NodeItem:
+def get(node_id: str) -> Node:
     """Raises NotFound."""
     return inventory.get(node_id, consistent=False)
 

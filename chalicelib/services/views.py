@@ -7,9 +7,8 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.domain import rules
-from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.records import Node, NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
-from chalicelib.store.models import NodeItem
 from chalicelib.store.runs import run_id
 
 
@@ -73,10 +72,10 @@ def run_view(run: NodeRun) -> dict[str, Any]:
     }
 
 
-def node_view(node: NodeItem) -> dict[str, Any]:
+def node_view(node: Node) -> dict[str, Any]:
     return {
         "node_id": node.node_id,
-        "labels": dict(node.labels.attribute_values if node.labels is not None else {}),
+        "labels": dict(node.labels),
         "slots": int(node.slots),
         "status": node.status,
         "last_seen_at": node.last_seen_at,

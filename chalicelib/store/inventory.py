@@ -11,11 +11,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pynamodb.attributes import MapAttribute
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.node_states import NodeInputs, NodeRef, NodeStatus, node_change
+from chalicelib.domain.records import Node, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound
 from chalicelib.store.backend import TxPart
@@ -28,7 +30,15 @@ OPEN = "ALLOCEND#OPEN"
 
 
 
-def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, now: str) -> NodeItem:
+def node_record(item: NodeItem) -> Node:
+    values = dict(item.attribute_values)
+    labels = values.get("labels")
+    values["labels"] = dict(labels.attribute_values) if isinstance(labels, MapAttribute) else dict(labels or {})
+    record: Node = from_values(Node, values)
+    return record
+
+
+def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, now: str) -> Node:
     """Register a node (idle). Raises Conflict when it exists."""
     node = NodeItem(
         node_pk(node_id), META, node_id=node_id, labels=labels, slots=slots, status=NodeStatus.IDLE,
@@ -40,21 +50,20 @@ def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, no
         if is_condition_failure(error):
             raise Conflict(f"node {node_id} is already registered") from None
         raise
+    return node_record(node)
+
+
+def get(node_id: str, consistent: bool = True) -> Node:
+    """Raises NotFound."""
+    node = find(node_id, consistent)
+    if node is None:
+        raise NotFound(f"node {node_id} not found")
     return node
 
 
-def get(node_id: str, consistent: bool = True) -> NodeItem:
-    """Raises NotFound."""
+def find(node_id: str, consistent: bool = True) -> Node | None:
     try:
-        return NodeItem.get(node_pk(node_id), META, consistent_read=consistent)
-    except DoesNotExist:
-        raise NotFound(f"node {node_id} not found") from None
-
-
-def find(node_id: str, consistent: bool = True, attributes: Sequence[str] | None = None) -> NodeItem | None:
-    try:
-        return NodeItem.get(node_pk(node_id), META, consistent_read=consistent,
-                            attributes_to_get=list(attributes) if attributes else None)
+        return node_record(NodeItem.get(node_pk(node_id), META, consistent_read=consistent))
     except DoesNotExist:
         return None
 
@@ -83,7 +92,7 @@ def part(write: Change) -> TxPart:
     return lambda tx: tx.update(item, actions=actions, condition=guard)
 
 
-def transition(node: NodeRef, action: str, now: str, *, parts: Sequence[TxPart] = (), **inputs: Any) -> NodeItem:
+def transition(node: NodeRef, action: str, now: str, *, parts: Sequence[TxPart] = (), **inputs: Any) -> Node:
     """Apply one node transition (in one transaction with `parts`); returns the node after it.
 
     Raises NotFound, InvalidTransition (wrong source status), Conflict (its guard did not
@@ -134,17 +143,21 @@ def explain(write: Change, error: Exception) -> Exception:
     return Conflict(f"node {node_id} changed while {write.action} was applied (it is {current.status})")
 
 
-def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], dict[str, Any] | None]:
+def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[Node], dict[str, Any] | None]:
     """Nodes in id order (the list-index's NODE partition)."""
     result: Any = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
-    items: list[NodeItem] = list(result)
+    items = [node_record(item) for item in result]
     return items, result.last_evaluated_key
 
 
-def iter_nodes(attributes: Sequence[str] | None = None) -> Iterator[NodeItem]:
-    """Every node (the list-index's NODE partition)."""
-    found: Any = NodeItem.list_index.query("NODE", attributes_to_get=list(attributes) if attributes else None)
-    yield from found
+def iter_nodes(attributes: Sequence[str] | None = None) -> Iterator[Node]:
+    """Every node (the list-index's NODE partition); `attributes` reads only those (and what
+    a record needs)."""
+    required = ("pk", "sk", "node_id", "token_hash", "created_at")
+    names = list(dict.fromkeys((*required, *attributes))) if attributes else None
+    found: Any = NodeItem.list_index.query("NODE", attributes_to_get=names)
+    for item in found:
+        yield node_record(item)
 
 
 # --- allocations ------------------------------------------------------------------------

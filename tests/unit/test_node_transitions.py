@@ -15,10 +15,10 @@ from chalicelib.domain.node_states import (
     allowed_node_actions,
     node_change,
 )
-from chalicelib.store.inventory import NodeKey
 from chalicelib.domain.writes import CLEAR
 from chalicelib.errors import UnknownAction
 from chalicelib.services import liveness
+from chalicelib.store.inventory import NodeKey
 
 IDLE, ALLOC, MAINT, OFF = NodeStatus.IDLE, NodeStatus.ALLOCATED, NodeStatus.MAINTENANCE, NodeStatus.OFFLINE
 NOW = "2026-11-22T10:00:00.000Z"
