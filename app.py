@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent, WebsocketEvent
 
 from chalicelib import config, resources
+from chalicelib.api.errors import http_status
 from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
@@ -394,7 +395,7 @@ def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
     try:
         realtime_api.connect(event.connection_id, event.to_dict().get("queryStringParameters"))
     except FleetrunError as error:  # any non-2xx answer makes API Gateway refuse the connection
-        return {"statusCode": error.status, "body": json.dumps(error.body())}
+        return {"statusCode": http_status(error), "body": json.dumps(error.document())}
     return {"statusCode": 200}
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from chalicelib.domain.transitions import CLEAR, Transition, UnknownAction
+from chalicelib.domain.transitions import CLEAR, Transition
+from chalicelib.errors import UnknownAction
 
 
 class NodeStatus:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_TERMINAL, RunStatus, TaskStatus
-from chalicelib.errors import FleetrunError
+from chalicelib.errors import UnknownAction
 
 #: a field value that means "remove the attribute" (the API shows it as null)
 CLEAR: Any = None
@@ -33,10 +33,6 @@ class Change:
     @property
     def target(self) -> str:
         return self.transition.target
-
-
-class UnknownAction(FleetrunError):
-    pass
 
 
 def _t(action: str, sources: set[str], target: str) -> Transition:

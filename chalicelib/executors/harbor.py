@@ -20,13 +20,10 @@ from urllib.parse import quote, urlencode, urljoin
 import urllib3
 
 from chalicelib import clock
+from chalicelib.errors import HarborError
 
 API: Final = "/api/v2.0"
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
-
-
-class HarborError(Exception):
-    """Harbor could not be read (after retries where a retry may help); the message is safe to show."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from chalicelib import aws, config
 from chalicelib.domain.statuses import TaskStatus
+from chalicelib.errors import EnqueueFailed
 from chalicelib.notify.events import RETRIED, STATUS_EVENTS
 from chalicelib.observability import count, logger
 from chalicelib.services.aggregation import Record
@@ -27,10 +28,6 @@ from chalicelib.store.models import SubscriptionEventItem, TaskItem
 MESSAGE_VERSION = 1
 _RETRY_SOURCES = frozenset({TaskStatus.FAILED, TaskStatus.PARTIAL_FAILURE, TaskStatus.CANCELLED})
 _SQS_BATCH = 10
-
-
-class EnqueueFailed(Exception):
-    """SQS refused some messages; the stream batch is redelivered (the ids repeat)."""
 
 
 def consume(records: list[Record]) -> None:

@@ -12,7 +12,7 @@ from chalicelib import clock
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.domain.transitions import RUN_TRANSITIONS
-from chalicelib.errors import Conflict, InvalidTransition, ValidationFailed
+from chalicelib.errors import ConditionFailed, Conflict, InvalidTransition, ValidationFailed
 from chalicelib.observability import count, logger, metrics, tracer
 from chalicelib.services import concurrency, work
 from chalicelib.services.views import service_event
@@ -202,7 +202,7 @@ def _reserve(task: TaskItem, new_nodes: list[str], ordinals: int, now: str) -> N
             TaskItem.created_count.add(ordinals),
             TaskItem.updated_at.set(now),
         ], guard, chunks)
-    except tasks.ConditionFailed:
+    except ConditionFailed:
         raise Conflict(f"task {task.task_id} changed during dispatch; retry") from None
 
 

@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 
 from chalicelib import aws, config
 from chalicelib.api.validation import parse
-from chalicelib.errors import Conflict, FleetrunError, Forbidden, RateLimited
+from chalicelib.errors import FleetrunError, Forbidden
 from chalicelib.observability import count, logger
 from chalicelib.services import schedules, submit
 
@@ -104,8 +104,9 @@ def _is_firing(body: str) -> bool:
 
 
 def _permanent(error: FleetrunError) -> bool:
-    """A client error no redelivery can fix (a lost race or a rate limit can be retried)."""
-    return 400 <= error.status < 500 and not isinstance(error, Conflict | RateLimited)
+    """An error no redelivery can fix: the message itself is wrong (a lost race, a rate limit, a
+    dependency that is down or a bug may pass on the next delivery)."""
+    return not error.retryable
 
 
 def _string(value: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from chalicelib import clock, secrets
 from chalicelib.api.validation import validate_parameters
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
-from chalicelib.errors import Conflict, IdempotencyKeyReused, ValidationFailed
+from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
 from chalicelib.observability import count, logger, tracer
 from chalicelib.services import concurrency, twophase
 from chalicelib.services.views import service_event
@@ -71,7 +71,7 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     queued = [_queue(keys.queue_entry(task))] if task.concurrency_key else []
     try:
         tasks.create(task, targets, idempotency, created, [*(alongside(task) if alongside else ()), *queued])
-    except tasks.IdempotencyRecordExists:
+    except IdempotencyRecordExists:
         # a racing request with the same key won: answer with its task
         assert idempotency_key is not None
         for pause in (0.0, 0.05, 0.2, 0.5):

@@ -15,7 +15,7 @@ from typing import Any
 from chalicelib import clock, config
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import TaskType, get_task_type
-from chalicelib.errors import Conflict, InvalidTransition, LeaseLost
+from chalicelib.errors import Conflict, InvalidTransition, LeaseLost, ReservationLost
 from chalicelib.observability import count, logger
 from chalicelib.services.views import counts_of, service_event
 from chalicelib.store import events, plans, runs, tasks
@@ -91,7 +91,7 @@ def confirm(task: TaskItem, actor_id: str) -> TaskItem:
     )])
     try:
         plans.confirm(task, run, now, clock.rfc3339(now), event)
-    except plans.ReservationLost:
+    except ReservationLost:
         current = tasks.get(task.task_id)
         if current.status != TaskStatus.APPLY_PENDING:
             raise InvalidTransition("task", current.status, "confirm", tasks.allowed_from("confirm")) from None
@@ -111,7 +111,7 @@ def discard(task: TaskItem, actor_id: str, reason: str | None = None) -> TaskIte
     )])
     try:
         plans.discard(task, _planned_run(task), clock.now_iso(), message, event)
-    except plans.ReservationLost:
+    except ReservationLost:
         current = tasks.get(task.task_id)
         if current.status != TaskStatus.APPLY_PENDING:
             raise InvalidTransition("task", current.status, "discard", tasks.allowed_from("discard")) from None
@@ -158,7 +158,7 @@ def _replan(task: TaskItem, run: NodeRunItem, condition: Any, reason: str) -> bo
     )])
     try:
         attempt = plans.replan(task, run, condition, clock.now_iso(), event)
-    except plans.ReservationLost:
+    except ReservationLost:
         logger.info("replan lost a race; nothing to do", extra={"task_id": task.task_id, "node": run.node})
         return False
     count("TasksReplanned")

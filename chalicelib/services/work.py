@@ -18,8 +18,8 @@ from typing import Any, Final
 from chalicelib import aws, config, secrets
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.domain.task_types import SERVICE_NODE, get_task_type
-from chalicelib.errors import LeaseLost
-from chalicelib.executors.base import Lease, Outcome, Stopped
+from chalicelib.errors import LeaseLost, Stopped
+from chalicelib.executors.base import Lease, Outcome
 from chalicelib.observability import count, logger, tracer
 from chalicelib.services import agent, image_sync
 from chalicelib.store import runs, tasks

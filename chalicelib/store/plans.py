@@ -25,13 +25,10 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.statuses import RunStatus
+from chalicelib.errors import ReservationLost
 from chalicelib.store import runs, tasks
 from chalicelib.store.models import EventItem, NodeRunItem, TaskItem, run_sk, task_pk
 from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict
-
-
-class ReservationLost(Exception):
-    """The write's condition did not hold: the run or the task changed (a lost race)."""
 
 
 def live(now: float) -> Condition:

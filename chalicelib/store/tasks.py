@@ -13,21 +13,13 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.statuses import TASK_TERMINAL
 from chalicelib.domain.transitions import TASK_TRANSITIONS, task_transition
-from chalicelib.errors import Conflict, InvalidTransition, TaskNotFound
+from chalicelib.errors import ConditionFailed, Conflict, IdempotencyRecordExists, InvalidTransition, TaskNotFound
 from chalicelib.store.models import EventItem, IdempotencyItem, TargetChunk, TaskItem, task_pk
 from chalicelib.store.writes import field_actions, is_condition_failure, is_transaction_conflict, status_in
 
 META = "META"
 TARGET_CHUNK_SIZE = 1000
 ACTIVE = "ACTIVE"
-
-
-class ConditionFailed(Exception):
-    """A guarded non-status update found the item changed."""
-
-
-class IdempotencyRecordExists(Exception):
-    """The idempotency record was written by an earlier (or racing) request."""
 
 
 def _connection() -> Any:

@@ -14,7 +14,7 @@ from chalicelib.domain.node_states import (
     allowed_node_actions,
     node_transition,
 )
-from chalicelib.domain.transitions import UnknownAction
+from chalicelib.errors import UnknownAction
 from chalicelib.services import liveness
 
 IDLE, ALLOC, MAINT, OFF = NodeStatus.IDLE, NodeStatus.ALLOCATED, NodeStatus.MAINTENANCE, NodeStatus.OFFLINE

@@ -23,7 +23,6 @@ from chalicelib.domain.transitions import (
     CLEAR,
     RUN_TRANSITIONS,
     TASK_TRANSITIONS,
-    UnknownAction,
     allowed_run_targets,
     allowed_task_targets,
     run_entry_fields,
@@ -31,7 +30,7 @@ from chalicelib.domain.transitions import (
     task_entry_fields,
     task_transition,
 )
-from chalicelib.errors import FleetrunError
+from chalicelib.errors import FleetrunError, UnknownAction
 
 NOW = "2026-11-22T18:07:19.384Z"
 

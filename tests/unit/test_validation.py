@@ -202,7 +202,7 @@ class TestValidateParameters:
                 REGISTRY["slurm.scale_up"],
                 {"ssh_user": "root", "salt_master": "salt", "partition": "gpu", "password": password},
             )
-        assert password not in json.dumps(caught.value.body())
+        assert password not in json.dumps(caught.value.document())
         assert caught.value.extra["details"] == [
             {"path": "$.parameters.password", "message": "must be at most 1024 characters long"}
         ]
