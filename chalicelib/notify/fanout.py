@@ -11,13 +11,11 @@ receivers drop what they have seen. Nothing here talks to a destination.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from chalicelib import aws, config
+from chalicelib import config, queues
 from chalicelib.domain.statuses import TaskStatus
-from chalicelib.errors import EnqueueFailed
 from chalicelib.notify.events import RETRIED, STATUS_EVENTS
 from chalicelib.observability import count, logger
 from chalicelib.services.aggregation import Record
@@ -27,7 +25,6 @@ from chalicelib.store.models import SubscriptionEventItem, TaskItem
 
 MESSAGE_VERSION = 1
 _RETRY_SOURCES = frozenset({TaskStatus.FAILED, TaskStatus.PARTIAL_FAILURE, TaskStatus.CANCELLED})
-_SQS_BATCH = 10
 
 
 def consume(records: list[Record]) -> None:
@@ -106,11 +103,5 @@ def _enqueue(messages: list[dict[str, Any]]) -> None:
     if not queue_url:
         logger.warning("notifications not sent: FLEETRUN_NOTIFY_QUEUE_URL is not set", extra={"count": len(messages)})
         return
-    sqs = aws.client("sqs")
-    for start in range(0, len(messages), _SQS_BATCH):
-        chunk = messages[start:start + _SQS_BATCH]
-        entries = [{"Id": str(i), "MessageBody": json.dumps(m, separators=(",", ":"))} for i, m in enumerate(chunk)]
-        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-        if failed:
-            raise EnqueueFailed(f"{len(failed)} notification message(s) refused: {failed[0].get('Code')}")
+    queues.send_batch(queue_url, messages, "notification message")
     count("NotificationsQueued", len(messages))
