@@ -6,8 +6,6 @@ Every problem is reported at once, each with the JSON path of the offending valu
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import re
@@ -26,7 +24,6 @@ MAX_BODY_BYTES: Final = 256 * 1024
 MAX_PARAMETERS_BYTES: Final = 64 * 1024
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
-_MAX_CURSOR_CHARS: Final = 4096
 
 Detail = dict[str, str]
 
@@ -89,29 +86,6 @@ def page_params(query: Mapping[str, str] | None) -> tuple[int, str | None]:
             )
         limit = int(raw_limit)
     return limit, query.get("cursor") or None
-
-
-def encode_cursor(key: dict[str, Any]) -> str:
-    """An opaque, URL-safe cursor for a store's last evaluated key."""
-    compact = json.dumps(key, separators=(",", ":"), sort_keys=True)
-    return base64.urlsafe_b64encode(compact.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> dict[str, Any]:
-    """The key a cursor was made from; raises ValidationFailed (path `$query.cursor`) for anything else."""
-    try:
-        if len(cursor) > _MAX_CURSOR_CHARS:
-            raise ValueError("too long")
-        padded = cursor + "=" * (-len(cursor) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error):  # UnicodeError and JSONDecodeError are ValueErrors
-        key = None
-    if not isinstance(key, dict):
-        raise ValidationFailed(
-            "invalid query parameter cursor",
-            [{"path": "$query.cursor", "message": "not a cursor from a previous page; start over without it"}],
-        )
-    return key
 
 
 # --- bodies ---------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
 
 from chalicelib import auth, clock
-from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.services.views import node_view
+from chalicelib.store import pages
 from chalicelib.store.models import NodeItem, node_pk
 from chalicelib.store.writes import is_condition_failure
 
@@ -48,8 +48,8 @@ def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[NodeItem], 
 
 
 def page_view(limit: int, cursor: str | None) -> dict[str, Any]:
-    items, last_key = page(limit, decode_cursor(cursor) if cursor else None)
-    return {"items": [node_view(n) for n in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+    items, last_key = page(limit, pages.start_key(cursor))
+    return pages.page((node_view(n) for n in items), last_key)
 
 
 def require_self(caller: str, node_id: str) -> None:

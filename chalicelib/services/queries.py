@@ -8,12 +8,12 @@ from pynamodb.expressions.condition import Condition
 from ulid import ULID
 
 from chalicelib import clock
-from chalicelib.api.validation import decode_cursor, encode_cursor, query_enum
+from chalicelib.api.validation import query_enum
 from chalicelib.auth import Actor
 from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
 from chalicelib.services.views import run_view, task_view
-from chalicelib.store import events, runs, tasks
+from chalicelib.store import events, pages, runs, tasks
 from chalicelib.store.models import TaskItem
 
 
@@ -50,9 +50,9 @@ def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | No
     range_condition = _created_range(owner is not None, query.get("created_after"), query.get("created_before"))
     items, last_key = tasks.query_page(
         owner=owner, filters=filters, range_condition=range_condition, limit=limit,
-        start_key=decode_cursor(cursor) if cursor else None,
+        start_key=pages.start_key(cursor),
     )
-    return {"items": [present(t) for t in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+    return pages.page((present(t) for t in items), last_key)
 
 
 def _and(left: Condition | None, right: Condition) -> Condition:
@@ -88,13 +88,12 @@ def _ulid_bound(name: str, value: str | None) -> str | None:
 
 def list_runs(actor: Actor, task_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     visible_task(actor, task_id)
-    result = runs.query(task_id, start_key=decode_cursor(cursor) if cursor else None, limit=limit)
+    result = runs.query(task_id, start_key=pages.start_key(cursor), limit=limit)
     items = [run_view(run) for run in result]
-    last_key = result.last_evaluated_key
-    return {"items": items, "next_cursor": encode_cursor(last_key) if last_key else None}
+    return pages.page(items, result.last_evaluated_key)
 
 
 def list_events(actor: Actor, task_id: str, after: str | None, limit: int) -> dict[str, Any]:
     visible_task(actor, task_id)
     items, next_cursor = events.page(task_id, after, limit)
-    return {"items": items, "next_cursor": next_cursor}
+    return pages.page_with_cursor(items, next_cursor)

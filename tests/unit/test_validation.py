@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 from typing import Any
 
 import pytest
 
 from chalicelib.api.validation import (
     MAX_BODY_BYTES,
-    decode_cursor,
-    encode_cursor,
     page_params,
     parse,
     validate_parameters,
@@ -245,28 +241,3 @@ class TestPageParams:
         with pytest.raises(ValidationFailed) as caught:
             page_params({"limit": limit})
         assert [d["path"] for d in caught.value.extra["details"]] == ["$query.limit"]
-
-
-class TestCursor:
-    def test_round_trip(self):
-        key = {"pk": {"S": "TASK#01JD"}, "sk": {"S": "EVENT#0042"}, "n": {"N": "7"}}
-        cursor = encode_cursor(key)
-        assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
-        assert decode_cursor(cursor) == key
-
-    @pytest.mark.parametrize(
-        "cursor",
-        [
-            "",
-            "not base64!!",
-            "a",
-            base64.urlsafe_b64encode(b"[1, 2]").decode(),
-            base64.urlsafe_b64encode(b"\xff\xfe").decode(),
-            base64.urlsafe_b64encode(b"{not json").decode(),
-            encode_cursor({"k": "v" * 5000}),
-        ],
-    )
-    def test_bad_cursor(self, cursor):
-        with pytest.raises(ValidationFailed) as caught:
-            decode_cursor(cursor)
-        assert [d["path"] for d in caught.value.extra["details"]] == ["$query.cursor"]
