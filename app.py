@@ -15,6 +15,7 @@ from chalicelib.api.errors import http_status
 from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
+from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.errors import FleetrunError, ValidationFailed
 from chalicelib.notify import delivery, subscriptions
@@ -59,7 +60,7 @@ chalice_middleware(app)
 # --- meta -------------------------------------------------------------------------------
 @register(app, "getHealth")
 def health(call: Call) -> Response:
-    body = {"status": "ok", "version": VERSION}
+    body: dict[str, Any] = {"status": "ok", "version": VERSION, "node_statuses": list(NODE_STATUSES)}
     if config.websocket_url():
         body["websocket_url"] = config.websocket_url()
     return json_response(body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.statuses import RUN_STATUSES, TASK_STATUSES
 
 Schema = dict[str, Any]
@@ -23,7 +24,7 @@ MAX_ERRORS: Final[Schema] = {
     "description": 'an integer >= 0 or a percentage string like "10%"',
     "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,3}%$"}],
 }
-NODE_STATUSES: Final = ("idle", "allocated", "maintenance", "offline")
+
 
 
 def nullable(schema: Schema) -> Schema:
@@ -261,8 +262,12 @@ Health: Final[Schema] = {
         "version": _STRING,
         "websocket_url": {"type": "string", "description": "where to connect for pushed task updates (API.md "
                           "'Real time'); absent when the deployment has no WebSocket API"},
+        "node_statuses": {
+            "type": "array", "items": {"type": "string", "enum": list(NODE_STATUSES)},
+            "description": "every node status, in the order clients show them (the enum of Node.status)",
+        },
     },
-    "required": ["status", "version"],
+    "required": ["status", "version", "node_statuses"],
 }
 OpenApiDocument: Final[Schema] = {"type": "object", "description": "This OpenAPI 3.1 document."}
 

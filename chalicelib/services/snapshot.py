@@ -20,7 +20,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from chalicelib import clock
-from chalicelib.api.representations import NODE_STATUSES
+from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.statuses import TASK_ACTIVE, TASK_STATUSES, RunStatus, TaskStatus
 from chalicelib.observability import logger
 from chalicelib.services.aggregation import Record
