@@ -18,10 +18,10 @@ from chalicelib import config, queues
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.notify.events import RETRIED, STATUS_EVENTS
 from chalicelib.observability import count, logger
-from chalicelib.services.aggregation import Record
 from chalicelib.services.views import counts_of
 from chalicelib.store import subscriptions as store
 from chalicelib.store.models import SubscriptionEventItem, TaskItem
+from chalicelib.store.stream_records import Record
 
 MESSAGE_VERSION = 1
 _RETRY_SOURCES = frozenset({TaskStatus.FAILED, TaskStatus.PARTIAL_FAILURE, TaskStatus.CANCELLED})

@@ -22,41 +22,11 @@ from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs
 from chalicelib.services.agent import unpack_final_events
 from chalicelib.store import counters, events, tasks
-from chalicelib.store.counters import TaskDelta, padded_seq
+from chalicelib.store.counters import TaskDelta
+from chalicelib.store.stream_records import Image, Record
+from chalicelib.store.stream_records import attribute as _value
 
-Image = Mapping[str, Any]
 _RESET_ACTIONS = frozenset({"retry_failed", "retry_all"})
-
-
-def _value(image: Image | None, name: str) -> Any:
-    if not image or name not in image:
-        return None
-    raw = image[name]
-    if "S" in raw:
-        return raw["S"]
-    if "N" in raw:
-        return Decimal(raw["N"])
-    if "BOOL" in raw:
-        return raw["BOOL"]
-    return None
-
-
-class Record:
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        body = raw["dynamodb"]
-        self.event = raw["eventName"]
-        self.seq = padded_seq(str(body["SequenceNumber"]))
-        self.raw_seq = str(body["SequenceNumber"])
-        self.pk: str = body["Keys"]["pk"]["S"]
-        self.sk: str = body["Keys"]["sk"]["S"]
-        self.old: Image | None = body.get("OldImage")
-        self.new: Image | None = body.get("NewImage")
-
-    def old_value(self, name: str) -> Any:
-        return _value(self.old, name)
-
-    def new_value(self, name: str) -> Any:
-        return _value(self.new, name)
 
 
 @tracer.capture_method

@@ -19,10 +19,10 @@ from typing import Any
 
 from chalicelib.observability import logger
 from chalicelib.services import websocket
-from chalicelib.services.aggregation import Image, Record
 from chalicelib.services.views import task_view
 from chalicelib.store import connections, tasks
 from chalicelib.store.models import TaskItem
+from chalicelib.store.stream_records import Image, Record
 
 #: tasks with more targets than this are pushed without `target_nodes` (`target_nodes_omitted`)
 PUSH_TARGETS_MAX = 1000

@@ -24,11 +24,11 @@ from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Busy, Conflict, InvalidTransition, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
-from chalicelib.services.aggregation import Record
 from chalicelib.services.views import service_event
 from chalicelib.store import events, inventory, tasks
 from chalicelib.store.inventory import TxPart
 from chalicelib.store.models import EventItem, NodeItem, TaskItem, node_pk
+from chalicelib.store.stream_records import Record
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 TASK_TYPE = "machine.reclaim"

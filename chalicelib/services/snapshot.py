@@ -23,10 +23,10 @@ from chalicelib import clock
 from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.statuses import TASK_ACTIVE, TASK_STATUSES, RunStatus, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.services.aggregation import Record
 from chalicelib.store import counters
 from chalicelib.store import snapshot as store
 from chalicelib.store.models import NodeItem
+from chalicelib.store.stream_records import Record
 
 MAX_AGE_SECONDS: Final = 10
 #: run statuses of work started and not finished, as counted by the statistics (`nr_<status>`)

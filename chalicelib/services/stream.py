@@ -20,7 +20,7 @@ from typing import Any
 from chalicelib.notify import fanout
 from chalicelib.observability import logger
 from chalicelib.services import aggregation, concurrency, push, reclaim, snapshot
-from chalicelib.services.aggregation import Record
+from chalicelib.store.stream_records import Record
 
 Consumer = Callable[[list[Record]], None]
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from chalicelib.services import push
-from chalicelib.services.aggregation import Record
 from chalicelib.store.models import TaskItem
+from chalicelib.store.stream_records import Record
 from fleetrun.local import ws_events
 
 _SEQ = iter(range(10**6))
