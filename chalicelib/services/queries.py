@@ -8,13 +8,13 @@ from pynamodb.expressions.condition import Condition
 from ulid import ULID
 
 from chalicelib import clock
-from chalicelib.api.validation import query_enum
 from chalicelib.auth import Actor
 from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
 from chalicelib.services.views import run_view, task_view
 from chalicelib.store import events, pages, runs, tasks
 from chalicelib.store.models import TaskItem
+from chalicelib.validation import query_enum
 
 
 def visible_task(actor: Actor, task_id: str) -> TaskItem:

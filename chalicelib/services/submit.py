@@ -14,7 +14,6 @@ from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib import clock, secrets
-from chalicelib.api.validation import validate_parameters
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
 from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
@@ -23,6 +22,7 @@ from chalicelib.services import concurrency, twophase
 from chalicelib.services.views import service_event
 from chalicelib.store import events, keys, tasks
 from chalicelib.store.models import ConcurrencyKeyItem, IdempotencyItem, TaskItem, task_pk
+from chalicelib.validation import validate_parameters
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 

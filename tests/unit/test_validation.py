@@ -7,14 +7,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.api.validation import (
-    MAX_BODY_BYTES,
-    page_params,
-    parse,
-    validate_parameters,
-)
+from chalicelib.api.validation import page_params, parse
 from chalicelib.domain.task_types import REGISTRY, TaskType
 from chalicelib.errors import PayloadTooLarge, ValidationFailed
+from chalicelib.validation import MAX_BODY_BYTES, validate_parameters
 
 
 def problems(schema_name: str, body: Any) -> list[dict[str, str]]:
