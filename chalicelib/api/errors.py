@@ -7,8 +7,8 @@ class not listed takes the row of its nearest listed base class, so a new subcla
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
 
@@ -31,19 +31,11 @@ from chalicelib.errors import (
 Headers = dict[str, str]
 
 
-def _no_headers(error: FleetrunError) -> Headers:
-    return {}
-
-
-def _retry_after(error: FleetrunError) -> Headers:
-    assert isinstance(error, RateLimited)
-    return {"Retry-After": str(error.retry_after)}
-
-
 @dataclass(frozen=True)
 class HttpError:
     status: HTTPStatus
-    headers: Callable[[FleetrunError], Headers] = _no_headers
+    #: response headers, each the value of a field of the error's `extra` (header name → field)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 #: every error class with its HTTP answer; the `code` in the body is the class's own
@@ -58,7 +50,7 @@ HTTP_ERRORS: Final[dict[type[FleetrunError], HttpError]] = {
     NotConfigured: HttpError(HTTPStatus.CONFLICT),
     PayloadTooLarge: HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     IdempotencyKeyReused: HttpError(HTTPStatus.UNPROCESSABLE_ENTITY),
-    RateLimited: HttpError(HTTPStatus.TOO_MANY_REQUESTS, _retry_after),
+    RateLimited: HttpError(HTTPStatus.TOO_MANY_REQUESTS, {"Retry-After": "retry_after"}),
     ServiceUnavailable: HttpError(HTTPStatus.SERVICE_UNAVAILABLE),
     FleetrunError: HttpError(HTTPStatus.INTERNAL_SERVER_ERROR),
 }
@@ -78,4 +70,10 @@ def http_status(error: FleetrunError) -> int:
 
 
 def http_headers(error: FleetrunError) -> Headers:
-    return http_error(error).headers(error)
+    """The headers of the error's answer, e.g. `Retry-After` of a RateLimited."""
+    return {name: str(error.extra[source]) for name, source in http_error(error).headers.items()}
+
+
+def header_names(status: int) -> list[str]:
+    """The headers an error answer with this status carries (for the OpenAPI document)."""
+    return [name for row in HTTP_ERRORS.values() if row.status == status for name in row.headers]

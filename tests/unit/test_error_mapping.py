@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import errors
-from chalicelib.api.errors import HTTP_ERRORS, http_headers, http_status
+from chalicelib.api.errors import HTTP_ERRORS, header_names, http_headers, http_status
 from chalicelib.errors import FleetrunError
 
 CONTRACT: list[tuple[FleetrunError, int, str]] = [
@@ -41,6 +41,8 @@ def test_errors_carry_no_http_status() -> None:
 def test_only_rate_limited_adds_a_retry_after_header() -> None:
     assert http_headers(errors.RateLimited(7)) == {"Retry-After": "7"}
     assert all(http_headers(error) == {} for error, _, _ in CONTRACT if not isinstance(error, errors.RateLimited))
+    assert [status for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503) if header_names(status)] == [429]
+    assert header_names(429) == ["Retry-After"]
 
 
 def test_the_error_document_keeps_the_extra_fields() -> None:
