@@ -11,9 +11,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent, WebsocketEvent
 
 from chalicelib import config, resources
+from chalicelib.api.errors import http_status
 from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
+from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.errors import FleetrunError, ValidationFailed
 from chalicelib.notify import delivery, subscriptions
@@ -60,7 +62,7 @@ chalice_middleware(app)
 # --- meta -------------------------------------------------------------------------------
 @register(app, "getHealth")
 def health(call: Call) -> Response:
-    body = {"status": "ok", "version": VERSION}
+    body: dict[str, Any] = {"status": "ok", "version": VERSION, "node_statuses": list(NODE_STATUSES)}
     if config.websocket_url():
         body["websocket_url"] = config.websocket_url()
     return json_response(body)
@@ -396,7 +398,7 @@ def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
     try:
         realtime_api.connect(event.connection_id, event.to_dict().get("queryStringParameters"))
     except FleetrunError as error:  # any non-2xx answer makes API Gateway refuse the connection
-        return {"statusCode": error.status, "body": json.dumps(error.body())}
+        return {"statusCode": http_status(error), "body": json.dumps(error.document())}
     return {"statusCode": 200}
 
 

@@ -1,29 +1,45 @@
-"""Every failure a caller may need to tell apart; `app.py` maps them to HTTP in one place."""
+"""Every failure a caller may need to tell apart, each carrying the data that describes it.
+
+Errors say what went wrong, not how a transport reports it: `chalicelib/api/errors.py` maps
+each class to its HTTP status and headers in one table. What they do carry:
+
+- `code`: the machine name of the failure in the contract (API.md "Errors"); it is the same
+  on every channel - the HTTP error body, a WebSocket `error` message, the attributes of a
+  dead-lettered intake message;
+- `message` and `extra`: the human sentence and the fields that go with the code
+  (`current_status`, `details`, `retry_after`, ...);
+- `retryable`: whether the same request may succeed when simply tried again (a lost race, a
+  rate limit, a dependency that is down, a bug) or never can (the request itself is wrong).
+
+The second half of the module holds the internal signals between layers: never shown to a
+caller as they are, so they are plain exceptions rather than `FleetrunError`s.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 
 class FleetrunError(Exception):
-    """Base of all domain errors. `code` and `status` follow API.md's error table."""
+    """Base of all domain errors; by itself an internal error (a bug), which a retry may outlive."""
 
-    code = "internal_error"
-    status = 500
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = True
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra
 
-    def body(self) -> dict[str, Any]:
+    def document(self) -> dict[str, Any]:
+        """The error document of API.md: `{"error": {"code", "message", ...extra}}`."""
         return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 class ValidationFailed(FleetrunError):
     code = "validation_error"
-    status = 400
+    retryable = False
 
     def __init__(self, message: str, details: Iterable[dict[str, str]] = ()) -> None:
         super().__init__(message, details=list(details))
@@ -31,7 +47,7 @@ class ValidationFailed(FleetrunError):
 
 class UnknownTaskType(FleetrunError):
     code = "unknown_task_type"
-    status = 400
+    retryable = False
 
     def __init__(self, task_type: str, known: Iterable[str]) -> None:
         super().__init__(f"unknown task type {task_type!r}", known_types=sorted(known))
@@ -39,17 +55,17 @@ class UnknownTaskType(FleetrunError):
 
 class Unauthenticated(FleetrunError):
     code = "unauthenticated"
-    status = 401
+    retryable = False
 
 
 class Forbidden(FleetrunError):
     code = "forbidden"
-    status = 403
+    retryable = False
 
 
 class NotFound(FleetrunError):
     code = "not_found"
-    status = 404
+    retryable = False
 
 
 class TaskNotFound(NotFound):
@@ -59,7 +75,7 @@ class TaskNotFound(NotFound):
 
 class InvalidTransition(FleetrunError):
     code = "invalid_transition"
-    status = 409
+    retryable = False
 
     def __init__(self, entity: str, current: str, action: str, allowed_from: Iterable[str]) -> None:
         allowed = sorted(allowed_from)
@@ -71,9 +87,14 @@ class InvalidTransition(FleetrunError):
         self.current = current
 
 
+class UnknownAction(FleetrunError):
+    """A transition table was asked for an action it does not have (a bug in the caller)."""
+
+
 class Conflict(FleetrunError):
+    """Lost a race: another writer changed the item. Safe to retry."""
+
     code = "conflict"
-    status = 409
 
 
 class Busy(Conflict):
@@ -95,12 +116,12 @@ class LeaseLost(Conflict):
 
 class PayloadTooLarge(FleetrunError):
     code = "payload_too_large"
-    status = 413
+    retryable = False
 
 
 class IdempotencyKeyReused(FleetrunError):
     code = "idempotency_key_reused"
-    status = 422
+    retryable = False
 
     def __init__(self, key: str, task_id: str) -> None:
         super().__init__(
@@ -111,7 +132,6 @@ class IdempotencyKeyReused(FleetrunError):
 
 class RateLimited(FleetrunError):
     code = "rate_limited"
-    status = 429
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many write requests; retry in {retry_after} s", retry_after=retry_after)
@@ -120,14 +140,13 @@ class RateLimited(FleetrunError):
 
 class ServiceUnavailable(FleetrunError):
     code = "service_unavailable"
-    status = 503
 
 
 class NotConfigured(FleetrunError):
     """A feature needs settings the deployment does not have (e.g. no Harbor URL)."""
 
     code = "not_configured"
-    status = 409
+    retryable = False
 
 
 class PrometheusUnavailable(ServiceUnavailable):
@@ -137,11 +156,10 @@ class PrometheusUnavailable(ServiceUnavailable):
         super().__init__(message, source="prometheus")
 
 
-class UnknownAction(FleetrunError):
-    """A transition table has no such action (a programming error, not a user's)."""
+# --- internal signals -----------------------------------------------------------------------
 
 
-class ConditionFailed(FleetrunError):
+class ConditionFailed(Exception):
     """A guarded write found the item changed: its guard did not hold, or (`conflict`) another
     transaction was writing the same item at that moment (a retry may succeed)."""
 
@@ -150,9 +168,41 @@ class ConditionFailed(FleetrunError):
         self.conflict = conflict
 
 
-class IdempotencyRecordExists(FleetrunError):
+class IdempotencyRecordExists(Exception):
     """The idempotency record was written by an earlier (or racing) request."""
 
 
-class ReservationLost(FleetrunError):
-    """A two-phase write's condition did not hold: the run or the task changed (a lost race)."""
+class ReservationLost(Exception):
+    """A plan reservation write's condition did not hold: the run or the task changed (a lost race)."""
+
+
+class Stopped(Exception):
+    """The run must stop: it was cancelled, or its lease went to another attempt."""
+
+    def __init__(self, cancelled: bool) -> None:
+        super().__init__("cancel requested" if cancelled else "lease lost")
+        self.cancelled = cancelled
+
+
+class HarborError(Exception):
+    """Harbor could not be read (after retries where a retry may help); the message is safe to show."""
+
+
+class PushUnavailable(Exception):
+    """No WebSocket management endpoint is configured."""
+
+
+class TransportError(Exception):
+    """A notification request did not get an HTTP answer (refused address, DNS, connect, timeout)."""
+
+
+class TargetRefused(Exception):
+    """A notification target's address is not allowed (raised at send time)."""
+
+
+class EnqueueFailed(Exception):
+    """SQS refused some messages of a batch; the caller's batch is redelivered."""
+
+
+class DeliveryFailed(Exception):
+    """A notification attempt failed; SQS will redeliver the message (or dead-letter it)."""

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from chalicelib.api.representations import NODE_ID, TIMESTAMP
+from chalicelib.api.representations import TIMESTAMP
 from chalicelib.domain.statuses import TASK_STATUSES
+from chalicelib.domain.task_requests import NODE_ID
 
 Auth = Literal["none", "user", "node"]
 Role = Literal["read", "write", "admin"]

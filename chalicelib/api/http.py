@@ -17,9 +17,10 @@ from chalice.app import Chalice, Request, Response
 
 from chalicelib import auth, ratelimit
 from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
+from chalicelib.api.errors import http_headers, http_status
 from chalicelib.api.validation import check_header, page_params, parse
 from chalicelib.domain.records import Node
-from chalicelib.errors import FleetrunError, RateLimited
+from chalicelib.errors import FleetrunError
 from chalicelib.observability import logger
 from chalicelib.services import liveness
 
@@ -77,8 +78,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(error: FleetrunError) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
-    return json_response(error.body(), error.status, headers)
+    return json_response(error.document(), http_status(error), http_headers(error))
 
 
 def rate_limited(operation: Operation) -> bool:
@@ -127,7 +127,7 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
                 assert request is not None
                 return view(_authenticate(operation, request), **path)
             except FleetrunError as error:
-                if error.status >= 500:
+                if http_status(error) >= 500:
                     logger.exception("request failed", extra={"operation": operation_id})
                 return error_response(error)
             except Exception:

@@ -20,6 +20,7 @@ from chalicelib.api.contract import (
     Operation,
     QueryParam,
 )
+from chalicelib.api.errors import header_names
 from chalicelib.api.schemas import SCHEMAS, parameters_component
 from chalicelib.domain.task_types import REGISTRY
 
@@ -133,8 +134,7 @@ def _responses(operation: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, schema_name in operation.responses.items():
         headers = list(operation.response_headers.get(status, ()))
-        if status == HTTPStatus.TOO_MANY_REQUESTS:
-            headers.append("Retry-After")
+        headers.extend(header_names(status))
         description = HTTPStatus(status).phrase
         if status in ERROR_CODES:
             description += f": {ERROR_CODES[status]}"

@@ -7,28 +7,16 @@ Every listed field is required: a field with no value is present as `null`.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
+from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.statuses import RUN_STATUSES, TASK_STATUSES
+from chalicelib.domain.task_requests import MAX_ERRORS, NODE_ID, Schema, nullable
 
-Schema = dict[str, Any]
-
-#: node ids everywhere: target nodes, runners, agents
-NODE_ID: Final[Schema] = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
 TIMESTAMP: Final[Schema] = {"type": "string", "format": "date-time", "description": "RFC 3339 UTC"}
 PROGRESS: Final[Schema] = {"type": "integer", "minimum": 0, "maximum": 100}
 COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
-#: `max_errors`: a node count or a share of the targets
-MAX_ERRORS: Final[Schema] = {
-    "description": 'an integer >= 0 or a percentage string like "10%"',
-    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,3}%$"}],
-}
-NODE_STATUSES: Final = ("idle", "allocated", "maintenance", "offline")
 
-
-def nullable(schema: Schema) -> Schema:
-    """The same schema, also accepting `null` (OpenAPI 3.1 style: a type list, no `nullable`)."""
-    return {**schema, "type": [schema["type"], "null"]}
 
 
 def record(properties: dict[str, Schema], description: str = "") -> Schema:
@@ -261,8 +249,12 @@ Health: Final[Schema] = {
         "version": _STRING,
         "websocket_url": {"type": "string", "description": "where to connect for pushed task updates (API.md "
                           "'Real time'); absent when the deployment has no WebSocket API"},
+        "node_statuses": {
+            "type": "array", "items": {"type": "string", "enum": list(NODE_STATUSES)},
+            "description": "every node status, in the order clients show them (the enum of Node.status)",
+        },
     },
-    "required": ["status", "version"],
+    "required": ["status", "version", "node_statuses"],
 }
 OpenApiDocument: Final[Schema] = {"type": "object", "description": "This OpenAPI 3.1 document."}
 

@@ -10,28 +10,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from chalicelib.api.representations import (
-    MAX_ERRORS,
+from chalicelib.api.representations import PROGRESS, RESPONSE_SCHEMAS, TIMESTAMP, page_of, record
+from chalicelib.domain.task_requests import (
+    INTAKE_MESSAGE,
     NODE_ID,
-    PROGRESS,
-    RESPONSE_SCHEMAS,
-    TIMESTAMP,
+    SCHEDULE_FIRING,
+    TARGET_NODES,
+    TASK_REQUEST,
     Schema,
+    body,
     nullable,
-    page_of,
-    record,
 )
 from chalicelib.domain.task_types import REGISTRY
-
-
-def body(properties: dict[str, Schema], required: tuple[str, ...] = (), description: str = "") -> Schema:
-    """A request body: only the listed fields, `required` ones present."""
-    schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required:
-        schema["required"] = list(required)
-    if description:
-        schema["description"] = description
-    return schema
 
 
 def parameters_component(task_type: str) -> str:
@@ -39,13 +29,6 @@ def parameters_component(task_type: str) -> str:
     return "Parameters_" + task_type.replace(".", "_")
 
 
-TARGET_NODES: Final[Schema] = {
-    "type": "array",
-    "items": NODE_ID,
-    "minItems": 1,
-    "maxItems": 10_000,
-    "uniqueItems": True,
-}
 ATTEMPT: Final[Schema] = {"type": "integer", "minimum": 1, "description": "the attempt the run was claimed for"}
 STEP: Final[Schema] = {"type": "string", "maxLength": 128}
 MESSAGE: Final[Schema] = {"type": "string", "maxLength": 4096}
@@ -55,34 +38,14 @@ _PARAMETER_SCHEMAS_DOC = "; ".join(
     for name in sorted(REGISTRY)
 )
 
-CreateTaskRequest: Final[Schema] = body(
-    {
-        "type": {"type": "string", "minLength": 1, "maxLength": 128, "description": "a name from GET /v1/task-types"},
-        "name": {"type": "string", "maxLength": 256},
-        "target_nodes": {
-            **TARGET_NODES,
-            "description": "required for agent-executed types; omitted for types the service runs itself",
-        },
-        "parameters": {"type": "object", "description": "validated against the JSON Schema of `type`"},
-        "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}, "maxItems": 20},
-        "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
-        "max_concurrency": {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": 10_000,
-            "description": "default: the type's default_max_concurrency",
-        },
-        "max_errors": {**MAX_ERRORS, "default": 0},
-        "concurrency_key": nullable({"type": "string", "minLength": 1, "maxLength": 256}),
-        "runner_node": {**nullable(NODE_ID), "description": "a delegate that runs every node run of the task"},
-    },
-    required=("type",),
-    description=(
+CreateTaskRequest: Final[Schema] = {
+    **TASK_REQUEST,
+    "description": (
         "Create a task. `parameters` is validated against the parameter schema of the chosen type: "
         + _PARAMETER_SCHEMAS_DOC
         + ". Parameters a type marks secret read \"***\" in every answer."
     ),
-)
+}
 
 DispatchRequest: Final[Schema] = body({"target_nodes": TARGET_NODES}, required=("target_nodes",))
 
@@ -187,35 +150,8 @@ REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
 SCHEMAS: Final[dict[str, Schema]] = {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}
 
 # --- intake and schedules -------------------------------------------------------------------
-_OWNER: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 128}
-_IDEMPOTENCY_KEY: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 128}
-_SCHEDULE_ID: Final[Schema] = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
-
-IntakeMessage: Final[Schema] = body(
-    {
-        **CreateTaskRequest["properties"],
-        "owner": {**_OWNER, "description": "the task's owner: one of FLEETRUN_INTAKE_PRODUCERS"},
-        "idempotency_key": {**_IDEMPOTENCY_KEY, "description": "as the Idempotency-Key header of POST /v1/tasks"},
-    },
-    required=("type", "owner", "idempotency_key"),
-    description=(
-        "The body of a message on the SQS intake queue: a POST /v1/tasks body plus `owner` and "
-        "`idempotency_key`. An invalid message goes to the intake dead-letter queue with the error as the "
-        "message attributes `fleetrun-error-code` and `fleetrun-error`."
-    ),
-)
-
-ScheduleFiring: Final[Schema] = body(
-    {
-        "schedule_id": _SCHEDULE_ID,
-        "scheduled_time": {"type": "string", "minLength": 1, "maxLength": 64},
-    },
-    required=("schedule_id", "scheduled_time"),
-    description=(
-        "What EventBridge Scheduler (or the local scheduler) puts on the intake queue for each firing of a "
-        "schedule; the task is idempotent on (schedule_id, scheduled_time)."
-    ),
-)
+IntakeMessage: Final[Schema] = INTAKE_MESSAGE
+ScheduleFiring: Final[Schema] = SCHEDULE_FIRING
 
 CreateScheduleRequest: Final[Schema] = body(
     {

@@ -16,14 +16,6 @@ class Lease(Protocol):
         """Record an event on the task now (never put a secret in it)."""
 
 
-class Stopped(Exception):
-    """The run must stop: it was cancelled, or its lease went to another attempt."""
-
-    def __init__(self, cancelled: bool) -> None:
-        super().__init__("cancel requested" if cancelled else "lease lost")
-        self.cancelled = cancelled
-
-
 @dataclass(frozen=True)
 class Outcome:
     status: str  #: "succeeded" or "failed"

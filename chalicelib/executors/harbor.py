@@ -20,24 +20,11 @@ from urllib.parse import quote, urlencode, urljoin
 import urllib3
 
 from chalicelib import clock
+from chalicelib.domain.images import Tagged
+from chalicelib.errors import HarborError
 
 API: Final = "/api/v2.0"
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
-
-
-class HarborError(Exception):
-    """Harbor could not be read (after retries where a retry may help); the message is safe to show."""
-
-
-@dataclass(frozen=True)
-class Tagged:
-    """One tag of an artifact, as the image catalog keeps it."""
-
-    repository: str  #: full name, `project/repo`
-    tag: str
-    digest: str
-    size_bytes: int
-    pushed_at: str | None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from urllib.parse import quote_plus
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import config, secrets
+from chalicelib.errors import TransportError
 from chalicelib.notify import messages, targets, transport
 
 _ERROR_LIMIT = 300
@@ -51,7 +52,7 @@ def deliver(channel: str, target: str, secret: str, message: dict[str, Any]) -> 
     started = time.monotonic()
     try:
         status, error = _SENDERS[channel](target, secret, message)
-    except transport.TransportError as failure:
+    except TransportError as failure:
         status, error = None, str(failure)
     except (BotoCoreError, ClientError) as failure:
         status, error = None, f"SES: {_ses_problem(failure)}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import aws, config, secrets
+from chalicelib.errors import DeliveryFailed
 from chalicelib.notify import channels
 from chalicelib.observability import count, logger
 from chalicelib.resources import NOTIFY_QUEUE
@@ -21,10 +22,6 @@ from chalicelib.store import subscriptions as store
 #: longest wait between two attempts
 MAX_BACKOFF_SECONDS = 900
 DELIVERED, FAILED, DEAD_LETTERED = "delivered", "failed", "dead_lettered"
-
-
-class DeliveryFailed(Exception):
-    """The attempt failed; SQS will redeliver the message (or dead-letter it)."""
 
 
 @dataclass(frozen=True)

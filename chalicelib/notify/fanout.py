@@ -11,29 +11,23 @@ receivers drop what they have seen. Nothing here talks to a destination.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from chalicelib import aws, config
+from chalicelib import config, queues
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_transitions import TASK_TRANSITIONS
 from chalicelib.notify.events import RETRIED, STATUS_EVENTS
 from chalicelib.observability import count, logger
-from chalicelib.services.aggregation import Record
 from chalicelib.store import subscriptions as store
 from chalicelib.store.dynamo import task_from_image
 from chalicelib.store.models import SubscriptionEventItem
+from chalicelib.store.stream_records import Record
 
 MESSAGE_VERSION = 1
 #: a change out of one of these into `pending` with a new attempt is a retry
 _RETRY_SOURCES = TASK_TRANSITIONS["retry"].sources
-_SQS_BATCH = 10
-
-
-class EnqueueFailed(Exception):
-    """SQS refused some messages; the stream batch is redelivered (the ids repeat)."""
 
 
 def consume(records: list[Record]) -> None:
@@ -112,11 +106,5 @@ def _enqueue(messages: list[dict[str, Any]]) -> None:
     if not queue_url:
         logger.warning("notifications not sent: FLEETRUN_NOTIFY_QUEUE_URL is not set", extra={"count": len(messages)})
         return
-    sqs = aws.client("sqs")
-    for start in range(0, len(messages), _SQS_BATCH):
-        chunk = messages[start:start + _SQS_BATCH]
-        entries = [{"Id": str(i), "MessageBody": json.dumps(m, separators=(",", ":"))} for i, m in enumerate(chunk)]
-        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-        if failed:
-            raise EnqueueFailed(f"{len(failed)} notification message(s) refused: {failed[0].get('Code')}")
+    queues.send_batch(queue_url, messages, "notification message")
     count("NotificationsQueued", len(messages))

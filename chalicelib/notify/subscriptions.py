@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 from chalicelib import clock, config, secrets
-from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.auth import Actor
 from chalicelib.errors import NotFound, ValidationFailed
 from chalicelib.notify import targets
 from chalicelib.notify.events import EVENTS
+from chalicelib.store import pages
 from chalicelib.store import subscriptions as store
 from chalicelib.store.models import DeliveryItem, SubscriptionItem
 
@@ -66,14 +66,14 @@ def delete(actor: Actor, subscription_id: str) -> None:
 def page(actor: Actor, limit: int, cursor: str | None) -> dict[str, Any]:
     """An admin lists every subscription, anyone else their own."""
     items, last_key = store.page(None if actor.is_admin else actor.user_id, limit,
-                                 decode_cursor(cursor) if cursor else None)
-    return {"items": [view(s) for s in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+                                 pages.start_key(cursor))
+    return pages.page((view(s) for s in items), last_key)
 
 
 def deliveries(actor: Actor, subscription_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     visible(actor, subscription_id)
-    items, last_key = store.deliveries(subscription_id, limit, decode_cursor(cursor) if cursor else None)
-    return {"items": [delivery_view(d) for d in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+    items, last_key = store.deliveries(subscription_id, limit, pages.start_key(cursor))
+    return pages.page((delivery_view(d) for d in items), last_key)
 
 
 def view(subscription: SubscriptionItem) -> dict[str, Any]:

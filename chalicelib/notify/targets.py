@@ -15,7 +15,7 @@ import socket
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from chalicelib import config
-from chalicelib.errors import ValidationFailed
+from chalicelib.errors import TargetRefused, ValidationFailed
 
 URL_CHANNELS = frozenset({"webhook", "slack", "dingtalk"})
 EMAIL_CHANNEL = "email"
@@ -23,10 +23,6 @@ EMAIL_CHANNEL = "email"
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 MASK = "***"
-
-
-class TargetRefused(Exception):
-    """The target's address is not allowed (raised at send time)."""
 
 
 def validate(channel: str, target: str) -> None:

@@ -15,14 +15,11 @@ import urllib3
 from botocore.httpsession import get_cert_path
 
 from chalicelib import aws, config
+from chalicelib.errors import TargetRefused, TransportError
 from chalicelib.notify import targets
 
 #: bytes of a response body kept (DingTalk and Slack answer errors in the body)
 _BODY_LIMIT = 4096
-
-
-class TransportError(Exception):
-    """The request did not get an HTTP answer (refused address, DNS, connect, timeout)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,7 @@ def post_json(url: str, payload: bytes, headers: dict[str, str], timeout: float)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = targets.check_addresses(host, port)
-    except targets.TargetRefused as refused:
+    except TargetRefused as refused:
         raise TransportError(str(refused)) from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     sent = {"Host": parts.netloc.rsplit("@", 1)[-1], "Content-Type": "application/json; charset=utf-8",

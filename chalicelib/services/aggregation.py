@@ -22,40 +22,8 @@ from chalicelib.domain.statuses import TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, outbox
 from chalicelib.store import counters, tasks
-from chalicelib.store.counters import TaskDelta, padded_seq
-
-Image = Mapping[str, Any]
-
-
-def _value(image: Image | None, name: str) -> Any:
-    if not image or name not in image:
-        return None
-    raw = image[name]
-    if "S" in raw:
-        return raw["S"]
-    if "N" in raw:
-        return Decimal(raw["N"])
-    if "BOOL" in raw:
-        return raw["BOOL"]
-    return None
-
-
-class Record:
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        body = raw["dynamodb"]
-        self.event = raw["eventName"]
-        self.seq = padded_seq(str(body["SequenceNumber"]))
-        self.raw_seq = str(body["SequenceNumber"])
-        self.pk: str = body["Keys"]["pk"]["S"]
-        self.sk: str = body["Keys"]["sk"]["S"]
-        self.old: Image | None = body.get("OldImage")
-        self.new: Image | None = body.get("NewImage")
-
-    def old_value(self, name: str) -> Any:
-        return _value(self.old, name)
-
-    def new_value(self, name: str) -> Any:
-        return _value(self.new, name)
+from chalicelib.store.counters import TaskDelta
+from chalicelib.store.stream_records import Image, Record, attribute
 
 
 @tracer.capture_method
@@ -158,9 +126,9 @@ def _task_delta(record: Record, delta: TaskDelta) -> None:
 
 
 def _duration(image: Image | None, stats: dict[str, Decimal], sign: int) -> None:
-    if _value(image, "status") not in TASK_FINISHED:
+    if attribute(image, "status") not in TASK_FINISHED:
         return
-    started, completed = _value(image, "started_at"), _value(image, "completed_at")
+    started, completed = attribute(image, "started_at"), attribute(image, "completed_at")
     if not started or not completed:
         return
     seconds = Decimal(str(round(clock.parse_rfc3339(completed) - clock.parse_rfc3339(started), 3)))
@@ -170,7 +138,7 @@ def _duration(image: Image | None, stats: dict[str, Decimal], sign: int) -> None
 
 def _hourly(image: Image | None, delta: TaskDelta, sign: int) -> None:
     """A terminal task counts in the hour of its `completed_at` (a retry takes it out again)."""
-    status, completed = _value(image, "status"), _value(image, "completed_at")
+    status, completed = attribute(image, "status"), attribute(image, "completed_at")
     if status not in TASK_TERMINAL or not completed:
         return
     bucket = delta.hourly[counters.hour_of(completed)]

@@ -7,13 +7,12 @@ from typing import Any
 from ulid import ULID
 
 from chalicelib import clock
-from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.domain.node_states import NODE_TRANSITIONS
 from chalicelib.domain.records import Node
 from chalicelib.errors import InvalidTransition
 from chalicelib.observability import logger
 from chalicelib.services.views import node_view
-from chalicelib.store import inventory
+from chalicelib.store import inventory, pages
 from chalicelib.store.models import AllocationItem
 
 
@@ -69,5 +68,5 @@ def answer(node: Node, allocation: AllocationItem) -> dict[str, Any]:
 def page_view(node_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     """A node's allocations, newest first. Raises NotFound for an unknown node."""
     inventory.get(node_id, consistent=False)
-    items, last_key = inventory.node_allocations(node_id, limit, decode_cursor(cursor) if cursor else None)
-    return {"items": [allocation_view(a) for a in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+    items, last_key = inventory.node_allocations(node_id, limit, pages.start_key(cursor))
+    return pages.page((allocation_view(a) for a in items), last_key)

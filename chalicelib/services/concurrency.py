@@ -114,4 +114,4 @@ def release_on_terminal(records: list[Any]) -> None:
             continue
         task_id = record.pk.removeprefix("TASK#")
         queued = record.new_value("queued_at") or record.new_value("created_at")
-        release_settled(task_id, key, int(record.new_value("attempt") or 1), f"Q#{queued}#{task_id}")
+        release_settled(task_id, key, int(record.new_value("attempt") or 1), keys.queue_entry_sk(queued, task_id))

@@ -13,8 +13,9 @@ from functools import partial
 from typing import Any
 
 from chalicelib import clock, config
+from chalicelib.errors import HarborError
 from chalicelib.executors.base import Lease, Outcome
-from chalicelib.executors.harbor import HarborClient, HarborError, HarborSettings
+from chalicelib.executors.harbor import HarborClient, HarborSettings
 from chalicelib.store import images
 from chalicelib.store.images import Upsert
 

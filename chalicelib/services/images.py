@@ -11,12 +11,11 @@ import hmac
 from typing import Any, Final
 
 from chalicelib import clock, config
-from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.errors import NotConfigured, Unauthenticated, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
 from chalicelib.services.submit import Submitted
-from chalicelib.store import images
+from chalicelib.store import images, pages
 from chalicelib.store.models import ImageItem
 
 TASK_TYPE: Final = "images.sync"
@@ -49,12 +48,12 @@ def list_images(query: dict[str, str], limit: int, cursor: str | None) -> dict[s
     project = query.get("project") or None
     start = _start_key(cursor, project) if cursor else None
     found, last = images.page(project, include_removed == "true", limit, start)
-    return {"items": [image_view(i) for i in found], "next_cursor": encode_cursor(last) if last else None}
+    return pages.page((image_view(i) for i in found), last)
 
 
 def _start_key(cursor: str, project: str | None) -> dict[str, Any]:
     """A cursor only continues the listing it came from (same project, or all projects)."""
-    key = decode_cursor(cursor)
+    key = pages.decode_cursor(cursor)
     expected = {"pk", "sk"} if project else {"pk", "sk", "list_pk", "list_sk"}
     same = set(key) == expected and (not project or key["pk"] == {"S": images.image_pk(project)})
     if not same:

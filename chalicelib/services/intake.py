@@ -19,10 +19,11 @@ import json
 from typing import Any, Final, Literal
 
 from chalicelib import aws, config
-from chalicelib.api.validation import parse
-from chalicelib.errors import Conflict, FleetrunError, Forbidden, RateLimited
+from chalicelib.domain.task_requests import INTAKE_MESSAGE, SCHEDULE_FIRING
+from chalicelib.errors import FleetrunError, Forbidden
 from chalicelib.observability import count, logger
 from chalicelib.services import schedules, submit
+from chalicelib.validation import parse_document
 
 #: message attributes of a dead-lettered message
 ERROR_CODE_ATTRIBUTE: Final = "fleetrun-error-code"
@@ -82,13 +83,13 @@ def dead_letter(body: str, error: FleetrunError, message_id: str) -> None:
 def _request(body: str) -> tuple[str, str, dict[str, Any]] | None:
     """(owner, idempotency key, task body) of a message; None for a firing of a deleted schedule."""
     if _is_firing(body):
-        firing = parse("ScheduleFiring", body)
+        firing = parse_document(SCHEDULE_FIRING, body)
         found = schedules.firing_request(firing["schedule_id"])
         if found is None:
             return None
         owner, task_body = found
         return owner, schedules.idempotency_key(firing["schedule_id"], firing["scheduled_time"]), task_body
-    message = parse("IntakeMessage", body)
+    message = parse_document(INTAKE_MESSAGE, body)
     owner, key = message.pop("owner"), message.pop("idempotency_key")
     if owner not in config.intake_producers():
         raise Forbidden(f"owner {owner!r} is not an allowed intake producer (FLEETRUN_INTAKE_PRODUCERS)")
@@ -99,13 +100,14 @@ def _is_firing(body: str) -> bool:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
-        return False  # `parse` reports it
+        return False  # `parse_document` reports it
     return isinstance(document, dict) and "schedule_id" in document
 
 
 def _permanent(error: FleetrunError) -> bool:
-    """A client error no redelivery can fix (a lost race or a rate limit can be retried)."""
-    return 400 <= error.status < 500 and not isinstance(error, Conflict | RateLimited)
+    """An error no redelivery can fix: the message itself is wrong (a lost race, a rate limit, a
+    dependency that is down or a bug may pass on the next delivery)."""
+    return not error.retryable
 
 
 def _string(value: str) -> dict[str, str]:

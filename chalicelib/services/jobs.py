@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from chalicelib import aws, config
+from chalicelib import aws, config, queues
 
 DISPATCH: Final = "dispatch"
 CANCEL: Final = "cancel"
@@ -19,13 +19,5 @@ def enqueue(kind: str, task_id: str, **fields: Any) -> None:
 
 
 def enqueue_batch(jobs: list[dict[str, Any]]) -> None:
-    """Send up to any number of jobs, ten per SendMessageBatch request."""
-    client = aws.client("sqs")
-    for start in range(0, len(jobs), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": json.dumps(job, separators=(",", ":"))}
-            for i, job in enumerate(jobs[start:start + 10])
-        ]
-        response = client.send_message_batch(QueueUrl=config.dispatch_queue_url(), Entries=entries)
-        if response.get("Failed"):
-            raise RuntimeError(f"could not enqueue {len(response['Failed'])} job(s): {response['Failed']}")
+    """Send any number of jobs (ten per SendMessageBatch). Raises EnqueueFailed."""
+    queues.send_batch(config.dispatch_queue_url(), jobs, "job")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import auth, clock
-from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.domain.records import Node
 from chalicelib.services.views import node_view
-from chalicelib.store import inventory
+from chalicelib.store import inventory, pages
 
 
 def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[Node, str]:
@@ -26,8 +25,8 @@ def get(node_id: str) -> Node:
 
 
 def page_view(limit: int, cursor: str | None) -> dict[str, Any]:
-    items, last_key = inventory.page(limit, decode_cursor(cursor) if cursor else None)
-    return {"items": [node_view(n) for n in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+    items, last_key = inventory.page(limit, pages.start_key(cursor))
+    return pages.page((node_view(n) for n in items), last_key)
 
 
 def require_self(caller: str, node_id: str) -> None:

@@ -7,13 +7,13 @@ from typing import Any
 from ulid import ULID
 
 from chalicelib import clock
-from chalicelib.api.validation import decode_cursor, encode_cursor, query_enum
 from chalicelib.auth import Actor
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
 from chalicelib.services.views import run_view, task_view
-from chalicelib.store import events, runs, tasks
+from chalicelib.store import events, pages, runs, tasks
+from chalicelib.validation import query_enum
 
 
 def visible_task(actor: Actor, task_id: str) -> Task:
@@ -46,8 +46,8 @@ def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | No
         ids_from=_ulid_bound("created_after", query.get("created_after")),
         ids_to=_ulid_bound("created_before", query.get("created_before")),
     )
-    items, last_key = tasks.query_page(wanted, limit, decode_cursor(cursor) if cursor else None)
-    return {"items": [present(t) for t in items], "next_cursor": encode_cursor(last_key) if last_key else None}
+    items, last_key = tasks.query_page(wanted, limit, pages.start_key(cursor))
+    return pages.page((present(t) for t in items), last_key)
 
 
 def _ulid_bound(name: str, value: str | None) -> str | None:
@@ -65,11 +65,11 @@ def _ulid_bound(name: str, value: str | None) -> str | None:
 
 def list_runs(actor: Actor, task_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
     visible_task(actor, task_id)
-    found, last_key = runs.page(task_id, decode_cursor(cursor) if cursor else None, limit)
-    return {"items": [run_view(run) for run in found], "next_cursor": encode_cursor(last_key) if last_key else None}
+    found, last_key = runs.page(task_id, pages.start_key(cursor), limit)
+    return pages.page((run_view(run) for run in found), last_key)
 
 
 def list_events(actor: Actor, task_id: str, after: str | None, limit: int) -> dict[str, Any]:
     visible_task(actor, task_id)
     items, next_cursor = events.page(task_id, after, limit)
-    return {"items": items, "next_cursor": next_cursor}
+    return pages.page_with_cursor(items, next_cursor)

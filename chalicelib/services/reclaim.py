@@ -21,11 +21,11 @@ from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
-from chalicelib.services.aggregation import Record
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, tasks
 from chalicelib.store.backend import TxPart
 from chalicelib.store.inventory import NodeKey
+from chalicelib.store.stream_records import Record
 
 TASK_TYPE = "machine.reclaim"
 #: reclaims go before other work of the node

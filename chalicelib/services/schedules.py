@@ -19,12 +19,12 @@ from pynamodb.exceptions import DoesNotExist, PynamoDBException
 from ulid import ULID
 
 from chalicelib import aws, clock, config, secrets
-from chalicelib.api.validation import decode_cursor, encode_cursor
 from chalicelib.auth import Actor
 from chalicelib.domain import schedule_expressions
 from chalicelib.errors import Forbidden, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
+from chalicelib.store import pages
 from chalicelib.store.models import ScheduleItem, schedule_pk
 from chalicelib.store.writes import is_condition_failure
 
@@ -104,7 +104,7 @@ def list_page(actor: Actor, owner: str | None, limit: int, cursor: str | None) -
         raise Forbidden("only admins may list other users' schedules")
     if not actor.is_admin:
         owner = actor.user_id
-    start = decode_cursor(cursor) if cursor else None
+    start = pages.start_key(cursor)
     if start is not None and owner is None:
         _check_cursor(start, "list", "SCHEDULE")
     elif start is not None and owner is not None:
@@ -117,8 +117,7 @@ def list_page(actor: Actor, owner: str | None, limit: int, cursor: str | None) -
         result = ScheduleItem.owner_index.query(_owner_pk(owner), scan_index_forward=False, limit=limit,
                                                 last_evaluated_key=start)
     items = [view(item) for item in result]
-    last_key = result.last_evaluated_key
-    return {"items": items, "next_cursor": encode_cursor(last_key) if last_key else None}
+    return pages.page(items, result.last_evaluated_key)
 
 
 def firing_request(schedule_id: str) -> tuple[str, dict[str, Any]] | None:

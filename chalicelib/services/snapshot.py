@@ -20,12 +20,12 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from chalicelib import clock
-from chalicelib.api.representations import NODE_STATUSES
+from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.statuses import TASK_ACTIVE, TASK_STATUSES, RunStatus, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.services.aggregation import Record
 from chalicelib.store import counters, inventory
 from chalicelib.store import snapshot as store
+from chalicelib.store.stream_records import Record
 
 MAX_AGE_SECONDS: Final = 10
 #: run statuses of work started and not finished, as counted by the statistics (`nr_<status>`)

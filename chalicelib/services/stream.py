@@ -20,8 +20,8 @@ from typing import Any
 from chalicelib.notify import fanout
 from chalicelib.observability import logger
 from chalicelib.services import aggregation, concurrency, reclaim, snapshot
-from chalicelib.services.aggregation import Record
 from chalicelib.services.realtime import push
+from chalicelib.store.stream_records import Record
 
 Consumer = Callable[[list[Record]], None]
 

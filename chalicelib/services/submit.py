@@ -12,7 +12,6 @@ from typing import Any
 from ulid import ULID
 
 from chalicelib import clock, secrets
-from chalicelib.api.validation import validate_parameters
 from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.statuses import TaskStatus
 from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
@@ -23,6 +22,7 @@ from chalicelib.services.service_events import service_event
 from chalicelib.store import events, keys, tasks
 from chalicelib.store.backend import TxPart
 from chalicelib.store.models import ConcurrencyKeyItem
+from chalicelib.validation import validate_parameters
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 

@@ -10,17 +10,16 @@ an agent would: same attempts, same stale-attempt rejection, same idempotent com
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from chalicelib import aws, config, secrets
+from chalicelib import config, queues, secrets
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.domain.task_types import SERVICE_NODE, get_task_type
-from chalicelib.errors import LeaseLost
-from chalicelib.executors.base import Lease, Outcome, Stopped
+from chalicelib.errors import LeaseLost, Stopped
+from chalicelib.executors.base import Lease, Outcome
 from chalicelib.observability import count, logger, tracer
 from chalicelib.services import agent, claims, image_sync
 from chalicelib.store import runs, tasks
@@ -33,14 +32,9 @@ EXECUTORS: Final[dict[str, Executor]] = {"images.sync": image_sync.execute}
 
 
 def enqueue(task_id: str, nodes: Iterable[str], attempt: int) -> None:
-    """Wake the worker for each run (ten per SendMessageBatch)."""
-    bodies = [json.dumps({"job": EXECUTE, "task_id": task_id, "node": n, "attempt": attempt}) for n in nodes]
-    client = aws.client("sqs")
-    for start in range(0, len(bodies), 10):
-        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])]
-        response = client.send_message_batch(QueueUrl=config.work_queue_url(), Entries=entries)
-        if response.get("Failed"):
-            raise RuntimeError(f"could not enqueue {len(response['Failed'])} work job(s)")
+    """Wake the worker for each run (ten per SendMessageBatch). Raises EnqueueFailed."""
+    jobs = [{"job": EXECUTE, "task_id": task_id, "node": n, "attempt": attempt} for n in nodes]
+    queues.send_batch(config.work_queue_url(), jobs, "work job")
 
 
 def wake_pending(task: Task) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Final, cast
 
 from pynamodb.exceptions import PynamoDBException
 
-from chalicelib.executors.harbor import Tagged
+from chalicelib.domain.images import Tagged
 from chalicelib.store.models import ImageItem
 from chalicelib.store.writes import is_condition_failure
 

@@ -17,6 +17,8 @@ from chalicelib.store.models import ConcurrencyKeyItem
 from chalicelib.store.writes import is_condition_failure
 
 HOLDER = "HOLDER"
+#: the sort-key prefix of the queue entries
+QUEUED = "Q#"
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,13 @@ def key_pk(key: str) -> str:
     return f"CKEY#{key}"
 
 
+def queue_entry_sk(queued_at: str, task_id: str) -> str:
+    """The sort key of a task's queue entry: `Q#<queued_at>#<task id>`, oldest first."""
+    return f"{QUEUED}{queued_at}#{task_id}"
+
+
 def entry_sk(task: Task) -> str:
-    return f"Q#{task.queued_at or task.created_at}#{task.task_id}"
+    return queue_entry_sk(task.queued_at or task.created_at, task.task_id)
 
 
 def queue_entry(task: Task) -> ConcurrencyKeyItem:
@@ -59,7 +66,7 @@ def holder(key: str) -> Holder | None:
 
 def head(key: str) -> Entry | None:
     """The oldest queued task of the key."""
-    for item in ConcurrencyKeyItem.query(key_pk(key), ConcurrencyKeyItem.sk.startswith("Q#"), limit=1,
+    for item in ConcurrencyKeyItem.query(key_pk(key), ConcurrencyKeyItem.sk.startswith(QUEUED), limit=1,
                                          consistent_read=True):
         return Entry(item.task_id, item.sk)
     return None

@@ -55,7 +55,7 @@ class TestAuthenticateUserWithHs256:
         with pytest.raises(Unauthenticated, match="signature") as caught:
             auth.authenticate_user(bearer(token))
         assert token not in caught.value.message
-        assert token.split(".")[2] not in str(caught.value.body())
+        assert token.split(".")[2] not in str(caught.value.document())
 
     def test_token_without_sub_is_unauthenticated(self):
         # GIVEN a correctly signed token with no subject

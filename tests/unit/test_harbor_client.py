@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.executors.harbor import HarborClient, HarborError, HarborSettings
+from chalicelib.errors import HarborError
+from chalicelib.executors.harbor import HarborClient, HarborSettings
 from tests.harbor_server import Artifact, HarborServer
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from chalicelib import config
 from chalicelib.domain.records import Task
+from chalicelib.errors import TargetRefused
 from chalicelib.notify import channels, delivery, fanout, targets
 
 
@@ -96,7 +97,7 @@ class TestTargetRule:
         config.reset()
 
     def test_a_name_resolving_to_loopback_is_refused_at_send_time(self):
-        with pytest.raises(targets.TargetRefused):
+        with pytest.raises(TargetRefused):
             targets.check_addresses("localhost", 443)
 
     def test_local_mode_allows_loopback(self, monkeypatch: pytest.MonkeyPatch):

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from chalicelib import config
+from chalicelib.errors import TransportError
 from chalicelib.notify import transport
 
 
@@ -71,7 +72,7 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
 
 def test_a_certificate_the_trust_store_does_not_know_is_refused(tls_server):
     port, _ = tls_server
-    with pytest.raises(transport.TransportError, match="connection failed"):
+    with pytest.raises(TransportError, match="connection failed"):
         transport.post_json(f"https://localhost:{port}/hook", b"{}", {}, 2.0)
     assert _Handler.bodies == []
 
@@ -95,5 +96,5 @@ def test_a_refused_connection_is_reported_as_refused_not_as_a_timeout(monkeypatc
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
 
-    with pytest.raises(transport.TransportError, match=r"^connection refused$"):
+    with pytest.raises(TransportError, match=r"^connection refused$"):
         transport.post_json(f"http://127.0.0.1:{port}/hook", b"{}", {}, 2.0)

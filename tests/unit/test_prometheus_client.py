@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib import config, prometheus
+from chalicelib.api.errors import http_status
 from chalicelib.errors import PrometheusUnavailable
 
 
@@ -99,7 +100,7 @@ def test_anything_but_a_successful_matrix_is_unavailable(fake, status, answer, r
     with pytest.raises(PrometheusUnavailable) as raised:
         query()
     assert reason in raised.value.message
-    assert raised.value.status == 503
+    assert http_status(raised.value) == 503
 
 
 def test_an_exhausted_budget_does_not_call_prometheus(fake):

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.services.aggregation import Record
 from chalicelib.services.realtime import push
 from chalicelib.store.dynamo import task_record
 from chalicelib.store.models import TaskItem
+from chalicelib.store.stream_records import Record
 from fleetrun.local import ws_events
 
 _SEQ = iter(range(10**6))

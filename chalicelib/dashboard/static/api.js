@@ -55,6 +55,16 @@ export function notDeployed(error) {
   return error instanceof ApiError && (error.status === 404 || (error.status === 403 && error.code !== "forbidden"));
 }
 
+// GET /v1/health (no credentials): the WebSocket URL and the node statuses. Asked once per
+// page; a failed answer is not kept, so the next caller asks again.
+let healthAnswer = null;
+export function health() {
+  healthAnswer ||= fetch(resolve("/v1/health"))
+    .then((response) => { if (!response.ok) throw new Error(`health: HTTP ${response.status}`); return response.json(); })
+    .catch((error) => { healthAnswer = null; throw error; });
+  return healthAnswer;
+}
+
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
 

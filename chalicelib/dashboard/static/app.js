@@ -76,7 +76,7 @@ function onLiveState(state, wasLive) {
 // GET /v1/health advertises the WebSocket URL; without one the views poll.
 async function websocketUrl() {
   try {
-    return (await (await fetch(api.resolve("/v1/health"))).json()).websocket_url || "";
+    return (await api.health()).websocket_url || "";
   } catch {
     return "";
   }

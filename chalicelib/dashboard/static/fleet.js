@@ -1,11 +1,11 @@
 // The fleet: node counts (GET /v1/monitoring/snapshot, else counted from GET /v1/nodes) and
 // the GPU trend from Prometheus (GET /v1/monitoring/gpu-trend), whose 503 message is shown as is.
+// The node statuses are the service's (GET /v1/health `node_statuses`); without them, those counted.
 import * as api from "./api.js";
 import * as charts from "./charts.js";
 import { h, fill, when } from "./dom.js";
 import { View } from "./view.js";
 
-const NODE_STATUSES = ["idle", "allocated", "maintenance", "offline"];
 const COLORS = ["#2f80ed", "#27ae60", "#e2b93b", "#d64545", "#b26bd6", "#5b6270", "#f2994a", "#56ccf2"];
 const REFRESH_MS = 10000;
 
@@ -34,6 +34,7 @@ export class FleetView extends View {
 
   async showSnapshot() {
     const nodes = await api.get("/v1/nodes" + api.query({ limit: 200 })).catch(() => ({ items: [] }));
+    const statuses = await api.health().then((health) => health.node_statuses || []).catch(() => []);
     let snapshot = null, note = null;
     try {
       snapshot = await api.get("/v1/monitoring/snapshot");
@@ -48,7 +49,7 @@ export class FleetView extends View {
     const stat = (label, value) => h("div", { class: "stat" }, h("div", { class: "value" }, value ?? "—"), h("div", { class: "label" }, label));
     fill(this.snapshot,
       h("div", { class: "cards" },
-        NODE_STATUSES.map((s) => stat(`nodes ${s}`, counts[s] || 0)),
+        (statuses.length ? statuses : Object.keys(counts)).map((s) => stat(`nodes ${s}`, counts[s] || 0)),
         snapshot ? stat("running tasks", snapshot.running_tasks) : null,
         snapshot ? stat("node runs in flight", snapshot.node_runs_in_flight ?? snapshot.runs_in_flight) : null),
       snapshot && snapshot.as_of ? h("p", { class: "muted" }, `as of ${when(snapshot.as_of)}`) : null,

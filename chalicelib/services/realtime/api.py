@@ -50,7 +50,7 @@ def receive(connection_id: str, body: str | None) -> None:
     try:
         answers = _answer(connection_id, body)
     except FleetrunError as error:
-        answers = [{"type": "error", **error.body()}]
+        answers = [{"type": "error", **error.document()}]
     if not sender.enabled():
         logger.warning("FLEETRUN_WEBSOCKET_ENDPOINT is not set: answer dropped", extra={"connection_id": connection_id})
         return

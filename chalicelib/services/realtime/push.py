@@ -19,11 +19,11 @@ from typing import Any
 
 from chalicelib.domain.records import Task
 from chalicelib.observability import logger
-from chalicelib.services.aggregation import Image, Record
 from chalicelib.services.realtime import sender
 from chalicelib.services.views import task_view
 from chalicelib.store import connections, tasks
 from chalicelib.store.dynamo import task_from_image
+from chalicelib.store.stream_records import Image, Record
 
 #: tasks with more targets than this are pushed without `target_nodes` (`target_nodes_omitted`)
 PUSH_TARGETS_MAX = 1000

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import config
+from chalicelib.errors import PushUnavailable
 from chalicelib.observability import logger
 from chalicelib.store import connections
 
@@ -29,10 +30,6 @@ _CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeou
 _PARALLEL = 8
 
 Message = Mapping[str, Any]
-
-
-class PushUnavailable(Exception):
-    """No management endpoint is configured."""
 
 
 @cache
