@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LEASE_SECONDS, Stack, clean_environment, free_port, process_alive, wait_for
+from tests.e2e.stack import LEASE_SECONDS, Stack
+from tests.processes import clean_environment, free_port, process_alive
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LEASE_SECONDS, Stack, clean_environment, wait_for
-from tests.e2e.test_cli import fleetrun
+from tests.e2e.stack import LEASE_SECONDS, Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -146,8 +146,7 @@ def test_the_cli_watches_a_plan_until_it_waits_then_confirms_and_watches_the_app
     runner = stack.node_id("tf")
     work_dir = tmp_path / "a"
     stack.start_agent(runner, stack.register(runner), work_dir)
-    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+    env = stack.user_environment(tmp_path)
     # WHEN a user submits and watches THEN the watch ends when the plan waits: exit 3
     submitted = fleetrun("submit", "iac.plan_apply", "-n", runner, "--param", f"workspace=cli-{runner}",
                          "--param", "source=git::infra", "--watch", env=env, timeout=60)

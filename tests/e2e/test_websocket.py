@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from chalicelib import clock
-from tests.e2e.conftest import TASK_TERMINAL, Stack, clean_environment, free_port
+from tests.e2e.stack import TASK_TERMINAL, Stack, fleetrun
+from tests.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -106,15 +106,8 @@ def test_a_viewer_sees_only_own_tasks_on_star(stack: Stack) -> None:
 
 
 # --- the fleetrun command ---------------------------------------------------------------------
-def _fleetrun(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-@pytest.fixture
-def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    return clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                             FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+def _fleetrun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return fleetrun(*args, env=env, timeout=60)
 
 
 def test_submit_watch_follows_pushes_when_the_api_advertises_a_websocket(stack: Stack, env: dict[str, str],
