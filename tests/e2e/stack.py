@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -146,9 +147,18 @@ class Stack:
         self.agents.append(process)
         return process
 
-    def runtime_log(self) -> str:
-        """What the runtime process (its HTTP routes, pumps and handlers) has logged so far."""
-        return (self.data_dir / "runtime.log").read_text(errors="replace")
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        """The service's JSON log records with `message` the runtime process wrote so far (its
+        handlers log what changes nothing in the table, such as a dispatch that waits)."""
+        records = []
+        for line in (self.data_dir / "runtime.log").read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("message") == message:
+                    records.append(record)
+        return records
 
     @staticmethod
     def agent_log(process: subprocess.Popen[bytes]) -> str:

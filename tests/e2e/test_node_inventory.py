@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -103,9 +102,15 @@ def test_a_failed_reclaim_keeps_the_node_in_maintenance_until_a_reclaim_succeeds
     failure = wait_for(lambda: [e for e in stack.events(task_id) if e.get("name") == "node.reclaim_failed"], 10,
                        "the node.reclaim_failed event")
     assert failure[0]["type"] == "error"
-    # AND its other work waits while it is in maintenance
-    waiting = stack.shell_task(node_id, ["true"])
-    time.sleep(2)  # the agent polls every second or so
+    # AND its other work waits while it is in maintenance: a claimable run, ahead of the next
+    # reclaim in the node's claim order (same priority, older task) ...
+    waiting = stack.shell_task(node_id, ["true"], priority=10)
+    stack.wait_task(waiting, ["running"])
+    stack.wait_run(waiting, node_id, ["pending"])
+    # ... is passed over by the agent, which claims and runs that later reclaim (failing again)
+    retried = cli(stack, tmp_path, "node", "reclaim", node_id, "--watch")
+    assert retried.returncode == 1, retried.stdout + retried.stderr
+    assert node(stack, node_id)["reclaim"]["task_id"] != task_id
     assert stack.runs(waiting)[node_id]["status"] == "pending"
     # WHEN the machine is fixed and reclaimed again (for the same user by default)
     (work_dir / "sandbox" / "fail-nodes").unlink()
@@ -124,7 +129,6 @@ def test_the_usage_report_downloads_and_equals_a_recount(stack: Stack, tmp_path:
     node_id = stack.node_id("report")
     stack.register(node_id)
     stack.admin.post(f"/v1/nodes/{node_id}/allocate", {"user": user})
-    time.sleep(0.5)
     closed = stack.admin.post(f"/v1/nodes/{node_id}/release")["allocation"]
     stack.shell_task(node_id, ["true"])
     month = closed["started_at"][:7]
