@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,18 +147,17 @@ class Stack:
         self.agents.append(process)
         return process
 
-    def logged(self, message: str) -> list[dict[str, Any]]:
-        """The service's JSON log records with `message` the runtime process wrote so far (its
-        handlers log what changes nothing in the table, such as a dispatch that waits)."""
-        records = []
+    def logged(self, message: str) -> list[dict[str, str]]:
+        """The `key=value` fields of every line with `message` the runtime has logged so far (its
+        handlers log what changes nothing in the table, such as a dispatch that waits). The
+        runtime writes each service log record as `[part] LEVEL message key=value ...`."""
+        line_of = re.compile(rf"^\[[^\]]+\] [A-Z]+ +{re.escape(message)}(?: (?P<fields>.*))?$")
+        found = []
         for line in (self.data_dir / "runtime.log").read_text(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("message") == message:
-                    records.append(record)
-        return records
+            if (matched := line_of.match(line)) is not None:
+                tokens = (matched.group("fields") or "").split()
+                found.append(dict(token.split("=", 1) for token in tokens if "=" in token))
+        return found
 
     @staticmethod
     def agent_log(process: subprocess.Popen[bytes]) -> str:
