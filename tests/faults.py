@@ -1,5 +1,9 @@
-"""Crash injection: raise right after the N-th AWS call (the call itself succeeded) made
-inside a chosen entry point, as if the Lambda died at that line."""
+"""Faults injected at the boto call, below every fleetrun layer.
+
+`Faults`: crash injection, raise right after the N-th AWS call (the call itself succeeded) made
+inside a chosen entry point, as if the Lambda died at that line. `fail_calls`: an AWS call
+that fails the way AWS fails it (a throttle, a transaction conflict), before it reaches moto.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 
 
 class InjectedCrash(RuntimeError):
@@ -73,3 +79,45 @@ class Faults:
                 return handler(*args, **kwargs)
 
         return wrapped
+
+
+def fail_calls(monkeypatch: pytest.MonkeyPatch, operation: str, error: Callable[[str], Exception], *,
+               times: int = 1, matching: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+    """Make the next `times` calls of `operation` (those whose parameters `matching` accepts)
+    raise `error(operation)` instead of reaching the service. Returns the parameters of the
+    calls that failed, so a test can check the fault fired.
+
+    The error is raised above botocore's own retries, as when they are exhausted."""
+    original = BaseClient._make_api_call
+    failed: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def make_api_call(client: BaseClient, name: str, params: dict[str, Any]) -> Any:
+        if name == operation and (matching is None or matching(params)):
+            with lock:
+                fire = len(failed) < times
+                if fire:
+                    failed.append(params)
+            if fire:
+                raise error(name)
+        return original(client, name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+    return failed
+
+
+def aws_error(code: str, message: str = "injected", **extra: Any) -> Callable[[str], ClientError]:
+    """The ClientError AWS answers with `code` (and `extra` fields of the error response)."""
+    return lambda operation: ClientError({"Error": {"Code": code, "Message": message}, **extra}, operation)
+
+
+def throttled(operation: str) -> ClientError:
+    """DynamoDB refusing a request over the table's throughput."""
+    return aws_error("ProvisionedThroughputExceededException", "The level of configured provisioned throughput "
+                     "for the table was exceeded.")(operation)
+
+
+def transaction_conflict(operation: str) -> ClientError:
+    """DynamoDB cancelling a transaction because another one touched the same item at that moment."""
+    return aws_error("TransactionCanceledException", "conflict", CancellationReasons=[
+        {"Code": "TransactionConflict"}, {"Code": "None"}])(operation)

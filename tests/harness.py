@@ -109,6 +109,18 @@ class Fleet:
         headers = {"Idempotency-Key": key} if key else None
         return self.user("POST", "/v1/tasks", body, who=who, headers=headers)
 
+    def started(self, body: dict[str, Any], *, who: str = "alice") -> str:
+        """Submit `body` (its target nodes and runner registered first, where not yet) and let
+        the stream and the queue settle; returns the id of the task, which is running."""
+        nodes = [*body.get("target_nodes", []), *([body["runner_node"]] if body.get("runner_node") else [])]
+        self.register(*[node for node in dict.fromkeys(nodes) if node not in self.node_tokens])
+        answer = self.submit(body, who=who)
+        assert answer.status == 202, answer
+        self.settle()
+        task_id = str(answer.body["task_id"])
+        assert self.task(task_id, who=who)["status"] == "running"
+        return task_id
+
     def task(self, task_id: str, who: str = "alice") -> dict[str, Any]:
         answer = self.user("GET", f"/v1/tasks/{task_id}", who=who)
         assert answer.status == 200, answer

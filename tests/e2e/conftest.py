@@ -1,190 +1,15 @@
-"""The local runtime as a real process, shared by the end-to-end tests of a module.
-
-`stack` starts `fleetrun.local.runtime.up()` on free ports (no demo agents, 4 s leases, a
-sweep every second, its data in a temporary directory) and offers what the tests need:
-an admin API client, node registration, agent processes (`python -m fleetrun.agent`
-with the demo steps) and waits. Agents and the runtime are stopped at teardown.
-"""
+"""Fixtures of the end-to-end tests: the local runtime as a real process (tests/e2e/stack.py),
+started once per test module, and agents that never outlive the test that started them."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-import requests
 
-from fleetrun.client import Api
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_STEPS = REPO / "fleetrun" / "agent" / "demo_steps"
-LEASE_SECONDS = 4
-SWEEP_SECONDS = 1
-JWT_SECRET = "local-dev-secret"
-TASK_TERMINAL = frozenset({"completed", "partial_failure", "failed", "cancelled", "discarded"})
-_STARTUP_SECONDS = 30.0
-#: the tests' own environment (moto credentials, test secrets) must not leak into the stack
-_PRIVATE_PREFIXES = ("FLEETRUN_", "AWS_", "POWERTOOLS_")
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Call `probe` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` still runs (a zombie waiting for its parent to reap it no longer does)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-@dataclass
-class Stack:
-    url: str
-    admin_token: str
-    data_dir: Path
-    agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    _counter: Iterator[int] = field(default_factory=itertools.count)
-
-    # --- API ------------------------------------------------------------------------------
-    def api(self, token: str | None = None) -> Api:
-        return Api(self.url, token or self.admin_token, timeout=10)
-
-    @property
-    def admin(self) -> Api:
-        return self.api(self.admin_token)
-
-    def node_id(self, prefix: str = "node") -> str:
-        """A node id no other test of the session uses."""
-        return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-    def register(self, node: str, labels: dict[str, str] | None = None, slots: int = 1) -> str:
-        """Register `node`; returns its agent token."""
-        answer = self.admin.post("/v1/nodes", {"node_id": node, "labels": labels or {}, "slots": slots})
-        token: str = answer["token"]
-        return token
-
-    def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
-        task: dict[str, Any] = self.admin.post("/v1/tasks", body)
-        return task
-
-    def shell_task(self, node: str, command: list[str], **extra: Any) -> str:
-        """Create a `shell` task running `command` on `node`; returns its id."""
-        body = {"type": "shell", "target_nodes": [node], "parameters": {"command": command}, **extra}
-        return str(self.create_task(body)["task_id"])
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = self.admin.get(f"/v1/tasks/{task_id}")
-        return task
-
-    def runs(self, task_id: str) -> dict[str, dict[str, Any]]:
-        """The task's node runs by node."""
-        return {run["node"]: run for run in self.admin.pages(f"/v1/tasks/{task_id}/nodes")}
-
-    def events(self, task_id: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.admin.pages(f"/v1/tasks/{task_id}/events")
-        return items
-
-    def wait_task(self, task_id: str, statuses: Sequence[str] | frozenset[str] = TASK_TERMINAL,
-                  timeout: float = 30.0) -> dict[str, Any]:
-        """The task once its status is one of `statuses`."""
-        last: dict[str, Any] = {}
-
-        def probe() -> dict[str, Any] | None:
-            last.update(self.task(task_id))
-            return dict(last) if last["status"] in statuses else None
-
-        try:
-            return wait_for(probe, timeout, f"task {task_id} to reach {sorted(statuses)}", interval=0.2)
-        except pytest.fail.Exception as failure:
-            runs = [(r["node"], r["status"], r["attempt"], r["error_message"]) for r in self.runs(task_id).values()]
-            raise pytest.fail.Exception(
-                f"{failure.msg}; it is {last.get('status')} with node_counts {last.get('node_counts')}, runs {runs}"
-            ) from None
-
-    def wait_run(self, task_id: str, node: str, statuses: Sequence[str], timeout: float = 30.0,
-                 attempt: int | None = None) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            run = self.runs(task_id).get(node)
-            if run is None or run["status"] not in statuses:
-                return None
-            return run if attempt is None or run["attempt"] == attempt else None
-
-        return wait_for(probe, timeout, f"run of {node} in {task_id} to reach {list(statuses)}", interval=0.2)
-
-    # --- agents ---------------------------------------------------------------------------
-    def start_agent(self, node: str, token: str, work_dir: Path, env_extra: dict[str, str] | None = None, *,
-                    steps_dir: Path = DEMO_STEPS, slots: int = 1, grace: float = 2.0,
-                    api_url: str | None = None) -> subprocess.Popen[bytes]:
-        """`python -m fleetrun.agent` for `node` with the demo steps (1 slot, 0.2 s per demo step).
-        Its log goes to `<data_dir>/logs/`; see `agent_log`."""
-        command = [
-            sys.executable, "-m", "fleetrun.agent", "--api", api_url or self.url, "--node", node,
-            "--token", token, "--steps-dir", str(steps_dir), "--work-dir", str(work_dir),
-            "--slots", str(slots), "--grace", str(grace), "--idle-poll-max", "1",
-        ]
-        # `#!/usr/bin/env python3` steps find this interpreter first (no pyenv shim: fast, same version)
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        env = clean_environment(**{"FLEETRUN_DEMO_STEP_SECONDS": "0.2", "PATH": path, **(env_extra or {})})
-        log_path = self.data_dir / "logs" / f"agent-{node}-{next(self._counter)}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                       start_new_session=True)
-        process.log_path = log_path  # type: ignore[attr-defined]
-        self.agents.append(process)
-        return process
-
-    @staticmethod
-    def agent_log(process: subprocess.Popen[bytes]) -> str:
-        path: Path = process.log_path  # type: ignore[attr-defined]
-        return path.read_text(errors="replace")
-
-    def stop_agents(self) -> None:
-        """SIGTERM every agent started so far (SIGKILL its process group after 10 s)."""
-        for process in self.agents:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.agents:
-            _reap(process, timeout=10)
-        self.agents.clear()
+from tests.e2e.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -197,30 +22,14 @@ def stack_env() -> dict[str, str]:
 def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[Stack]:
     """The local runtime, started once per test module: a runtime that goes wrong takes down
     one module's tests, not the whole session's."""
-    from chalicelib.auth import mint_token
+    with running_stack(tmp_path_factory.mktemp("fleetrun-stack"), stack_env) as started:
+        yield started
 
-    data_dir = tmp_path_factory.mktemp("fleetrun-stack")
-    port = free_port()
-    env = clean_environment(
-        FLEETRUN_PORT=str(port), FLEETRUN_MOTO_PORT=str(free_port()), FLEETRUN_WS_PORT=str(free_port()),
-        FLEETRUN_DEMO_AGENTS="0", FLEETRUN_LEASE_SECONDS=str(LEASE_SECONDS),
-        FLEETRUN_SWEEP_SECONDS=str(SWEEP_SECONDS), FLEETRUN_DATA_DIR=str(data_dir),
-        FLEETRUN_JWT_SECRET=JWT_SECRET, **stack_env,
-    )
-    log_path = data_dir / "runtime.log"
-    with log_path.open("wb") as log:
-        runtime = subprocess.Popen(
-            [sys.executable, "-c", "from fleetrun.local.runtime import up; raise SystemExit(up())"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, runtime, log_path)
-        result = Stack(url=url, admin_token=mint_token("admin", ["admin"], JWT_SECRET), data_dir=data_dir)
-        yield result
-        result.stop_agents()
-    finally:
-        _stop(runtime)
+
+@pytest.fixture
+def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
+    """A user's environment for `fleetrun`: the stack's URL and the admin token, a config file of its own."""
+    return stack.user_environment(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -231,31 +40,3 @@ def _stop_agents_after_each_test(request: pytest.FixtureRequest) -> Iterator[Non
         started = time.monotonic()
         request.getfixturevalue("stack").stop_agents()
         print(f"agents stopped in {time.monotonic() - started:.1f} s")
-
-
-def _wait_healthy(url: str, runtime: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + _STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if runtime.poll() is not None:
-            pytest.fail(f"the local runtime exited with {runtime.returncode}:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"the local runtime was not healthy within {_STARTUP_SECONDS} s:\n{log_path.read_text()[-3000:]}")
-
-
-def _stop(runtime: subprocess.Popen[bytes]) -> None:
-    if runtime.poll() is None:
-        runtime.send_signal(signal.SIGTERM)
-    _reap(runtime, timeout=20)
-
-
-def _reap(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """Wait for a process told to stop; SIGKILL its process group if it takes longer than `timeout`."""
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LEASE_SECONDS, Stack, process_alive, wait_for
+from tests.e2e.stack import LEASE_SECONDS, Stack
+from tests.processes import process_alive
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import DEMO_STEPS, clean_environment
+from tests.e2e.stack import DEMO_STEPS
+from tests.processes import clean_environment
 
 TASK_TYPES = {
     "shell": ["run"],

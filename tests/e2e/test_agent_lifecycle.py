@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LEASE_SECONDS, Stack, clean_environment, free_port, process_alive, wait_for
+from tests.e2e.stack import LEASE_SECONDS, Stack
+from tests.processes import clean_environment, free_port, process_alive, stop
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
+
+#: failed claims an agent without an API logs before the test stops it
+FAILED_CLAIMS = 3
 
 
 class SwitchableRelay:
@@ -148,18 +153,28 @@ def test_an_agent_whose_api_is_down_backs_off_and_stops_cleanly(tmp_path: Path) 
     # GIVEN an agent whose API address answers nothing
     command = [sys.executable, "-m", "fleetrun.agent", "--api", f"http://127.0.0.1:{free_port()}", "--node", "lonely",
                "--token", "frn.x.y", "--work-dir", str(tmp_path)]
-    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_environment(),
-                             text=True)
+    log_path = tmp_path / "agent.log"
+    with log_path.open("wb") as log:
+        agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
 
-    # WHEN it has tried for a while and is then stopped
-    time.sleep(3)
-    started = time.monotonic()
-    agent.send_signal(signal.SIGTERM)
-    out, _ = agent.communicate(timeout=10)
+    def failures() -> list[str]:
+        return [line for line in log_path.read_text().splitlines() if "claim failed (API unreachable" in line]
 
-    # THEN it logged each failure with a growing, jittered delay and stopped at once with status 0
+    try:
+        # WHEN it has failed a few claims and is then stopped (while it waits to try again)
+        wait_for(lambda: len(failures()) >= FAILED_CLAIMS, 20, f"{FAILED_CLAIMS} failed claims")
+        started = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=10)
+    finally:
+        stop(agent, timeout=10)
+
+    # THEN it logged each failure with its next delay, stopped at once with status 0 and said so
+    out = log_path.read_text()
     assert agent.returncode == 0, out
     assert time.monotonic() - started < 2
-    failures = [line for line in out.splitlines() if "claim failed (API unreachable" in line]
-    assert 2 <= len(failures) <= 12, out
+    delays = [float(line.rsplit("next try in ", 1)[1].removesuffix(" s")) for line in failures()]
+    assert len(delays) >= FAILED_CLAIMS, out
+    # full jitter: each delay is at most its doubling ceiling (0.5 s, 1 s, 2 s ...)
+    assert all(0 < delay <= 0.5 * 2 ** n for n, delay in enumerate(delays)), delays
     assert out.rstrip().endswith("stopped")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Stack, clean_environment, free_port
+from tests.e2e.stack import Stack, fleetrun
+from tests.processes import clean_environment, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -23,22 +23,10 @@ OK_COMMAND = '--param=command=["sh","-c","echo hello from $FLEETRUN_NODE"]'
 FAIL_COMMAND = '--param=command=["sh","-c","echo giving up; exit 3"]'
 
 
-def fleetrun(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
 def fleetrun_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
     """Independent commands at once (each is a process of its own anyway)."""
     with ThreadPoolExecutor(max_workers=len(commands)) as pool:
         return list(pool.map(lambda args: fleetrun(*args, env=env), commands))
-
-
-@pytest.fixture
-def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    """A user's environment: the stack's URL and the admin token, a config file of its own."""
-    return clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                             FLEETRUN_CONFIG=str(tmp_path / "config.json"))
 
 
 def agents(stack: Stack, tmp_path: Path, count: int) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 
 from chalicelib.auth import mint_token
 from tests.e2e import browser
-from tests.e2e.conftest import JWT_SECRET, REPO, Stack
+from tests.e2e.stack import JWT_SECRET, REPO, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))]
 

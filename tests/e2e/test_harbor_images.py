@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.e2e.conftest import REPO, Stack, clean_environment
+from tests.e2e.stack import Stack, fleetrun
 from tests.harbor_server import Artifact, HarborServer
+from tests.processes import clean_environment
 
 ROBOT, SECRET, HOOK_SECRET = "robot$e2e", "e2e-robot-secret", "e2e-hook-secret"
 
@@ -35,23 +35,22 @@ def stack_env(harbor: HarborServer) -> dict[str, str]:
     }
 
 
-def fleetrun(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token)
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=60)
+    return fleetrun(*args, env=env, timeout=60)
 
 
 def test_cli_syncs_and_lists_the_catalog(stack: Stack, harbor: HarborServer):
     # WHEN an admin syncs with the CLI and waits
-    synced = fleetrun(stack, "images", "sync", "--watch")
+    synced = cli(stack, "images", "sync", "--watch")
 
     # THEN the task completed through the work queue and the catalog lists every tag
     assert synced.returncode == 0, synced.stdout + synced.stderr
-    listed = fleetrun(stack, "images", "--json")
+    listed = cli(stack, "images", "--json")
     assert listed.returncode == 0, listed.stderr
     names = sorted(f"{i['repository']}:{i['tag']}" for i in json.loads(listed.stdout)["items"])
     assert names == ["library/nginx:1.24", "library/nginx:1.25", "library/nginx:latest", "team/tools/builder:v1"]
-    table = fleetrun(stack, "images", "--project", "team")
+    table = cli(stack, "images", "--project", "team")
     assert "team/tools/builder" in table.stdout
     assert "library/nginx" not in table.stdout
     assert SECRET not in synced.stdout + listed.stdout

@@ -4,27 +4,14 @@ no Prometheus configured)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, clean_environment, wait_for
+from tests.e2e.stack import Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def fleetrun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
-                          timeout=30, check=False)
-
-
-@pytest.fixture
-def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    return clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                             FLEETRUN_CONFIG=str(tmp_path / "config.json"))
 
 
 def snapshot(env: dict[str, str]) -> dict[str, Any]:

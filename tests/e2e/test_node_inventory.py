@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,16 +14,14 @@ import pytest
 import requests
 from openpyxl import load_workbook
 
-from tests.e2e.conftest import Stack, clean_environment, wait_for
+from tests.e2e.stack import Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def fleetrun(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+def cli(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return fleetrun(*args, env=stack.user_environment(tmp_path), timeout=60)
 
 
 def node(stack: Stack, node_id: str) -> dict[str, Any]:
@@ -71,9 +67,9 @@ def test_reclaim_cleans_the_machine_and_returns_it_to_idle(stack: Stack, tmp_pat
     work_dir = tmp_path / node_id
     a_used_machine(work_dir / "sandbox", "carol")
     stack.start_agent(node_id, stack.register(node_id), work_dir)
-    assert fleetrun(stack, tmp_path, "node", "allocate", node_id, "--user", "carol").returncode == 0
+    assert cli(stack, tmp_path, "node", "allocate", node_id, "--user", "carol").returncode == 0
     # WHEN an admin reclaims it with the CLI and follows the task
-    done = fleetrun(stack, tmp_path, "node", "reclaim", node_id, "--watch")
+    done = cli(stack, tmp_path, "node", "reclaim", node_id, "--watch")
     # THEN the task completed, the node is idle and carol's traces are gone from the sandbox
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"node {node_id} is idle: reclaimed" in done.stdout
@@ -83,7 +79,7 @@ def test_reclaim_cleans_the_machine_and_returns_it_to_idle(stack: Stack, tmp_pat
     assert (sandbox / "home" / "carol" / ".ssh" / "authorized_keys").read_text() == ""
     assert list((sandbox / "containers").iterdir()) == []
     assert node(stack, node_id)["status"] == "idle"
-    allocations = fleetrun(stack, tmp_path, "node", "allocations", node_id, "--json")
+    allocations = cli(stack, tmp_path, "node", "allocations", node_id, "--json")
     assert [a["ended_by"] for a in json.loads(allocations.stdout)["items"]] == ["reclaim"]
 
 
@@ -95,7 +91,7 @@ def test_a_failed_reclaim_keeps_the_node_in_maintenance_until_a_reclaim_succeeds
     (work_dir / "sandbox" / "fail-nodes").write_text(f"{node_id}\n")
     stack.start_agent(node_id, stack.register(node_id), work_dir)
     # WHEN it is reclaimed
-    done = fleetrun(stack, tmp_path, "node", "reclaim", node_id, "--user", "dave", "--watch")
+    done = cli(stack, tmp_path, "node", "reclaim", node_id, "--user", "dave", "--watch")
     # THEN the reclaim failed, the node stays in maintenance and the task says why
     assert done.returncode == 1, done.stdout + done.stderr
     failed = node(stack, node_id)
@@ -106,18 +102,24 @@ def test_a_failed_reclaim_keeps_the_node_in_maintenance_until_a_reclaim_succeeds
     failure = wait_for(lambda: [e for e in stack.events(task_id) if e.get("name") == "node.reclaim_failed"], 10,
                        "the node.reclaim_failed event")
     assert failure[0]["type"] == "error"
-    # AND its other work waits while it is in maintenance
-    waiting = stack.shell_task(node_id, ["true"])
-    time.sleep(2)  # the agent polls every second or so
+    # AND its other work waits while it is in maintenance: a claimable run, ahead of the next
+    # reclaim in the node's claim order (same priority, older task) ...
+    waiting = stack.shell_task(node_id, ["true"], priority=10)
+    stack.wait_task(waiting, ["running"])
+    stack.wait_run(waiting, node_id, ["pending"])
+    # ... is passed over by the agent, which claims and runs that later reclaim (failing again)
+    retried = cli(stack, tmp_path, "node", "reclaim", node_id, "--watch")
+    assert retried.returncode == 1, retried.stdout + retried.stderr
+    assert node(stack, node_id)["reclaim"]["task_id"] != task_id
     assert stack.runs(waiting)[node_id]["status"] == "pending"
     # WHEN the machine is fixed and reclaimed again (for the same user by default)
     (work_dir / "sandbox" / "fail-nodes").unlink()
-    again = fleetrun(stack, tmp_path, "node", "reclaim", node_id, "--watch")
+    again = cli(stack, tmp_path, "node", "reclaim", node_id, "--watch")
     # THEN the node is idle and the waiting work runs
     assert again.returncode == 0, again.stdout + again.stderr
     assert node(stack, node_id)["status"] == "idle"
     assert stack.wait_task(waiting)["status"] == "completed"
-    listing = fleetrun(stack, tmp_path, "nodes")
+    listing = cli(stack, tmp_path, "nodes")
     assert node_id in listing.stdout
 
 
@@ -127,14 +129,13 @@ def test_the_usage_report_downloads_and_equals_a_recount(stack: Stack, tmp_path:
     node_id = stack.node_id("report")
     stack.register(node_id)
     stack.admin.post(f"/v1/nodes/{node_id}/allocate", {"user": user})
-    time.sleep(0.5)
     closed = stack.admin.post(f"/v1/nodes/{node_id}/release")["allocation"]
     stack.shell_task(node_id, ["true"])
     month = closed["started_at"][:7]
     # WHEN the admin downloads this month's report in both formats with the CLI
     xlsx_path, csv_path = tmp_path / "usage.xlsx", tmp_path / "usage.csv"
     for fmt, path in (("xlsx", xlsx_path), ("csv", csv_path)):
-        done = fleetrun(stack, tmp_path, "report", "usage", "--month", month, "--format", fmt, "-o", str(path))
+        done = cli(stack, tmp_path, "report", "usage", "--month", month, "--format", fmt, "-o", str(path))
         assert done.returncode == 0, done.stdout + done.stderr
     # THEN the files open with openpyxl and csv, and their figures equal a recount over the API
     admin_tasks = stack.admin.pages("/v1/tasks", owner="admin", created_after=f"{month}-01T00:00:00.000Z")

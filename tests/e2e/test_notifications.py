@@ -7,14 +7,14 @@ import hashlib
 import hmac
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import receivers
-from tests.e2e.conftest import Stack, clean_environment, wait_for
+from tests.e2e.stack import Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +30,12 @@ def receiver() -> Iterator[receivers.Receiver]:
     server.close()
 
 
-def fleetrun(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
-                          timeout=30, check=False)
+def cli(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return fleetrun(*args, env=stack.user_environment(tmp_path))
 
 
 def subscribe(stack: Stack, tmp_path: Path, url: str) -> str:
-    done = fleetrun(stack, tmp_path, "subscriptions", "create", "--channel", "webhook", "--target", url,
+    done = cli(stack, tmp_path, "subscriptions", "create", "--channel", "webhook", "--target", url,
                     "--secret", SECRET, "--event", "task.completed", "--tag", "e2e-notify", "--json")
     assert done.returncode == 0, done.stderr
     return str(json.loads(done.stdout)["subscription_id"])
@@ -67,11 +64,11 @@ def test_a_completed_task_reaches_the_webhook_signed(stack: Stack, tmp_path: Pat
     assert request.json()["task"]["task_id"] == task_id
     assert request.json()["url"] == f"{stack.url}/#/tasks/{task_id}"
     # AND `fleetrun subscriptions deliveries` shows the delivery
-    done = fleetrun(stack, tmp_path, "subscriptions", "deliveries", subscription_id, "--json")
+    done = cli(stack, tmp_path, "subscriptions", "deliveries", subscription_id, "--json")
     assert done.returncode == 0, done.stderr
     (logged,) = json.loads(done.stdout)["items"]
     assert (logged["status"], logged["delivery_id"]) == ("delivered", request.headers["X-Fleetrun-Delivery"])
-    listed = fleetrun(stack, tmp_path, "subscriptions", "list")
+    listed = cli(stack, tmp_path, "subscriptions", "list")
     assert subscription_id in listed.stdout
     assert SECRET not in listed.stdout
 

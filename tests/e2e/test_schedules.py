@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Stack, clean_environment, wait_for
-from tests.e2e.test_cli import fleetrun
+from tests.e2e.stack import Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_rate_schedule_fires_at_once_and_its_task_runs_on_the_agent(stack: Stack, tmp_path: Path) -> None:
-    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+    env = stack.user_environment(tmp_path)
     node = stack.node_id("sched")
     stack.start_agent(node, stack.register(node), tmp_path / node)
     tag = f"sched-{node}"
@@ -44,8 +43,7 @@ def test_a_rate_schedule_fires_at_once_and_its_task_runs_on_the_agent(stack: Sta
 
 
 def test_a_bad_expression_is_refused_with_the_reason(stack: Stack, tmp_path: Path) -> None:
-    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+    env = stack.user_environment(tmp_path)
     done = fleetrun("schedules", "create", "bad", "cron(0 2 * * * *)", "shell", "-n", "x",
                     "--param", 'command=["true"]', env=env)
     assert done.returncode == 1

@@ -11,15 +11,15 @@ ran without a plan file.
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LEASE_SECONDS, Stack, clean_environment, wait_for
-from tests.e2e.test_cli import fleetrun
+from chalicelib import clock
+from tests.e2e.stack import LEASE_SECONDS, Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,18 @@ def event_names(stack: Stack, task_id: str) -> list[str]:
     return [e["message"].split(":")[0] for e in stack.events(task_id) if e["message"].startswith("task.")]
 
 
+def renewed_after(stack: Stack, task_id: str, runner: str, moment: float) -> bool:
+    """Whether the runner's reservation was renewed after `moment` (a renewal grants a lease from now)."""
+    reservation = stack.runs(task_id)[runner]["reservation"]
+    return reservation is not None and clock.parse_rfc3339(reservation["expires_at"]) - LEASE_SECONDS > moment
+
+
+def dispatch_waited(stack: Stack, *task_ids: str) -> bool:
+    """Whether the dispatch of each task ran and found the task waiting for its concurrency key."""
+    waited = {record.get("task_id") for record in stack.logged("task waits for its concurrency key")}
+    return waited >= set(task_ids)
+
+
 def confirm(stack: Stack, task_id: str) -> dict[str, Any]:
     task: dict[str, Any] = stack.admin.post(f"/v1/tasks/{task_id}/confirm")
     return task
@@ -64,10 +76,14 @@ def test_a_killed_runner_never_applies_and_the_restarted_runner_plans_again(stac
     task_id = iac_task(stack, runner, f"ws-{uuid.uuid4().hex[:6]}")
     stack.wait_task(task_id, WAITING)
     assert (run_dir(first_dir, task_id, runner) / "plan.json").is_file()
-    # WHEN A keeps heartbeating for longer than a lease THEN the task keeps waiting
-    time.sleep(LEASE_SECONDS * 2)
+    # WHEN A keeps heartbeating past the end of the reservation its plan was first granted
+    first_end = clock.parse_rfc3339(stack.runs(task_id)[runner]["reservation"]["expires_at"])
+    wait_for(lambda: renewed_after(stack, task_id, runner, first_end), LEASE_SECONDS * 3,
+             "a heartbeat after the first reservation's end")
+    # THEN the task keeps waiting for confirmation of that plan
     task = stack.task(task_id)
     assert (task["status"], task["attempt"]) == ("apply_pending", 1)
+    assert "task.replan" not in event_names(stack, task_id)
     # WHEN A is killed while the task waits for confirmation
     agent.kill()
     agent.wait()
@@ -120,7 +136,7 @@ def test_tasks_of_one_workspace_run_one_at_a_time_and_a_waiting_plan_holds_the_k
     assert stack.task(first)["concurrency_key"] == workspace
     # THEN only the first plans; the others wait in pending without node runs
     stack.wait_task(first, WAITING)
-    time.sleep(2)
+    wait_for(lambda: dispatch_waited(stack, second, third), 10, "the dispatch of both to wait for the key")
     for waiting in (second, third):
         assert stack.task(waiting)["status"] == "pending"
         assert stack.runs(waiting) == {}
@@ -146,8 +162,7 @@ def test_the_cli_watches_a_plan_until_it_waits_then_confirms_and_watches_the_app
     runner = stack.node_id("tf")
     work_dir = tmp_path / "a"
     stack.start_agent(runner, stack.register(runner), work_dir)
-    env = clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                            FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+    env = stack.user_environment(tmp_path)
     # WHEN a user submits and watches THEN the watch ends when the plan waits: exit 3
     submitted = fleetrun("submit", "iac.plan_apply", "-n", runner, "--param", f"workspace=cli-{runner}",
                          "--param", "source=git::infra", "--watch", env=env, timeout=60)

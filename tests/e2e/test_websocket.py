@@ -7,7 +7,6 @@ import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from chalicelib import clock
-from tests.e2e.conftest import TASK_TERMINAL, Stack, clean_environment, free_port
+from tests.e2e.stack import JWT_SECRET, TASK_TERMINAL, Stack, fleetrun
+from tests.processes import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +42,30 @@ def _subscribe(stack: Stack, topic: str, token: str | None = None) -> Iterator[C
         yield socket
 
 
+def _about(message: dict[str, Any]) -> str | None:
+    """The task a pushed message is about."""
+    about = message.get("task_id") or message.get("task", {}).get("task_id")
+    return str(about) if about else None
+
+
+def _until_about(socket: ClientConnection, task_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """Every message received up to and including the first one about `task_id`."""
+    received: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        received.append(json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic()))))
+        if _about(received[-1]) == task_id:
+            return received
+    pytest.fail(f"no message about {task_id} within {timeout} s: {received}")
+
+
 def _until_terminal(socket: ClientConnection, task_id: str, timeout: float = 60) -> list[tuple[float, dict[str, Any]]]:
     """(arrival time, message) of everything about `task_id` until its terminal task message."""
     received: list[tuple[float, dict[str, Any]]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
-        about = message.get("task_id") or message.get("task", {}).get("task_id")
-        if about != task_id:
+        if _about(message) != task_id:
             continue
         received.append((time.time(), message))
         if message["type"] == "task" and message["task"]["status"] in TASK_TERMINAL:
@@ -98,23 +115,22 @@ def test_a_subscriber_hears_every_change_of_a_real_run_within_a_second_of_its_wr
 def test_a_viewer_sees_only_own_tasks_on_star(stack: Stack) -> None:
     from chalicelib.auth import mint_token
 
-    viewer = mint_token("vera", ["viewer"], "local-dev-secret")
-    with _subscribe(stack, "*", viewer) as socket:
-        stack.shell_task(stack.node_id("nobody"), ["true"])  # the admin's task
-        with pytest.raises(TimeoutError):
-            socket.recv(timeout=2)
+    # GIVEN vera subscribed to every task as a viewer, and an admin too
+    viewer = mint_token("vera", ["viewer"], JWT_SECRET)
+    with _subscribe(stack, "*", viewer) as socket, _subscribe(stack, "*") as admin_socket:
+        # WHEN the admin creates a task, and its push has gone out (the admin heard it) ...
+        admins = stack.shell_task(stack.node_id("nobody"), ["true"])
+        _until_about(admin_socket, admins)
+        # ... and then vera creates one
+        body = {"type": "shell", "target_nodes": [stack.node_id("nobody")], "parameters": {"command": ["true"]}}
+        veras = stack.api(mint_token("vera", ["operator"], JWT_SECRET)).post("/v1/tasks", body)["task_id"]
+        # THEN the first thing vera hears of is her own task: nothing about the admin's came before it
+        assert [_about(message) for message in _until_about(socket, veras)] == [veras]
 
 
 # --- the fleetrun command ---------------------------------------------------------------------
-def _fleetrun(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleetrun", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-@pytest.fixture
-def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    return clean_environment(FLEETRUN_URL=stack.url, FLEETRUN_TOKEN=stack.admin_token,
-                             FLEETRUN_CONFIG=str(tmp_path / "config.json"))
+def _fleetrun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return fleetrun(*args, env=env, timeout=60)
 
 
 def test_submit_watch_follows_pushes_when_the_api_advertises_a_websocket(stack: Stack, env: dict[str, str],
@@ -148,19 +164,22 @@ def test_events_follow_prints_pushed_events_until_the_task_ends(stack: Stack, en
     node = stack.node_id("follow")
     script = "echo ::event info run one; sleep 1; echo ::event info run two; sleep 1"
     task_id = stack.shell_task(node, ["sh", "-c", script])
-    # WHEN its log is followed from the start while it runs
-    followed: list[subprocess.CompletedProcess[str]] = []
-    follower = threading.Thread(target=lambda: followed.append(
-        _fleetrun("events", task_id, "--follow", "--json", env=env)))
-    follower.start()
-    time.sleep(1)
-    stack.start_agent(node, stack.register(node), tmp_path / node)
-    follower.join(60)
+    # WHEN its log is followed from the start (the follower has subscribed before the task runs)
+    stderr_path = tmp_path / "follow.stderr"
+    with stderr_path.open("w") as stderr:
+        follower = subprocess.Popen([sys.executable, "-m", "fleetrun", "events", task_id, "--follow", "--json"],
+                                    env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        wait_for(lambda: "following live over" in stderr_path.read_text(), 30, "the follower to subscribe")
+        stack.start_agent(node, stack.register(node), tmp_path / node)
+        out, _ = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
     # THEN it printed the whole log, each event once, and stopped when the task completed
-    [done] = followed
-    assert done.returncode == 0, done.stderr
-    assert "following live over" in done.stderr
-    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert follower.returncode == 0, stderr_path.read_text()
+    printed = [json.loads(line) for line in out.splitlines()]
     assert printed == stack.events(task_id)
     assert [e["message"] for e in printed if e["message"] in ("one", "two")] == ["one", "two"]
     assert printed[-1]["name"] == "task.completed"

@@ -67,3 +67,12 @@ def events(template: dict[str, Any], kind: str) -> Iterator[tuple[str, str, dict
         for event_name, event in fn["Properties"].get("Events", {}).items():
             if event["Type"] == kind:
                 yield name, event_name, event["Properties"]
+
+
+def queue_ids(template: dict[str, Any]) -> dict[str, str]:
+    """Queue name without its stage suffix -> logical id."""
+    found = {}
+    for logical_id, queue in resources(template, "AWS::SQS::Queue").items():
+        name = queue["Properties"]["QueueName"]
+        found[name.rsplit("-", 1)[0]] = logical_id
+    return found

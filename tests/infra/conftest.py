@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 
+from tests.infra.contexts import (
+    FIXTURE_AUDIENCE,
+    FIXTURE_HARBOR_SECRETS,
+    FIXTURE_HARBOR_URL,
+    FIXTURE_ISSUER,
+    NOTIFY_SENDER,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_APP = Path(__file__).resolve().parent / "fixture_app"
-#: the fixture app's stack takes an external OIDC issuer instead of a Cognito user pool
-FIXTURE_ISSUER, FIXTURE_AUDIENCE = "https://issuer.example.com", "fleetrun-api"
-#: and Harbor settings (image sync): its functions may read exactly these two secrets
-FIXTURE_HARBOR_URL = "https://harbor.example.com"
-FIXTURE_HARBOR_SECRETS = ("arn:aws:secretsmanager:us-east-1:123456789012:secret:harbor-robot-AbCdEf",
-                          "arn:aws:secretsmanager:us-east-1:123456789012:secret:harbor-hook-GhIjKl")
 SYNTH_TIMEOUT = 900
-#: the e-mail sender prod is synthesized with (dev has none: its email channel is off)
-NOTIFY_SENDER = "notifications@example.com"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -145,8 +145,8 @@ def infra_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """`python infra/app.py -c stage=dev,prod`: the real app, both stages."""
-    pytest.importorskip("aws_cdk", reason="CDK not installed: pip install -r requirements-infra.txt")
+    """`python infra/app.py -c stage=dev,prod`: the real app, both stages (a missing CDK fails
+    the synthesis, and so these tests: `make test` installs requirements-infra.txt)."""
     contexts = ("stage=dev,prod", f"prod:notifyEmailSender={NOTIFY_SENDER}")
     return _load(_once(tmp_path_factory, "synth-app", lambda d: _synth(d, *contexts), lock="app"))
 
@@ -155,7 +155,6 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 def synthesized_fixture_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The same infrastructure around tests/infra/fixture_app (WebSocket, more queues) and an
     external OIDC issuer."""
-    pytest.importorskip("aws_cdk", reason="CDK not installed: pip install -r requirements-infra.txt")
     source = FIXTURE_APP.relative_to(ROOT)
     return _load(_once(tmp_path_factory, "synth-fixture", lambda d: _synth(
         d, "stage=dev", f"sourceDir={source}", f"oidcIssuer={FIXTURE_ISSUER}", f"oidcAudience={FIXTURE_AUDIENCE}",

@@ -1,5 +1,7 @@
-"""How infra/ wires handlers app.py does not have yet (tests/infra/fixture_app/app.py): the
-WebSocket API, consumers of the other queues, and an external OIDC issuer instead of Cognito."""
+"""How infra/ wires another app (tests/infra/fixture_app/app.py) with settings the real stacks
+are not synthesized with: an external OIDC issuer instead of Cognito, Harbor image sync, and a
+different set of queue consumers. (The WebSocket wiring is checked on the real app in
+test_template.py: app.py has @app.on_ws_* handlers.)"""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ from typing import Any
 import pytest
 
 from tests.infra import cfn
-from tests.infra.conftest import FIXTURE_AUDIENCE, FIXTURE_HARBOR_SECRETS, FIXTURE_HARBOR_URL, FIXTURE_ISSUER
-from tests.infra.test_template import _assert_websocket, _queue_ids
+from tests.infra.contexts import FIXTURE_AUDIENCE, FIXTURE_HARBOR_SECRETS, FIXTURE_HARBOR_URL, FIXTURE_ISSUER
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
 
@@ -20,22 +21,8 @@ def template(synthesized_fixture_app) -> dict[str, Any]:
     return synthesized_fixture_app.templates["dev"]
 
 
-def test_websocket_api_is_throttled_output_and_postable(template):
-    _assert_websocket(template, "dev")
-    for fn in cfn.functions(template).values():
-        env = fn["Properties"]["Environment"]["Variables"]
-        assert "WebsocketAPI" in cfn.mentions(env["FLEETRUN_WEBSOCKET_ENDPOINT"])
-
-
-def test_websocket_integration_errors_alarm(template):
-    alarms = [a["Properties"] for a in cfn.resources(template, "AWS::CloudWatch::Alarm").values()
-              if a["Properties"]["MetricName"] == "IntegrationError"]
-    assert len(alarms) == 1
-    assert {d["Name"] for d in alarms[0]["Dimensions"]} == {"ApiId", "Stage"}
-
-
 def test_each_queue_consumer_gets_its_queue_arn_partial_batches_and_receive_rights(template):
-    ids = _queue_ids(template)
+    ids = cfn.queue_ids(template)
     consumers = {fn: cfn.target(props["Queue"]) for fn, _, props in cfn.events(template, "SQS")}
     assert consumers == {
         "DispatchWorker": ids["fleetrun-dispatch"],

@@ -10,13 +10,11 @@ import json
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Match, Template
 
 from chalicelib import resources
 from tests.infra import cfn
-from tests.infra.conftest import NOTIFY_SENDER
-
-assertions = pytest.importorskip("aws_cdk.assertions")
-Match, Template = assertions.Match, assertions.Template
+from tests.infra.contexts import NOTIFY_SENDER
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
 STAGES = ["dev", "prod"]
@@ -42,15 +40,6 @@ def cdk_templates(templates) -> dict[str, Any]:
 def _table(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     [(logical_id, table)] = cfn.resources(template, "AWS::DynamoDB::Table").items()
     return logical_id, table
-
-
-def _queue_ids(template: dict[str, Any]) -> dict[str, str]:
-    """Queue name without stage -> logical id."""
-    found = {}
-    for logical_id, queue in cfn.resources(template, "AWS::SQS::Queue").items():
-        name = queue["Properties"]["QueueName"]
-        found[name.rsplit("-", 1)[0]] = logical_id
-    return found
 
 
 # --- table ---------------------------------------------------------------------------------
@@ -111,7 +100,7 @@ def test_every_queue_has_a_dead_letter_queue_with_redrive(templates, stage):
     assert sorted(specs) == sorted(APP_QUEUES)
     template = templates[stage]
     queues = cfn.resources(template, "AWS::SQS::Queue")
-    ids = _queue_ids(template)
+    ids = cfn.queue_ids(template)
     for name, spec in specs.items():
         # WHEN the queue and its DLQ are read
         queue = queues[ids[name]]["Properties"]
@@ -156,7 +145,7 @@ def test_every_sqs_and_stream_source_reports_batch_item_failures(templates, stag
 
 def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
     template = templates["dev"]
-    ids = _queue_ids(template)
+    ids = cfn.queue_ids(template)
     specs = {"DispatchWorker": resources.DISPATCH_QUEUE, "IntakeWorker": resources.INTAKE_QUEUE,
              "WorkWorker": resources.WORK_QUEUE, "NotifyWorker": resources.NOTIFY_QUEUE}
     consumers = {fn: props for fn, _, props in cfn.events(template, "SQS")}
@@ -175,7 +164,7 @@ def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
 def test_stream_source_is_the_tables_stream_with_bisect_retries_and_on_failure(templates, stage):
     template = templates[stage]
     table_id, _ = _table(template)
-    stream_dlq = _queue_ids(template)["fleetrun-stream-dlq"]
+    stream_dlq = cfn.queue_ids(template)["fleetrun-stream-dlq"]
     [(fn, _, props)] = list(cfn.events(template, "DynamoDB"))
     assert fn == "StreamAggregator"
     # the placeholder ARN of app.py is gone
@@ -241,7 +230,7 @@ def test_user_schedules_have_a_group_and_a_role_that_only_feeds_intake(templates
                          if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"].get("Service")
                          == "scheduler.amazonaws.com"]
     statements = [s for _, s in cfn.identity_statements({"Resources": {role_id: role}})]
-    ids = _queue_ids(template)
+    ids = cfn.queue_ids(template)
     assert statements == [{"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": [
         {"Fn::GetAtt": [ids["fleetrun-intake"], "Arn"]}, {"Fn::GetAtt": [ids["fleetrun-intake-dlq"], "Arn"]}]}]
     env = cfn.functions(template)["APIHandler"]["Properties"]["Environment"]["Variables"]
@@ -275,7 +264,7 @@ def test_only_the_api_manages_user_schedules_of_its_group_and_passes_only_the_sc
 
 def test_only_the_intake_worker_and_the_scheduler_may_send_to_the_intake_dlq(templates):
     template = templates["dev"]
-    ids = _queue_ids(template)
+    ids = cfn.queue_ids(template)
     roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
     senders = {roles.get(owner, owner) for owner, s in cfn.identity_statements(template)
                if "sqs:SendMessage" in cfn.as_list(s["Action"])
@@ -286,23 +275,28 @@ def test_only_the_intake_worker_and_the_scheduler_may_send_to_the_intake_dlq(tem
     assert senders == {"IntakeWorker", scheduler_role}
 
 
-def test_websocket_api_is_wired_when_the_app_has_websocket_handlers(templates):
-    template = templates["dev"]
-    if not cfn.resources(template, "AWS::ApiGatewayV2::Api"):
-        pytest.skip("app.py has no @app.on_ws_* handlers yet; tests/infra/test_fixture_app.py covers the wiring")
-    _assert_websocket(template, "dev")
-
-
-def _assert_websocket(template: dict[str, Any], stage: str) -> None:
+@pytest.mark.parametrize("stage", STAGES)
+def test_websocket_api_of_app_pys_on_ws_handlers_is_throttled_output_postable_and_alarmed(templates, stage):
+    # GIVEN app.py's @app.on_ws_* handlers THEN the stack has their WebSocket API
+    template = templates[stage]
+    [_] = cfn.resources(template, "AWS::ApiGatewayV2::Api").values()
     [ws_stage] = cfn.resources(template, "AWS::ApiGatewayV2::Stage").values()
     settings = ws_stage["Properties"]["DefaultRouteSettings"]
     assert settings["ThrottlingRateLimit"] > 0
     assert settings["ThrottlingBurstLimit"] > 0
-    assert "WebSocketUrl" in template["Outputs"]
     assert str(template["Outputs"]["WebSocketUrl"]["Value"]["Fn::Sub"]).startswith("wss://${WebsocketAPI}")
+    # AND only that API's connections may be posted to, by functions told its endpoint
     manage = [s for _, s in cfn.identity_statements(template) if s["Action"] == "execute-api:ManageConnections"]
     assert manage
     assert all("WebsocketAPI" in cfn.mentions(s["Resource"]) for s in manage)
+    for fn in cfn.functions(template).values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert "WebsocketAPI" in cfn.mentions(env["FLEETRUN_WEBSOCKET_ENDPOINT"])
+    # AND its integration errors raise an alarm
+    alarms = [a["Properties"] for a in cfn.resources(template, "AWS::CloudWatch::Alarm").values()
+              if a["Properties"]["MetricName"] == "IntegrationError"]
+    assert len(alarms) == 1
+    assert {d["Name"] for d in alarms[0]["Dimensions"]} == {"ApiId", "Stage"}
 
 
 # --- identity, throttling, alarms, outputs -------------------------------------------------
@@ -363,7 +357,7 @@ def test_outputs_api_url_and_table_name(templates, stage):
     assert outputs["ApiUrl"]["Value"] == {
         "Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}/"}
     assert outputs["TableName"]["Value"] == {"Ref": _table(templates[stage])[0]}
-    ids = _queue_ids(templates[stage])
+    ids = cfn.queue_ids(templates[stage])
     assert outputs["IntakeQueueUrl"]["Value"] == {"Ref": ids["fleetrun-intake"]}
     assert outputs["IntakeDeadLetterQueueUrl"]["Value"] == {"Ref": ids["fleetrun-intake-dlq"]}
 
@@ -397,7 +391,7 @@ def test_queue_statements_name_their_queues(templates, stage):
 
 def test_only_consumers_may_receive_and_read_the_stream(templates):
     template = templates["dev"]
-    ids = _queue_ids(template)
+    ids = cfn.queue_ids(template)
     roles = {cfn.target(fn["Properties"]["Role"]): name for name, fn in cfn.functions(template).items()}
 
     def who(action: str) -> dict[str, set[str | None]]:
@@ -443,6 +437,6 @@ def test_only_the_notify_worker_may_send_email_and_only_from_the_configured_send
     assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": NOTIFY_SENDER}}
     env = cfn.functions(templates["prod"])["NotifyWorker"]["Properties"]["Environment"]["Variables"]
     assert env["FLEETRUN_NOTIFY_EMAIL_SENDER"] == NOTIFY_SENDER
-    assert cfn.target(env["FLEETRUN_NOTIFY_QUEUE_URL"]) == _queue_ids(templates["prod"])["fleetrun-notify"]
+    assert cfn.target(env["FLEETRUN_NOTIFY_QUEUE_URL"]) == cfn.queue_ids(templates["prod"])["fleetrun-notify"]
     assert "FLEETRUN_NOTIFY_EMAIL_SENDER" not in cfn.functions(templates["dev"])["NotifyWorker"]["Properties"][
         "Environment"]["Variables"]

@@ -8,25 +8,12 @@ from typing import Any
 from chalicelib import clock
 from chalicelib.services import sweeper
 from tests.harness import Fleet, assert_statistics_equal_recount
-
-NODES = ["n1", "n2", "n3"]
-
-
-def shell(nodes: list[str] = NODES, **extra: Any) -> dict[str, Any]:
-    return {"type": "shell", "name": "patch", "target_nodes": nodes, "parameters": {"command": ["patch"]}, **extra}
-
-
-def started(fleet: Fleet, body: dict[str, Any] | None = None) -> str:
-    fleet.register(*[n for n in NODES if n not in fleet.node_tokens])
-    answer = fleet.submit(body or shell())
-    assert answer.status == 202, answer
-    fleet.settle()
-    return str(answer.body["task_id"])
+from tests.scenarios import NODES, shell
 
 
 def mid_run(fleet: Fleet) -> tuple[str, dict[str, Any]]:
     """A task where n1 succeeded, n2 is running (its claimed run is returned) and n3 pending."""
-    task_id = started(fleet)
+    task_id = fleet.started(shell())
     (run1,) = fleet.claim("n1")
     assert fleet.finish("n1", run1).status == 200
     (run2,) = fleet.claim("n2")
@@ -56,7 +43,7 @@ def retry(fleet: Fleet, task_id: str, scope: str = "failed") -> Any:
 
 
 def partially_failed(fleet: Fleet) -> str:
-    task_id = started(fleet, shell(max_errors=1))
+    task_id = fleet.started(shell(max_errors=1))
     fleet.run_agents(NODES, fail=frozenset({"n2"}))
     assert fleet.task(task_id)["status"] == "partial_failure"
     return task_id

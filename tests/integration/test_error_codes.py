@@ -15,7 +15,7 @@ from chalicelib import auth, clock, config
 from chalicelib.api.contract import OPERATIONS
 from chalicelib.api.openapi import build_openapi
 from chalicelib.observability import ScrubbingFormatter, logger
-from chalicelib.services import queries, submit
+from tests.faults import fail_calls
 from tests.harness import SECRET, Answer, Fleet, token
 
 RELEASE = {"type": "config.release", "target_nodes": ["edge-12"], "parameters": {"website_id": 41}}
@@ -356,27 +356,28 @@ class TestRateLimited:
         assert fleet.submit(RELEASE, who="bob").status == 202
 
 
+def _boom(operation: str) -> Exception:
+    """A failure of the AWS call that no layer above expects, carrying a would-be secret."""
+    return RuntimeError(f"boom secret-xyz in {operation}")
+
+
 class TestInternalError:
     def test_unexpected_exception_is_a_500_without_details(self, fleet, monkeypatch):
-        # GIVEN a service that fails in a way nobody planned for
-        def boom(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("boom secret-xyz")
-
-        monkeypatch.setattr(queries, "list_tasks", boom)
+        # GIVEN the table read fails in a way nobody planned for
+        failed = fail_calls(monkeypatch, "Query", _boom)
         # WHEN
         answer = fleet.user("GET", "/v1/tasks")
         # THEN 500 internal_error, and nothing of the exception reaches the caller
+        assert failed
         assert_error(answer, 500, "internal_error")
         text = json.dumps(answer.body) + json.dumps(answer.headers)
         for leaked in ("boom", "secret-xyz", "Traceback", "RuntimeError", ".py"):
             assert leaked not in text
 
     def test_unexpected_exception_in_a_write(self, fleet, monkeypatch):
-        def boom(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("boom secret-xyz")
-
-        monkeypatch.setattr(submit, "submit", boom)
+        failed = fail_calls(monkeypatch, "TransactWriteItems", _boom)
         answer = fleet.submit(RELEASE)
+        assert failed
         assert_error(answer, 500, "internal_error")
         assert "boom" not in json.dumps(answer.body)
         assert "secret-xyz" not in json.dumps(answer.body)

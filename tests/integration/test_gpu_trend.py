@@ -4,6 +4,7 @@ loopback) scraping a DCGM-like exporter this module serves; Prometheus down or a
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from chalicelib import config, prometheus
 from tests.harness import Fleet
+from tests.processes import free_port
 
 #: two hosts, two GPUs each: utilisation is averaged per host, framebuffer memory summed
 GPUS = {
@@ -28,13 +30,13 @@ GPUS = {
     ("gpu-host-2", "0"): (10.0, 500.0),
     ("gpu-host-2", "1"): (20.0, 700.0),
 }
+#: points (one a second) each series must have in the tests' answers
 SCRAPES_WANTED = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: successful scrapes Prometheus must report, all stamped before the second the tests start in,
+#: before they start: an answer's last point is a whole second (the floor of now), so a scrape
+#: later in that second is not in it, and two scrapes less than a second apart can fall between
+#: the same two points
+SCRAPES_BEFORE_TESTS = SCRAPES_WANTED + 1
 
 
 class Exporter:
@@ -75,15 +77,17 @@ class Exporter:
         return "\n".join(lines) + "\n"
 
 
-def instant(url: str, promql: str) -> list[dict[str, Any]]:
-    query = urllib.parse.urlencode({"query": promql})
+def instant(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    """The result of an instant query, evaluated `at` (epoch seconds; Prometheus's now if None)."""
+    query = urllib.parse.urlencode({"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})})
     with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=2) as response:
         return json.loads(response.read())["data"]["result"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prometheus on loopback scraping the exporter every second, once it has 3 scrapes."""
+    """A real Prometheus on loopback scraping the exporter every second, once it reports
+    SCRAPES_BEFORE_TESTS successful scrapes of it."""
     binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if binary is None:
         pytest.fail("the `prometheus` binary is missing: `make test` installs the Debian package "
@@ -106,8 +110,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 15
         while True:
             try:
-                scraped = instant(url, 'count_over_time(DCGM_FI_DEV_GPU_UTIL{Hostname="gpu-host-2",gpu="1"}[1m])')
-                if scraped and float(scraped[0]["value"][1]) >= SCRAPES_WANTED:
+                if successful_scrapes(url, before=math.floor(time.time())) >= SCRAPES_BEFORE_TESTS:
                     break
             except OSError:
                 pass
@@ -123,6 +126,12 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         exporter.server.shutdown()
+
+
+def successful_scrapes(url: str, before: float) -> int:
+    """How many scrapes of the exporter Prometheus reports as successful (`up` 1), up to `before`."""
+    found = instant(url, 'sum_over_time(up{job="dcgm"}[10m])', at=before)
+    return int(float(found[0]["value"][1])) if found else 0
 
 
 def trend(fleet: Fleet, query: str = "") -> Any:

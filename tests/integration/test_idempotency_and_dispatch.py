@@ -9,24 +9,12 @@ from typing import Any
 
 from chalicelib.services import submit
 from chalicelib.store.models import IdempotencyItem, TaskItem
-from tests.harness import Fleet
 
 NODES = ["n1", "n2", "n3"]
 
 
 def shell(nodes: list[str] = NODES, **extra: Any) -> dict[str, Any]:
     return {"type": "shell", "name": "uptime", "target_nodes": nodes, "parameters": {"command": ["uptime"]}, **extra}
-
-
-def started(fleet: Fleet, body: dict[str, Any], who: str = "alice") -> str:
-    """A settled, running task (its target nodes and runner registered here)."""
-    nodes = [*body.get("target_nodes", []), *([body["runner_node"]] if body.get("runner_node") else [])]
-    fleet.register(*[n for n in dict.fromkeys(nodes) if n not in fleet.node_tokens])
-    answer = fleet.submit(body, who=who)
-    assert answer.status == 202, answer
-    fleet.settle()
-    assert fleet.task(answer.body["task_id"], who=who)["status"] == "running"
-    return str(answer.body["task_id"])
 
 
 def all_tasks() -> list[TaskItem]:
@@ -129,7 +117,7 @@ class TestIdempotentCreate:
 class TestDispatchRoute:
     def test_dispatch_skips_an_existing_node_and_creates_a_new_one(self, fleet):
         # GIVEN a running task on n1..n3
-        task_id = started(fleet, shell())
+        task_id = fleet.started(shell())
         fleet.register("n4")
 
         # WHEN one existing and one new node are dispatched
@@ -153,7 +141,7 @@ class TestDispatchRoute:
 
     def test_the_task_finishes_only_once_the_dispatched_node_completes(self, fleet):
         # GIVEN a task whose original nodes all succeeded after n4 was dispatched into it
-        task_id = started(fleet, shell())
+        task_id = fleet.started(shell())
         fleet.register("n4")
         fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": ["n1", "n4"]})
         fleet.settle()
@@ -178,7 +166,7 @@ class TestDispatchRoute:
 
     def test_dispatching_the_same_new_node_twice_creates_one_run(self, fleet):
         # GIVEN a running task into which n4 was dispatched
-        task_id = started(fleet, shell())
+        task_id = fleet.started(shell())
         fleet.register("n4")
         fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": ["n4"]})
 
@@ -194,7 +182,7 @@ class TestDispatchRoute:
 
     def test_dispatch_on_a_completed_task_is_an_invalid_transition(self, fleet):
         # GIVEN a completed task
-        task_id = started(fleet, shell())
+        task_id = fleet.started(shell())
         fleet.run_agents(NODES)
         assert fleet.task(task_id)["status"] == "completed"
         fleet.register("n4")
@@ -211,7 +199,7 @@ class TestDispatchRoute:
 
     def test_dispatch_into_another_users_task_is_not_found(self, fleet):
         # GIVEN alice's running task
-        task_id = started(fleet, shell())
+        task_id = fleet.started(shell())
 
         # WHEN bob dispatches into it
         answer = fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": ["n9"]}, who="bob")
@@ -222,7 +210,7 @@ class TestDispatchRoute:
 
     def test_a_node_dispatched_into_a_halted_task_does_not_keep_it_running_forever(self, fleet):
         # GIVEN a task with no error budget: n1 failed (the task is halted) while n2 still runs
-        task_id = started(fleet, shell(max_errors=0))
+        task_id = fleet.started(shell(max_errors=0))
         (run1,) = fleet.claim("n1")
         (run2,) = fleet.claim("n2")
         fleet.finish("n1", run1, "failed", "exit 1")
@@ -245,7 +233,7 @@ class TestMaxConcurrency:
     def test_never_more_than_max_concurrency_runs_are_running(self, fleet):
         # GIVEN a task on five nodes with max_concurrency 2
         nodes = [f"m{i}" for i in range(1, 6)]
-        task_id = started(fleet, shell(nodes, max_concurrency=2))
+        task_id = fleet.started(shell(nodes, max_concurrency=2))
         in_flight: dict[str, dict[str, Any]] = {}
         peak = 0
 
@@ -277,7 +265,7 @@ class TestMaxConcurrency:
     def test_finishing_a_run_releases_the_next_one(self, fleet):
         # GIVEN a task on five nodes with max_concurrency 2, two runs claimed
         nodes = [f"m{i}" for i in range(1, 6)]
-        task_id = started(fleet, shell(nodes, max_concurrency=2))
+        task_id = fleet.started(shell(nodes, max_concurrency=2))
         claimed = {node: fleet.claim(node) for node in nodes}
         holders = [node for node, runs in claimed.items() if runs]
         assert len(holders) == 2
@@ -298,8 +286,8 @@ class TestMaxConcurrency:
 class TestPriority:
     def test_the_higher_priority_run_is_claimed_first(self, fleet):
         # GIVEN one delegate runner with a pending run of a priority-2 task, then of a priority-9 task
-        low = started(fleet, shell(["x1"], priority=2, runner_node="delegate"))
-        high = started(fleet, shell(["x2"], priority=9, runner_node="delegate"))
+        low = fleet.started(shell(["x1"], priority=2, runner_node="delegate"))
+        high = fleet.started(shell(["x2"], priority=9, runner_node="delegate"))
 
         # WHEN the delegate claims one run at a time
         first = fleet.claim("delegate")
@@ -312,7 +300,7 @@ class TestPriority:
 
     def test_a_batch_claim_is_ordered_by_priority(self, fleet):
         # GIVEN runs of priorities 2, 9 and 5 for one delegate
-        tasks = {p: started(fleet, shell([f"y{p}"], priority=p, runner_node="delegate")) for p in (2, 9, 5)}
+        tasks = {p: fleet.started(shell([f"y{p}"], priority=p, runner_node="delegate")) for p in (2, 9, 5)}
 
         # WHEN the delegate claims all at once
         runs = fleet.claim("delegate", 10)
@@ -324,7 +312,7 @@ class TestPriority:
 class TestRunnerNode:
     def test_only_the_runner_node_claims_the_runs_of_its_targets(self, fleet):
         # GIVEN a task on n1..n3 executed by salt-master
-        task_id = started(fleet, shell(runner_node="salt-master"))
+        task_id = fleet.started(shell(runner_node="salt-master"))
 
         # WHEN a target node and then the runner claim
         by_target = fleet.claim("n1", 10)
@@ -341,7 +329,7 @@ class TestRunnerNode:
 
     def test_a_target_node_cannot_act_on_a_run_the_runner_holds(self, fleet):
         # GIVEN salt-master holds the run of n1
-        task_id = started(fleet, shell(runner_node="salt-master"))
+        task_id = fleet.started(shell(runner_node="salt-master"))
         run = next(r for r in fleet.claim("salt-master", 10) if r["node"] == "n1")
 
         # WHEN n1's own agent heartbeats and completes it
@@ -355,7 +343,7 @@ class TestRunnerNode:
 
     def test_the_runner_completes_the_task(self, fleet):
         # GIVEN a task on n1..n3 executed by salt-master
-        task_id = started(fleet, shell(runner_node="salt-master"))
+        task_id = fleet.started(shell(runner_node="salt-master"))
 
         # WHEN the runner works through its runs
         done = fleet.run_agents(["salt-master", *NODES])

@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.resources import INTAKE_QUEUE
 from fleetrun.local.pumps import SqsPump
+from tests.faults import fail_calls, throttled
 from tests.harness import Fleet
 
 PRODUCER = "ci-bot"
@@ -175,26 +176,14 @@ def test_a_secret_parameter_from_the_queue_is_sealed_like_the_apis(fleet, intake
     assert "hunter2" not in json.dumps(fleet.task(task["task_id"], who=PRODUCER))
 
 
-def test_an_aws_error_is_redelivered_not_dead_lettered(fleet, intake, monkeypatch):
-    from botocore.exceptions import ClientError
-
-    from chalicelib.services import submit
-
-    # GIVEN DynamoDB throttles the first attempt
-    real = submit.submit
-    calls = {"n": 0}
-
-    def throttled(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "TransactWriteItems")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(submit, "submit", throttled)
+def test_a_throttled_write_is_redelivered_not_dead_lettered(fleet, intake, monkeypatch):
+    # GIVEN DynamoDB throttles the first write of the task (botocore's own retries exhausted)
+    throttle = fail_calls(monkeypatch, "TransactWriteItems", throttled)
     # WHEN the message is delivered (and redelivered after the failure)
     intake.send(message())
     intake.deliver()
-    # THEN the retry created the task and nothing was dead-lettered
-    assert calls["n"] == 2
+    # THEN the throttle happened, the retry created the task and nothing was dead-lettered
+    assert len(throttle) == 1
     assert len(tasks_of(fleet, PRODUCER)) == 1
     assert intake.dead_letters() == []
+    assert intake.left_on_queue() == 0

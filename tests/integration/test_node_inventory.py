@@ -10,6 +10,7 @@ from chalicelib.errors import Busy
 from chalicelib.services import liveness, reclaim
 from chalicelib.store import inventory
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
+from tests.faults import fail_calls, throttled, transaction_conflict
 
 ADMIN = ("admin",)
 
@@ -226,11 +227,13 @@ class TestMaintenanceClaims:
         admin(fleet, "POST", "/v1/nodes/mc-2/reclaim", {"user": "bob"})
         fleet.settle()
 
-        def broken(node, now=None):
-            raise RuntimeError("throttled")
-
-        monkeypatch.setattr(liveness, "seen", broken)
+        # WHEN DynamoDB throttles the write of the agent's contact
+        contact = fail_calls(monkeypatch, "UpdateItem", throttled, matching=lambda params: (
+            params["Key"]["pk"]["S"] == node_pk("mc-2")
+            and "last_seen_at" in params.get("ExpressionAttributeNames", {}).values()))
+        # THEN the claim still answers as for a node in maintenance: the reclaim only
         assert [r["type"] for r in fleet.claim("mc-2", 10)] == ["machine.reclaim"]
+        assert len(contact) == 1
 
 
 class TestOffline:
@@ -326,15 +329,13 @@ def test_allocation_items_are_listed_by_end_month(fleet):
 
 
 def test_a_reclaim_outcome_that_meets_a_concurrent_transaction_is_retried_not_lost(fleet, monkeypatch):
-    from tests.integration.test_transaction_conflicts import _conflict_once
-
     # GIVEN a reclaim task that has completed
     fleet.register("busy-1")
     task_id = admin(fleet, "POST", "/v1/nodes/busy-1/reclaim", {"user": "bob"}).body["task_id"]
     fleet.settle()
     [run] = fleet.claim("busy-1")
     # WHEN the node's transaction is cancelled by a concurrent one the first time
-    seen = _conflict_once(monkeypatch)
+    seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict)
     with pytest.raises(Busy):
         reclaim.settled(task_id, "completed", None)
     assert seen

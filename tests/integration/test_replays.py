@@ -14,7 +14,7 @@ import pytest
 from chalicelib.resources import DISPATCH_QUEUE
 from fleetrun.local.pumps import LambdaContext
 from tests.harness import Fleet, assert_statistics_equal_recount
-from tests.integration.test_cancel_and_retry import NODES, shell, started
+from tests.scenarios import NODES, shell
 
 
 class Recorded:
@@ -85,7 +85,7 @@ def public_view(fleet: Fleet, task_id: str) -> tuple[Any, ...]:
 
 def finished_task(fleet: Fleet) -> str:
     """A task that went through a heartbeat, a failure, a retry and a completion."""
-    task_id = started(fleet, shell(max_errors=1))
+    task_id = fleet.started(shell(max_errors=1))
     (run,) = fleet.claim("n1")
     fleet.agent("n1", f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": 1, "progress": 40, "step": "run"})
     fleet.settle()
@@ -104,7 +104,7 @@ def finished_task(fleet: Fleet) -> str:
 def cancelled_then_retried(fleet: Fleet) -> str:
     """A task cancelled mid-run (n1 succeeded, n2 stopped, n3 never ran), then retried: n2
     and n3 wait as attempt 2."""
-    task_id = started(fleet)
+    task_id = fleet.started(shell())
     (run1,) = fleet.claim("n1")
     fleet.finish("n1", run1)
     (run2,) = fleet.claim("n2")
@@ -155,7 +155,7 @@ class TestStreamReplay:
 
     def test_replaying_the_batches_so_far_mid_run_changes_nothing(self, fleet, recorded):
         # GIVEN a running task with claimed runs and a heartbeat
-        task_id = started(fleet)
+        task_id = fleet.started(shell())
         (run,) = fleet.claim("n1")
         (other,) = fleet.claim("n2")
         fleet.agent("n1", f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": 1, "progress": 60, "step": "run"})
@@ -219,7 +219,7 @@ class TestSqsReplay:
         service_logger.setLevel(logging.INFO)
         try:
             # WHEN a task is created and dispatched
-            task_id = started(fleet)
+            task_id = fleet.started(shell())
         finally:
             service_logger.setLevel(level)
 
@@ -229,7 +229,7 @@ class TestSqsReplay:
 
     def test_a_duplicated_dispatch_job_mid_run_creates_no_run(self, fleet, recorded):
         # GIVEN a running task with a claimed run
-        task_id = started(fleet)
+        task_id = fleet.started(shell())
         fleet.claim("n1")
         fleet.settle()
         (dispatch_job,) = recorded.jobs("dispatch")
@@ -280,7 +280,7 @@ class TestSqsReplay:
 
     def test_a_duplicated_halt_job_after_a_retry_cancels_nothing(self, fleet, recorded):
         # GIVEN a task halted by its error budget (n1 failed, the rest cancelled), then retried
-        task_id = started(fleet, shell(max_errors=0, max_concurrency=1))
+        task_id = fleet.started(shell(max_errors=0, max_concurrency=1))
         fleet.run_agents(NODES, fail=frozenset({"n1"}))
         assert fleet.task(task_id)["status"] == "failed"
         (halt_job,) = recorded.jobs("halt")
@@ -301,7 +301,7 @@ class TestSqsReplay:
 class TestDuplicateCompletion:
     def test_a_duplicated_complete_call_is_200_and_counted_once(self, fleet):
         # GIVEN a run that completed
-        task_id = started(fleet)
+        task_id = fleet.started(shell())
         (run,) = fleet.claim("n1")
         first = fleet.finish("n1", run)
         fleet.settle()
@@ -321,7 +321,7 @@ class TestDuplicateCompletion:
 
     def test_a_completion_with_another_status_after_the_first_is_a_conflict(self, fleet):
         # GIVEN a run that succeeded
-        task_id = started(fleet)
+        task_id = fleet.started(shell())
         (run,) = fleet.claim("n1")
         fleet.finish("n1", run)
         fleet.settle()

@@ -38,15 +38,6 @@ def all_items(fleet: Fleet) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def started(fleet: Fleet, body: dict[str, Any] | None = None, nodes: list[str] = NODES) -> str:
-    """A settled, running task on `nodes` (registered here)."""
-    fleet.register(*[n for n in nodes if n not in fleet.node_tokens])
-    answer = fleet.submit(body or scale_up(nodes))
-    assert answer.status == 202, answer
-    fleet.settle()
-    return str(answer.body["task_id"])
-
-
 def heartbeat(fleet: Fleet, node: str, run: dict[str, Any], **fields: Any) -> Any:
     return fleet.agent(node, f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": run["attempt"], **fields})
 
@@ -62,7 +53,7 @@ def claim_all(fleet: Fleet, nodes: list[str] = NODES) -> dict[str, dict[str, Any
 
 
 def completed_task(fleet: Fleet) -> str:
-    task_id = started(fleet)
+    task_id = fleet.started(scale_up())
     assert fleet.run_agents(NODES) == 3
     assert fleet.task(task_id)["status"] == "completed"
     return task_id
@@ -89,7 +80,7 @@ class TestCreation:
 
     def test_after_settle_the_task_is_running_with_one_pending_run_per_node(self, fleet):
         # GIVEN / WHEN a submitted task whose stream and dispatch queue have caught up
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
 
         # THEN
         task = fleet.task(task_id)
@@ -106,7 +97,7 @@ class TestCreation:
 class TestAgentProtocol:
     def test_claim_reveals_the_password_to_the_agent_and_only_there(self, fleet):
         # GIVEN a running task
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
 
         # WHEN each node claims its run
         claimed = claim_all(fleet)
@@ -127,7 +118,7 @@ class TestAgentProtocol:
 
     def test_heartbeat_progress_and_step_show_in_the_task_progress_and_stage(self, fleet):
         # GIVEN claimed runs
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         claimed = claim_all(fleet)
 
         # WHEN one node reports half its work done in register-node
@@ -147,7 +138,7 @@ class TestAgentProtocol:
 
     def test_agent_events_are_listed_oldest_first_with_node_and_step(self, fleet):
         # GIVEN claimed runs
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         claimed = claim_all(fleet)
 
         # WHEN two nodes post events, one after the other
@@ -174,7 +165,7 @@ class TestAgentProtocol:
 
     def test_events_after_cursor_returns_only_later_events(self, fleet):
         # GIVEN a task with service events and three agent events
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         claimed = claim_all(fleet)
         for message in ("one", "two", "three"):
             post_events(fleet, "gpu-1", claimed["gpu-1"], {"type": "info", "step": "deploy-minion", "message": message})
@@ -193,7 +184,7 @@ class TestAgentProtocol:
 
     def test_events_pages_follow_next_cursor_without_gaps_or_repeats(self, fleet):
         # GIVEN a task with several event items, some holding more than one event
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         claimed = claim_all(fleet)
         for i in range(3):
             post_events(fleet, "gpu-1", claimed["gpu-1"], *[{"type": "info", "message": f"{i}.{j}"} for j in range(3)])
@@ -217,7 +208,7 @@ class TestAgentProtocol:
 class TestCompletion:
     def test_all_nodes_succeed_and_the_task_completes_at_100(self, fleet):
         # GIVEN claimed runs, one halfway
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         claimed = claim_all(fleet)
         heartbeat(fleet, "gpu-1", claimed["gpu-1"], progress=50, step="register-node")
         fleet.settle()
@@ -252,7 +243,7 @@ class TestCompletion:
 class TestStatistics:
     def test_a_running_task_counts_as_running_in_every_view(self, fleet):
         # GIVEN a running task with claimed runs
-        started(fleet)
+        fleet.started(scale_up())
         claim_all(fleet)
         fleet.settle()
 
@@ -308,7 +299,7 @@ class TestStatistics:
     def test_mixed_run_with_max_errors_1_ends_partial_failure_and_lowers_the_success_rate(self, fleet):
         # GIVEN a completed task, and a second one that tolerates one failed node
         completed_task(fleet)
-        second = started(fleet, scale_up(max_errors=1))
+        second = fleet.started(scale_up(max_errors=1))
 
         # WHEN one node of the second task fails
         fleet.run_agents(NODES, fail=frozenset({"gpu-2"}))
@@ -331,7 +322,7 @@ class TestStatistics:
 
     def test_more_failures_than_max_errors_fail_the_task(self, fleet):
         # GIVEN a task that tolerates no failed node
-        task_id = started(fleet, scale_up(max_errors=0, max_concurrency=1))
+        task_id = fleet.started(scale_up(max_errors=0, max_concurrency=1))
 
         # WHEN its first node fails
         fleet.run_agents(NODES, fail=frozenset({"gpu-1"}))
@@ -349,7 +340,7 @@ class TestStatistics:
 class TestSecrets:
     def test_password_is_never_in_clear_in_any_table_item(self, fleet):
         # GIVEN a task that ran through claim, heartbeat, events and completion
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         claimed = claim_all(fleet)
         heartbeat(fleet, "gpu-1", claimed["gpu-1"], progress=50, step="register-node")
         post_events(fleet, "gpu-1", claimed["gpu-1"],
@@ -372,7 +363,7 @@ class TestSecrets:
 
     def test_password_echoed_in_an_agent_event_is_redacted(self, fleet):
         # GIVEN a claimed run
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         run = claim_all(fleet)["gpu-1"]
 
         # WHEN the agent's step echoes the password in an event message and its data
@@ -386,7 +377,7 @@ class TestSecrets:
 
     def test_password_echoed_in_a_failure_message_is_redacted(self, fleet):
         # GIVEN a claimed run
-        task_id = started(fleet)
+        task_id = fleet.started(scale_up())
         run = claim_all(fleet)["gpu-1"]
 
         # WHEN the agent fails it with a message that echoes the password
@@ -400,7 +391,7 @@ class TestSecrets:
 
     def test_password_echoed_in_the_output_is_not_stored_in_clear(self, fleet):
         # GIVEN a claimed run
-        started(fleet)
+        fleet.started(scale_up())
         run = claim_all(fleet)["gpu-1"]
 
         # WHEN the agent completes with an output that echoes the password

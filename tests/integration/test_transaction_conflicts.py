@@ -1,33 +1,12 @@
 """DynamoDB cancels a transaction with TransactionConflict when another transaction touches
 the same item at that moment; moto never does, so these tests inject it by patching the client's
-API call."""
+API call (tests/faults.py)."""
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
+from tests.faults import fail_calls, transaction_conflict
 
 BODY = {"type": "config.release", "target_nodes": ["t1"], "parameters": {"website_id": 1}}
-
-
-def _conflict_once(monkeypatch, operation: str = "TransactWriteItems") -> list[str]:
-    """Make the first TransactWriteItems of PynamoDB's connection fail with TransactionConflict."""
-    from botocore.client import BaseClient
-
-    original = BaseClient._make_api_call
-    seen: list[str] = []
-
-    def make_api_call(client, name, params):
-        if name == operation and not seen:
-            seen.append(name)
-            raise ClientError(
-                {"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
-                 "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}]},
-                name,
-            )
-        return original(client, name, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
-    return seen
 
 
 def test_a_retry_that_meets_a_concurrent_transaction_answers_conflict_not_internal_error(fleet, monkeypatch):
@@ -38,7 +17,7 @@ def test_a_retry_that_meets_a_concurrent_transaction_answers_conflict_not_intern
     fleet.run_agents(["t1"], fail=frozenset({"t1"}))
     assert fleet.task(task_id)["status"] == "failed"
     # WHEN the retry's transaction is cancelled by a concurrent one
-    seen = _conflict_once(monkeypatch)
+    seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict)
     answer = fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"})
     # THEN the client is told to retry (409 conflict) and nothing changed
     assert seen
@@ -57,7 +36,7 @@ def test_a_create_racing_the_same_idempotency_key_in_flight_answers_with_the_win
     from chalicelib.services import submit
 
     monkeypatch.setattr(submit, "_replay", _skip_first_replay(submit._replay))
-    seen = _conflict_once(monkeypatch)
+    seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict)
     answer = fleet.submit(BODY, key="race-1")
     # THEN it answers with the winner's task, not an error
     assert seen

@@ -4,47 +4,16 @@ a new confirmation; discard; the confirmation window; statistics equal a recount
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import jwt
 import pytest
 
-from chalicelib import clock
 from chalicelib.services import sweeper
-from tests import harness
 from tests.harness import Fleet, assert_statistics_equal_recount
+from tests.scenarios import RUNNER, iac
+from tests.service_clock import Clock
 
-RUNNER = "tf-a"
 LEASE = 60
-
-
-def iac(workspace: str = "prod", **extra: Any) -> dict[str, Any]:
-    return {"type": "iac.plan_apply", "target_nodes": [RUNNER],
-            "parameters": {"workspace": workspace, "source": "git::infra", "secret_variables": {"token": "s3cr3t"}},
-            **extra}
-
-
-def _real_time_token(user: str = "alice", roles: tuple[str, ...] = ("operator",)) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user, "roles": list(roles), "iat": now, "exp": now + 3600}, harness.SECRET,
-                      algorithm="HS256")
-
-
-class Clock:
-    """The service's clock, moved forward by the test."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.offset = 0.0
-        monkeypatch.setattr(clock, "now_epoch", lambda: time.time() + self.offset)
-        # user tokens are issued at the real time (PyJWT checks `iat` against it)
-        monkeypatch.setattr(harness, "token", _real_time_token)
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-    def now(self) -> float:
-        return time.time() + self.offset
 
 
 @pytest.fixture

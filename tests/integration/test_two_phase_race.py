@@ -24,7 +24,8 @@ from chalicelib.errors import FleetrunError
 from chalicelib.services import agent, lifecycle, twophase
 from chalicelib.store import runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
-from tests.integration.test_two_phase import RUNNER, Clock, iac
+from tests.scenarios import RUNNER, iac
+from tests.service_clock import Clock
 
 REPETITIONS = int(os.environ.get("RACE_REPETITIONS", "100"))
 BATCH = 50

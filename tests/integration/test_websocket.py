@@ -18,8 +18,8 @@ from chalicelib.store import connections
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 from fleetrun.local import ws_events
 from fleetrun.local.pumps import LambdaContext
-from tests.e2e.conftest import free_port
 from tests.harness import Fleet, token
+from tests.processes import free_port
 from tests.ws_connections import RecordingConnections
 
 GATEWAY = ws_events.Gateway(domain_name="abc123.execute-api.us-east-1.amazonaws.com", stage="dev", api_id="abc123")

@@ -16,8 +16,9 @@ from websockets.sync.client import ClientConnection, connect
 from chalicelib import config
 from chalicelib.store import connections
 from fleetrun.local.ws_gateway import WebSocketGateway, WsHandlers
-from tests.e2e.conftest import free_port, wait_for
 from tests.harness import Fleet, token
+from tests.processes import free_port
+from tests.waiting import wait_for
 
 SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["true"]}}
 

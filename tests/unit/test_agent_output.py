@@ -1,5 +1,5 @@
-"""How the agent reads a step's output: control lines and the 64 KiB cap (pure functions; they
-sit beside the agent's end-to-end tests, which own this part of the tree)."""
+"""How the agent reads a step's output: control lines, the 64 KiB cap, the error tail and the
+parameter variables (pure functions: no runtime, no process)."""
 
 from __future__ import annotations
 
