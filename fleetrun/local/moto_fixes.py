@@ -18,6 +18,8 @@ import threading
 from typing import Any
 
 _LOCK = threading.RLock()
+#: held by every DynamoDB request (the durable store takes it for a consistent snapshot)
+LOCK = _LOCK
 _applied = False
 
 
