@@ -71,6 +71,28 @@ class StateUnreadable(Exception):
         )
 
 
+class StateInUse(Exception):
+    """Another process (a running runtime) holds the state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        super().__init__(f"{directory} is in use by a running fleetrun runtime: stop it first (Ctrl-C)")
+
+
+def hold(directory: Path) -> int:
+    """Lock `directory` for this process (released when it exits, even by `kill -9`); the lock's fd."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateInUse(directory) from None
+    return fd
+
+
 @dataclass
 class Recovery:
     """What `Store.open` found."""
@@ -205,6 +227,7 @@ class Store:
     _closed: threading.Event = field(default_factory=threading.Event)
     _app: WsgiApp | None = None
     _syncer: threading.Thread | None = None
+    _lock_fd: int = -1
 
     @property
     def snapshot_path(self) -> Path:
@@ -218,7 +241,7 @@ class Store:
         """Load the snapshot and replay the journal into moto's backends through `app`."""
         started = time.monotonic()
         self._app = app
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = hold(self.directory)
         install_clock()
         recovery = Recovery()
         journals = sorted(self.directory.glob("journal-*.log"), key=_generation_of)
@@ -410,6 +433,7 @@ class Store:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+            os.close(self._lock_fd)
 
 
 def _queue_sizes() -> list[int]:
@@ -492,12 +516,32 @@ def iter_records(path: Path) -> Iterator[tuple[Any, ...]]:
         offset += _RECORD_HEADER.size + length
 
 
-def copy_state(source: Path, target: Path) -> list[Path]:
-    """A consistent copy of a stopped runtime's state directory (`fleetrun local snapshot`)."""
-    target.mkdir(parents=True, exist_ok=False)
-    copied = []
-    for path in sorted(source.iterdir()):
-        if path.is_file() and not path.name.endswith(".tmp"):
-            (target / path.name).write_bytes(path.read_bytes())
-            copied.append(target / path.name)
-    return copied
+def backup(data_dir: Path, target: Path) -> Path:
+    """Copy a stopped runtime's data directory to `target` (`fleetrun local snapshot`)."""
+    import shutil
+
+    fd = hold(data_dir / "state")
+    try:
+        shutil.copytree(data_dir, target, ignore=shutil.ignore_patterns("lock", "*.tmp"))
+    finally:
+        os.close(fd)
+    return target
+
+
+def reset(data_dir: Path) -> list[Path]:
+    """Delete a stopped runtime's state, tokens and agent sandboxes (`fleetrun local reset`)."""
+    import shutil
+
+    if not data_dir.exists():
+        return []
+    fd = hold(data_dir / "state")
+    removed = sorted(data_dir.iterdir())
+    try:
+        for path in removed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    finally:
+        os.close(fd)
+    return removed

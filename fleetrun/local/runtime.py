@@ -99,14 +99,14 @@ class LocalRuntime:
     def _start_moto(self) -> str:
         """moto's application behind the durable store: its state is loaded (snapshot + journal)
         before the server takes a request, and every write is journaled before it is answered."""
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
         from werkzeug.serving import make_server
 
         from fleetrun.local import durable, moto_fixes
 
         moto_fixes.apply()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per moto request is noise
-        app = DomainDispatcherApplication(create_backend_app)
+        app = moto_fixes.dispatcher()
         self.store = durable.Store(self.settings.state_dir, fsync_seconds=self.settings.fsync_seconds)
         self.recovery = self.store.open(app)
         released = self.store.release_in_flight()

@@ -136,11 +136,13 @@ def test_a_clean_restart_keeps_every_list_of_a_thousand_tasks(tmp_path: Path, pr
         return seen
 
     before = read_all(admin)
-    assert len(before["/v1/tasks"]) == 1000 and {t["task_id"] for t in before["/v1/tasks"]} == set(created)
+    assert len(before["/v1/tasks"]) == 1000
+    assert {t["task_id"] for t in before["/v1/tasks"]} == set(created)
 
     # WHEN it is stopped cleanly and started again
     stop_seconds = runtime.stop()
-    assert runtime.process is not None and runtime.process.returncode == 0
+    assert runtime.process is not None
+    assert runtime.process.returncode == 0
     runtime.start()
 
     # THEN every list reads as before
@@ -191,7 +193,8 @@ def test_a_damaged_snapshot_stops_the_start_and_changes_nothing(tmp_path: Path, 
     # THEN it refuses with a message naming the file and the way out; nothing was overwritten
     assert process.returncode != 0
     log = runtime.log()
-    assert str(snapshot) in log and "fleetrun local reset" in log, log[-2000:]
+    assert str(snapshot) in log, log[-2000:]
+    assert "fleetrun local reset" in log
     assert {p.name: p.read_bytes() for p in state.iterdir()} == files_before
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{runtime.url}/v1/health", timeout=2)
@@ -221,7 +224,8 @@ def test_stopping_the_runtime_stops_demo_agents_and_their_steps_within_five_seco
     token = (runtime.data_dir / "agents" / "demo-1" / "token").read_text().strip()
     agent_commands = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline")
                       if _readable(p) and b"fleetrun" in p.read_bytes() and b"agent" in p.read_bytes()]
-    assert agent_commands and not any(token.encode() in command for command in agent_commands)
+    assert agent_commands
+    assert not any(token.encode() in command for command in agent_commands)
     assert stat.S_IMODE((runtime.data_dir / "agents" / "demo-1" / "token").stat().st_mode) == 0o600
 
     # WHEN it gets SIGTERM
