@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime
 import io
+import itertools
+import json
 import logging
 import os
 import pickle
@@ -55,6 +57,9 @@ _RECORD_HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
 _SNAPSHOT_HEADER = struct.Struct("<QI")  # payload length, crc32
 _KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH",
                  "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SCRIPT_NAME", "REMOTE_ADDR")
+
+#: GET here on the stand-in's port: how many requests it has served (bench/local_e2e.py)
+REQUESTS_PATH = "/fleetrun/requests"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -228,6 +233,7 @@ class Store:
     _app: WsgiApp | None = None
     _syncer: threading.Thread | None = None
     _lock_fd: int = -1
+    _served: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def snapshot_path(self) -> Path:
@@ -331,6 +337,10 @@ class Store:
         """`app` with every mutating request journaled before its answer leaves."""
 
         def journaled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == REQUESTS_PATH:  # the bench's count of requests served
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [json.dumps({"requests": next(self._served)}).encode()]
+            next(self._served)
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
             environ["wsgi.input"] = io.BytesIO(body)
