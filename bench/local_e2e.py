@@ -39,6 +39,7 @@ import requests  # noqa: E402
 
 from chalicelib.auth import mint_token  # noqa: E402
 from fleetrun.client import Api  # noqa: E402
+from tests.e2e.runtime_process import clone_tasks  # noqa: E402
 
 SECRET = "local-dev-secret"
 warnings.filterwarnings("ignore", message=".*HMAC key.*")  # the documented local secret is short
@@ -154,50 +155,6 @@ def run_task(repo: Path, data: Path, nodes: int, agents: int, slots: int) -> dic
     }
 
 
-def seed_history(data: Path, tasks: int, runs_per_task: int) -> None:
-    """Grow a stopped runtime's state to `tasks` tasks of `runs_per_task` runs by cloning one real
-    completed task's items straight into the stand-in's table (no stream records), then snapshot."""
-    from moto.backends import get_backend
-
-    from fleetrun.local import durable, moto_fixes
-
-    moto_fixes.apply()
-    store = durable.Store(data / "state")
-    store.open(moto_fixes.dispatcher())
-    table = next(iter(get_backend("dynamodb")["123456789012"]["us-east-1"].tables.values()))
-    template_key = next(k for k in table.items if str(k.value).startswith("TASK#"))
-    template_id = str(template_key.value).removeprefix("TASK#")
-    items = [item.to_json()["Attributes"] for item in table.items[template_key].values()]
-    shard, table.stream_shard = table.stream_shard, None
-    try:
-        for n in range(tasks):
-            task_id = template_id[:16] + _crockford(n, 10)
-            for attributes in items:
-                table.put_item(_replaced(attributes, template_id, task_id))
-    finally:
-        table.stream_shard = shard
-    store.close()
-
-
-def _crockford(number: int, width: int) -> str:
-    digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-    out = ""
-    for _ in range(width):
-        number, digit = divmod(number, 32)
-        out = digits[digit] + out
-    return out
-
-
-def _replaced(value: Any, old: str, new: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(old, new)
-    if isinstance(value, dict):
-        return {k: _replaced(v, old, new) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_replaced(v, old, new) for v in value]
-    return value
-
-
 def restart_seconds(data: Path, tasks: int, runs_per_task: int) -> float:
     """Seconds from starting a runtime that holds `tasks` tasks x `runs_per_task` runs until it
     answers health (the first page of the task list is timed too, on stderr)."""
@@ -216,7 +173,7 @@ def restart_seconds(data: Path, tasks: int, runs_per_task: int) -> float:
             time.sleep(0.3)
     finally:
         stop(runtime)
-    seed_history(data, tasks, runs_per_task)
+    clone_tasks(data, tasks)
     started = time.monotonic()
     runtime = start_runtime(data, api_port, moto_port)
     try:
