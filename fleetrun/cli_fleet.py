@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,47 @@ def local_up() -> None:
         raise Failure(f"the local runtime needs the `local` extra: pip install -e '.[local]' ({error})",
                       EXIT_USAGE) from None
     raise SystemExit(runtime.up())
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("FLEETRUN_DATA_DIR") or ".fleetrun")
+
+
+@local_group.command("reset")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def local_reset(yes: bool) -> None:
+    """Delete the local runtime's state (FLEETRUN_DATA_DIR, default .fleetrun/): every task, node,
+    token, secret and schedule. The runtime must be stopped."""
+    from fleetrun.local import durable
+
+    data_dir = _data_dir()
+    if not yes:
+        click.confirm(f"Delete everything the local runtime keeps in {data_dir.resolve()}?", abort=True)
+    try:
+        removed = durable.reset(data_dir)
+    except durable.StateInUse as error:
+        raise Failure(str(error), EXIT_USAGE) from None
+    click.echo(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {data_dir}")
+
+
+@local_group.command("snapshot")
+@click.argument("target", required=False, type=click.Path(path_type=Path))
+def local_snapshot(target: Path | None) -> None:
+    """Back up the stopped local runtime's state to TARGET (default: <data dir>-backup-<time>).
+    Restore by stopping the runtime and putting the copy in place of FLEETRUN_DATA_DIR."""
+    import time as _time
+
+    from fleetrun.local import durable
+
+    data_dir = _data_dir()
+    target = target or data_dir.with_name(f"{data_dir.name}-backup-{_time.strftime('%Y%m%d-%H%M%S')}")
+    if not (data_dir / "state").exists():
+        raise Failure(f"no local state in {data_dir}", EXIT_USAGE)
+    try:
+        durable.backup(data_dir, target)
+    except durable.StateInUse as error:
+        raise Failure(str(error), EXIT_USAGE) from None
+    click.echo(f"copied {data_dir} to {target}")
 
 
 COMMANDS = (stats, task_types, nodes_command, node_group, agent, local_group)

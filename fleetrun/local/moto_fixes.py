@@ -9,7 +9,16 @@
    writes can both pass their condition. One lock serialises DynamoDB requests, as the service
    serialises writes to an item.
 
-Both are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
+3. A query reads its partition, not the table. moto 5.2.1 answers every Query by sorting all
+   the table's items and filtering them: each query costs O(n log n) in the whole table, so
+   the local runtime slowed down with its own history. A base-table query here reads only its
+   hash key's items; an index query skips the sort of the whole table (its matches are sorted
+   anyway). Results are unchanged.
+
+4. `dispatcher()`: moto's server finds each request's service by walking its module list
+   under one global lock; here the answer is remembered per (credential scope, target).
+
+All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import threading
 from typing import Any
 
 _LOCK = threading.RLock()
+#: held by every DynamoDB request (the durable store takes it for a consistent snapshot)
+LOCK = _LOCK
 _applied = False
 
 
@@ -30,6 +41,7 @@ def apply() -> None:
     from moto.dynamodb.responses import DynamoHandler
 
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    _patch_query()
     original_call = DynamoHandler.call_action
 
     def call_action(self: Any) -> Any:
@@ -90,3 +102,56 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
             elif op_type == "Update":
                 self.update_item(op["TableName"], op["Key"], update_expression=op["UpdateExpression"],
                                  expression_attribute_names=names, expression_attribute_values=values)
+
+
+def _patch_query() -> None:
+    from moto.dynamodb.models.table import Table
+
+    original_query = Table.query
+
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name") if len(args) < 7 else args[6]
+        if index_name is None and hash_key is not None and self.range_key_attr:
+            partition = self.items.get(hash_key, {})
+
+            def candidates() -> list[Any]:
+                return sorted(partition.values(), key=lambda item: item.range_key)
+        else:
+            every = self.items.values()
+
+            def candidates() -> list[Any]:
+                if not self.range_key_attr:
+                    return list(every)
+                return [item for items in every for item in items.values()]
+        with _LOCK:
+            self.all_items = candidates  # this query's view of the table (requests hold _LOCK)
+            try:
+                return original_query(self, hash_key, *args, **kwargs)
+            finally:
+                del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]
+
+
+def dispatcher() -> Any:
+    """moto's WSGI application, finding a request's service once per (scope, target) instead of
+    on every request under a lock every request shares."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    class CachedDispatcher(DomainDispatcherApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(create_backend_app)
+            self._by_scope: dict[tuple[str, str], Any] = {}
+
+        def get_application(self, environ: dict[str, Any]) -> Any:
+            authorization = str(environ.get("HTTP_AUTHORIZATION", ""))
+            scope = authorization.partition("Credential=")[2].split(",", 1)[0].split("/")[2:4]
+            if len(scope) != 2 or str(environ.get("PATH_INFO", "")).startswith("/moto-api"):
+                return super().get_application(environ)
+            key = ("/".join(scope), str(environ.get("HTTP_X_AMZ_TARGET", "")).split(".", 1)[0])
+            app = self._by_scope.get(key)
+            if app is None:
+                app = self._by_scope[key] = super().get_application(environ)
+            return app
+
+    return CachedDispatcher()

@@ -9,6 +9,8 @@ own registrations (`app.event_sources`) and resources come from `chalicelib.reso
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -25,6 +27,7 @@ from typing import Any
 
 import boto3
 import requests
+from chalice.local import ThreadedHTTPServer
 
 from fleetrun.local import logs
 from fleetrun.local.settings import LocalSettings
@@ -33,6 +36,8 @@ DEMO_STEPS = Path(__file__).resolve().parent.parent / "agent" / "demo_steps"
 #: the checkout holding app.py and chalicelib/ (the service is not part of the client package)
 APP_ROOT = Path(__file__).resolve().parents[2]
 _ADMIN_TOKEN_TTL = 30 * 24 * 3600
+#: how long demo agents let running steps finish when the runtime stops (then they stop them)
+_AGENT_GRACE_SECONDS = 1.5
 
 
 def _environment(settings: LocalSettings, moto_url: str) -> dict[str, str]:
@@ -62,6 +67,8 @@ class LocalRuntime:
     agents: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     admin_token: str = ""
     gateway: Any = None
+    store: Any = None
+    recovery: Any = None
     _servers: list[Any] = field(default_factory=list)
 
     # --- start ---------------------------------------------------------------------------
@@ -73,42 +80,66 @@ class LocalRuntime:
             sys.path.insert(0, str(APP_ROOT))
         moto_url = self._start_moto()
         os.environ.update(_environment(self.settings, moto_url))
-        from fleetrun.local.provision import provision
-
-        provisioned = provision(boto3.session.Session())
+        provisioned = self._provision()
         os.environ.update(provisioned.environment())
         gateway = self._bind_gateway()
         app_module = importlib.import_module("app")
+        from chalicelib import auth
+
+        self.admin_token = auth.mint_token("admin", ["admin"], self.settings.jwt_secret, _ADMIN_TOKEN_TTL)
+        _write_private(self.settings.admin_token_path, self.admin_token + "\n")  # before the API answers
         self._start_http(app_module)
         self._start_gateway(gateway, app_module)
         self._start_pumps(app_module, provisioned)
         self._start_scheduler(app_module)
-        from chalicelib import auth
-
-        self.admin_token = auth.mint_token("admin", ["admin"], self.settings.jwt_secret, _ADMIN_TOKEN_TTL)
         self._wait_healthy()
         self._start_demo_agents()
         self._banner(time.monotonic() - started)
 
     def _start_moto(self) -> str:
-        from moto.server import ThreadedMotoServer
+        """moto's application behind the durable store: its state is loaded (snapshot + journal)
+        before the server takes a request, and every write is journaled before it is answered."""
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
 
-        from fleetrun.local import moto_fixes
+        from fleetrun.local import durable, moto_fixes
 
         moto_fixes.apply()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per moto request is noise
+        app = moto_fixes.dispatcher()
+        self.store = durable.Store(self.settings.state_dir, fsync_seconds=self.settings.fsync_seconds)
+        self.recovery = self.store.open(app)
+        released = self.store.release_in_flight()
+        if released:
+            print(f"{released} queued message(s) the stopped runtime was handling are delivered again")
         port = self.settings.moto_port or _free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
+        server = make_server("127.0.0.1", port, self.store.wrap(app), threaded=True,
+                             request_handler=MotoRequestHandler)
+        server.daemon_threads = True  # type: ignore[attr-defined]
+        self._spawn("moto", server.serve_forever)
         self._servers.append(server)
         return f"http://127.0.0.1:{port}"
 
+    def _provision(self) -> Any:
+        """The resources, created on the first start and found again in the state after that."""
+        from fleetrun.local.provision import Provisioned, provision
+
+        known = self.store.meta.get("provisioned")
+        if known:
+            return Provisioned(**known)
+        provisioned = provision(boto3.session.Session())
+        self.store.put_meta("provisioned", dataclasses.asdict(provisioned))
+        return provisioned
+
     def _start_http(self, app_module: Any) -> None:
         from chalice.config import Config
-        from chalice.local import create_local_server
+        from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
 
         config = Config.create(chalice_stage="dev", app_name="fleetrun", chalice_app=app_module.app)
-        server = create_local_server(app_module.app, config, self.settings.host, self.settings.port)
+        CustomLocalChalice.__bases__ = (LocalChalice, app_module.app.__class__)  # what create_local_server does
+        app_module.app.__class__ = CustomLocalChalice
+        server = LocalDevServer(app_module.app, config, self.settings.host, self.settings.port,
+                                server_cls=_ApiServer)
         self._servers.append(server)
         self._spawn("api", server.server.serve_forever)
 
@@ -149,7 +180,9 @@ class LocalRuntime:
                 self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, 0.2)
             elif isinstance(source, DynamoDBEventConfig):
                 pump = StreamPump(boto3.client("dynamodbstreams"), provisioned.stream_arn, handler,
-                                  batch_size=source.batch_size, function_name=source.name)
+                                  batch_size=source.batch_size, function_name=source.name,
+                                  positions=self.store.meta.get("stream_positions", {}),
+                                  on_advance=lambda positions: self.store.put_meta("stream_positions", positions))
                 self._spawn("stream", pump.run_forever, self.stop_event, 0.2)
 
     def _start_scheduler(self, app_module: Any) -> None:
@@ -164,7 +197,9 @@ class LocalRuntime:
         from fleetrun.local.scheduler import SchedulerStandIn
 
         group = os.environ["FLEETRUN_SCHEDULE_GROUP"]
-        stand_in = SchedulerStandIn(boto3.client("scheduler"), boto3.client("sqs"), group)
+        stand_in = SchedulerStandIn(boto3.client("scheduler"), boto3.client("sqs"), group,
+                                    fired_until=self.store.meta.get("schedules_fired_until", {}),
+                                    on_fired=lambda fired: self.store.put_meta("schedules_fired_until", fired))
         self._spawn("schedules", stand_in.run_forever, self.stop_event)
 
     def _interval(self, source: Any) -> float:
@@ -211,24 +246,37 @@ class LocalRuntime:
 
     # --- demo agents ---------------------------------------------------------------------
     def _start_demo_agents(self) -> None:
-        headers = {"Authorization": f"Bearer {self.admin_token}"}
         for i in range(1, self.settings.demo_agents + 1):
             node = f"demo-{i}"
-            body: dict[str, Any] = {"node_id": node, "labels": {"pool": "demo"}}
-            answer = requests.post(f"{self.settings.api_url}/v1/nodes", json=body, headers=headers, timeout=10)
-            answer.raise_for_status()
-            self.start_agent(node, answer.json()["token"])
+            self.start_agent(node, self._demo_token(node))
+
+    def _demo_token(self, node: str) -> str:
+        """The demo node's token: kept (0600) beside its work directory, so a restart reuses it."""
+        path = self.settings.data_dir / "agents" / node / "token"
+        if path.exists():
+            return path.read_text().strip()
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        body: dict[str, Any] = {"node_id": node, "labels": {"pool": "demo"}}
+        answer = requests.post(f"{self.settings.api_url}/v1/nodes", json=body, headers=headers, timeout=10)
+        if answer.status_code == 409:  # registered before, its token file lost: a new token
+            answer = requests.post(f"{self.settings.api_url}/v1/nodes/{node}/token", headers=headers, timeout=10)
+        answer.raise_for_status()
+        token: str = answer.json()["token"]
+        _write_private(path, token + "\n")
+        return token
 
     def start_agent(self, node: str, token: str) -> None:
         work_dir = self.settings.data_dir / "agents" / node
         work_dir.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "fleetrun", "agent", "--api", self.settings.api_url, "--node", node,
-            "--token", token, "--steps-dir", str(DEMO_STEPS), "--work-dir", str(work_dir),
+            "--steps-dir", str(DEMO_STEPS), "--work-dir", str(work_dir), "--grace", str(_AGENT_GRACE_SECONDS),
             "--idle-poll-max", "2",  # a demo picks up new work at once; a real fleet polls less (README "Cost")
         ]
+        # the token travels in the environment, not the command line (`ps` shows that to everyone)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, env={**os.environ, "FLEETRUN_NODE_TOKEN": token},
+                                   preexec_fn=_stop_with_parent)
         self.agents[node] = process
         self._spawn(f"agent {node}", self._relay, process)
 
@@ -239,24 +287,32 @@ class LocalRuntime:
 
     # --- stop ----------------------------------------------------------------------------
     def stop(self) -> None:
+        """Agents first (they stop their steps and report while the API still answers), then the
+        servers, then a final snapshot; within about 5 s."""
+        started = time.monotonic()
         self.stop_event.set()
         for process in self.agents.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + _AGENT_GRACE_SECONDS + 2.5
         for process in self.agents.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
-        for server in reversed(self._servers):
-            try:
-                if hasattr(server, "shutdown"):
-                    server.shutdown()
-                else:
-                    server.stop()
-            except Exception as error:
-                print(f"stopping {type(server).__name__}: {error!r}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        agents_done = time.monotonic()
+        stoppers = [threading.Thread(target=_stop_server, args=(server,), daemon=True) for server in self._servers]
+        for stopper in stoppers:  # at once: each waits for its serve loop's next poll
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(timeout=3)
+        servers_done = time.monotonic()
+        if self.store is not None:
+            self.store.close()
+        print(f"stopped agents in {agents_done - started:.1f} s, servers in {servers_done - agents_done:.1f} s, "
+              f"wrote the final snapshot in {time.monotonic() - servers_done:.1f} s")
 
     def _banner(self, seconds: float) -> None:
         s = self.settings
@@ -268,10 +324,13 @@ class LocalRuntime:
             f"  WebSocket  {s.ws_url}/?token=…   (@connections: {self.gateway.management_endpoint})",
             f"  agents     {', '.join(self.agents) or 'none'} (FLEETRUN_DEMO_AGENTS={s.demo_agents})",
             f"  sweeper    every {s.sweep_seconds} s, leases {s.lease_seconds} s",
-            "  dev admin token (valid 30 days):",
+            f"  state      {s.data_dir.resolve()}   ({self._state_summary()})",
+            "             survives a stop and a kill -9 (no acknowledged write is lost); a machine crash loses",
+            f"             at most FLEETRUN_FSYNC_SECONDS={s.fsync_seconds:g} s; `fleetrun local reset` wipes it",
+            f"  dev admin token (valid 30 days, also in {s.admin_token_path}):",
             f"    {self.admin_token}",
             "  try:",
-            f"    export FLEETRUN_URL={s.api_url} FLEETRUN_TOKEN={self.admin_token}",
+            f"    export FLEETRUN_URL={s.api_url} FLEETRUN_TOKEN=$(cat {s.admin_token_path})",
             "    .venv/bin/fleetrun submit slurm.scale_up -n demo-1 -n demo-2 -n demo-3 \\",
             "        --param ssh_user=root --param salt_master=salt-1 --param partition=gpu --watch",
             "Ctrl-C stops everything.",
@@ -279,6 +338,48 @@ class LocalRuntime:
         ]
         for line in lines:
             print(line)
+
+
+    def _state_summary(self) -> str:
+        r = self.recovery
+        if r is None or (not r.snapshot and not r.replayed):
+            return "new"
+        journaled = f" + {r.replayed} journaled writes" if r.replayed else ""
+        text = f"restored in {r.seconds:.1f} s: {'snapshot' if r.snapshot else 'journal'}{journaled}"
+        return text + ("; a torn journal tail was dropped, see above" if r.torn else "")
+
+
+class _ApiServer(ThreadedHTTPServer):
+    """Chalice's threaded dev server with a listen backlog a burst of clients does not overflow."""
+
+    request_queue_size = 128
+
+
+def _stop_server(server: Any) -> None:
+    try:
+        if hasattr(server, "shutdown"):
+            server.shutdown()
+        else:
+            server.stop()
+    except Exception as error:
+        print(f"stopping {type(server).__name__}: {error!r}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def _stop_with_parent() -> None:
+    """In a demo agent before exec: SIGTERM when the runtime dies, even by `kill -9` (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _scheduled_event(name: str) -> dict[str, Any]:
@@ -307,8 +408,17 @@ def up(settings: LocalSettings | None = None) -> int:
     logs.set_part("runtime")
     runtime = LocalRuntime(settings or LocalSettings.from_env())
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop_event.set())
+    from fleetrun.local.durable import StateUnreadable
+
     try:
         runtime.start()
+    except StateUnreadable as error:
+        stream.emit("runtime", f"ERROR {error}")
+        return 2
+    except KeyboardInterrupt:
+        runtime.stop()
+        return 0
+    try:
         while not runtime.stop_event.wait(0.5):
             for node, process in runtime.agents.items():
                 if process.poll() is not None:

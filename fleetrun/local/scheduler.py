@@ -7,8 +7,9 @@ context placeholders of the target input and sends it to the target queue. From 
 intake pump delivers it to `intake_worker`, the same code path as in AWS.
 
 Rate schedules fire at their creation minute and every interval after; cron schedules at every
-matching minute after their creation. Nothing persists: a restarted runtime starts afresh
-(its moto state is new too).
+matching minute after their creation. How far each schedule has fired is reported to
+`on_fired` (the runtime keeps it in its durable state), so a restarted runtime neither fires a
+firing twice nor skips the ones that fell due while it was down.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,10 +32,13 @@ def scheduled_time(at: datetime) -> str:
 
 
 class SchedulerStandIn:
-    def __init__(self, scheduler: Any, sqs: Any, group: str) -> None:
+    def __init__(self, scheduler: Any, sqs: Any, group: str, *, fired_until: dict[str, str] | None = None,
+                 on_fired: Callable[[dict[str, str]], None] | None = None) -> None:
         self.scheduler, self.sqs, self.group = scheduler, sqs, group
         #: schedule name -> the time up to which its firings were sent
-        self._fired_until: dict[str, datetime] = {}
+        self._fired_until: dict[str, datetime] = {
+            name: datetime.fromisoformat(at) for name, at in (fired_until or {}).items()}
+        self.on_fired = on_fired
         self._queue_urls: dict[str, str] = {}
 
     def tick(self, now: datetime | None = None) -> int:
@@ -55,6 +60,8 @@ class SchedulerStandIn:
             self._fired_until[name] = max(after, now)
         for gone in set(self._fired_until) - seen:
             del self._fired_until[gone]
+        if sent and self.on_fired is not None:
+            self.on_fired({name: at.isoformat() for name, at in self._fired_until.items()})
         return sent
 
     def fire(self, schedule: dict[str, Any], at: datetime, attempt: int = 1) -> None:

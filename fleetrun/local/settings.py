@@ -26,6 +26,8 @@ class LocalSettings:
     demo_agents: int = 3
     rate_limit: int = 600
     data_dir: Path = Path(".fleetrun")
+    #: a machine crash loses at most this many seconds of acknowledged writes (0: fsync each write)
+    fsync_seconds: float = 1.0
 
     @classmethod
     def from_env(cls) -> LocalSettings:
@@ -41,7 +43,17 @@ class LocalSettings:
             demo_agents=_int("FLEETRUN_DEMO_AGENTS", 3),
             rate_limit=_int("FLEETRUN_RATE_LIMIT", 600),
             data_dir=Path(os.environ.get("FLEETRUN_DATA_DIR", ".fleetrun")),
+            fsync_seconds=float(os.environ.get("FLEETRUN_FSYNC_SECONDS", "").strip() or 1.0),
         )
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the stand-in's snapshot and journal live (`fleetrun.local.durable`)."""
+        return self.data_dir / "state"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
 
     @property
     def api_url(self) -> str:

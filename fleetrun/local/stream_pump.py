@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +68,8 @@ class StreamPump(Pump):
         starting_position: str = "TRIM_HORIZON",
         function_name: str = "fleetrun-stream-consumer",
         timeout_seconds: float = 60.0,
+        positions: Mapping[str, Sequence[str | None]] | None = None,
+        on_advance: Callable[[dict[str, list[str | None]]], None] | None = None,
     ) -> None:
         self.client, self.stream_arn, self.handler = streams_client, stream_arn, handler
         self.batch_size, self.max_retries, self.on_give_up = batch_size, max_retries, on_give_up
@@ -76,6 +78,9 @@ class StreamPump(Pump):
         self.region: str = streams_client.meta.region_name
         self._shards: dict[str, _Shard] = {}
         self._described = False
+        #: where a previous run of this pump stopped, by shard (`on_advance` reported them)
+        self._resume = {shard: (str(kind), sequence) for shard, (kind, sequence) in (positions or {}).items()}
+        self.on_advance = on_advance
 
     def poll_once(self) -> int:
         """Read every ready shard once and deliver what it has; the number of records delivered."""
@@ -94,7 +99,8 @@ class StreamPump(Pump):
             description = self.client.describe_stream(**request)["StreamDescription"]
             for shard in description["Shards"]:
                 if shard["ShardId"] not in self._shards:
-                    self._shards[shard["ShardId"]] = _Shard(shard["ShardId"], shard.get("ParentShardId"), (start, None))
+                    position = self._resume.get(shard["ShardId"], (start, None))
+                    self._shards[shard["ShardId"]] = _Shard(shard["ShardId"], shard.get("ParentShardId"), position)
             if not description.get("LastEvaluatedShardId"):
                 break
             request["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
@@ -137,6 +143,8 @@ class StreamPump(Pump):
     def _advance(self, shard: _Shard, last_sequence_number: str, next_iterator: str | None) -> None:
         shard.iterator, shard.position = next_iterator, ("AFTER_SEQUENCE_NUMBER", last_sequence_number)
         shard.failing_at, shard.attempts, shard.finished = None, 0, next_iterator is None
+        if self.on_advance is not None:
+            self.on_advance({s.shard_id: list(s.position) for s in self._shards.values()})
 
     def _give_up(self, records: list[Record]) -> None:
         first, last = records[0]["dynamodb"]["SequenceNumber"], records[-1]["dynamodb"]["SequenceNumber"]
