@@ -22,7 +22,8 @@ import requests
 
 from chalicelib.auth import mint_token
 from fleetrun.client import Api
-from tests.e2e.conftest import JWT_SECRET, REPO, clean_environment, free_port
+from tests.e2e.stack import JWT_SECRET, REPO
+from tests.processes import clean_environment, free_port
 
 _STARTUP_SECONDS = 40.0
 

@@ -18,8 +18,10 @@ import pytest
 import requests
 
 from fleetrun.client import Api
-from tests.e2e.conftest import TASK_TERMINAL, process_alive, wait_for
 from tests.e2e.runtime_process import Processes, RuntimeProcess, clone_tasks
+from tests.e2e.stack import TASK_TERMINAL
+from tests.processes import process_alive
+from tests.waiting import wait_for
 
 #: a `slurm.scale_up` step that writes what it ran (attempt, step, the secret password it was
 #: given) to its node's run log; the first step then takes DURABLE_FIRST_STEP_SECONDS
@@ -58,6 +60,7 @@ def _statistics_recount(api: Api) -> dict[str, Any]:
     return {"total_tasks": len(tasks), "by_status": Counter(task["status"] for task in tasks), "node_runs": runs}
 
 
+@pytest.mark.slow
 def test_a_killed_runtime_resumes_the_running_task_with_everything_it_acknowledged(
         tmp_path: Path, processes: Processes) -> None:
     # GIVEN a runtime with 3 agents running a 3-node task whose secret was sealed at creation
@@ -105,6 +108,7 @@ def test_a_killed_runtime_resumes_the_running_task_with_everything_it_acknowledg
     print(f"healthy again {restart_seconds:.1f} s after the kill")
 
 
+@pytest.mark.slow
 def test_a_clean_restart_keeps_every_list_of_a_thousand_tasks(tmp_path: Path, processes: Processes) -> None:
     # GIVEN 30 tasks created at once (every answer arrives: no connection is reset), grown to
     # 1,000 tasks by cloning while the runtime is stopped

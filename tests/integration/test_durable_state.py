@@ -17,7 +17,7 @@ from moto.backends import get_backend
 from werkzeug.serving import make_server
 
 from fleetrun.local import durable, moto_fixes
-from tests.e2e.conftest import free_port
+from tests.processes import free_port
 
 
 class Served:
