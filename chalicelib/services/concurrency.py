@@ -104,7 +104,7 @@ def wake_next(key: str) -> None:
 
 def release_on_terminal(records: list[Any]) -> None:
     """Stream consumer: release the key of every task that just reached a terminal status
-    (aggregation.Record items; a replayed record releases nothing twice)."""
+    (stream records; a replayed record releases nothing twice)."""
     for record in records:
         if record.sk != "META" or record.new is None:
             continue
