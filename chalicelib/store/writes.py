@@ -1,32 +1,9 @@
-"""Turning domain changes into PynamoDB actions and conditions, and reading failures back."""
+"""Reading PynamoDB write failures back: a failed condition, or a transaction conflict."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
-from pynamodb.expressions.condition import Condition
-from pynamodb.expressions.update import Action
-from pynamodb.models import Model
-
-from chalicelib.domain.writes import CLEAR
-
-
-def field_actions(model: type[Model], fields: Mapping[str, Any]) -> list[Action]:
-    """SET each field, or REMOVE it when its value is CLEAR (or None)."""
-    attributes = model.get_attributes()
-    actions: list[Action] = []
-    for name, value in fields.items():
-        attribute = attributes[name]
-        actions.append(attribute.remove() if value is None or value is CLEAR else attribute.set(value))
-    return actions
-
-
-def status_in(model: type[Model], sources: frozenset[str]) -> Condition:
-    status = model.get_attributes()["status"]
-    return status.is_in(*sorted(sources))
 
 
 def is_transaction_conflict(error: Exception) -> bool:
