@@ -21,7 +21,7 @@ import pytest
 
 from chalicelib import clock
 from chalicelib.errors import FleetrunError
-from chalicelib.services import agent, lifecycle, twophase
+from chalicelib.services import agent, claims, lifecycle, twophase
 from chalicelib.store import runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
 from tests.scenarios import RUNNER, iac
@@ -90,7 +90,7 @@ def race_once(task_id: str, later: Clock) -> Race:
             return
         for _ in range(3):
             began = clock.now_epoch()
-            for claimed in agent.claim(RUNNER, 1):
+            for claimed in claims.claim(RUNNER, 1):
                 if claimed["task_id"] == task_id and claimed["phase"] == "apply":
                     race.apply_claims.append((began, claimed))
 
