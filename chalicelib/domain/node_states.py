@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq
+from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq, transition_of
 from chalicelib.errors import UnknownAction
 
 
@@ -170,9 +170,8 @@ NODE_TRANSITIONS: Final[dict[str, Transition]] = {
 
 def node_change(action: str, node: NodeRef, given: NodeInputs) -> Change:
     """The one conditional write of `action` on `node` (as read). Raises UnknownAction."""
-    transition = NODE_TRANSITIONS.get(action)
-    if transition is None or transition.build is None:
-        raise UnknownAction(f"unknown node action {action!r}")
+    transition = transition_of(NODE_TRANSITIONS, "node", action)
+    assert transition.build is not None
     fields, guard = transition.build(node, given)
     if transition.target is not None:
         target = fields.get("status", transition.target)

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from chalicelib.domain.statuses import RunStatus
-from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq, gt, lt, missing
-from chalicelib.errors import UnknownAction
+from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq, gt, lt, missing, transition_of
 
 R = RunStatus
 
@@ -275,9 +274,7 @@ def _entry(transition: Transition, given: RunInputs) -> dict[str, Any]:
 
 def run_change(action: str, run: RunRef, given: RunInputs) -> Change:
     """The one conditional write of `action` on `run`. Raises UnknownAction."""
-    transition = RUN_TRANSITIONS.get(action)
-    if transition is None:
-        raise UnknownAction(f"unknown run action {action!r}")
+    transition = transition_of(RUN_TRANSITIONS, "run", action)
     assert transition.build is not None
     fields, guard = transition.build(run, given)
     merged = {**fields, **_entry(transition, given)}

@@ -22,8 +22,7 @@ from typing import Any, Final, Protocol
 from chalicelib.domain import window
 from chalicelib.domain.retry_counting import counts_after_retry
 from chalicelib.domain.statuses import RUN_STATUSES, TASK_TERMINAL, TaskStatus
-from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, missing
-from chalicelib.errors import UnknownAction
+from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, missing, transition_of
 
 S = TaskStatus
 #: the partition of the sparse active-task index
@@ -195,9 +194,7 @@ def _entry(transition: Transition, task: TaskRef, given: TaskInputs) -> dict[str
 
 def task_change(action: str, task: TaskRef, given: TaskInputs) -> Change:
     """The one conditional write of `action` on `task`. Raises UnknownAction."""
-    transition = TASK_TRANSITIONS.get(action)
-    if transition is None:
-        raise UnknownAction(f"unknown task action {action!r}")
+    transition = transition_of(TASK_TRANSITIONS, "task", action)
     assert transition.build is not None
     fields, guard = transition.build(task, given)
     return Change("task", (task.task_id,), action, transition.sources,

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from chalicelib.errors import UnknownAction
+
 
 class _Clear:
     def __repr__(self) -> str:
@@ -100,6 +102,14 @@ class Transition:
     target: str | None
     #: (the item as read, the caller's inputs) -> (fields, guard predicates)
     build: Callable[[Any, Any], tuple[dict[str, Any], tuple[Predicate, ...]]] | None = None
+
+
+def transition_of(table: Mapping[str, Transition], kind: str, action: str) -> Transition:
+    """The row of `action` in a `kind` table (`task`, `run`, `node`). Raises UnknownAction."""
+    transition = table.get(action)
+    if transition is None or transition.build is None:
+        raise UnknownAction(f"unknown {kind} action {action!r}")
+    return transition
 
 
 @dataclass(frozen=True)
