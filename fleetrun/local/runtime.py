@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import signal
@@ -38,6 +39,8 @@ APP_ROOT = Path(__file__).resolve().parents[2]
 _ADMIN_TOKEN_TTL = 30 * 24 * 3600
 #: how long demo agents let running steps finish when the runtime stops (then they stop them)
 _AGENT_GRACE_SECONDS = 1.5
+#: threads that serve until their server is shut down (every other one watches `stop_event`)
+_SERVER_THREADS = frozenset({"moto", "api"})
 
 
 def _environment(settings: LocalSettings, moto_url: str) -> dict[str, str]:
@@ -79,21 +82,23 @@ class LocalRuntime:
         if str(APP_ROOT) not in sys.path:
             sys.path.insert(0, str(APP_ROOT))
         moto_url = self._start_moto()
+        api_server = self._bind_api()
+        gateway = self._bind_gateway()
         os.environ.update(_environment(self.settings, moto_url))
         provisioned = self._provision()
         os.environ.update(provisioned.environment())
-        gateway = self._bind_gateway()
         app_module = importlib.import_module("app")
         from chalicelib import auth
 
         self.admin_token = auth.mint_token("admin", ["admin"], self.settings.jwt_secret, _ADMIN_TOKEN_TTL)
         _write_private(self.settings.admin_token_path, self.admin_token + "\n")  # before the API answers
-        self._start_http(app_module)
+        self._start_http(api_server, app_module)
         self._start_gateway(gateway, app_module)
         self._start_pumps(app_module, provisioned)
         self._start_scheduler(app_module)
         self._wait_healthy()
         self._start_demo_agents()
+        self._publish_endpoints(moto_url)
         self._banner(time.monotonic() - started)
 
     def _start_moto(self) -> str:
@@ -112,13 +117,19 @@ class LocalRuntime:
         released = self.store.release_in_flight()
         if released:
             print(f"{released} queued message(s) the stopped runtime was handling are delivered again")
-        port = self.settings.moto_port or _free_port()
-        server = make_server("127.0.0.1", port, self.store.wrap(app), threaded=True,
+        server = make_server("127.0.0.1", self.settings.moto_port, self.store.wrap(app), threaded=True,
                              request_handler=MotoRequestHandler)
         server.daemon_threads = True  # type: ignore[attr-defined]
         self._spawn("moto", server.serve_forever)
         self._servers.append(server)
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{server.server_port}"
+
+    def _bind_api(self) -> _ApiServer:
+        """The API's listening socket, bound before the app reads its settings (FLEETRUN_PORT=0
+        picks a free port, and FLEETRUN_PUBLIC_URL must name the one taken)."""
+        server = _ApiServer((self.settings.host, self.settings.port), _NotServing)
+        self.settings = dataclasses.replace(self.settings, port=server.server_port)
+        return server
 
     def _provision(self) -> Any:
         """The resources, created on the first start and found again in the state after that."""
@@ -127,19 +138,24 @@ class LocalRuntime:
         known = self.store.meta.get("provisioned")
         if known:
             return Provisioned(**known)
-        provisioned = provision(boto3.session.Session())
+        provisioned = provision()
         self.store.put_meta("provisioned", dataclasses.asdict(provisioned))
         return provisioned
 
-    def _start_http(self, app_module: Any) -> None:
+    def _start_http(self, bound: _ApiServer, app_module: Any) -> None:
         from chalice.config import Config
         from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
 
         config = Config.create(chalice_stage="dev", app_name="fleetrun", chalice_app=app_module.app)
         CustomLocalChalice.__bases__ = (LocalChalice, app_module.app.__class__)  # what create_local_server does
         app_module.app.__class__ = CustomLocalChalice
-        server = LocalDevServer(app_module.app, config, self.settings.host, self.settings.port,
-                                server_cls=_ApiServer)
+
+
+        def adopt(address: Any, handler: Any) -> _ApiServer:
+            bound.RequestHandlerClass = handler
+            return bound
+
+        server = LocalDevServer(app_module.app, config, self.settings.host, self.settings.port, server_cls=adopt)
         self._servers.append(server)
         self._spawn("api", server.server.serve_forever)
 
@@ -149,6 +165,7 @@ class LocalRuntime:
         from fleetrun.local.ws_gateway import WebSocketGateway
 
         gateway = WebSocketGateway(self.settings.host, self.settings.ws_port, self.settings.ws_management_port)
+        self.settings = dataclasses.replace(self.settings, ws_port=gateway.ws_port)
         os.environ.update({"FLEETRUN_WEBSOCKET_ENDPOINT": gateway.management_endpoint,
                            "FLEETRUN_WEBSOCKET_URL": gateway.url})
         self.gateway = gateway
@@ -244,6 +261,15 @@ class LocalRuntime:
             time.sleep(0.1)
         raise RuntimeError(f"the API did not become healthy on {self.settings.api_url}")
 
+    def _publish_endpoints(self, moto_url: str) -> None:
+        """`<data dir>/endpoints.json`, written once the API answers and removed at stop: how a
+        script (or a test) that started the runtime with port 0 finds the ports it took."""
+        endpoints = {"pid": os.getpid(), "api": self.settings.api_url, "ws": self.settings.ws_url,
+                     "ws_management": self.gateway.management_endpoint, "moto": moto_url}
+        staged = self.settings.endpoints_path.with_suffix(".json.new")
+        staged.write_text(json.dumps(endpoints, indent=2) + "\n")
+        staged.replace(self.settings.endpoints_path)
+
     # --- demo agents ---------------------------------------------------------------------
     def _start_demo_agents(self) -> None:
         for i in range(1, self.settings.demo_agents + 1):
@@ -291,6 +317,7 @@ class LocalRuntime:
         servers, then a final snapshot; within about 5 s."""
         started = time.monotonic()
         self.stop_event.set()
+        self.settings.endpoints_path.unlink(missing_ok=True)
         for process in self.agents.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -303,6 +330,11 @@ class LocalRuntime:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         agents_done = time.monotonic()
+        # the pumps and schedulers finish the pass they are in while moto still answers it
+        deadline = agents_done + 2.0
+        for thread in self.threads:
+            if thread.name not in _SERVER_THREADS:
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stoppers = [threading.Thread(target=_stop_server, args=(server,), daemon=True) for server in self._servers]
         for stopper in stoppers:  # at once: each waits for its serve loop's next poll
             stopper.start()
@@ -355,6 +387,11 @@ class _ApiServer(ThreadedHTTPServer):
     request_queue_size = 128
 
 
+class _NotServing:
+    """The request handler of the API's socket between binding and serving (never called: the
+    serve loop starts after `_start_http` has set the real one)."""
+
+
 def _stop_server(server: Any) -> None:
     try:
         if hasattr(server, "shutdown"):
@@ -390,15 +427,6 @@ def _scheduled_event(name: str) -> dict[str, Any]:
         "account": "123456789012", "time": clock.now_iso()[:19] + "Z", "region": "us-east-1",
         "resources": [f"arn:aws:events:us-east-1:123456789012:rule/fleetrun-{name}"], "detail": {},
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def up(settings: LocalSettings | None = None) -> int:

@@ -15,6 +15,7 @@ def _int(name: str, default: int) -> int:
 @dataclass(frozen=True)
 class LocalSettings:
     host: str = "127.0.0.1"
+    #: the ports: 0 picks a free one (the runtime writes the ones it took to `endpoints_path`)
     port: int = 8000
     ws_port: int = 8001
     #: the gateway's `@connections` management endpoint (0: any free port)
@@ -50,6 +51,11 @@ class LocalSettings:
     def state_dir(self) -> Path:
         """Where the stand-in's snapshot and journal live (`fleetrun.local.durable`)."""
         return self.data_dir / "state"
+
+    @property
+    def endpoints_path(self) -> Path:
+        """The ports the running runtime took (`FLEETRUN_PORT=0` and the like pick free ones)."""
+        return self.data_dir / "endpoints.json"
 
     @property
     def admin_token_path(self) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -72,12 +73,15 @@ class WsHandlers:
 
 
 class WebSocketGateway:
-    """Bind with the constructor (the management port is known at once), then `start(handlers)`."""
+    """Bind with the constructor (both ports are known at once; 0 picks a free one), then
+    `start(handlers)`."""
 
     def __init__(self, host: str = "127.0.0.1", ws_port: int = 8001, management_port: int = 0,
                  stage: str = "local") -> None:
-        self.host, self.ws_port = host, ws_port
-        self.gateway = ws_events.Gateway(domain_name=f"{host}:{ws_port}", stage=stage, api_id="local")
+        # bound here, not when serving starts: port 0 picks a free port, known from now on
+        self._socket = socket.create_server((host, ws_port))
+        self.host, self.ws_port = host, int(self._socket.getsockname()[1])
+        self.gateway = ws_events.Gateway(domain_name=f"{host}:{self.ws_port}", stage=stage, api_id="local")
         self._connections: dict[str, _Connection] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -133,13 +137,15 @@ class WebSocketGateway:
             raise RuntimeError(f"the WebSocket gateway could not listen on {self.url}") from failure[0]
 
     async def _serve(self) -> Server:
-        return await serve(self._session, self.host, self.ws_port, process_request=self._connect,
+        return await serve(self._session, sock=self._socket, process_request=self._connect,
                            ping_interval=20, ping_timeout=20, max_size=128 * 1024)
 
     def stop(self) -> None:
         self._http.shutdown()
         self._http.server_close()
-        if self._server is not None:
+        if self._server is None:
+            self._socket.close()
+        else:
             server = self._server
 
             async def close() -> None:

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from chalicelib.auth import mint_token
 from fleetrun.client import Api
-from tests.e2e.stack import JWT_SECRET, REPO
-from tests.processes import clean_environment, free_port
+from tests.e2e.stack import JWT_SECRET, REPO, RUNTIME_COMMAND, wait_published
+from tests.processes import clean_environment
 
 _STARTUP_SECONDS = 40.0
 
@@ -55,14 +53,15 @@ class Processes:
 
 @dataclass
 class RuntimeProcess:
-    """`fleetrun.local.runtime.up()` on fixed ports and one data directory."""
+    """`fleetrun.local.runtime.up()` on one data directory: the first start takes free ports
+    (port 0), a restart the same ones again (agents started before it find it there)."""
 
     data_dir: Path
     processes: Processes
     extra_env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    moto_port: int = field(default_factory=free_port)
-    ws_port: int = field(default_factory=free_port)
+    port: int = 0
+    moto_port: int = 0
+    ws_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     admin_token: str = ""
     #: the checkout whose runtime runs (a bench compares against an older one)
@@ -86,23 +85,17 @@ class RuntimeProcess:
             "FLEETRUN_WS_PORT": str(self.ws_port), "FLEETRUN_DEMO_AGENTS": "0", "FLEETRUN_SWEEP_SECONDS": "1",
             "FLEETRUN_DATA_DIR": str(self.data_dir), "FLEETRUN_JWT_SECRET": JWT_SECRET, **self.extra_env,
         })
-        command = [sys.executable, "-c", "from fleetrun.local.runtime import up; raise SystemExit(up())"]
-        self.process = self.processes.start(command, env, self.log_path, cwd=self.repo)
+        self.process = self.processes.start(RUNTIME_COMMAND, env, self.log_path, cwd=self.repo)
         return self.process
 
     def start(self) -> float:
-        """Start and wait until healthy; the seconds it took."""
+        """Start and wait until it serves; the seconds it took."""
         started = time.monotonic()
-        process = self.launch()
-        while time.monotonic() - started < _STARTUP_SECONDS:
-            if process.poll() is not None:
-                raise AssertionError(f"the runtime exited with {process.returncode}:\n{self.log()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    self.admin_token = mint_token("admin", ["admin"], JWT_SECRET)
-                    return time.monotonic() - started
-            time.sleep(0.1)
-        raise AssertionError(f"the runtime was not healthy within {_STARTUP_SECONDS} s:\n{self.log()[-3000:]}")
+        endpoints = wait_published(self.data_dir, self.launch(), self.log_path, _STARTUP_SECONDS)
+        self.port, self.ws_port, self.moto_port = (int(endpoints[name].rsplit(":", 1)[1])
+                                                   for name in ("api", "ws", "moto"))
+        self.admin_token = mint_token("admin", ["admin"], JWT_SECRET)
+        return time.monotonic() - started
 
     def kill(self) -> None:
         """`kill -9` of the runtime's whole process group."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import signal
@@ -23,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from fleetrun.client import Api
-from tests.processes import clean_environment, free_port, reap, stop
+from tests.processes import clean_environment, reap, stop
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +36,8 @@ SWEEP_SECONDS = 1
 JWT_SECRET = "local-dev-secret"
 TASK_TERMINAL = frozenset({"completed", "partial_failure", "failed", "cancelled", "discarded"})
 _STARTUP_SECONDS = 30.0
+#: the local runtime as the tests start it (`fleetrun local up` without the CLI around it)
+RUNTIME_COMMAND = [sys.executable, "-c", "from fleetrun.local.runtime import up; raise SystemExit(up())"]
 
 
 def fleetrun(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -180,36 +182,43 @@ def running_stack(data_dir: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     its agents and the runtime are stopped on the way out."""
     from chalicelib.auth import mint_token
 
-    port = free_port()
     env = clean_environment(
-        FLEETRUN_PORT=str(port), FLEETRUN_MOTO_PORT=str(free_port()), FLEETRUN_WS_PORT=str(free_port()),
+        FLEETRUN_PORT="0", FLEETRUN_MOTO_PORT="0", FLEETRUN_WS_PORT="0",
         FLEETRUN_DEMO_AGENTS="0", FLEETRUN_LEASE_SECONDS=str(LEASE_SECONDS),
         FLEETRUN_SWEEP_SECONDS=str(SWEEP_SECONDS), FLEETRUN_DATA_DIR=str(data_dir),
         FLEETRUN_JWT_SECRET=JWT_SECRET, **stack_env,
     )
     log_path = data_dir / "runtime.log"
     with log_path.open("wb") as log:
-        runtime = subprocess.Popen(
-            [sys.executable, "-c", "from fleetrun.local.runtime import up; raise SystemExit(up())"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+        runtime = subprocess.Popen(RUNTIME_COMMAND, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                   start_new_session=True)
     try:
-        _wait_healthy(url, runtime, log_path)
-        result = Stack(url=url, admin_token=mint_token("admin", ["admin"], JWT_SECRET), data_dir=data_dir)
+        endpoints = wait_published(data_dir, runtime, log_path, _STARTUP_SECONDS)
+        result = Stack(url=endpoints["api"], admin_token=mint_token("admin", ["admin"], JWT_SECRET),
+                       data_dir=data_dir)
         yield result
         result.stop_agents()
     finally:
         stop(runtime, timeout=20)
 
 
-def _wait_healthy(url: str, runtime: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + _STARTUP_SECONDS
+def wait_published(data_dir: Path, runtime: subprocess.Popen[bytes], log_path: Path,
+                   timeout: float) -> dict[str, str]:
+    """The URLs `runtime` took, from the `endpoints.json` it writes into `data_dir` once its API
+    answers (it is started with port 0: no port is chosen here that another process could take
+    first)."""
+    published = data_dir / "endpoints.json"
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if runtime.poll() is not None:
-            pytest.fail(f"the local runtime exited with {runtime.returncode}:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"the local runtime was not healthy within {_STARTUP_SECONDS} s:\n{log_path.read_text()[-3000:]}")
+            pytest.fail(f"the local runtime exited with {runtime.returncode}:\n{_tail(log_path)}")
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            endpoints: dict[str, Any] = json.loads(published.read_text())
+            if endpoints.get("pid") == runtime.pid:
+                return {name: str(value) for name, value in endpoints.items()}
+        time.sleep(0.1)
+    pytest.fail(f"the local runtime was not serving within {timeout:g} s:\n{_tail(log_path)}")
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:] if log_path.exists() else "(no log)"

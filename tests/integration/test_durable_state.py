@@ -17,7 +17,6 @@ from moto.backends import get_backend
 from werkzeug.serving import make_server
 
 from fleetrun.local import durable, moto_fixes
-from tests.processes import free_port
 
 
 class Served:
@@ -29,8 +28,8 @@ class Served:
         app = moto_fixes.dispatcher()
         self.store = durable.Store(directory, **options)
         self.recovery = self.store.open(app)
-        self.port = free_port()
-        self.server = make_server("127.0.0.1", self.port, self.store.wrap(app), threaded=True)
+        self.server = make_server("127.0.0.1", 0, self.store.wrap(app), threaded=True)
+        self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def client(self, service: str) -> Any:

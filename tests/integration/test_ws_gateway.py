@@ -17,7 +17,6 @@ from chalicelib import config
 from chalicelib.store import connections
 from fleetrun.local.ws_gateway import WebSocketGateway, WsHandlers
 from tests.harness import Fleet, token
-from tests.processes import free_port
 from tests.waiting import wait_for
 
 SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["true"]}}
@@ -25,7 +24,7 @@ SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["tr
 
 @pytest.fixture
 def gateway(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebSocketGateway]:
-    served = WebSocketGateway("127.0.0.1", free_port())
+    served = WebSocketGateway("127.0.0.1", 0)
     monkeypatch.setenv("FLEETRUN_WEBSOCKET_ENDPOINT", served.management_endpoint)
     config.reset()
     served.start(WsHandlers.of_app(fleet.app_module))
