@@ -56,7 +56,6 @@ def _change_record(owner: str) -> dict[str, Any]:
 
 
 def measure(size: int) -> dict[str, Any]:
-    import boto3
     from moto import mock_aws
 
     from chalicelib import aws, config, secrets
@@ -68,7 +67,7 @@ def measure(size: int) -> dict[str, Any]:
 
     with mock_aws():
         config.reset(), aws.reset(), models.reset_connections()
-        provisioned = provision(boto3.session.Session())
+        provisioned = provision()
         os.environ.update(provisioned.environment())
         config.reset(), aws.reset(), models.reset_connections()
         sealed = secrets.seal({"target": "https://hooks.example.com/x", "secret": "s" * 16})

@@ -616,7 +616,6 @@ def _reset_caches() -> None:
 @contextlib.contextmanager
 def moto_fleet() -> Iterator[Any]:
     """A fresh moto with every fleetrun resource, and a Fleet driving the app on it."""
-    import boto3
     from moto import mock_aws
 
     from fleetrun.local.provision import provision
@@ -624,7 +623,7 @@ def moto_fleet() -> Iterator[Any]:
 
     with mock_aws():
         _reset_caches()
-        provisioned = provision(boto3.session.Session())
+        provisioned = provision()
         os.environ.update(provisioned.environment())
         _reset_caches()
         METER.bind(os.environ["AWS_REGION"])

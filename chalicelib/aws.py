@@ -1,11 +1,18 @@
-"""AWS clients, built on first use (after any mock or endpoint is in place) and cached."""
+"""AWS clients, built on first use (after any mock or endpoint is in place) and cached.
+
+Every client, and every PynamoDB connection (`store/models/base.py`), comes from a botocore
+session reading service models through the process's one loader: a model is hundreds of kB of
+JSON, and a cold start needs DynamoDB's for each item class PynamoDB connects for, plus six
+more services. Read once per process, not once per client.
+"""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
-import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from chalicelib import config
@@ -14,8 +21,20 @@ _CONFIG = Config(retries={"max_attempts": 5, "mode": "adaptive"}, max_pool_conne
 
 
 @cache
+def _loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
+def session() -> botocore.session.Session:
+    """A new botocore session (sessions are not thread-safe; clients are) sharing the loader."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _loader())
+    return core
+
+
+@cache
 def client(service: str) -> Any:
-    return boto3.session.Session().client(service, region_name=config.region(), config=_CONFIG)
+    return session().create_client(service, region_name=config.region(), config=_CONFIG)
 
 
 def reset() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from tests.harness import MOTO_ENV as _BASE_ENV
@@ -42,7 +41,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     moto_fixes.apply()
     with mock_aws():
         _reset_caches()
-        provisioned = provision(boto3.session.Session())
+        provisioned = provision()
         for key, value in provisioned.environment().items():
             monkeypatch.setenv(key, value)
         _reset_caches()

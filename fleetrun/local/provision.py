@@ -6,9 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-
-from chalicelib import resources
+from chalicelib import aws, resources
 
 #: the From address of e-mail notifications in local mode and tests
 LOCAL_EMAIL_SENDER = "fleetrun@notifications.localhost"
@@ -47,8 +45,11 @@ class Provisioned:
         }
 
 
-def provision(session: boto3.session.Session, region: str = "us-east-1", table_name: str = "fleetrun") -> Provisioned:
-    ddb = session.client("dynamodb", region_name=region)
+def provision(region: str = "us-east-1", table_name: str = "fleetrun") -> Provisioned:
+    """Create every resource where the environment points (a moto server's endpoint, or the
+    in-process mock the tests install)."""
+    session = aws.session()
+    ddb = session.create_client("dynamodb", region_name=region)
     ddb.create_table(**resources.table_definition(table_name))
     ddb.update_time_to_live(
         TableName=table_name,
@@ -56,7 +57,7 @@ def provision(session: boto3.session.Session, region: str = "us-east-1", table_n
     )
     stream_arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
 
-    sqs = session.client("sqs", region_name=region)
+    sqs = session.create_client("sqs", region_name=region)
     out = Provisioned(table_name=table_name, stream_arn=stream_arn)
     for spec in resources.QUEUES:
         dlq_url = sqs.create_queue(QueueName=spec.dlq_name)["QueueUrl"]
@@ -71,18 +72,18 @@ def provision(session: boto3.session.Session, region: str = "us-east-1", table_n
         out.queue_arns[spec.name] = sqs.get_queue_attributes(
             QueueUrl=out.queue_urls[spec.name], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    kms = session.client("kms", region_name=region)
+    kms = session.create_client("kms", region_name=region)
     key_id = kms.create_key(Description="fleetrun secret parameters")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=resources.KMS_ALIAS, TargetKeyId=key_id)
     out.kms_key_id = resources.KMS_ALIAS
 
-    s3 = session.client("s3", region_name=region)
+    s3 = session.create_client("s3", region_name=region)
     s3.create_bucket(Bucket=resources.OUTPUTS_BUCKET)
     out.bucket = resources.OUTPUTS_BUCKET
 
-    session.client("scheduler", region_name=region).create_schedule_group(Name=resources.SCHEDULE_GROUP)
+    session.create_client("scheduler", region_name=region).create_schedule_group(Name=resources.SCHEDULE_GROUP)
     out.schedule_group = resources.SCHEDULE_GROUP
     # e-mail notifications: SES (moto too) sends only from a verified identity
-    session.client("ses", region_name=region).verify_email_identity(EmailAddress=LOCAL_EMAIL_SENDER)
+    session.create_client("ses", region_name=region).verify_email_identity(EmailAddress=LOCAL_EMAIL_SENDER)
     out.email_sender = LOCAL_EMAIL_SENDER
     return out

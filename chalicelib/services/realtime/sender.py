@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import config
+from chalicelib import aws, config
 from chalicelib.errors import PushUnavailable
 from chalicelib.observability import logger
 from chalicelib.store import connections
@@ -34,8 +33,8 @@ Message = Mapping[str, Any]
 
 @cache
 def _client(endpoint: str, region: str) -> Any:
-    return boto3.session.Session().client("apigatewaymanagementapi", endpoint_url=endpoint, region_name=region,
-                                          config=_CONFIG)
+    return aws.session().create_client("apigatewaymanagementapi", endpoint_url=endpoint, region_name=region,
+                                       config=_CONFIG)
 
 
 def management_client() -> Any:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pynamodb.connection.base
 from pynamodb.attributes import UnicodeAttribute
 from pynamodb.connection import TableConnection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from chalicelib import config
+from chalicelib import aws, config
 
 TTL_ATTRIBUTE = "expires_at"
+# PynamoDB opens a botocore session per item class and thread: let it share the process's
+# service models (`chalicelib/aws.py`) instead of parsing DynamoDB's again for each
+setattr(pynamodb.connection.base, "get_session", aws.session)  # noqa: B010 (not exported)
 
 
 class _Meta:
