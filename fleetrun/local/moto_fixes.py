@@ -18,11 +18,22 @@
 4. `dispatcher()`: moto's server finds each request's service by walking its module list
    under one global lock; here the answer is remembered per (credential scope, target).
 
+5. A DynamoDB or DynamoDB Streams answer is written as JSON at once. moto 5.2 walks every
+   answer through the operation's output shape, member by member, trying attribute aliases:
+   about half of the time a test or the local runtime spends in moto. Those answers are plain
+   dictionaries already (`DynamoResult` converted the items): `json.dumps` writes them, with
+   timestamps as epoch seconds as the JSON protocol wants. Errors, and any answer holding
+   something else, still take moto's serializer. Clients parse the same values
+   (`tests/integration/test_moto_fixes.py` compares both answers).
+
 All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 """
 
 from __future__ import annotations
 
+import calendar
+import datetime
+import json
 import threading
 from typing import Any
 
@@ -49,6 +60,7 @@ def apply() -> None:
             return original_call(self)
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    _patch_json_answers()
     _applied = True
 
 
@@ -131,6 +143,36 @@ def _patch_query() -> None:
                 del self.all_items
 
     Table.query = query  # type: ignore[method-assign]
+
+
+def _patch_json_answers() -> None:
+    from moto.core.responses import ActionResult, BaseResponse
+    from moto.dynamodb.responses import DynamoHandler, DynamoResult
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+    shape_walker = BaseResponse.serialized
+
+    def serialized(self: Any, action_result: Any) -> Any:
+        result = action_result.result
+        if type(action_result) in (ActionResult, DynamoResult) and isinstance(result, dict):
+            try:
+                body = json.dumps(result, default=_epoch_seconds)
+            except TypeError:
+                pass  # something the shape walker knows how to write
+            else:
+                return 200, {"Content-Type": "application/x-amz-json-1.0", **self.response_headers}, body
+        return shape_walker(self, action_result)
+
+    for handler in (DynamoHandler, DynamoDBStreamsHandler):
+        handler.serialized = serialized  # type: ignore[method-assign]
+
+
+def _epoch_seconds(value: Any) -> float:
+    """A timestamp as the JSON protocol writes it (naive ones are UTC, as moto keeps them)."""
+    if not isinstance(value, datetime.datetime):
+        raise TypeError(f"{type(value).__name__} is not JSON")
+    base = calendar.timegm(value.utctimetuple())
+    return base + (value.microsecond // 1000) / 1000.0 if value.microsecond else base
 
 
 def dispatcher() -> Any:

@@ -57,3 +57,46 @@ def test_concurrent_conditional_writes_to_one_item_let_exactly_one_through(aws):
         thread.join()
     # THEN exactly one succeeded
     assert len(wins) == 1
+
+
+def test_dynamodb_answers_written_at_once_parse_as_moto_s_shape_walker_writes_them(aws, monkeypatch):
+    # GIVEN items with every attribute type the service writes, and a stream holding their records
+    from moto.core.responses import BaseResponse
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+    ddb, streams = boto3.client("dynamodb"), boto3.client("dynamodbstreams")
+    table = aws.table_name
+    for sk in ("a", "b"):
+        _put(ddb, table, sk, n={"N": "1.50"}, flag={"BOOL": True}, nothing={"NULL": True}, tags={"SS": ["x", "y"]},
+             doc={"M": {"list": {"L": [{"S": "é#|"}, {"N": "-3"}]}}}, list_pk={"S": "TASK"}, list_sk={"S": sk})
+    shard_id = streams.describe_stream(StreamArn=aws.stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=aws.stream_arn, ShardId=shard_id,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    reads = {
+        "get": lambda: ddb.get_item(TableName=table, Key={"pk": {"S": "P"}, "sk": {"S": "a"}}),
+        "missing": lambda: ddb.get_item(TableName=table, Key={"pk": {"S": "P"}, "sk": {"S": "zz"}}),
+        "query": lambda: ddb.query(TableName=table, KeyConditionExpression="pk = :p",
+                                   ExpressionAttributeValues={":p": {"S": "P"}}, Limit=1),
+        "index": lambda: ddb.query(TableName=table, IndexName="list-index", KeyConditionExpression="list_pk = :p",
+                                   ExpressionAttributeValues={":p": {"S": "TASK"}}, ScanIndexForward=False),
+        "scan": lambda: ddb.scan(TableName=table, ReturnConsumedCapacity="TOTAL"),
+        "table": lambda: ddb.describe_table(TableName=table),
+        "stream": lambda: streams.describe_stream(StreamArn=aws.stream_arn),
+        "records": lambda: streams.get_records(ShardIterator=iterator),
+    }
+
+    def without_metadata(answer: dict) -> dict:
+        """The answer without what differs on every call: request ids, a new next iterator."""
+        assert "NextShardIterator" in answer or "Records" not in answer
+        return {k: v for k, v in answer.items() if k not in ("ResponseMetadata", "NextShardIterator")}
+
+    # WHEN each is read as written at once, then through moto's own serializer
+    at_once = {name: without_metadata(read()) for name, read in reads.items()}
+    for handler in (DynamoHandler, DynamoDBStreamsHandler):
+        monkeypatch.setattr(handler, "serialized", BaseResponse.serialized)
+    walked = {name: without_metadata(read()) for name, read in reads.items()}
+
+    # THEN the client parses the same answers (records hold timestamps: parsed as datetimes)
+    assert len(at_once["records"]["Records"]) == 2
+    assert at_once == walked
