@@ -47,7 +47,8 @@ def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | No
         ids_to=_ulid_bound("created_before", query.get("created_before")),
     )
     items, last_key = tasks.query_page(wanted, limit, pages.start_key(cursor))
-    return pages.page((present(t) for t in items), last_key)
+    targets = tasks.load_targets_of(items)
+    return pages.page((task_view(t, targets[t.task_id]) for t in items), last_key)
 
 
 def _ulid_bound(name: str, value: str | None) -> str | None:

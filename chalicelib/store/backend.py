@@ -9,7 +9,7 @@ transitions; a backend only stores records and applies `Change`s atomically.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
@@ -41,6 +41,10 @@ class Backend(Protocol):
     def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None: ...
 
     def load_targets(self, task_id: str) -> list[str]: ...
+
+    def load_targets_of(self, chunks: Mapping[str, int]) -> dict[str, list[str]]:
+        """The targets of several tasks (task id -> its `target_chunks`) in as few reads as the
+        store allows: a page of tasks is not one read per task."""
 
     def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
         """`change` (growing the task) together with new target chunks. Raises ConditionFailed."""

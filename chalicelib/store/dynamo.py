@@ -6,7 +6,7 @@ guarded by `pk` existing, the status among the sources, and each predicate.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -88,9 +88,13 @@ def _idempotency_item(record: IdempotencyRecord) -> IdempotencyItem:
 
 def chunk_targets(task_id: str, nodes: Sequence[str], first_chunk: int = 0) -> list[TargetChunk]:
     return [
-        TargetChunk(task_pk(task_id), f"TGT#{first_chunk + i:05d}", nodes=list(nodes[start:start + TARGET_CHUNK_SIZE]))
+        TargetChunk(task_pk(task_id), _chunk_sk(first_chunk + i), nodes=list(nodes[start:start + TARGET_CHUNK_SIZE]))
         for i, start in enumerate(range(0, len(nodes), TARGET_CHUNK_SIZE))
     ]
+
+
+def _chunk_sk(number: int) -> str:
+    return f"TGT#{number:05d}"
 
 
 # --- a Change in PynamoDB's terms ------------------------------------------------------------
@@ -202,6 +206,13 @@ class DynamoBackend:
         for chunk in TargetChunk.query(task_pk(task_id), TargetChunk.sk.startswith("TGT#"), consistent_read=True):
             nodes.extend(str(node) for node in chunk.nodes)
         return nodes
+
+    def load_targets_of(self, chunks: Mapping[str, int]) -> dict[str, list[str]]:
+        keys = [(task_pk(task_id), _chunk_sk(n)) for task_id, count in chunks.items() for n in range(count)]
+        parts: dict[str, dict[str, list[str]]] = {task_id: {} for task_id in chunks}
+        for chunk in TargetChunk.batch_get(keys, consistent_read=True):  # 100 keys a request
+            parts[chunk.pk.removeprefix("TASK#")][chunk.sk] = [str(node) for node in chunk.nodes]
+        return {task_id: [node for sk in sorted(found) for node in found[sk]] for task_id, found in parts.items()}
 
     def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
         item, actions, guard = write_of(change)

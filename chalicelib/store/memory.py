@@ -8,7 +8,7 @@ transaction conflict as DynamoDB may.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -62,6 +62,10 @@ class MemoryBackend:
     def load_targets(self, task_id: str) -> list[str]:
         with self._lock:
             return list(self.targets.get(task_id, []))
+
+    def load_targets_of(self, chunks: Mapping[str, int]) -> dict[str, list[str]]:
+        with self._lock:
+            return {task_id: list(self.targets.get(task_id, [])) for task_id in chunks}
 
     def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ __all__ = [
     "idempotency_record",
     "iter_active",
     "load_targets",
+    "load_targets_of",
     "parameters_of",
     "query_page",
     "transition",
@@ -60,6 +61,11 @@ def idempotency_record(owner: str, key: str) -> IdempotencyRecord | None:
 
 def load_targets(task_id: str) -> list[str]:
     return backend.current().load_targets(task_id)
+
+
+def load_targets_of(found: Sequence[Task]) -> dict[str, list[str]]:
+    """The targets of each of `found` (a page of tasks), read together."""
+    return backend.current().load_targets_of({task.task_id: int(task.target_chunks) for task in found})
 
 
 def parameters_of(task: Task) -> dict[str, Any]:

@@ -58,6 +58,16 @@ class TestTaskCreationAndReads:
         assert tasks.load_targets("01TASK") == ["n-1", "n-2"]
         assert list(tasks.iter_active()) == ["01TASK"]
 
+    def test_the_targets_of_a_page_of_tasks_read_together_in_order_across_chunks(self, store):
+        # GIVEN a task of more targets than one chunk holds, and a small one
+        many = [f"edge-{i:05d}" for i in range(tasks.TARGET_CHUNK_SIZE + 3)]
+        _create(_task("01BIG", target_count=len(many)), targets=many)
+        _create(_task("01SMALL"))
+        # WHEN both are read together
+        found = tasks.load_targets_of([tasks.get("01BIG"), tasks.get("01SMALL")])
+        # THEN each has its own, in the order it was created with
+        assert found == {"01BIG": many, "01SMALL": ["n-1", "n-2"]}
+
     def test_an_unknown_task_is_not_found(self, store):
         assert tasks.find("nope") is None
         with pytest.raises(TaskNotFound):
