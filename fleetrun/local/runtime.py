@@ -24,7 +24,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 import requests
@@ -429,8 +429,17 @@ def _scheduled_event(name: str) -> dict[str, Any]:
     }
 
 
-def up(settings: LocalSettings | None = None) -> int:
-    """Run until Ctrl-C (or SIGTERM); returns the process exit status."""
+def up(settings: LocalSettings | None = None) -> NoReturn:
+    """Run until Ctrl-C (or SIGTERM), then end the process with its exit status. Once the final
+    snapshot is written nothing is left to clean up, and letting the interpreter free a large
+    state object by object took longer (12 s for 10,000 tasks) than writing it."""
+    status = _serve(settings)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _serve(settings: LocalSettings | None) -> int:
     warnings.filterwarnings("ignore", message=".*HMAC key.*")  # the documented local secret is short
     stream = logs.install()
     logs.set_part("runtime")

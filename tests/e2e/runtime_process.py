@@ -147,6 +147,7 @@ def clone_tasks(data: Path, tasks: int) -> None:
                 table.put_item(_replaced(attributes, template_id, task_id))
     finally:
         table.stream_shard = shard
+    store.snapshot()  # the clones bypassed the journal: only a snapshot keeps them
     store.close()
     for name in durable.SERVICES:  # this process was only borrowing the state
         dict.clear(get_backend(name))  # type: ignore[call-overload]

@@ -99,14 +99,31 @@ def test_every_acknowledged_write_survives_a_killed_process(state: Path) -> None
     second.die()
 
 
-def test_a_clean_close_leaves_a_snapshot_and_an_empty_journal(state: Path) -> None:
-    first = Served(state)
+def test_a_clean_close_after_a_large_journal_leaves_a_snapshot_and_an_empty_journal(state: Path) -> None:
+    first = Served(state, close_snapshot_bytes=1)
     written = _write_some(first)
     first.server.shutdown()
     first.store.close()
 
     second = Served(state)
     assert second.recovery.replayed == 0
+    _check(second, written)
+    second.die()
+
+
+def test_a_clean_close_after_a_small_journal_keeps_it_for_the_next_start_to_replay(state: Path) -> None:
+    # GIVEN writes that journal less than a clean stop snapshots for
+    first = Served(state, close_snapshot_bytes=10 * 1024 * 1024)
+    written = _write_some(first)
+    journaled = first.store.journal_path().stat().st_size
+    first.server.shutdown()
+
+    # WHEN it is closed THEN no new snapshot is written, and the next start replays the journal
+    first.store.close()
+    assert first.store.journal_path().stat().st_size == journaled
+    second = Served(state)
+    assert second.recovery.replayed > 0
+    assert second.recovery.failed == 0
     _check(second, written)
     second.die()
 
