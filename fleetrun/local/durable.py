@@ -488,19 +488,23 @@ class Store:
             old_path.unlink(missing_ok=True)
         return self.snapshot_path
 
-    def close(self) -> None:
+    def close(self) -> int | None:
         """A final snapshot if the journal is large (the next start loads it without replaying
-        much), then stop syncing."""
+        much), then stop syncing. Returns the bytes of journal kept instead of a snapshot, None
+        after a snapshot."""
         if self._fd < 0:
-            return
+            return None
+        kept: int | None = self._journal_bytes
         if self._journal_bytes >= self.close_snapshot_bytes:
             self.snapshot()
+            kept = None
         self._closed.set()
         with self.lock:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
             os.close(self._lock_fd)
+        return kept
 
 
 def _queue_sizes() -> list[int]:

@@ -341,10 +341,13 @@ class LocalRuntime:
         for stopper in stoppers:
             stopper.join(timeout=3)
         servers_done = time.monotonic()
+        kept = "nothing to keep"
         if self.store is not None:
-            self.store.close()
+            journal_bytes = self.store.close()
+            kept = (f"wrote the final snapshot in {time.monotonic() - servers_done:.1f} s" if journal_bytes is None
+                    else f"kept {journal_bytes / 1024:.0f} KB of journal for the next start to replay")
         print(f"stopped agents in {agents_done - started:.1f} s, servers in {servers_done - agents_done:.1f} s, "
-              f"wrote the final snapshot in {time.monotonic() - servers_done:.1f} s")
+              f"{kept}")
 
     def _banner(self, seconds: float) -> None:
         s = self.settings

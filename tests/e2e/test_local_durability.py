@@ -240,9 +240,11 @@ def test_stopping_the_runtime_stops_demo_agents_and_their_steps_within_five_seco
     # WHEN it gets SIGTERM
     seconds = runtime.stop()
 
-    # THEN everything stopped within 5 s and no step outlived it
+    # THEN everything stopped within 5 s, no step outlived it, and the URLs it had published
+    # (it took free ports: FLEETRUN_PORT=0) are gone with it
     assert seconds <= 5.0, f"stopping took {seconds:.1f} s:\n{runtime.log()[-2000:]}"
     assert not [pid for pid in steps if process_alive(pid)]
+    assert not (runtime.data_dir / "endpoints.json").exists()
 
 
 def _readable(path: Path) -> bool:
