@@ -343,6 +343,7 @@ class Store:
             live = get_backend(name)
             dict.clear(live)
             dict.update(live, backends)
+        _register_buckets()
 
     def _replay(self, path: Path, recovery: Recovery) -> tuple[int, int]:
         """Apply every complete record; (offset after the last one, bytes of a torn tail)."""
@@ -505,6 +506,29 @@ class Store:
             self._fd = -1
             os.close(self._lock_fd)
         return kept
+
+
+def forget() -> None:
+    """Drop everything the stand-in holds in this process: what a test or a tool that borrowed a
+    state directory (`Store.open`) leaves behind before moto's own mocks run again."""
+    from moto.backends import get_backend
+
+    for name in SERVICES:
+        dict.clear(get_backend(name))  # type: ignore[call-overload]
+    _register_buckets()
+
+
+def _register_buckets() -> None:
+    """S3's bucket namespace is global: moto keeps it beside the backends (bucket -> partition,
+    account). Rebuilt from the buckets the backends hold, or a stale entry makes every later
+    lookup of that bucket recurse and every create of it fail."""
+    from moto.s3.models import s3_backends
+
+    s3_backends.bucket_accounts.clear()
+    for account_id, by_partition in dict.items(s3_backends):
+        for partition, backend in dict.items(by_partition):
+            for name in backend.buckets:
+                s3_backends.bucket_accounts[name] = (partition, account_id)
 
 
 def _queue_sizes() -> list[int]:

@@ -149,8 +149,7 @@ def clone_tasks(data: Path, tasks: int) -> None:
         table.stream_shard = shard
     store.snapshot()  # the clones bypassed the journal: only a snapshot keeps them
     store.close()
-    for name in durable.SERVICES:  # this process was only borrowing the state
-        dict.clear(get_backend(name))  # type: ignore[call-overload]
+    durable.forget()  # this process was only borrowing the state
 
 
 def _crockford(number: int, width: int) -> str:

@@ -13,7 +13,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.backends import get_backend
 from werkzeug.serving import make_server
 
 from fleetrun.local import durable, moto_fixes
@@ -23,7 +22,7 @@ class Served:
     """One "process": a store opened on `directory` and moto served through it."""
 
     def __init__(self, directory: Path, **options: Any) -> None:
-        _forget_everything()
+        durable.forget()
         moto_fixes.apply()
         app = moto_fixes.dispatcher()
         self.store = durable.Store(directory, **options)
@@ -45,15 +44,10 @@ class Served:
         os.close(self.store._lock_fd)  # the kernel drops a dead process's lock
 
 
-def _forget_everything() -> None:
-    for name in durable.SERVICES:
-        dict.clear(get_backend(name))  # type: ignore[call-overload]
-
-
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "state"
-    _forget_everything()
+    durable.forget()
 
 
 def _write_some(served: Served) -> dict[str, Any]:
@@ -203,3 +197,23 @@ def test_reads_are_not_journaled(state: Path) -> None:
     first.client("sqs").receive_message(QueueUrl=queue)  # an empty receive changes nothing
     assert first.store.journal_path().stat().st_size == size
     first.die()
+
+
+def test_a_process_that_borrowed_a_state_can_create_its_buckets_again_after_forgetting_it(state: Path) -> None:
+    # GIVEN a state holding a bucket, opened (the journal replayed) in this process and forgotten
+    first = Served(state)
+    first.client("s3").create_bucket(Bucket="kept-outputs")
+    first.die()
+    second = Served(state)
+    assert second.client("s3").head_bucket(Bucket="kept-outputs")
+    second.die()
+    durable.forget()
+
+    # WHEN moto's own mock creates that bucket again THEN it exists once, found at once
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="kept-outputs")
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["kept-outputs"]
+        assert s3.head_bucket(Bucket="kept-outputs")
