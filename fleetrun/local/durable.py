@@ -244,7 +244,6 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-
 # --- which requests write ------------------------------------------------------------------------
 def action_of(environ: dict[str, Any], body: bytes) -> str | None:
     """The AWS action of a request (JSON target or query `Action=`), None for REST-style requests."""

@@ -150,7 +150,6 @@ class LocalRuntime:
         CustomLocalChalice.__bases__ = (LocalChalice, app_module.app.__class__)  # what create_local_server does
         app_module.app.__class__ = CustomLocalChalice
 
-
         def adopt(address: Any, handler: Any) -> _ApiServer:
             bound.RequestHandlerClass = handler
             return bound
@@ -314,7 +313,8 @@ class LocalRuntime:
     # --- stop ----------------------------------------------------------------------------
     def stop(self) -> None:
         """Agents first (they stop their steps and report while the API still answers), then the
-        servers, then a final snapshot; within about 5 s."""
+        pumps and schedulers, then the servers, then a final snapshot unless the journal is small
+        (`durable.Store.close`); within about 5 s."""
         started = time.monotonic()
         self.stop_event.set()
         self.settings.endpoints_path.unlink(missing_ok=True)
