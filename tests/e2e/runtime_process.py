@@ -8,7 +8,6 @@ kills their process groups at teardown.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,14 +20,9 @@ from typing import Any
 from chalicelib.auth import mint_token
 from fleetrun.client import Api
 from tests.e2e.stack import JWT_SECRET, REPO, RUNTIME_COMMAND, wait_published
-from tests.processes import clean_environment
+from tests.processes import clean_environment, die_with_parent
 
 _STARTUP_SECONDS = 40.0
-
-
-def die_with_parent() -> None:
-    """preexec_fn: SIGKILL this child when the test process dies (Linux)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass

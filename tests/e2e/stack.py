@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from fleetrun.client import Api
-from tests.processes import clean_environment, reap, stop
+from tests.processes import clean_environment, die_with_parent, reap, stop
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ class Stack:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=die_with_parent)
         process.log_path = log_path  # type: ignore[attr-defined]
         self.agents.append(process)
         return process
@@ -191,7 +191,7 @@ def running_stack(data_dir: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     log_path = data_dir / "runtime.log"
     with log_path.open("wb") as log:
         runtime = subprocess.Popen(RUNTIME_COMMAND, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=die_with_parent)
     try:
         endpoints = wait_published(data_dir, runtime, log_path, _STARTUP_SECONDS)
         result = Stack(url=endpoints["api"], admin_token=mint_token("admin", ["admin"], JWT_SECRET),

@@ -3,6 +3,7 @@ loopback) scraping a DCGM-like exporter this module serves; Prometheus down or a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -21,7 +22,7 @@ import pytest
 
 from chalicelib import config, prometheus
 from tests.harness import Fleet
-from tests.processes import free_port
+from tests.processes import die_with_parent, free_port
 
 #: two hosts, two GPUs each: utilisation is averaged per host, framebuffer memory summed
 GPUS = {
@@ -99,13 +100,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "scrape_configs:\n  - job_name: dcgm\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{exporter.port}']\n"
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("w"),
-    )
+    process, url = _start_prometheus(binary, workdir)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -126,6 +121,24 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         exporter.server.shutdown()
+
+
+def _start_prometheus(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Prometheus on a free loopback port (it cannot report a port it picked itself: when another
+    process took the chosen one first, it exits at once and starts again on another)."""
+    for _ in range(3):
+        port = free_port()
+        with (workdir / "prometheus.log").open("w") as log:
+            process = subprocess.Popen(
+                [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=die_with_parent,
+            )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)
+        if process.returncode is None or "address already in use" not in (workdir / "prometheus.log").read_text():
+            return process, f"http://127.0.0.1:{port}"
+    pytest.fail("Prometheus found no free port in 3 tries:\n" + (workdir / "prometheus.log").read_text()[-2000:])
 
 
 def successful_scrapes(url: str, before: float) -> int:
