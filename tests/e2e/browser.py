@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.processes import die_with_parent
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = (
@@ -42,13 +44,28 @@ def chromium() -> Iterator[Any]:
 
     profile = tempfile.mkdtemp(prefix="fleetrun-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = _dying_with_its_driver(CHROMIUM, Path(profile))
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    # chromedriver dies with the test process even when that is killed, and Chromium with it
+    service = Service(executable_path=str(CHROMEDRIVER), popen_kw={"preexec_fn": die_with_parent})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         yield driver
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _dying_with_its_driver(binary: Path, directory: Path) -> str:
+    """A launcher of `binary` that the kernel kills when its parent (chromedriver) dies: a
+    killed driver would otherwise leave Chromium running. util-linux's `setpriv` sets the
+    signal; without it, the bare binary."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return str(binary)
+    launcher = directory / "chromium"
+    launcher.write_text(f'#!/bin/sh\nexec {setpriv} --pdeathsig KILL {binary} "$@"\n')
+    launcher.chmod(0o700)
+    return str(launcher)
