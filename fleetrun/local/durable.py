@@ -169,16 +169,14 @@ def _item_attributes(attributes: dict[str, Any]) -> Any:
 
 def _private_key_holder(cls: type, state: dict[str, Any], pem: bytes) -> Any:
     """moto's wrapper of a KMS private key, its key loaded back from PKCS#8 PEM."""
-    from cryptography.hazmat.primitives import serialization
-
     holder: Any = object.__new__(cls)
-    holder.__dict__.update(state, private_key=serialization.load_pem_private_key(pem, password=None))
+    holder.__dict__.update(state, private_key=_load_private_key(pem))
     return holder
 
 
 def _load_private_key(pem: bytes) -> Any:
-    """A private key from PKCS#8 PEM: how snapshots written before the wrapper's own reduction
-    hold their keys (kept so that those load)."""
+    """A private key from PKCS#8 PEM (also how snapshots written before the wrapper's own
+    reduction hold their keys)."""
     from cryptography.hazmat.primitives import serialization
 
     return serialization.load_pem_private_key(pem, password=None)
