@@ -105,11 +105,21 @@ def moto_request_rate(moto_port: int, seconds: float = 3.0) -> float:
     return count / (time.monotonic() - started)
 
 
-def run_task(repo: Path, data: Path, nodes: int, agents: int, slots: int) -> dict[str, Any]:
+def minimal_steps(into: Path) -> Path:
+    """A steps directory whose `shell/run` reads its parameters and succeeds, in `/bin/sh`."""
+    step = into / "shell" / "run"
+    step.parent.mkdir(parents=True)
+    step.write_text("#!/bin/sh\nexec cat >/dev/null\n")
+    step.chmod(0o755)
+    return into
+
+
+def run_task(repo: Path, data: Path, nodes: int, agents: int, slots: int, steps: str) -> dict[str, Any]:
     """One `nodes`-node shell task on `agents` agent processes of the runtime in `repo`."""
     api_port, moto_port = free_port(), free_port()
     url = f"http://127.0.0.1:{api_port}"
     data.mkdir(parents=True)
+    steps_dir = ["--steps-dir", str(minimal_steps(data / "steps"))] if steps == "minimal" else []
     runtime = start_runtime(data, api_port, moto_port, repo)
     started_agents: list[subprocess.Popen[bytes]] = []
     try:
@@ -119,7 +129,7 @@ def run_task(repo: Path, data: Path, nodes: int, agents: int, slots: int) -> dic
         for i in range(agents):  # several agent processes serve one delegate runner node
             started_agents.append(subprocess.Popen(
                 [sys.executable, "-m", "fleetrun.agent", "--api", url, "--node", RUNNER,
-                 "--slots", str(slots), "--work-dir", str(data / f"agent-{i}")],
+                 "--slots", str(slots), "--work-dir", str(data / f"agent-{i}"), *steps_dir],
                 env={**os.environ, "FLEETRUN_NODE_TOKEN": token},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=repo))
         served_before = moto_requests_served(moto_port)
@@ -203,18 +213,23 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--baseline", nargs="?", const="e4a68c2", default=None,
                         help="also run the task on a worktree of this commit (default e4a68c2)")
+    parser.add_argument("--steps", choices=("minimal", "demo"), default="minimal",
+                        help="the shell step the agents run: `minimal` (a /bin/sh step that succeeds; the "
+                             "default: the service's throughput) or `demo` (the bundled Python step, which "
+                             "runs the command: an interpreter start per node run)")
     parser.add_argument("--restart-tasks", type=int, default=10_000, help="0: skip the restart measurement")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result: dict[str, Any] = {"nodes": args.nodes, "agents": args.agents, "slots_per_agent": args.slots}
+    result: dict[str, Any] = {"nodes": args.nodes, "agents": args.agents, "slots_per_agent": args.slots,
+                              "steps": args.steps}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        current = run_task(REPO, root / "current", args.nodes, args.agents, args.slots)
+        current = run_task(REPO, root / "current", args.nodes, args.agents, args.slots, args.steps)
         result.update(current)
         if args.baseline:
             worktree = baseline_worktree(args.baseline, root / "baseline-code")
             try:
-                before = run_task(worktree, root / "baseline", args.nodes, args.agents, args.slots)
+                before = run_task(worktree, root / "baseline", args.nodes, args.agents, args.slots, args.steps)
             finally:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
             result["baseline"] = {"ref": args.baseline, **before}
@@ -224,8 +239,8 @@ def main() -> int:
             key = "restart_seconds_10k_tasks" if args.restart_tasks == 10_000 else "restart_seconds"
             result[key] = round(restart_seconds(root / "restart", args.restart_tasks, 10), 2)
     if not args.json:
-        print(f"{args.nodes}-node shell task, {args.agents} agents x {args.slots} slots: {result['status']} "
-              f"in {result['seconds']} s")
+        print(f"{args.nodes}-node shell task, {args.agents} agents x {args.slots} slots, {args.steps} step: "
+              f"{result['status']} in {result['seconds']} s")
         print(f"  node runs per second        {result['node_runs_per_s']:>8}")
         how = "counted" if result["moto_requests_counted"] else "estimated from the raw rate"
         print(f"  moto requests per node run  {result['moto_requests_per_node_run']:>8}  ({how})")

@@ -23,10 +23,12 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _reset_caches() -> None:
     from chalicelib import aws, config
+    from chalicelib.services import agent
     from chalicelib.store import models
 
     config.reset()
     aws.reset()
+    agent.reset()
     models.reset_connections()
 
 

@@ -6,6 +6,7 @@ planned run, its reservation): a stale attempt is refused with LeaseLost.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
@@ -58,13 +59,21 @@ def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dic
     return len(batch)
 
 
-def _secret_values(task_id: str) -> list[str]:
-    """The task's secret parameter values: whatever an agent sends back is scrubbed of them."""
+@functools.lru_cache(maxsize=1024)
+def _secret_values(task_id: str) -> tuple[str, ...]:
+    """The task's secret parameter values: whatever an agent sends back is scrubbed of them.
+    They are sealed once, when the task is submitted, and never change: a warm Lambda reads
+    them once per task instead of once per completion and per batch of events."""
     task = tasks.get(task_id, consistent=False)
-    return [str(v) for v in secrets.unseal(task.sealed_secrets).values()]
+    return tuple(str(v) for v in secrets.unseal(task.sealed_secrets).values())
 
 
-def _clean_events(run: NodeRun, batch: list[dict[str, Any]], secret_values: list[str]) -> list[dict[str, Any]]:
+def reset() -> None:
+    """Forget the cached secret values (tests reuse task ids across stores)."""
+    _secret_values.cache_clear()
+
+
+def _clean_events(run: NodeRun, batch: list[dict[str, Any]], secret_values: tuple[str, ...]) -> list[dict[str, Any]]:
     now = clock.now_iso()
     cleaned = [
         {
@@ -86,7 +95,7 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
     current = _runner_run(run_id_value, node_id)
     if current.cancel_requested and (status == RunStatus.FAILED or current.phase == "plan"):
         status = RunStatus.CANCELLED  # a plan finished for a cancelled task waits for nobody
-    secret_values = _secret_values(task_id) if (error_message or output or batch) else []
+    secret_values = _secret_values(task_id) if (error_message or output or batch) else ()
     completion = store_output(task_id, node, attempt, secrets.redact(output, secret_values))
     separate = batch or []
     if batch:

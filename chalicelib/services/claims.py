@@ -3,6 +3,7 @@ concurrency window (domain/window.py)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from chalicelib import clock, config, secrets
@@ -23,12 +24,16 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
     """Lease up to `max_runs` claimable runs whose runner is this node, best priority first.
 
     A node in maintenance claims only runs of the types `liveness.claimable_types` allows.
+    Several agents serving one runner read the same candidates: a claim that loses a race for
+    one (someone leased it first) tries the rest of its page in a random order within each
+    task, so the claimers spread out instead of all losing the next race too (`_spread`).
     """
     claimed: list[dict[str, Any]] = []
     task_cache: dict[str, Task | None] = {}
     after: str | None = None
     while len(claimed) < max_runs:
         candidates = runs.claimable(node_id, after, _CANDIDATES_PER_QUERY)
+        startable: list[tuple[Task, ClaimCandidate]] = []
         for candidate in candidates:
             after = candidate.claim_sk
             if candidate.task_id not in task_cache:
@@ -37,16 +42,27 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
             if task is None or not may_start(task, candidate.ordinal) or not liveness.may_claim(node_status, task.type):
                 after = f"{candidate.priority_key}#{candidate.task_id}#~"  # nothing later of this task starts either
                 continue
+            startable.append((task, candidate))
+        lost_a_race = False
+        while startable and len(claimed) < max_runs:
+            task, candidate = startable.pop(0)
             run = _lease(task, candidate, node_id)
             if run is not None:
                 claimed.append(_claimed_view(task, run))
-                if len(claimed) == max_runs:
-                    break
+            elif not lost_a_race:
+                lost_a_race = True
+                _spread(startable)
         if len(candidates) < _CANDIDATES_PER_QUERY:
             break
     if claimed:
         count("NodeRunsClaimed", value=len(claimed))
     return claimed
+
+
+def _spread(startable: list[tuple[Task, ClaimCandidate]]) -> None:
+    """Shuffle the candidates within each task, keeping priorities and tasks in their order."""
+    rank = {task_id: i for i, task_id in enumerate(dict.fromkeys(c.task_id for _, c in startable))}
+    startable.sort(key=lambda pair: (pair[1].priority_key, rank[pair[1].task_id], random.random()))
 
 
 def may_start(task: Task, ordinal: int) -> bool:

@@ -386,8 +386,9 @@ class Store:
                            status[0] if status else "nothing")
 
     # --- serving ------------------------------------------------------------------------------
-    def wrap(self, app: WsgiApp) -> WsgiApp:
-        """`app` with every mutating request journaled before its answer leaves."""
+    def wrap(self, app: WsgiApp, observer: Callable[[str | None, bytes], None] | None = None) -> WsgiApp:
+        """`app` with every mutating request journaled before its answer leaves; `observer`
+        hears of each journaled one (its action and body) after the lock is released."""
 
         def journaled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == REQUESTS_PATH:  # the bench's count of requests served
@@ -406,6 +407,7 @@ class Store:
                 return lambda _chunk: None
 
             action = action_of(environ, body)
+            recorded = False
             with self.lock:
                 at, seed = time.time(), random.getrandbits(63)
                 before = _queue_sizes() if action == "ReceiveMessage" else None
@@ -416,8 +418,11 @@ class Store:
                 if str(answer[0]).startswith("2") and not idle:
                     kept = {k: v for k, v in environ.items() if k.startswith("HTTP_") or k in _KEPT_ENVIRON}
                     self._append(("request", at, seed, kept, body))
+                    recorded = True
                     if action in _NOT_REPLAYABLE:
                         self.snapshot()
+            if recorded and observer is not None:
+                observer(action, body)
             start_response(*answer)
             return [chunks]
 

@@ -94,13 +94,17 @@ class Pump(abc.ABC):
             total += delivered
         return total
 
-    def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """Poll until `stop` is set, pausing `interval` seconds whenever a round delivers nothing."""
+    def run_forever(self, stop: threading.Event, interval: float = 1.0, wake: threading.Event | None = None) -> None:
+        """Poll until `stop` is set, pausing `interval` seconds whenever a round delivers nothing;
+        a pause ends early when `wake` is set (something was written that this pump delivers).
+        Whoever sets `stop` sets `wake` too."""
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # before polling: a write during the poll keeps it set for the next one
             try:
                 delivered = self.poll_once()
             except Exception:
                 logger.exception("%s: polling failed", self.function_name)
                 delivered = 0
             if not delivered:
-                stop.wait(interval)
+                (wake or stop).wait(interval)

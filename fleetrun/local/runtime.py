@@ -32,6 +32,7 @@ from chalice.local import ThreadedHTTPServer
 
 from fleetrun.local import logs
 from fleetrun.local.settings import LocalSettings
+from fleetrun.local.wakeups import STREAM, Wakeups
 
 DEMO_STEPS = Path(__file__).resolve().parent.parent / "agent" / "demo_steps"
 #: the checkout holding app.py and chalicelib/ (the service is not part of the client package)
@@ -39,6 +40,8 @@ APP_ROOT = Path(__file__).resolve().parents[2]
 _ADMIN_TOKEN_TTL = 30 * 24 * 3600
 #: how long demo agents let running steps finish when the runtime stops (then they stop them)
 _AGENT_GRACE_SECONDS = 1.5
+#: how long an idle pump waits when no write wakes it (wakeups.py)
+_PUMP_IDLE_SECONDS = 1.0
 #: threads that serve until their server is shut down (every other one watches `stop_event`)
 _SERVER_THREADS = frozenset({"moto", "api"})
 
@@ -72,6 +75,7 @@ class LocalRuntime:
     gateway: Any = None
     store: Any = None
     recovery: Any = None
+    wakeups: Wakeups = field(default_factory=Wakeups)
     _servers: list[Any] = field(default_factory=list)
 
     # --- start ---------------------------------------------------------------------------
@@ -108,6 +112,7 @@ class LocalRuntime:
         from werkzeug.serving import make_server
 
         from fleetrun.local import durable, moto_fixes
+        from fleetrun.local.in_process import serve_in_process
 
         moto_fixes.apply()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per moto request is noise
@@ -117,12 +122,15 @@ class LocalRuntime:
         released = self.store.release_in_flight()
         if released:
             print(f"{released} queued message(s) the stopped runtime was handling are delivered again")
-        server = make_server("127.0.0.1", self.settings.moto_port, self.store.wrap(app), threaded=True,
+        served = self.store.wrap(app, observer=self.wakeups.observe)
+        server = make_server("127.0.0.1", self.settings.moto_port, served, threaded=True,
                              request_handler=MotoRequestHandler)
         server.daemon_threads = True  # type: ignore[attr-defined]
         self._spawn("moto", server.serve_forever)
         self._servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
+        moto_url = f"http://127.0.0.1:{server.server_port}"
+        serve_in_process(moto_url, served)  # the runtime's own calls skip the socket
+        return moto_url
 
     def _bind_api(self) -> _ApiServer:
         """The API's listening socket, bound before the app reads its settings (FLEETRUN_PORT=0
@@ -193,13 +201,16 @@ class LocalRuntime:
                     # as on Lambda, a handler's own ChangeMessageVisibility (retry backoff) stands
                     redelivery_delay=None if spec.retry_delay_by_handler else 2,
                 )
-                self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, 0.2)
+                self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, _PUMP_IDLE_SECONDS,
+                            self.wakeups.queue(pump.queue_url))
             elif isinstance(source, DynamoDBEventConfig):
                 pump = StreamPump(boto3.client("dynamodbstreams"), provisioned.stream_arn, handler,
                                   batch_size=source.batch_size, function_name=source.name,
                                   positions=self.store.meta.get("stream_positions", {}),
-                                  on_advance=lambda positions: self.store.put_meta("stream_positions", positions))
-                self._spawn("stream", pump.run_forever, self.stop_event, 0.2)
+                                  on_advance=lambda positions: self.store.put_meta("stream_positions", positions),
+                                  describe_seconds=_PUMP_IDLE_SECONDS * 10)
+                self._spawn("stream", pump.run_forever, self.stop_event, _PUMP_IDLE_SECONDS,
+                            self.wakeups.event(STREAM))
 
     def _start_scheduler(self, app_module: Any) -> None:
         from chalice.app import ScheduledEventConfig
@@ -317,6 +328,7 @@ class LocalRuntime:
         (`durable.Store.close`); within about 5 s."""
         started = time.monotonic()
         self.stop_event.set()
+        self.wakeups.wake_all()  # a pump waiting for work sees the stop at once
         self.settings.endpoints_path.unlink(missing_ok=True)
         for process in self.agents.values():
             if process.poll() is None:
@@ -388,6 +400,7 @@ class _ApiServer(ThreadedHTTPServer):
     """Chalice's threaded dev server with a listen backlog a burst of clients does not overflow."""
 
     request_queue_size = 128
+
 
 
 class _NotServing:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +72,7 @@ class StreamPump(Pump):
         timeout_seconds: float = 60.0,
         positions: Mapping[str, Sequence[str | None]] | None = None,
         on_advance: Callable[[dict[str, list[str | None]]], None] | None = None,
+        describe_seconds: float = 0.0,
     ) -> None:
         self.client, self.stream_arn, self.handler = streams_client, stream_arn, handler
         self.batch_size, self.max_retries, self.on_give_up = batch_size, max_retries, on_give_up
@@ -81,10 +84,16 @@ class StreamPump(Pump):
         #: where a previous run of this pump stopped, by shard (`on_advance` reported them)
         self._resume = {shard: (str(kind), sequence) for shard, (kind, sequence) in (positions or {}).items()}
         self.on_advance = on_advance
+        #: the shard list is read again after this long, or at once when a shard has ended
+        self.describe_seconds = describe_seconds
+        self._described_at = -math.inf
+        self._finished_seen = 0  # shards known to have ended at the last DescribeStream
 
     def poll_once(self) -> int:
         """Read every ready shard once and deliver what it has; the number of records delivered."""
-        self._describe()
+        finished = sum(shard.finished for shard in self._shards.values())
+        if time.monotonic() - self._described_at >= self.describe_seconds or finished != self._finished_seen:
+            self._describe()
         delivered = 0
         for shard in list(self._shards.values()):
             parent = self._shards.get(shard.parent_id or "")
@@ -104,7 +113,8 @@ class StreamPump(Pump):
             if not description.get("LastEvaluatedShardId"):
                 break
             request["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
-        self._described = True
+        self._described, self._described_at = True, time.monotonic()
+        self._finished_seen = sum(shard.finished for shard in self._shards.values())
 
     def _poll_shard(self, shard: _Shard) -> int:
         if shard.iterator is None:

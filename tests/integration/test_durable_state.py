@@ -7,7 +7,7 @@ every backend without closing the store, and opens a new store on the same direc
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +16,37 @@ import pytest
 from werkzeug.serving import make_server
 
 from fleetrun.local import durable, moto_fixes
+from fleetrun.local.in_process import InProcessTransport
+
+#: nothing listens on port 9 (discard): a request reaching the network would be refused
+IN_PROCESS_URL = "http://127.0.0.1:9"
 
 
 class Served:
     """One "process": a store opened on `directory` and moto served through it."""
 
-    def __init__(self, directory: Path, **options: Any) -> None:
+    def __init__(self, directory: Path, observer: Callable[[str | None, bytes], None] | None = None,
+                 **options: Any) -> None:
         durable.forget()
         moto_fixes.apply()
         app = moto_fixes.dispatcher()
         self.store = durable.Store(directory, **options)
         self.recovery = self.store.open(app)
-        self.server = make_server("127.0.0.1", 0, self.store.wrap(app), threaded=True)
+        self.app = self.store.wrap(app, observer=observer)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.port = self.server.server_port
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=f"http://127.0.0.1:{self.port}", region_name="us-east-1",
                             aws_access_key_id="local", aws_secret_access_key="local")
+
+    def in_process_client(self, service: str) -> Any:
+        """A client whose requests never reach a socket: they are served in-process."""
+        client = boto3.client(service, endpoint_url=IN_PROCESS_URL, region_name="us-east-1",
+                              aws_access_key_id="local", aws_secret_access_key="local")
+        client.meta.events.register("before-send", InProcessTransport(IN_PROCESS_URL, self.app))
+        return client
 
     def die(self) -> None:
         """What `kill -9` leaves: the files as they are (nothing flushed, no final snapshot)."""
@@ -217,3 +230,51 @@ def test_a_process_that_borrowed_a_state_can_create_its_buckets_again_after_forg
         s3.create_bucket(Bucket="kept-outputs")
         assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["kept-outputs"]
         assert s3.head_bucket(Bucket="kept-outputs")
+
+
+def test_writes_served_in_process_are_journaled_like_those_over_http(state: Path) -> None:
+    # GIVEN writes made through the in-process transport (no socket: nothing listens at its URL)
+    first = Served(state)
+    ddb, sqs, s3 = (first.in_process_client(name) for name in ("dynamodb", "sqs", "s3"))
+    ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+    ddb.put_item(TableName="t", Item={"pk": {"S": "a#b|c"}, "n": {"N": "1"}})
+    queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+    sent = sqs.send_message(QueueUrl=queue, MessageBody="hello")["MessageId"]
+    s3.create_bucket(Bucket="outputs")
+    key = "runs/T1/node a+b/ü.log"
+    s3.put_object(Bucket="outputs", Key=key, Body=b"output")
+    assert s3.get_object(Bucket="outputs", Key=key)["Body"].read() == b"output"
+    first.die()
+
+    # WHEN the state is opened again THEN every write is there, read over HTTP this time
+    second = Served(state)
+    assert second.recovery.failed == 0
+    assert second.client("dynamodb").get_item(TableName="t", Key={"pk": {"S": "a#b|c"}})["Item"]["n"] == {"N": "1"}
+    [message] = second.client("sqs").receive_message(QueueUrl=queue)["Messages"]
+    assert message["MessageId"] == sent
+    assert second.client("s3").get_object(Bucket="outputs", Key=key)["Body"].read() == b"output"
+    second.die()
+
+
+def test_the_observer_hears_each_journaled_write_and_no_read(state: Path) -> None:
+    # GIVEN a store that reports the writes it journals
+    heard: list[str | None] = []
+    served = Served(state, observer=lambda action, body: heard.append(action))
+    ddb, sqs = served.in_process_client("dynamodb"), served.in_process_client("sqs")
+    ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+    queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+    heard.clear()
+    # WHEN it serves reads, a refused write, an empty receive and two writes
+    ddb.get_item(TableName="t", Key={"pk": {"S": "a"}})
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.put_item(TableName="t", Item={"pk": {"S": "a"}}, ConditionExpression="attribute_exists(pk)")
+    sqs.receive_message(QueueUrl=queue)
+    ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
+    sqs.send_message(QueueUrl=queue, MessageBody="x")
+    # THEN it heard exactly the two writes, in order
+    assert heard == ["PutItem", "SendMessage"]
+    served.die()

@@ -100,3 +100,27 @@ def test_dynamodb_answers_written_at_once_parse_as_moto_s_shape_walker_writes_th
     # THEN the client parses the same answers (records hold timestamps: parsed as datetimes)
     assert len(at_once["records"]["Records"]) == 2
     assert at_once == walked
+
+
+def test_an_update_expression_parsed_once_applies_each_request_s_own_names_and_values(aws):
+    # GIVEN one update expression used by many requests (as a transition's write is)
+    ddb = boto3.client("dynamodb")
+    expression = "SET #a = :a, #n = if_not_exists(#n, :zero) + :one REMOVE #gone"
+    for sk, (field, value) in {"x": ("status", "running"), "y": ("stage", "copying")}.items():
+        _put(ddb, aws.table_name, sk, gone={"S": "old"})
+        # WHEN it is sent twice per item, with other names and values each time
+        for _ in range(2):
+            ddb.update_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": sk}},
+                            UpdateExpression=expression,
+                            ExpressionAttributeNames={"#a": field, "#n": "count", "#gone": "gone"},
+                            ExpressionAttributeValues={":a": {"S": value}, ":zero": {"N": "0"}, ":one": {"N": "1"}})
+        # THEN each item holds its own request's values, applied twice
+        item = ddb.get_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": sk}})["Item"]
+        assert item[field] == {"S": value}
+        assert item["count"] == {"N": "2"}
+        assert "gone" not in item
+    # AND an expression that cannot be parsed is still refused, every time
+    for _ in range(2):
+        with pytest.raises(ClientError, match="ValidationException"):
+            ddb.update_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "x"}},
+                            UpdateExpression="SET = :a", ExpressionAttributeValues={":a": {"S": "v"}})

@@ -426,3 +426,41 @@ def test_chalice_handlers_with_powertools_partial_failures(aws, sqs):
     assert sorted(seen["sqs"]) == ["a", "b", "b", "c"]
     assert seen["stream"] == ["a", "b", "c", "b", "c"]
     assert messages_left(sqs, url) == 0
+
+
+def test_a_pump_waiting_for_work_starts_as_soon_as_it_is_woken(aws, sqs):
+    # GIVEN a pump whose idle pause is far longer than the test, waiting on a wake-up event
+    url = aws.queue_urls[QUEUE]
+    delivered = threading.Event()
+    pump = SqsPump(sqs, url, lambda event, context: delivered.set())
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=pump.run_forever, args=(stop, 600.0, wake))
+    thread.start()
+    try:
+        assert not delivered.wait(0.5)  # its first poll found nothing: it is pausing now
+        # WHEN a message arrives and the pump is woken
+        send(sqs, url, "a")
+        wake.set()
+        # THEN it is delivered at once, not after the pause
+        assert delivered.wait(5)
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_the_stream_pump_reads_the_shard_list_again_only_after_describe_seconds(aws):
+    # GIVEN a stream pump that describes the stream at most every 60 s
+    client = boto3.client("dynamodbstreams")
+    described: list[str] = []
+    client.meta.events.register("before-call.dynamodbstreams.DescribeStream", lambda **_: described.append("x"))
+    handler = Recorder()
+    pump = StreamPump(client, aws.stream_arn, handler, describe_seconds=60.0)
+    # WHEN it polls several times, with writes in between
+    for key in ("a", "b", "c"):
+        put_items(aws.table_name, key)
+        assert pump.poll_once() == 1
+    # THEN it read the shard list once, and still delivered every record in order
+    assert len(described) == 1
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for e in handler.events for r in e["Records"]] == ["a", "b", "c"]

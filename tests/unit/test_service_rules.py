@@ -107,6 +107,71 @@ class TestClaims:
         assert (run.status, run.lease_owner, run.claim_pk) == ("running", "n-1", None)
 
 
+    def test_without_a_lost_race_a_claim_takes_the_runs_best_first(self, memory):
+        task_id = submit(nodes=tuple(f"n-{i}" for i in range(1, 7)), runner_node="r")
+        dispatch.run_dispatch_job(task_id, 1)
+        assert [c["node"] for c in claims.claim("r", 3)] == ["n-1", "n-2", "n-3"]
+
+    def test_a_claim_that_loses_a_race_spreads_over_the_rest_of_its_page(self, memory, monkeypatch):
+        # GIVEN twenty runs of one runner, the first of which another claimer leases first
+        nodes = tuple(f"n-{i:02d}" for i in range(20))
+        task_id = submit(nodes=nodes, runner_node="r", max_concurrency=20)
+        dispatch.run_dispatch_job(task_id, 1)
+        lease = claims._lease
+
+        def lose_the_first(task, candidate, runner):
+            if candidate.node == "n-00":
+                lease(task, candidate, "another-agent")
+                return None
+            return lease(task, candidate, runner)
+
+        monkeypatch.setattr(claims, "_lease", lose_the_first)
+        claims.random.seed(7)
+        # WHEN the runner claims five
+        claimed = [c["node"] for c in claims.claim("r", 5)]
+        # THEN it got five others, not simply the next five in line
+        assert len(claimed) == 5
+        assert "n-00" not in claimed
+        assert claimed != ["n-01", "n-02", "n-03", "n-04", "n-05"]
+
+    def test_spreading_keeps_priorities_and_tasks_in_their_order(self):
+        # GIVEN candidates of two priorities and, in the first, two tasks
+        def candidate(priority: str, task: str, ordinal: int) -> runs.ClaimCandidate:
+            return runs.ClaimCandidate(task, f"{task}-{ordinal}", f"{priority}#{task}#{ordinal:06d}")
+
+        page = ([candidate("1", "A", i) for i in range(8)] + [candidate("1", "B", i) for i in range(8)]
+                + [candidate("5", "C", i) for i in range(8)])
+        pairs: list = [(None, c) for c in page]
+        claims.random.seed(3)
+        # WHEN they are spread
+        claims._spread(pairs)
+        # THEN the runs of each task stay together, tasks and priorities in order, shuffled within
+        assert [c.task_id for _, c in pairs] == [c.task_id for c in page]
+        assert [c.node for _, c in pairs] != [c.node for c in page]
+        assert sorted(c.node for _, c in pairs) == sorted(c.node for c in page)
+
+
+class TestCompletion:
+    def test_a_task_s_secret_values_are_read_once_for_all_its_completions(self, memory, monkeypatch):
+        # GIVEN three claimed runs of one task
+        task_id = submit(nodes=("n-1", "n-2", "n-3"), runner_node="r")
+        dispatch.run_dispatch_job(task_id, 1)
+        claimed = claims.claim("r", 3)
+        reads: list[str] = []
+        read = agent.tasks.get
+
+        def counted(task_id: str, **kwargs):
+            reads.append(task_id)
+            return read(task_id, **kwargs)
+
+        monkeypatch.setattr(agent.tasks, "get", counted)
+        # WHEN each completes with output to scrub
+        for run in claimed:
+            agent.complete("r", run["run_id"], 1, "succeeded", None, "output")
+        # THEN the task (its sealed secrets) was read once, not once per completion
+        assert reads == [task_id]
+
+
 class TestLeases:
     def _running(self) -> str:
         task_id = submit(nodes=("n-1",))
