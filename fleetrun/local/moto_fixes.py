@@ -33,18 +33,27 @@
    is kept per expression string (it is never changed: the validator works on its copy) and
    the validator's copy is made by pickling, about three times faster than `copy.deepcopy`.
 
+7. A global secondary index query reads its partition, not the table. moto 5.2 answers it by
+   testing every item of the table, so each claim (the claim index) cost O(table) and the
+   local runtime slowed down as its history grew. Here each table keeps its items bucketed by
+   the hash key value of each global index, updated by every put, update and delete (items
+   change only there), built on first use; a query's candidates are its bucket, and moto's
+   own matching, sorting and paging run on them unchanged.
+
 All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 """
 
 from __future__ import annotations
 
 import calendar
+import contextlib
 import copy
 import datetime
 import functools
 import json
 import pickle
 import threading
+import weakref
 from typing import Any
 
 _LOCK = threading.RLock()
@@ -72,6 +81,7 @@ def apply() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
     _patch_json_answers()
     _patch_update_expressions()
+    _patch_index_buckets()
     _applied = True
 
 
@@ -158,6 +168,9 @@ def _patch_query() -> None:
 
             def candidates() -> list[Any]:
                 return sorted(partition.values(), key=lambda item: item.range_key)
+        elif (bucket := _bucket_of(self, index_name, kwargs.get("hash_key_conditions"))) is not None:
+            def candidates() -> list[Any]:
+                return bucket
         else:
             every = self.items.values()
 
@@ -173,6 +186,111 @@ def _patch_query() -> None:
                 del self.all_items
 
     Table.query = query  # type: ignore[method-assign]
+
+
+class _IndexBuckets:
+    """One table's items by the hash key value of each global secondary index (fix 7)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = weakref.ref(table)
+        self.attributes = {index.name: keys[0]["AttributeName"] for index in table.global_indexes
+                           if len(keys := [k for k in index.schema if k["KeyType"] == "HASH"]) == 1}
+        self.buckets: dict[str, dict[Any, dict[Any, None]]] = {name: {} for name in self.attributes}
+        self.placed: dict[Any, dict[str, Any]] = {}
+        every = table.items.values()
+        for item in (every if not table.range_key_attr else (i for items in every for i in items.values())):
+            self.place((item.hash_key, item.range_key), item)
+
+    def place(self, key: Any, item: Any) -> None:
+        """Where `key` is now: `item` as stored, or None once it is deleted."""
+        for name, value in self.placed.pop(key, {}).items():
+            bucket = self.buckets[name][value]
+            del bucket[key]
+            if not bucket:
+                del self.buckets[name][value]
+        if item is None:
+            return
+        placed = {name: value for name, attribute in self.attributes.items()
+                  if (value := item.attrs.get(attribute)) is not None}
+        for name, value in placed.items():
+            self.buckets[name].setdefault(value, {})[key] = None
+        if placed:
+            self.placed[key] = placed
+
+    def items(self, name: str, value: Any) -> list[Any]:
+        table = self.table()
+        found = []
+        for hash_key, range_key in self.buckets[name].get(value, {}):
+            partition = table.items.get(hash_key)  # type: ignore[union-attr]
+            item = partition.get(range_key) if table.range_key_attr else partition  # type: ignore[union-attr]
+            if item is not None:
+                found.append(item)
+        return found
+
+
+_BUCKETS: weakref.WeakKeyDictionary[Any, _IndexBuckets] = weakref.WeakKeyDictionary()
+
+
+def _buckets(table: Any, build: bool) -> _IndexBuckets | None:
+    found = _BUCKETS.get(table)
+    if found is None and build:
+        found = _BUCKETS[table] = _IndexBuckets(table)
+    return found
+
+
+def _bucket_of(table: Any, index_name: str | None, hash_conditions: Any) -> list[Any] | None:
+    """The candidates of a query on a global index with one hash key (None: scan the table)."""
+    if not index_name or not hash_conditions:
+        return None
+    buckets = _buckets(table, build=True)
+    attribute = buckets.attributes.get(index_name) if buckets is not None else None
+    values = [value for name, value in hash_conditions if name == attribute]
+    if buckets is None or attribute is None or len(values) != 1:
+        return None
+    return buckets.items(index_name, values[0])
+
+
+def _place_again(table: Any, key_of: Any) -> None:
+    """After a write that may have changed the item at a key: bucket it as it is stored now."""
+    if (buckets := _buckets(table, build=False)) is None:
+        return
+    try:
+        hash_key, range_key = key_of()
+        item = table.get_item(hash_key, range_key)
+    except Exception:  # a key naming no item (moto refused the write): nothing changed
+        return
+    buckets.place((hash_key, range_key), item)
+
+
+def _patch_index_buckets() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    put_item, delete_item, update_item = Table.put_item, Table.delete_item, DynamoDBBackend.update_item
+
+    def put(self: Any, *args: Any, **kwargs: Any) -> Any:
+        item = put_item(self, *args, **kwargs)
+        if (buckets := _buckets(self, build=False)) is not None:
+            buckets.place((item.hash_key, item.range_key), item)
+        return item
+
+    def delete(self: Any, hash_key: Any, range_key: Any = None, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return delete_item(self, hash_key, range_key, *args, **kwargs)
+        finally:
+            _place_again(self, lambda: (hash_key, range_key))
+
+    def update(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return update_item(self, table_name, key, *args, **kwargs)
+        finally:  # an update changes the stored item in place, even one that fails half-way
+            with contextlib.suppress(Exception):  # no such table, or a key naming no item
+                table = self.get_table(table_name)
+                _place_again(table, lambda: self.get_keys_value(table, key))
+
+    Table.put_item = put  # type: ignore[method-assign]
+    Table.delete_item = delete  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = update  # type: ignore[method-assign]
 
 
 def _patch_json_answers() -> None:

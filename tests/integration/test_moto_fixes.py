@@ -124,3 +124,60 @@ def test_an_update_expression_parsed_once_applies_each_request_s_own_names_and_v
         with pytest.raises(ClientError, match="ValidationException"):
             ddb.update_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "x"}},
                             UpdateExpression="SET = :a", ExpressionAttributeValues={":a": {"S": "v"}})
+
+
+def test_a_global_index_query_answers_as_a_scan_of_the_whole_table_after_every_kind_of_write(aws):
+    # GIVEN items moving in and out of the claim index's partitions by every kind of write
+    import random
+
+    ddb = boto3.client("dynamodb")
+    table, shuffled = aws.table_name, random.Random(11)
+
+    def key(i: int) -> dict:
+        return {"pk": {"S": f"T#{i % 4}"}, "sk": {"S": f"RUN#{i}"}}
+
+    def indexed(runner: str, i: int) -> dict:
+        return {"claim_pk": {"S": runner}, "claim_sk": {"S": f"{i:04d}"}}
+
+    def check() -> None:
+        # THEN after each write, each partition of the index holds exactly what a full scan finds
+        for runner in ("r1", "r2", "r3"):
+            queried = ddb.query(TableName=table, IndexName="claim-index", KeyConditionExpression="claim_pk = :r",
+                                ExpressionAttributeValues={":r": {"S": runner}})["Items"]
+            scanned = ddb.scan(TableName=table, FilterExpression="claim_pk = :r",
+                               ExpressionAttributeValues={":r": {"S": runner}})["Items"]
+            assert sorted(i["sk"]["S"] for i in queried) == sorted(i["sk"]["S"] for i in scanned)
+            assert [i["claim_sk"]["S"] for i in queried] == sorted(i["claim_sk"]["S"] for i in queried)
+
+    for i in range(12):
+        ddb.put_item(TableName=table, Item={**key(i), **indexed(f"r{i % 3 + 1}", i)})
+    check()  # the first query builds the buckets from the table
+    for step in range(60):
+        i, runner = shuffled.randrange(16), f"r{shuffled.randrange(3) + 1}"
+        kind = ("put", "move", "leave", "delete", "transact", "batch", "refused")[step % 7]
+        if kind == "put":
+            ddb.put_item(TableName=table, Item={**key(i), **indexed(runner, i)})
+        elif kind == "move":
+            ddb.update_item(TableName=table, Key=key(i), UpdateExpression="SET claim_pk = :r, claim_sk = :s",
+                            ExpressionAttributeValues={":r": {"S": runner}, ":s": {"S": f"{i:04d}"}})
+        elif kind == "leave":
+            ddb.update_item(TableName=table, Key=key(i), UpdateExpression="REMOVE claim_pk, claim_sk")
+        elif kind == "delete":
+            ddb.delete_item(TableName=table, Key=key(i))
+        elif kind == "transact":
+            ddb.transact_write_items(TransactItems=[
+                {"Update": {"TableName": table, "Key": key(i), "UpdateExpression": "SET claim_pk = :r, claim_sk = :s",
+                            "ExpressionAttributeValues": {":r": {"S": runner}, ":s": {"S": f"{i:04d}"}}}},
+                {"Delete": {"TableName": table, "Key": key(i + 1)}},
+            ])
+        elif kind == "batch":
+            ddb.batch_write_item(RequestItems={table: [
+                {"PutRequest": {"Item": {**key(i), **indexed(runner, i)}}},
+                {"DeleteRequest": {"Key": key(i + 2)}},
+            ]})
+        else:  # a write refused by its condition changes nothing
+            with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+                ddb.update_item(TableName=table, Key=key(i), UpdateExpression="SET claim_pk = :r",
+                                ConditionExpression="attribute_exists(nothing_has_this)",
+                                ExpressionAttributeValues={":r": {"S": runner}})
+        check()
