@@ -189,43 +189,55 @@ def _patch_query() -> None:
 
 
 class _IndexBuckets:
-    """One table's items by the hash key value of each global secondary index (fix 7)."""
+    """One table's items by the hash key value of its global secondary indexes (fix 7); each
+    index is bucketed on its first query, then kept by every write."""
 
     def __init__(self, table: Any) -> None:
         self.table = weakref.ref(table)
         self.attributes = {index.name: keys[0]["AttributeName"] for index in table.global_indexes
                            if len(keys := [k for k in index.schema if k["KeyType"] == "HASH"]) == 1}
-        self.buckets: dict[str, dict[Any, dict[Any, None]]] = {name: {} for name in self.attributes}
-        self.placed: dict[Any, dict[str, Any]] = {}
-        every = table.items.values()
-        for item in (every if not table.range_key_attr else (i for items in every for i in items.values())):
-            self.place((item.hash_key, item.range_key), item)
+        #: per index built so far: (items by hash key value, the value each item key is under)
+        self.built: dict[str, tuple[dict[Any, dict[Any, None]], dict[Any, Any]]] = {}
 
     def place(self, key: Any, item: Any) -> None:
         """Where `key` is now: `item` as stored, or None once it is deleted."""
-        for name, value in self.placed.pop(key, {}).items():
-            bucket = self.buckets[name][value]
-            del bucket[key]
-            if not bucket:
-                del self.buckets[name][value]
-        if item is None:
-            return
-        placed = {name: value for name, attribute in self.attributes.items()
-                  if (value := item.attrs.get(attribute)) is not None}
-        for name, value in placed.items():
-            self.buckets[name].setdefault(value, {})[key] = None
-        if placed:
-            self.placed[key] = placed
+        for name, (buckets, placed) in self.built.items():
+            old = placed.pop(key, None)
+            if old is not None:
+                bucket = buckets[old]
+                del bucket[key]
+                if not bucket:
+                    del buckets[old]
+            value = item.attrs.get(self.attributes[name]) if item is not None else None
+            if value is not None:
+                buckets.setdefault(value, {})[key] = None
+                placed[key] = value
 
     def items(self, name: str, value: Any) -> list[Any]:
         table = self.table()
+        assert table is not None
+        if name not in self.built:
+            self.built[name] = self._build(table, self.attributes[name])
         found = []
-        for hash_key, range_key in self.buckets[name].get(value, {}):
-            partition = table.items.get(hash_key)  # type: ignore[union-attr]
-            item = partition.get(range_key) if table.range_key_attr else partition  # type: ignore[union-attr]
+        for hash_key, range_key in self.built[name][0].get(value, {}):
+            partition = table.items.get(hash_key)
+            item = partition.get(range_key) if table.range_key_attr else partition
             if item is not None:
                 found.append(item)
         return found
+
+    @staticmethod
+    def _build(table: Any, attribute: str) -> tuple[dict[Any, dict[Any, None]], dict[Any, Any]]:
+        buckets: dict[Any, dict[Any, None]] = {}
+        placed: dict[Any, Any] = {}
+        every = table.items.values()
+        for item in (every if not table.range_key_attr else (i for items in every for i in items.values())):
+            value = item.attrs.get(attribute)
+            if value is not None:
+                key = (item.hash_key, item.range_key)
+                buckets.setdefault(value, {})[key] = None
+                placed[key] = value
+        return buckets, placed
 
 
 _BUCKETS: weakref.WeakKeyDictionary[Any, _IndexBuckets] = weakref.WeakKeyDictionary()
