@@ -105,11 +105,41 @@ def _data_key(encrypted_key: bytes) -> bytes:
     return plaintext
 
 
+def leaves(values: Any) -> list[Any]:
+    """Every value a secret holds: the strings and numbers of a nested object or list, each on
+    its own (an agent that echoes one value of a secret object echoes that value, not the object)."""
+    if isinstance(values, dict):
+        return [leaf for item in values.values() for leaf in leaves(item)]
+    if isinstance(values, list | tuple):
+        return [leaf for item in values for leaf in leaves(item)]
+    return [values] if _redactable(values) else []
+
+
+def too_short(values: dict[str, Any], shortest: int) -> list[str]:
+    """The dotted paths of secret values shorter than `shortest` characters: they cannot be
+    masked safely (a 2-character secret would mask every word that holds it)."""
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+        elif _redactable(value) and len(str(value)) < shortest:
+            found.append(path)
+
+    for name, value in values.items():
+        walk(value, f"$.parameters.{name}")
+    return found
+
+
 def _redact(value: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(value, str):
         return pattern.sub(MASK, value)
-    if isinstance(value, dict):
-        return {key: _redact(item, pattern) for key, item in value.items()}
+    if isinstance(value, dict):  # keys too: an event's data may name a secret as a key
+        return {_redact(key, pattern): _redact(item, pattern) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_redact(item, pattern) for item in value)
     return value

@@ -35,6 +35,8 @@ def heartbeat(node_id: str, run_id_value: str, attempt: int, progress: int | Non
     task_id, node = split_run_id(run_id_value)
     now = clock.now_epoch()
     ref = runs.RunKey(task_id, node, attempt)
+    if step:  # it becomes the run's step and the task's stage: never a secret the agent echoed
+        step = secrets.redact(step, _secret_values(task_id))
     run = runs.transition(ref, "heartbeat", clock.rfc3339(now), runner=node_id, progress=progress, step=step,
                           lease_expires_at=int(now) + config.lease_seconds())
     if run is None:
@@ -65,7 +67,7 @@ def _secret_values(task_id: str) -> tuple[str, ...]:
     They are sealed once, when the task is submitted, and never change: a warm Lambda reads
     them once per task instead of once per completion and per batch of events."""
     task = tasks.get(task_id, consistent=False)
-    return tuple(str(v) for v in secrets.unseal(task.sealed_secrets).values())
+    return tuple(str(value) for value in secrets.leaves(secrets.unseal(task.sealed_secrets)))
 
 
 def reset() -> None:

@@ -51,7 +51,7 @@ def create(actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
     expression = schedule_expressions.parse(body["expression"])
     task_body = body["task"]
     task_type = _checked(task_body)
-    masked, secret_values = secrets.split(task_body.get("parameters") or {}, task_type.secret_parameters)
+    masked, secret_values = submit.split_secrets(task_type, task_body.get("parameters") or {})
     stored = {**task_body, "parameters": masked} if "parameters" in task_body else task_body
     schedule_id = str(ULID())
     item = ScheduleItem(

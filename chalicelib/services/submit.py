@@ -111,9 +111,27 @@ def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
     return [SERVICE_NODE]
 
 
+#: a secret value shorter than this cannot be masked safely in what agents send back
+SHORTEST_SECRET = 4
+
+
+def split_secrets(task_type: TaskType, parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the parameters with secrets masked, the secret values). Raises ValidationFailed when a
+    secret value (any value inside a secret object or list) is shorter than SHORTEST_SECRET."""
+    masked, secret_values = secrets.split(parameters, task_type.secret_parameters)
+    short = secrets.too_short(secret_values, SHORTEST_SECRET)
+    if short:
+        raise ValidationFailed(
+            f"secret values must be at least {SHORTEST_SECRET} characters long: a shorter one could not be "
+            "masked safely in what agents send back",
+            [{"path": path, "message": f"shorter than {SHORTEST_SECRET} characters"} for path in short],
+        )
+    return masked, secret_values
+
+
 def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters: dict[str, Any],
               targets: list[str], idempotency_key: str | None) -> Task:
-    masked, secret_values = secrets.split(parameters, task_type.secret_parameters)
+    masked, secret_values = split_secrets(task_type, parameters)
     task_id = str(ULID())
     now = clock.now_iso()
     max_errors = str(body.get("max_errors", 0))

@@ -156,3 +156,21 @@ class TestRedact:
 
         assert secrets.redact(value, []) == value
         assert secrets.redact(value, [""]) == value
+
+    def test_keys_are_redacted_too(self):
+        assert secrets.redact({PASSWORD: {f"k-{PASSWORD}": PASSWORD}}, [PASSWORD]) == {"***": {"k-***": "***"}}
+
+
+class TestSecretValues:
+    def test_each_value_inside_a_secret_object_or_list_is_a_value_of_its_own(self):
+        # GIVEN a secret object (Terraform's secret variables) and a list
+        values = {"secret_variables": {"DB_PASS": "S3cr3t-XYZZY-45", "TOKENS": ["tok-1111", 4242]}, "pin": 9876}
+
+        # WHEN its values are collected THEN each one is there, so each one can be masked
+        assert sorted(map(str, secrets.leaves(values))) == ["4242", "9876", "S3cr3t-XYZZY-45", "tok-1111"]
+        assert secrets.redact("TF_VAR_DB_PASS=S3cr3t-XYZZY-45", secrets.leaves(values)) == "TF_VAR_DB_PASS=***"
+
+    def test_too_short_names_the_path_of_every_short_value(self):
+        values = {"password": "abc", "vars": {"A": "long-enough", "B": "xy", "L": ["ok-value", "z"]}}
+        assert secrets.too_short(values, 4) == ["$.parameters.password", "$.parameters.vars.B",
+                                                "$.parameters.vars.L[1]"]

@@ -404,6 +404,37 @@ class TestSecrets:
         assert answer.status == 200
         assert [item["sk"] for item in all_items(fleet) if PASSWORD in repr(item)] == []
 
+    def test_password_echoed_in_a_heartbeat_step_is_not_the_task_stage_nor_the_run_step(self, fleet):
+        # GIVEN a claimed run
+        task_id = fleet.started(scale_up())
+        run = claim_all(fleet)["gpu-1"]
+
+        # WHEN the agent reports a step that echoes the password
+        answer = heartbeat(fleet, "gpu-1", run, progress=10, step=f"login with {PASSWORD}")
+        fleet.settle()
+
+        # THEN the run's step and the task's stage read "***", and no item holds it
+        assert answer.status == 200
+        assert fleet.runs(task_id)["gpu-1"]["step"] == "login with ***"
+        assert PASSWORD not in repr(fleet.task(task_id))
+        assert [item["sk"] for item in all_items(fleet) if PASSWORD in repr(item)] == []
+
+    def test_password_used_as_a_key_of_event_data_is_redacted(self, fleet):
+        task_id = fleet.started(scale_up())
+        run = claim_all(fleet)["gpu-1"]
+        post_events(fleet, "gpu-1", run, {"type": "info", "step": "deploy-minion", "message": "tried",
+                                          "data": {PASSWORD: 1, "nested": {f"user:{PASSWORD}": [PASSWORD]}}})
+        event = next(e for e in fleet.events(task_id) if e["node"] == "gpu-1")
+        assert event["data"] == {"***": 1, "nested": {"user:***": ["***"]}}
+
+    def test_a_secret_shorter_than_four_characters_is_refused_at_submit(self, fleet):
+        answer = fleet.submit(scale_up(parameters={**PARAMETERS, "password": "abc"}))
+        assert answer.status == 400
+        error = answer.body["error"]
+        assert error["code"] == "validation_error"
+        assert error["details"] == [{"path": "$.parameters.password", "message": "shorter than 4 characters"}]
+        assert "abc" not in error["message"]
+
 
 class TestLogLines:
     def test_service_log_lines_survive_importing_the_app_and_stay_scrubbed(self):
