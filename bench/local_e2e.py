@@ -130,7 +130,9 @@ def run_task(repo: Path, data: Path, nodes: int, agents: int, slots: int, steps:
             started_agents.append(subprocess.Popen(
                 [sys.executable, "-m", "fleetrun.agent", "--api", url, "--node", RUNNER,
                  "--slots", str(slots), "--work-dir", str(data / f"agent-{i}"), *steps_dir],
-                env={**os.environ, "FLEETRUN_NODE_TOKEN": token},
+                # as `make run`'s demo agents: `python3` is this interpreter, not a version manager's shim
+                env={**os.environ, "FLEETRUN_NODE_TOKEN": token,
+                     "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=repo))
         served_before = moto_requests_served(moto_port)
         started = time.monotonic()

@@ -309,9 +309,8 @@ class LocalRuntime:
             "--steps-dir", str(DEMO_STEPS), "--work-dir", str(work_dir), "--grace", str(_AGENT_GRACE_SECONDS),
             "--idle-poll-max", "2",  # a demo picks up new work at once; a real fleet polls less (README "Cost")
         ]
-        # the token travels in the environment, not the command line (`ps` shows that to everyone)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True, env={**os.environ, "FLEETRUN_NODE_TOKEN": token},
+                                   start_new_session=True, env=_demo_agent_environment(token),
                                    preexec_fn=_stop_with_parent)
         self.agents[node] = process
         self._spawn(f"agent {node}", self._relay, process)
@@ -406,6 +405,14 @@ class _ApiServer(ThreadedHTTPServer):
 class _NotServing:
     """The request handler of the API's socket between binding and serving (never called: the
     serve loop starts after `_start_http` has set the real one)."""
+
+
+def _demo_agent_environment(token: str) -> dict[str, str]:
+    """The token (in the environment, not the command line: `ps` shows that to everyone), and
+    this interpreter's directory first on PATH: the demo steps start with `#!/usr/bin/env python3`,
+    and a version manager's `python3` shim (pyenv's is a bash script) cost ~190 ms of CPU per step."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    return {**os.environ, "FLEETRUN_NODE_TOKEN": token, "PATH": path}
 
 
 def _stop_server(server: Any) -> None:
