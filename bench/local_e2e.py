@@ -7,8 +7,14 @@ and 100,000 node runs takes to be healthy again after a restart. `--baseline REF
 task against a git worktree of REF (default e4a68c2, before the durable runtime) in the same
 run, side by side. Informational: never an assertion.
 
+The agents' step is, by default, a `/bin/sh` script that reads its parameters and succeeds
+(`--steps minimal`): the figure is then the service's, not the cost of starting a step. With
+`--steps demo` they run the bundled Python `shell` step, one interpreter start per node run
+(through a version manager's `python3` shim that alone cost ~200 ms of CPU; the agents here,
+like `make run`'s demo agents, find this interpreter first on PATH).
+
     .venv/bin/python bench/local_e2e.py [--nodes 200] [--agents 5] [--slots 4] [--baseline [REF]]
-                                        [--restart-tasks 10000] [--json]
+                                        [--steps minimal|demo] [--restart-tasks 10000] [--json]
 
 With `--json` the last line is one JSON object with at least `node_runs_per_s`,
 `moto_requests_per_node_run` and `restart_seconds_10k_tasks`.
