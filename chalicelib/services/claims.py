@@ -33,25 +33,25 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
     after: str | None = None
     while len(claimed) < max_runs:
         candidates = runs.claimable(node_id, after, _CANDIDATES_PER_QUERY)
-        startable: list[tuple[Task, ClaimCandidate]] = []
-        for candidate in candidates:
-            after = candidate.claim_sk
+        pending, past = list(candidates), [c.claim_sk for c in candidates[-1:]]
+        lost_a_race = False
+        while pending and len(claimed) < max_runs:
+            candidate = pending.pop(0)
             if candidate.task_id not in task_cache:
                 task_cache[candidate.task_id] = tasks.find(candidate.task_id)
             task = task_cache[candidate.task_id]
             if task is None or not may_start(task, candidate.ordinal) or not liveness.may_claim(node_status, task.type):
-                after = f"{candidate.priority_key}#{candidate.task_id}#~"  # nothing later of this task starts either
+                # nothing later of this task starts either (on this page or the next)
+                past.append(f"{candidate.priority_key}#{candidate.task_id}#~")
+                pending = [c for c in pending if c.task_id != candidate.task_id or c.ordinal < candidate.ordinal]
                 continue
-            startable.append((task, candidate))
-        lost_a_race = False
-        while startable and len(claimed) < max_runs:
-            task, candidate = startable.pop(0)
             run = _lease(task, candidate, node_id)
             if run is not None:
                 claimed.append(_claimed_view(task, run))
             elif not lost_a_race:
                 lost_a_race = True
-                _spread(startable)
+                _spread(pending)
+        after = max(past, default=after)
         if len(candidates) < _CANDIDATES_PER_QUERY:
             break
     if claimed:
@@ -59,10 +59,10 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
     return claimed
 
 
-def _spread(startable: list[tuple[Task, ClaimCandidate]]) -> None:
+def _spread(pending: list[ClaimCandidate]) -> None:
     """Shuffle the candidates within each task, keeping priorities and tasks in their order."""
-    rank = {task_id: i for i, task_id in enumerate(dict.fromkeys(c.task_id for _, c in startable))}
-    startable.sort(key=lambda pair: (pair[1].priority_key, rank[pair[1].task_id], random.random()))
+    rank = {task_id: i for i, task_id in enumerate(dict.fromkeys(c.task_id for c in pending))}
+    pending.sort(key=lambda c: (c.priority_key, rank[c.task_id], random.random()))
 
 
 def may_start(task: Task, ordinal: int) -> bool:

@@ -134,6 +134,17 @@ class TestClaims:
         assert "n-00" not in claimed
         assert claimed != ["n-01", "n-02", "n-03", "n-04", "n-05"]
 
+    def test_a_claim_reads_only_the_tasks_of_the_runs_it_takes(self, memory, monkeypatch):
+        # GIVEN ten one-node tasks of one runner
+        for i in range(10):
+            dispatch.run_dispatch_job(submit(nodes=(f"n-{i}",), runner_node="r"), 1)
+        reads: list[str] = []
+        find = claims.tasks.find
+        monkeypatch.setattr(claims.tasks, "find", lambda task_id: reads.append(task_id) or find(task_id))
+        # WHEN the runner claims one run THEN one task was read, not the whole page's
+        assert len(claims.claim("r", 1)) == 1
+        assert len(reads) == 1
+
     def test_spreading_keeps_priorities_and_tasks_in_their_order(self):
         # GIVEN candidates of two priorities and, in the first, two tasks
         def candidate(priority: str, task: str, ordinal: int) -> runs.ClaimCandidate:
@@ -141,14 +152,14 @@ class TestClaims:
 
         page = ([candidate("1", "A", i) for i in range(8)] + [candidate("1", "B", i) for i in range(8)]
                 + [candidate("5", "C", i) for i in range(8)])
-        pairs: list = [(None, c) for c in page]
+        spread = list(page)
         claims.random.seed(3)
         # WHEN they are spread
-        claims._spread(pairs)
+        claims._spread(spread)
         # THEN the runs of each task stay together, tasks and priorities in order, shuffled within
-        assert [c.task_id for _, c in pairs] == [c.task_id for c in page]
-        assert [c.node for _, c in pairs] != [c.node for c in page]
-        assert sorted(c.node for _, c in pairs) == sorted(c.node for c in page)
+        assert [c.task_id for c in spread] == [c.task_id for c in page]
+        assert [c.node for c in spread] != [c.node for c in page]
+        assert sorted(c.node for c in spread) == sorted(c.node for c in page)
 
 
 class TestCompletion:
