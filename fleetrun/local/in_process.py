@@ -37,12 +37,10 @@ class InProcessTransport:
 
     def __init__(self, base_url: str, app: WsgiApp) -> None:
         self.base_url, self.app = base_url.rstrip("/"), app
-        self.served = 0
 
     def __call__(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
         if not (request.url == self.base_url or request.url.startswith(self.base_url + "/")):
             return None
-        self.served += 1
         environ = self.environ(request)
         answer: list[Any] = []
 
