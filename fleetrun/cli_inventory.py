@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,24 @@ def reclaim(session: Session, node_id: str, user: str | None, follow: bool, as_j
         session.out.print(f"node {node_id} is in maintenance; reclaim task {task['task_id']}", markup=False)
     if follow:
         status = watch(api, task["task_id"], session.err if as_json else session.out)
-        node = api.get(f"/v1/nodes/{node_id}")
+        node = _after_reclaim(api, node_id, task["task_id"])
         if as_json:
             print_json(node)
         else:
             _said(session, node, "reclaimed" if node["status"] == "idle" else "the reclaim did not succeed")
         raise SystemExit(status)
+
+
+def _after_reclaim(api: Any, node_id: str, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The node once it has followed its reclaim task: the service moves it when the task's end
+    reaches the stream, a moment after the task itself ends (at most `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node: dict[str, Any] = api.get(f"/v1/nodes/{node_id}")
+        reclaim = node.get("reclaim") or {}
+        if reclaim.get("task_id") != task_id or reclaim.get("outcome") != "running" or time.monotonic() >= deadline:
+            return node
+        time.sleep(0.2)
 
 
 @node_group.command("allocations")
