@@ -13,7 +13,7 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any, Final
 
@@ -108,31 +108,25 @@ def _data_key(encrypted_key: bytes) -> bytes:
 def leaves(values: Any) -> list[Any]:
     """Every value a secret holds: the strings and numbers of a nested object or list, each on
     its own (an agent that echoes one value of a secret object echoes that value, not the object)."""
-    if isinstance(values, dict):
-        return [leaf for item in values.values() for leaf in leaves(item)]
-    if isinstance(values, list | tuple):
-        return [leaf for item in values for leaf in leaves(item)]
-    return [values] if _redactable(values) else []
+    return [value for _, value in _leaves(values, "$")]
 
 
 def too_short(values: dict[str, Any], shortest: int) -> list[str]:
     """The dotted paths of secret values shorter than `shortest` characters: they cannot be
     masked safely (a 2-character secret would mask every word that holds it)."""
-    found: list[str] = []
+    return [path for path, value in _leaves(values, "$.parameters") if len(str(value)) < shortest]
 
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{path}.{key}")
-        elif isinstance(value, list | tuple):
-            for index, item in enumerate(value):
-                walk(item, f"{path}[{index}]")
-        elif _redactable(value) and len(str(value)) < shortest:
-            found.append(path)
 
-    for name, value in values.items():
-        walk(value, f"$.parameters.{name}")
-    return found
+def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every string and number inside `value`."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{index}]")
+    elif _redactable(value):
+        yield path, value
 
 
 def _redact(value: Any, pattern: re.Pattern[str]) -> Any:

@@ -46,7 +46,6 @@ All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 from __future__ import annotations
 
 import calendar
-import contextlib
 import copy
 import datetime
 import functools
@@ -243,28 +242,23 @@ class _IndexBuckets:
 _BUCKETS: weakref.WeakKeyDictionary[Any, _IndexBuckets] = weakref.WeakKeyDictionary()
 
 
-def _buckets(table: Any, build: bool) -> _IndexBuckets | None:
-    found = _BUCKETS.get(table)
-    if found is None and build:
-        found = _BUCKETS[table] = _IndexBuckets(table)
-    return found
-
-
 def _bucket_of(table: Any, index_name: str | None, hash_conditions: Any) -> list[Any] | None:
     """The candidates of a query on a global index with one hash key (None: scan the table)."""
     if not index_name or not hash_conditions:
         return None
-    buckets = _buckets(table, build=True)
-    attribute = buckets.attributes.get(index_name) if buckets is not None else None
+    buckets = _BUCKETS.get(table)
+    if buckets is None:  # built on the table's first index query
+        buckets = _BUCKETS[table] = _IndexBuckets(table)
+    attribute = buckets.attributes.get(index_name)
     values = [value for name, value in hash_conditions if name == attribute]
-    if buckets is None or attribute is None or len(values) != 1:
+    if attribute is None or len(values) != 1:
         return None
     return buckets.items(index_name, values[0])
 
 
 def _place_again(table: Any, key_of: Any) -> None:
     """After a write that may have changed the item at a key: bucket it as it is stored now."""
-    if (buckets := _buckets(table, build=False)) is None:
+    if (buckets := _BUCKETS.get(table)) is None:
         return
     try:
         hash_key, range_key = key_of()
@@ -282,7 +276,7 @@ def _patch_index_buckets() -> None:
 
     def put(self: Any, *args: Any, **kwargs: Any) -> Any:
         item = put_item(self, *args, **kwargs)
-        if (buckets := _buckets(self, build=False)) is not None:
+        if (buckets := _BUCKETS.get(self)) is not None:
             buckets.place((item.hash_key, item.range_key), item)
         return item
 
@@ -296,8 +290,7 @@ def _patch_index_buckets() -> None:
         try:
             return update_item(self, table_name, key, *args, **kwargs)
         finally:  # an update changes the stored item in place, even one that fails half-way
-            with contextlib.suppress(Exception):  # no such table, or a key naming no item
-                table = self.get_table(table_name)
+            if (table := self.tables.get(table_name)) is not None:
                 _place_again(table, lambda: self.get_keys_value(table, key))
 
     Table.put_item = put  # type: ignore[method-assign]

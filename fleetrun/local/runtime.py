@@ -401,7 +401,6 @@ class _ApiServer(ThreadedHTTPServer):
     request_queue_size = 128
 
 
-
 class _NotServing:
     """The request handler of the API's socket between binding and serving (never called: the
     serve loop starts after `_start_http` has set the real one)."""

@@ -80,7 +80,6 @@ class StreamPump(Pump):
         self.function_name, self.timeout_seconds = function_name, timeout_seconds
         self.region: str = streams_client.meta.region_name
         self._shards: dict[str, _Shard] = {}
-        self._described = False
         #: where a previous run of this pump stopped, by shard (`on_advance` reported them)
         self._resume = {shard: (str(kind), sequence) for shard, (kind, sequence) in (positions or {}).items()}
         self.on_advance = on_advance
@@ -102,7 +101,7 @@ class StreamPump(Pump):
         return delivered
 
     def _describe(self) -> None:
-        start = self.starting_position if not self._described else "TRIM_HORIZON"
+        start = self.starting_position if math.isinf(self._described_at) else "TRIM_HORIZON"
         request: dict[str, Any] = {"StreamArn": self.stream_arn}
         while True:
             description = self.client.describe_stream(**request)["StreamDescription"]
@@ -113,7 +112,7 @@ class StreamPump(Pump):
             if not description.get("LastEvaluatedShardId"):
                 break
             request["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
-        self._described, self._described_at = True, time.monotonic()
+        self._described_at = time.monotonic()
         self._finished_seen = sum(shard.finished for shard in self._shards.values())
 
     def _poll_shard(self, shard: _Shard) -> int:

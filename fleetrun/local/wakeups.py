@@ -63,4 +63,5 @@ class Wakeups:
 
 def _queue_name(url: str) -> str:
     """Queue URLs differ in host spelling (`localhost`, `127.0.0.1`, moto's own): the path names it."""
-    return "queue:" + url.rstrip("/").rsplit("/", 2)[-2] + "/" + url.rstrip("/").rsplit("/", 1)[-1]
+    account, name = url.rstrip("/").rsplit("/", 2)[-2:]
+    return f"queue:{account}/{name}"
