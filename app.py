@@ -222,7 +222,7 @@ def monthly_usage_report(event: Any) -> None:
 @register(app, "claimRuns")
 def claim_runs(call: Call, node_id: str) -> Response:
     nodes.require_self(call.node, node_id)
-    return json_response({"runs": claims.claim(node_id, call.body().get("max", 1), call.node_status)})
+    return json_response(claims.answer(node_id, call.body().get("max", 1), call.node_status))
 
 
 @register(app, "heartbeatRun")

@@ -239,7 +239,17 @@ ClaimedRun: Final[Schema] = record(
     },
     "A run now `running` and leased to the claiming agent until `lease_expires_at`.",
 )
-Claim: Final[Schema] = record({"runs": {"type": "array", "items": ClaimedRun}})
+Claim: Final[Schema] = {
+    **record({"runs": {"type": "array", "items": ClaimedRun}}),
+    "properties": {
+        "runs": {"type": "array", "items": ClaimedRun},
+        "retry_after_seconds": {
+            "type": "number", "minimum": 0,
+            "description": "only in an empty answer while runs of this runner are being dispatched: "
+                           "ask again after this many seconds instead of backing off",
+        },
+    },
+}
 HeartbeatResponse: Final[Schema] = record({"lease_expires_at": TIMESTAMP, "cancel_requested": {"type": "boolean"}})
 Accepted: Final[Schema] = record({"accepted": {"const": True}})
 Health: Final[Schema] = {

@@ -17,11 +17,29 @@ from chalicelib.store import runs, tasks
 from chalicelib.store.runs import ClaimCandidate, run_id
 
 _CANDIDATES_PER_QUERY = 25
+#: the `retry_after_seconds` of an empty claim while runs of the runner are being dispatched: the
+#: agent asks again this soon instead of growing its idle pause (README "What a month costs")
+DISPATCH_IN_PROGRESS_RETRY_SECONDS = 1.0
+
+
+def answer(node_id: str, max_runs: int, node_status: str | None = None) -> dict[str, Any]:
+    """The claim route's answer: the runs leased, and when nothing was but some of this runner's
+    runs exist for a task whose dispatch has not finished, how soon to ask again."""
+    claimed, dispatching = _claim(node_id, max_runs, node_status)
+    if claimed or not dispatching:
+        return {"runs": claimed}
+    return {"runs": claimed, "retry_after_seconds": DISPATCH_IN_PROGRESS_RETRY_SECONDS}
+
+
+def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[dict[str, Any]]:
+    """Lease up to `max_runs` claimable runs whose runner is this node, best priority first."""
+    return _claim(node_id, max_runs, node_status)[0]
 
 
 @tracer.capture_method
-def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[dict[str, Any]]:
-    """Lease up to `max_runs` claimable runs whose runner is this node, best priority first.
+def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[dict[str, Any]], bool]:
+    """The runs leased, and whether a candidate was passed over because its task's dispatch is
+    still creating the attempt's runs.
 
     A node in maintenance claims only runs of the types `liveness.claimable_types` allows.
     Several agents serving one runner read the same candidates: a claim that loses a race for
@@ -29,6 +47,7 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
     task, so the claimers spread out instead of all losing the next race too (`_spread`).
     """
     claimed: list[dict[str, Any]] = []
+    dispatching = False
     task_cache: dict[str, Task | None] = {}
     after: str | None = None
     while len(claimed) < max_runs:
@@ -41,6 +60,7 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
                 task_cache[candidate.task_id] = tasks.find(candidate.task_id)
             task = task_cache[candidate.task_id]
             if task is None or not may_start(task, candidate.ordinal) or not liveness.may_claim(node_status, task.type):
+                dispatching = dispatching or (task is not None and _dispatching(task))
                 # nothing later of this task starts either (on this page or the next)
                 past.append(f"{candidate.priority_key}#{candidate.task_id}#~")
                 pending = [c for c in pending if c.task_id != candidate.task_id or c.ordinal < candidate.ordinal]
@@ -56,7 +76,12 @@ def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[d
             break
     if claimed:
         count("NodeRunsClaimed", value=len(claimed))
-    return claimed
+    return claimed, dispatching
+
+
+def _dispatching(task: Task) -> bool:
+    """The task's current attempt is being dispatched: its runs become claimable when it starts."""
+    return task.status == TaskStatus.PENDING and not task.halted and int(task.dispatched_attempt) < int(task.attempt)
 
 
 def _spread(pending: list[ClaimCandidate]) -> None:

@@ -57,9 +57,10 @@ class Agent:
 
     def _claim(self, free: int) -> float:
         """Claim up to `free` runs and start them. Returns how long to wait before the next claim:
-        nothing after a successful claim, a growing pause while idle, a backoff after a failure."""
+        nothing after a successful claim, a growing pause while idle (the service's `retry_after` while
+        runs for this node are being dispatched), a backoff after a failure."""
         try:
-            runs = self.api.claim(free)
+            answer = self.api.claim(free)
         except (Unavailable, Rejected) as error:
             delay = self._backoff.next_delay()
             self.journal.agent(f"claim failed ({error}); next try in {delay:.1f} s")
@@ -71,7 +72,7 @@ class Agent:
         if self._backoff.failures:
             self.journal.agent(f"API reachable again after {self._backoff.failures} failed claims")
             self._backoff.reset()
-        for run in runs:
+        for run in answer.runs:
             # a claim of a run whose plan this agent holds: the apply phase (its lease takes over
             # from the reservation), or a new plan after the old reservation was lost
             held = self.reservations.take(run.run_id)
@@ -82,10 +83,13 @@ class Agent:
             thread = threading.Thread(target=self._execute, args=(execution,), name=execution.tag)
             self._running[run.run_id] = thread
             thread.start()
-        if not runs:
-            return self._idle.next_delay()
-        self._idle.reset()
-        return 0.0
+        if answer.runs:
+            self._idle.reset()
+            return 0.0
+        if answer.retry_after is not None:  # runs for this node are being dispatched: no growing pause
+            self._idle.reset()
+            return jittered(min(max(answer.retry_after, 0.1), self.settings.idle_poll_max))
+        return self._idle.next_delay()
 
     def _execute(self, execution: RunExecution) -> None:
         try:

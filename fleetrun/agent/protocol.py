@@ -69,6 +69,13 @@ class ClaimedRun:
 
 
 @dataclass(frozen=True)
+class ClaimAnswer:
+    runs: list[ClaimedRun]
+    #: set by the service on an empty answer while runs of this node are being dispatched
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
 class HeartbeatAnswer:
     lease_expires_at: float
     cancel_requested: bool
@@ -85,9 +92,11 @@ class AgentApi:
         self.base_url, self.node, self._token, self._timeout = base_url, node, token, timeout
         self._local = threading.local()
 
-    def claim(self, max_runs: int) -> list[ClaimedRun]:
-        answer = self._post(f"/v1/agents/{self.node}/claim", {"max": max_runs}, run_route=False)
-        return [ClaimedRun.from_wire(run) for run in (answer or {}).get("runs", [])]
+    def claim(self, max_runs: int) -> ClaimAnswer:
+        answer = self._post(f"/v1/agents/{self.node}/claim", {"max": max_runs}, run_route=False) or {}
+        retry_after = answer.get("retry_after_seconds")
+        return ClaimAnswer([ClaimedRun.from_wire(run) for run in answer.get("runs", [])],
+                           float(retry_after) if retry_after is not None else None)
 
     def heartbeat(self, run: ClaimedRun, progress: int, step: str) -> HeartbeatAnswer:
         body = {"attempt": run.attempt, "progress": progress, "step": step}

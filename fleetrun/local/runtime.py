@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import importlib
 import json
 import logging
@@ -42,6 +43,8 @@ _ADMIN_TOKEN_TTL = 30 * 24 * 3600
 _AGENT_GRACE_SECONDS = 1.5
 #: how long an idle pump waits when no write wakes it (wakeups.py)
 _PUMP_IDLE_SECONDS = 1.0
+#: allocations between two young-generation collections once up (Python's default is 700)
+_GC_YOUNG_THRESHOLD = 20_000
 #: threads that serve until their server is shut down (every other one watches `stop_event`)
 _SERVER_THREADS = frozenset({"moto", "api"})
 
@@ -461,6 +464,15 @@ def up(settings: LocalSettings | None = None) -> NoReturn:
     os._exit(status)
 
 
+def _collect_less() -> None:
+    """The cyclic garbage collector cost the serving runtime ~7 % of its CPU (1,000 young and 7 full
+    passes during a 200-node bench task), and each full pass walks every object of the restored
+    state. What exists once the runtime is up (modules, the restored state) lives as long as the
+    process: it is frozen out of the collector's passes, and young objects are collected less often."""
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def _serve(settings: LocalSettings | None) -> int:
     warnings.filterwarnings("ignore", message=".*HMAC key.*")  # the documented local secret is short
     stream = logs.install()
@@ -477,6 +489,7 @@ def _serve(settings: LocalSettings | None) -> int:
     except KeyboardInterrupt:
         runtime.stop()
         return 0
+    _collect_less()
     try:
         while not runtime.stop_event.wait(0.5):
             for node, process in runtime.agents.items():

@@ -181,3 +181,93 @@ def test_a_global_index_query_answers_as_a_scan_of_the_whole_table_after_every_k
                                 ConditionExpression="attribute_exists(nothing_has_this)",
                                 ExpressionAttributeValues={":r": {"S": runner}})
         check()
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_a_key_condition_query_pages_through_exactly_what_a_scan_selects_in_key_order(aws, forward):
+    # GIVEN one partition holding several kinds of items, some also in the claim index
+    import random
+
+    ddb = boto3.client("dynamodb")
+    table, rng = aws.table_name, random.Random(8)
+    sks = [f"{kind}#{rng.randrange(1000):03d}" for kind in ("RUN", "EVT", "TGT", "R") for _ in range(15)]
+    for i, sk in enumerate(dict.fromkeys(sks)):
+        extra = {"claim_pk": {"S": "runner"}, "claim_sk": {"S": f"{rng.randrange(100):02d}#{i}"}} if i % 3 else {}
+        ddb.put_item(TableName=table, Item={"pk": {"S": "TASK#1"}, "sk": {"S": sk}, **extra})
+    _put(ddb, table, "RUN#500")  # another partition ("P") with a key the conditions select
+    scanned = ddb.scan(TableName=table)["Items"]
+
+    def pages(**query) -> list[str]:
+        found, start = [], {}
+        while True:
+            answer = ddb.query(TableName=table, Limit=4, ScanIndexForward=forward, **start, **query)
+            found += [item["sk"]["S"] for item in answer["Items"]]
+            if "LastEvaluatedKey" not in answer:
+                return found
+            start = {"ExclusiveStartKey": answer["LastEvaluatedKey"]}
+
+    conditions = {
+        "begins_with(sk, :a)": (("RUN#",), lambda v, a: v.startswith(a)),
+        "sk BETWEEN :a AND :b": (("EVT#200", "RUN#300"), lambda v, a, b: a <= v <= b),
+        "sk < :a": (("R#",), lambda v, a: v < a),
+        "sk <= :a": (("RUN#",), lambda v, a: v <= a),
+        "sk > :a": (("RUN#5",), lambda v, a: v > a),
+        "sk >= :a": (("TGT#",), lambda v, a: v >= a),
+        "sk = :a": ((sks[7],), lambda v, a: v == a),
+    }
+    for condition, (values, test) in conditions.items():
+        names = {f":{n}": {"S": v} for n, v in zip("ab", values, strict=False)}
+        # WHEN the partition is queried with that condition, 4 items a page
+        found = pages(KeyConditionExpression=f"pk = :p AND {condition}",
+                      ExpressionAttributeValues={":p": {"S": "TASK#1"}, **names})
+        # THEN the pages hold what a scan selects, in key order, each once
+        expected = sorted((i["sk"]["S"] for i in scanned if i["pk"]["S"] == "TASK#1" and test(i["sk"]["S"], *values)),
+                          reverse=not forward)
+        assert found == expected, condition
+    # AND an index query with a range condition pages through its partition in index key order
+    found = pages(IndexName="claim-index", KeyConditionExpression="claim_pk = :r AND claim_sk > :a",
+                  ExpressionAttributeValues={":r": {"S": "runner"}, ":a": {"S": "40"}})
+    indexed = sorted((i for i in scanned if i.get("claim_pk") == {"S": "runner"} and i["claim_sk"]["S"] > "40"),
+                     key=lambda i: i["claim_sk"]["S"], reverse=not forward)
+    assert found == [i["sk"]["S"] for i in indexed]
+
+
+def test_a_condition_expression_lexed_once_tests_each_request_s_own_names_and_values(aws):
+    # GIVEN one condition expression used by many requests (as a lease's guard is)
+    ddb = boto3.client("dynamodb")
+    _put(ddb, aws.table_name, "x", status={"S": "pending"}, attempt={"N": "2"})
+    condition = "#s = :s AND attempt = :a"
+
+    def lease(status: str, attempt: str) -> None:
+        ddb.update_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "x"}},
+                        UpdateExpression="SET #s = :new", ConditionExpression=condition,
+                        ExpressionAttributeNames={"#s": "status"},
+                        ExpressionAttributeValues={":s": {"S": status}, ":a": {"N": attempt}, ":new": {"S": "running"}})
+
+    # WHEN it is sent with values that do not hold, then with values that do
+    for status, attempt in (("pending", "1"), ("running", "2")):
+        with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+            lease(status, attempt)
+    lease("pending", "2")
+    # THEN only the request whose own values held wrote
+    item = ddb.get_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "x"}})["Item"]
+    assert item["status"] == {"S": "running"}
+    # AND an expression that cannot be lexed is still refused, every time (moto raises, in-process)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Cannot parse condition"):
+            ddb.update_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "x"}},
+                            UpdateExpression="SET a = :a", ConditionExpression="a = :a $ b",
+                            ExpressionAttributeValues={":a": {"S": "v"}})
+
+
+def test_a_keys_only_index_answers_the_keys_as_stored_and_nothing_else(aws):
+    # GIVEN an item in the claim index (keys only) with other attributes of every kind
+    ddb = boto3.client("dynamodb")
+    _put(ddb, aws.table_name, "RUN#1", claim_pk={"S": "runner"}, claim_sk={"S": "5#T#000001"},
+         count={"N": "1.50"}, tags={"SS": ["a", "b"]}, data={"M": {"x": {"L": [{"N": "1"}, {"B": b"\x00\xff"}]}}})
+    # WHEN the index is queried
+    [item] = ddb.query(TableName=aws.table_name, IndexName="claim-index", KeyConditionExpression="claim_pk = :r",
+                       ExpressionAttributeValues={":r": {"S": "runner"}})["Items"]
+    # THEN it holds the table's and the index's keys, exactly as the table holds them
+    stored = ddb.get_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "RUN#1"}})["Item"]
+    assert item == {name: stored[name] for name in ("pk", "sk", "claim_pk", "claim_sk")}

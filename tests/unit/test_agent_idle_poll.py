@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fleetrun.agent.backoff import IdlePoll
-from fleetrun.agent.settings import DEFAULT_IDLE_POLL_MAX_SECONDS
+from fleetrun.agent.loop import Agent
+from fleetrun.agent.protocol import ClaimAnswer
+from fleetrun.agent.settings import DEFAULT_IDLE_POLL_MAX_SECONDS, AgentSettings
 
 
 def _bounds(delay: float, nominal: float) -> bool:
@@ -38,3 +40,36 @@ def test_a_long_idle_spell_never_overflows() -> None:
     for _ in range(5000):
         delay = idle.next_delay()
     assert _bounds(delay, DEFAULT_IDLE_POLL_MAX_SECONDS)
+
+
+class _Answers:
+    """An agent API whose claims answer, in turn, the given `ClaimAnswer`s."""
+
+    def __init__(self, *answers: ClaimAnswer) -> None:
+        self.answers = list(answers)
+
+    def claim(self, max_runs: int) -> ClaimAnswer:
+        return self.answers.pop(0)
+
+
+def _agent(tmp_path, *answers: ClaimAnswer) -> Agent:
+    agent = Agent(AgentSettings("http://127.0.0.1:9", "n-1", "t", tmp_path / "steps", tmp_path / "work"))
+    agent.api = _Answers(*answers)  # type: ignore[assignment]
+    return agent
+
+
+def test_an_empty_claim_during_a_dispatch_asks_again_as_the_service_says_instead_of_backing_off(tmp_path):
+    # GIVEN an agent idle long enough that its pause grew to 16 s
+    agent = _agent(tmp_path, *[ClaimAnswer([])] * 5, ClaimAnswer([], retry_after=1.0), ClaimAnswer([]))
+    for _ in range(5):
+        agent._claim(1)
+    # WHEN a claim answers nothing yet, because this node's runs are being dispatched
+    delay = agent._claim(1)
+    # THEN the agent asks again after the service's pause, and its idle pause starts over
+    assert _bounds(delay, 1.0)
+    assert _bounds(agent._claim(1), 1.0)
+
+
+def test_a_retry_after_longer_than_the_idle_cap_waits_only_the_cap(tmp_path):
+    agent = _agent(tmp_path, ClaimAnswer([], retry_after=120.0))
+    assert _bounds(agent._claim(1), DEFAULT_IDLE_POLL_MAX_SECONDS)

@@ -145,6 +145,30 @@ class TestClaims:
         assert len(claims.claim("r", 1)) == 1
         assert len(reads) == 1
 
+    def test_an_empty_claim_during_a_dispatch_says_when_to_ask_again(self, memory, monkeypatch):
+        # GIVEN a task whose runs are created but whose dispatch has not started it yet
+        task_id = submit(nodes=("n-1", "n-2"), runner_node="r")
+        monkeypatch.setattr(dispatch.tasks, "transition", lambda *args, **kwargs: None)
+        dispatch.run_dispatch_job(task_id, 1)
+        monkeypatch.undo()
+        assert tasks.get(task_id).status == "pending"
+        assert runs.find(task_id, "n-1") is not None
+        # WHEN its runner claims THEN nothing is leased, and the answer says to ask again soon
+        assert claims.answer("r", 2) == {"runs": [], "retry_after_seconds": claims.DISPATCH_IN_PROGRESS_RETRY_SECONDS}
+        # AND once the task has started, the claim leases its runs with no such hint
+        dispatch.run_dispatch_job(task_id, 1)
+        answer = claims.answer("r", 2)
+        assert [c["node"] for c in answer["runs"]] == ["n-1", "n-2"]
+        assert "retry_after_seconds" not in answer
+
+    def test_an_empty_claim_with_nothing_being_dispatched_has_no_hint(self, memory):
+        # GIVEN a runner with a task whose only run is already leased
+        dispatch.run_dispatch_job(submit(nodes=("n-1",), runner_node="r"), 1)
+        claims.claim("r", 1)
+        # THEN an empty claim carries no hint: the agent's own idle pause applies
+        assert claims.answer("r", 1) == {"runs": []}
+        assert claims.answer("nobody", 1) == {"runs": []}
+
     def test_spreading_keeps_priorities_and_tasks_in_their_order(self):
         # GIVEN candidates of two priorities and, in the first, two tasks
         def candidate(priority: str, task: str, ordinal: int) -> runs.ClaimCandidate:
