@@ -5,7 +5,9 @@ cost (counted by the runtime's stand-in; for a baseline without that counter, es
 moto's raw request rate as this bench used to), and how long a runtime holding 10,000 tasks
 and 100,000 node runs takes to be healthy again after a restart. `--baseline REF` runs the same
 task against a git worktree of REF (default e4a68c2, before the durable runtime) in the same
-run, side by side. Informational: never an assertion.
+run, side by side; `--repeat N` runs both N times, alternating, and reports the median of each
+(this machine's speed drifts by a third within minutes: one pair can mislead). Informational:
+never an assertion.
 
 The agents' step is, by default, a `/bin/sh` script that reads its parameters and succeeds
 (`--steps minimal`): the figure is then the service's, not the cost of starting a step. With
@@ -14,7 +16,7 @@ The agents' step is, by default, a `/bin/sh` script that reads its parameters an
 like `make run`'s demo agents, find this interpreter first on PATH).
 
     .venv/bin/python bench/local_e2e.py [--nodes 200] [--agents 5] [--slots 4] [--baseline [REF]]
-                                        [--steps minimal|demo] [--restart-tasks 10000] [--json]
+                                        [--repeat N] [--steps minimal|demo] [--restart-tasks 10000] [--json]
 
 With `--json` the last line is one JSON object with at least `node_runs_per_s`,
 `moto_requests_per_node_run` and `restart_seconds_10k_tasks`.
@@ -208,6 +210,16 @@ def restart_seconds(data: Path, tasks: int, runs_per_task: int) -> float:
     return healthy
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput (the lower middle one of an even number), with every run's
+    throughput when there were several."""
+    ranked = sorted(runs, key=lambda run: run["node_runs_per_s"])
+    median = dict(ranked[(len(ranked) - 1) // 2])
+    if len(runs) > 1:
+        median["node_runs_per_s_each"] = [run["node_runs_per_s"] for run in runs]
+    return median
+
+
 def baseline_worktree(ref: str, into: Path) -> Path:
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(into), ref], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -225,6 +237,9 @@ def main() -> int:
                         help="the shell step the agents run: `minimal` (a /bin/sh step that succeeds; the "
                              "default: the service's throughput) or `demo` (the bundled Python step, which "
                              "runs the command: an interpreter start per node run)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the task this many times (alternating with the baseline): the figures are "
+                             "the medians, the speed-up their ratio (a shared machine's speed drifts)")
     parser.add_argument("--restart-tasks", type=int, default=10_000, help="0: skip the restart measurement")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -232,23 +247,32 @@ def main() -> int:
                               "steps": args.steps}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        current = run_task(REPO, root / "current", args.nodes, args.agents, args.slots, args.steps)
-        result.update(current)
-        if args.baseline:
-            worktree = baseline_worktree(args.baseline, root / "baseline-code")
-            try:
-                before = run_task(worktree, root / "baseline", args.nodes, args.agents, args.slots, args.steps)
-            finally:
+        worktree = baseline_worktree(args.baseline, root / "baseline-code") if args.baseline else None
+        try:
+            currents, befores = [], []
+            for i in range(args.repeat):  # alternating, so both see the machine as it is at the time
+                currents.append(run_task(REPO, root / f"current-{i}", args.nodes, args.agents, args.slots, args.steps))
+                if worktree is not None:
+                    befores.append(run_task(worktree, root / f"baseline-{i}", args.nodes, args.agents, args.slots,
+                                            args.steps))
+        finally:
+            if worktree is not None:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
-            result["baseline"] = {"ref": args.baseline, **before}
-            result["speedup"] = round(current["node_runs_per_s"] / before["node_runs_per_s"], 2)
+        result.update(median_run(currents))
+        if befores:
+            result["baseline"] = {"ref": args.baseline, **median_run(befores)}
+            result["speedup"] = round(result["node_runs_per_s"] / result["baseline"]["node_runs_per_s"], 2)
+            if args.repeat > 1:
+                result["speedups"] = [round(c["node_runs_per_s"] / b["node_runs_per_s"], 2)
+                                      for c, b in zip(currents, befores, strict=True)]
         if args.restart_tasks:
             result["restart_tasks"], result["restart_runs"] = args.restart_tasks, args.restart_tasks * 10
             key = "restart_seconds_10k_tasks" if args.restart_tasks == 10_000 else "restart_seconds"
             result[key] = round(restart_seconds(root / "restart", args.restart_tasks, 10), 2)
     if not args.json:
+        runs = f" (median of {args.repeat})" if args.repeat > 1 else ""
         print(f"{args.nodes}-node shell task, {args.agents} agents x {args.slots} slots, {args.steps} step: "
-              f"{result['status']} in {result['seconds']} s")
+              f"{result['status']} in {result['seconds']} s{runs}")
         print(f"  node runs per second        {result['node_runs_per_s']:>8}")
         how = "counted" if result["moto_requests_counted"] else "estimated from the raw rate"
         print(f"  moto requests per node run  {result['moto_requests_per_node_run']:>8}  ({how})")
@@ -256,6 +280,8 @@ def main() -> int:
             b = result["baseline"]
             print(f"  baseline {b['ref']}: {b['node_runs_per_s']} node runs/s, ~{b['moto_requests_per_node_run']} "
                   f"moto requests per node run; speed-up x{result['speedup']}")
+            if "speedups" in result:
+                print(f"  speed-up of each pair: {', '.join(f'x{x}' for x in result['speedups'])}")
         for key in ("restart_seconds_10k_tasks", "restart_seconds"):
             if key in result:
                 print(f"  restart with {result['restart_tasks']} tasks / {result['restart_runs']} runs: "

@@ -24,6 +24,9 @@ class Agent:
         self.api = AgentApi(settings.api_url, settings.node, settings.token)
         self.shutdown = Shutdown(settings.grace)
         self._running: dict[str, threading.Thread] = {}
+        #: run threads that have finished their work (they may not have ended yet): their slots are free
+        self._finished: set[threading.Thread] = set()
+        self._finished_lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._backoff = Backoff()
         self._idle = IdlePoll(IDLE_POLL_SECONDS, settings.idle_poll_max)
@@ -100,10 +103,19 @@ class Agent:
         except Exception as error:  # the run's lease expires and the sweeper offers it again
             self.journal.run(execution.tag, execution.keeper.step, f"agent error while reporting: {error!r}")
         finally:
-            self._slot_freed.set()
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        """This run thread's work is done: its slot is free now, before the thread has ended (the
+        loop, woken at once, would otherwise still see it alive and wait for the next wake-up)."""
+        with self._finished_lock:
+            self._finished.add(threading.current_thread())
+        self._slot_freed.set()
 
     def _reap(self) -> None:
-        self._running = {run_id: t for run_id, t in self._running.items() if t.is_alive()}
+        with self._finished_lock:
+            finished, self._finished = self._finished, set()
+        self._running = {run_id: t for run_id, t in self._running.items() if t.is_alive() and t not in finished}
 
     def _drain(self) -> None:
         self._reap()

@@ -24,7 +24,9 @@
    dictionaries already (`DynamoResult` converted the items): `json.dumps` writes them, with
    timestamps as epoch seconds as the JSON protocol wants. Errors, and any answer holding
    something else, still take moto's serializer. Clients parse the same values
-   (`tests/integration/test_moto_fixes.py` compares both answers).
+   (`tests/integration/test_moto_fixes.py` compares both answers). The conversion to plain
+   dictionaries before it returns plain values (strings, numbers, lists, dictionaries) at once
+   instead of probing each for a `to_json` method.
 
 6. An update expression is parsed once. moto 5.2 parses each UpdateExpression twice per
    request (the handler to validate it, the backend to run it) and then deep-copies the tree
@@ -443,6 +445,31 @@ def _patch_json_answers() -> None:
 
     for handler in (DynamoHandler, DynamoDBStreamsHandler):
         handler.serialized = serialized  # type: ignore[method-assign]
+    _patch_plain_values()
+
+
+def _patch_plain_values() -> None:
+    """moto converts each answer to plain values by testing every leaf for a `to_json` method
+    (a failed attribute lookup per string): plain values are returned as they are here, and
+    everything else still takes moto's conversion (which calls back into this one)."""
+    from moto.dynamodb import responses
+    from moto.dynamodb.models import utilities
+
+    convert = utilities.dynamo_to_dict
+    plain = (str, int, float, bool, type(None))
+
+    def dynamo_to_dict(obj: Any) -> Any:
+        kind = type(obj)
+        if kind in plain:
+            return obj
+        if kind is dict:
+            return {key: dynamo_to_dict(value) for key, value in obj.items()}
+        if kind is list:
+            return [dynamo_to_dict(value) for value in obj]
+        return convert(obj)
+
+    utilities.dynamo_to_dict = dynamo_to_dict
+    responses.dynamo_to_dict = dynamo_to_dict  # type: ignore[attr-defined]
 
 
 def _epoch_seconds(value: Any) -> float:

@@ -1,4 +1,5 @@
-"""An idle agent asks for work less and less often, up to its cap; work brings it back to 1 s."""
+"""The agent's claim loop: an idle agent asks less and less often (up to its cap), asks as the
+service says while its runs are being dispatched, and frees a slot as soon as a run is done."""
 
 from __future__ import annotations
 
@@ -73,3 +74,29 @@ def test_an_empty_claim_during_a_dispatch_asks_again_as_the_service_says_instead
 def test_a_retry_after_longer_than_the_idle_cap_waits_only_the_cap(tmp_path):
     agent = _agent(tmp_path, ClaimAnswer([], retry_after=120.0))
     assert _bounds(agent._claim(1), DEFAULT_IDLE_POLL_MAX_SECONDS)
+
+
+def test_a_run_s_slot_is_free_as_soon_as_its_work_is_done_not_when_its_thread_ends(tmp_path):
+    # GIVEN a one-slot agent whose run thread has reported its run but not yet ended
+    import threading
+
+    agent = _agent(tmp_path)
+    release = threading.Event()
+
+    def run() -> None:
+        agent._free_slot()
+        release.wait(5)
+
+    thread = threading.Thread(target=run)
+    agent._running["T.n-1"] = thread
+    thread.start()
+    try:
+        assert agent._slot_freed.wait(5)
+        # WHEN the loop, woken by it, counts its busy slots
+        agent._reap()
+        # THEN the slot is free although the thread is still alive
+        assert thread.is_alive()
+        assert agent._running == {}
+    finally:
+        release.set()
+        thread.join()
