@@ -42,9 +42,10 @@ def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[d
     still creating the attempt's runs.
 
     A node in maintenance claims only runs of the types `liveness.claimable_types` allows.
-    Several agents serving one runner read the same candidates: a claim that loses a race for
-    one (someone leased it first) tries the rest of its page in a random order within each
-    task, so the claimers spread out instead of all losing the next race too (`_spread`).
+    Several agents serving one runner read the same candidates: each claim tries the runs of a
+    task in a random order (priorities and tasks keep theirs, `_spread`), so the claimers do not
+    all race for the same first run. The order within a task is no promise: the concurrency
+    window decides which of its runs may start, and any of those may start first.
     """
     claimed: list[dict[str, Any]] = []
     dispatching = False
@@ -53,7 +54,7 @@ def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[d
     while len(claimed) < max_runs:
         candidates = runs.claimable(node_id, after, _CANDIDATES_PER_QUERY)
         pending, past = list(candidates), [c.claim_sk for c in candidates[-1:]]
-        lost_a_race = False
+        _spread(pending)
         while pending and len(claimed) < max_runs:
             candidate = pending.pop(0)
             if candidate.task_id not in task_cache:
@@ -66,11 +67,8 @@ def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[d
                 pending = [c for c in pending if c.task_id != candidate.task_id or c.ordinal < candidate.ordinal]
                 continue
             run = _lease(task, candidate, node_id)
-            if run is not None:
+            if run is not None:  # else someone leased it first: try the next one
                 claimed.append(_claimed_view(task, run))
-            elif not lost_a_race:
-                lost_a_race = True
-                _spread(pending)
         after = max(past, default=after)
         if len(candidates) < _CANDIDATES_PER_QUERY:
             break

@@ -107,32 +107,48 @@ class TestClaims:
         assert (run.status, run.lease_owner, run.claim_pk) == ("running", "n-1", None)
 
 
-    def test_without_a_lost_race_a_claim_takes_the_runs_best_first(self, memory):
-        task_id = submit(nodes=tuple(f"n-{i}" for i in range(1, 7)), runner_node="r")
-        dispatch.run_dispatch_job(task_id, 1)
-        assert [c["node"] for c in claims.claim("r", 3)] == ["n-1", "n-2", "n-3"]
+    def test_a_claim_takes_the_best_priority_and_oldest_task_first(self, memory):
+        # GIVEN a runner's runs in an older and a newer task at priority 5, and a newest one at 9
+        older = submit(nodes=("a-1", "a-2", "a-3"), runner_node="r", priority=5)
+        newer = submit(nodes=("b-1", "b-2"), runner_node="r", priority=5)
+        urgent = submit(nodes=("c-1", "c-2"), runner_node="r", priority=9)
+        for task_id in (older, newer, urgent):
+            dispatch.run_dispatch_job(task_id, 1)
+        # WHEN the runner claims THEN the urgent task's runs come first, then the older task's
+        first = claims.claim("r", 3)
+        assert {c["node"] for c in first[:2]} == {"c-1", "c-2"}
+        assert first[2]["task_id"] == older
+        assert {c["task_id"] for c in claims.claim("r", 2)} == {older}
+        # AND the newer task's last
+        assert {c["node"] for c in claims.claim("r", 5)} == {"b-1", "b-2"}
 
-    def test_a_claim_that_loses_a_race_spreads_over_the_rest_of_its_page(self, memory, monkeypatch):
-        # GIVEN twenty runs of one runner, the first of which another claimer leases first
+    def test_claimers_of_one_runner_spread_over_the_runs_of_a_task(self, memory):
+        # GIVEN twenty runs of one runner, all inside the task's concurrency window
         nodes = tuple(f"n-{i:02d}" for i in range(20))
-        task_id = submit(nodes=nodes, runner_node="r", max_concurrency=20)
-        dispatch.run_dispatch_job(task_id, 1)
-        lease = claims._lease
+        dispatch.run_dispatch_job(submit(nodes=nodes, runner_node="r", max_concurrency=20), 1)
+        claims.random.seed(7)
+        # WHEN two claimers take five each
+        first, second = ([c["node"] for c in claims.claim("r", 5)] for _ in range(2))
+        # THEN neither took simply the next five in line (each would have raced the other for them)
+        assert len(set(first) | set(second)) == 10
+        assert first != ["n-00", "n-01", "n-02", "n-03", "n-04"]
+        assert second != ["n-05", "n-06", "n-07", "n-08", "n-09"]
+
+    def test_a_claim_that_loses_a_race_takes_another_run(self, memory, monkeypatch):
+        # GIVEN runs of one runner, the first that this claim tries leased by another claimer first
+        dispatch.run_dispatch_job(submit(nodes=("n-1", "n-2", "n-3"), runner_node="r"), 1)
+        lease, lost = claims._lease, []
 
         def lose_the_first(task, candidate, runner):
-            if candidate.node == "n-00":
+            if not lost:
+                lost.append(candidate.node)
                 lease(task, candidate, "another-agent")
                 return None
             return lease(task, candidate, runner)
 
         monkeypatch.setattr(claims, "_lease", lose_the_first)
-        claims.random.seed(7)
-        # WHEN the runner claims five
-        claimed = [c["node"] for c in claims.claim("r", 5)]
-        # THEN it got five others, not simply the next five in line
-        assert len(claimed) == 5
-        assert "n-00" not in claimed
-        assert claimed != ["n-01", "n-02", "n-03", "n-04", "n-05"]
+        # WHEN the runner claims two THEN it got the two others
+        assert sorted(c["node"] for c in claims.claim("r", 2)) == sorted({"n-1", "n-2", "n-3"} - set(lost))
 
     def test_a_claim_reads_only_the_tasks_of_the_runs_it_takes(self, memory, monkeypatch):
         # GIVEN ten one-node tasks of one runner
@@ -158,7 +174,7 @@ class TestClaims:
         # AND once the task has started, the claim leases its runs with no such hint
         dispatch.run_dispatch_job(task_id, 1)
         answer = claims.answer("r", 2)
-        assert [c["node"] for c in answer["runs"]] == ["n-1", "n-2"]
+        assert sorted(c["node"] for c in answer["runs"]) == ["n-1", "n-2"]
         assert "retry_after_seconds" not in answer
 
     def test_an_empty_claim_with_nothing_being_dispatched_has_no_hint(self, memory):
