@@ -62,20 +62,35 @@ def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dic
 
 
 @functools.lru_cache(maxsize=1024)
-def _secret_values(task_id: str) -> tuple[str, ...]:
-    """The task's secret parameter values: whatever an agent sends back is scrubbed of them.
-    They are sealed once, when the task is submitted, and never change: a warm Lambda reads
-    them once per task instead of once per completion and per batch of events."""
+def _task_facts(task_id: str) -> tuple[str, Any]:
+    """A task's type and sealed secrets: set at submit and never changed, so a warm Lambda reads
+    them once per task instead of once per completion and per batch of events. Raises NotFound."""
     task = tasks.get(task_id, consistent=False)
-    return tuple(str(value) for value in secrets.leaves(secrets.unseal(task.sealed_secrets)))
+    return str(task.type), task.sealed_secrets
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_values(task_id: str) -> tuple[str, ...]:
+    """The task's secret parameter values: whatever an agent sends back is scrubbed of them."""
+    return tuple(str(value) for value in secrets.leaves(secrets.unseal(_task_facts(task_id)[1])))
+
+
+def _single_phase(task_id: str) -> bool:
+    """The task exists and its runs finish in one phase (no plan waits for a confirmation)."""
+    try:
+        return not twophase.is_two_phase(_task_facts(task_id)[0])
+    except NotFound:
+        return False
 
 
 def reset() -> None:
-    """Forget the cached secret values (tests reuse task ids across stores)."""
+    """Forget the cached task facts (tests reuse task ids across stores)."""
+    _task_facts.cache_clear()
     _secret_values.cache_clear()
 
 
-def _clean_events(run: NodeRun, batch: list[dict[str, Any]], secret_values: tuple[str, ...]) -> list[dict[str, Any]]:
+def _clean_events(run: NodeRun | runs.RunKey, batch: list[dict[str, Any]],
+                  secret_values: tuple[str, ...]) -> list[dict[str, Any]]:
     now = clock.now_iso()
     cleaned = [
         {
@@ -94,9 +109,16 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
              output: str | None, batch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Finish a leased run. A repeated identical call answers the same; a stale one raises LeaseLost."""
     task_id, node = split_run_id(run_id_value)
-    current = _runner_run(run_id_value, node_id)
-    if current.cancel_requested and (status == RunStatus.FAILED or current.phase == "plan"):
-        status = RunStatus.CANCELLED  # a plan finished for a cancelled task waits for nobody
+    current: NodeRun | runs.RunKey
+    if status == RunStatus.SUCCEEDED and _single_phase(task_id):
+        # the common outcome needs no read: it depends on nothing stored but the lease, which the
+        # write's guard checks (a run of another runner, or another attempt, fails it: see below)
+        current, planned = runs.RunKey(task_id, node, attempt), False
+    else:
+        current = _runner_run(run_id_value, node_id)
+        if current.cancel_requested and (status == RunStatus.FAILED or current.phase == "plan"):
+            status = RunStatus.CANCELLED  # a plan finished for a cancelled task waits for nobody
+        planned = status == RunStatus.SUCCEEDED and current.phase == "plan" and twophase.is_two_phase(current.type)
     secret_values = _secret_values(task_id) if (error_message or output or batch) else ()
     completion = store_output(task_id, node, attempt, secrets.redact(output, secret_values))
     separate = batch or []
@@ -105,19 +127,20 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
         if len(packed) <= FINAL_EVENTS_BYTES:  # the run item stays within one write unit
             completion["final_events"], separate = packed, []
     ref = replace(current, attempt=attempt)  # the lease guard checks the caller's attempt
-    planned = status == RunStatus.SUCCEEDED and current.phase == "plan" and twophase.is_two_phase(current.type)
-    if planned:  # the plan step: the run waits for confirmation, reserved to this runner
+    if planned and isinstance(ref, NodeRun):  # the plan step: it waits for confirmation, reserved to this runner
         run = twophase.finish_plan(ref, node_id, completion)
     else:
         run = runs.transition(ref, OUTCOME_ACTIONS[status], clock.now_iso(), runner=node_id,
                               error_message=secrets.redact(error_message, secret_values), completion=completion)
     if run is None:
         latest = runs.find(task_id, node)
-        same = latest is not None and int(latest.attempt) == attempt and latest.lease_owner == node_id
+        if latest is None or latest.runner != node_id:
+            raise NotFound(f"run {run_id_value} not found")
+        same = int(latest.attempt) == attempt and latest.lease_owner == node_id
         expected = RunStatus.APPLY_PENDING if planned else status
-        if same and latest is not None and latest.status == expected:
+        if same and latest.status == expected:
             return {"run": _done_view(latest), "replayed": True}
-        raise LeaseLost(run_id_value, latest.status if latest else None, int(latest.attempt) if latest else None)
+        raise LeaseLost(run_id_value, latest.status, int(latest.attempt))
     if separate:
         events.append(run.task_id, _clean_events(run, separate, secret_values))
     count("NodeRunsFinished", status=status)

@@ -12,7 +12,7 @@ from chalicelib import clock
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_STATUSES
 from chalicelib.domain.writes import Change
-from chalicelib.errors import Conflict, InvalidTransition, LeaseLost
+from chalicelib.errors import Conflict, InvalidTransition, LeaseLost, NotFound
 from chalicelib.services import agent, backfill, cancellation, claims, dispatch, finishing, lifecycle, sweeper, twophase
 from chalicelib.store import backend, events, runs, tasks
 from chalicelib.store.memory import MemoryBackend
@@ -221,6 +221,36 @@ class TestCompletion:
             agent.complete("r", run["run_id"], 1, "succeeded", None, "output")
         # THEN the task (its sealed secrets) was read once, not once per completion
         assert reads == [task_id]
+
+
+    def test_a_success_is_recorded_without_reading_the_run(self, memory, monkeypatch):
+        # GIVEN two claimed runs of a one-phase task
+        task_id = submit(nodes=("n-1", "n-2"), runner_node="r")
+        dispatch.run_dispatch_job(task_id, 1)
+        claimed = claims.claim("r", 2)
+        reads: list[str] = []
+        find = agent.runs.find
+        monkeypatch.setattr(agent.runs, "find", lambda *key, **kw: reads.append(key[1]) or find(*key, **kw))
+        # WHEN both succeed
+        for run in claimed:
+            assert agent.complete("r", run["run_id"], 1, "succeeded", None, None)["replayed"] is False
+        # THEN the runs were written without being read first, and they succeeded
+        assert reads == []
+        assert {run.status for run in runs.iter_runs(task_id)} == {"succeeded"}
+
+    def test_a_success_reported_by_another_node_is_not_found_and_changes_nothing(self, memory):
+        # GIVEN a run leased by its runner
+        task_id = submit(nodes=("n-1",), runner_node="r")
+        dispatch.run_dispatch_job(task_id, 1)
+        claims.claim("r", 1)
+        # WHEN another node reports it succeeded THEN it is not found (as any run it does not hold)
+        with pytest.raises(NotFound):
+            agent.complete("intruder", f"{task_id}.n-1", 1, "succeeded", None, None)
+        run = runs.find(task_id, "n-1")
+        assert run is not None
+        assert (run.status, run.lease_owner) == ("running", "r")
+        # AND the runner's own report is then recorded
+        assert agent.complete("r", f"{task_id}.n-1", 1, "succeeded", None, None)["replayed"] is False
 
 
 class TestLeases:
