@@ -266,7 +266,7 @@ def _kept(items: Any, keep: Any) -> list[Any]:
         return list(items)
     try:
         return [item for item in items if keep(item)]
-    except TypeError:
+    except (TypeError, AttributeError):  # e.g. begins_with on a number
         return list(items)
 
 
