@@ -240,7 +240,7 @@ ClaimedRun: Final[Schema] = record(
     "A run now `running` and leased to the claiming agent until `lease_expires_at`.",
 )
 Claim: Final[Schema] = {
-    **record({"runs": {"type": "array", "items": ClaimedRun}}),
+    "type": "object",
     "properties": {
         "runs": {"type": "array", "items": ClaimedRun},
         "retry_after_seconds": {
@@ -249,6 +249,7 @@ Claim: Final[Schema] = {
                            "ask again after this many seconds instead of backing off",
         },
     },
+    "required": ["runs"],
 }
 HeartbeatResponse: Final[Schema] = record({"lease_expires_at": TIMESTAMP, "cancel_requested": {"type": "boolean"}})
 Accepted: Final[Schema] = record({"accepted": {"const": True}})

@@ -127,7 +127,8 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
         if len(packed) <= FINAL_EVENTS_BYTES:  # the run item stays within one write unit
             completion["final_events"], separate = packed, []
     ref = replace(current, attempt=attempt)  # the lease guard checks the caller's attempt
-    if planned and isinstance(ref, NodeRun):  # the plan step: it waits for confirmation, reserved to this runner
+    if planned:  # the plan step: the run waits for confirmation, reserved to this runner
+        assert isinstance(ref, NodeRun)  # a plan's completion reads the run first
         run = twophase.finish_plan(ref, node_id, completion)
     else:
         run = runs.transition(ref, OUTCOME_ACTIONS[status], clock.now_iso(), runner=node_id,
