@@ -25,6 +25,7 @@ from chalicelib.errors import Forbidden, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
 from chalicelib.store import pages
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import ScheduleItem, schedule_pk
 from chalicelib.store.writes import is_condition_failure
 
@@ -178,7 +179,7 @@ def _check_cursor(start: dict[str, Any], index: str, expected: str) -> None:
 
 
 def _owner_pk(owner: str) -> str:
-    return f"SCHEDULES#{owner}"
+    return f"SCHEDULES#{part(owner)}"
 
 
 def _create_in_scheduler(item: ScheduleItem) -> None:

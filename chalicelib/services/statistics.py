@@ -16,17 +16,14 @@ from chalicelib.store import counters, tasks
 
 
 def scope_for(actor: Actor, task_type: str | None, owner: str | None) -> str:
+    """The scope `actor` may read: their own unless an admin. Built like the stream's
+    (`counters.stats_scope`), so a `sub` holding `|type:` never names another user's scope.
+    Raises Forbidden for another user's owner."""
     if owner is not None and owner != actor.user_id and not actor.is_admin:
         raise Forbidden("only admins may read other users' statistics")
     if owner is None and not actor.is_admin:
         owner = actor.user_id
-    if owner and task_type:
-        return f"owner:{owner}|type:{task_type}"
-    if owner:
-        return f"owner:{owner}"
-    if task_type:
-        return f"type:{task_type}"
-    return "all"
+    return counters.stats_scope(owner=owner or None, task_type=task_type or None)
 
 
 def statistics(actor: Actor, task_type: str | None, owner: str | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import clock
 from chalicelib.auth import ADMIN, Actor
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 
 #: API Gateway closes a WebSocket after 2 hours; the items outlive that by a margin
@@ -38,7 +39,8 @@ def connection_pk(connection_id: str) -> str:
 
 
 def topic_pk(topic: str) -> str:
-    return f"WSSUB#{topic}"
+    """A topic is whatever the client sent as `task_id`: escaped like any user's string."""
+    return f"WSSUB#{part(topic)}"
 
 
 def open_connection(connection_id: str, actor: Actor) -> WsConnectionItem:

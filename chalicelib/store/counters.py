@@ -5,6 +5,12 @@ statistics deltas of the same records, guarded by the last applied stream sequen
 so a replayed batch changes nothing. Statistics items are sharded per task (no hot item)
 and their attributes are dynamic (`st_<status>`, `ty_<type>`, `nr_<run status>`), hence
 raw boto3 here rather than PynamoDB models.
+
+A scope is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`, and an hour
+of one appends `|hour:<yyyy-mm-ddThh>`. Owner and type come from users (a JWT `sub`, a
+`?type=` filter), so each goes through `key_parts.part`: a `sub` of `alice|type:shell` is a
+scope of its own, never alice's shell figures. Writers and readers all build scopes with
+`stats_scope` (and `scopes_of`, `hour_scope`), so the stream and the routes always agree.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from chalicelib import aws, config
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import task_pk
 
 STATS_SHARDS = 4
@@ -32,8 +39,19 @@ def stats_shard(task_id: str) -> str:
     return str(zlib.crc32(task_id.encode()) % STATS_SHARDS)
 
 
+def stats_scope(owner: str | None = None, task_type: str | None = None) -> str:
+    """The statistics scope of an owner's tasks, a type's, both, or (neither) all tasks."""
+    named = [f"owner:{part(owner)}"] if owner else []
+    named += [f"type:{part(task_type)}"] if task_type else []
+    return "|".join(named) or "all"
+
+
 def scopes_of(owner: str, task_type: str) -> tuple[str, ...]:
-    return ("all", f"type:{task_type}", f"owner:{owner}", f"owner:{owner}|type:{task_type}")
+    """Every scope a task of `owner` and `task_type` counts in."""
+    return (
+        stats_scope(), stats_scope(task_type=task_type), stats_scope(owner=owner),
+        stats_scope(owner=owner, task_type=task_type),
+    )
 
 
 def hour_of(timestamp: str) -> str:
@@ -45,7 +63,8 @@ def hour_scope(scope: str, hour: str) -> str:
     """The statistics scope of one hour of `scope` (tasks that reached a terminal status in it).
 
     An ordinary scope to `read_stats`, `list_scopes` and the reconcile job, so the hourly
-    series obeys the same 'equal a recount' rule as the totals."""
+    series obeys the same 'equal a recount' rule as the totals. `hour` comes from a timestamp
+    the service wrote (`hour_of`), never from a user."""
     return f"{scope}|hour:{hour}"
 
 

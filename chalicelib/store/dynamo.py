@@ -20,6 +20,7 @@ from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_val
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
 from chalicelib.store.backend import EventBatch
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import (
     FleetrunModel,
     IdempotencyItem,
@@ -29,6 +30,7 @@ from chalicelib.store.models import (
     TargetChunk,
     TaskItem,
     node_pk,
+    owner_tasks_pk,
     run_sk,
     task_pk,
 )
@@ -78,7 +80,9 @@ def run_item(run: NodeRun) -> NodeRunItem:
 
 
 def idempotency_pk(owner: str, key: str) -> str:
-    return f"IDEM#{owner}#{key}"
+    """Both are the user's (a JWT `sub`, an `Idempotency-Key`): escaped, so `("alice", "k#1")`
+    and `("alice#k", "1")` are two records."""
+    return f"IDEM#{part(owner)}#{part(key)}"
 
 
 def _idempotency_item(record: IdempotencyRecord) -> IdempotencyItem:
@@ -173,7 +177,7 @@ class DynamoBackend:
         item = task_item(task)
         item.active_pk, item.active_sk = "ACTIVE", task.task_id
         item.list_pk, item.list_sk = "TASK", task.task_id
-        item.owner_pk, item.owner_sk = f"OWNER#{task.owner}", task.task_id
+        item.owner_pk, item.owner_sk = owner_tasks_pk(task.owner), task.task_id
         try:
             with TransactWrite(connection=_connection()) as tx:
                 if idempotency is not None:

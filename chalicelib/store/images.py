@@ -1,8 +1,9 @@
 """The image catalog: one item per (repository, tag), written only when something changed.
 
-Keys: `IMG#<project>` / `<repository>:<tag>` (a tag never contains ":"), and the list index
-partition `IMAGE` sorted the same way for the listing across projects. Every write is
-conditional on what the sync read, so two syncs racing never undo each other's newer data.
+Keys: `IMG#<project>` (escaped: `key_parts.part`) / `<repository>:<tag>` (Harbor's names never
+contain ":"), and the list index partition `IMAGE` sorted the same way for the listing across
+projects. Every write is conditional on what the sync read, so two syncs racing never undo
+each other's newer data.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Final, cast
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.domain.images import Tagged
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import ImageItem
 from chalicelib.store.writes import is_condition_failure
 
@@ -27,7 +29,7 @@ class Upsert(StrEnum):
 
 
 def image_pk(project: str) -> str:
-    return f"IMG#{project}"
+    return f"IMG#{part(project)}"
 
 
 def image_sk(repository: str, tag: str) -> str:

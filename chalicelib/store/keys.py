@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBException
 
 from chalicelib.domain.records import Task
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import ConcurrencyKeyItem
 from chalicelib.store.writes import is_condition_failure
 
@@ -34,7 +35,8 @@ class Entry:
 
 
 def key_pk(key: str) -> str:
-    return f"CKEY#{key}"
+    """A concurrency key is the user's string: escaped (`key_parts.part`)."""
+    return f"CKEY#{part(key)}"
 
 
 def queue_entry_sk(queued_at: str, task_id: str) -> str:

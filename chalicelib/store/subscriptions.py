@@ -3,7 +3,8 @@
 A subscription is written with one index item per event it listens to, in one transaction:
 `SUBEVT#<event>#ALL` holds admins' subscriptions (every task), `SUBEVT#<event>#OWN#<owner>`
 a user's (their own tasks). A task change then finds its subscribers with two queries,
-whatever the number of subscriptions in the table.
+whatever the number of subscriptions in the table. Event names and owners go into keys
+through `key_parts.part`; subscription ids are ULIDs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib import clock
+from chalicelib.store.key_parts import part
 from chalicelib.store.models import DeliveryItem, SubscriptionEventItem, SubscriptionItem
 
 SCOPE_ALL, SCOPE_OWN = "all", "own"
@@ -29,11 +31,13 @@ def subscription_pk(subscription_id: str) -> str:
 
 
 def event_pk(event: str, scope: str, owner: str) -> str:
-    return f"SUBEVT#{event}#ALL" if scope == SCOPE_ALL else f"SUBEVT#{event}#OWN#{owner}"
+    if scope == SCOPE_ALL:
+        return f"SUBEVT#{part(event)}#ALL"
+    return f"SUBEVT#{part(event)}#OWN#{part(owner)}"
 
 
 def owner_pk(owner: str) -> str:
-    return f"SUBOWNER#{owner}"
+    return f"SUBOWNER#{part(owner)}"
 
 
 def new_subscription(**fields: Any) -> SubscriptionItem:

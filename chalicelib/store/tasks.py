@@ -21,7 +21,7 @@ from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition
 from chalicelib.store import backend
 from chalicelib.store.backend import EventBatch
 from chalicelib.store.dynamo import TARGET_CHUNK_SIZE, task_record
-from chalicelib.store.models import TaskItem
+from chalicelib.store.models import TaskItem, owner_tasks_pk
 
 __all__ = [
     "TARGET_CHUNK_SIZE",
@@ -172,7 +172,7 @@ def query_page(wanted: TaskFilter, limit: int, start_key: dict[str, Any] | None)
     """One page of tasks, newest first, filled up to `limit` across DynamoDB pages."""
     by_owner = wanted.owner is not None
     index: Any = TaskItem.owner_index if by_owner else TaskItem.list_index
-    hash_key = f"OWNER#{wanted.owner}" if by_owner else "TASK"
+    hash_key = owner_tasks_pk(wanted.owner) if wanted.owner is not None else "TASK"
     filters = _filters(wanted)
     range_condition = _id_range(TaskItem.owner_sk if by_owner else TaskItem.list_sk, wanted)
     items: list[Task] = []

@@ -83,6 +83,22 @@ class TestTaskCreationAndReads:
         assert (record.task_id, record.request_hash) == ("01A", "h")
         assert tasks.idempotency_record("alice", "k2") is None
 
+    @pytest.mark.parametrize(("first", "second"), [
+        (("alice", "k123#1"), ("alice#k123", "1")),
+        # the escape character itself: `alice#k` must not be escaped into the owner `alice%23k`
+        (("alice%23k", "1"), ("alice#k", "1")),
+    ])
+    def test_an_owner_and_key_spelling_anothers_joined_record_hold_a_record_of_their_own(self, store, first, second):
+        # GIVEN `first` created a task with its idempotency key
+        tasks.create(_task("01A"), ["n-1"], IdempotencyRecord(*first, "01A", "h", 1),
+                     events.new_item("01A", [{"name": "task.created"}]))
+        # WHEN `second`, whose owner and key joined with `#` read the same, creates one
+        tasks.create(_task("01B", owner=second[0]), ["n-1"], IdempotencyRecord(*second, "01B", "h", 1),
+                     events.new_item("01B", [{"name": "task.created"}]))
+        # THEN each owner's key names their own task
+        assert tasks.idempotency_record(*first).task_id == "01A"  # type: ignore[union-attr]
+        assert tasks.idempotency_record(*second).task_id == "01B"  # type: ignore[union-attr]
+
 
 class TestTaskTransitions:
     def test_a_transition_writes_its_status_and_fields(self, store):

@@ -3,26 +3,23 @@ loopback) scraping a DCGM-like exporter this module serves; Prometheus down or a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chalicelib import config, prometheus
+from tests import prometheus_server
 from tests.harness import Fleet
-from tests.processes import die_with_parent, free_port
+from tests.processes import free_port
 
 #: two hosts, two GPUs each: utilisation is averaged per host, framebuffer memory summed
 GPUS = {
@@ -89,18 +86,14 @@ def instant(url: str, promql: str, at: float | None = None) -> list[dict[str, An
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus on loopback scraping the exporter every second, once it reports
     SCRAPES_BEFORE_TESTS successful scrapes of it."""
-    binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
-    if binary is None:
-        pytest.fail("the `prometheus` binary is missing: `make test` installs the Debian package "
-                    "(or run: tools/debian-packages.sh prometheus)")
     exporter = Exporter()
     workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "prometheus.yml").write_text(
+    process, url = prometheus_server.start(
+        workdir,
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: dcgm\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{exporter.port}']\n"
+        f"      - targets: ['127.0.0.1:{exporter.port}']\n",
     )
-    process, url = _start_prometheus(binary, workdir)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -115,30 +108,8 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        prometheus_server.stop(process)
         exporter.server.shutdown()
-
-
-def _start_prometheus(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Prometheus on a free loopback port (it cannot report a port it picked itself: when another
-    process took the chosen one first, it exits at once and starts again on another)."""
-    for _ in range(3):
-        port = free_port()
-        with (workdir / "prometheus.log").open("w") as log:
-            process = subprocess.Popen(
-                [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=die_with_parent,
-            )
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=1.0)
-        if process.returncode is None or "address already in use" not in (workdir / "prometheus.log").read_text():
-            return process, f"http://127.0.0.1:{port}"
-    pytest.fail("Prometheus found no free port in 3 tries:\n" + (workdir / "prometheus.log").read_text()[-2000:])
 
 
 def successful_scrapes(url: str, before: float) -> int:

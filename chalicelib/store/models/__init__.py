@@ -2,7 +2,7 @@
 
 | item            | pk                  | sk               |
 |-----------------|---------------------|------------------|
-| task            | TASK#<id>           | META             |
+| task            | TASK#<id>           | META             | (owner-index OWNER#<owner>)
 | target chunk    | TASK#<id>           | TGT#<00000>      |
 | node run        | TASK#<id>           | RUN#<node>       |
 | events          | TASK#<id>           | EVT#<ulid>       |
@@ -10,7 +10,7 @@
 | node (machine)  | NODE#<id>           | META             |
 | allocation      | NODE#<id>           | ALLOC#<start>#<ulid> | (list-index: ALLOCEND#OPEN or ALLOCEND#<end month>)
 | statistics      | STATS#<scope>       | <shard>          | (raw boto3: dynamic attribute names, see counters.py)
-| rate bucket     | RATE#<user>         | <minute>         |
+| rate bucket     | RATE#<user>         | WINDOW           | (TTL; the writes of the last 61 seconds)
 | schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
 | catalog image   | IMG#<project>       | <repository>:<tag> | (list-index `IMAGE` / `<repository>:<tag>`)
 | fleet snapshot  | SNAPSHOT#fleet      | META, NODE#<id>  | (raw boto3: dynamic attribute names, see store/snapshot.py)
@@ -20,6 +20,18 @@
 | subscription by event | SUBEVT#<event>#ALL or SUBEVT#<event>#OWN#<owner> | <subscription id> |
 | delivery log    | SUB#<id>            | DLV#<ulid>       | (TTL)
 | concurrency key | CKEY#<key>          | HOLDER, Q#<queued_at>#<task id> | holder and FIFO of a key (keys.py) |
+
+A statistics `<scope>` is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`,
+and an hour of one appends `|hour:<yyyy-mm-ddThh>`.
+
+Every component a user chooses — `<owner>` and `<user>` (a JWT `sub`), `<key>` (an `Idempotency-Key` or a
+concurrency key), `<type>`, `<event>`, `<project>`, a WebSocket `<task or *>` — is written
+through `key_parts.part` (`%`, `#` and `|` percent-encoded), so no choice of strings makes two
+different tuples spell one key: `IDEM#alice#k123#1` is alice's key `k123#1`, and the user
+`alice#k123`'s key `1` is `IDEM#alice%23k123#1`. Ids the service generates (tasks, schedules,
+subscriptions, allocations, events, deliveries: ULIDs), timestamps and node ids (checked against
+`^[A-Za-z0-9._:-]{1,128}$` when registered) go in as they are, and so do the repository and
+tag names a Harbor sync reads (Harbor's naming rules allow none of `:`, `#`, `|`; not checked here).
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -39,6 +51,7 @@ from chalicelib.store.models.base import (
     ListIndex,
     OwnerIndex,
     node_pk,
+    owner_tasks_pk,
     run_sk,
     schedule_pk,
     task_pk,
@@ -108,6 +121,7 @@ __all__ = [
     "WsConnectionItem",
     "WsSubscriptionItem",
     "node_pk",
+    "owner_tasks_pk",
     "reset_connections",
     "run_sk",
     "schedule_pk",

@@ -12,6 +12,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjec
 from pynamodb.models import Model
 
 from chalicelib import aws, config
+from chalicelib.store.key_parts import part
 
 TTL_ATTRIBUTE = "expires_at"
 # PynamoDB opens a botocore session per item class and thread: let it share the process's
@@ -79,6 +80,9 @@ class ActiveIndex(GlobalSecondaryIndex["FleetrunModel"]):
 ALL_INDEXES: tuple[type[GlobalSecondaryIndex[Any]], ...] = (ListIndex, OwnerIndex, ClaimIndex, ActiveIndex)
 
 
+# Ids the service generates (task, schedule, subscription, event: ULIDs) and node ids (checked
+# against `^[A-Za-z0-9._:-]{1,128}$` on registration) never hold a separator: they go into
+# keys as they are. Every string a user chooses goes through `key_parts.part`.
 def task_pk(task_id: str) -> str:
     return f"TASK#{task_id}"
 
@@ -93,3 +97,8 @@ def node_pk(node_id: str) -> str:
 
 def schedule_pk(schedule_id: str) -> str:
     return f"SCHEDULE#{schedule_id}"
+
+
+def owner_tasks_pk(owner: str) -> str:
+    """The owner-index partition of a user's tasks."""
+    return f"OWNER#{part(owner)}"
