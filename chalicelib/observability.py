@@ -2,14 +2,23 @@
 
 Every log line goes through `ScrubbingFormatter`, which removes bearer tokens, JWTs and
 node tokens from every string field before the line is serialized (invariant 6).
+
+Keys of one invocation (`bind`: user, task_id, node, the Lambda context) live in Powertools'
+context-local keys, never in the logger's shared ones (`Logger.append_keys`): those persist
+across invocations of a warm function, and the local runtime serves requests on concurrent
+threads of one process, where a shared key of one request shows up on another's lines. The
+middleware clears them when an invocation starts and ends, and `per_record` around each record
+of a batch.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
-from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, Final, cast
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -22,6 +31,7 @@ if TYPE_CHECKING:  # services import `logger` from here; only app.py needs Chali
 SERVICE: Final = "fleetrun"
 NAMESPACE: Final = "Fleetrun"
 SCRUBBED: Final = "***"
+_Record = TypeVar("_Record")
 
 _TOKENS: Final = (
     (re.compile(r"(?i)\bbearer\s+\S+"), f"Bearer {SCRUBBED}"),
@@ -71,21 +81,42 @@ if not isinstance(logger.registered_formatter, ScrubbingFormatter):
     logger.registered_handler.setFormatter(ScrubbingFormatter())
     logger.append_keys(**_keys)
 
-_bound: set[str] = set()
 _cold_start = True
 
 
-def bind(**keys: str | None) -> None:
-    """Add keys (task_id, node, run_id…) to every following log line; None values are skipped."""
+def bind(**keys: Any) -> None:
+    """Add keys (task_id, node, run_id…) to every following log line of this invocation (this
+    thread or context only); None values are skipped."""
     present = {name: value for name, value in keys.items() if value is not None}
-    logger.append_keys(**present)
-    _bound.update(present)
+    logger.thread_safe_append_keys(**present)
 
 
 def unbind() -> None:
-    """Remove every key added with `bind`."""
-    logger.remove_keys(list(_bound))
-    _bound.clear()
+    """Remove every key added with `bind` in this thread or context."""
+    logger.thread_safe_clear_keys()
+
+
+@contextmanager
+def scoped_keys() -> Iterator[None]:
+    """Keys bound inside are gone on the way out; those bound before are kept."""
+    before = dict(logger.thread_safe_get_current_keys())
+    try:
+        yield
+    finally:
+        logger.thread_safe_clear_keys()
+        logger.thread_safe_append_keys(**before)
+
+
+def per_record(handle: Callable[[_Record], None]) -> Callable[[_Record], None]:
+    """`handle` for one record of a batch, whose keys (its task_id…) end with it: the next record
+    of the batch does not log under them."""
+
+    @functools.wraps(handle)
+    def handle_one(record: _Record) -> None:
+        with scoped_keys():
+            handle(record)
+
+    return handle_one
 
 
 def count(metric: str, value: float = 1, **dimensions: str) -> None:
@@ -111,13 +142,13 @@ def chalice_middleware(app: Chalice) -> None:
 
     @app.middleware("all")
     def observe(event: Any, get_response: Callable[[Any], Any]) -> Any:
-        logger.clear_state()
-        _bound.clear()
+        unbind()
         _inject_lambda_context(_lambda_context_of(app, event))
         try:
             return get_response(event)
         finally:
             flush_metrics()
+            unbind()  # the thread's own lines after the invocation (a pump's) carry none of its keys
 
 
 def _lambda_context_of(app: Chalice, event: Any) -> Any:
@@ -143,7 +174,7 @@ def _inject_lambda_context(context: Any) -> None:
     }
     present = {name: value for name, value in fields.items() if value is not None}
     if present:
-        logger.append_keys(cold_start=_cold_start, **present)
+        bind(cold_start=_cold_start, **present)
         _cold_start = False
 
 

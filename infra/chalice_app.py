@@ -13,6 +13,9 @@ function of that template gets:
   stream dead-letter queue as on-failure destination;
 - each schedule becomes an EventBridge rule of its own (retries and a maximum event age).
 
+The REST API gets contract answers where API Gateway answers by itself: an unknown path, a
+method a path lacks, throttling, a timed-out function (`infra/rest_api.py`).
+
 Chalice never sets `FunctionResponseTypes` (see PITFALLS.md): without it Lambda ignores the
 `batchItemFailures` a handler returns and retries or deletes the whole batch.
 """
@@ -32,7 +35,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from chalice.cdk import Chalice
 
-from infra import iam_policies
+from infra import iam_policies, rest_api
 from infra.data import AppQueue, DataStores
 from infra.packaging import ROOT, stage_config
 from infra.settings import StageSettings
@@ -183,6 +186,13 @@ class ChaliceApp:
             "ThrottlingBurstLimit": self.settings.throttle_burst,
             "MetricsEnabled": True,
         }])
+        # API Gateway's own answers (unknown path, other method, throttling, ...) as contract errors
+        definition = self.sam["Resources"][REST_API]["Properties"]["DefinitionBody"]
+        api.add_property_override(rest_api.override_path("DefinitionBody", rest_api.GATEWAY_RESPONSES),
+                                  rest_api.gateway_responses())
+        for path, operations in definition["paths"].items():
+            api.add_property_override(rest_api.override_path("DefinitionBody", "paths", path, rest_api.ANY_METHOD),
+                                      rest_api.method_not_allowed(rest_api.methods_of(operations)))
 
     def _configure_websocket_api(self) -> None:
         stage = self.chalice.get_resource(WEBSOCKET_STAGE)

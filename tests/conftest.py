@@ -22,13 +22,14 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _reset_caches() -> None:
-    from chalicelib import aws, config
+    from chalicelib import aws, config, ratelimit
     from chalicelib.services import agent
     from chalicelib.store import models
 
     config.reset()
     aws.reset()
     agent.reset()
+    ratelimit.reset()
     models.reset_connections()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.observability import logger
+from chalicelib.observability import bind, logger
 from chalicelib.services import cancellation, dispatch, jobs
 
 
@@ -13,7 +13,7 @@ def handle_job(job: dict[str, Any]) -> None:
     if not isinstance(task_id, str):
         logger.warning("job without task_id; dropped", extra={"job": job})
         return
-    logger.append_keys(task_id=task_id)
+    bind(task_id=task_id)
     if kind == jobs.DISPATCH:
         dispatch.run_dispatch_job(task_id, int(job.get("attempt", 1)))
     elif kind == jobs.CANCEL:

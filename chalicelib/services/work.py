@@ -20,7 +20,7 @@ from chalicelib.domain.statuses import RunStatus
 from chalicelib.domain.task_types import SERVICE_NODE, get_task_type
 from chalicelib.errors import LeaseLost, Stopped
 from chalicelib.executors.base import Lease, Outcome
-from chalicelib.observability import count, logger, tracer
+from chalicelib.observability import bind, count, logger, tracer
 from chalicelib.services import agent, claims, image_sync
 from chalicelib.store import runs, tasks
 from chalicelib.store.runs import run_id
@@ -55,7 +55,7 @@ def handle_job(job: dict[str, Any]) -> None:
     if not isinstance(task_id, str) or job.get("job") != EXECUTE:
         logger.warning("not a work job; dropped", extra={"job": job})
         return
-    logger.append_keys(task_id=task_id)
+    bind(task_id=task_id)
     task = tasks.find(task_id)
     executor = EXECUTORS.get(task.type) if task is not None else None
     if task is None or executor is None:

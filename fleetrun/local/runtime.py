@@ -157,6 +157,8 @@ class LocalRuntime:
         from chalice.config import Config
         from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
 
+        from fleetrun.local.rest_gateway import ContractRequestHandler
+
         config = Config.create(chalice_stage="dev", app_name="fleetrun", chalice_app=app_module.app)
         CustomLocalChalice.__bases__ = (LocalChalice, app_module.app.__class__)  # what create_local_server does
         app_module.app.__class__ = CustomLocalChalice
@@ -165,7 +167,8 @@ class LocalRuntime:
             bound.RequestHandlerClass = handler
             return bound
 
-        server = LocalDevServer(app_module.app, config, self.settings.host, self.settings.port, server_cls=adopt)
+        server = LocalDevServer(app_module.app, config, self.settings.host, self.settings.port,
+                                handler_cls=ContractRequestHandler, server_cls=adopt)
         self._servers.append(server)
         self._spawn("api", server.server.serve_forever)
 
@@ -377,7 +380,7 @@ class LocalRuntime:
             "             survives a stop and a kill -9 (no acknowledged write is lost); a machine crash loses",
             f"             at most FLEETRUN_FSYNC_SECONDS={s.fsync_seconds:g} s; `fleetrun local reset` wipes it",
             f"  dev admin token (valid 30 days, also in {s.admin_token_path}):",
-            f"    {self.admin_token}",
+            f"    {_show_on_terminal(self.admin_token)}",
             "  try:",
             f"    export FLEETRUN_URL={s.api_url} FLEETRUN_TOKEN=$(cat {s.admin_token_path})",
             "    .venv/bin/fleetrun submit slurm.scale_up -n demo-1 -n demo-2 -n demo-3 \\",
@@ -415,6 +418,18 @@ def _demo_agent_environment(token: str) -> dict[str, str]:
     and a version manager's `python3` shim (pyenv's is a bash script) cost ~190 ms of CPU per step."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     return {**os.environ, "FLEETRUN_NODE_TOKEN": token, "PATH": path}
+
+
+def _show_on_terminal(secret: str) -> str:
+    """`secret` when the banner goes to a terminal. When stdout is a file or a pipe (a log that is
+    kept, shared, pasted into an issue), the secret goes to the terminal the runtime was started
+    from, if it has one, and the log gets a pointer instead: the token file says the rest."""
+    if sys.stdout.isatty():
+        return secret
+    with contextlib.suppress(OSError), open("/dev/tty", "w") as terminal:
+        terminal.write(f"fleetrun dev admin token (not written to the log): {secret}\n")
+        return "(shown on the terminal only, not in this log)"
+    return "(not written to this log: read it from the file above)"
 
 
 def _stop_server(server: Any) -> None:

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
 STAGES = ["dev", "prod"]
 REQUIRED_ENV = [
     "FLEETRUN_TABLE", "FLEETRUN_DISPATCH_QUEUE_URL", "FLEETRUN_OUTPUTS_BUCKET", "FLEETRUN_KMS_KEY_ID",
+    "FLEETRUN_CURSOR_SECRET_ARN",
     "FLEETRUN_OIDC_ISSUER", "FLEETRUN_OIDC_AUDIENCE", "FLEETRUN_LEASE_SECONDS", "FLEETRUN_RATE_LIMIT",
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
 ]
@@ -325,6 +326,45 @@ def test_api_is_throttled(cdk_templates, stage, rate, burst):
 
 
 @pytest.mark.parametrize("stage", STAGES)
+def test_api_gateways_own_answers_are_contract_errors_that_echo_nothing(templates, stage):
+    # GIVEN the REST API's OpenAPI body
+    [api] = cfn.resources(templates[stage], "AWS::Serverless::Api").values()
+    body = api["Properties"]["DefinitionBody"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+
+    def answer(kind: str) -> tuple[int, str]:
+        document = json.loads(responses[kind]["responseTemplates"]["application/json"])
+        return responses[kind]["statusCode"], document["error"]["code"]
+
+    # THEN an unknown path is a 404 not_found, with a bearer token too (INCOMPLETE_SIGNATURE)
+    assert answer("MISSING_AUTHENTICATION_TOKEN") == answer("INCOMPLETE_SIGNATURE") == (404, "not_found")
+    assert answer("DEFAULT_4XX") == (400, "validation_error")
+    assert answer("DEFAULT_5XX") == (503, "service_unavailable")
+    assert answer("THROTTLED") == (429, "rate_limited")
+    assert responses["THROTTLED"]["responseParameters"] == {"gatewayresponse.header.Retry-After": "'1'"}
+    # AND no template reads anything (no `$context.error.messageString`, no request parameter)
+    assert not [kind for kind, response in responses.items() if "$" in json.dumps(response["responseTemplates"])]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_path_answers_a_method_it_lacks_with_405_and_allow(templates, stage):
+    [api] = cfn.resources(templates[stage], "AWS::Serverless::Api").values()
+    paths = api["Properties"]["DefinitionBody"]["paths"]
+    assert "/v1/openapi" not in paths  # a `.` in a path is one key, not two levels
+    for path, item in paths.items():
+        methods = sorted(k.upper() for k in item if k in ("get", "put", "post", "delete", "patch", "head", "options"))
+        integration = item["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+        answer = integration["responses"]["default"]
+        assert (integration["type"], answer["statusCode"]) == ("mock", "405"), path
+        assert answer["responseParameters"] == {"method.response.header.Allow": f"'{', '.join(methods)}'"}, path
+        document = json.loads(answer["responseTemplates"]["application/json"])
+        assert document["error"] == {"code": "method_not_allowed", "allow": methods,
+                                     "message": "this route does not have that method (allow: the methods it has)"}
+    assert paths["/v1/tasks"]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]["responses"][
+        "default"]["responseParameters"]["method.response.header.Allow"] == "'GET, POST'"
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_alarms_cover_dead_letters_stream_age_lambda_errors_throttles_and_api_5xx(templates, stage):
     template = templates[stage]
     [topic_id] = cfn.resources(template, "AWS::SNS::Topic")
@@ -416,9 +456,19 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_no_secrets_manager_access_without_harbor_settings(templates, stage):
-    for owner, statement in cfn.identity_statements(templates[stage]):
-        assert not any(a.startswith("secretsmanager:") for a in cfn.as_list(statement["Action"])), owner
+def test_without_harbor_settings_the_only_secret_read_is_the_generated_cursor_secret(templates, stage):
+    template = templates[stage]
+    (secret_id, secret), = cfn.resources(template, "AWS::SecretsManager::Secret").items()
+    assert secret["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32  # generated, never a literal
+    readable = set()
+    for owner, statement in cfn.identity_statements(template):
+        actions = cfn.as_list(statement["Action"])
+        if any(a.startswith("secretsmanager:") for a in actions):
+            assert actions == ["secretsmanager:GetSecretValue"], owner
+            readable.update(cfn.target(r) for r in cfn.as_list(statement["Resource"]))
+    assert readable == {secret_id}
+    for fn in cfn.functions(template).values():
+        assert cfn.target(fn["Properties"]["Environment"]["Variables"]["FLEETRUN_CURSOR_SECRET_ARN"]) == secret_id
 
 
 # --- notifications -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 
 import pytest
 
@@ -10,7 +11,7 @@ from chalicelib import auth, clock, config, ratelimit
 from chalicelib.errors import RateLimited, Unauthenticated
 from chalicelib.store.models import NodeItem, RateBucket, node_pk
 
-#: the start of a one-minute window (divisible by 60)
+#: the start of a minute (divisible by 60)
 WINDOW = 1_800_000_000
 
 
@@ -67,27 +68,39 @@ class TestWriteRateLimit:
         monkeypatch.setenv("FLEETRUN_RATE_LIMIT", "3")
         config.reset()
 
-    def test_write_over_the_limit_is_rate_limited_until_the_window_ends(self):
-        # GIVEN three writes 15 s into a window
-        now = WINDOW + 15
+    def test_a_write_over_the_limit_is_refused_until_the_oldest_counted_second_leaves(self):
+        # GIVEN three writes 15 s into a minute
         for _ in range(3):
-            ratelimit.check_write("alice", now=now)
-        # WHEN a fourth write comes in the same window
+            ratelimit.check_write("alice", now=WINDOW + 15)
+        # WHEN a fourth comes half a second later
         with pytest.raises(RateLimited) as caught:
-            ratelimit.check_write("alice", now=now + 0.5)
-        # THEN it is refused until the window ends
-        assert 1 <= caught.value.retry_after <= 60
-        assert caught.value.retry_after == 45
-
-    def test_new_window_allows_writes_again(self):
-        # GIVEN a user who used up a window
-        for _ in range(3):
-            ratelimit.check_write("alice", now=WINDOW + 59)
+            ratelimit.check_write("alice", now=WINDOW + 15.5)
+        # THEN it is refused until second 15 stops counting (at 76: 61 whole seconds after it)
+        assert caught.value.retry_after == 61
+        # AND a minute later is not enough, not even across the minute boundary
         with pytest.raises(RateLimited) as caught:
-            ratelimit.check_write("alice", now=WINDOW + 59.9)
+            ratelimit.check_write("alice", now=WINDOW + 75.5)
         assert caught.value.retry_after == 1
-        # WHEN the next window starts / THEN writes are allowed again
-        ratelimit.check_write("alice", now=WINDOW + 60)
+        ratelimit.check_write("alice", now=WINDOW + 76)
+
+    def test_the_boundary_attack_600_at_0_59_9_and_600_at_1_00_1_lets_600_through(self, monkeypatch):
+        # GIVEN the default limit, and 600 writes at 0:59.9
+        monkeypatch.setenv("FLEETRUN_RATE_LIMIT", "600")
+        config.reset()
+        for _ in range(600):
+            ratelimit.check_write("alice", now=WINDOW + 59.9)
+        # WHEN 600 more come at 1:00.1 (a fixed window would have started again)
+        refused = []
+        for _ in range(600):
+            with pytest.raises(RateLimited) as caught:
+                ratelimit.check_write("alice", now=WINDOW + 60.1)
+            refused.append(caught.value.retry_after)
+        # THEN every one is refused, each told to wait until the first 600 stop counting
+        assert refused == [60] * 600
+        ratelimit.reset()  # and so is one checked by a container that never saw alice
+        with pytest.raises(RateLimited):
+            ratelimit.check_write("alice", now=WINDOW + 119.9)
+        ratelimit.check_write("alice", now=WINDOW + 120)
 
     def test_users_are_limited_separately(self):
         # GIVEN alice used up her window
@@ -96,14 +109,84 @@ class TestWriteRateLimit:
         # WHEN bob writes in the same window / THEN he is not limited
         ratelimit.check_write("bob", now=WINDOW)
 
-    def test_bucket_counts_allowed_writes_and_expires_after_its_window(self):
-        # GIVEN more writes than the limit in one window
-        for _ in range(3):
-            ratelimit.check_write("alice", now=WINDOW + 1)
+    def test_the_item_holds_allowed_writes_per_second_and_expires_after_they_stop_counting(self):
+        # GIVEN two writes at :01 and one at :02, then a refused one
+        for at in (WINDOW + 1, WINDOW + 1.5, WINDOW + 2):
+            ratelimit.check_write("alice", now=at)
         with pytest.raises(RateLimited):
-            ratelimit.check_write("alice", now=WINDOW + 1)
-        # WHEN the bucket is read
-        bucket = RateBucket.get(ratelimit.rate_pk("alice"), str(WINDOW), consistent_read=True)
-        # THEN refused writes were not counted and the TTL is two minutes after the window
-        assert bucket.hits == 3
-        assert bucket.expires_at == WINDOW + 60 + 120
+            ratelimit.check_write("alice", now=WINDOW + 2)
+        # WHEN the item is read
+        item = RateBucket.get(ratelimit.rate_pk("alice"), "WINDOW", consistent_read=True)
+        # THEN refused writes were not counted, and TTL may delete it 2 minutes after :02 stops counting
+        assert (item.seconds, item.counts) == ([WINDOW + 1, WINDOW + 2], [2, 1])
+        assert item.expires_at == WINDOW + 2 + 61 + 120
+
+    def test_concurrent_writers_in_several_containers_never_get_more_than_the_limit(self):
+        # GIVEN four containers and 8 threads, each thread making 10 writes of alice at one instant
+        containers = [ratelimit.RateLimiter() for _ in range(4)]
+        outcomes: list[str] = []
+
+        def writer(n: int) -> None:
+            for _ in range(10):
+                try:
+                    containers[n % 4].check("alice", 20, now=WINDOW + 30)
+                    outcomes.append("allowed")
+                except RateLimited:
+                    outcomes.append("refused")
+
+        # WHEN they race
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # THEN exactly the limit got through, and the item counts exactly those
+        assert (outcomes.count("allowed"), outcomes.count("refused")) == (20, 60)
+        item = RateBucket.get(ratelimit.rate_pk("alice"), "WINDOW", consistent_read=True)
+        assert item.counts == [20]
+
+
+class TestRequestsPerWrite:
+    """What the limiter costs in DynamoDB requests (ratelimit.py lists them)."""
+
+    @pytest.fixture
+    def requests(self, aws) -> list[str]:
+        made: list[str] = []
+        client = RateBucket._get_connection().connection.client
+        client.meta.events.register("before-call.dynamodb", lambda model, **_: made.append(model.name))
+        return made
+
+    def test_an_allowed_write_costs_one_put_once_the_container_knows_the_user(self, requests):
+        # GIVEN a container that never saw alice
+        container = ratelimit.RateLimiter()
+        # WHEN she writes twice / THEN a read and a write, then a write alone
+        container.check("alice", 3, now=WINDOW)
+        assert requests == ["GetItem", "PutItem"]
+        requests.clear()
+        container.check("alice", 3, now=WINDOW + 1)
+        assert requests == ["PutItem"]
+
+    def test_a_write_after_another_containers_costs_a_failed_put_a_read_and_a_put(self, requests):
+        # GIVEN alice wrote through container A, then through container B
+        a, b = ratelimit.RateLimiter(), ratelimit.RateLimiter()
+        a.check("alice", 3, now=WINDOW)
+        b.check("alice", 3, now=WINDOW)
+        requests.clear()
+        # WHEN she writes through A again / THEN its stale state costs one failed write and a read
+        a.check("alice", 3, now=WINDOW + 1)
+        assert requests == ["PutItem", "GetItem", "PutItem"]
+
+    def test_a_refused_write_costs_nothing_once_the_container_saw_the_limit_reached(self, requests):
+        # GIVEN alice used up her limit through container A
+        a, b = ratelimit.RateLimiter(), ratelimit.RateLimiter()
+        for _ in range(3):
+            a.check("alice", 3, now=WINDOW)
+        requests.clear()
+        # WHEN she writes again through A, then through B, which never saw her
+        with pytest.raises(RateLimited):
+            a.check("alice", 3, now=WINDOW + 1)
+        assert requests == []
+        with pytest.raises(RateLimited):
+            b.check("alice", 3, now=WINDOW + 1)
+        # THEN A refused without a request, B after one read
+        assert requests == ["GetItem"]

@@ -14,6 +14,8 @@ CONTRACT: list[tuple[FleetrunError, int, str]] = [
     (errors.Unauthenticated("who"), 401, "unauthenticated"),
     (errors.Forbidden("no"), 403, "forbidden"),
     (errors.TaskNotFound("t1"), 404, "not_found"),
+    (errors.RouteNotFound(), 404, "not_found"),
+    (errors.MethodNotAllowed(["POST", "GET"]), 405, "method_not_allowed"),
     (errors.InvalidTransition("task", "running", "retry", {"failed"}), 409, "invalid_transition"),
     (errors.Conflict("raced"), 409, "conflict"),
     (errors.Busy("busy"), 409, "conflict"),
@@ -38,10 +40,13 @@ def test_errors_carry_no_http_status() -> None:
     assert not any(hasattr(cls, "status") for cls in HTTP_ERRORS)
 
 
-def test_only_rate_limited_adds_a_retry_after_header() -> None:
+def test_only_rate_limited_and_method_not_allowed_add_headers() -> None:
     assert http_headers(errors.RateLimited(7)) == {"Retry-After": "7"}
-    assert all(http_headers(error) == {} for error, _, _ in CONTRACT if not isinstance(error, errors.RateLimited))
-    assert [status for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503) if header_names(status)] == [429]
+    assert http_headers(errors.MethodNotAllowed(["POST", "GET"])) == {"Allow": "GET, POST"}
+    with_headers = (errors.RateLimited, errors.MethodNotAllowed)
+    assert all(http_headers(error) == {} for error, _, _ in CONTRACT if not isinstance(error, with_headers))
+    statuses = (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503)
+    assert [status for status in statuses if header_names(status)] == [405, 429]
     assert header_names(429) == ["Retry-After"]
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -214,3 +217,80 @@ class TestChaliceMiddleware:
         assert first["function_request_id"] == "req-1"
         assert "function_request_id" not in second
         assert [blob["Ticks"] for blob in _emf_blobs(out)] == [[1.0], [1.0]]
+
+
+class TestKeysOfConcurrentRequests:
+    """The local runtime serves each request on its own thread of one process."""
+
+    def test_two_interleaved_requests_never_log_each_others_keys(self, capsys):
+        # GIVEN an app whose routes bind their caller and task, as chalicelib/api/http.py does
+        from chalice.config import Config
+        from chalice.local import LocalChalice, LocalGateway
+
+        app = LocalChalice(app_name="interleaved")
+        observability.chalice_middleware(app)
+        a_bound, b_logged = threading.Event(), threading.Event()
+
+        @app.route("/tasks/{task_id}/cancel", methods=["POST"])
+        def cancel(task_id: str) -> dict[str, str]:
+            observability.bind(user="alice", task_id=task_id)
+            logger.info("cancelling")
+            a_bound.set()
+            assert b_logged.wait(5)
+            logger.info("cancelled")
+            return {}
+
+        @app.route("/tasks", methods=["POST"])
+        def create() -> dict[str, str]:
+            assert a_bound.wait(5)
+            observability.bind(user="bob")
+            logger.error("request failed")
+            b_logged.set()
+            return {}
+
+        gateway = LocalGateway(app, Config.create(chalice_stage="dev", app_name="interleaved", chalice_app=app))
+
+        def request(path: str) -> None:
+            gateway.handle_request(method="POST", path=path, headers={}, body=b"{}")
+
+        # WHEN alice's request is in flight while bob's fails, then alice's ends
+        threads = [threading.Thread(target=request, args=(path,)) for path in ("/tasks/t-alice/cancel", "/tasks")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+
+        # THEN each line carries its own request's keys, and only those
+        lines = {line["message"]: line for line in _log_lines(capsys.readouterr().out)}
+        assert (lines["request failed"].get("user"), lines["request failed"].get("task_id")) == ("bob", None)
+        for message in ("cancelling", "cancelled"):
+            assert (lines[message]["user"], lines[message]["task_id"]) == ("alice", "t-alice")
+
+    def test_a_record_of_a_batch_does_not_log_under_the_previous_records_task(self, capsys):
+        # GIVEN a batch handler that binds each record's task, when it has one
+        def handle(record: dict[str, str]) -> None:
+            observability.bind(task_id=record.get("task_id"))
+            logger.info("handled")
+
+        # WHEN a record with a task is followed by one without
+        for record in ({"task_id": "t1"}, {}):
+            observability.per_record(handle)(record)
+
+        # THEN the second line has no task
+        first, second = _log_lines(capsys.readouterr().out)
+        assert first["task_id"] == "t1"
+        assert "task_id" not in second
+
+
+def test_no_module_sets_log_keys_that_outlive_an_invocation():
+    """`Logger.append_keys` and friends change keys every thread and every later invocation of
+    the process share: only `observability.bind` (context-local keys) may add request keys."""
+    shared_state = {"append_keys", "remove_keys", "clear_state", "structure_logs", "set_correlation_id"}
+    offenders = []
+    for path in [Path("app.py"), *Path("chalicelib").rglob("*.py")]:
+        if path == Path("chalicelib/observability.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in shared_state:
+                offenders.append(f"{path}:{node.lineno} {node.attr}")
+    assert offenders == []

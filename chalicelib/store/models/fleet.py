@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynamodb.attributes import MapAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
 
 from chalicelib.store.models.base import FleetrunModel, ListIndex, OwnerIndex, _Meta
 
@@ -56,7 +56,7 @@ class AllocationItem(FleetrunModel):
     user = UnicodeAttribute()
     started_at = UnicodeAttribute()
     ended_at = UnicodeAttribute(null=True)
-    #: `release` or `reclaim`
+    #: `release`, `reclaim` or `deregister`
     ended_by = UnicodeAttribute(null=True)
     list_pk = UnicodeAttribute(null=True)
     list_sk = UnicodeAttribute(null=True)
@@ -125,8 +125,15 @@ class ScheduleItem(FleetrunModel):
 
 
 class RateBucket(FleetrunModel):
+    """A user's allowed writes per epoch second, for the seconds that still count (ratelimit.py):
+    `seconds[i]` saw `counts[i]` writes. `revision` changes on every write (the condition of the
+    next one); a random token, not a counter, so an item TTL deleted and written again never
+    matches a revision read before."""
+
     class Meta(_Meta):
         pass
 
-    hits = NumberAttribute(default=0)
+    seconds = ListAttribute(of=NumberAttribute, default=list)
+    counts = ListAttribute(of=NumberAttribute, default=list)
+    revision = UnicodeAttribute()
     expires_at = NumberAttribute()

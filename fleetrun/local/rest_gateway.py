@@ -1,0 +1,103 @@
+"""The local REST API gateway: Chalice's dev server, answering as the deployed API does (API.md "Errors").
+
+Chalice's `LocalGateway` imitates API Gateway's defaults: an unknown path is `403 Missing
+Authentication Token`, or, with an `Authorization` header, a 403 that echoes the whole header
+(a bearer token); a known path with another method reaches the app, which answers its own
+`405 {"Code": "MethodNotAllowedError"}`; `BaseHTTPRequestHandler` answers a method it has no
+`do_` handler for (TRACE, anything) with a 501 HTML page. The deployed API answers with contract
+bodies instead (gateway responses and a mock `ANY` method per path, `infra/rest_api.py`); so does
+this one: 404 `not_found` for a path no route has, 405 `method_not_allowed` with `Allow` for a
+method the route does not have, whatever the method, and a contract body for the server's own
+errors (a malformed request line). None of them says anything the client sent, and the access
+log scrubs what looks like a token from the request line.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from chalice.app import Chalice
+from chalice.config import Config
+from chalice.local import ChaliceRequestHandler, LocalGateway, LocalGatewayException, RouteMatcher
+
+from chalicelib.api.errors import http_headers, http_status
+from chalicelib.errors import FleetrunError, MethodNotAllowed, RouteNotFound, ValidationFailed
+from chalicelib.observability import scrub
+
+#: what the server's own refusals (BaseHTTPRequestHandler.send_error) say, by the status it chose
+_SERVER_ERRORS: dict[int, str] = {
+    HTTPStatus.REQUEST_URI_TOO_LONG: "the request line is too long",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "the request headers are too large",
+}
+
+
+class ContractError(LocalGatewayException):
+    """A gateway answer carrying a contract error (sent by ChaliceRequestHandler as it is)."""
+
+    def __init__(self, error: FleetrunError) -> None:
+        body = json.dumps(error.document(), separators=(",", ":")).encode()
+        super().__init__({"Content-Type": "application/json", **http_headers(error)}, body)
+        self.CODE = http_status(error)
+
+
+class ContractGateway(LocalGateway):
+    """Routes a request only to a route and method the app has; the rest is answered here."""
+
+    def __init__(self, app_object: Chalice, config: Config) -> None:
+        super().__init__(app_object, config)
+        self._routes = RouteMatcher(list(app_object.routes))
+
+    def handle_request(self, method: str, path: str, headers: dict[str, Any], body: bytes | None) -> Any:
+        try:
+            route = self._routes.match_route(path).route
+        except ValueError:
+            raise ContractError(RouteNotFound()) from None
+        views = self._app_object.routes[route]
+        # Chalice answers OPTIONS itself (CORS preflight) only for routes with CORS, as API Gateway does
+        with_preflight = any(view.cors for view in views.values())
+        allowed = set(views) | ({"OPTIONS"} if with_preflight else set())
+        if method not in allowed:
+            raise ContractError(MethodNotAllowed(allowed))
+        return super().handle_request(method, path, headers, body)
+
+
+class ContractRequestHandler(ChaliceRequestHandler):
+    """ChaliceRequestHandler over a ContractGateway, for every method a client may send."""
+
+    def __init__(self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config) -> None:
+        self.local_gateway = ContractGateway(app_object, config)
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+    def __getattr__(self, name: str) -> Any:
+        # BaseHTTPRequestHandler looks up `do_<METHOD>`; any method goes to the gateway (405 or 404)
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The access line, without anything that looks like a credential (a token in a URL)."""
+        super().log_message("%s", scrub(format % args))
+
+    def _send_error_response(self, error: LocalGatewayException) -> None:
+        if self.command == "HEAD":  # the headers of the answer, without its body
+            assert error.body is not None
+            self._send_http_response_no_body(error.CODE, {**error.headers, "Content-Length": str(len(error.body))})
+            return
+        super()._send_error_response(error)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The server's own answers to a request it cannot parse (bad request line, version,
+        headers): `400 validation_error`, and the connection is closed as the server would."""
+        error = ValidationFailed(_SERVER_ERRORS.get(code, "the request is not valid HTTP/1.1"))
+        body = json.dumps(error.document(), separators=(",", ":")).encode()
+        self.close_connection = True
+        self.send_response(http_status(error))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
