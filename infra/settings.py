@@ -15,6 +15,7 @@ Every key can be given for all stages (`-c throttleRate=100`) or for one
 | `streamMaxRetries` | 10 | retries of a failing stream batch before it goes to the stream DLQ |
 | `intakeProducers` | none | FLEETRUN_INTAKE_PRODUCERS: owners an SQS intake message may name, comma-separated |
 | `harborUrl`, `harborRobotName` | none: image sync off | FLEETRUN_HARBOR_URL, FLEETRUN_HARBOR_ROBOT_NAME |
+| `harborUrls` | none: only `harborUrl` | FLEETRUN_HARBOR_URLS, more Harbor base URLs `images.sync` may read |
 | `harborRobotSecretArn`, `harborWebhookSecretArn` | none | Secrets Manager secrets the functions may read |
 | `notifyEmailSender` | none: the email channel is off | FLEETRUN_NOTIFY_EMAIL_SENDER, an SES-verified From address |
 | `dashboardUrl` | none | FLEETRUN_DASHBOARD_URL, base of the task links in notifications |
@@ -62,6 +63,8 @@ class StageSettings:
     #: comma-separated owners an intake message may name (FLEETRUN_INTAKE_PRODUCERS)
     intake_producers: str = ""
     harbor_url: str | None = None
+    #: comma-separated Harbor base URLs `images.sync` may read besides harbor_url (FLEETRUN_HARBOR_URLS)
+    harbor_urls: str | None = None
     harbor_robot_name: str | None = None
     harbor_robot_secret_arn: str | None = None
     harbor_webhook_secret_arn: str | None = None
@@ -77,6 +80,7 @@ class StageSettings:
         """FLEETRUN_HARBOR_* of the functions (only what is set)."""
         values = {
             "FLEETRUN_HARBOR_URL": self.harbor_url,
+            "FLEETRUN_HARBOR_URLS": self.harbor_urls,
             "FLEETRUN_HARBOR_ROBOT_NAME": self.harbor_robot_name,
             "FLEETRUN_HARBOR_ROBOT_SECRET_ARN": self.harbor_robot_secret_arn,
             "FLEETRUN_HARBOR_WEBHOOK_SECRET_ARN": self.harbor_webhook_secret_arn,
@@ -122,6 +126,7 @@ def stage_settings(node: _Context, stage: str) -> StageSettings:
         stream_max_retries=int(get("streamMaxRetries")),
         intake_producers=_producers(get("intakeProducers")),
         harbor_url=get("harborUrl"),
+        harbor_urls=get("harborUrls"),
         harbor_robot_name=get("harborRobotName"),
         harbor_robot_secret_arn=get("harborRobotSecretArn"),
         harbor_webhook_secret_arn=get("harborWebhookSecretArn"),

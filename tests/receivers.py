@@ -31,6 +31,7 @@ class Answer:
     status: int = 200
     body: bytes = b"ok"
     hang: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,9 +45,10 @@ class Receiver:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def answer(self, path: str, status: int = 200, body: bytes = b"ok", hang: float = 0.0) -> str:
+    def answer(self, path: str, status: int = 200, body: bytes = b"ok", hang: float = 0.0,
+               headers: dict[str, str] | None = None) -> str:
         """Configure `path`; returns its full URL."""
-        self.answers[path] = Answer(status, body, hang)
+        self.answers[path] = Answer(status, body, hang, headers or {})
         return self.url + path
 
     def at(self, path: str) -> list[Received]:
@@ -73,6 +75,8 @@ def start() -> Receiver:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json" if answer.body.startswith(b"{") else "text/plain")
                 self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(answer.body)
             except (BrokenPipeError, ConnectionResetError):

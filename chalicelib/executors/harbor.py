@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import urllib3
 
@@ -88,7 +88,13 @@ class HarborClient:
 
     def _next(self, link: str | None) -> str | None:
         match = _NEXT_LINK.search(link or "")
-        return urljoin(self._base + "/", match.group(1)) if match else None
+        if match is None:
+            return None
+        url = urljoin(self._base + "/", str(match.group(1)))
+        # the robot's credentials go with every page: never to a host the admin did not choose
+        if urlsplit(url)[:2] != urlsplit(self._base)[:2]:
+            raise HarborError("Harbor's next-page link points at another host; the listing was stopped")
+        return url
 
     def _get(self, url: str, missing_ok: bool) -> urllib3.BaseHTTPResponse | None:
         tries = self.settings.tries

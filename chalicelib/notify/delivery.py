@@ -48,6 +48,11 @@ def handle(received: Received) -> None:
         logger.info("subscription deleted; notification dropped",
                     extra={"subscription_id": message["subscription_id"], "delivery_id": message["delivery_id"]})
         return
+    if subscription.scope != store.SCOPE_ALL and message["task"].get("owner") != subscription.owner:
+        # fan-out only queues a user's own tasks for them; a message saying otherwise is not sent
+        logger.warning("notification about another user's task dropped",
+                       extra={"subscription_id": subscription.subscription_id, "delivery_id": message["delivery_id"]})
+        return
     try:
         sealed = secrets.unseal(subscription.sealed)
         outcome = channels.deliver(subscription.channel, sealed["target"], sealed.get("secret", ""), message)

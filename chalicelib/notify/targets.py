@@ -1,10 +1,18 @@
 """Where a notification may go: target validation, the masked form views show, and the
 address check made again at send time (a name may resolve elsewhere later).
 
-Rule (server-side request forgery): URL targets must be `https` on a public address. Plain
-`http` and loopback, private, link-local (169.254.169.254) or otherwise reserved addresses
-are refused, unless `FLEETRUN_NOTIFY_ALLOW_LOCAL_TARGETS` allows them (the default in local
-mode, where the receivers run on this machine).
+Rule (server-side request forgery, API.md "Notification subscriptions"), applied to the host
+when a subscription is created and again, before every delivery, to each address the name
+resolves to then (DNS rebinding: a name public at creation may point inside later):
+- refused in every mode: link-local and cloud metadata addresses (`169.254.0.0/16`,
+  `fe80::/10`, AWS's `fd00:ec2::/32`, Alibaba Cloud's `100.100.100.200`), `0.0.0.0/8` and `::`,
+  multicast, broadcast and reserved addresses;
+- refused unless local targets are allowed (`FLEETRUN_NOTIFY_ALLOW_LOCAL_TARGETS`, the default
+  in local mode only, where the receivers run on this machine): plain `http`, `localhost`,
+  loopback, private and shared (`100.64.0.0/10`) addresses.
+An IPv4 address carried in IPv6 (`::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) is
+judged as that IPv4 address, and a number the resolver reads as an address (`2852039166`,
+`0251.0376.0251.0376`, `0xa9fea9fe`) as the address it reads.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from typing import Final
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from chalicelib import config
@@ -23,6 +32,15 @@ EMAIL_CHANNEL = "email"
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 MASK = "***"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: refused in every mode: the instance metadata services and their neighbours
+_METADATA: Final = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fd00:ec2::/32", "100.100.100.200/32"))
+#: "this network": Linux connects 0.0.0.0 to the local host
+_THIS_NETWORK: Final = ipaddress.ip_network("0.0.0.0/8")
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+#: what inet_aton reads as an IPv4 address: 1 to 4 decimal, octal or hex parts
+_NUMERIC_HOST: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
+_LOCAL: Final = "a loopback or private address"
 
 
 def validate(channel: str, target: str) -> None:
@@ -41,25 +59,51 @@ def validate(channel: str, target: str) -> None:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise _invalid("has an invalid port") from None
-    if not allow_local:
-        host = parts.hostname
-        if host == "localhost" or host.endswith(".localhost") or _is_refused_literal(host):
-            raise _invalid("must not point at a loopback, private or link-local address")
+    host = parts.hostname.rstrip(".")
+    if not allow_local and (host == "localhost" or host.endswith(".localhost")):
+        raise _invalid(f"must not point at {_LOCAL}")
+    literal = _literal(host)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for address in [str(literal)] if literal is not None else _resolved(host, port):
+        problem = refusal(address, allow_local)
+        if problem is not None:
+            raise _invalid(f"must not point at {problem}")
 
 
 def check_addresses(host: str, port: int) -> list[str]:
-    """Resolve `host` and return the addresses a delivery may connect to.
+    """Resolve `host` and return the addresses a delivery may connect to (and must: the caller
+    pins its connection to one of them).
 
-    Raises TargetRefused when one of them is not public (unless local targets are allowed).
+    Raises TargetRefused when the name does not resolve or one of its addresses is refused.
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise TargetRefused(f"cannot resolve the target host ({error.strerror})") from None
+    except (OSError, UnicodeError, ValueError):
+        raise TargetRefused("cannot resolve the target host (not a valid host name)") from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not config.notify_allow_local_targets() and any(not _is_public(a) for a in addresses):
-        raise TargetRefused("the target host resolves to a non-public address")
+    allow_local = config.notify_allow_local_targets()
+    for address in addresses:
+        problem = refusal(address, allow_local)
+        if problem is not None:
+            # the address itself stays out of the message: it could map an internal zone
+            raise TargetRefused(f"the target host resolves to a refused address: {problem}")
     return addresses
+
+
+def refusal(address: str, allow_local: bool) -> str | None:
+    """Why a notification must not go to `address` (an IP address), or None when it may."""
+    ip = _embedded_ipv4(ipaddress.ip_address(address.split("%")[0]))
+    if ip.is_link_local or any(ip in network for network in _METADATA):
+        return "a link-local or cloud metadata address"
+    if ip.is_loopback:  # before is_reserved: ::1 is in IPv6's reserved ::/8
+        return None if allow_local else _LOCAL
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or ip in _THIS_NETWORK:
+        return "an unspecified, multicast, broadcast or reserved address"
+    if ip.is_global:
+        return None
+    return None if allow_local else _LOCAL
 
 
 def display(channel: str, target: str) -> str:
@@ -86,19 +130,39 @@ def credentials_of(channel: str, target: str) -> list[str]:
     return [value for value in found if value and value != "/"]
 
 
-def _is_refused_literal(host: str) -> bool:
+def _literal(host: str) -> IPAddress | None:
+    """The address `host` spells, in any form the resolver accepts, or None for a name."""
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return not _is_public(str(address))
+        pass
+    if not _NUMERIC_HOST.fullmatch(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        raise _invalid("is not a valid IP address") from None
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+def _resolved(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to now; none when it does not resolve (yet): every
+    delivery resolves and checks it again."""
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except (OSError, UnicodeError, ValueError):
+        return []
+
+
+def _embedded_ipv4(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 def _invalid(problem: str) -> ValidationFailed:

@@ -16,6 +16,7 @@ from chalicelib import clock, config
 from chalicelib.errors import HarborError
 from chalicelib.executors.base import Lease, Outcome
 from chalicelib.executors.harbor import HarborClient, HarborSettings
+from chalicelib.services import harbor_sources
 from chalicelib.store import images
 from chalicelib.store.images import Upsert
 
@@ -118,7 +119,11 @@ def _sync_repository(client: HarborClient, repository: str, existing: dict[tuple
 
 # --- the executor of `images.sync` runs (services/work.py) ---------------------------------
 def execute(parameters: dict[str, Any], lease: Lease) -> Outcome:
-    """Run one `images.sync`: Harbor errors fail the run with their message; counts are events."""
+    """Run one `images.sync`: Harbor errors fail the run with their message; counts are events.
+    A Harbor outside the allow-list (changed since the task was created) fails it unread."""
+    if not harbor_sources.allowed(parameters["harbor_url"]):
+        return Outcome("failed", harbor_sources.REFUSED,
+                       events=[{"type": "error", "step": STEP, "message": harbor_sources.REFUSED, "progress": None}])
     settings = HarborSettings(
         url=parameters["harbor_url"], username=parameters.get("robot_name") or None,
         password=parameters.get("robot_secret"), page_size=config.harbor_page_size(),

@@ -56,11 +56,13 @@ def test_intake_producers_are_a_clean_comma_separated_list():
 
 def test_harbor_settings_become_the_functions_environment():
     context = Context(harborUrl="https://harbor.example.com", harborRobotName="robot$sync",
+                      dev__harborUrls="https://harbor-eu.example.com,https://harbor-us.example.com",
                       prod__harborRobotSecretArn="arn:aws:secretsmanager:us-east-1:1:secret:robot",
                       harborWebhookSecretArn="arn:aws:secretsmanager:us-east-1:1:secret:hook")
     dev, prod = stage_settings(context, "dev"), stage_settings(context, "prod")
     assert dev.harbor_environment == {
         "FLEETRUN_HARBOR_URL": "https://harbor.example.com", "FLEETRUN_HARBOR_ROBOT_NAME": "robot$sync",
+        "FLEETRUN_HARBOR_URLS": "https://harbor-eu.example.com,https://harbor-us.example.com",
         "FLEETRUN_HARBOR_WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:hook",
     }
     assert prod.harbor_secret_arns == ["arn:aws:secretsmanager:us-east-1:1:secret:robot",

@@ -352,3 +352,70 @@ class TestWebhook:
         answer = self.hook(fleet, push_event("library/redis", "sha256:x", "7"))
         assert answer.status == 409
         assert answer.body["error"]["code"] == "not_configured"
+
+
+def sync_task(harbor_url: str) -> dict[str, Any]:
+    """A `POST /v1/tasks` body of an images.sync task an operator writes themselves."""
+    return {"type": "images.sync", "parameters": {"harbor_url": harbor_url, "robot_name": ROBOT,
+                                                  "robot_secret": SECRET}}
+
+
+def refused_harbor(answer: Any, path: str = "$.parameters.harbor_url") -> None:
+    assert answer.status == 400, answer
+    assert answer.body["error"]["code"] == "validation_error"
+    assert "FLEETRUN_HARBOR_URLS" in answer.body["error"]["message"]
+    assert [d["path"] for d in answer.body["error"]["details"]] == [path]
+
+
+class TestHarborAllowList:
+    @pytest.mark.parametrize("harbor_url", ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:9/"])
+    def test_an_operator_cannot_point_images_sync_at_a_url_outside_the_allow_list(
+            self, fleet: Fleet, harbor: HarborServer, harbor_url: str):
+        # WHEN an operator submits an images.sync task of their own against another URL
+        answer = fleet.user("POST", "/v1/tasks", sync_task(harbor_url), roles=("operator",))
+
+        # THEN it is refused, naming the setting, and no task exists
+        refused_harbor(answer)
+        assert fleet.user("GET", "/v1/tasks?type=images.sync", who="root", roles=("admin",)).body["items"] == []
+
+    def test_a_harbor_in_the_allow_list_may_be_synced_by_an_operator(
+            self, fleet: Fleet, harbor: HarborServer, monkeypatch: pytest.MonkeyPatch):
+        # GIVEN an allow-list naming this Harbor (with a trailing slash) and no default Harbor
+        monkeypatch.delenv("FLEETRUN_HARBOR_URL")
+        monkeypatch.setenv("FLEETRUN_HARBOR_URLS", f"https://harbor-eu.example.com, {harbor.url}/")
+        config.reset()
+
+        # WHEN an operator syncs it
+        answer = fleet.user("POST", "/v1/tasks", sync_task(harbor.url), roles=("operator",))
+        fleet.settle()
+
+        # THEN it ran against that Harbor
+        assert answer.status == 202, answer
+        assert fleet.task(answer.body["task_id"])["status"] == "completed"
+        assert len(catalog(fleet)) == 6
+
+    def test_a_harbor_taken_off_the_allow_list_is_not_read_when_the_task_runs(
+            self, fleet: Fleet, harbor: HarborServer, monkeypatch: pytest.MonkeyPatch):
+        # GIVEN an images.sync task created while its Harbor was allowed
+        monkeypatch.delenv("FLEETRUN_HARBOR_URL")
+        monkeypatch.setenv("FLEETRUN_HARBOR_URLS", harbor.url)
+        config.reset()
+        task_id = fleet.user("POST", "/v1/tasks", sync_task(harbor.url), roles=("operator",)).body["task_id"]
+
+        # WHEN the admin takes it off the list before the run starts
+        monkeypatch.setenv("FLEETRUN_HARBOR_URLS", "https://harbor-eu.example.com")
+        config.reset()
+        fleet.settle()
+
+        # THEN the run failed with the reason and Harbor was never asked
+        assert fleet.task(task_id)["status"] == "failed"
+        assert "FLEETRUN_HARBOR_URLS" in fleet.runs(task_id)["service"]["error_message"]
+        assert harbor.requests() == []
+
+    def test_a_schedule_cannot_carry_a_harbor_outside_the_allow_list(self, fleet: Fleet, harbor: HarborServer):
+        body = {"name": "nightly sync", "expression": "rate(1 day)",
+                "task": sync_task("http://169.254.169.254/latest/meta-data")}
+
+        answer = fleet.user("POST", "/v1/schedules", body, roles=("operator",))
+
+        refused_harbor(answer, "$.task.parameters.harbor_url")

@@ -8,11 +8,13 @@ import copy
 import hashlib
 import hmac
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+import urllib3.util.connection
 
 from chalicelib import config
 from chalicelib.notify import delivery
@@ -369,3 +371,104 @@ class TestWhoHearsWhat:
         notify.drain()
 
         assert receiver.requests == []
+
+
+class Resolver:
+    """`socket.getaddrinfo` answering chosen names from a script (the last answer repeats),
+    other hosts as usual; and every connection urllib3 opens, recorded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, **answers: list[str]) -> None:
+        self.answers = {name.replace("_", "."): list(addresses) for name, addresses in answers.items()}
+        self.connections: list[tuple[str, int]] = []
+        real_resolve, real_connect = socket.getaddrinfo, urllib3.util.connection.create_connection
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            script = self.answers.get(host)
+            if script:
+                host = script.pop(0) if len(script) > 1 else script[0]
+            return real_resolve(host, port, *args, **kwargs)
+
+        def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+            self.connections.append(address)
+            return real_connect(address, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+
+
+class TestServerSideRequestForgery:
+    def test_a_name_rebound_to_the_metadata_service_after_creation_is_not_delivered_to(
+            self, fleet, notify, monkeypatch):
+        # GIVEN a webhook on a name that resolves to a public address when it is subscribed
+        resolver = Resolver(monkeypatch, hooks_rebind_test=["93.184.216.34"])
+        subscription_id = subscribe(fleet, {"channel": "webhook", "target": "https://hooks.rebind.test/hook",
+                                            "secret": SECRET, "events": ["task.completed"]})
+
+        # WHEN the name resolves to the instance metadata service by the time a task completes
+        resolver.answers["hooks.rebind.test"] = ["169.254.169.254"]
+        finished_task(fleet)
+        assert notify.poll_once() == 1
+
+        # THEN the attempt is logged failed with the reason, and no connection was opened at all
+        (logged,) = deliveries(fleet, subscription_id)
+        assert (logged["status"], logged["status_code"]) == ("failed", None)
+        assert logged["error"] == ("the target host resolves to a refused address: "
+                                   "a link-local or cloud metadata address")
+        assert resolver.connections == []
+
+    def test_the_connection_goes_to_the_address_that_was_checked(self, fleet, notify, receiver, monkeypatch):
+        # GIVEN a webhook on a name that resolves to the (local) receiver, and then, from the
+        # delivery's check on, to the metadata service: a rebinding between check and connect
+        port = int(receiver.url.rsplit(":", 1)[1])
+        receiver.answer("/hook")
+        resolver = Resolver(monkeypatch, hooks_pinned_test=["127.0.0.1", "127.0.0.1", "169.254.169.254"])
+        subscription_id = subscribe(fleet, {"channel": "webhook", "target": f"http://hooks.pinned.test:{port}/hook",
+                                            "secret": SECRET, "events": ["task.completed"]})
+
+        # WHEN a task completes and its notification is delivered
+        finished_task(fleet)
+        notify.drain()
+
+        # THEN the one connection went to the checked address, with the name as Host
+        assert resolver.connections == [("127.0.0.1", port)]
+        (request,) = receiver.at("/hook")
+        assert request.headers["Host"] == f"hooks.pinned.test:{port}"
+        assert deliveries(fleet, subscription_id)[0]["status"] == "delivered"
+
+    def test_a_redirect_is_not_followed(self, fleet, notify, receiver):
+        # GIVEN a webhook that answers with a redirect
+        url = receiver.answer("/moved", status=307, headers={"Location": f"{receiver.url}/internal"})
+        subscription_id = subscribe(fleet, {"channel": "webhook", "target": url, "secret": SECRET,
+                                            "events": ["task.completed"]})
+
+        # WHEN one attempt is made
+        finished_task(fleet)
+        assert notify.poll_once() == 1
+
+        # THEN it failed on the redirect itself; the redirect's target was never asked
+        (logged,) = deliveries(fleet, subscription_id)
+        assert (logged["status"], logged["status_code"], logged["error"]) == ("failed", 307, "HTTP 307")
+        assert receiver.at("/internal") == []
+
+
+class TestOperatorScope:
+    def test_an_operators_subscription_never_delivers_another_users_task(self, fleet, notify, receiver):
+        # GIVEN alice's subscription (her own tasks) and a queued message that names it for bob's task
+        url = receiver.answer("/alice")
+        subscription_id = subscribe(fleet, {"channel": "webhook", "target": url, "secret": SECRET})
+        forged = {
+            "v": 1, "delivery_id": "dlv_forged", "subscription_id": subscription_id, "event": "task.completed",
+            "occurred_at": "2026-11-22T18:07:19.384Z",
+            "task": {"task_id": "01BOBSTASK", "type": "shell", "name": "bob's secret project", "owner": "bob",
+                     "status": "completed", "attempt": 1, "tags": [], "node_counts": {}, "target_node_count": 1},
+        }
+        boto3.client("sqs").send_message(QueueUrl=fleet.provisioned.queue_urls[NOTIFY_QUEUE.name],
+                                         MessageBody=json.dumps(forged))
+
+        # WHEN the notify worker handles it
+        assert notify.poll_once() == 1
+
+        # THEN nothing was sent and nothing logged; the message is gone (not retried)
+        assert receiver.requests == []
+        assert deliveries(fleet, subscription_id) == []
+        assert notify.poll_once() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -108,11 +109,33 @@ class TestReadAndDelete:
         assert fleet.user("GET", f"/v1/subscriptions/{bobs}/deliveries").status == 404
         assert fleet.user("GET", f"/v1/subscriptions/{bobs}", who="root", roles=("admin",)).status == 200
 
-    def test_viewers_may_subscribe_to_their_own_tasks(self, fleet):
+    def test_a_viewer_cannot_create_a_subscription(self, fleet):
         answer = create(fleet, {"channel": "email", "target": "me@example.com"}, who="val", roles=("viewer",))
 
-        assert answer.status == 201, answer
-        assert fleet.user("GET", "/v1/subscriptions", who="val", roles=("viewer",)).body["items"][0]["owner"] == "val"
+        assert answer.status == 403, answer
+        assert answer.body["error"]["code"] == "forbidden"
+        assert fleet.user("GET", "/v1/subscriptions", who="val", roles=("viewer",)).body["items"] == []
+
+    def test_a_viewer_cannot_delete_a_subscription_even_one_of_their_own(self, fleet):
+        # GIVEN a subscription val made while an operator, val now only a viewer
+        subscription_id = create(fleet, {"channel": "email", "target": "me@example.com"}, who="val").body[
+            "subscription_id"]
+
+        # WHEN val deletes it as a viewer
+        answer = fleet.user("DELETE", f"/v1/subscriptions/{subscription_id}", who="val", roles=("viewer",))
+
+        # THEN it is forbidden, and val may still read it
+        assert answer.status == 403, answer
+        assert answer.body["error"]["code"] == "forbidden"
+        assert fleet.user("GET", f"/v1/subscriptions/{subscription_id}", who="val", roles=("viewer",)).status == 200
+
+    def test_an_admin_may_delete_an_operators_subscription(self, fleet):
+        subscription_id = create(fleet, {"channel": "email", "target": "me@example.com"}).body["subscription_id"]
+
+        answer = fleet.user("DELETE", f"/v1/subscriptions/{subscription_id}", who="root", roles=("admin",))
+
+        assert answer.status == 200, answer
+        assert fleet.user("GET", f"/v1/subscriptions/{subscription_id}").status == 404
 
     def test_pages_follow_the_cursor(self, fleet):
         created = [create(fleet, {"channel": "email", "target": f"u{i}@example.com"}).body["subscription_id"]
@@ -141,3 +164,79 @@ class TestReadAndDelete:
 
     def test_needs_a_token(self, fleet):
         assert fleet.call("GET", "/v1/subscriptions").status == 401
+
+
+#: targets refused in every mode (API.md), one per spelling (tests/unit/test_notify.py has them all)
+REFUSED_IN_EVERY_MODE = [
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[fd00:ec2::254]/latest/meta-data/",
+    "https://[::ffff:169.254.169.254]/latest/meta-data/",
+    "https://2852039166/latest/meta-data/",
+    "https://0251.0376.0251.0376/latest/meta-data/",
+    "https://0.0.0.0:8000/",
+    "https://224.0.0.1/",
+    "https://240.0.0.1/",
+]
+#: targets allowed in local mode only
+LOCAL_ONLY = ["https://127.0.0.1/hook", "https://[::1]/hook", "https://10.0.0.7/hook"]
+
+
+def target_problem(answer: Any) -> str:
+    assert answer.status == 400, answer
+    assert answer.body["error"]["code"] == "validation_error"
+    (detail,) = answer.body["error"]["details"]
+    assert detail["path"] == "$.target"
+    return str(detail["message"])
+
+
+@pytest.fixture(params=["aws", "local"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("FLEETRUN_NOTIFY_ALLOW_LOCAL_TARGETS", raising=False)
+    if request.param == "local":
+        monkeypatch.setenv("FLEETRUN_LOCAL", "1")
+    else:
+        monkeypatch.delenv("FLEETRUN_LOCAL", raising=False)
+    config.reset()
+    return str(request.param)
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
+    """Make `socket.getaddrinfo` answer `names` (host -> IP address); other hosts resolve as usual."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in names:
+            return real(names[host], port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+class TestServerSideRequestForgery:
+    @pytest.mark.parametrize("target", REFUSED_IN_EVERY_MODE)
+    def test_a_metadata_link_local_or_reserved_address_is_refused_in_every_mode(self, fleet, mode, target):
+        answer = create(fleet, {"channel": "webhook", "target": target, "secret": SECRET})
+
+        assert target_problem(answer).startswith("must not point at a"), answer
+
+    @pytest.mark.parametrize("target", LOCAL_ONLY)
+    def test_a_loopback_or_private_address_is_allowed_only_in_local_mode(self, fleet, mode, target):
+        answer = create(fleet, {"channel": "webhook", "target": target, "secret": SECRET})
+
+        if mode == "local":
+            assert answer.status == 201, answer
+        else:
+            assert target_problem(answer) == "must not point at a loopback or private address"
+
+    @pytest.mark.parametrize("channel", ["slack", "dingtalk"])
+    def test_slack_and_dingtalk_urls_follow_the_same_rule(self, fleet, mode, channel):
+        answer = create(fleet, {"channel": channel, "target": "https://[::ffff:169.254.169.254]/services/T/B/X"})
+
+        assert target_problem(answer) == "must not point at a link-local or cloud metadata address"
+
+    def test_a_name_that_resolves_to_the_metadata_service_is_refused_at_creation(self, fleet, mode, monkeypatch):
+        resolving(monkeypatch, {"metadata.attacker.test": "169.254.169.254"})
+
+        answer = create(fleet, {"channel": "webhook", "target": "https://metadata.attacker.test/", "secret": SECRET})
+
+        assert target_problem(answer) == "must not point at a link-local or cloud metadata address"

@@ -72,3 +72,34 @@ def test_an_unreachable_harbor_fails_after_the_tries():
     with pytest.raises(HarborError, match=r"^Harbor GET http://127.0.0.1:9/api/v2.0/projects\?page=1&page_size=100 "
                                           r"failed after 2 tries \("):
         list(HarborClient(settings).projects())
+
+
+class _LinkingTo:
+    """An HTTP stand-in: a first page whose `Link` names `next_url`, then empty last pages."""
+
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+        self.urls: list[str] = []
+
+    def request(self, method: str, url: str, **_: object) -> object:
+        self.urls.append(url)
+        first = len(self.urls) == 1
+
+        class Page:
+            status = 200
+            data = b'[{"name": "a"}]' if first else b"[]"
+            headers = {"Link": f'<{self.next_url}>; rel="next"'} if first else {}
+
+        return Page()
+
+
+def test_a_next_page_link_to_another_host_is_not_followed_with_the_robots_credentials():
+    # GIVEN a Harbor whose first page links its "next" page on another host
+    http = _LinkingTo("http://169.254.169.254/latest/meta-data/?page=2")
+    harbor = HarborClient(HarborSettings(url="https://harbor.example.com", username="robot$unit", password="pw"),
+                          http=http)  # type: ignore[arg-type]
+
+    # WHEN every project is listed  THEN the listing stops before that request
+    with pytest.raises(HarborError, match="next-page link points at another host"):
+        list(harbor.projects())
+    assert http.urls == ["https://harbor.example.com/api/v2.0/projects?page=1&page_size=100"]
