@@ -19,12 +19,13 @@ from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.task_types import REGISTRY
 from chalicelib.errors import FleetrunError, ValidationFailed
 from chalicelib.notify import delivery, subscriptions
-from chalicelib.observability import chalice_middleware, logger
+from chalicelib.observability import chalice_middleware, logger, per_record
 from chalicelib.services import (
     agent,
     allocations,
     backfill,
     claims,
+    deregistration,
     dispatch_queue,
     gpu_trend,
     images,
@@ -91,7 +92,7 @@ def create_task(call: Call) -> Response:
 @register(app, "listTasks")
 def list_tasks(call: Call) -> Response:
     limit, cursor = call.page()
-    return json_response(queries.list_tasks(call.user, call.query(), limit, cursor))
+    return json_response(call.paged(queries.list_tasks(call.user, call.query(), limit, cursor)))
 
 
 @register(app, "getTask")
@@ -102,13 +103,14 @@ def get_task(call: Call, task_id: str) -> Response:
 @register(app, "listNodeRuns")
 def list_node_runs(call: Call, task_id: str) -> Response:
     limit, cursor = call.page()
-    return json_response(queries.list_runs(call.user, task_id, limit, cursor))
+    return json_response(call.paged(queries.list_runs(call.user, task_id, limit, cursor)))
 
 
 @register(app, "listTaskEvents")
 def list_events(call: Call, task_id: str) -> Response:
     limit, cursor = call.page()
-    return json_response(queries.list_events(call.user, task_id, cursor or call.query().get("after"), limit))
+    after = cursor or call.query().get("after")  # a cursor is an event id too, once verified
+    return json_response(call.paged(queries.list_events(call.user, task_id, after, limit)))
 
 
 @register(app, "dispatchTask")
@@ -161,12 +163,30 @@ def register_node(call: Call) -> Response:
 @register(app, "listNodes")
 def list_nodes(call: Call) -> Response:
     limit, cursor = call.page()
-    return json_response(nodes.page_view(limit, cursor))
+    return json_response(call.paged(nodes.page_view(limit, cursor)))
 
 
 @register(app, "getNode")
 def get_node(call: Call, node_id: str) -> Response:
     return json_response(node_view(nodes.get(node_id)))
+
+
+@register(app, "updateNode")
+def update_node(call: Call, node_id: str) -> Response:
+    body = call.body()
+    return json_response(node_view(nodes.update(node_id, body.get("labels"), body.get("slots"))))
+
+
+@register(app, "rotateNodeToken")
+def rotate_node_token(call: Call, node_id: str) -> Response:
+    return json_response({"node_id": node_id, "token": nodes.rotate_token(node_id)})
+
+
+@register(app, "deregisterNode")
+def deregister_node(call: Call, node_id: str) -> Response:
+    gone = deregistration.deregister(node_id)
+    return json_response({"node_id": node_id, "deleted": True, "runs_failed": sum(gone.failed.values()),
+                          "runs_cancel_requested": sum(gone.cancel_requested.values())})
 
 
 # --- monitoring -------------------------------------------------------------------------
@@ -200,7 +220,7 @@ def release_node(call: Call, node_id: str) -> Response:
 @register(app, "listNodeAllocations")
 def list_node_allocations(call: Call, node_id: str) -> Response:
     limit, cursor = call.page()
-    return json_response(allocations.page_view(node_id, limit, cursor))
+    return json_response(call.paged(allocations.page_view(node_id, limit, cursor)))
 
 
 # --- usage reports ----------------------------------------------------------------------
@@ -222,7 +242,7 @@ def monthly_usage_report(event: Any) -> None:
 @register(app, "claimRuns")
 def claim_runs(call: Call, node_id: str) -> Response:
     nodes.require_self(call.node, node_id)
-    return json_response(claims.answer(node_id, call.body().get("max", 1), call.node_status))
+    return json_response(claims.answer(node_id, call.body().get("max", 1), call.node_status, call.node_token_hash))
 
 
 @register(app, "heartbeatRun")
@@ -275,7 +295,7 @@ def dashboard_asset(name: str) -> Response:
 def _each_record(event: SQSEvent, handle: Callable[[SQSRecord], None], processor: BatchProcessor) -> dict[str, Any]:
     """Every record through `handle`; those that raise are reported for redelivery (ReportBatchItemFailures)."""
     return cast(dict[str, Any], process_partial_response(
-        event=event.to_dict(), record_handler=handle, processor=processor, context=event.context,  # type: ignore[arg-type]
+        event=event.to_dict(), record_handler=per_record(handle), processor=processor, context=event.context,  # type: ignore[arg-type]
     ))
 
 
@@ -340,7 +360,7 @@ def create_schedule(call: Call) -> Response:
 @register(app, "listSchedules")
 def list_schedules(call: Call) -> Response:
     limit, cursor = call.page()
-    return json_response(schedules.list_page(call.user, call.query().get("owner"), limit, cursor))
+    return json_response(call.paged(schedules.list_page(call.user, call.query().get("owner"), limit, cursor)))
 
 
 @register(app, "getSchedule")
@@ -356,7 +376,7 @@ def delete_schedule(call: Call, schedule_id: str) -> Response:
 @register(app, "listImages")
 def list_images(call: Call) -> Response:
     limit, cursor = call.page()
-    return json_response(images.list_images(call.query(), limit, cursor))
+    return json_response(call.paged(images.list_images(call.query(), limit, cursor)))
 
 
 @register(app, "syncImages")
@@ -423,7 +443,7 @@ def create_subscription(call: Call) -> Response:
 @register(app, "listSubscriptions")
 def list_subscriptions(call: Call) -> Response:
     limit, cursor = call.page()
-    return json_response(subscriptions.page(call.user, limit, cursor))
+    return json_response(call.paged(subscriptions.page(call.user, limit, cursor)))
 
 
 @register(app, "getSubscription")
@@ -440,7 +460,7 @@ def delete_subscription(call: Call, subscription_id: str) -> Response:
 @register(app, "listDeliveries")
 def list_deliveries(call: Call, subscription_id: str) -> Response:
     limit, cursor = call.page()
-    return json_response(subscriptions.deliveries(call.user, subscription_id, limit, cursor))
+    return json_response(call.paged(subscriptions.deliveries(call.user, subscription_id, limit, cursor)))
 
 
 _notify_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
@@ -45,6 +45,9 @@ class Actor:
 
     user_id: str
     roles: frozenset[str]
+    #: the token's `exp` (epoch seconds): a WebSocket connection opened with it closes then (not
+    #: part of who the actor is: two tokens of one user are one actor)
+    expires_at: float | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -72,7 +75,8 @@ def authenticate_user(authorization: str | None) -> Actor:
     roles = _roles(claims)
     if not roles:
         raise Forbidden(f"the token grants none of the roles {', '.join(sorted(ROLES))}")
-    return Actor(user_id=sub, roles=roles)
+    exp = claims.get("exp")  # required by `_verify`
+    return Actor(user_id=sub, roles=roles, expires_at=float(exp) if isinstance(exp, int | float) else None)
 
 
 def require(actor: Actor, permission: Permission) -> None:

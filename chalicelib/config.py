@@ -64,6 +64,14 @@ def jwt_secret() -> str:
 
 
 @cache
+def cursor_secret() -> str:
+    """HMAC key of the `next_cursor`s of list answers: `FLEETRUN_CURSOR_SECRET_ARN` (Secrets
+    Manager; the stack generates it) or `FLEETRUN_CURSOR_SECRET`. Read once per container: every
+    list page needs it. Empty: chalicelib/api/cursors.py derives one from `jwt_secret()`."""
+    return _secret("FLEETRUN_CURSOR_SECRET")
+
+
+@cache
 def oidc_issuer() -> str:
     return os.environ.get("FLEETRUN_OIDC_ISSUER", "")
 
@@ -132,6 +140,14 @@ def work_queue_url() -> str:
 def harbor_url() -> str:
     """The Harbor `POST /v1/images/sync` and the daily schedule read; empty: not configured."""
     return os.environ.get("FLEETRUN_HARBOR_URL", "").rstrip("/")
+
+
+@cache
+def harbor_urls() -> tuple[str, ...]:
+    """`FLEETRUN_HARBOR_URLS`: the Harbor base URLs an `images.sync` task may read besides
+    FLEETRUN_HARBOR_URL (comma-separated); an operator cannot point the service anywhere else."""
+    raw = os.environ.get("FLEETRUN_HARBOR_URLS", "")
+    return tuple(url.strip().rstrip("/") for url in raw.split(",") if url.strip())
 
 
 @cache
@@ -224,11 +240,11 @@ def reset() -> None:
     """Forget every cached setting (tests change the environment between cases)."""
     for getter in (
         table_name, region, dispatch_queue_url, outputs_bucket, kms_key_id, lease_seconds,
-        rate_limit_per_minute, local_mode, jwt_secret, oidc_issuer, oidc_audience,
+        rate_limit_per_minute, local_mode, jwt_secret, cursor_secret, oidc_issuer, oidc_audience,
         undispatched_grace_seconds, public_url,
         intake_queue_url, intake_queue_arn, intake_dlq_url, intake_dlq_arn, intake_producers, schedule_group,
         scheduler_role_arn,
-        work_queue_url, harbor_url, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
+        work_queue_url, harbor_url, harbor_urls, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
         prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
         websocket_endpoint, websocket_url,
         node_offline_seconds, reports_bucket,

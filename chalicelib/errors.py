@@ -73,6 +73,25 @@ class TaskNotFound(NotFound):
         super().__init__(f"task {task_id} not found")
 
 
+class RouteNotFound(NotFound):
+    """No route of the API has the request's path. The message names neither the path nor any
+    header: API Gateway answers it without the request at hand (a gateway response), and no
+    answer may echo what a client sent (a token pasted into a URL)."""
+
+    def __init__(self) -> None:
+        super().__init__("no route of this API has this path")
+
+
+class MethodNotAllowed(FleetrunError):
+    """The route exists without the request's method; `allow` lists the methods it has."""
+
+    code = "method_not_allowed"
+    retryable = False
+
+    def __init__(self, allow: Iterable[str]) -> None:
+        super().__init__("this route does not have that method (allow: the methods it has)", allow=sorted(allow))
+
+
 class InvalidTransition(FleetrunError):
     code = "invalid_transition"
     retryable = False

@@ -4,6 +4,12 @@ Every problem is reported at once, each with the JSON path of the offending valu
 (`$.target_nodes[3]`). Messages never quote the rejected value: it may be a secret. The HTTP
 edge (`chalicelib/api/validation.py`) and the services that read documents of their own (the
 intake queue, task parameters, list filters) all validate here.
+
+Text no store can hold is refused at parse, wherever it sits in a document (keys too): a lone
+UTF-16 surrogate (`"\\ud800"` is valid JSON but not encodable as UTF-8, so DynamoDB and S3
+writes would fail) and NUL (no argv, environment or C string can carry it). Names, ids, labels
+and tags also refuse every other control character (the schemas' `NO_CONTROL_CHARACTERS`);
+free text such as parameter values keeps `\\n` and `\\t`.
 """
 
 from __future__ import annotations
@@ -12,33 +18,71 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
+from chalicelib.domain.task_requests import NO_CONTROL_CHARACTERS
 from chalicelib.domain.task_types import TaskType
 from chalicelib.errors import PayloadTooLarge, ValidationFailed
 
 MAX_BODY_BYTES: Final = 256 * 1024
 MAX_PARAMETERS_BYTES: Final = 64 * 1024
+#: the years a date may name, anywhere a date is accepted (API.md: "outside years 1970-9999")
+FIRST_YEAR: Final = 1970
+LAST_YEAR: Final = 9999
+_END_OF_LAST_YEAR: Final = datetime(LAST_YEAR, 12, 31, 23, 59, 59, 999999, UTC).timestamp()
+#: a timestamp filter after its year (`-11-22T18:07:19.384Z`, any offset), as a JSON Schema pattern fragment
+RFC3339_AFTER_YEAR: Final = (
+    r"-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_RFC3339: Final = re.compile("[0-9]{4}" + RFC3339_AFTER_YEAR)
 
 Schema = Mapping[str, Any]
 Detail = dict[str, str]
 
 
-def parse_document(schema: Schema, raw_body: bytes | str | None) -> dict[str, Any]:
-    """The JSON object of a request body or message, valid against `schema`.
+def parse_document(schema: Schema, raw_body: bytes | str | None, *, nul_allowed: bool = False) -> dict[str, Any]:
+    """The JSON object of a request body or message, valid against `schema`, holding no lone
+    surrogate and (unless `nul_allowed`: an agent relaying what a process printed) no NUL.
 
     An empty body reads as `{}`. Raises PayloadTooLarge over 256 KiB, ValidationFailed otherwise.
     """
-    raw = raw_body.encode() if isinstance(raw_body, str) else (raw_body or b"")
+    raw = raw_body.encode(errors="surrogatepass") if isinstance(raw_body, str) else (raw_body or b"")
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
     document = _load_object(raw)
-    _raise_if_invalid(validator(schema), document, "$", "request body is invalid")
+    unsafe = unsafe_text(document, "$", nul_allowed=nul_allowed)
+    _raise_if_invalid(validator(schema), document, "$", "request body is invalid", unsafe)
     return document
+
+
+def unsafe_text(document: Any, root: str, *, nul_allowed: bool = False) -> list[Detail]:
+    """A problem for every key and string of `document` that holds a lone surrogate or a NUL."""
+    refused = _SURROGATE if nul_allowed else _SURROGATE_OR_NUL
+    found: list[Detail] = []
+    pending: list[tuple[list[int | str], Any]] = [([], document)]
+    while pending:  # a loop, not recursion: a body nested as deep as json.loads allows stays safe
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if refused.search(key):
+                    found.append({"path": _json_path(root, [*path, key]), "message": _unsafe_message(key, "name")})
+                pending.append(([*path, key], item))
+        elif isinstance(value, list):
+            pending.extend(([*path, index], item) for index, item in enumerate(value))
+        elif isinstance(value, str) and refused.search(value):
+            found.append({"path": _json_path(root, path), "message": _unsafe_message(value, "value")})
+    return sorted(found, key=lambda detail: detail["path"])
+
+
+def _unsafe_message(text: str, what: str) -> str:
+    if _SURROGATE.search(text):
+        return f"{what} contains a lone UTF-16 surrogate (not encodable as UTF-8)"
+    return f"{what} contains a NUL character"
 
 
 def validate_parameters(task_type: TaskType, parameters: dict[str, Any]) -> None:
@@ -51,6 +95,23 @@ def validate_parameters(task_type: TaskType, parameters: dict[str, Any]) -> None
         raise PayloadTooLarge(f"parameters are {size} bytes of JSON; the limit is {MAX_PARAMETERS_BYTES}")
     validator = _parameters_validator(task_type)
     _raise_if_invalid(validator, parameters, "$.parameters", f"parameters are invalid for type {task_type.name!r}")
+
+
+def query_timestamp(name: str, value: str) -> float:
+    """The epoch of an RFC 3339 timestamp filter (`2026-11-22T18:07:19Z`, any offset) in the years
+    1970-9999 (API.md). Raises ValidationFailed (path `$query.<name>`) for anything else."""
+    if _RFC3339.fullmatch(value) is None:
+        raise ValidationFailed(f"{name} must be an RFC 3339 timestamp like 2026-11-22T18:07:19Z",
+                               [{"path": f"$query.{name}", "message": "not an RFC 3339 timestamp"}])
+    try:
+        epoch: float | None = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).timestamp()
+    except ValueError:  # year 0, February 30th, hour 24, offset +24:00
+        epoch = None
+    if epoch is None or not 0 <= epoch <= _END_OF_LAST_YEAR:  # an offset can move 1970 or 9999 across the edge
+        span = f"{FIRST_YEAR}-{LAST_YEAR}"
+        raise ValidationFailed(f"{name} must be a valid time in the years {span} (UTC)",
+                               [{"path": f"$query.{name}", "message": f"not a valid time of the years {span} (UTC)"}])
+    return epoch
 
 
 def query_enum(name: str, value: str | None, allowed: Iterable[str]) -> None:
@@ -101,6 +162,11 @@ def _json_problem(exc: ValueError) -> str:
 # --- schema validation ----------------------------------------------------------------------
 
 
+# a surrogate code point left in a decoded str is a lone one: json.loads joins valid pairs
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE_OR_NUL: Final = re.compile("[\x00\ud800-\udfff]")
+
+
 @functools.cache
 def _ecma_regex(pattern: str) -> re.Pattern[str]:
     # JSON Schema patterns are ECMA-262: `$` ends the input. Python's `$` also matches before a
@@ -131,8 +197,11 @@ def _parameters_validator(task_type: TaskType) -> Validator:
     return validator(task_type.parameters_schema)
 
 
-def _raise_if_invalid(validator: Validator, instance: Any, root: str, message: str) -> None:
-    details = _details(validator.iter_errors(instance), root)
+def _raise_if_invalid(validator: Validator, instance: Any, root: str, message: str,
+                      found: list[Detail] | None = None) -> None:
+    found = found or []
+    known = {detail["path"] for detail in found}  # a NUL in a name also breaks its pattern: say it once
+    details = [*found, *(d for d in _details(validator.iter_errors(instance), root) if d["path"] not in known)]
     if details:
         first = f"{details[0]['path']} {details[0]['message']}"
         more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
@@ -149,10 +218,13 @@ def _details(errors: Iterable[ValidationError], root: str) -> list[Detail]:
 
 
 def _problems(error: ValidationError) -> Iterator[tuple[list[int | str], str]]:
-    """(path, message) pairs of one error; `required` and unknown fields point at the field itself."""
+    """(path, message) pairs of one error; `required`, unknown fields and bad field names point at
+    the field itself."""
     path = list(error.absolute_path)
     instance, schema, value = error.instance, error.schema, error.validator_value
-    if error.validator == "required" and isinstance(instance, dict):
+    if list(error.absolute_schema_path)[-2:-1] == ["propertyNames"] and isinstance(instance, str):
+        yield [*path, instance], _message(error)  # jsonschema reports a field name at its object
+    elif error.validator == "required" and isinstance(instance, dict):
         for name in value:
             if name not in instance:
                 yield [*path, name], "is required"
@@ -203,6 +275,8 @@ def _message(error: ValidationError) -> str:
         return "must be one of: " + ", ".join(json.dumps(choice) for choice in value)
     if keyword in ("anyOf", "oneOf"):
         return "must be " + str(error.schema.get("description", "one of the allowed forms"))
+    if keyword == "pattern" and value == NO_CONTROL_CHARACTERS:
+        return "must not contain control characters"
     if keyword in _MESSAGES:
         return _MESSAGES[keyword].format(value=json.dumps(value) if keyword == "const" else value)
     return f"fails the {keyword} rule"

@@ -62,7 +62,7 @@ def nodes_command(session: Session, as_json: bool) -> None:
 
 @click.group("node")
 def node_group() -> None:
-    """Register and inspect one node."""
+    """Register, inspect and administer one node."""
 
 
 @node_group.command("register")

@@ -1,4 +1,5 @@
-"""Commands about the node inventory: allocate, release, reclaim, a node's allocations."""
+"""Commands about the node inventory: update, rotate-token, deregister, allocate, release, reclaim,
+a node's allocations."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from fleetrun.cli_fleet import node_group
 from fleetrun.cli_render import day_time
-from fleetrun.cli_session import EXIT_ERROR, Failure, Session, json_option, pass_session, print_json
+from fleetrun.cli_session import EXIT_ERROR, EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
 from fleetrun.cli_watch import watch
 
 
@@ -99,6 +100,93 @@ def _after_reclaim(api: Any, node_id: str, task_id: str, timeout: float = 10.0) 
         if reclaim.get("task_id") != task_id or reclaim.get("outcome") != "running" or time.monotonic() >= deadline:
             return node
         time.sleep(0.2)
+
+
+def _label(_ctx: click.Context, _param: click.Parameter, raw: tuple[str, ...]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        labels[key.strip()] = value
+    return labels
+
+
+@node_group.command("update")
+@click.argument("node_id")
+@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_label,
+              help="A label (repeat for more); together they replace all of the node's labels.")
+@click.option("--clear-labels", is_flag=True, help="Remove every label.")
+@click.option("--slots", type=click.IntRange(min=1, max=1024), help="Runs its agent may run at once.")
+@json_option
+@pass_session
+def update(session: Session, node_id: str, labels: dict[str, str], clear_labels: bool, slots: int | None,
+           as_json: bool) -> None:
+    """Replace a node's labels and/or slots (admin); what you leave out stays.
+
+    Selectors (target_selector) see the new labels at their next resolution.
+
+    \b
+    Example:
+      fleetrun node update edge-12 --label pool=cdn --label region=eu
+      fleetrun node update edge-12 --slots 4
+    """
+    if labels and clear_labels:
+        raise Failure("--label and --clear-labels exclude each other", EXIT_USAGE)
+    change: dict[str, Any] = {"labels": {}} if clear_labels else {"labels": labels} if labels else {}
+    if slots is not None:
+        change["slots"] = slots
+    if not change:
+        raise Failure("nothing to change: give --label, --clear-labels or --slots", EXIT_USAGE)
+    node = session.api().request("PATCH", f"/v1/nodes/{node_id}", change)[1]
+    if as_json:
+        print_json(node)
+        return
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(node["labels"].items())) or "none"
+    _said(session, node, f"labels {shown}; {node['slots']} slot(s)")
+
+
+@node_group.command("rotate-token")
+@click.argument("node_id")
+@json_option
+@pass_session
+def rotate_token(session: Session, node_id: str, as_json: bool) -> None:
+    """Issue a node a new agent token (admin); print it once.
+
+    The old token is refused from this moment: an agent still using it exits with a
+    message. Restart the agent with the new token.
+    """
+    api = session.api()
+    answer = api.post(f"/v1/nodes/{node_id}/token")
+    if as_json:
+        print_json(answer)
+        return
+    session.out.print(f"new agent token of node {node_id} (shown once, keep it secret);", markup=False)
+    session.out.print("the old token no longer works:", markup=False)
+    click.echo(f"  {answer['token']}")
+    session.out.print("restart its agent with:", markup=False)
+    click.echo(f"  fleetrun agent --api {api.base_url} --node {node_id} --token {answer['token']}")
+
+
+@node_group.command("deregister")
+@click.argument("node_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_session
+def deregister(session: Session, node_id: str, yes: bool, as_json: bool) -> None:
+    """Remove a node from the fleet (admin).
+
+    Its token is refused at once; runs waiting for it fail ("node deregistered") and
+    the runs it is running are asked to cancel. The id may be registered again later.
+    """
+    if not yes:
+        click.confirm(f"Deregister node {node_id}? Its waiting runs fail and its agent stops", abort=True)
+    answer = session.api().request("DELETE", f"/v1/nodes/{node_id}")[1]
+    if as_json:
+        print_json(answer)
+        return
+    session.out.print(f"node {node_id} deregistered: {answer['runs_failed']} waiting run(s) failed, "
+                      f"{answer['runs_cancel_requested']} running run(s) asked to cancel", markup=False)
 
 
 @node_group.command("allocations")

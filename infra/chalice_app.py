@@ -204,13 +204,14 @@ class ChaliceApp:
     def _websocket_statements(self) -> list[iam.PolicyStatement]:
         if not self.has_websocket:
             return []
+        # POST pushes; DELETE closes a connection whose token expired (services/realtime/expiry.py)
         return [iam.PolicyStatement(
             sid="PostToWebSocketConnections",
             actions=["execute-api:ManageConnections"],
             resources=[self.stack.format_arn(
                 service="execute-api", resource=self.websocket_api_id,
-                resource_name=f"{self.api_gateway_stage}/POST/@connections/*",
-            )],
+                resource_name=f"{self.api_gateway_stage}/{method}/@connections/*",
+            ) for method in ("POST", "DELETE")],
         )]
 
     @property

@@ -26,7 +26,7 @@ CONSUME_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessage
 
 def data_plane(stack: Stack, data: DataStores) -> list[iam.PolicyStatement]:
     """What every function of the app may do: the table and its indexes, the secrets key, the
-    outputs bucket, and sending to the app's queues."""
+    outputs bucket, sending to the app's queues and reading the cursor secret."""
     table = data.table
     return [
         iam.PolicyStatement(sid="TableItems", actions=TABLE_ACTIONS,
@@ -41,6 +41,9 @@ def data_plane(stack: Stack, data: DataStores) -> list[iam.PolicyStatement]:
                             resources=[data.outputs_bucket.bucket_arn]),
         iam.PolicyStatement(sid="SendToQueues", actions=["sqs:SendMessage"],
                             resources=[q.queue.queue_arn for q in data.queues.values()]),
+        # every list route signs and verifies cursors (FLEETRUN_CURSOR_SECRET_ARN)
+        iam.PolicyStatement(sid="CursorSecret", actions=["secretsmanager:GetSecretValue"],
+                            resources=[data.cursor_secret.secret_arn]),
     ]
 
 

@@ -47,6 +47,7 @@ class FleetrunStack(Stack):
             "FLEETRUN_TABLE": data.table.table_name,
             "FLEETRUN_OUTPUTS_BUCKET": data.outputs_bucket.bucket_name,
             "FLEETRUN_KMS_KEY_ID": data.key.key_arn,
+            "FLEETRUN_CURSOR_SECRET_ARN": data.cursor_secret.secret_arn,
             "FLEETRUN_OIDC_ISSUER": self.identity.issuer,
             "FLEETRUN_OIDC_AUDIENCE": self.identity.audience,
             "FLEETRUN_LEASE_SECONDS": str(s.lease_seconds),

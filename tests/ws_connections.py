@@ -2,7 +2,8 @@
 
 The app posts through its own `apigatewaymanagementapi` client (real HTTP, botocore-signed; moto
 lets a custom endpoint through); this server records what each connection was sent and answers
-`410 GoneException` for connections marked gone, as API Gateway does for a closed socket.
+`410 GoneException` for connections marked gone, as API Gateway does for a closed socket. A
+`DELETE` (the service closing a connection) is recorded, and the connection is gone from then on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class RecordingConnections:
     def __init__(self) -> None:
         self.sent: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.gone: set[str] = set()
+        #: connections the service closed (`DELETE @connections/{id}`), in order
+        self.closed: list[str] = []
         self.posts = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -45,6 +48,14 @@ class RecordingConnections:
             self.sent[connection_id] = []
             return messages
 
+    def _close(self, connection_id: str) -> bool:
+        with self._lock:
+            if connection_id in self.gone:
+                return False
+            self.gone.add(connection_id)
+            self.closed.append(connection_id)
+            return True
+
     def _record(self, connection_id: str, data: bytes) -> bool:
         with self._lock:
             self.posts += 1
@@ -58,8 +69,17 @@ def _handler(recorder: RecordingConnections) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_DELETE(self) -> None:
+            if recorder._close(self._connection_id()):
+                self._answer(204, b"")
+            else:
+                self._answer(410, b'{"message": "GoneException"}', {"x-amzn-ErrorType": "GoneException"})
+
+        def _connection_id(self) -> str:
+            return unquote(urlsplit(self.path).path.rsplit("/@connections/", 1)[1])
+
         def do_POST(self) -> None:
-            connection_id = unquote(urlsplit(self.path).path.rsplit("/@connections/", 1)[1])
+            connection_id = self._connection_id()
             data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if recorder._record(connection_id, data):
                 self._answer(200, b"")

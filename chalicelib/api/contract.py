@@ -12,7 +12,8 @@ from typing import Any, Final, Literal
 
 from chalicelib.api.representations import TIMESTAMP
 from chalicelib.domain.statuses import TASK_STATUSES
-from chalicelib.domain.task_requests import NODE_ID
+from chalicelib.domain.task_requests import IDEMPOTENCY_KEY, NODE_ID
+from chalicelib.validation import RFC3339_AFTER_YEAR
 
 Auth = Literal["none", "user", "node"]
 Role = Literal["read", "write", "admin"]
@@ -23,6 +24,7 @@ class QueryParam:
     name: str
     schema: dict[str, Any]
     description: str = ""
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
 REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
     "Idempotency-Key": QueryParam(
         "Idempotency-Key",
-        {"type": "string", "minLength": 1, "maxLength": 128},
+        IDEMPOTENCY_KEY,
         "Same key and body from the same user: 200 with the original task; different body: 422.",
     ),
 }
@@ -68,7 +70,17 @@ RESPONSE_HEADERS: Final[dict[str, QueryParam]] = {
 }
 
 LIMIT: Final = QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "page size")
-CURSOR: Final = QueryParam("cursor", {"type": "string"}, "next_cursor of the previous page")
+CURSOR: Final = QueryParam(
+    "cursor", {"type": "string"},
+    "next_cursor of the previous page: opaque and signed, valid only for the route, filters and user that "
+    "produced it (any other cursor: 400 validation_error)",
+)
+#: a `created_after`/`created_before` filter: RFC 3339, years 1970-9999 (an offset that moves the
+#: moment out of them, such as 1970-01-01T00:30:00+01:00, is a 400 too)
+CREATED: Final = {
+    **TIMESTAMP, "pattern": f"^(19[7-9][0-9]|[2-9][0-9]{{3}}){RFC3339_AFTER_YEAR}$",
+    "description": "RFC 3339 (any offset), a moment of the years 1970-9999 in UTC",
+}
 PAGE: Final = (LIMIT, CURSOR)
 
 #: error statuses by kind of operation; every error body is the Error schema
@@ -122,8 +134,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             QueryParam("type", {"type": "string"}),
             QueryParam("tag", {"type": "string"}),
             QueryParam("owner", {"type": "string"}, "admin only"),
-            QueryParam("created_after", TIMESTAMP),
-            QueryParam("created_before", TIMESTAMP),
+            QueryParam("created_after", CREATED),
+            QueryParam("created_before", CREATED),
             *PAGE,
         ),
     ),
@@ -175,6 +187,21 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     user(
         "GET", "/v1/nodes/{node_id}", "getNode", "One node", "read",
         request=None, responses=answers({200: "Node"}, *_READ_ONE), tag="nodes",
+    ),
+    user(
+        "PATCH", "/v1/nodes/{node_id}", "updateNode", "Replace a node's labels and/or slots", "admin",
+        request="UpdateNodeRequest", responses=answers({200: "Node"}, 400, 413, *_ACTION), tag="nodes",
+    ),
+    user(
+        "POST", "/v1/nodes/{node_id}/token", "rotateNodeToken",
+        "Issue the node a new agent token, shown once; the old one is refused (401) from now on", "admin",
+        request=None, responses=answers({200: "NodeToken"}, *_ACTION), tag="nodes",
+    ),
+    user(
+        "DELETE", "/v1/nodes/{node_id}", "deregisterNode",
+        "Deregister a node: its token is refused at once, its waiting runs fail (`node deregistered`), "
+        "its running runs are asked to cancel; the id may be registered again", "admin",
+        request=None, responses=answers({200: "NodeDeregistered"}, *_ACTION), tag="nodes",
     ),
     # --- image catalog ---
     user(
@@ -241,7 +268,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "The month's usage report file: 303 to a presigned download URL (also in the body)", "admin",
         request=None, responses=answers({303: "UsageReportLink"}, 400, 401, 403, 429),
         query=(
-            QueryParam("month", {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}, "YYYY-MM (required)"),
+            QueryParam("month", {"type": "string", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"},
+                       "YYYY-MM, a month of the years 1970-9999 that has started", required=True),
             QueryParam("format", {"type": "string", "enum": ["csv", "xlsx"], "default": "csv"}),
         ),
         response_headers={303: ("Location",)}, tag="reports",
@@ -278,8 +306,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     # --- notification subscriptions ---
     user(
-        "POST", "/v1/subscriptions", "createSubscription", "Subscribe a webhook, Slack, DingTalk or e-mail target",
-        "read", request="CreateSubscriptionRequest", responses=answers({201: "Subscription"}, 400, 401, 403, 413, 429),
+        "POST", "/v1/subscriptions", "createSubscription",
+        "Subscribe a webhook, Slack, DingTalk or e-mail target (an operator: to their own tasks; an admin: to any)",
+        "write", request="CreateSubscriptionRequest", responses=answers({201: "Subscription"}, 400, 401, 403, 413, 429),
         tag="subscriptions",
     ),
     user(
@@ -292,7 +321,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         request=None, responses=answers({200: "Subscription"}, *_READ_ONE), tag="subscriptions",
     ),
     user(
-        "DELETE", "/v1/subscriptions/{subscription_id}", "deleteSubscription", "Delete a subscription", "read",
+        "DELETE", "/v1/subscriptions/{subscription_id}", "deleteSubscription", "Delete a subscription", "write",
         request=None, responses=answers({200: "SubscriptionDeleted"}, 401, 403, 404, 429), tag="subscriptions",
     ),
     user(

@@ -18,6 +18,7 @@ from chalicelib.errors import (
     Forbidden,
     IdempotencyKeyReused,
     InvalidTransition,
+    MethodNotAllowed,
     NotConfigured,
     NotFound,
     PayloadTooLarge,
@@ -45,6 +46,7 @@ HTTP_ERRORS: Final[dict[type[FleetrunError], HttpError]] = {
     Unauthenticated: HttpError(HTTPStatus.UNAUTHORIZED),
     Forbidden: HttpError(HTTPStatus.FORBIDDEN),
     NotFound: HttpError(HTTPStatus.NOT_FOUND),
+    MethodNotAllowed: HttpError(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "allow"}),
     InvalidTransition: HttpError(HTTPStatus.CONFLICT),
     Conflict: HttpError(HTTPStatus.CONFLICT),
     NotConfigured: HttpError(HTTPStatus.CONFLICT),
@@ -70,8 +72,13 @@ def http_status(error: FleetrunError) -> int:
 
 
 def http_headers(error: FleetrunError) -> Headers:
-    """The headers of the error's answer, e.g. `Retry-After` of a RateLimited."""
-    return {name: str(error.extra[source]) for name, source in http_error(error).headers.items()}
+    """The headers of the error's answer, e.g. `Retry-After` of a RateLimited (a list field is
+    the comma-separated value of HTTP: `Allow: GET, POST`)."""
+    return {name: _header_value(error.extra[source]) for name, source in http_error(error).headers.items()}
+
+
+def _header_value(value: object) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def header_names(status: int) -> list[str]:

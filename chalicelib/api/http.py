@@ -16,12 +16,13 @@ from typing import Any
 from chalice.app import Chalice, Request, Response
 
 from chalicelib import auth, ratelimit
+from chalicelib.api import cursors
 from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.errors import http_headers, http_status
-from chalicelib.api.validation import check_header, page_params, parse
+from chalicelib.api.validation import check_header, check_query, page_params, parse
 from chalicelib.domain.records import Node
 from chalicelib.errors import FleetrunError
-from chalicelib.observability import logger
+from chalicelib.observability import bind, logger
 from chalicelib.services import liveness
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
@@ -39,6 +40,8 @@ class Call:
     node_id: str | None = None
     #: an agent's node status after this contact (see services/liveness.py)
     node_status: str | None = None
+    #: the hash of the node token the agent was authenticated with (a claim checks it again)
+    node_token_hash: str | None = None
 
     @property
     def user(self) -> auth.Actor:
@@ -52,13 +55,29 @@ class Call:
 
     def body(self) -> dict[str, Any]:
         assert self.operation.request is not None
-        return parse(self.operation.request, self.request.raw_body)
+        # an agent relays what a process printed (output, messages): NUL is text there
+        return parse(self.operation.request, self.request.raw_body, nul_allowed=self.operation.auth == "node")
 
     def query(self) -> dict[str, str]:
-        return dict(self.request.query_params or {})
+        """The query parameters; raises ValidationFailed when one holds a control character."""
+        return check_query(self.request.query_params)
 
     def page(self) -> tuple[int, str | None]:
-        return page_params(self.request.query_params)
+        """`(limit, the service's cursor)`; raises ValidationFailed unless the cursor is a
+        `next_cursor` this listing gave this user under these filters (see `paged`)."""
+        limit, signed = page_params(self.query())
+        return limit, cursors.verify(signed, self._cursor_scope()) if signed else None
+
+    def paged(self, listing: dict[str, Any]) -> dict[str, Any]:
+        """A service's page as the answer of this call: its `next_cursor` signed for this route,
+        these filters and this user. Every view that reads `page()` answers through this."""
+        cursor = listing.get("next_cursor")
+        return {**listing, "next_cursor": cursors.sign(cursor, self._cursor_scope()) if cursor else None}
+
+    def _cursor_scope(self) -> cursors.CursorScope:
+        filters = {k: v for k, v in self.query().items() if k not in cursors.PAGING_PARAMETERS}
+        caller = self.actor.user_id if self.actor is not None else f"node:{self.node_id}"
+        return cursors.CursorScope(self.operation.operation_id, caller, dict(self.request.uri_params or {}), filters)
 
     def header(self, name: str) -> str | None:
         """A request header; one the contract describes is checked against its schema."""
@@ -95,12 +114,12 @@ def _authenticate(operation: Operation, request: Request) -> Call:
         auth.require(actor, operation.role)
         if rate_limited(operation):
             ratelimit.check_write(actor.user_id)
-        logger.append_keys(user=actor.user_id)
+        bind(user=actor.user_id)
         return Call(operation, request, actor=actor)
     if operation.auth == "node":
         node = auth.authenticate_node_item(authorization)
-        logger.append_keys(node=node.node_id)
-        return Call(operation, request, node_id=node.node_id, node_status=_seen(node))
+        bind(node=node.node_id)
+        return Call(operation, request, node_id=node.node_id, node_status=_seen(node), node_token_hash=node.token_hash)
     return Call(operation, request)
 
 
@@ -121,7 +140,7 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
     def decorate(view: Callable[..., Response]) -> Callable[..., Response]:
         @functools.wraps(view)
         def route(**path: str) -> Response:
-            logger.append_keys(**{k: v for k, v in path.items() if k in ("task_id", "node_id", "run_id")})
+            bind(**{k: v for k, v in path.items() if k in ("task_id", "node_id", "run_id")})
             try:
                 request = app.current_request
                 assert request is not None

@@ -21,12 +21,15 @@ from chalicelib.api.contract import (
     QueryParam,
 )
 from chalicelib.api.errors import header_names
-from chalicelib.api.schemas import SCHEMAS, parameters_component
+from chalicelib.api.schemas import SCHEMAS, parameters_component, published
+from chalicelib.domain.task_requests import NO_CONTROL_CHARACTERS
 from chalicelib.domain.task_types import REGISTRY
 
 #: the `code`s each error status carries (API.md, Errors)
 ERROR_CODES: Final = {
-    400: "validation_error (details list each problem with its JSON path) or unknown_task_type",
+    400: "validation_error (details list each problem with its JSON path: malformed JSON, a missing, unknown "
+         "or invalid field, control characters or lone surrogates, a date outside 1970-9999, a cursor not from "
+         "this listing) or unknown_task_type",
     401: "unauthenticated: no or bad credentials",
     403: "forbidden: the role or node token does not allow this",
     404: "not_found: unknown id, or one owned by another user",
@@ -83,7 +86,7 @@ def build_openapi(version: str) -> dict[str, Any]:
         "tags": _TAGS,
         "paths": paths,
         "components": {
-            "schemas": {**SCHEMAS, **parameter_schemas},
+            "schemas": {**published(SCHEMAS), **parameter_schemas},
             "headers": {name: _header(name) for name in RESPONSE_HEADERS},
             "securitySchemes": _SECURITY_SCHEMES,
         },
@@ -120,7 +123,8 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         for name in re.findall(r"{(\w+)}", operation.path)
     ]
     in_query = [
-        {"name": param.name, "in": "query", "required": False, "schema": param.schema, "description": param.description}
+        {"name": param.name, "in": "query", "required": param.required, "schema": _query_schema(param.schema),
+         "description": param.description}
         for param in operation.query
     ]
     in_header = [
@@ -128,6 +132,14 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         for name in operation.headers
     ]
     return in_path + in_query + in_header
+
+
+def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema, saying what `check_query` refuses in every value: a free string
+    (no enum, no pattern of its own) gets the no-control-characters pattern."""
+    if schema.get("type") == "string" and "enum" not in schema and "pattern" not in schema:
+        return {**schema, "pattern": NO_CONTROL_CHARACTERS}
+    return schema
 
 
 def _responses(operation: Operation) -> dict[str, Any]:

@@ -198,7 +198,7 @@ Allocation: Final[Schema] = record(
         "user": _STRING,
         "started_at": TIMESTAMP,
         "ended_at": nullable(TIMESTAMP),
-        "ended_by": {**_NULLABLE_STRING, "description": "`release` or `reclaim`"},
+        "ended_by": {**_NULLABLE_STRING, "description": "`release`, `reclaim` or `deregister`"},
         "hours": {"type": "number", "minimum": 0, "description": "up to now while open"},
     },
     "One allocation of a node to a user.",
@@ -209,6 +209,19 @@ NodeAllocation: Final[Schema] = record(
 )
 NodeRegistered: Final[Schema] = record(
     {"node_id": NODE_ID, "token": {"type": "string", "description": "the node's agent token, shown once"}, "node": Node}
+)
+NodeToken: Final[Schema] = record(
+    {"node_id": NODE_ID, "token": {"type": "string", "description": "the node's new agent token, shown once"}},
+    "A rotated node token: the previous one is refused from now on.",
+)
+NodeDeregistered: Final[Schema] = record(
+    {
+        "node_id": NODE_ID,
+        "deleted": {"const": True},
+        "runs_failed": {**COUNT, "description": "runs waiting for the node, now `failed` (`node deregistered`)"},
+        "runs_cancel_requested": {**COUNT, "description": "runs it was running, asked to cancel"},
+    },
+    "A deregistered node: the id may be registered again.",
 )
 
 UsageReportLink: Final[Schema] = record(
@@ -316,9 +329,11 @@ GpuTrend: Final[Schema] = record(
             "metric": {"type": "string", "enum": ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"]},
             "unit": {"type": "string", "description": "percent (utilisation, averaged over the host's GPUs) or "
                                                       "MiB (framebuffer used, summed over them)"},
+            # a pair of numbers rather than `prefixItems`: schemathesis 4.32 reads prefixItems as
+            # Draft 4's tuple `items` and then rejects the document it made
             "points": {"type": "array", "items": {
-                "type": "array", "prefixItems": [{"type": "integer"}, {"type": "number"}], "minItems": 2,
-                "maxItems": 2, "description": "[unix time, value]",
+                "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                "description": "[unix time (whole seconds), value]",
             }},
         })},
         "source": {"const": "prometheus"},
@@ -362,6 +377,8 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "Node": Node,
     "NodePage": NodePage,
     "NodeRegistered": NodeRegistered,
+    "NodeToken": NodeToken,
+    "NodeDeregistered": NodeDeregistered,
     "Allocation": Allocation,
     "AllocationPage": AllocationPage,
     "NodeAllocation": NodeAllocation,

@@ -20,8 +20,10 @@ from chalicelib.domain.task_requests import (
     Schema,
     body,
     nullable,
+    plain_text,
 )
-from chalicelib.domain.task_types import REGISTRY
+from chalicelib.domain.task_types import REGISTRY, TaskType
+from chalicelib.services import twophase
 
 
 def parameters_component(task_type: str) -> str:
@@ -37,6 +39,54 @@ _PARAMETER_SCHEMAS_DOC = "; ".join(
     f"`{name}`: [{parameters_component(name)}](#/components/schemas/{parameters_component(name)})"
     for name in sorted(REGISTRY)
 )
+
+
+
+def published(schemas: dict[str, Schema]) -> dict[str, Schema]:
+    """The schemas as the OpenAPI document shows them: a task request (also a schedule's) is one
+    of the types, each with its parameter schema, and a subscription's channel says whether it
+    takes a secret. Requests are validated in two steps instead
+    (the common fields here, then the type's parameters in submit, which answers an unknown type
+    with `unknown_task_type` rather than a failed `oneOf`; the channel's rule with its own
+    message), so only the document carries these."""
+    from chalicelib.notify.events import CHANNELS
+    from chalicelib.notify.subscriptions import SECRET_ALLOWED, SECRET_REQUIRED
+
+    variants = [_task_variant(REGISTRY[name]) for name in sorted(REGISTRY)]
+    schedule = schemas["CreateScheduleRequest"]
+    secret_rules = [
+        {"if": {"properties": {"channel": {"enum": sorted(SECRET_REQUIRED)}}},
+         "then": {"required": ["secret"]}},
+        {"if": {"properties": {"channel": {"enum": sorted(set(CHANNELS) - SECRET_ALLOWED)}}},
+         "then": {"not": {"required": ["secret"]}}},
+    ]
+    return {
+        **schemas,
+        "CreateSubscriptionRequest": {**schemas["CreateSubscriptionRequest"], "allOf": secret_rules},
+        "CreateTaskRequest": {**schemas["CreateTaskRequest"], "oneOf": variants},
+        "CreateScheduleRequest": {
+            **schedule,
+            "properties": {**schedule["properties"], "task": {**schedule["properties"]["task"], "oneOf": variants}},
+        },
+    }
+
+
+def _task_variant(task_type: TaskType) -> Schema:
+    """What a request of one type must also be: its parameters, and target nodes given for an
+    agent-executed type (one for a two-phase type), none for a type the service runs itself."""
+    parameters = {"$ref": f"#/components/schemas/{parameters_component(task_type.name)}"}
+    variant: Schema = {"properties": {"type": {"const": task_type.name}, "parameters": parameters}}
+    required = ["type"]
+    if task_type.parameters_schema.get("required"):
+        required.append("parameters")
+    if task_type.agent_executed:
+        required.append("target_nodes")
+        if task_type.requires_confirmation:
+            variant["properties"]["target_nodes"] = {"maxItems": twophase.MAX_TARGETS}
+    else:
+        variant["not"] = {"required": ["target_nodes"]}
+    return {**variant, "required": required}
+
 
 CreateTaskRequest: Final[Schema] = {
     **TASK_REQUEST,
@@ -54,19 +104,31 @@ RetryRequest: Final[Schema] = body(
     description="`failed`: only failed, timed out and cancelled nodes run again; `all`: every node.",
 )
 
+#: a node's labels (`pool: cdn`): keys and values are names, so no control characters
+LABELS: Final[Schema] = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": plain_text(1, 128),
+    "additionalProperties": plain_text(0, 256),
+}
+
 RegisterNodeRequest: Final[Schema] = body(
     {
         "node_id": NODE_ID,
-        "labels": {
-            "type": "object",
-            "maxProperties": 50,
-            "propertyNames": {"minLength": 1, "maxLength": 128},
-            "additionalProperties": {"type": "string", "maxLength": 256},
-        },
+        "labels": LABELS,
         "slots": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1},
     },
     required=("node_id",),
 )
+
+UpdateNodeRequest: Final[Schema] = {
+    **body(
+        {"labels": {**LABELS, "description": "replaces every label"}, "slots": {"type": "integer", "minimum": 1,
+                                                                               "maximum": 1024}},
+        description="The node's new labels and/or slots; what is left out stays.",
+    ),
+    "minProperties": 1,
+}
 
 #: a user's login name on the machines (the `user` of machine.reclaim)
 MACHINE_USER: Final[Schema] = {"type": "string", "pattern": "^[a-z_][a-z0-9_-]{0,31}$"}
@@ -136,6 +198,7 @@ REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
     "DispatchRequest": DispatchRequest,
     "RetryRequest": RetryRequest,
     "RegisterNodeRequest": RegisterNodeRequest,
+    "UpdateNodeRequest": UpdateNodeRequest,
     "AllocateNodeRequest": AllocateNodeRequest,
     "ReclaimNodeRequest": ReclaimNodeRequest,
     "ClaimRequest": ClaimRequest,
@@ -155,7 +218,7 @@ ScheduleFiring: Final[Schema] = SCHEDULE_FIRING
 
 CreateScheduleRequest: Final[Schema] = body(
     {
-        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "name": plain_text(1, 128),
         "expression": {
             "type": "string", "minLength": 1, "maxLength": 256,
             "description": 'EventBridge Scheduler syntax, UTC: "rate(1 hour)" or "cron(0 2 * * ? *)"',
@@ -196,7 +259,7 @@ def _subscription_schemas() -> dict[str, Schema]:
 
     events: Schema = {"type": "array", "items": {"type": "string", "enum": list(EVENTS)}, "minItems": 1,
                       "uniqueItems": True}
-    filter_value: Schema = {"type": "string", "minLength": 1, "maxLength": 128}
+    filter_value: Schema = plain_text(1, 128)
     request = body(
         {
             "channel": {"type": "string", "enum": list(CHANNELS)},

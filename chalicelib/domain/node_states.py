@@ -70,6 +70,11 @@ class NodeInputs:
     reclaim_user: str | None = None
     #: the reclaim outcomes: the task whose outcome it is
     task_id: str | None = None
+    #: `update`: the labels and slots that replace the node's (None: keep them)
+    labels: dict[str, str] | None = None
+    slots: int | None = None
+    #: `rotate_token`: the hash of the node's new agent token
+    token_hash: str | None = None
 
 
 Builder = Callable[[NodeRef, NodeInputs], tuple[dict[str, Any], tuple[Predicate, ...]]]
@@ -145,6 +150,16 @@ def _seen(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predi
     return {"last_seen_at": given.now}, ()
 
 
+def _update(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    given_fields = {"labels": given.labels, "slots": given.slots}
+    return {name: value for name, value in given_fields.items() if value is not None}, ()
+
+
+def _rotate_token(node: NodeRef, given: NodeInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    assert given.token_hash is not None
+    return {"token_hash": given.token_hash}, ()
+
+
 def _t(action: str, sources: set[str], target: str | None, build: Builder) -> Transition:
     return Transition(action, frozenset(sources), target, build)
 
@@ -164,6 +179,9 @@ NODE_TRANSITIONS: Final[dict[str, Transition]] = {
         _t("offline_reclaim_failed", {N.OFFLINE}, None, _offline_reclaim_failed),
         _t("reclaim_reopened", set(NODE_STATUSES), None, _reclaim_reopened),
         _t("seen", set(NODE_STATUSES), None, _seen),
+        # administration: labels and slots replaced, a new agent token (the old one fails at once)
+        _t("update", set(NODE_STATUSES), None, _update),
+        _t("rotate_token", set(NODE_STATUSES), None, _rotate_token),
     )
 }
 

@@ -161,6 +161,15 @@ def _cancel(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predic
     return _finished(given), (*_unchanged(run), eq("generation", given.generation))
 
 
+def _orphan(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return _finished(given), (*_unchanged(run), eq("generation", given.generation))
+
+
+def _give_back(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    assert given.runner is not None
+    return _pending(run, int(run.ordinal)), lease_held(run.attempt, given.runner)
+
+
 def _retry(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     assert given.ordinal is not None
     return _new_attempt(run, given, given.ordinal), (*_unchanged(run), eq("generation", int(run.generation)))
@@ -233,6 +242,10 @@ RUN_TRANSITIONS: Final[dict[str, Transition]] = {
         _t("time_out", {R.RUNNING}, R.TIMED_OUT, _time_out),
         # the cancel job (and discard): runs that are not running
         _t("cancel", {R.PENDING, R.APPLY_PENDING}, R.CANCELLED, _cancel),
+        # deregistration: runs waiting for a runner that is gone (or for the apply of its plan)
+        _t("orphan", {R.PENDING, R.APPLY_PENDING}, R.FAILED, _orphan),
+        # a claim answered after its node's token was rotated: the leases go back, unseen
+        _t("give_back", {R.RUNNING}, R.PENDING, _give_back),
         # a retry's dispatch resets the runs it covers into the new task attempt
         _t("retry_failed", {R.FAILED, R.TIMED_OUT, R.CANCELLED}, R.PENDING, _retry),
         _t("retry_all", {R.SUCCEEDED, R.FAILED, R.TIMED_OUT, R.CANCELLED}, R.PENDING, _retry),

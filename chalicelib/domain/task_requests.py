@@ -15,18 +15,34 @@ Schema = dict[str, Any]
 
 #: node ids everywhere: target nodes, runners, agents
 NODE_ID: Final[Schema] = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
-#: `max_errors`: a node count or a share of the targets
+MAX_TARGET_NODES: Final = 10_000
+#: `max_errors`: a node count or a share of the targets (submit also holds a count to the target count)
 MAX_ERRORS: Final[Schema] = {
-    "description": 'an integer >= 0 or a percentage string like "10%"',
-    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,3}%$"}],
+    "description": 'an integer from 0 to the number of target nodes, or a percentage string from "0%" to "100%"',
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_TARGET_NODES},
+        {"type": "string", "pattern": "^(100|[1-9]?[0-9])%$"},
+    ],
 }
 TARGET_NODES: Final[Schema] = {
     "type": "array",
     "items": NODE_ID,
     "minItems": 1,
-    "maxItems": 10_000,
+    "maxItems": MAX_TARGET_NODES,
     "uniqueItems": True,
 }
+#: the `pattern` of names, ids, labels and tags: no control character (C0, DEL, C1). NUL and lone
+#: surrogates are refused in every string at parse (chalicelib/validation.py)
+NO_CONTROL_CHARACTERS: Final = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+
+
+def plain_text(min_length: int, max_length: int, description: str = "") -> Schema:
+    """A name, id, label or tag: a string of `min_length`-`max_length` characters, none a control character."""
+    schema: Schema = {"type": "string", "minLength": min_length, "maxLength": max_length,
+                      "pattern": NO_CONTROL_CHARACTERS}
+    if description:
+        schema["description"] = description
+    return schema
 
 
 def nullable(schema: Schema) -> Schema:
@@ -47,14 +63,14 @@ def body(properties: dict[str, Schema], required: tuple[str, ...] = (), descript
 #: a task request (the body of `POST /v1/tasks`); the api adds the parameter schemas to its description
 TASK_REQUEST: Final[Schema] = body(
     {
-        "type": {"type": "string", "minLength": 1, "maxLength": 128, "description": "a name from GET /v1/task-types"},
-        "name": {"type": "string", "maxLength": 256},
+        "type": plain_text(1, 128, "a name from GET /v1/task-types"),
+        "name": plain_text(0, 256),
         "target_nodes": {
             **TARGET_NODES,
             "description": "required for agent-executed types; omitted for types the service runs itself",
         },
         "parameters": {"type": "object", "description": "validated against the JSON Schema of `type`"},
-        "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}, "maxItems": 20},
+        "tags": {"type": "array", "items": plain_text(1, 64), "maxItems": 20},
         "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
         "max_concurrency": {
             "type": "integer",
@@ -63,21 +79,22 @@ TASK_REQUEST: Final[Schema] = body(
             "description": "default: the type's default_max_concurrency",
         },
         "max_errors": {**MAX_ERRORS, "default": 0},
-        "concurrency_key": nullable({"type": "string", "minLength": 1, "maxLength": 256}),
+        "concurrency_key": nullable(plain_text(1, 256)),
         "runner_node": {**nullable(NODE_ID), "description": "a delegate that runs every node run of the task"},
     },
     required=("type",),
 )
 
-_OWNER: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 128}
-_IDEMPOTENCY_KEY: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 128}
+_OWNER: Final[Schema] = plain_text(1, 128)
+#: also the `Idempotency-Key` header of POST /v1/tasks
+IDEMPOTENCY_KEY: Final[Schema] = plain_text(1, 128)
 _SCHEDULE_ID: Final[Schema] = {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
 
 INTAKE_MESSAGE: Final[Schema] = body(
     {
         **TASK_REQUEST["properties"],
         "owner": {**_OWNER, "description": "the task's owner: one of FLEETRUN_INTAKE_PRODUCERS"},
-        "idempotency_key": {**_IDEMPOTENCY_KEY, "description": "as the Idempotency-Key header of POST /v1/tasks"},
+        "idempotency_key": {**IDEMPOTENCY_KEY, "description": "as the Idempotency-Key header of POST /v1/tasks"},
     },
     required=("type", "owner", "idempotency_key"),
     description=(

@@ -53,8 +53,8 @@ class TaskInputs:
     created_count: int = 0
     skipped_count: int = 0
     ordinal_next: int = 0
-    #: `reopen_window`: how far the window base moves down; `grow_targets`: the new nodes,
-    #: the ordinals reserved and the target chunks added
+    #: `reopen_window`: how far the window base moves down (`narrow_window`: up); `grow_targets`:
+    #: the new nodes, the ordinals reserved and the target chunks added
     shift: int = 0
     new_targets: int = 0
     ordinals: int = 0
@@ -136,6 +136,12 @@ def _reopen_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tu
     return {"finished_base": Add(-given.shift)}, _same_attempt(task)
 
 
+def _narrow_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """Runs that end before their turn (their runner was deregistered) must not widen the window
+    (domain/window.py): the base moves up by as many."""
+    return {"finished_base": Add(given.shift)}, _same_attempt(task)
+
+
 def _grow_targets(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     fields = {
         "target_count": Add(given.new_targets), "ordinal_next": Add(given.ordinals),
@@ -169,6 +175,7 @@ TASK_TRANSITIONS: Final[dict[str, Transition]] = {
         # the status stays
         _t("halt", {S.RUNNING}, None, _halt),
         _t("reopen_window", {S.RUNNING}, None, _reopen_window),
+        _t("narrow_window", {S.PENDING, S.RUNNING}, None, _narrow_window),
         _t("grow_targets", {S.PENDING, S.RUNNING}, None, _grow_targets),
     )
 }

@@ -11,6 +11,9 @@ AGENT: Final = "agent"
 SERVICE: Final = "service"
 
 _NODE_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+#: a secret value shorter than this cannot be masked safely in what agents send back: submit
+#: refuses it (every value inside a secret object or list too), and the schemas say so
+SHORTEST_SECRET: Final = 4
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ _TYPES = (
             {
                 "ssh_user": {"type": "string", "minLength": 1, "maxLength": 64},
                 "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 22},
-                "password": {"type": "string", "maxLength": 1024},
+                "password": {"type": "string", "minLength": SHORTEST_SECRET, "maxLength": 1024},
                 "salt_master": {"type": "string", "minLength": 1, "maxLength": 253},
                 "apphub_url": {"type": "string", "maxLength": 2048},
                 "partition": {"type": "string", "minLength": 1, "maxLength": 128},
@@ -120,7 +123,10 @@ _TYPES = (
                 "workspace": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,128}$"},
                 "source": {"type": "string", "minLength": 1, "maxLength": 2048},
                 "variables": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
-                "secret_variables": {"type": "object", "additionalProperties": {"type": "string"}},
+                "secret_variables": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "minLength": SHORTEST_SECRET},
+                },
             },
             ["workspace", "source"],
         ),
@@ -149,7 +155,7 @@ _TYPES = (
                 "project": {"type": "string", "maxLength": 255},
                 "repository": {"type": "string", "pattern": "^[^/]+/.+$", "maxLength": 255},
                 "robot_name": {"type": "string", "maxLength": 255},
-                "robot_secret": {"type": "string", "maxLength": 1024},
+                "robot_secret": {"type": "string", "minLength": SHORTEST_SECRET, "maxLength": 1024},
             },
             ["harbor_url"],
         ),

@@ -19,8 +19,8 @@ from chalicelib.store import subscriptions as store
 from chalicelib.store.models import DeliveryItem, SubscriptionItem
 
 #: channels that sign with the subscription's secret (webhook must, DingTalk may)
-_SECRET_REQUIRED: Final = frozenset({"webhook"})
-_SECRET_ALLOWED: Final = frozenset({"webhook", "dingtalk"})
+SECRET_REQUIRED: Final = frozenset({"webhook"})
+SECRET_ALLOWED: Final = frozenset({"webhook", "dingtalk"})
 
 
 def create(actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
@@ -105,9 +105,9 @@ def delivery_view(delivery: DeliveryItem) -> dict[str, Any]:
 
 
 def _check_secret(channel: str, secret: str | None) -> None:
-    if secret is None and channel in _SECRET_REQUIRED:
+    if secret is None and channel in SECRET_REQUIRED:
         raise ValidationFailed(f"a {channel} subscription needs a secret (it signs every delivery)",
                                [{"path": "$.secret", "message": "required for this channel"}])
-    if secret is not None and channel not in _SECRET_ALLOWED:
+    if secret is not None and channel not in SECRET_ALLOWED:
         raise ValidationFailed(f"the {channel} channel does not use a secret",
                                [{"path": "$.secret", "message": "not used by this channel"}])

@@ -3,6 +3,7 @@ concurrency window (domain/window.py)."""
 
 from __future__ import annotations
 
+import hmac
 import random
 from typing import Any
 
@@ -11,9 +12,10 @@ from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
-from chalicelib.observability import count, tracer
-from chalicelib.services import liveness
-from chalicelib.store import runs, tasks
+from chalicelib.errors import Unauthenticated
+from chalicelib.observability import count, logger, tracer
+from chalicelib.services import deregistration, liveness
+from chalicelib.store import inventory, runs, tasks
 from chalicelib.store.runs import ClaimCandidate, run_id
 
 _CANDIDATES_PER_QUERY = 25
@@ -22,10 +24,18 @@ _CANDIDATES_PER_QUERY = 25
 DISPATCH_IN_PROGRESS_RETRY_SECONDS = 1.0
 
 
-def answer(node_id: str, max_runs: int, node_status: str | None = None) -> dict[str, Any]:
+def answer(node_id: str, max_runs: int, node_status: str | None = None,
+           token_hash: str | None = None) -> dict[str, Any]:
     """The claim route's answer: the runs leased, and when nothing was but some of this runner's
-    runs exist for a task whose dispatch has not finished, how soon to ask again."""
-    claimed, dispatching = _claim(node_id, max_runs, node_status)
+    runs exist for a task whose dispatch has not finished, how soon to ask again.
+
+    `token_hash`: the token the claim was authenticated with, checked again once runs are
+    leased (`_hold_to_token`). Raises Unauthenticated when it is no longer the node's.
+    """
+    leased, dispatching = _claim(node_id, max_runs, node_status)
+    if leased and token_hash is not None:
+        _hold_to_token(node_id, token_hash, leased)
+    claimed = [_claimed_view(task, run) for task, run in leased]
     if claimed or not dispatching:
         return {"runs": claimed}
     return {"runs": claimed, "retry_after_seconds": DISPATCH_IN_PROGRESS_RETRY_SECONDS}
@@ -33,13 +43,33 @@ def answer(node_id: str, max_runs: int, node_status: str | None = None) -> dict[
 
 def claim(node_id: str, max_runs: int, node_status: str | None = None) -> list[dict[str, Any]]:
     """Lease up to `max_runs` claimable runs whose runner is this node, best priority first."""
-    return _claim(node_id, max_runs, node_status)[0]
+    return [_claimed_view(task, run) for task, run in _claim(node_id, max_runs, node_status)[0]]
+
+
+def _hold_to_token(node_id: str, token_hash: str, leased: list[tuple[Task, NodeRun]]) -> None:
+    """A claim authenticated before its node's token was rotated, or before the node was
+    deregistered, gets nothing: its answer would hand the runs' secrets to a refused token, or
+    lease them to a deleted node. The leases go back — to `pending` for the node's new token,
+    or `failed` as deregistration fails a gone node's waiting runs; an apply phase is left to
+    lapse, and goes back to planning (services/twophase.py). Raises Unauthenticated."""
+    node = inventory.find(node_id)
+    if node is not None and hmac.compare_digest(node.token_hash, token_hash):
+        return
+    now = clock.now_iso()
+    for _, run in leased:
+        if node is None:
+            runs.transition(run, "fail", now, runner=node_id, error_message=deregistration.DEREGISTERED)
+        elif run.phase != "apply":
+            runs.transition(run, "give_back", now, runner=node_id)
+    logger.warning("claim answered nothing: the node token changed meanwhile",
+                   extra={"node": node_id, "runs": len(leased), "deregistered": node is None})
+    raise Unauthenticated("the node token was rotated or the node deregistered while it claimed")
 
 
 @tracer.capture_method
-def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[dict[str, Any]], bool]:
-    """The runs leased, and whether a candidate was passed over because its task's dispatch is
-    still creating the attempt's runs.
+def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[tuple[Task, NodeRun]], bool]:
+    """The runs leased (with their tasks), and whether a candidate was passed over because its
+    task's dispatch is still creating the attempt's runs.
 
     A node in maintenance claims only runs of the types `liveness.claimable_types` allows.
     Several agents serving one runner read the same candidates: each claim tries the runs of a
@@ -47,7 +77,7 @@ def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[d
     all race for the same first run. The order within a task is no promise: the concurrency
     window decides which of its runs may start, and any of those may start first.
     """
-    claimed: list[dict[str, Any]] = []
+    claimed: list[tuple[Task, NodeRun]] = []
     dispatching = False
     task_cache: dict[str, Task | None] = {}
     after: str | None = None
@@ -68,7 +98,7 @@ def _claim(node_id: str, max_runs: int, node_status: str | None) -> tuple[list[d
                 continue
             run = _lease(task, candidate, node_id)
             if run is not None:  # else someone leased it first: try the next one
-                claimed.append(_claimed_view(task, run))
+                claimed.append((task, run))
         after = max(past, default=after)
         if len(candidates) < _CANDIDATES_PER_QUERY:
             break

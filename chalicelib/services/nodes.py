@@ -1,4 +1,4 @@
-"""Node inventory: registration with a one-time token, listing, liveness."""
+"""Node inventory: registration with a one-time token, changes, token rotation, listing."""
 
 from __future__ import annotations
 
@@ -17,6 +17,23 @@ def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[Node, st
     """
     token, token_hash = auth.new_node_token(node_id)
     return inventory.create(node_id, labels, slots, token_hash, clock.now_iso()), token
+
+
+def update(node_id: str, labels: dict[str, str] | None, slots: int | None) -> Node:
+    """Replace the node's labels and/or slots (None: keep). Raises NotFound, Busy."""
+    return inventory.transition(inventory.get(node_id), "update", clock.now_iso(), labels=labels, slots=slots)
+
+
+def rotate_token(node_id: str) -> str:
+    """Issue the node a new token (shown once); the old one is refused from this write on.
+
+    A request authenticated with the old token just before answers as if it came before the
+    rotation; only a claim, whose answer carries secrets, checks the token again after its
+    writes (services/claims.py). Raises NotFound, Busy.
+    """
+    token, token_hash = auth.new_node_token(node_id)
+    inventory.transition(inventory.get(node_id), "rotate_token", clock.now_iso(), token_hash=token_hash)
+    return token
 
 
 def get(node_id: str) -> Node:

@@ -6,14 +6,13 @@ from typing import Any
 
 from ulid import ULID
 
-from chalicelib import clock
 from chalicelib.auth import Actor
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_STATUSES
-from chalicelib.errors import Forbidden, TaskNotFound, ValidationFailed
+from chalicelib.errors import Forbidden, TaskNotFound
 from chalicelib.services.views import run_view, task_view
 from chalicelib.store import events, pages, runs, tasks
-from chalicelib.validation import query_enum
+from chalicelib.validation import query_enum, query_timestamp
 
 
 def visible_task(actor: Actor, task_id: str) -> Task:
@@ -54,12 +53,7 @@ def list_tasks(actor: Actor, query: dict[str, str], limit: int, cursor: str | No
 def _ulid_bound(name: str, value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        epoch = clock.parse_rfc3339(value)
-    except ValueError:
-        raise ValidationFailed(f"{name} must be an RFC 3339 timestamp",
-                               [{"path": f"$query.{name}", "message": "not an RFC 3339 timestamp"}]) from None
-    edge = ULID.from_timestamp(epoch)
+    edge = ULID.from_timestamp(query_timestamp(name, value))  # ULIDs start in 1970: no earlier bound exists
     prefix = str(edge)[:10]
     return prefix + ("0" * 16 if name == "created_after" else "Z" * 16)
 

@@ -14,10 +14,10 @@ from ulid import ULID
 from chalicelib import clock, secrets
 from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.statuses import TaskStatus
-from chalicelib.domain.task_types import SERVICE_NODE, TaskType, get_task_type
+from chalicelib.domain.task_types import SERVICE_NODE, SHORTEST_SECRET, TaskType, get_task_type
 from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
 from chalicelib.observability import count, logger, tracer
-from chalicelib.services import concurrency, twophase
+from chalicelib.services import concurrency, harbor_sources, twophase
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, keys, tasks
 from chalicelib.store.backend import TxPart
@@ -50,7 +50,9 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     task_type = get_task_type(body["type"])
     parameters = body.get("parameters") or {}
     validate_parameters(task_type, parameters)
+    harbor_sources.check_task(task_type.name, parameters)
     targets = _targets(task_type, body)
+    _check_max_errors(body, targets)
     fingerprint = request_hash(body)
     if idempotency_key is not None:
         replay = _replay(owner, idempotency_key, fingerprint)
@@ -111,8 +113,23 @@ def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
     return [SERVICE_NODE]
 
 
-#: a secret value shorter than this cannot be masked safely in what agents send back
-SHORTEST_SECRET = 4
+def _max_errors(body: dict[str, Any]) -> str:
+    """`max_errors` as the task stores it: "10%" or a count. JSON Schema's `integer` admits 3.0,
+    which is the count 3 (stored as "3.0" it would be neither form the answers promise)."""
+    max_errors = body.get("max_errors", 0)
+    return str(int(max_errors)) if isinstance(max_errors, float) else str(max_errors)
+
+
+def _check_max_errors(body: dict[str, Any], targets: list[str]) -> None:
+    """Raises ValidationFailed for a count of tolerated failures above the number of targets (the
+    schema holds a percentage to 100%): it allows no more than the target count does, so it is a
+    slip (`10^30`), and the stored task would carry it as given."""
+    max_errors = _max_errors(body)
+    if not max_errors.endswith("%") and int(max_errors) > len(targets):
+        raise ValidationFailed(
+            f"max_errors {max_errors} is more than the task's {len(targets)} target node(s)",
+            [{"path": "$.max_errors", "message": f"must be at most the number of target nodes ({len(targets)})"}],
+        )
 
 
 def split_secrets(task_type: TaskType, parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -134,7 +151,7 @@ def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters:
     masked, secret_values = split_secrets(task_type, parameters)
     task_id = str(ULID())
     now = clock.now_iso()
-    max_errors = str(body.get("max_errors", 0))
+    max_errors = _max_errors(body)
     return Task(
         task_id=task_id, type=task_type.name, name=body.get("name"), owner=owner, status=TaskStatus.PENDING,
         attempt=1, priority=body.get("priority", 5),
@@ -165,5 +182,6 @@ def check(body: dict[str, Any]) -> TaskType:
     """
     task_type = get_task_type(body["type"])
     validate_parameters(task_type, body.get("parameters") or {})
-    _targets(task_type, body)
+    harbor_sources.check_task(task_type.name, body.get("parameters") or {})
+    _check_max_errors(body, _targets(task_type, body))
     return task_type

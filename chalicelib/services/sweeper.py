@@ -1,4 +1,5 @@
-"""The sweeper: expired leases, tasks never dispatched, stalled windows, missed finishes."""
+"""The sweeper: expired leases, tasks never dispatched, stalled windows, missed finishes, silent
+nodes, WebSocket connections whose token expired."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.domain.task_types import get_task_type
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, jobs, liveness, twophase, work
+from chalicelib.services.realtime import expiry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
 
@@ -25,6 +27,8 @@ class SweepReport:
     timed_out_runs: int = 0
     windows_reopened: int = 0
     nodes_offline: list[str] = field(default_factory=list)
+    #: WebSocket connections closed because their token expired
+    connections_closed: int = 0
     replanned: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
 
@@ -47,6 +51,10 @@ def sweep(now: float | None = None) -> SweepReport:
         report.nodes_offline = liveness.mark_silent_nodes_offline(now)
     except Exception:
         logger.exception("node liveness sweep failed; next pass retries")
+    try:
+        report.connections_closed = expiry.close_expired(now)
+    except Exception:
+        logger.exception("closing expired websocket connections failed; next pass retries")
     logger.info("sweep done", extra=report.__dict__)
     return report
 
@@ -83,11 +91,10 @@ def _expire_leases(task: Task, now: float, report: SweepReport) -> None:
                and not (r.phase == "apply" and task.status == TaskStatus.RUNNING)]
     calls = []
     for run in expired:
-        if int(run.attempt) < max_attempts and task.status == TaskStatus.RUNNING:
+        reason = _lapse_reason(task, run, max_attempts)
+        if reason is None:
             calls.append(partial(runs.transition, run, "release", stamp, now_epoch=now))
         else:
-            reason = (f"lease expired without heartbeat on attempt {int(run.attempt)} of {max_attempts}"
-                      if task.status == TaskStatus.RUNNING else "lease expired while the task was cancelling")
             calls.append(partial(runs.transition, run, "time_out", stamp, now_epoch=now, error_message=reason))
     results = runs.run_concurrently(calls)
     released = [r for r in results if r is not None and r.status == RunStatus.PENDING]
@@ -96,6 +103,17 @@ def _expire_leases(task: Task, now: float, report: SweepReport) -> None:
     report.timed_out_runs += len(timed_out)
     if released or timed_out:
         events.append(task.task_id, [_expiry_event(r) for r in released + timed_out])
+
+
+def _lapse_reason(task: Task, run: NodeRun, max_attempts: int) -> str | None:
+    """Why a run whose lease lapsed times out, or None when it is offered again."""
+    if task.status != TaskStatus.RUNNING:
+        return "lease expired while the task was cancelling"
+    if run.cancel_requested:  # its node was deregistered: never offered again
+        return "lease expired after it was asked to cancel"
+    if int(run.attempt) >= max_attempts:
+        return f"lease expired without heartbeat on attempt {int(run.attempt)} of {max_attempts}"
+    return None
 
 
 def _expiry_event(run: NodeRun) -> dict[str, Any]:

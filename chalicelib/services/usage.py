@@ -19,6 +19,7 @@ from ulid import ULID
 from chalicelib import clock
 from chalicelib.errors import ValidationFailed
 from chalicelib.store import inventory, tasks
+from chalicelib.validation import FIRST_YEAR, LAST_YEAR
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 #: the list index sorts tasks by id; ids and `created_at` are taken a moment apart
@@ -32,10 +33,13 @@ class Month:
 
     @classmethod
     def parse(cls, text: str) -> Month:
-        """Raises ValidationFailed unless `text` is YYYY-MM."""
+        """Raises ValidationFailed unless `text` is YYYY-MM of the years 1970-9999 (API.md)."""
         found = _MONTH.match(text or "")
         if not found:
             raise ValidationFailed("month must look like 2026-11", [{"path": "$query.month", "message": "YYYY-MM"}])
+        if int(found.group(1)) < FIRST_YEAR:  # year 0 has no datetime; nothing was allocated before 1970
+            raise ValidationFailed(f"month must be in the years {FIRST_YEAR}-{LAST_YEAR}",
+                                   [{"path": "$query.month", "message": f"not a month of {FIRST_YEAR}-{LAST_YEAR}"}])
         return cls(int(found.group(1)), int(found.group(2)))
 
     @classmethod

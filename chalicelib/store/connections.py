@@ -6,11 +6,17 @@ connection id as sort key), so the stream finds a task's subscribers with one qu
 carry a TTL a little past API Gateway's 2-hour connection limit: a connection whose
 `$disconnect` never ran disappears by itself. Expired items DynamoDB has not deleted yet
 are skipped on read.
+
+A connection also ends with the token it was opened with: its item keeps the token's `exp`
+(and is listed by it, for the sweeper that closes it), its subscriptions expire then, and
+from then on it is not found and gets no push.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
@@ -43,15 +49,28 @@ def topic_pk(topic: str) -> str:
     return f"WSSUB#{part(topic)}"
 
 
+#: list-index partition of the connections, by their token's expiry
+EXPIRY_LIST = "WSCONN"
+
+
 def open_connection(connection_id: str, actor: Actor) -> WsConnectionItem:
     now = clock.now_epoch()
+    expires_at = int(now) + CONNECTION_TTL_SECONDS
+    token_expires_at = int(actor.expires_at) if actor.expires_at is not None else expires_at
     item = WsConnectionItem(
         connection_pk(connection_id), "META", connection_id=connection_id, user_id=actor.user_id,
-        roles=sorted(actor.roles), connected_at=clock.rfc3339(now), topics=[],
-        expires_at=int(now) + CONNECTION_TTL_SECONDS,
+        roles=sorted(actor.roles), connected_at=clock.rfc3339(now), topics=[], expires_at=expires_at,
+        token_expires_at=token_expires_at, list_pk=EXPIRY_LIST, list_sk=f"{token_expires_at:012d}#{connection_id}",
     )
     item.save()
     return item
+
+
+def live_until(connection: WsConnectionItem) -> int:
+    """When the connection ends: its token expires, or its items do."""
+    token_expires_at = connection.token_expires_at
+    ends = int(connection.expires_at)
+    return min(ends, int(token_expires_at)) if token_expires_at is not None else ends
 
 
 def find_connection(connection_id: str) -> WsConnectionItem | None:
@@ -59,7 +78,7 @@ def find_connection(connection_id: str) -> WsConnectionItem | None:
         item = WsConnectionItem.get(connection_pk(connection_id), "META", consistent_read=True)
     except DoesNotExist:
         return None
-    return item if int(item.expires_at) > clock.now_epoch() else None
+    return item if live_until(item) > clock.now_epoch() else None
 
 
 def actor_of(connection: WsConnectionItem) -> Actor:
@@ -67,10 +86,10 @@ def actor_of(connection: WsConnectionItem) -> Actor:
 
 
 def subscribe(connection: WsConnectionItem, topic: str) -> None:
-    """Idempotent. The subscription expires with its connection."""
+    """Idempotent. The subscription expires with its connection (or its token)."""
     WsSubscriptionItem(
         topic_pk(topic), connection.connection_id, user_id=connection.user_id,
-        admin=ADMIN in (connection.roles or []), expires_at=int(connection.expires_at),
+        admin=ADMIN in (connection.roles or []), expires_at=live_until(connection),
     ).save()
     if topic not in (connection.topics or []):
         connection.update(actions=[WsConnectionItem.topics.set(WsConnectionItem.topics.append([topic]))])
@@ -92,6 +111,12 @@ def close_connection(connection_id: str) -> None:
     for topic in item.topics or []:
         WsSubscriptionItem(topic_pk(str(topic)), connection_id).delete()
     item.delete()
+
+
+def expired(now: float) -> Iterator[WsConnectionItem]:
+    """Connections whose token expired before `now` and that are still recorded, oldest first."""
+    found: Any = WsConnectionItem.list_index.query(EXPIRY_LIST, WsConnectionItem.list_sk < f"{int(now):012d}#")
+    yield from found
 
 
 def subscribers(topic: str) -> list[Subscriber]:

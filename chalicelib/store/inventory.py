@@ -126,6 +126,35 @@ def update_quietly(node: NodeRef, action: str, now: str, **inputs: Any) -> bool:
     return True
 
 
+def remove(node: Node, now: str) -> None:
+    """Deregister `node` as read: delete its item, and with it its token hash (the next request
+    with the token finds no node), ending its open allocation in the same transaction.
+
+    The one node write outside the transition table: the item goes away instead of changing
+    status, so the id may be registered again. Raises NotFound, Conflict (the node changed
+    since it was read), Busy.
+    """
+    item = NodeItem(node_pk(node.node_id), META)
+    allocation = NodeItem.allocation_id
+    same = allocation == node.allocation_id if node.allocation_id else allocation.does_not_exist()
+    guard = NodeItem.pk.exists() & same
+    try:
+        if not node.allocation_sk:
+            item.delete(condition=guard)
+        else:
+            with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
+                tx.delete(item, condition=guard)
+                close_allocation_part(node.node_id, node.allocation_sk, now, "deregister")(tx)
+    except PynamoDBException as error:
+        if is_transaction_conflict(error):
+            raise Busy(f"node {node.node_id} is being changed by another request; retry") from None
+        if not is_condition_failure(error):
+            raise
+        if find(node.node_id) is None:
+            raise NotFound(f"node {node.node_id} not found") from None
+        raise Conflict(f"node {node.node_id} changed while it was deregistered; retry") from None
+
+
 def explain(write: Change, error: Exception) -> Exception:
     """The domain error a failed node write stands for (the error itself when it is neither a
     failed condition nor a transaction conflict)."""

@@ -2,6 +2,8 @@
 
 A cursor is the store's last evaluated key, as compact JSON in URL-safe base64 without padding.
 A cursor that is not one (forged, garbled, too long) is a `validation_error` on `$query.cursor`.
+Clients never see these as they are: the HTTP edge signs each one for the route, filters and
+user of its listing (`chalicelib/api/cursors.py`) and verifies it before a service decodes it.
 """
 
 from __future__ import annotations

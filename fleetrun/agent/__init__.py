@@ -20,7 +20,8 @@ __all__ = ["DEMO_STEPS_DIR", "main", "run"]
 
 def run(api_url: str, node: str, token: str, steps_dir: Path, *, slots: int = 1, work_dir: Path | None = None,
         grace: float = 20.0, idle_poll_max: float = DEFAULT_IDLE_POLL_MAX_SECONDS) -> int:
-    """Serve `node` until SIGTERM/SIGINT; returns the exit status (0 after a clean stop, 2 on bad settings)."""
+    """Serve `node` until SIGTERM/SIGINT; returns the exit status (0 after a clean stop, 2 on bad settings,
+    3 once the service refused the node's token: rotated, or the node deregistered)."""
     journal = Journal()
     steps_dir = Path(steps_dir).resolve()
     if not steps_dir.is_dir():

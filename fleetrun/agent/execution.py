@@ -17,7 +17,7 @@ from fleetrun.agent.backoff import Backoff
 from fleetrun.agent.journal import Journal, run_tag
 from fleetrun.agent.lease import LeaseKeeper
 from fleetrun.agent.output import MAX_MESSAGE_CHARS, OutputTail, Progress, StepEvent, StepLines, parse_line
-from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Unavailable
+from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Revoked, Unavailable
 from fleetrun.agent.settings import DEFAULT_STEP_TIMEOUT_SECONDS, AgentSettings
 from fleetrun.agent.shutdown import Shutdown
 from fleetrun.agent.step import StepLaunch, StepNotRunnable, StepProcess, step_environment, step_executable
@@ -165,7 +165,7 @@ class RunExecution:
                 self._journal.run(self.tag, self.keeper.step, f"run {status}")
                 self.reported = status
                 return
-            except LeaseLost as lost:
+            except (LeaseLost, Revoked) as lost:
                 self._journal.run(self.tag, self.keeper.step, f"completion refused ({lost}); run dropped")
                 return
             except Rejected as rejected:

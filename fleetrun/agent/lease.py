@@ -14,7 +14,7 @@ from typing import Any
 
 from fleetrun.agent.backoff import Backoff
 from fleetrun.agent.journal import Journal
-from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Unavailable
+from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Revoked, Unavailable
 from fleetrun.agent.settings import MAX_EVENTS_PER_CALL
 
 _MIN_INTERVAL = 1.0
@@ -112,6 +112,10 @@ class LeaseKeeper:
         except LeaseLost as error:
             self.lost = True
             self._journal.run(self._tag, self.step, f"lease lost ({error}); stopping the step")
+            return
+        except Revoked as error:  # nothing can be reported any more: the agent stops
+            self.lost = True
+            self._journal.run(self._tag, self.step, f"{what} refused ({error}); stopping the step")
             return
         except Rejected as error:  # a bug on one side: keep the step going, the lease decides
             delay = self._backoff.next_delay()

@@ -11,9 +11,9 @@ from types import FrameType
 from fleetrun.agent.backoff import Backoff, IdlePoll, jittered
 from fleetrun.agent.execution import RunExecution
 from fleetrun.agent.journal import Journal
-from fleetrun.agent.protocol import AgentApi, Rejected, Unavailable
+from fleetrun.agent.protocol import AgentApi, Rejected, Revoked, Unavailable
 from fleetrun.agent.reservations import Reservations
-from fleetrun.agent.settings import IDLE_POLL_SECONDS, MAX_CLAIM, AgentSettings
+from fleetrun.agent.settings import EXIT_TOKEN_REFUSED, IDLE_POLL_SECONDS, MAX_CLAIM, AgentSettings
 from fleetrun.agent.shutdown import Shutdown
 
 
@@ -21,8 +21,10 @@ class Agent:
     def __init__(self, settings: AgentSettings, journal: Journal | None = None) -> None:
         self.settings = settings
         self.journal = journal or Journal()
-        self.api = AgentApi(settings.api_url, settings.node, settings.token)
+        self.api = AgentApi(settings.api_url, settings.node, settings.token, on_revoked=self._token_refused)
         self.shutdown = Shutdown(settings.grace)
+        #: set by the first 401 from any route: the agent stops and exits EXIT_TOKEN_REFUSED
+        self.token_refused = threading.Event()
         self._running: dict[str, threading.Thread] = {}
         #: run threads that have finished their work (they may not have ended yet): their slots are free
         self._finished: set[threading.Thread] = set()
@@ -33,7 +35,8 @@ class Agent:
         self.reservations = Reservations(self.api, settings.work_dir / "reservations", self.journal)
 
     def serve(self) -> int:
-        """Claim and execute runs until asked to stop; then wait for the runs in flight. Returns 0."""
+        """Claim and execute runs until asked to stop; then wait for the runs in flight. Returns 0,
+        or EXIT_TOKEN_REFUSED once the service refused the node's token."""
         s = self.settings
         self.journal.agent(f"node {s.node} serving {s.api_url} with {s.slots} slot(s); steps from {s.steps_dir}")
         if self.reservations.load():
@@ -55,8 +58,18 @@ class Agent:
                 if pause:
                     self.shutdown.wait(pause)
             self._drain()
+        if self.token_refused.is_set():
+            self.journal.agent(f"node {s.node}: its token was revoked or rotated (401); "
+                               "register it again or give the agent the new token")
+            return EXIT_TOKEN_REFUSED
         self.journal.agent("stopped")
         return 0
+
+    def _token_refused(self) -> None:
+        """A 401 from any route, in any thread: the token was rotated or the node deregistered.
+        Retrying cannot help, and nothing the steps do can be reported: stop at once."""
+        self.token_refused.set()
+        self.shutdown.abort("token refused")
 
     def _claim(self, free: int) -> float:
         """Claim up to `free` runs and start them. Returns how long to wait before the next claim:
@@ -64,6 +77,8 @@ class Agent:
         runs for this node are being dispatched), a backoff after a failure."""
         try:
             answer = self.api.claim(free)
+        except Revoked:  # the loop ends: the shutdown was requested with it
+            return 0.0
         except (Unavailable, Rejected) as error:
             delay = self._backoff.next_delay()
             self.journal.agent(f"claim failed ({error}); next try in {delay:.1f} s")

@@ -2,12 +2,16 @@
 
 - `Unavailable`: the API could not be reached or answered 5xx/429 — retry with backoff.
 - `LeaseLost`: 409 (or 404: the run is no longer ours) on a run route — stop and drop the run.
+- `Revoked`: 401 on any route — the node's token was rotated or the node deregistered: nothing
+  this agent sends will be accepted again, so the agent stops (`on_revoked` tells it at once,
+  whichever thread made the call).
 - `Rejected`: any other 4xx — retrying the same request cannot help.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +32,10 @@ class Unavailable(AgentCallFailed):
 
 class LeaseLost(AgentCallFailed):
     """The run is no longer leased to this agent for this attempt."""
+
+
+class Revoked(AgentCallFailed):
+    """401: the service no longer accepts this node's token."""
 
 
 class Rejected(AgentCallFailed):
@@ -88,8 +96,10 @@ def parse_time(value: str) -> float:
 class AgentApi:
     """One agent's calls. Each thread gets its own HTTP session (sessions are not thread-safe)."""
 
-    def __init__(self, base_url: str, node: str, token: str, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+    def __init__(self, base_url: str, node: str, token: str, timeout: float = REQUEST_TIMEOUT_SECONDS,
+                 on_revoked: Callable[[], None] | None = None) -> None:
         self.base_url, self.node, self._token, self._timeout = base_url, node, token, timeout
+        self._on_revoked = on_revoked
         self._local = threading.local()
 
     def claim(self, max_runs: int) -> ClaimAnswer:
@@ -131,6 +141,10 @@ class AgentApi:
         except ApiError as error:
             if error.status >= 500 or error.status == 429:
                 raise Unavailable(f"API answered {error.status} {error.code}") from error
+            if error.status == 401:
+                if self._on_revoked is not None:
+                    self._on_revoked()
+                raise Revoked(f"{error.status} {error.code}: {error.message}") from error
             if run_route and error.status in (404, 409):
                 raise LeaseLost(f"{error.status} {error.code}: {error.message}") from error
             raise Rejected(error) from error

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fleetrun.agent.backoff import Backoff
 from fleetrun.agent.journal import Journal, run_tag
-from fleetrun.agent.protocol import AgentApi, LeaseLost, Rejected, Unavailable
+from fleetrun.agent.protocol import AgentApi, LeaseLost, Rejected, Revoked, Unavailable
 
 _MIN_INTERVAL = 1.0
 
@@ -108,6 +108,8 @@ class Reservations:
     def _heartbeat(self, held: Held) -> None:
         try:
             answer = self._api.hold(held.run_id, held.attempt)
+        except Revoked:  # the agent stops; one restarted with the node's new token holds the plan again
+            return
         except Unavailable as error:
             held.due = time.monotonic() + min(self._backoff.next_delay(), held.interval)
             self._journal.run(held.tag, "plan", f"reservation heartbeat failed ({error}); retrying")
@@ -122,6 +124,8 @@ class Reservations:
     def _report_lost(self, held: Held) -> None:
         try:
             self._api.plan_lost(held.run_id, held.attempt)
+        except Revoked:
+            return
         except Unavailable as error:
             held.due = time.monotonic() + self._backoff.next_delay()
             self._journal.run(held.tag, "plan", f"plan-lost report failed ({error}); retrying")

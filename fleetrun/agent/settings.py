@@ -26,6 +26,8 @@ DEFAULT_IDLE_POLL_MAX_SECONDS = 30.0
 FINAL_REPORT_SECONDS = 10.0
 #: the agent's HTTP timeout: a hung API must not stall a run's monitoring for long
 REQUEST_TIMEOUT_SECONDS = 10.0
+#: the agent's exit status when the service refused its token (rotated, or the node deregistered)
+EXIT_TOKEN_REFUSED = 3
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ class Shutdown:
         self._deadline = now + self.grace
         self._requested.set()
 
+    def abort(self, reason: str) -> None:
+        """Stop now, without a grace period: what the steps do can no longer be reported."""
+        if not self.requested:
+            self.reason = reason
+            self._requested.set()
+        self._deadline = time.monotonic()
+
     def grace_over(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 

@@ -8,6 +8,10 @@
   (`FLEETRUN_WEBSOCKET_ENDPOINT`): `POST /@connections/{id}` sends the body to the client as a
   text frame, `DELETE` closes the connection, `GET` describes it; an unknown or closed
   connection answers `410 GoneException`, as in AWS. Signatures are not checked.
+- A connection ends with the user token it was opened with (API.md "Real time"): the gateway
+  closes it with code 4001 the moment the token's `exp` passes, and a `DELETE` of a connection
+  whose token has expired (the app's sweeper) closes it with 4001 too. API Gateway cannot
+  choose a close code; in AWS the sweeper's last message says why instead.
 
 The WebSocket side runs an asyncio loop in its own thread; the management endpoint is a
 threaded HTTP server on its own port (API Gateway serves both on one domain, but the
@@ -17,6 +21,8 @@ threaded HTTP server on its own port (API Gateway serves both on one domain, but
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import socket
@@ -41,6 +47,9 @@ logger = logging.getLogger("fleetrun.local.ws")
 Handler = Callable[[dict[str, Any], Any], Any]
 #: how long the management endpoint waits for a frame to be handed to the client
 _SEND_TIMEOUT_SECONDS = 5.0
+#: API.md: a connection whose token expired is closed with this code
+TOKEN_EXPIRED_CODE = 4001
+TOKEN_EXPIRED_REASON = "token expired"
 
 
 @dataclass
@@ -50,6 +59,12 @@ class _Connection:
     source_ip: str
     user_agent: str
     last_active_at: float = field(default_factory=time.time)
+    #: the `exp` of the token the connection was opened with
+    token_expires_at: float | None = None
+    closing: asyncio.Task[None] | None = None
+
+    def token_expired(self) -> bool:
+        return self.token_expires_at is not None and time.time() >= self.token_expires_at
 
 
 @dataclass
@@ -175,7 +190,8 @@ class WebSocketGateway:
             return connection.respond(status, str(body or "Forbidden"))
         # registered once the handshake is done (`_session`): like API Gateway, posting to a
         # connection whose $connect has not finished is GoneException
-        pending = _Connection(connection, now, source_ip, headers.get("User-Agent", ""))
+        pending = _Connection(connection, now, source_ip, headers.get("User-Agent", ""),
+                              token_expires_at=_token_expiry(query))
         connection.fleetrun = pending  # type: ignore[attr-defined]
         connection.fleetrun_id = connection_id  # type: ignore[attr-defined]
         return None
@@ -185,6 +201,7 @@ class WebSocketGateway:
         known: _Connection = connection.fleetrun  # type: ignore[attr-defined]
         with self._lock:
             self._connections[connection_id] = known
+        expiry = self._close_at_expiry(known)
         try:
             async for frame in connection:
                 known.last_active_at = time.time()
@@ -196,6 +213,8 @@ class WebSocketGateway:
         except ConnectionClosed:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             with self._lock:
                 self._connections.pop(connection_id, None)
             status = connection.close_code if connection.close_code is not None else 1006
@@ -204,6 +223,15 @@ class WebSocketGateway:
                 self.gateway, connection_id, status_code=status, reason=reason, connected_at=known.connected_at,
                 source_ip=known.source_ip, user_agent=known.user_agent,
             ))
+
+    def _close_at_expiry(self, known: _Connection) -> asyncio.TimerHandle | None:
+        if known.token_expires_at is None:
+            return None
+
+        def close() -> None:
+            known.closing = self._loop.create_task(known.socket.close(TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON))
+
+        return self._loop.call_later(max(0.0, known.token_expires_at - time.time()), close)
 
     async def _invoke(self, route: str, event: dict[str, Any]) -> Any:
         """Call one app handler in a worker thread, as Lambda would: a raise is a 500."""
@@ -244,7 +272,9 @@ class WebSocketGateway:
         known = self._connections.get(connection_id)
         if known is None:
             return False
-        asyncio.run_coroutine_threadsafe(known.socket.close(1000, "closed by the service"), self._loop)
+        code, reason = (TOKEN_EXPIRED_CODE, TOKEN_EXPIRED_REASON) if known.token_expired() else (
+            1000, "closed by the service")
+        asyncio.run_coroutine_threadsafe(known.socket.close(code, reason), self._loop)
         return True
 
     def describe(self, connection_id: str) -> dict[str, Any] | None:
@@ -260,6 +290,19 @@ class WebSocketGateway:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+
+def _token_expiry(query: dict[str, list[str]]) -> float | None:
+    """The `exp` claim of the connect token (the app verified the token at `$connect`; this only
+    reads when it ends)."""
+    token = (query.get("token") or [""])[0]
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def _iso(epoch: float) -> str:

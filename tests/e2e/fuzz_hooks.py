@@ -1,27 +1,121 @@
 """schemathesis hooks of tests/e2e/test_api_fuzz.py: what a schema cannot say about valid input.
 
 A positive test case is one the OpenAPI document calls valid, so the `positive_data_acceptance`
-check expects the service to take it. Some validity is beyond what a JSON Schema can state: a
-`cursor` is valid only when the service signed it for that route, filters and user (API.md,
-Errors), so a random string the schema allows is rightly refused with 400. Positive cases leave
-the cursor out; negative cases keep sending garbage cursors, which must still be a 400, never
-a 500. Nothing else is changed: every other refusal of a schema-valid request is a failure.
+check expects the service to take it. Some validity is beyond what a JSON Schema can state, and
+a random value the schema allows is rightly refused with 400 there. For those values only, a
+positive case gets a value the service accepts; negative cases are left as generated (they must
+still be a 400, never a 500), and nothing else is changed:
+
+- a `cursor` is valid only when the service signed it for that route, filters and user (API.md,
+  Errors): positive cases leave it out;
+- `max_errors` as a count may not exceed the number of `target_nodes` (a relation between two
+  fields);
+- a notification target must resolve to an address the SSRF rules allow, which depends on DNS
+  and on the deployment (API.md, Notification subscriptions): positive cases name the fuzz
+  receiver, or an address for e-mail;
+- a Harbor URL must be on the admin's allow-list (`FLEETRUN_HARBOR_URLS`);
+- a schedule expression must be a rate or cron expression EventBridge Scheduler accepts, whose
+  field rules no pattern states exactly;
+- no string holds NUL, which free text (parameter values) may otherwise hold: "no NUL in any
+  string" is not a schema (the service refuses it at parse, API.md, Errors);
+- a GPU trend's `range` is at most 31 days (a bound on a duration string no pattern states
+  readably), and `range / step` at most 11,000 points (a relation between two parameters).
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import schemathesis
 from schemathesis.generation import GenerationMode
 
-#: query parameters whose valid values only the service can make
-_SERVICE_MADE = frozenset({"cursor"})
+#: where positive cases point notification targets and Harbor syncs (the test sets them)
+RECEIVER_URL = os.environ.get("FUZZ_RECEIVER_URL", "http://127.0.0.1:9/hook")
+HARBOR_URL = os.environ.get("FUZZ_HARBOR_URL", "http://127.0.0.1:9")
+_GPU_TREND_POINTS = 11_000
+_GPU_TREND_RANGE_SECONDS = 31 * 86_400
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _task(body: Any) -> None:
+    if not isinstance(body, dict):
+        return
+    targets, max_errors = body.get("target_nodes"), body.get("max_errors")
+    if isinstance(targets, list) and isinstance(max_errors, (int, float)) and max_errors > len(targets):
+        body["max_errors"] = len(targets)
+    parameters = body.get("parameters")
+    if body.get("type") == "images.sync" and isinstance(parameters, dict) and "harbor_url" in parameters:
+        parameters["harbor_url"] = HARBOR_URL
+
+
+def _schedule(body: Any) -> None:
+    if isinstance(body, dict):
+        if "expression" in body:
+            body["expression"] = "rate(1 hour)"
+        _task(body.get("task"))
+
+
+def _subscription(body: Any) -> None:
+    if isinstance(body, dict) and "target" in body:
+        body["target"] = "ops@example.com" if body.get("channel") == "email" else RECEIVER_URL
+
+
+def _image_sync(body: Any) -> None:
+    if isinstance(body, dict) and "harbor_url" in body:
+        body["harbor_url"] = HARBOR_URL
+
+
+_BODIES = {
+    ("POST", "/v1/tasks"): _task,
+    ("POST", "/v1/schedules"): _schedule,
+    ("POST", "/v1/subscriptions"): _subscription,
+    ("POST", "/v1/images/sync"): _image_sync,
+}
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
+
+
+def _seconds(duration: Any) -> float | None:
+    text = str(duration)
+    if len(text) < 2 or text[-1] not in _UNIT_SECONDS or not text[:-1].isdigit():
+        return None
+    return int(text[:-1]) * _UNIT_SECONDS[text[-1]]
+
+
+def _gpu_trend(query: dict[str, Any]) -> None:
+    span = _seconds(query.get("range", "6h"))
+    if span is not None and span > _GPU_TREND_RANGE_SECONDS:
+        query["range"], span = "31d", _GPU_TREND_RANGE_SECONDS
+    try:
+        step = float(query.get("step", 300))
+    except (TypeError, ValueError):
+        return
+    if span is not None and step > 0 and span / step > _GPU_TREND_POINTS:
+        query["step"] = int(span // _GPU_TREND_POINTS) + 1
 
 
 @schemathesis.hook
 def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
-    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE or not case.query:
+    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
         return case
-    if _SERVICE_MADE.isdisjoint(case.query):
-        return case
-    case.query = {name: value for name, value in case.query.items() if name not in _SERVICE_MADE}
+    operation = (case.operation.method.upper(), case.operation.path)
+    if case.query:
+        query = {name: value for name, value in case.query.items() if name != "cursor"}
+        if operation == ("GET", "/v1/monitoring/gpu-trend"):
+            _gpu_trend(query)
+        case.query = query
+    if isinstance(case.body, (dict, list, str)):
+        case.body = _without_nul(case.body)
+    repair = _BODIES.get(operation)
+    if repair is not None and case.body is not None:
+        repair(case.body)
     return case

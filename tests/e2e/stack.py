@@ -134,12 +134,14 @@ class Stack:
         Its log goes to `<data_dir>/logs/`; see `agent_log`."""
         command = [
             sys.executable, "-m", "fleetrun.agent", "--api", api_url or self.url, "--node", node,
-            "--token", token, "--steps-dir", str(steps_dir), "--work-dir", str(work_dir),
+            "--steps-dir", str(steps_dir), "--work-dir", str(work_dir),
             "--slots", str(slots), "--grace", str(grace), "--idle-poll-max", "1",
         ]
         # `#!/usr/bin/env python3` steps find this interpreter first (no pyenv shim: fast, same version)
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        env = clean_environment(**{"FLEETRUN_DEMO_STEP_SECONDS": "0.2", "PATH": path, **(env_extra or {})})
+        # the token by environment, as a user should pass it: never in `ps` (API.md, Errors)
+        env = clean_environment(**{"FLEETRUN_DEMO_STEP_SECONDS": "0.2", "PATH": path, "FLEETRUN_NODE_TOKEN": token,
+                                   **(env_extra or {})})
         log_path = self.data_dir / "logs" / f"agent-{node}-{next(self._counter)}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:

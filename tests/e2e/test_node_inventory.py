@@ -168,3 +168,35 @@ def test_the_report_route_redirects_to_a_presigned_url_that_serves_the_file(stac
                             headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=30)
     assert followed.status_code == 200
     assert followed.content[:2] == b"PK"
+
+
+def test_an_agent_exits_with_a_clear_message_when_its_token_is_rotated_and_when_its_node_is_deregistered(
+        stack: Stack, tmp_path: Path) -> None:
+    # GIVEN a node's agent running a 5 s step
+    node_id = stack.node_id("rotated")
+    first = stack.start_agent(node_id, stack.register(node_id), tmp_path / "first")
+    task_id = stack.shell_task(node_id, ["sleep", "5"])
+    stack.wait_run(task_id, node_id, ["running"], timeout=20, attempt=1)
+    # WHEN an admin rotates the node's token with the CLI
+    rotated = cli(stack, tmp_path, "node", "rotate-token", node_id)
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    [new_token] = [line.strip() for line in rotated.stdout.splitlines() if line.strip().startswith("frn.")]
+    # THEN the agent stops at its next request, exits non-zero and says why in one line
+    wait_for(lambda: first.poll() is not None, 20, "the agent with the old token to exit")
+    assert first.returncode == 3
+    assert (f"node {node_id}: its token was revoked or rotated (401); register it again or give the agent "
+            "the new token") in stack.agent_log(first)
+    # AND an agent with the new token finishes the node's work (the run is offered again once its lease lapsed)
+    second = stack.start_agent(node_id, new_token, tmp_path / "second")
+    assert stack.wait_task(task_id, timeout=40)["status"] == "completed"
+    assert "claimed attempt 2" in stack.agent_log(second)
+    # WHEN the node's labels change, and it is deregistered, with the CLI
+    updated = cli(stack, tmp_path, "node", "update", node_id, "--label", "pool=cdn", "--slots", "2")
+    assert updated.returncode == 0, updated.stdout + updated.stderr
+    assert f"node {node_id} is idle: labels pool=cdn; 2 slot(s)" in updated.stdout
+    gone = cli(stack, tmp_path, "node", "deregister", node_id, "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert f"node {node_id} deregistered: 0 waiting run(s) failed, 0 running run(s) asked to cancel" in gone.stdout
+    # THEN its agent stops the same way
+    wait_for(lambda: second.poll() is not None, 20, "the agent of the deregistered node to exit")
+    assert second.returncode == 3

@@ -290,6 +290,10 @@ def test_websocket_api_of_app_pys_on_ws_handlers_is_throttled_output_postable_an
     manage = [s for _, s in cfn.identity_statements(template) if s["Action"] == "execute-api:ManageConnections"]
     assert manage
     assert all("WebsocketAPI" in cfn.mentions(s["Resource"]) for s in manage)
+    # (POST pushes; DELETE closes a connection whose token expired)
+    granted = json.dumps([s["Resource"] for s in manage])
+    assert "POST/@connections/*" in granted
+    assert "DELETE/@connections/*" in granted
     for fn in cfn.functions(template).values():
         env = fn["Properties"]["Environment"]["Variables"]
         assert "WebsocketAPI" in cfn.mentions(env["FLEETRUN_WEBSOCKET_ENDPOINT"])

@@ -334,23 +334,23 @@ class TestIdempotencyKeyReused:
 
 class TestRateLimited:
     def test_third_write_over_a_limit_of_two(self, fleet, monkeypatch):
-        # GIVEN a limit of 2 writes per minute, and a clock that stays 5 s into the last window
-        # (in the past, so tokens minted on it are already valid)
+        # GIVEN a limit of 2 writes per 60 s, and a clock that stays at one whole second of the
+        # last minute (in the past, so tokens minted on it are already valid)
         monkeypatch.setenv("FLEETRUN_RATE_LIMIT", "2")
         config.reset()
         frozen = float((int(time.time()) // 60 - 1) * 60 + 5)
         monkeypatch.setattr(clock, "now_epoch", lambda: frozen)
         # WHEN alice makes three writes
         first, second, third = (fleet.submit(RELEASE) for _ in range(3))
-        # THEN the third is refused with Retry-After in whole seconds
+        # THEN the third is refused with Retry-After in whole seconds: the writes of that second
+        # count until 60 s after its end (ratelimit.py)
         assert (first.status, second.status) == (202, 202), (first, second)
         error = assert_error(third, 429, "rate_limited")
         retry_after = third.headers.get("Retry-After")
         assert retry_after is not None, third.headers
         assert retry_after.isdigit(), retry_after
-        assert 1 <= int(retry_after) <= 60
-        assert int(retry_after) == 55
-        assert error["retry_after"] == 55
+        assert int(retry_after) == 61
+        assert error["retry_after"] == 61
         # AND reads and other users are not limited
         assert fleet.user("GET", "/v1/tasks").status == 200
         assert fleet.submit(RELEASE, who="bob").status == 202

@@ -432,7 +432,7 @@ class TestSecrets:
         assert answer.status == 400
         error = answer.body["error"]
         assert error["code"] == "validation_error"
-        assert error["details"] == [{"path": "$.parameters.password", "message": "shorter than 4 characters"}]
+        assert error["details"] == [{"path": "$.parameters.password", "message": "must be at least 4 characters long"}]
         assert "abc" not in error["message"]
 
 

@@ -13,13 +13,15 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import config
+from chalicelib import auth, config
+from chalicelib.services import sweeper
 from chalicelib.store import connections
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 from fleetrun.local import ws_events
 from fleetrun.local.pumps import LambdaContext
-from tests.harness import Fleet, token
+from tests.harness import SECRET, Fleet, token
 from tests.processes import free_port
+from tests.waiting import wait_for
 from tests.ws_connections import RecordingConnections
 
 GATEWAY = ws_events.Gateway(domain_name="abc123.execute-api.us-east-1.amazonaws.com", stage="dev", api_id="abc123")
@@ -130,6 +132,7 @@ def test_subscribing_to_another_users_task_is_not_found_but_admins_may(ws, fleet
     ({"action": "shout"}, "$.action"),
     ({"action": "subscribe"}, "$.task_id"),
     ({"action": "subscribe", "task_id": 7}, "$.task_id"),
+    ('{"action": "subscribe", "task_id": "\\ud800"}', "$.task_id"),  # a lone surrogate: no key can hold it
 ])
 def test_a_malformed_message_is_answered_with_a_validation_error(ws, body, path):
     connection_id = ws.open()
@@ -313,6 +316,48 @@ def test_a_gone_connection_is_deleted_with_its_subscriptions_on_the_next_push(ws
     assert connections.find_connection(vanished) is None
     assert connections.subscribers(task_id) == []
     assert connections.subscribers("*") == []
+
+
+# --- token expiry ---------------------------------------------------------------------------
+def _open_expiring(ws: Sockets, seconds: int, subscribe: str) -> str:
+    """A connection opened with a token that expires in `seconds`, subscribed to `subscribe`."""
+    query = {"token": [auth.mint_token("alice", ["operator"], SECRET, ttl_seconds=seconds)]}
+    answer, connection_id = ws.connect(query=query)
+    assert answer == {"statusCode": 200}, answer
+    assert ws.send(connection_id, {"action": "subscribe", "task_id": subscribe})[0]["type"] == "subscribed"
+    return connection_id
+
+
+def test_the_sweeper_closes_a_connection_whose_token_expired_and_says_why(ws, fleet):
+    # GIVEN a connection opened with a token valid one more minute, and one with a fresh token
+    expiring = _open_expiring(ws, 60, "*")
+    fresh = ws.open(subscribe="*")
+    # WHEN the sweeper passes after the first token expired
+    report = sweeper.sweep(now=time.time() + 61)
+    # THEN that connection was told why and closed (API Gateway picks the close code: the
+    # message carries 4001), and it is forgotten with its subscription; the other one stays
+    assert report.connections_closed == 1
+    assert ws.recorder.closed == [expiring]
+    [farewell] = ws.received(expiring)
+    assert farewell["type"] == "error"
+    assert (farewell["error"]["code"], farewell["close_code"]) == ("unauthenticated", 4001)
+    assert connections.find_connection(expiring) is None
+    assert [s.connection_id for s in connections.subscribers("*")] == [fresh]
+
+
+def test_no_push_reaches_a_connection_once_its_token_expired_and_its_messages_are_refused(ws, fleet):
+    # GIVEN a subscriber whose token expires in a second, and one with a fresh token
+    expiring = _open_expiring(ws, 1, "*")
+    fresh = ws.open(subscribe="*")
+    wait_for(lambda: connections.find_connection(expiring) is None, 5, "the token to expire")
+    # WHEN a task changes
+    fleet.submit(SHELL)
+    fleet.settle()
+    # THEN only the fresh connection hears of it, and the expired one may not subscribe again
+    assert _tasks(ws.received(fresh))
+    assert ws.received(expiring) == []
+    [refused] = ws.send(expiring, {"action": "subscribe", "task_id": "*"})
+    assert refused["error"]["code"] == "unauthenticated"
 
 
 def test_an_unreachable_endpoint_never_fails_the_stream_batch(fleet, monkeypatch):

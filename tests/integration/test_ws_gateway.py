@@ -13,10 +13,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from chalicelib import config
+from chalicelib import auth, config
+from chalicelib.services import sweeper
 from chalicelib.store import connections
 from fleetrun.local.ws_gateway import WebSocketGateway, WsHandlers
-from tests.harness import Fleet, token
+from tests.harness import SECRET, Fleet, token
 from tests.waiting import wait_for
 
 SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["true"]}}
@@ -100,6 +101,39 @@ def test_a_client_that_closes_is_disconnected_with_its_subscriptions(gateway):
     # the connection item goes last (after its subscriptions)
     wait_for(lambda: connections.find_connection(connection_id) is None, 30, "the $disconnect handler")
     assert connections.subscribers("*") == []
+
+
+def test_a_connection_is_closed_with_4001_when_its_token_expires(gateway):
+    # GIVEN a connection opened with a token that expires in about two seconds
+    expiring = auth.mint_token("alice", ["operator"], SECRET, ttl_seconds=2)
+    with connect(f"{gateway.url}/?token={expiring}", open_timeout=10) as socket:
+        connection_id = _connection_id(gateway)
+        socket.send(json.dumps({"action": "ping"}))
+        assert _receive(socket) == {"type": "pong"}
+        # WHEN the token expires / THEN the gateway closes the connection with 4001
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "token expired")
+    # AND $disconnect forgot it
+    wait_for(lambda: connections.find_connection(connection_id) is None and gateway.connection_count == 0, 30,
+             "the $disconnect handler")
+
+
+def test_the_sweepers_close_of_a_connection_whose_token_expired_is_a_4001_too(gateway, monkeypatch):
+    # GIVEN a connection whose token expires in a second, and a gateway that has not closed it yet
+    monkeypatch.setattr(gateway, "_close_at_expiry", lambda known: None)
+    expiring = auth.mint_token("alice", ["operator"], SECRET, ttl_seconds=1)
+    with connect(f"{gateway.url}/?token={expiring}", open_timeout=10) as socket:
+        _connection_id(gateway)
+        # WHEN the sweeper passes once the token has expired
+        wait_for(lambda: sweeper.sweep().connections_closed, 10, "the sweeper to close the connection")
+        # THEN the client is told why and the connection is closed with 4001
+        assert _receive(socket)["error"]["code"] == "unauthenticated"
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4001
 
 
 def test_messages_of_one_connection_are_handled_in_order(gateway):

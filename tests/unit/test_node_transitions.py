@@ -34,8 +34,8 @@ EXPECTED = {
     "come_back": ({OFF}, "<previous>"),
 }
 ALLOCATION = {"allocation_id": "a1", "allocated_to": "bob", "allocated_at": NOW, "allocation_sk": "ALLOC#x"}
-#: the status-keeping changes (reclaim outcomes of an offline node, contacts) besides the table above
-KEEPING = {"offline_reclaim_succeeded", "offline_reclaim_failed", "reclaim_reopened", "seen"}
+#: the status-keeping changes (reclaim outcomes of an offline node, contacts, administration)
+KEEPING = {"offline_reclaim_succeeded", "offline_reclaim_failed", "reclaim_reopened", "seen", "update", "rotate_token"}
 
 
 def node_transition(action: str, now: str, *, source: str = IDLE, previous: str | None = None, **values):
@@ -124,6 +124,19 @@ def test_an_offline_nodes_successful_reclaim_makes_it_return_idle():
     assert "status" not in change.fields
     assert change.fields["offline_from"] == IDLE
     assert change.fields["reclaim_task_id"] is CLEAR
+
+
+def test_an_update_writes_only_what_it_is_given_and_keeps_the_status():
+    change = node_transition("update", NOW, source=ALLOC, labels={"pool": "gpu"})
+    assert change.fields == {"labels": {"pool": "gpu"}}
+    assert change.sources == frozenset(NODE_STATUSES)
+    assert node_transition("update", NOW, slots=4).fields == {"slots": 4}
+
+
+def test_a_token_rotation_writes_only_the_new_hash_in_any_status():
+    change = node_transition("rotate_token", NOW, source=OFF, token_hash="ab12")
+    assert change.fields == {"token_hash": "ab12"}
+    assert change.sources == frozenset(NODE_STATUSES)
 
 
 def test_an_unknown_action_is_refused():

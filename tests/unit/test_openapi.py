@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,11 @@ from chalicelib.api.contract import OPERATIONS, Operation
 from chalicelib.api.openapi import build_openapi
 from chalicelib.api.schemas import SCHEMAS, parameters_component
 from chalicelib.api.validation import request_validator
+from chalicelib.domain.task_requests import NO_CONTROL_CHARACTERS
 from chalicelib.domain.task_types import REGISTRY
+
+#: request schemas the document shows with the rules of types and channels added (schemas.published)
+PUBLISHED_WITH_TYPE_VARIANTS = frozenset({"CreateTaskRequest", "CreateScheduleRequest", "CreateSubscriptionRequest"})
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +88,23 @@ def test_request_schemas_are_the_ones_parse_uses(document):
     for operation in OPERATIONS:
         if operation.request:
             body = operation_in(document, operation)["requestBody"]["content"]["application/json"]["schema"]
-            assert resolve(document, body["$ref"]) is SCHEMAS[operation.request]
-    for name in requests:
+            assert resolve(document, body["$ref"]) is schemas[operation.request]
+    for name in requests - PUBLISHED_WITH_TYPE_VARIANTS:
         assert schemas[name] is SCHEMAS[name] is request_validator(name).schema
         assert json.loads(json.dumps(document))["components"]["schemas"][name] == SCHEMAS[name]
+
+
+def test_a_task_request_is_published_as_one_of_the_types_and_validated_as_the_common_fields(document):
+    # the document adds the per-type variants; parse validates the rest and submit the type
+    task = document["components"]["schemas"]["CreateTaskRequest"]
+    assert {key: value for key, value in task.items() if key != "oneOf"} == SCHEMAS["CreateTaskRequest"]
+    assert request_validator("CreateTaskRequest").schema is SCHEMAS["CreateTaskRequest"]
+    assert [variant["properties"]["type"]["const"] for variant in task["oneOf"]] == sorted(REGISTRY)
+    schedule = document["components"]["schemas"]["CreateScheduleRequest"]
+    assert schedule["properties"]["task"]["oneOf"] == task["oneOf"]
+    for variant in task["oneOf"]:
+        assert resolve(document, variant["properties"]["parameters"]["$ref"]) == REGISTRY[
+            variant["properties"]["type"]["const"]].parameters_schema
 
 
 def test_every_schema_is_draft_2020_12(document):
@@ -119,6 +137,51 @@ def test_every_429_carries_retry_after_and_every_error_is_an_error(document):
                 assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         if "429" in responses:
             assert "Retry-After" in responses["429"]["headers"]
+
+
+def test_every_operation_that_reads_a_query_a_header_or_a_body_documents_400(document):
+    # control characters, lone surrogates, bad dates and foreign cursors are 400 wherever input is read
+    for operation in OPERATIONS:
+        if operation.query or operation.headers or operation.request:
+            assert "400" in operation_in(document, operation)["responses"], operation.operation_id
+
+
+def test_cursors_are_documented_as_signed_and_bound_to_their_listing(document):
+    paged = [op for op in OPERATIONS if any(param.name == "cursor" for param in op.query)]
+    assert paged
+    for operation in paged:
+        (cursor,) = [p for p in operation_in(document, operation)["parameters"] if p["name"] == "cursor"]
+        assert "signed" in cursor["description"]
+        assert "route, filters and user" in cursor["description"]
+
+
+def test_every_free_string_query_parameter_documents_that_control_characters_are_refused(document):
+    no_control = re.compile(NO_CONTROL_CHARACTERS)
+    for operation in OPERATIONS:
+        for parameter in operation_in(document, operation)["parameters"]:
+            schema = parameter["schema"]
+            if parameter["in"] == "query" and schema.get("type") == "string" and "enum" not in schema:
+                assert "pattern" in schema, (operation.operation_id, parameter["name"])
+                assert not re.search(schema["pattern"].replace("$", "\\Z"), "tag\x01"), parameter["name"]
+    assert [text for text in ("cdn", "cd\tn", "\x00", "\x9b") if no_control.search(text)] == ["cdn"]
+
+
+def test_created_filters_document_the_years_1970_to_9999(document):
+    tasks = next(operation for operation in OPERATIONS if operation.operation_id == "listTasks")
+    for parameter in operation_in(document, tasks)["parameters"]:
+        if parameter["name"] in ("created_after", "created_before"):
+            pattern = re.compile(parameter["schema"]["pattern"])
+            moments = ("1969-12-31T00:00:00Z", "0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
+            assert [m for m in moments if pattern.fullmatch(m)] == ["1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
+
+
+def test_the_usage_report_month_is_required_and_in_1970_to_9999(document):
+    usage = next(operation for operation in OPERATIONS if operation.operation_id == "getUsageReport")
+    (month,) = [p for p in operation_in(document, usage)["parameters"] if p["name"] == "month"]
+    assert month["required"] is True
+    pattern = re.compile(month["schema"]["pattern"])
+    assert [m for m in ("1970-01", "2026-11", "9999-12") if pattern.fullmatch(m)] == ["1970-01", "2026-11", "9999-12"]
+    assert [m for m in ("0000-01", "1969-12", "2026-13", "2026-00") if pattern.fullmatch(m)] == []
 
 
 def test_security_follows_auth(document):
@@ -168,3 +231,14 @@ def test_api_md_examples_match_the_response_schemas():
     Draft202012Validator(SCHEMAS["Statistics"]).validate(statistics)
     Draft202012Validator(SCHEMAS["Statistics"]).validate({**statistics, "success_rate": None})
     Draft202012Validator(SCHEMAS["TaskTypeList"]).validate({"items": [t.describe() for t in REGISTRY.values()]})
+
+
+def test_a_subscription_request_is_published_with_each_channels_secret_rule(document):
+    schema = document["components"]["schemas"]["CreateSubscriptionRequest"]
+    valid = Draft202012Validator(schema).is_valid
+    assert {key: value for key, value in schema.items() if key != "allOf"} == SCHEMAS["CreateSubscriptionRequest"]
+    assert valid({"channel": "webhook", "target": "https://example.com/h", "secret": "s" * 8})
+    assert not valid({"channel": "webhook", "target": "https://example.com/h"})
+    assert valid({"channel": "dingtalk", "target": "https://example.com/h"})
+    assert not valid({"channel": "email", "target": "ops@example.com", "secret": "s" * 8})
+    assert not valid({"channel": "slack", "target": "https://example.com/h", "secret": "s" * 8})

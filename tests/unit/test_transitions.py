@@ -40,11 +40,11 @@ EXPECTED_TASK: dict[str, set[str]] = {
     "discarded": set(),
 }
 
-#: source -> the node-run statuses that may follow it
+#: source -> the node-run statuses that may follow it (a waiting run fails when its node is deregistered)
 EXPECTED_RUN: dict[str, set[str]] = {
-    "pending": {"running", "cancelled"},
+    "pending": {"running", "cancelled", "failed"},
     "running": {"succeeded", "failed", "timed_out", "pending", "cancelled", "apply_pending"},
-    "apply_pending": {"running", "pending", "cancelled"},
+    "apply_pending": {"running", "pending", "cancelled", "failed"},
     "succeeded": {"pending"},
     "failed": {"pending"},
     "timed_out": {"pending"},
@@ -247,6 +247,11 @@ class TestTaskChanges:
         assert "status" not in change.fields
         assert {p.attribute: p.value for p in change.guard}["ordinal_next"] == 4
 
+    def test_narrowing_the_window_adds_to_its_base_within_the_attempt_read(self):
+        change = task_change("narrow_window", _task(status="running"), TaskInputs(now=NOW, shift=2))
+        assert change.fields["finished_base"] == Add(2)
+        assert {p.attribute: p.value for p in change.guard} == {"attempt": 2}
+
 
 class TestRunChanges:
     @pytest.mark.parametrize("action", sorted(a for a, t in RUN_TRANSITIONS.items() if t.target == "pending"))
@@ -313,7 +318,7 @@ class TestRunChanges:
         assert change.fields["completed_at"] == NOW
         assert change.fields["lease_expires_at"] is CLEAR
 
-    @pytest.mark.parametrize("action", ["fail", "end_cancelled", "time_out", "cancel"])
+    @pytest.mark.parametrize("action", ["fail", "end_cancelled", "time_out", "cancel", "orphan"])
     def test_an_unsuccessful_end_sets_completed_at_and_error_but_keeps_progress(self, action):
         change = run_change(action, _run(), RUN_INPUTS)
         assert change.fields["completed_at"] == NOW
@@ -322,9 +327,23 @@ class TestRunChanges:
         assert "started_at" not in change.fields
 
     def test_what_the_leaseholder_does_is_guarded_by_its_lease(self):
-        for action in ("succeed", "fail", "end_cancelled", "heartbeat", "await_confirmation", "request_cancel"):
+        for action in ("succeed", "fail", "end_cancelled", "heartbeat", "await_confirmation", "request_cancel",
+                       "give_back"):
             guarded = {p.attribute: p.value for p in run_change(action, _run(), RUN_INPUTS).guard}
             assert guarded == {"status": "running", "attempt": 2, "lease_owner": "n-1"}, action
+
+    def test_a_run_of_a_deregistered_node_fails_only_in_the_attempt_it_was_read_in(self):
+        change = run_change("orphan", _run(status="pending"), RUN_INPUTS)
+        assert change.sources == frozenset({"pending", "apply_pending"})
+        assert change.fields["status"] == "failed"
+        assert {p.attribute: p.value for p in change.guard} == {"attempt": 2, "generation": 2}
+
+    def test_a_lease_given_back_waits_for_the_same_runner_at_the_same_place(self):
+        change = run_change("give_back", _run(), RUN_INPUTS)
+        assert change.fields["status"] == "pending"
+        assert change.fields["ordinal"] == 7
+        assert change.fields["claim_pk"] == "RUNNER#n-1"
+        assert "generation" not in change.fields
 
     def test_a_heartbeat_keeps_the_status(self):
         change = run_change("heartbeat", _run(), RunInputs(now=NOW, runner="n-1", lease_expires_at=9, progress=40))

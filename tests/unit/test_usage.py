@@ -35,6 +35,14 @@ def test_anything_else_is_a_validation_error(text):
         Month.parse(text)
 
 
+@pytest.mark.parametrize("text", ["0000-01", "0001-01", "1969-12"])
+def test_a_month_before_1970_is_a_validation_error_not_a_crash(text):
+    with pytest.raises(ValidationFailed, match="1970-9999") as caught:
+        Month.parse(text)
+    assert caught.value.extra["details"][0]["path"] == "$query.month"
+    assert Month.parse("1970-01") == Month(1970, 1)
+
+
 def test_months_know_their_bounds_and_neighbours():
     assert NOV.start == at("2026-11-01T00:00:00.000Z")
     assert NOV.end == at("2026-12-01T00:00:00.000Z")

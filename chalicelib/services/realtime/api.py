@@ -20,6 +20,7 @@ from chalicelib.observability import logger
 from chalicelib.services import queries
 from chalicelib.services.realtime import sender
 from chalicelib.store import connections
+from chalicelib.validation import unsafe_text
 
 _TASK_ID_MAX = 128
 _ACTIONS = ("subscribe", "unsubscribe", "ping")
@@ -85,6 +86,9 @@ def _parse(body: str | None) -> dict[str, Any]:
         message = json.loads(body or "")
     except ValueError:
         raise ValidationFailed("a message is a JSON object", [{"path": "$", "message": "not JSON"}]) from None
+    unsafe = unsafe_text(message, "$")  # a lone surrogate or NUL in a task id would fail the key lookup
+    if unsafe:
+        raise ValidationFailed("a message must not contain lone surrogates or NUL characters", unsafe)
     if not isinstance(message, dict) or message.get("action") not in _ACTIONS:
         raise ValidationFailed(f"'action' must be one of {', '.join(_ACTIONS)}",
                                [{"path": "$.action", "message": "unknown or missing action"}])

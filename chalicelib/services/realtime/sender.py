@@ -83,5 +83,18 @@ def send_all(outbox: Mapping[str, Sequence[Message]]) -> int:
     return results.count(False)
 
 
+def close(connection_id: str, farewell: Message) -> None:
+    """Send `farewell`, then close the connection (`DeleteConnection`; API Gateway chooses the
+    close code). A connection already gone is no news; other failures are logged."""
+    client = management_client()
+    try:
+        client.post_to_connection(ConnectionId=connection_id, Data=encode(farewell))
+        client.delete_connection(ConnectionId=connection_id)
+    except client.exceptions.GoneException:
+        return
+    except (ClientError, BotoCoreError) as error:
+        logger.warning("websocket close failed", extra={"connection_id": connection_id, "error": repr(error)})
+
+
 def reset() -> None:
     _client.cache_clear()

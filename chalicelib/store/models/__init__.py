@@ -14,7 +14,7 @@
 | schedule        | SCHEDULE#<id>       | META             | (list-index SCHEDULE, owner-index SCHEDULES#<owner>)
 | catalog image   | IMG#<project>       | <repository>:<tag> | (list-index `IMAGE` / `<repository>:<tag>`)
 | fleet snapshot  | SNAPSHOT#fleet      | META, NODE#<id>  | (raw boto3: dynamic attribute names, see store/snapshot.py)
-| ws connection   | WSCONN#<conn id>    | META             | (TTL)
+| ws connection   | WSCONN#<conn id>    | META             | (TTL; list-index WSCONN / <token exp>#<conn id>)
 | ws subscription | WSSUB#<task or *>   | <conn id>        | (TTL; one query finds a task's subscribers)
 | subscription    | SUB#<id>            | META             | (list-index SUBS, owner-index SUBOWNER#<owner>)
 | subscription by event | SUBEVT#<event>#ALL or SUBEVT#<event>#OWN#<owner> | <subscription id> |

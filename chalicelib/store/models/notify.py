@@ -21,6 +21,13 @@ class WsConnectionItem(FleetrunModel):
     #: the task ids (or "*") this connection subscribed to, so a disconnect finds its subscriptions
     topics = ListAttribute(of=UnicodeAttribute, default=list)
     expires_at = NumberAttribute()
+    #: the `exp` of the token it was opened with: the connection is closed then (code 4001)
+    token_expires_at = NumberAttribute(null=True)
+    #: list-index `WSCONN` / `<token exp, 12 digits>#<conn id>`: the sweeper finds expired ones
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+
+    list_index = ListIndex()
 
 
 class WsSubscriptionItem(FleetrunModel):

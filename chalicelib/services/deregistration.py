@@ -1,0 +1,118 @@
+"""Deregistering a node (API.md "Agents and nodes", `DELETE /v1/nodes/{id}`).
+
+The node item goes first: its token hash goes with it, so the token is refused from that
+write on (and the id may be registered again). Then every active task is looked at once, as
+the sweeper does: the runs this node would run — waiting for it, or for the apply of a plan
+it held — end `failed` (`node deregistered`), and the runs it is running are asked to cancel.
+Its agent can no longer hear that request (its token is refused): those runs end when their
+lease lapses, and the sweeper never offers a run that was asked to cancel again.
+
+Each run write is the transition table's, guarded by the attempt it was decided from, so a
+claim, a completion or a retry racing the deregistration wins or loses cleanly, and the
+stream counts every run exactly once. A claim that was authenticated just before the node
+went away checks the token again after its writes (services/claims.py): no run stays
+leased to a deleted node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.domain import window
+from chalicelib.domain.records import NodeRun, Task
+from chalicelib.domain.statuses import RunStatus
+from chalicelib.observability import logger
+from chalicelib.services.service_events import service_event
+from chalicelib.store import events, inventory, runs, tasks
+
+#: the error of a run whose runner was deregistered before it could run it
+DEREGISTERED = "node deregistered"
+_WAITING = (RunStatus.PENDING, RunStatus.APPLY_PENDING)
+
+
+@dataclass
+class Deregistered:
+    node_id: str
+    #: task id -> runs of the node that ended `failed`
+    failed: dict[str, int] = field(default_factory=dict)
+    #: task id -> running runs of the node asked to cancel
+    cancel_requested: dict[str, int] = field(default_factory=dict)
+
+
+def deregister(node_id: str) -> Deregistered:
+    """Delete the node (its token fails at once, its open allocation ends), then end its runs.
+
+    Raises NotFound, Conflict (the node changed meanwhile: retry), Busy.
+    """
+    now = clock.now_iso()
+    inventory.remove(inventory.get(node_id), now)
+    report = Deregistered(node_id)
+    active = list(tasks.iter_active())
+    outcomes = runs.run_concurrently([partial(_end_runs_of, task_id, node_id) for task_id in active], threads=8)
+    for task_id, (failed, asked) in zip(active, outcomes, strict=True):
+        if failed:
+            report.failed[task_id] = failed
+        if asked:
+            report.cancel_requested[task_id] = asked
+    logger.info("node deregistered", extra={"node": node_id, "failed": report.failed,
+                                            "cancel_requested": report.cancel_requested})
+    return report
+
+
+def _end_runs_of(task_id: str, node_id: str) -> tuple[int, int]:
+    """(runs failed, runs asked to cancel) of one task; a failure is logged, not raised: the
+    node is gone already, and a run left waiting for it times out unclaimed."""
+    try:
+        task = tasks.find(task_id)
+        if task is None:
+            return 0, 0
+        return _end(task, node_id, [r for r in _runs_of(task, node_id) if int(r.generation) == int(task.attempt)])
+    except Exception:
+        logger.exception("runs of a deregistered node not ended", extra={"task_id": task_id, "node": node_id})
+        return 0, 0
+
+
+def _runs_of(task: Task, node_id: str) -> list[NodeRun]:
+    """The runs `node_id` runs in `task`: all of them when it is the task's runner, else its own."""
+    if task.runner_node == node_id:
+        return list(runs.iter_runs(task.task_id))
+    if task.runner_node is not None:
+        return []
+    run = runs.find(task.task_id, node_id)
+    return [run] if run is not None else []
+
+
+def _end(task: Task, node_id: str, found: list[NodeRun]) -> tuple[int, int]:
+    now = clock.now_iso()
+    waiting = [r for r in found if r.status in _WAITING]
+    running = [r for r in found if r.status == RunStatus.RUNNING and r.lease_owner == node_id
+               and not r.cancel_requested]
+    _keep_window(task, waiting, now)
+    calls: list[Callable[[], Any]] = [
+        *(partial(runs.transition, r, "orphan", now, error_message=DEREGISTERED, generation=int(task.attempt))
+          for r in waiting),
+        *(partial(runs.transition, r, "request_cancel", now, runner=node_id) for r in running),
+    ]
+    results = runs.run_concurrently(calls)
+    failed = sum(1 for r in results[:len(waiting)] if r is not None)
+    asked = sum(1 for r in results[len(waiting):] if r is not None)
+    if failed or asked:
+        events.append(task.task_id, [service_event(
+            "node.deregistered", f"{node_id} was deregistered: {failed} run(s) failed, {asked} asked to cancel",
+            type_="warning", node=node_id, data={"failed": failed, "cancel_requested": asked})])
+    return failed, asked
+
+
+def _keep_window(task: Task, waiting: list[NodeRun], now: str) -> None:
+    """Runs failed before their turn would each release one more run than the concurrency
+    window allows (domain/window.py): the window narrows by as many first. Done before the
+    runs fail, so a failure in between leaves it narrower, never wider (a stalled window is
+    reopened by the sweeper); counts the stream has not applied yet err the same way."""
+    released = window.released(task.max_concurrency, task.counts, task.finished_base)
+    early = sum(1 for r in waiting if r.status == RunStatus.PENDING and int(r.ordinal) >= released)
+    if early:
+        tasks.update_quietly(task, "narrow_window", now, shift=early)
