@@ -110,8 +110,10 @@ def _operation(operation: Operation) -> dict[str, Any]:
         document["description"] = f"Roles: {_ROLES[operation.role]}."
         document["x-fleetrun-role"] = operation.role
     if operation.request:
+        request = SCHEMAS[operation.request]
         document["requestBody"] = {
-            "required": bool(SCHEMAS[operation.request].get("required")),
+            # a body is required when it must hold a field (`required`, or at least one of them)
+            "required": bool(request.get("required") or request.get("minProperties")),
             "content": {"application/json": {"schema": schema_ref(operation.request)}},
         }
     return document

@@ -71,9 +71,9 @@ def receiver() -> Iterator[receivers.Receiver]:
 _ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 _STATEFUL_ANSWERS = {
     # the same Idempotency-Key with another body (API.md, Errors: 422 idempotency_key_reused)
-    ("POST", "/v1/tasks"): ["422"],
+    "createTask": ["422"],
     # no `user` is valid only while the node is allocated (the allocation's user is reclaimed)
-    ("POST", "/v1/nodes/{node_id}/reclaim"): ["400"],
+    "reclaimNode": ["400"],
 }
 
 
@@ -88,9 +88,9 @@ def _configuration(node_token: str) -> str:
         f"headers = {{ Authorization = {json.dumps('Bearer ' + node_token)} }}",
         f"parameters = {{ node_id = {json.dumps(FUZZ_NODE)} }}",
     ]
-    for (method, path), statuses in _STATEFUL_ANSWERS.items():
+    for operation_id, statuses in _STATEFUL_ANSWERS.items():
         lines += [
-            "", "[[operations]]", f"include-method = {json.dumps(method)}", f"include-path = {json.dumps(path)}",
+            "", "[[operations]]", f"include-operation-id = {json.dumps(operation_id)}",
             f"checks.positive_data_acceptance.expected-statuses = {json.dumps(_ACCEPTED + statuses)}",
         ]
     return "\n".join([*lines, ""])

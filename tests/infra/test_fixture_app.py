@@ -56,5 +56,10 @@ def test_harbor_settings_reach_every_function_which_may_read_those_two_secrets_o
         assert secrets == FIXTURE_HARBOR_SECRETS
     reading = [s for _, s in cfn.identity_statements(template)
                if any(a.startswith("secretsmanager:") for a in cfn.as_list(s["Action"]))]
-    assert reading == [{"Sid": "ReadHarborSecrets", "Action": "secretsmanager:GetSecretValue", "Effect": "Allow",
-                        "Resource": list(FIXTURE_HARBOR_SECRETS)}]
+    # besides the two Harbor secrets, only the stack's own cursor-signing key
+    cursor = [s for s in reading if s.get("Sid") == "CursorSecret"]
+    assert len(cursor) == 1
+    assert cursor[0]["Resource"]["Ref"].startswith("DataCursorSecret")
+    assert [s for s in reading if s not in cursor] == [
+        {"Sid": "ReadHarborSecrets", "Action": "secretsmanager:GetSecretValue", "Effect": "Allow",
+         "Resource": list(FIXTURE_HARBOR_SECRETS)}]
