@@ -7,6 +7,7 @@ import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -97,3 +98,43 @@ def test_the_stack_log_holds_no_token_even_from_requests_that_failed_over_one(ru
         assert not [name for name, secret in secrets.items() if secret in answer.text + str(answer.headers)]
     assert not [name for name, secret in secrets.items() if secret in log]
     assert "eyJ" not in log
+
+
+def test_a_secret_an_agent_echoes_back_is_neither_in_the_stack_log_nor_in_any_answer(
+        runtime: RuntimeProcess) -> None:
+    # GIVEN a task whose password is secret, claimed by a node that echoes it every way it can
+    secret = "S3cr3t-XYZZY-46"
+    node_token = runtime.admin.post("/v1/nodes", {"node_id": "hygiene-echo", "labels": {}})["token"]
+    task = runtime.admin.post("/v1/tasks", {
+        "type": "slurm.scale_up", "target_nodes": ["hygiene-echo"],
+        "parameters": {"ssh_user": "root", "salt_master": "salt-1", "partition": "gpu", "password": secret},
+    })
+
+    def agent(route: str, body: dict[str, Any]) -> Any:
+        answer = requests.post(f"{runtime.url}{route}", json=body, timeout=10,
+                               headers={"Authorization": f"Bearer {node_token}"})
+        assert answer.status_code < 300, (route, answer.status_code, answer.text)
+        return answer.json()
+
+    [run] = wait_for(lambda: agent("/v1/agents/hygiene-echo/claim", {"max": 1})["runs"], 30, "the run to be claimable")
+    assert secret in json.dumps(run["parameters"])  # the claim is the one answer that carries it
+    attempt = {"attempt": run["attempt"]}
+    route = f"/v1/runs/{run['run_id']}"
+    # WHEN it sends the secret back in a step, an event's message, data key and nested value,
+    # a failure message and the output
+    agent(f"{route}/heartbeat", {**attempt, "progress": 10, "step": f"login with {secret}"})
+    agent(f"{route}/events", {**attempt, "events": [{"type": "error", "step": "deploy-minion",
+                                                     "message": f"sshpass -p {secret} refused",
+                                                     "data": {secret: [{"cmd": f"-p{secret}"}]}}]})
+    agent(f"{route}/complete", {**attempt, "status": "failed", "error_message": f"exit 255 ({secret})",
+                                "output": f"+ sshpass -p {secret} ssh root@hygiene-echo\n"})
+    done = wait_for(lambda: (t := runtime.admin.get(f"/v1/tasks/{task['task_id']}"))["status"] in TASK_TERMINAL
+                    and t, 30, "the task to end")
+    # THEN the task failed, and neither its answers nor the stack's log hold the secret
+    assert done["status"] == "failed"
+    answers = [runtime.admin.get(path) for path in (
+        f"/v1/tasks/{task['task_id']}", f"/v1/tasks/{task['task_id']}/nodes", f"/v1/tasks/{task['task_id']}/events",
+        "/v1/nodes/hygiene-echo", "/v1/tasks")]
+    assert "***" in json.dumps(answers)
+    assert secret not in json.dumps(answers)
+    assert secret not in runtime.log()
