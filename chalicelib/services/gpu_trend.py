@@ -72,7 +72,8 @@ def promql_string(value: str) -> str:
 def parse_query(params: Mapping[str, str]) -> TrendQuery:
     """`range`, `step` and `host` of the query string; raises ValidationFailed listing every problem."""
     details: list[dict[str, str]] = []
-    raw_range = params.get("range") or DEFAULT_RANGE
+    # a parameter given empty is given: `?host=` is no host, not every host
+    raw_range = params.get("range", DEFAULT_RANGE)
     range_seconds = 0
     if (found := _RANGE.fullmatch(raw_range)) is None:
         details.append({"path": "$query.range", "message": "must be a duration like 30m, 6h, 1d or 2w"})
@@ -80,14 +81,14 @@ def parse_query(params: Mapping[str, str]) -> TrendQuery:
         range_seconds = int(found.group(1)) * _UNITS[found.group(2)]
         if range_seconds > MAX_RANGE_SECONDS:
             details.append({"path": "$query.range", "message": f"must be at most {MAX_RANGE_SECONDS // 86_400}d"})
-    raw_step = params.get("step") or str(DEFAULT_STEP_SECONDS)
+    raw_step = params.get("step", str(DEFAULT_STEP_SECONDS))
     step = 0
     if not _STEP.fullmatch(raw_step) or not MIN_STEP_SECONDS <= int(raw_step) <= MAX_STEP_SECONDS:
         details.append({"path": "$query.step", "message": f"must be whole seconds from {MIN_STEP_SECONDS} to "
                                                           f"{MAX_STEP_SECONDS}"})
     else:
         step = int(raw_step)
-    host = params.get("host") or None
+    host = params.get("host")
     if host is not None and not _HOST.fullmatch(host):
         details.append({"path": "$query.host", "message": "must be a node id (letters, digits, . _ : -; 1-128)"})
     if range_seconds and step and range_seconds // step + 1 > MAX_POINTS_PER_SERIES:

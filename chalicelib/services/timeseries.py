@@ -27,8 +27,9 @@ TERMINAL_ORDER: Final = (
 
 
 def parse_hours(raw: str | None) -> int:
-    """`?hours=`: an integer from 1 to MAX_HOURS; raises ValidationFailed otherwise."""
-    if raw is None or raw == "":
+    """`?hours=`: an integer from 1 to MAX_HOURS; raises ValidationFailed otherwise (given empty
+    too: an empty value is not an integer)."""
+    if raw is None:
         return DEFAULT_HOURS
     if raw.isdigit() and 1 <= int(raw) <= MAX_HOURS:
         return int(raw)
