@@ -31,8 +31,9 @@ def rotate_token(node_id: str) -> str:
     rotation; only a claim, whose answer carries secrets, checks the token again after its
     writes (services/claims.py). Raises NotFound, Busy.
     """
+    node = inventory.get(node_id)  # first: an id no node can have is a 404, not a token for nothing
     token, token_hash = auth.new_node_token(node_id)
-    inventory.transition(inventory.get(node_id), "rotate_token", clock.now_iso(), token_hash=token_hash)
+    inventory.transition(node, "rotate_token", clock.now_iso(), token_hash=token_hash)
     return token
 
 

@@ -75,6 +75,9 @@ _STATEFUL_ANSWERS = {
     "createTask": ["422"],
     # no `user` is valid only while the node is allocated (the allocation's user is reclaimed)
     "reclaimNode": ["400"],
+    # a two-phase task takes no further node: a rule of the task's type, which this route's body
+    # cannot name
+    "dispatchTask": ["400"],
 }
 
 

@@ -80,6 +80,18 @@ class TestUpdate:
         assert admin(fleet, "GET", "/v1/nodes/edge-3").status == 200
 
 
+    @pytest.mark.parametrize(("method", "path", "body"), [
+        ("PATCH", "/v1/nodes/no%20such%23node", {"slots": 2}),
+        ("POST", "/v1/nodes/no%20such%23node/token", None),
+        ("DELETE", "/v1/nodes/no%20such%23node", None),
+        ("GET", "/v1/nodes/no%20such%23node", None),
+    ])
+    def test_an_id_no_node_can_have_is_not_found_not_a_server_error(self, fleet, method, path, body):
+        # the fuzzer's find: rotating the token of such an id made a token before looking the node up
+        answer = admin(fleet, method, path, body)
+        assert (answer.status, answer.body["error"]["code"]) == (404, "not_found"), answer
+
+
 class TestRotation:
     def test_a_rotated_token_is_refused_at_once_and_only_the_new_ones_hash_is_stored(self, fleet):
         # GIVEN a registered node whose agent uses its token
