@@ -9,7 +9,8 @@ bodies instead (gateway responses and a mock `ANY` method per path, `infra/rest_
 this one: 404 `not_found` for a path no route has, 405 `method_not_allowed` with `Allow` for a
 method the route does not have, whatever the method, and a contract body for the server's own
 errors (a malformed request line). None of them says anything the client sent, and the access
-log scrubs what looks like a token from the request line.
+log scrubs what looks like a token from the request line. Path parameters reach the app decoded,
+as API Gateway passes them (`/v1/nodes/edge%3A1` is node `edge:1`); Chalice passed them raw.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ import json
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import unquote
 
 from chalice.app import Chalice
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalGateway, LocalGatewayException, RouteMatcher
+from chalice.local import (
+    ChaliceRequestHandler,
+    LambdaEventConverter,
+    LocalGateway,
+    LocalGatewayException,
+    MatchResult,
+    RouteMatcher,
+)
 
 from chalicelib.api.errors import http_headers, http_status
 from chalicelib.errors import FleetrunError, MethodNotAllowed, RouteNotFound, ValidationFailed
@@ -43,12 +52,23 @@ class ContractError(LocalGatewayException):
         self.CODE = http_status(error)
 
 
+class DecodingRouteMatcher(RouteMatcher):
+    """Matches on the path as sent, then decodes each captured segment (API Gateway's order: an
+    encoded `/` inside a parameter stays inside it)."""
+
+    def match_route(self, url: str) -> MatchResult:
+        found = super().match_route(url)
+        return MatchResult(found.route, {name: unquote(value) for name, value in found.captured.items()},
+                           found.query_params)
+
+
 class ContractGateway(LocalGateway):
     """Routes a request only to a route and method the app has; the rest is answered here."""
 
     def __init__(self, app_object: Chalice, config: Config) -> None:
         super().__init__(app_object, config)
-        self._routes = RouteMatcher(list(app_object.routes))
+        self._routes = DecodingRouteMatcher(list(app_object.routes))
+        self.event_converter = LambdaEventConverter(self._routes, app_object.api.binary_types)
 
     def handle_request(self, method: str, path: str, headers: dict[str, Any], body: bytes | None) -> Any:
         try:

@@ -60,6 +60,13 @@ def test_a_known_route_and_method_reach_the_app(server):
     assert (response.status, json.loads(response.body)) == (200, {"task_id": "t1"})  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(("sent", "received"), [("edge%3A1", "edge:1"), ("a%2Fb", "a/b"), ("a%20b%23c", "a b#c")])
+def test_a_path_parameter_reaches_the_app_decoded_as_api_gateway_passes_it(server, sent, received):
+    # a node id `edge:1` that a client sent encoded is the same node (it answered 404 before)
+    response = call(server, "GET", f"/v1/tasks/{sent}", TOKEN)
+    assert (response.status, json.loads(response.body)) == (200, {"task_id": received})  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("token", [None, TOKEN], ids=["without a token", "with a bearer token"])
 def test_an_unknown_route_is_a_404_not_found_that_echoes_no_credential(server, token):
     # WHEN a path no route has is requested (with a token in the path, too)
