@@ -26,6 +26,13 @@ per 60 s:
 
 `Retry-After` is exact: the whole seconds until one more write would be allowed (a retry after
 that many seconds is allowed unless others wrote meanwhile; one second earlier is refused).
+
+Contention: a user's writes in one process (the local runtime's threaded server) take turns, so
+they never race. Across Lambda containers they race on the one item: a burst of N writes of one
+user at one instant takes up to N rounds of read and write, and a write that loses `_ATTEMPTS`
+races answers `409 conflict` (safe to retry). A count that never races (an atomic ADD per
+second, then a Query of the last 60, undone when over the limit) would cost one write and one
+read per allowed write whatever the burst; not built.
 """
 
 from __future__ import annotations
@@ -135,9 +142,18 @@ class RateLimiter:
     store: WindowStore = field(default_factory=DynamoWindows)
     _known: dict[str, Window] = field(default_factory=dict)
     _lock: Lock = field(default_factory=Lock)
+    #: one lock per stripe of users: a user's writes in this process are counted one at a time
+    _turns: tuple[Lock, ...] = field(default_factory=lambda: tuple(Lock() for _ in range(64)))
 
     def check(self, user_id: str, limit: int, now: float | None = None) -> None:
-        """Count one write of `user_id`, or raise RateLimited (or Busy after `_ATTEMPTS` lost races)."""
+        """Count one write of `user_id`, or raise RateLimited (or Busy after `_ATTEMPTS` lost races).
+
+        Writers of one user in this process take turns (a threaded server, the local runtime):
+        each starts from the state the one before it wrote, so they never race each other."""
+        with self._turns[hash(user_id) % len(self._turns)]:
+            self._check(user_id, limit, now)
+
+    def _check(self, user_id: str, limit: int, now: float | None) -> None:
         known = self._known.get(user_id)
         for attempt in range(_ATTEMPTS):
             at = clock.now_epoch() if now is None else now

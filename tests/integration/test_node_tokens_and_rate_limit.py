@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from chalicelib import auth, clock, config, ratelimit
-from chalicelib.errors import RateLimited, Unauthenticated
+from chalicelib.errors import Busy, RateLimited, Unauthenticated
 from chalicelib.store.models import NodeItem, RateBucket, node_pk
 
 #: the start of a minute (divisible by 60)
@@ -144,6 +144,40 @@ class TestWriteRateLimit:
         assert (outcomes.count("allowed"), outcomes.count("refused")) == (20, 60)
         item = RateBucket.get(ratelimit.rate_pk("alice"), "WINDOW", consistent_read=True)
         assert item.counts == [20]
+
+
+    def test_a_burst_of_one_users_writes_in_one_process_is_counted_without_a_409(self):
+        # GIVEN one container (the local runtime's threaded server) and 30 concurrent writes of
+        # alice, under her limit (the e2e burst that answered `409 conflict` to some of them)
+        lost: list[bool] = []
+
+        class Counted(ratelimit.DynamoWindows):
+            def replace(self, user_id: str, window: ratelimit.Window, expected: str | None) -> bool:
+                written = super().replace(user_id, window, expected)
+                lost.append(not written)
+                return written
+
+        container = ratelimit.RateLimiter(Counted())
+        outcomes: list[str] = []
+
+        def writer() -> None:
+            try:
+                container.check("alice", 600, now=WINDOW + 30)
+                outcomes.append("allowed")
+            except Busy:
+                outcomes.append("busy")
+
+        # WHEN they race
+        threads = [threading.Thread(target=writer) for _ in range(30)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # THEN every one was counted, each with one write: they took turns instead of racing
+        assert outcomes == ["allowed"] * 30
+        assert lost == [False] * 30
+        item = RateBucket.get(ratelimit.rate_pk("alice"), "WINDOW", consistent_read=True)
+        assert item.counts == [30]
 
 
 class TestRequestsPerWrite:
