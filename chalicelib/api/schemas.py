@@ -41,7 +41,6 @@ _PARAMETER_SCHEMAS_DOC = "; ".join(
 )
 
 
-
 def published(schemas: dict[str, Schema]) -> dict[str, Schema]:
     """The schemas as the OpenAPI document shows them: a task request (also a schedule's) is one
     of the types, each with its parameter schema, and a subscription's channel says whether it

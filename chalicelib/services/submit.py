@@ -47,12 +47,7 @@ def submit(owner: str, body: dict[str, Any], idempotency_key: str | None,
     Raises UnknownTaskType, ValidationFailed, PayloadTooLarge, IdempotencyKeyReused, and
     ConditionFailed when a write `alongside` added does not hold.
     """
-    task_type = get_task_type(body["type"])
-    parameters = body.get("parameters") or {}
-    validate_parameters(task_type, parameters)
-    harbor_sources.check_task(task_type.name, parameters)
-    targets = _targets(task_type, body)
-    _check_max_errors(body, targets)
+    task_type, parameters, targets = _checked(body)
     fingerprint = request_hash(body)
     if idempotency_key is not None:
         replay = _replay(owner, idempotency_key, fingerprint)
@@ -180,8 +175,17 @@ def check(body: dict[str, Any]) -> TaskType:
 
     Raises UnknownTaskType, ValidationFailed, PayloadTooLarge.
     """
+    return _checked(body)[0]
+
+
+def _checked(body: dict[str, Any]) -> tuple[TaskType, dict[str, Any], list[str]]:
+    """The request's type, parameters and target nodes, each checked beyond the body's schema:
+    the type's parameter schema, the Harbor allow-list, the targets the type takes, `max_errors`
+    against them. Raises UnknownTaskType, ValidationFailed, PayloadTooLarge."""
     task_type = get_task_type(body["type"])
-    validate_parameters(task_type, body.get("parameters") or {})
-    harbor_sources.check_task(task_type.name, body.get("parameters") or {})
-    _check_max_errors(body, _targets(task_type, body))
-    return task_type
+    parameters = body.get("parameters") or {}
+    validate_parameters(task_type, parameters)
+    harbor_sources.check_task(task_type.name, parameters)
+    targets = _targets(task_type, body)
+    _check_max_errors(body, targets)
+    return task_type, parameters, targets
