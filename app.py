@@ -16,7 +16,6 @@ from chalicelib.api.http import Call, json_response, register
 from chalicelib.api.openapi import build_openapi
 from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.node_states import NODE_STATUSES
-from chalicelib.domain.task_types import REGISTRY
 from chalicelib.errors import FleetrunError, ValidationFailed
 from chalicelib.notify import delivery, subscriptions
 from chalicelib.observability import chalice_middleware, logger, per_record
@@ -31,16 +30,20 @@ from chalicelib.services import (
     images,
     intake,
     lifecycle,
+    live_output,
     nodes,
     queries,
     reclaim,
     reports,
+    runner_state,
     schedules,
+    selectors,
     snapshot,
     statistics,
     stream,
     submit,
     sweeper,
+    type_registry,
     work,
 )
 from chalicelib.services import timeseries as hourly_statistics
@@ -74,9 +77,32 @@ def openapi(call: Call) -> Response:
     return json_response(build_openapi(VERSION))
 
 
+# --- task types -------------------------------------------------------------------------
 @register(app, "listTaskTypes")
 def task_types(call: Call) -> Response:
-    return json_response({"items": [t.describe() for t in REGISTRY.values()]})
+    limit, cursor = call.page()
+    return json_response(call.paged(type_registry.listing(limit, cursor)))
+
+
+@register(app, "getTaskType")
+def get_task_type(call: Call, type_name: str) -> Response:
+    return json_response(type_registry.show(type_name))
+
+
+@register(app, "createTaskType")
+def create_task_type(call: Call) -> Response:
+    task_type = type_registry.define(call.body(), call.user.user_id)
+    return json_response(task_type.describe(), 201)
+
+
+@register(app, "updateTaskType")
+def update_task_type(call: Call, type_name: str) -> Response:
+    return json_response(type_registry.update(type_name, call.body(), call.user.user_id).describe())
+
+
+@register(app, "retireTaskType")
+def retire_task_type(call: Call, type_name: str) -> Response:
+    return json_response({**type_registry.retire(type_name).describe(), "retired": True})
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -84,6 +110,7 @@ def task_types(call: Call) -> Response:
 def create_task(call: Call) -> Response:
     result = submit.submit(call.user.user_id, call.body(), call.header("idempotency-key"))
     body = task_view(result.task, result.targets)  # a replay's task and targets were just read
+    body["warnings"] = runner_state.warnings_of(result.task, result.targets)
     if result.replayed:
         return json_response(body, 200, {"Idempotent-Replayed": "true"})
     return json_response(body, 202, {"Location": f"/v1/tasks/{result.task.task_id}"})
@@ -117,7 +144,10 @@ def list_events(call: Call, task_id: str) -> Response:
 def dispatch_task(call: Call, task_id: str) -> Response:
     body = call.body()
     task = queries.visible_task(call.user, task_id)
-    result = backfill.dispatch_nodes(task, body["target_nodes"])
+    if body.get("selector"):
+        result = selectors.dispatch_selected(task)
+    else:
+        result = backfill.dispatch_nodes(task, body["target_nodes"])
     return json_response({"dispatch": result, "task": queries.present(tasks.get(task_id))})
 
 
@@ -163,7 +193,7 @@ def register_node(call: Call) -> Response:
 @register(app, "listNodes")
 def list_nodes(call: Call) -> Response:
     limit, cursor = call.page()
-    return json_response(call.paged(nodes.page_view(limit, cursor)))
+    return json_response(call.paged(nodes.page_view(limit, cursor, call.query_values("label"))))
 
 
 @register(app, "getNode")
@@ -270,6 +300,18 @@ def complete_run(call: Call, run_id: str) -> Response:
 def report_plan_lost(call: Call, run_id: str) -> Response:
     agent.plan_lost(call.node, run_id, call.body()["attempt"])
     return json_response({"accepted": True}, 202)
+
+
+@register(app, "appendRunOutput")
+def append_run_output(call: Call, run_id: str) -> Response:
+    body = call.body()
+    return json_response(live_output.append(call.node, run_id, body["attempt"], body["offset"], body["data"]), 202)
+
+
+@register(app, "getRunOutput")
+def get_run_output(call: Call, task_id: str, node_id: str) -> Response:
+    attempt, offset = live_output.parse_position(call.query())
+    return json_response(live_output.read(call.user, task_id, node_id, attempt, offset))
 
 
 # --- dashboard --------------------------------------------------------------------------

@@ -124,6 +124,12 @@ def node_id_from_token(token: str) -> str:
     return node_id
 
 
+def is_node_token(authorization: str | None) -> bool:
+    """Whether an `Authorization` header carries a node token (by its prefix; not verified)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and token.strip().startswith(_NODE_TOKEN_PREFIX + ".")
+
+
 def authenticate_node(authorization: str | None) -> str:
     """The node id behind an `Authorization: Bearer <node token>` header.
 

@@ -133,6 +133,18 @@ class LeaseLost(Conflict):
         )
 
 
+class OutputGap(Conflict):
+    """A live output chunk that does not start where the attempt's stored output ends."""
+
+    def __init__(self, run_id: str, offset: int, expected_offset: int) -> None:
+        FleetrunError.__init__(
+            self,
+            f"output of run {run_id} continues at byte {expected_offset}, not {offset}",
+            reason="output_gap",
+            expected_offset=expected_offset,
+        )
+
+
 class PayloadTooLarge(FleetrunError):
     code = "payload_too_large"
     retryable = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import os
 import re
@@ -32,10 +33,21 @@ _CONTEXT: Final = {"purpose": "fleetrun-task-secrets"}
 _AAD: Final = json.dumps(_CONTEXT, sort_keys=True, separators=(",", ":")).encode()
 
 
-def split(parameters: dict[str, Any], secret_names: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (parameters with each present secret replaced by `MASK`, the secret values)."""
-    secret_values = {name: value for name, value in parameters.items() if name in secret_names}
-    masked = {name: MASK if name in secret_values else value for name, value in parameters.items()}
+def split(parameters: dict[str, Any], secret_paths: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (parameters with each present secret replaced by `MASK`, the secret values by path).
+
+    A secret path is dotted (`credentials.password`: the `password` field of the `credentials`
+    object); a top-level name is a path of one part. The value at a path is masked whole, so a
+    secret object or list is secret in every value it holds. A path a parameter does not reach
+    (left out, or not an object on the way) masks nothing.
+    """
+    masked = copy.deepcopy(parameters)
+    secret_values: dict[str, Any] = {}
+    for path in sorted(secret_paths, key=lambda p: p.count(".")):  # a secret object before its fields
+        parent, name = _parent(masked, path)
+        if parent is not None and name in parent and parent[name] != MASK:
+            secret_values[path] = _at(parameters, path)
+            parent[name] = MASK
     return masked, secret_values
 
 
@@ -80,8 +92,30 @@ def unseal(blob: str | None) -> dict[str, Any]:
 
 
 def reveal(masked: dict[str, Any], sealed: str | None) -> dict[str, Any]:
-    """Parameters with the secret values put back (only the claim route may call this)."""
-    return {**masked, **unseal(sealed)}
+    """Parameters with the secret values put back at their paths (only the claim route and the
+    service's own executors may call this)."""
+    revealed = copy.deepcopy(masked)
+    for path, value in unseal(sealed).items():
+        parent, name = _parent(revealed, path)
+        if parent is not None:
+            parent[name] = value
+    return revealed
+
+
+def _parent(parameters: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:
+    """The object holding the last part of a dotted path, and that part's name (None when the
+    parameters have no object there)."""
+    *parents, name = path.split(".")
+    current: Any = parameters
+    for part in parents:
+        current = current.get(part) if isinstance(current, dict) else None
+    return (current if isinstance(current, dict) else None), name
+
+
+def _at(parameters: dict[str, Any], path: str) -> Any:
+    parent, name = _parent(parameters, path)
+    assert parent is not None
+    return parent[name]
 
 
 def redact(value: Any, secret_values: Iterable[str]) -> Any:

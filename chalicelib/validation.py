@@ -94,7 +94,13 @@ def validate_parameters(task_type: TaskType, parameters: dict[str, Any]) -> None
     if size > MAX_PARAMETERS_BYTES:
         raise PayloadTooLarge(f"parameters are {size} bytes of JSON; the limit is {MAX_PARAMETERS_BYTES}")
     validator = _parameters_validator(task_type)
-    _raise_if_invalid(validator, parameters, "$.parameters", f"parameters are invalid for type {task_type.name!r}")
+    try:
+        _raise_if_invalid(validator, parameters, "$.parameters", f"parameters are invalid for type {task_type.name!r}")
+    except RecursionError:  # a defined type's `$ref` cycle that these parameters keep following
+        raise ValidationFailed(
+            f"parameters cannot be checked against type {task_type.name!r}: its schema refers to itself without end",
+            [{"path": "$.parameters", "message": "the type's schema loops on this value"}],
+        ) from None
 
 
 def query_timestamp(name: str, value: str) -> float:

@@ -6,8 +6,19 @@ from typing import Any
 
 import click
 
-from fleetrun import cli_fleet, cli_images, cli_inventory, cli_monitor, cli_schedules, cli_subscriptions, cli_tasks
+from fleetrun import (
+    cli_fleet,
+    cli_images,
+    cli_inventory,
+    cli_monitor,
+    cli_schedules,
+    cli_selectors,
+    cli_subscriptions,
+    cli_tasks,
+    cli_types,
+)
 from fleetrun.cli_login import login, whoami
+from fleetrun.cli_logs import logs
 from fleetrun.cli_session import Session, reported_failures
 from fleetrun.cli_submit import submit
 
@@ -21,12 +32,14 @@ Start:
 \b
 Examples:
   fleetrun task-types
+  fleetrun types create -f cdn-purge.yaml    # define a task type (admin)
   fleetrun submit slurm.scale_up -n demo-1 -n demo-2 --param ssh_user=root \\
       --param salt_master=salt-1 --param partition=gpu --watch
   fleetrun submit shell -n demo-1 --param 'command=["uname","-a"]' --idempotency-key uname-1
   fleetrun tasks --status failed --limit 10
   fleetrun show TASK_ID
   fleetrun events TASK_ID --follow
+  fleetrun logs TASK_ID demo-1 --follow
   fleetrun retry TASK_ID --watch
   fleetrun stats --json
   fleetrun schedules create nightly 'cron(0 2 * * ? *)' config.release -n edge-1 --param website_id=41
@@ -71,10 +84,12 @@ cli.add_command(login)
 cli.add_command(whoami)
 cli.add_command(submit)
 for command in (*cli_tasks.COMMANDS, *cli_fleet.COMMANDS, *cli_images.COMMANDS, *cli_inventory.COMMANDS,
-                *cli_subscriptions.COMMANDS):
+                *cli_subscriptions.COMMANDS, *cli_selectors.COMMANDS):
     cli.add_command(command)
 cli.add_command(cli_schedules.schedules_group)
+cli.add_command(cli_types.types_group)
 cli.add_command(cli_monitor.monitor)
+cli.add_command(logs)
 
 
 def main() -> None:

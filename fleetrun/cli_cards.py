@@ -66,8 +66,9 @@ def task_types_table(types: list[dict[str, Any]]) -> Table:
     for name in ("type", "executor", "steps", "confirm", "concurrency", "attempts", "parameters", "description"):
         table.add_column(name, no_wrap=name in ("type", "executor"))
     for kind in types:
+        steps = [*kind.get("steps", []), *kind.get("apply_steps", [])]
         table.add_row(
-            kind["name"], kind.get("executor") or "-", " → ".join(kind.get("steps") or []),
+            kind["name"], kind.get("executor") or "-", " → ".join(steps),
             "yes" if kind.get("requires_confirmation") else "no", str(kind.get("default_max_concurrency", "-")),
             str(kind.get("max_attempts", "-")), parameters_summary(kind), kind.get("description") or "",
         )

@@ -10,8 +10,10 @@ from typing import Any
 import click
 
 from fleetrun.cli_cards import nodes_table, stats_cards, task_types_table
+from fleetrun.cli_selectors import label_pairs, label_query
 from fleetrun.cli_session import EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
 from fleetrun.cli_submit import parse_param
+from fleetrun.cli_types import agent_check
 
 DEMO_STEPS = Path(__file__).resolve().parent / "agent" / "demo_steps"
 
@@ -41,19 +43,21 @@ def task_types(session: Session, as_json: bool) -> None:
 
     Parameters marked * are required; secret ones never come back from the API.
     """
-    answer = session.api().get("/v1/task-types")
+    items = session.api().pages("/v1/task-types")
     if as_json:
-        print_json(answer)
+        print_json({"items": items, "next_cursor": None})
     else:
-        session.out.print(task_types_table(answer["items"]))
+        session.out.print(task_types_table(items))
 
 
 @click.command("nodes")
+@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=label_pairs,
+              help="Only nodes carrying this label (repeat: all must hold).")
 @json_option
 @pass_session
-def nodes_command(session: Session, as_json: bool) -> None:
+def nodes_command(session: Session, labels: dict[str, str], as_json: bool) -> None:
     """List the fleet's nodes."""
-    items = session.api().pages("/v1/nodes")
+    items = session.api().pages("/v1/nodes", label=label_query(labels))
     if as_json:
         print_json({"items": items, "next_cursor": None})
     else:
@@ -108,11 +112,12 @@ def show_node(session: Session, node_id: str, as_json: bool) -> None:
         session.out.print(nodes_table([node]))
 
 
-@click.command(context_settings={"show_default": True})
+# a group so that `fleetrun agent check` sits beside it; without a subcommand it runs the agent
+@click.group(context_settings={"show_default": True}, invoke_without_command=True)
 @click.option("--api", "api_url", metavar="URL", help="The fleetrun API  [default: the configured URL]")
-@click.option("--node", required=True, metavar="ID", help="The node this agent works for.")
-@click.option("--token", required=True, envvar="FLEETRUN_NODE_TOKEN", metavar="TOKEN",
-              help="The node's token from `fleetrun node register` (or $FLEETRUN_NODE_TOKEN).")
+@click.option("--node", metavar="ID", help="The node this agent works for (required to run it).")
+@click.option("--token", envvar="FLEETRUN_NODE_TOKEN", metavar="TOKEN",
+              help="The node's token from `fleetrun node register` (or $FLEETRUN_NODE_TOKEN; required to run it).")
 @click.option("--steps-dir", type=click.Path(file_okay=False, path_type=Path), default=DEMO_STEPS,
               show_default="the packaged demo steps", help="Executables per task type and step: <dir>/<type>/<step>.")
 @click.option("--slots", type=click.IntRange(min=1), default=1, help="Runs executed at once.")
@@ -123,13 +128,18 @@ def show_node(session: Session, node_id: str, as_json: bool) -> None:
 @click.option("--idle-poll-max", type=click.FloatRange(min=1), default=30.0, envvar="FLEETRUN_AGENT_IDLE_POLL_MAX",
               help="Longest pause between claims while idle (seconds): 1 s after work, doubling while nothing "
                    "comes. Shorter picks up new work sooner; each idle poll is an API request.")
-@pass_session
-def agent(session: Session, api_url: str | None, node: str, token: str, steps_dir: Path, slots: int,
+@click.pass_context
+def agent(ctx: click.Context, api_url: str | None, node: str | None, token: str | None, steps_dir: Path, slots: int,
           work_dir: Path | None, grace: float, idle_poll_max: float) -> None:
-    """Run the node agent of one node.
+    """Run the node agent of one node (`fleetrun agent check`: can its steps directory run every type?).
 
     The agent claims the node's runs, executes their steps from --steps-dir and reports back.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not node or not token:
+        raise click.UsageError("--node and --token (or $FLEETRUN_NODE_TOKEN) are required to run the agent")
+    session = ctx.ensure_object(Session)
     url = api_url or session.connection().url
     if not url:
         raise Failure("no API URL: pass --api URL (or run `fleetrun login`)", EXIT_USAGE)
@@ -205,4 +215,5 @@ def local_snapshot(target: Path | None) -> None:
     click.echo(f"copied {data_dir} to {target}")
 
 
+agent.add_command(agent_check)
 COMMANDS = (stats, task_types, nodes_command, node_group, agent, local_group)

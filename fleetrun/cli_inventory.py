@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fleetrun.cli_fleet import node_group
 from fleetrun.cli_render import day_time
+from fleetrun.cli_selectors import label_pairs
 from fleetrun.cli_session import EXIT_ERROR, EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
 from fleetrun.cli_watch import watch
 
@@ -102,19 +103,9 @@ def _after_reclaim(api: Any, node_id: str, task_id: str, timeout: float = 10.0) 
         time.sleep(0.2)
 
 
-def _label(_ctx: click.Context, _param: click.Parameter, raw: tuple[str, ...]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in raw:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
-        labels[key.strip()] = value
-    return labels
-
-
 @node_group.command("update")
 @click.argument("node_id")
-@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=_label,
+@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=label_pairs,
               help="A label (repeat for more); together they replace all of the node's labels.")
 @click.option("--clear-labels", is_flag=True, help="Remove every label.")
 @click.option("--slots", type=click.IntRange(min=1, max=1024), help="Runs its agent may run at once.")

@@ -69,9 +69,9 @@ def snapshot_cards(body: dict[str, Any]) -> RenderableType:
     nodes = card("nodes", [(status, Text(str(count), style=NODE_STATUS_STYLES.get(status, "")))
                             for status, count in body["nodes"].items()] + [("total", str(body["total_nodes"]))])
     tasks = card("tasks", [(status.replace("_", " "), str(count)) for status, count in body["active_tasks"].items()])
-    runs = card("node runs in flight", [(status.replace("_", " "), str(count))
-                                         for status, count in body["node_runs"].items()]
-                 + [("total", str(body["node_runs_in_flight"]))])
+    runs = card("node runs", [(status.replace("_", " "), str(count)) for status, count in body["node_runs"].items()]
+                + [("in flight", str(body["node_runs_in_flight"])),
+                   ("waiting", str(body.get("node_runs_waiting", body["node_runs"].get("pending", 0))))])
     return Group(Columns([nodes, tasks, runs]), Text(f"as of {day_time(body.get('as_of'))} UTC", style="dim"))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from fleetrun.cli_selectors import label_pairs
 from fleetrun.cli_session import Failure, Session, header, pass_session, print_json
 from fleetrun.cli_watch import watch
 
@@ -56,11 +57,14 @@ def build_body(task_type: str, nodes: list[str], parameters: dict[str, Any], opt
     body: dict[str, Any] = {"type": task_type}
     if nodes:
         body["target_nodes"] = nodes
+    if options.get("selector"):
+        body["target_selector"] = {"labels": options["selector"]}
     if parameters:
         body["parameters"] = parameters
     if options["tags"]:
         body["tags"] = list(options["tags"])
-    for name in ("name", "priority", "max_concurrency", "max_errors", "concurrency_key", "runner_node"):
+    for name in ("name", "priority", "max_concurrency", "max_errors", "concurrency_key", "runner_node",
+                 "claim_timeout_seconds"):
         if options[name] is not None:
             body[name] = options[name]
     return body
@@ -71,6 +75,8 @@ def build_body(task_type: str, nodes: list[str], parameters: dict[str, Any], opt
 @click.option("-n", "--node", "nodes", multiple=True, metavar="NODE", help="A target node (repeat for more).")
 @click.option("--nodes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Target nodes, one per line (# comments allowed).")
+@click.option("-s", "--selector", multiple=True, metavar="KEY=VALUE", callback=label_pairs,
+              help="Also every node carrying this label (repeat: all must hold), outside maintenance.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter; VALUE is read as JSON when it parses (3, true, [\"a\"]), else as text.")
 @click.option("--params-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -83,6 +89,8 @@ def build_body(task_type: str, nodes: list[str], parameters: dict[str, Any], opt
               help="Failed nodes tolerated before nothing more starts: a count or a share like 10%.")
 @click.option("--concurrency-key", help="Tasks with the same key run one at a time, in creation order.")
 @click.option("--runner-node", metavar="NODE", help="Run every node's work on this node's agent (e.g. a Salt master).")
+@click.option("--claim-timeout", "claim_timeout_seconds", type=click.IntRange(30, 86_400), metavar="SECONDS",
+              help="A node run nobody claims this long ends timed_out with the reason (default 600).")
 @click.option("--idempotency-key", metavar="KEY", help="Submitting again with the same key returns the same task.")
 @click.option("-w", "--watch", "follow", is_flag=True, help="Follow the task; exit 0 only if it completes.")
 @click.option("--json", "as_json", is_flag=True,
@@ -99,6 +107,7 @@ def submit(session: Session, /, task_type: str, nodes: tuple[str, ...], nodes_fi
       fleetrun submit config.release --nodes-file edges.txt --param website_id=41 \\
           --param origin_set_id=14 --max-errors 10% --idempotency-key release-41
       fleetrun submit iac.plan_apply -n tf-runner --params-file plan.json --watch
+      fleetrun submit shell --selector pool=cdn --param 'command=["uptime"]'
     """
     targets = list(nodes) + (read_nodes(nodes_file) if nodes_file else [])
     parameters = read_params(params_file) if params_file else {}
@@ -108,6 +117,8 @@ def submit(session: Session, /, task_type: str, nodes: tuple[str, ...], nodes_fi
     api = session.api()
     _, task, answer_headers = api.request("POST", "/v1/tasks", body, headers=headers)
     replayed = (header(answer_headers, "Idempotent-Replayed") or "").lower() == "true"
+    for warning in task.get("warnings") or []:  # e.g. runners that are not registered nodes
+        click.echo(f"warning: {warning['message']}", err=True)
     if not as_json:
         click.echo(task["task_id"] + (" (replayed)" if replayed else ""))
     elif not follow:

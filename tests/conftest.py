@@ -23,7 +23,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _reset_caches() -> None:
     from chalicelib import aws, config, ratelimit
-    from chalicelib.services import agent
+    from chalicelib.services import agent, type_registry
     from chalicelib.store import models
 
     config.reset()
@@ -31,6 +31,7 @@ def _reset_caches() -> None:
     agent.reset()
     ratelimit.reset()
     models.reset_connections()
+    type_registry.forget()
 
 
 @pytest.fixture

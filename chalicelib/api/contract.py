@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from chalicelib.api.representations import TIMESTAMP
+from chalicelib.domain.selectors import MAX_LABELS
 from chalicelib.domain.statuses import TASK_STATUSES
 from chalicelib.domain.task_requests import IDEMPOTENCY_KEY, NODE_ID
+from chalicelib.store.output_chunks import MAX_POSITION
 from chalicelib.validation import RFC3339_AFTER_YEAR
 
-Auth = Literal["none", "user", "node"]
+#: `user_or_node`: a user JWT (with the role) or any node token (an agent checking its steps)
+Auth = Literal["none", "user", "node", "user_or_node"]
 Role = Literal["read", "write", "admin"]
 
 
@@ -53,6 +56,7 @@ PATH_PARAMETERS: Final[dict[str, dict[str, Any]]] = {
     "run_id": {"type": "string", "minLength": 1, "maxLength": 256},
     "schedule_id": {"type": "string", "minLength": 1, "maxLength": 64},
     "subscription_id": {"type": "string", "minLength": 1, "maxLength": 64},
+    "type_name": {"type": "string", "minLength": 1, "maxLength": 128},
 }
 REQUEST_HEADERS: Final[dict[str, QueryParam]] = {
     "Idempotency-Key": QueryParam(
@@ -82,6 +86,15 @@ CREATED: Final = {
     "description": "RFC 3339 (any offset), a moment of the years 1970-9999 in UTC",
 }
 PAGE: Final = (LIMIT, CURSOR)
+#: `GET /v1/nodes?label=pool:cdn&label=region:eu`: read from the label index, never a scan
+LABEL_FILTER: Final = QueryParam(
+    "label",
+    {"type": "array", "maxItems": MAX_LABELS, "items": {
+        "type": "string",
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f:]{1,128}:[^\\u0000-\\u001f\\u007f-\\u009f]{0,256}$"}},
+    "key:value (split on the first ':'), repeatable: only nodes carrying every pair; with several, a page may "
+    "hold fewer than limit nodes and still have a next_cursor",
+)
 
 #: error statuses by kind of operation; every error body is the Error schema
 _READ: Final = (401, 403)
@@ -117,13 +130,34 @@ def task_action(action: str, summary: str, request: str | None = None) -> Operat
 OPERATIONS: Final[tuple[Operation, ...]] = (
     public("/v1/health", "getHealth", "Liveness and version", "Health"),
     public("/v1/openapi.json", "getOpenApi", "This OpenAPI document", "OpenApiDocument"),
+    Operation(
+        "GET", "/v1/task-types", "listTaskTypes", "The task type registry: built-ins, then defined types by name",
+        "user_or_node", "read", None, answers({200: "TaskTypeList"}, 400, *_READ), query=PAGE, tag="task-types",
+    ),
+    Operation(
+        "GET", "/v1/task-types/{type_name}", "getTaskType", "One task type, latest version (retired: 404)",
+        "user_or_node", "read", None, answers({200: "TaskType"}, *_READ_ONE), tag="task-types",
+    ),
     user(
-        "GET", "/v1/task-types", "listTaskTypes", "The task type registry", "read",
-        request=None, responses=answers({200: "TaskTypeList"}, *_READ),
+        "POST", "/v1/task-types", "createTaskType",
+        "Define a task type (version 1), or revive a retired one as its next version; a live name: 409", "admin",
+        request="CreateTaskTypeRequest", responses=answers({201: "TaskType"}, 400, 401, 403, 409, 413, 429),
+        tag="task-types",
+    ),
+    user(
+        "PUT", "/v1/task-types/{type_name}", "updateTaskType",
+        "Make the next version of a task type; tasks already created keep theirs", "admin",
+        request="UpdateTaskTypeRequest", responses=answers({200: "TaskType"}, 400, 413, *_ACTION), tag="task-types",
+    ),
+    user(
+        "DELETE", "/v1/task-types/{type_name}", "retireTaskType",
+        "Retire a task type: new tasks of it are refused, existing ones run on", "admin",
+        request=None, responses=answers({200: "TaskType"}, *_ACTION), tag="task-types",
     ),
     user(
         "POST", "/v1/tasks", "createTask", "Create a task", "write",
-        request="CreateTaskRequest", responses=answers({202: "Task", 200: "Task"}, 400, 401, 403, 413, 422, 429),
+        request="CreateTaskRequest",
+        responses=answers({202: "CreatedTask", 200: "CreatedTask"}, 400, 401, 403, 413, 422, 429),
         headers=("Idempotency-Key",), response_headers={202: ("Location",), 200: ("Idempotent-Replayed",)},
     ),
     user(
@@ -181,8 +215,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         tag="nodes",
     ),
     user(
-        "GET", "/v1/nodes", "listNodes", "Registered nodes", "read",
-        request=None, responses=answers({200: "NodePage"}, 400, *_READ), query=PAGE, tag="nodes",
+        "GET", "/v1/nodes", "listNodes", "Registered nodes, in id order", "read",
+        request=None, responses=answers({200: "NodePage"}, 400, *_READ), query=(LABEL_FILTER, *PAGE), tag="nodes",
     ),
     user(
         "GET", "/v1/nodes/{node_id}", "getNode", "One node", "read",
@@ -284,6 +318,23 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agent(
         "/v1/runs/{run_id}/plan-lost", "reportPlanLost", "The runner lost the plan context", "PlanLostRequest",
         {202: "Accepted"},
+    ),
+    agent(
+        "/v1/runs/{run_id}/output", "appendRunOutput",
+        "Live output while a step runs, in order: a repeat of a stored chunk is a no-op, a gap is a 409 "
+        "carrying `expected_offset`, past FLEETRUN_OUTPUT_MAX_BYTES a 413",
+        "OutputChunkRequest", {202: "OutputAccepted"},
+    ),
+    user(
+        "GET", "/v1/tasks/{task_id}/nodes/{node_id}/output", "getRunOutput",
+        "One attempt's output of a node run, any size, paged by `offset` (`next_offset`)", "read",
+        request=None, responses=answers({200: "RunOutput"}, 400, *_READ_ONE),
+        query=(
+            QueryParam("attempt", {"type": "integer", "minimum": 1, "maximum": MAX_POSITION},
+                       "default: the run's current attempt"),
+            QueryParam("offset", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION, "default": 0},
+                       "bytes (UTF-8) to skip"),
+        ),
     ),
     # --- schedules ---
     user(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalice.app import Chalice, Request, Response
@@ -62,6 +62,12 @@ class Call:
         """The query parameters; raises ValidationFailed when one holds a control character."""
         return check_query(self.request.query_params)
 
+    def query_values(self, name: str) -> list[str]:
+        """Every value of a repeatable query parameter (`?label=a:1&label=b:2`), in order;
+        `query()` holds only the last one. The service checks each value."""
+        params = self.request.query_params
+        return list(params.getlist(name)) if params is not None and name in params else []
+
     def page(self) -> tuple[int, str | None]:
         """`(limit, the service's cursor)`; raises ValidationFailed unless the cursor is a
         `next_cursor` this listing gave this user under these filters (see `paged`)."""
@@ -108,6 +114,10 @@ def rate_limited(operation: Operation) -> bool:
 
 def _authenticate(operation: Operation, request: Request) -> Call:
     authorization = request.headers.get("authorization")
+    if operation.auth == "user_or_node":
+        # a node token names itself (`frn.`); anything else must be a user's JWT
+        node_token = auth.is_node_token(authorization)
+        return _authenticate(replace(operation, auth="node" if node_token else "user"), request)
     if operation.auth == "user":
         actor = auth.authenticate_user(authorization)
         assert operation.role is not None

@@ -44,6 +44,7 @@ _SECURITY: Final[dict[str, list[dict[str, list[str]]]]] = {
     "none": [],
     "user": [{"userJwt": []}],
     "node": [{"nodeToken": []}],
+    "user_or_node": [{"userJwt": []}, {"nodeToken": []}],
 }
 _SECURITY_SCHEMES: Final = {
     "userJwt": {
@@ -55,12 +56,14 @@ _SECURITY_SCHEMES: Final = {
     "nodeToken": {
         "type": "http",
         "scheme": "bearer",
-        "description": "The node token issued once by POST /v1/nodes; valid only on its own node's agent routes.",
+        "description": "The node token issued once by POST /v1/nodes; valid only on its own node's agent routes "
+                       "and for reading the task type registry (GET /v1/task-types, an agent checking its steps).",
     },
 }
 _TAGS: Final = [
     {"name": "meta", "description": "Service health and this document"},
     {"name": "tasks", "description": "Tasks, their node runs, events and lifecycle"},
+    {"name": "task-types", "description": "The task type registry: built-in types and the types admins define"},
     {"name": "nodes", "description": "Registered nodes"},
     {"name": "agents", "description": "Routes the node agents call with their node token"},
     {"name": "images", "description": "The image catalog synced from Harbor"},
@@ -108,6 +111,8 @@ def _operation(operation: Operation) -> dict[str, Any]:
     }
     if operation.role:
         document["description"] = f"Roles: {_ROLES[operation.role]}."
+        if operation.auth == "user_or_node":
+            document["description"] += " Agents may read it with their node token."
         document["x-fleetrun-role"] = operation.role
     if operation.request:
         request = SCHEMAS[operation.request]

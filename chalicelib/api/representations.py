@@ -49,6 +49,8 @@ Task: Final[Schema] = record(
     {
         "task_id": _STRING,
         "type": _STRING,
+        "type_version": {"type": "integer", "minimum": 1,
+                         "description": "the version of the type the task was created with (built-ins: 1)"},
         "name": _NULLABLE_STRING,
         "owner": _STRING,
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
@@ -62,6 +64,21 @@ Task: Final[Schema] = record(
         "max_errors": MAX_ERRORS,
         "concurrency_key": _NULLABLE_STRING,
         "runner_node": nullable(NODE_ID),
+        "target_selector": {
+            **nullable({"type": "object"}),
+            "description": 'the request\'s target_selector (`{"labels": {...}}`), re-resolved by dispatch '
+                           '{"selector": true}; null without one',
+        },
+        "claim_timeout_seconds": {"type": "integer", "minimum": 30, "maximum": 86_400,
+                                  "description": "a node run nobody claims this long after it became claimable "
+                                                 "ends timed_out"},
+        "waiting_for": {
+            "type": ["object", "null"],
+            "properties": {"task_id": _STRING, "owner": _NULLABLE_STRING},
+            "required": ["task_id", "owner"],
+            "description": "while the task waits for its concurrency_key: the task holding it (or ahead in "
+                           "its queue); null otherwise",
+        },
         "attempt": {"type": "integer", "minimum": 1},
         "node_counts": counts_of(RUN_STATUSES),
         "dispatch": DispatchResult,
@@ -74,6 +91,21 @@ Task: Final[Schema] = record(
     "A task; `completed_at` is set only in a terminal status.",
 )
 TaskPage: Final[Schema] = page_of(Task, "Tasks, newest first.")
+TaskWarning: Final[Schema] = record(
+    {
+        "code": {"type": "string", "enum": ["unknown_runners"]},
+        "message": _STRING,
+        "nodes": {"type": "array", "items": NODE_ID, "description": "the first 100 of them, sorted"},
+        "count": COUNT,
+    },
+    "Something about the task that will keep it from running as asked (it was created all the same).",
+)
+CreatedTask: Final[Schema] = {
+    **Task,
+    "properties": {**Task["properties"], "warnings": {"type": "array", "items": TaskWarning}},
+    "required": [*Task["required"], "warnings"],
+    "description": "The task as created (or as it is now, on a replay), with `warnings` ([] when none).",
+}
 
 NodeRun: Final[Schema] = record(
     {
@@ -148,18 +180,25 @@ StatisticsSeries: Final[Schema] = record(
 TaskType: Final[Schema] = record(
     {
         "name": _STRING,
+        "version": {"type": "integer", "minimum": 1, "description": "the latest version (built-ins: 1)"},
+        "builtin": {"type": "boolean", "description": "part of the service; false for types defined here"},
         "description": _STRING,
-        "steps": {"type": "array", "items": _STRING},
+        "steps": {"type": "array", "items": _STRING, "description": "the steps of the run (of the plan phase)"},
+        "apply_steps": {"type": "array", "items": _STRING, "description": "the steps after confirm"},
         "parameters_schema": {"type": "object", "description": "JSON Schema (Draft 2020-12) of `parameters`"},
         "secret_parameters": {"type": "array", "items": _STRING},
         "requires_confirmation": {"type": "boolean"},
         "default_max_concurrency": {"type": "integer", "minimum": 1},
         "max_attempts": {"type": "integer", "minimum": 1},
         "executor": {"type": "string", "enum": ["agent", "service"]},
+        "run_timeout_seconds": {"type": ["integer", "null"], "minimum": 1,
+                                "description": "how long the agent lets a run's steps take in all (null: its default)"},
     },
-    "A built-in task type.",
+    "A task type, built-in or defined (latest version).",
 )
-TaskTypeList: Final[Schema] = record({"items": {"type": "array", "items": TaskType}})
+TaskTypeList: Final[Schema] = page_of(
+    TaskType, "The built-ins (on the first page) and the live defined types by name, latest versions.",
+)
 
 Node: Final[Schema] = record(
     {
@@ -246,8 +285,14 @@ ClaimedRun: Final[Schema] = record(
         "phase": {"type": "string", "enum": ["plan", "apply", "run"]},
         "step": _STRING,
         "steps": {"type": "array", "items": _STRING},
+        "run_timeout_seconds": {"type": ["integer", "null"], "minimum": 1,
+                                "description": "how long the run's steps may take in all (the type's limit; "
+                                               "null: the agent's own per-step default)"},
         "attempt": {"type": "integer", "minimum": 1},
         "parameters": {"type": "object", "description": "secrets in clear: this route only"},
+        "secret_values": {"type": "array", "items": _STRING,
+                          "description": "every secret value of the parameters (nested ones too), in clear: "
+                                         "the agent scrubs them from live output before chunking it"},
         "lease_expires_at": TIMESTAMP,
     },
     "A run now `running` and leased to the claiming agent until `lease_expires_at`.",
@@ -350,7 +395,8 @@ MonitoringSnapshot: Final[Schema] = record(
         "total_nodes": COUNT,
         "running_tasks": COUNT,
         "active_tasks": counts_of(("pending", "running", "apply_pending", "cancelling")),
-        "node_runs_in_flight": {**COUNT, "description": "node runs started and not finished (the sum of node_runs)"},
+        "node_runs_in_flight": {**COUNT, "description": "node runs claimed and not finished (running + apply_pending)"},
+        "node_runs_waiting": {**COUNT, "description": "node runs nobody has claimed yet (pending)"},
         "node_runs": counts_of(("pending", "running", "apply_pending")),
         "as_of": {**TIMESTAMP, "description": "when the task and run figures were read; at most 10 s ago"},
     },
@@ -363,6 +409,8 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
     "HarborHookAccepted": HarborHookAccepted,
     "Task": Task,
     "TaskPage": TaskPage,
+    "TaskWarning": TaskWarning,
+    "CreatedTask": CreatedTask,
     "NodeRun": NodeRun,
     "NodeRunPage": NodeRunPage,
     "Event": Event,

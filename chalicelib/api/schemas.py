@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from chalicelib.api.output_schemas import OUTPUT_REQUEST_SCHEMAS, OUTPUT_SCHEMAS
 from chalicelib.api.representations import PROGRESS, RESPONSE_SCHEMAS, TIMESTAMP, page_of, record
+from chalicelib.domain import type_definitions
+from chalicelib.domain.selectors import MAX_LABELS
 from chalicelib.domain.task_requests import (
     INTAKE_MESSAGE,
     NODE_ID,
@@ -51,7 +54,7 @@ def published(schemas: dict[str, Schema]) -> dict[str, Schema]:
     from chalicelib.notify.events import CHANNELS
     from chalicelib.notify.subscriptions import SECRET_ALLOWED, SECRET_REQUIRED
 
-    variants = [_task_variant(REGISTRY[name]) for name in sorted(REGISTRY)]
+    variants = [*(_task_variant(REGISTRY[name]) for name in sorted(REGISTRY)), _DEFINED_TYPE_VARIANT]
     schedule = schemas["CreateScheduleRequest"]
     secret_rules = [
         {"if": {"properties": {"channel": {"enum": sorted(SECRET_REQUIRED)}}},
@@ -70,6 +73,15 @@ def published(schemas: dict[str, Schema]) -> dict[str, Schema]:
     }
 
 
+#: a request of a type defined through /v1/task-types: its parameters are checked against that type's
+#: stored schema (GET /v1/task-types/{name}); defined types are agent-executed
+_DEFINED_TYPE_VARIANT: Final[Schema] = {
+    "description": "a type defined through /v1/task-types (parameters: its parameters_schema)",
+    "properties": {"type": {"not": {"enum": sorted(REGISTRY)}}},
+    "required": ["type"],
+}
+
+
 def _task_variant(task_type: TaskType) -> Schema:
     """What a request of one type must also be: its parameters, and target nodes given for an
     agent-executed type (one for a two-phase type), none for a type the service runs itself."""
@@ -78,12 +90,13 @@ def _task_variant(task_type: TaskType) -> Schema:
     required = ["type"]
     if task_type.parameters_schema.get("required"):
         required.append("parameters")
+    targeted = [{"required": ["target_nodes"]}, {"required": ["target_selector"]}]
     if task_type.agent_executed:
-        required.append("target_nodes")
+        variant["anyOf"] = targeted  # target_nodes, a target_selector, or both
         if task_type.requires_confirmation:
             variant["properties"]["target_nodes"] = {"maxItems": twophase.MAX_TARGETS}
     else:
-        variant["not"] = {"required": ["target_nodes"]}
+        variant["not"] = {"anyOf": targeted}
     return {**variant, "required": required}
 
 
@@ -96,7 +109,18 @@ CreateTaskRequest: Final[Schema] = {
     ),
 }
 
-DispatchRequest: Final[Schema] = body({"target_nodes": TARGET_NODES}, required=("target_nodes",))
+DispatchRequest: Final[Schema] = {
+    **body(
+        {
+            "target_nodes": TARGET_NODES,
+            "selector": {"const": True, "description": "re-resolve the task's target_selector: runs for the "
+                                                       "nodes that match now and have none"},
+        },
+        description="Exactly one of `target_nodes` and `selector: true`.",
+    ),
+    "minProperties": 1,
+    "maxProperties": 1,
+}
 
 RetryRequest: Final[Schema] = body(
     {"scope": {"type": "string", "enum": ["failed", "all"], "default": "failed"}},
@@ -106,7 +130,7 @@ RetryRequest: Final[Schema] = body(
 #: a node's labels (`pool: cdn`): keys and values are names, so no control characters
 LABELS: Final[Schema] = {
     "type": "object",
-    "maxProperties": 50,
+    "maxProperties": MAX_LABELS,
     "propertyNames": plain_text(1, 128),
     "additionalProperties": plain_text(0, 256),
 }
@@ -308,3 +332,15 @@ def _subscription_schemas() -> dict[str, Schema]:
 SUBSCRIPTION_SCHEMAS: Final[dict[str, Schema]] = _subscription_schemas()
 REQUEST_SCHEMAS["CreateSubscriptionRequest"] = SUBSCRIPTION_SCHEMAS["CreateSubscriptionRequest"]
 SCHEMAS.update(SUBSCRIPTION_SCHEMAS)
+
+# --- task types you define (the rules beyond these: domain/type_definitions.check) -----------
+TASK_TYPE_SCHEMAS: Final[dict[str, Schema]] = {
+    "CreateTaskTypeRequest": type_definitions.DEFINITION,
+    "UpdateTaskTypeRequest": type_definitions.NEW_VERSION,
+}
+REQUEST_SCHEMAS.update(TASK_TYPE_SCHEMAS)
+SCHEMAS.update(TASK_TYPE_SCHEMAS)
+
+# --- live output (api/output_schemas.py) ------------------------------------------------------
+REQUEST_SCHEMAS.update(OUTPUT_REQUEST_SCHEMAS)
+SCHEMAS.update(OUTPUT_SCHEMAS)

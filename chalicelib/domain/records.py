@@ -25,6 +25,8 @@ class Task:
     created_at: str
     updated_at: str
     max_concurrency: int
+    #: the version of the type the task was created with (built-ins: 1); it keeps that version's steps
+    type_version: int = 1
     name: str | None = None
     stage: str | None = None
     attempt: int = 1
@@ -61,6 +63,18 @@ class Task:
     plan_confirmed: bool | None = None
     awaiting_since: str | None = None
     queued_at: str | None = None
+    #: the `target_selector` of the request as JSON (`{"labels": {...}}`), None without one
+    target_selector: str | None = None
+    # --- runs that can't hang (services/claim_timeouts.py, services/waiting.py) ---
+    #: how long a node run may wait unclaimed once it is claimable, then it ends `timed_out`
+    claim_timeout_seconds: int = 600
+    #: epoch seconds: the sweeper reads the pending runs again no sooner than this
+    claim_check_at: float | None = None
+    #: when the concurrency window last let more runs start (the aggregator and the sweeper stamp it)
+    window_moved_at: str | None = None
+    #: the task this one waits for on its concurrency key (the holder, or the task ahead), and its owner
+    waiting_for_task_id: str | None = None
+    waiting_for_owner: str | None = None
 
 
 @dataclass
@@ -101,6 +115,8 @@ class NodeRun:
     reservation_owner: str | None = None
     reservation_expires_at: float | None = None
     confirmed: bool | None = None
+    #: epoch seconds the run became claimable (entered `pending`); cleared once claimed
+    claimable_at: float | None = None
 
 
 @dataclass
@@ -127,6 +143,8 @@ class Node:
     #: the status an offline node returns to when its agent is seen again
     offline_from: str | None = None
     offline_since: str | None = None
+    #: what selectors see of the node changed this many times (store/label_index.py)
+    selector_rev: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ attribute the write sets or clears.
 Rules every status change follows (`_entry`):
 - every change stamps `updated_at` and `last_action`;
 - entering `pending` makes the run claimable (claim keys from its runner, priority, task and
-  ordinal) and clears what belonged to the attempt before: lease, reservation, output,
-  completion events, timestamps, error, progress and step; the run attempt goes up by one;
+  ordinal, and `claimable_at`: when its claim timeout starts to count) and clears what belonged
+  to the attempt before: lease, reservation, output, completion events, timestamps, error,
+  progress and step; the run attempt goes up by one;
 - `confirm` makes a planned run claimable by its runner (claim keys again); every other
   change clears the claim keys, so a run is claimable exactly while it waits to be claimed;
 - entering `running` takes a lease; entering `apply_pending` takes a plan reservation and
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from chalicelib import clock
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq, gt, lt, missing, transition_of
 
@@ -90,10 +92,15 @@ def _claimed(ref: RunRef, given: RunInputs) -> tuple[Predicate, ...]:
 
 
 # --- what each status brings ---------------------------------------------------------------
-def _pending(run: RunRef, ordinal: int) -> dict[str, Any]:
+def _epoch(given: RunInputs) -> float:
+    return given.now_epoch or (clock.parse_rfc3339(given.now) if given.now else 0.0)
+
+
+def _pending(run: RunRef, ordinal: int, given: RunInputs) -> dict[str, Any]:
     claim_pk, claim_sk = claim_keys(run.runner, run.priority, run.task_id, ordinal)
     return {
         "attempt": int(run.attempt) + 1, "ordinal": ordinal, "claim_pk": claim_pk, "claim_sk": claim_sk,
+        "claimable_at": _epoch(given),
         "lease_owner": CLEAR, "lease_expires_at": CLEAR, "cancel_requested": False,
         "reservation_owner": CLEAR, "reservation_expires_at": CLEAR, "confirmed": CLEAR,
         "output": CLEAR, "output_key": CLEAR, "final_events": CLEAR,
@@ -104,7 +111,7 @@ def _pending(run: RunRef, ordinal: int) -> dict[str, Any]:
 def _new_attempt(run: RunRef, given: RunInputs, ordinal: int) -> dict[str, Any]:
     """A new task attempt (retry, replan) resets the run into it."""
     assert given.generation is not None
-    return {**_pending(run, ordinal), "generation": given.generation, "reset_gen": given.generation}
+    return {**_pending(run, ordinal, given), "generation": given.generation, "reset_gen": given.generation}
 
 
 def _leased(given: RunInputs) -> dict[str, Any]:
@@ -150,11 +157,17 @@ def _plan_ready(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Pr
 
 
 def _release(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
-    return _pending(run, int(run.ordinal)), (*_unchanged(run), lt("lease_expires_at", int(given.now_epoch)))
+    return _pending(run, int(run.ordinal), given), (*_unchanged(run), lt("lease_expires_at", int(given.now_epoch)))
 
 
 def _time_out(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     return _finished(given), (*_unchanged(run), lt("lease_expires_at", int(given.now_epoch)))
+
+
+def _claim_timeout(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """Nobody claimed the run in time (services/claim_timeouts.py decides, from the run as read:
+    its attempt and task attempt must be unchanged, so a run offered again meanwhile is not hit)."""
+    return _finished(given), (*_unchanged(run), eq("generation", given.generation))
 
 
 def _cancel(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
@@ -167,7 +180,7 @@ def _orphan(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predic
 
 def _give_back(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     assert given.runner is not None
-    return _pending(run, int(run.ordinal)), lease_held(run.attempt, given.runner)
+    return _pending(run, int(run.ordinal), given), lease_held(run.attempt, given.runner)
 
 
 def _retry(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
@@ -240,6 +253,8 @@ RUN_TRANSITIONS: Final[dict[str, Transition]] = {
         # the sweeper: a lapsed lease is offered again, or times out on the last attempt
         _t("release", {R.RUNNING}, R.PENDING, _release),
         _t("time_out", {R.RUNNING}, R.TIMED_OUT, _time_out),
+        # the sweeper: a run nobody claimed within the task's claim_timeout_seconds
+        _t("claim_timeout", {R.PENDING}, R.TIMED_OUT, _claim_timeout),
         # the cancel job (and discard): runs that are not running
         _t("cancel", {R.PENDING, R.APPLY_PENDING}, R.CANCELLED, _cancel),
         # deregistration: runs waiting for a runner that is gone (or for the apply of its plan)
@@ -279,7 +294,7 @@ def _entry(transition: Transition, given: RunInputs) -> dict[str, Any]:
         return fields
     fields.update(status=transition.target, last_action=transition.action)
     if transition.target != R.PENDING and transition.action != "confirm":
-        fields.update(claim_pk=CLEAR, claim_sk=CLEAR)
+        fields.update(claim_pk=CLEAR, claim_sk=CLEAR, claimable_at=CLEAR)
     if transition.target == R.SUCCEEDED:
         fields["progress"] = 100
     return fields

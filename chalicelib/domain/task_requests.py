@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from chalicelib.domain import claim_deadlines
+from chalicelib.domain.selectors import MAX_LABELS
+
 Schema = dict[str, Any]
 
 #: node ids everywhere: target nodes, runners, agents
@@ -60,6 +63,21 @@ def body(properties: dict[str, Schema], required: tuple[str, ...] = (), descript
     return schema
 
 
+#: `target_selector`: label pairs every picked node holds (the rules of a node's labels)
+TARGET_SELECTOR: Final[Schema] = body(
+    {
+        "labels": {
+            "type": "object", "minProperties": 1, "maxProperties": MAX_LABELS,
+            "propertyNames": plain_text(1, 128), "additionalProperties": plain_text(0, 256),
+        },
+    },
+    required=("labels",),
+    description=(
+        "every registered node whose labels include all of these pairs, resolved from the label index; nodes "
+        "in maintenance are left out; together with target_nodes: the union (given nodes first)"
+    ),
+)
+
 #: a task request (the body of `POST /v1/tasks`); the api adds the parameter schemas to its description
 TASK_REQUEST: Final[Schema] = body(
     {
@@ -81,6 +99,12 @@ TASK_REQUEST: Final[Schema] = body(
         "max_errors": {**MAX_ERRORS, "default": 0},
         "concurrency_key": nullable(plain_text(1, 256)),
         "runner_node": {**nullable(NODE_ID), "description": "a delegate that runs every node run of the task"},
+        "target_selector": TARGET_SELECTOR,
+        "claim_timeout_seconds": {
+            "type": "integer", "minimum": claim_deadlines.MIN_SECONDS, "maximum": claim_deadlines.MAX_SECONDS,
+            "default": claim_deadlines.DEFAULT_SECONDS,
+            "description": "a node run nobody claims this long after it became claimable ends timed_out",
+        },
     },
     required=("type",),
 )

@@ -3,6 +3,7 @@ attribute the write sets or clears.
 
 Rules every status change follows (`_entry`):
 - it stamps `updated_at`;
+- leaving `pending` ends the wait for a concurrency key: `waiting_for` is cleared;
 - entering a terminal status stamps `completed_at` and the error and takes the task out of
   the active index; entering any other status clears both and puts it (back) in;
 - a new attempt (`retry`, `replan`) resets, in the same write, what belongs to an attempt:
@@ -25,6 +26,9 @@ from chalicelib.domain.statuses import RUN_STATUSES, TASK_TERMINAL, TaskStatus
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, missing, transition_of
 
 S = TaskStatus
+#: finished statuses a selector dispatch may take back to `running` with new nodes (the backfill
+#: of a reused release); a failed task stopped for a reason, a cancelled one was stopped by a user
+REOPENABLE: Final = frozenset({S.COMPLETED, S.PARTIAL_FAILURE})
 #: the partition of the sparse active-task index
 ACTIVE: Final = "ACTIVE"
 
@@ -39,6 +43,7 @@ class TaskRef(Protocol):
     ordinal_next: int
     progress_sum: int
     counts: dict[str, int]
+    waiting_for_task_id: str | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ class TaskInputs:
     new_targets: int = 0
     ordinals: int = 0
     chunks: int = 0
+    #: `wait_for_key`: the task holding (or ahead in the queue of) the concurrency key, and its owner
+    holder_task_id: str | None = None
+    holder_owner: str | None = None
+    #: `schedule_claim_check`: epoch seconds of the sweeper's next look at the unclaimed runs
+    claim_check_at: float | None = None
 
 
 Builder = Callable[[TaskRef, TaskInputs], tuple[dict[str, Any], tuple[Predicate, ...]]]
@@ -133,7 +143,20 @@ def _halt(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predi
 
 
 def _reopen_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
-    return {"finished_base": Add(-given.shift)}, _same_attempt(task)
+    # more ordinals may start from now: their claim timeout counts from here (`window_moved_at`)
+    return {"finished_base": Add(-given.shift), "window_moved_at": given.now}, _same_attempt(task)
+
+
+def _wait_for_key(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """Record whom the task waits for, once per holder: guarded by the holder it read, so a
+    redelivered dispatch job (or a racing one) writes nothing the second time."""
+    assert given.holder_task_id is not None
+    fields = {"waiting_for_task_id": given.holder_task_id, "waiting_for_owner": given.holder_owner or CLEAR}
+    return fields, (*_same_attempt(task), eq("waiting_for_task_id", task.waiting_for_task_id))
+
+
+def _schedule_claim_check(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    return {"claim_check_at": given.claim_check_at}, _same_attempt(task)
 
 
 def _narrow_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
@@ -177,6 +200,12 @@ TASK_TRANSITIONS: Final[dict[str, Transition]] = {
         _t("reopen_window", {S.RUNNING}, None, _reopen_window),
         _t("narrow_window", {S.PENDING, S.RUNNING}, None, _narrow_window),
         _t("grow_targets", {S.PENDING, S.RUNNING}, None, _grow_targets),
+        # a task queued behind its concurrency key records whom it waits for (services/waiting.py)
+        _t("wait_for_key", {S.PENDING}, None, _wait_for_key),
+        # the sweeper's next look at the runs nobody claimed (services/claim_timeouts.py)
+        _t("schedule_claim_check", {S.RUNNING}, None, _schedule_claim_check),
+        # `dispatch {"selector": true}` reaching nodes added to a finished release's group
+        _t("reopen_targets", set(REOPENABLE), S.RUNNING, _grow_targets),
     )
 }
 
@@ -196,6 +225,8 @@ def _entry(transition: Transition, task: TaskRef, given: TaskInputs) -> dict[str
         active_pk=CLEAR if terminal else ACTIVE,
         active_sk=CLEAR if terminal else task.task_id,
     )
+    if transition.target != S.PENDING:
+        fields.update(waiting_for_task_id=CLEAR, waiting_for_owner=CLEAR)
     return fields
 
 

@@ -35,6 +35,12 @@ class TaskType:
     #: the parameter whose value is the task's `concurrency_key` when the request gives none
     concurrency_key_parameter: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the version a task is pinned to (`type_version`); built-ins are always version 1
+    version: int = 1
+    #: part of the service (this registry), not defined through `/v1/task-types`
+    builtin: bool = True
+    #: how long the agent lets a run's steps take in all; None: the agent's default per step
+    run_timeout_seconds: int | None = None
 
     @property
     def agent_executed(self) -> bool:
@@ -44,14 +50,25 @@ class TaskType:
         return {
             "name": self.name,
             "description": self.description,
-            "steps": list(self.steps) + list(self.apply_steps),
+            "version": self.version,
+            "builtin": self.builtin,
+            "steps": list(self.steps),
+            "apply_steps": list(self.apply_steps),
             "parameters_schema": self.parameters_schema,
             "secret_parameters": sorted(self.secret_parameters),
             "requires_confirmation": self.requires_confirmation,
             "default_max_concurrency": self.default_max_concurrency,
             "max_attempts": self.max_attempts,
             "executor": self.executor,
+            "run_timeout_seconds": self.run_timeout_seconds,
         }
+
+    def definition(self) -> dict[str, Any]:
+        """What `POST /v1/task-types` would take to define this type (a defined type's stored form)."""
+        described = self.describe()
+        for derived in ("version", "builtin", "executor"):
+            del described[derived]
+        return described
 
     def steps_of(self, phase: str) -> tuple[str, ...]:
         return self.apply_steps if phase == "apply" else self.steps

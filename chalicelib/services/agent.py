@@ -62,11 +62,12 @@ def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dic
 
 
 @functools.lru_cache(maxsize=1024)
-def _task_facts(task_id: str) -> tuple[str, Any]:
-    """A task's type and sealed secrets: set at submit and never changed, so a warm Lambda reads
-    them once per task instead of once per completion and per batch of events. Raises NotFound."""
+def _task_facts(task_id: str) -> tuple[str, Any, int]:
+    """A task's type, sealed secrets and type version: set at submit and never changed, so a warm
+    Lambda reads them once per task instead of once per completion and per batch of events.
+    Raises NotFound."""
     task = tasks.get(task_id, consistent=False)
-    return str(task.type), task.sealed_secrets
+    return str(task.type), task.sealed_secrets, int(task.type_version)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -75,10 +76,17 @@ def _secret_values(task_id: str) -> tuple[str, ...]:
     return tuple(str(value) for value in secrets.leaves(secrets.unseal(_task_facts(task_id)[1])))
 
 
+def secret_values(task_id: str) -> tuple[str, ...]:
+    """The task's secret values (cached per task): every agent route scrubs what it is sent of them.
+    Raises NotFound."""
+    return _secret_values(task_id)
+
+
 def _single_phase(task_id: str) -> bool:
     """The task exists and its runs finish in one phase (no plan waits for a confirmation)."""
     try:
-        return not twophase.is_two_phase(_task_facts(task_id)[0])
+        task_type, _, version = _task_facts(task_id)
+        return not twophase.is_two_phase(task_type, version)
     except NotFound:
         return False
 
@@ -118,7 +126,7 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
         current = _runner_run(run_id_value, node_id)
         if current.cancel_requested and (status == RunStatus.FAILED or current.phase == "plan"):
             status = RunStatus.CANCELLED  # a plan finished for a cancelled task waits for nobody
-        planned = status == RunStatus.SUCCEEDED and current.phase == "plan" and twophase.is_two_phase(current.type)
+        planned = status == RunStatus.SUCCEEDED and current.phase == "plan" and not _single_phase(task_id)
     secret_values = _secret_values(task_id) if (error_message or output or batch) else ()
     completion = store_output(task_id, node, attempt, secrets.redact(output, secret_values))
     separate = batch or []

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from chalicelib import clock
 from chalicelib.domain import rules
 from chalicelib.domain.retry_counting import counted_by_retry
-from chalicelib.domain.statuses import TASK_FINISHED, TASK_TERMINAL
+from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, outbox
 from chalicelib.store import counters, tasks
@@ -78,6 +78,9 @@ def _delta(records: list[Record]) -> TaskDelta:
             _run_delta(record, delta)
         elif record.sk == "META":
             _task_delta(record, delta)
+    if sum(delta.counts.get(status, 0) for status in RUN_TERMINAL) > 0:
+        # each run that ends lets one more start (domain/window.py): its claim timeout counts from now
+        delta.window_moved_at = clock.now_iso()
     return delta
 
 

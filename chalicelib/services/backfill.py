@@ -8,23 +8,35 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.domain.records import Task
-from chalicelib.domain.task_types import get_task_type
+from chalicelib.domain.task_transitions import REOPENABLE
 from chalicelib.errors import Conflict, InvalidTransition, ValidationFailed
+from chalicelib.services import type_registry
 from chalicelib.services.attempts import template
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.runs import NewRun
 
 
-def dispatch_nodes(task: Task, nodes: list[str]) -> dict[str, Any]:
-    """Make sure every listed node has a run in the task's current attempt.
-
-    Raises InvalidTransition unless the task is pending or running, Conflict while the
-    task's own dispatch is still in progress or when another dispatch raced this one.
-    """
+def require_growable(task: Task, *, reopen: bool = False) -> None:
+    """Raises InvalidTransition unless the task may take more nodes: pending or running, or
+    (`reopen`: a selector dispatch) completed or partially failed without a concurrency key,
+    whose release the task no longer holds."""
     growable = tasks.allowed_from("grow_targets")
+    if reopen and not task.concurrency_key:
+        growable = growable | REOPENABLE
     if task.status not in growable:
         raise InvalidTransition("task", task.status, "dispatch", growable)
+
+
+def dispatch_nodes(task: Task, nodes: list[str], *, reopen: bool = False) -> dict[str, Any]:
+    """Make sure every listed node has a run in the task's current attempt. With `reopen` (a
+    selector dispatch, the backfill of a reused release) a completed or partially failed task
+    that gets new runs is running again, in the same write that adds its targets.
+
+    Raises InvalidTransition unless the task is pending or running (or may reopen), Conflict
+    while the task's own dispatch is still in progress or when another dispatch raced this one.
+    """
+    require_growable(task, reopen=reopen)
     if task.halted:
         raise Conflict(f"task {task.task_id} is halted: more nodes failed than max_errors allows, no node starts")
     if int(task.dispatched_attempt) < int(task.attempt):
@@ -32,7 +44,7 @@ def dispatch_nodes(task: Task, nodes: list[str]) -> dict[str, Any]:
     targets = set(tasks.load_targets(task.task_id))
     unique = list(dict.fromkeys(nodes))
     new_nodes = [n for n in unique if n not in targets]
-    if new_nodes and get_task_type(task.type).requires_confirmation:
+    if new_nodes and type_registry.task_type_of(task).requires_confirmation:
         raise ValidationFailed(
             f"{task.type} plans and applies on its one runner; it takes no further nodes",
             [{"path": "$.target_nodes", "message": "two-phase tasks have exactly one target node"}],
@@ -45,7 +57,8 @@ def dispatch_nodes(task: Task, nodes: list[str]) -> dict[str, Any]:
     base = int(task.ordinal_next)
     to_create = new_nodes + orphans
     if to_create:
-        tasks.add_targets(task, new_nodes, len(to_create), now)
+        grow = "reopen_targets" if task.status in REOPENABLE else "grow_targets"
+        tasks.add_targets(task, new_nodes, len(to_create), now, grow)
     created, _ = runs.create_missing(template(task, f"{task.task_id}:route:{now}", now),
                                      [NewRun(n, base + i) for i, n in enumerate(to_create)])
     skipped = len(unique) - len(created)

@@ -11,10 +11,9 @@ from chalicelib import clock, config, secrets
 from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
-from chalicelib.domain.task_types import get_task_type
 from chalicelib.errors import Unauthenticated
 from chalicelib.observability import count, logger, tracer
-from chalicelib.services import deregistration, liveness
+from chalicelib.services import deregistration, liveness, type_registry
 from chalicelib.store import inventory, runs, tasks
 from chalicelib.store.runs import ClaimCandidate, run_id
 
@@ -127,7 +126,7 @@ def may_start(task: Task, ordinal: int) -> bool:
 
 def _lease(task: Task, candidate: ClaimCandidate, runner: str) -> NodeRun | None:
     now = clock.now_epoch()
-    task_type = get_task_type(task.type)
+    task_type = type_registry.task_type_of(task)
     lease = {"runner": runner, "lease_expires_at": int(now) + config.lease_seconds(),
              "claim_sk": candidate.claim_sk, "generation": int(task.attempt), "now_epoch": now}
     if not (task_type.requires_confirmation and task.plan_confirmed):
@@ -139,7 +138,7 @@ def _lease(task: Task, candidate: ClaimCandidate, runner: str) -> NodeRun | None
 
 
 def _claimed_view(task: Task, run: NodeRun) -> dict[str, Any]:
-    task_type = get_task_type(task.type)
+    task_type = type_registry.task_type_of(task)
     return {
         "run_id": run_id(run.task_id, run.node),
         "task_id": run.task_id,
@@ -148,8 +147,13 @@ def _claimed_view(task: Task, run: NodeRun) -> dict[str, Any]:
         "phase": run.phase,
         "step": run.step,
         "steps": list(task_type.steps_of(run.phase)),
+        #: an extension: how long the agent lets the run's steps take in all (null: its own default)
+        "run_timeout_seconds": task_type.run_timeout_seconds,
         "attempt": int(run.attempt),
         "parameters": secrets.reveal(tasks.parameters_of(task), task.sealed_secrets),
+        # what the agent scrubs from live output before chunking it (a secret split across two
+        # chunks escapes a scrub of each chunk): the leaves the service scrubs with
+        "secret_values": sorted({str(v) for v in secrets.leaves(secrets.unseal(task.sealed_secrets))}),
         "lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
     }
 

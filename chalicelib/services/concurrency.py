@@ -17,7 +17,7 @@ from typing import Any
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import TASK_TERMINAL, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.services import jobs
+from chalicelib.services import jobs, waiting
 from chalicelib.store import keys, tasks
 
 _REPAIRS = 5
@@ -44,12 +44,12 @@ def may_dispatch(task: Task) -> bool:
             return True
         if current is not None:
             if not _repair_holder(key, current.task_id):
-                return _waits(task, current.task_id)
+                return _waits(task, current.task_id, holding=True)
             continue
         first = keys.head(key)
         if first is not None and first.task_id != task.task_id:
             if not _settled(first.task_id):
-                return _waits(task, first.task_id)
+                return _waits(task, first.task_id, holding=False)
             keys.drop(key, first.sk)  # a terminal task's entry a crash left behind
             continue
         if keys.acquire(task):
@@ -58,9 +58,10 @@ def may_dispatch(task: Task) -> bool:
     return False
 
 
-def _waits(task: Task, before: str) -> bool:
+def _waits(task: Task, before: str, holding: bool) -> bool:
     logger.info("task waits for its concurrency key",
                 extra={"task_id": task.task_id, "key": task.concurrency_key, "behind": before})
+    waiting.record(task, before, holding)
     return False
 
 

@@ -7,10 +7,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib import clock
 from chalicelib.domain.statuses import TaskStatus
-from chalicelib.domain.task_types import get_task_type
 from chalicelib.errors import Conflict, InvalidTransition
 from chalicelib.observability import count, logger, metrics, tracer
-from chalicelib.services import attempts, cancellation, concurrency, work
+from chalicelib.services import attempts, cancellation, concurrency, type_registry, work
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, tasks
 
@@ -51,7 +50,7 @@ def run_dispatch_job(task_id: str, attempt: int) -> None:
             cancellation.cancel_each(current, include_running=True)
             return
         raise
-    if not get_task_type(task.type).agent_executed:
+    if not type_registry.task_type_of(task).agent_executed:
         # service-executed runs: a wake-up on the work queue (the sweeper re-sends lost ones)
         work.enqueue(task_id, created, attempt)
     count("NodeRunsDispatched", value=len(created))

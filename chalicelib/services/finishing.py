@@ -22,7 +22,7 @@ def settle(task: Task) -> None:
     """
     counts = task.counts
     if task.status == TaskStatus.RUNNING:
-        if twophase.is_two_phase(task.type) and twophase.await_confirmation(task):
+        if twophase.is_two_phase(task.type, int(task.type_version)) and twophase.await_confirmation(task):
             return
         _settle_running(task, counts)
     elif task.status == TaskStatus.CANCELLING and not rules.in_flight(counts):

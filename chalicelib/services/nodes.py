@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from chalicelib import auth, clock
 from chalicelib.domain.records import Node
+from chalicelib.domain.selectors import label_filters
+from chalicelib.services import selectors
 from chalicelib.services.views import node_view
 from chalicelib.store import inventory, pages
 
@@ -42,7 +45,12 @@ def get(node_id: str) -> Node:
     return inventory.get(node_id, consistent=False)
 
 
-def page_view(limit: int, cursor: str | None) -> dict[str, Any]:
+def page_view(limit: int, cursor: str | None, labels: Sequence[str] = ()) -> dict[str, Any]:
+    """A page of nodes in id order; `labels` (`pool:cdn`, all must hold) reads them from the
+    label index. Raises ValidationFailed for a malformed label filter or cursor."""
+    if labels:
+        selector = label_filters(labels)
+        return selectors.labelled_page(selector, limit, cursor) if selector else pages.page([], None)
     items, last_key = inventory.page(limit, pages.start_key(cursor))
     return pages.page((node_view(n) for n in items), last_key)
 

@@ -57,7 +57,7 @@ def start(actor: str, node_id: str, user: str | None) -> Task:
     def alongside(task: Task) -> list[TxPart]:
         write = inventory.change(node, "reclaim", now, reclaim_task_id=task.task_id, reclaim_user=reclaim_user)
         planned.append(write)
-        parts: list[TxPart] = [inventory.part(write)]
+        parts: list[TxPart] = inventory.parts_of(node, write)  # with the label index: out of selections
         if node.allocation_sk:
             parts.append(inventory.close_allocation_part(node_id, node.allocation_sk, now, "reclaim"))
         return parts

@@ -1,4 +1,6 @@
-"""The monitoring snapshot: node counts by status, running tasks, node runs in flight.
+"""The monitoring snapshot: node counts by status, running tasks, node runs in flight (claimed
+and not finished) and node runs waiting (nobody has claimed them yet: a run on a node that is
+not registered waits, it is not in flight).
 
 One cached item answers every read (a GetItem, whatever the size of the fleet):
 - node counts are moved by the stream (`consume`), per node from what was counted to its
@@ -28,8 +30,12 @@ from chalicelib.store import snapshot as store
 from chalicelib.store.stream_records import Record
 
 MAX_AGE_SECONDS: Final = 10
-#: run statuses of work started and not finished, as counted by the statistics (`nr_<status>`)
-IN_FLIGHT: Final = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.APPLY_PENDING)
+#: run statuses of unfinished work, as counted by the statistics (`nr_<status>`): `node_runs`
+UNFINISHED: Final = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.APPLY_PENDING)
+#: claimed and not finished (an apply_pending run's runner holds its plan)
+IN_FLIGHT: Final = (RunStatus.RUNNING, RunStatus.APPLY_PENDING)
+#: waiting for a runner to claim them
+WAITING: Final = (RunStatus.PENDING,)
 _ACTIVE_TASKS: Final = tuple(s for s in TASK_STATUSES if s in TASK_ACTIVE)
 _ATTEMPTS: Final = 3
 
@@ -56,20 +62,21 @@ def render(item: dict[str, Any], as_of: float) -> dict[str, Any]:
     counted = store.node_counts(item)
     by_status = {status: counted.get(status, 0) for status in NODE_STATUSES}
     by_status.update({status: count for status, count in sorted(counted.items()) if count})
-    runs = {status: n(f"nr_{status}") for status in IN_FLIGHT}
+    runs = {status: n(f"nr_{status}") for status in UNFINISHED}
     return {
         "nodes": by_status,
         "total_nodes": sum(by_status.values()),
         "running_tasks": n(f"st_{TaskStatus.RUNNING}"),
         "active_tasks": {status: n(f"st_{status}") for status in _ACTIVE_TASKS},
-        "node_runs_in_flight": sum(runs.values()),
+        "node_runs_in_flight": sum(runs[status] for status in IN_FLIGHT),
+        "node_runs_waiting": sum(runs[status] for status in WAITING),
         "node_runs": runs,
         "as_of": clock.rfc3339(as_of),
     }
 
 
 def _figures(totals: dict[str, Decimal]) -> dict[str, int]:
-    names = [f"st_{status}" for status in _ACTIVE_TASKS] + [f"nr_{status}" for status in IN_FLIGHT]
+    names = [f"st_{status}" for status in _ACTIVE_TASKS] + [f"nr_{status}" for status in UNFINISHED]
     return {name: int(totals.get(name, 0)) for name in names}
 
 

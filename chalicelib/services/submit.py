@@ -12,12 +12,13 @@ from typing import Any
 from ulid import ULID
 
 from chalicelib import clock, secrets
+from chalicelib.domain import claim_deadlines
 from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.statuses import TaskStatus
-from chalicelib.domain.task_types import SERVICE_NODE, SHORTEST_SECRET, TaskType, get_task_type
+from chalicelib.domain.task_types import SERVICE_NODE, SHORTEST_SECRET, TaskType
 from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
 from chalicelib.observability import count, logger, tracer
-from chalicelib.services import concurrency, harbor_sources, twophase
+from chalicelib.services import concurrency, harbor_sources, selectors, twophase, type_registry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, keys, tasks
 from chalicelib.store.backend import TxPart
@@ -89,22 +90,25 @@ def _queue(entry: ConcurrencyKeyItem) -> TxPart:
 def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
     nodes: list[str] | None = body.get("target_nodes")
     if task_type.agent_executed:
+        nodes = selectors.with_selected(nodes, body.get("target_selector"))  # given nodes, then selected
         if not nodes:
             raise ValidationFailed(
                 f"target_nodes is required for {task_type.name}",
                 [{"path": "$.target_nodes", "message": "required for agent-executed task types"}],
             )
         if task_type.requires_confirmation and len(nodes) > twophase.MAX_TARGETS:
+            path = "$.target_selector" if body.get("target_selector") else "$.target_nodes"
             raise ValidationFailed(
                 f"{task_type.name} plans and applies on one runner: give exactly one target node",
-                [{"path": "$.target_nodes", "message": f"at most {twophase.MAX_TARGETS} node for two-phase types"}],
+                [{"path": path, "message": f"at most {twophase.MAX_TARGETS} node for two-phase types"}],
             )
         return list(nodes)
-    if nodes:
-        raise ValidationFailed(
-            f"{task_type.name} runs inside the service and takes no target_nodes",
-            [{"path": "$.target_nodes", "message": "not allowed for service-executed task types"}],
-        )
+    for field in ("target_nodes", "target_selector"):
+        if body.get(field):
+            raise ValidationFailed(
+                f"{task_type.name} runs inside the service and takes no {field}",
+                [{"path": f"$.{field}", "message": "not allowed for service-executed task types"}],
+            )
     return [SERVICE_NODE]
 
 
@@ -148,7 +152,8 @@ def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters:
     now = clock.now_iso()
     max_errors = _max_errors(body)
     return Task(
-        task_id=task_id, type=task_type.name, name=body.get("name"), owner=owner, status=TaskStatus.PENDING,
+        task_id=task_id, type=task_type.name, type_version=task_type.version, name=body.get("name"), owner=owner,
+        status=TaskStatus.PENDING,
         attempt=1, priority=body.get("priority", 5),
         max_concurrency=body.get("max_concurrency") or task_type.default_max_concurrency,
         max_errors=max_errors, runner_node=body.get("runner_node"),
@@ -156,6 +161,8 @@ def _new_task(owner: str, task_type: TaskType, body: dict[str, Any], parameters:
         tags=body.get("tags", []), parameters=json.dumps(masked, separators=(",", ":")),
         sealed_secrets=secrets.seal(secret_values),
         created_at=now, updated_at=now, queued_at=now, idempotency_key=idempotency_key,
+        target_selector=selectors.stored(body.get("target_selector")),
+        claim_timeout_seconds=int(body.get("claim_timeout_seconds", claim_deadlines.DEFAULT_SECONDS)),
     )
 
 
@@ -182,7 +189,7 @@ def _checked(body: dict[str, Any]) -> tuple[TaskType, dict[str, Any], list[str]]
     """The request's type, parameters and target nodes, each checked beyond the body's schema:
     the type's parameter schema, the Harbor allow-list, the targets the type takes, `max_errors`
     against them. Raises UnknownTaskType, ValidationFailed, PayloadTooLarge."""
-    task_type = get_task_type(body["type"])
+    task_type = type_registry.current(body["type"])
     parameters = body.get("parameters") or {}
     validate_parameters(task_type, parameters)
     harbor_sources.check_task(task_type.name, parameters)

@@ -1,5 +1,5 @@
-"""The sweeper: expired leases, tasks never dispatched, stalled windows, missed finishes, silent
-nodes, WebSocket connections whose token expired."""
+"""The sweeper: expired leases, runs nobody claimed in time, tasks never dispatched, stalled
+windows, missed finishes, silent nodes, WebSocket connections whose token expired."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from chalicelib import clock, config
 from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
-from chalicelib.domain.task_types import get_task_type
 from chalicelib.observability import logger, tracer
-from chalicelib.services import finishing, jobs, liveness, twophase, work
+from chalicelib.services import claim_timeouts, finishing, jobs, liveness, twophase, type_registry, work
 from chalicelib.services.realtime import expiry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
@@ -25,6 +24,8 @@ class SweepReport:
     redispatched: list[str] = field(default_factory=list)
     requeued_runs: int = 0
     timed_out_runs: int = 0
+    #: pending runs nobody claimed within their task's claim_timeout_seconds
+    unclaimed_timed_out: int = 0
     windows_reopened: int = 0
     nodes_offline: list[str] = field(default_factory=list)
     #: WebSocket connections closed because their token expired
@@ -69,22 +70,25 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
     counts = task.counts
     if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
         jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
-    if twophase.is_two_phase(task.type):
+    if twophase.is_two_phase(task.type, int(task.type_version)):
         outcome = twophase.sweep_task(task, now)
         if outcome is not None:
             (report.replanned if outcome == "replanned" else report.discarded).append(task.task_id)
             return
     if task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
         _expire_leases(task, now, report)
+    unclaimed = claim_timeouts.expire_unclaimed(task, now)
+    report.unclaimed_timed_out += unclaimed
     if task.status == TaskStatus.RUNNING and counts[RunStatus.PENDING] and stale:
         work.wake_pending(task)  # service-executed runs whose wake-up was lost (no-op for agent types)
-    if task.status == TaskStatus.RUNNING and not task.halted:
+    if task.status == TaskStatus.RUNNING and not task.halted and not unclaimed:
+        # (not after runs ended unclaimed in this pass: the counts read before would see a stall)
         _reopen_stalled_window(task, counts, report)
     finishing.settle(task)
 
 
 def _expire_leases(task: Task, now: float, report: SweepReport) -> None:
-    max_attempts = get_task_type(task.type).max_attempts
+    max_attempts = type_registry.task_type_of(task).max_attempts
     stamp = clock.rfc3339(now)
     expired = [r for r in runs.iter_runs(task.task_id, RunStatus.RUNNING) if (r.lease_expires_at or 0) < now
                # a lapsed apply goes back to plan (twophase.sweep_task), never to another apply

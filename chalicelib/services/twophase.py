@@ -15,9 +15,10 @@ from typing import Any
 from chalicelib import clock, config
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
-from chalicelib.domain.task_types import TaskType, get_task_type
+from chalicelib.domain.task_types import TaskType
 from chalicelib.errors import Conflict, InvalidTransition, LeaseLost, ReservationLost
 from chalicelib.observability import count, logger
+from chalicelib.services import type_registry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, plans, runs, tasks
 from chalicelib.store.runs import run_id
@@ -26,8 +27,9 @@ from chalicelib.store.runs import run_id
 MAX_TARGETS = 1
 
 
-def is_two_phase(task_type: str) -> bool:
-    return get_task_type(task_type).requires_confirmation
+def is_two_phase(task_type: str, version: int = 1) -> bool:
+    """Whether that version of the type plans, waits for confirm, then applies."""
+    return type_registry.resolve(task_type, version).requires_confirmation
 
 
 def confirmation_window(task_type: TaskType) -> int:
@@ -127,7 +129,7 @@ def await_confirmation(task: Task) -> bool:
     if task.plan_confirmed or not planned or counts[RunStatus.PENDING] or counts[RunStatus.RUNNING]:
         return False
     now = clock.now_iso()
-    window = confirmation_window(get_task_type(task.type))
+    window = confirmation_window(type_registry.task_type_of(task))
     event = events.new_item(task.task_id, [service_event(
         "task.apply_pending", f"plan ready; confirm or discard within {window} s", type_="success",
         data={"attempt": int(task.attempt), "confirmation_window_seconds": window},
@@ -165,7 +167,7 @@ def sweep_task(task: Task, now: float) -> str | None:
     if task.status not in (TaskStatus.APPLY_PENDING, TaskStatus.RUNNING):
         return None
     if task.status == TaskStatus.APPLY_PENDING and task.awaiting_since:
-        window = confirmation_window(get_task_type(task.type))
+        window = confirmation_window(type_registry.task_type_of(task))
         if now - clock.parse_rfc3339(task.awaiting_since) > window:
             try:
                 discard(task, "sweeper", f"not confirmed within the confirmation window of {window} s")

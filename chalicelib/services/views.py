@@ -19,6 +19,7 @@ def task_view(task: Task, targets: list[str]) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "type": task.type,
+        "type_version": int(task.type_version),
         "name": task.name,
         "owner": task.owner,
         "status": task.status,
@@ -32,6 +33,10 @@ def task_view(task: Task, targets: list[str]) -> dict[str, Any]:
         "max_errors": rules.max_errors_value(task.max_errors),
         "concurrency_key": task.concurrency_key,
         "runner_node": task.runner_node,
+        "target_selector": json.loads(task.target_selector) if task.target_selector else None,
+        "claim_timeout_seconds": int(task.claim_timeout_seconds),
+        "waiting_for": {"task_id": task.waiting_for_task_id, "owner": task.waiting_for_owner}
+        if task.waiting_for_task_id else None,
         "attempt": int(task.attempt),
         "node_counts": dict(task.counts),
         "dispatch": {

@@ -17,11 +17,11 @@ from typing import Any, Final
 from chalicelib import config, queues, secrets
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RunStatus
-from chalicelib.domain.task_types import SERVICE_NODE, get_task_type
+from chalicelib.domain.task_types import SERVICE_NODE
 from chalicelib.errors import LeaseLost, Stopped
 from chalicelib.executors.base import Lease, Outcome
 from chalicelib.observability import bind, count, logger, tracer
-from chalicelib.services import agent, claims, image_sync
+from chalicelib.services import agent, claims, image_sync, type_registry
 from chalicelib.store import runs, tasks
 from chalicelib.store.runs import run_id
 
@@ -39,7 +39,7 @@ def enqueue(task_id: str, nodes: Iterable[str], attempt: int) -> None:
 
 def wake_pending(task: Task) -> int:
     """The sweeper's backstop: a wake-up for each pending run of a service-executed task."""
-    if get_task_type(task.type).agent_executed:
+    if type_registry.task_type_of(task).agent_executed:
         return 0
     pending = [run.node for run in runs.iter_runs(task.task_id, RunStatus.PENDING)]
     if pending:
@@ -66,7 +66,7 @@ def handle_job(job: dict[str, Any]) -> None:
         logger.info("run not claimable (a duplicate delivery, or already claimed or finished)", extra={"job": job})
         return
     count("ServiceRunsStarted", type=task.type)
-    lease = RunLease(run_id(task_id, node), int(run.attempt), get_task_type(task.type).steps[0])
+    lease = RunLease(run_id(task_id, node), int(run.attempt), type_registry.task_type_of(task).steps[0])
     try:
         outcome = executor(secrets.reveal(tasks.parameters_of(task), task.sealed_secrets), lease)
     except Stopped as stop:

@@ -75,6 +75,8 @@ class TaskDelta:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     progress: int = 0
     stage: str | None = None
+    #: set when runs finished: the concurrency window let more start at this time (claim timeouts)
+    window_moved_at: str | None = None
     #: statistics attribute -> delta (same for every scope of the task)
     stats: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     #: hour (`hour_of`) -> statistics attribute -> delta, for the hourly scopes
@@ -121,6 +123,10 @@ def apply_task_delta(
         names["#stage"] = "stage"
         values[":stage"] = {"S": delta.stage}
         sets.append("#stage = :stage")
+    if delta.window_moved_at is not None:
+        names["#wm"] = "window_moved_at"
+        values[":wm"] = {"S": delta.window_moved_at}
+        sets.append("#wm = :wm")
     items: list[dict[str, Any]] = [
         {
             "Update": {

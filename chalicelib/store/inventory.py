@@ -20,6 +20,7 @@ from chalicelib.domain.node_states import NodeInputs, NodeRef, NodeStatus, node_
 from chalicelib.domain.records import Node, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound
+from chalicelib.store import label_index
 from chalicelib.store.backend import TxPart
 from chalicelib.store.dynamo import write_of
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
@@ -39,14 +40,20 @@ def node_record(item: NodeItem) -> Node:
 
 
 def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, now: str) -> Node:
-    """Register a node (idle). Raises Conflict when it exists."""
+    """Register a node (idle), with its label index items. Raises Conflict when it exists, Busy."""
     node = NodeItem(
         node_pk(node_id), META, node_id=node_id, labels=labels, slots=slots, status=NodeStatus.IDLE,
-        token_hash=token_hash, created_at=now, list_pk="NODE", list_sk=node_id,
+        token_hash=token_hash, created_at=now, list_pk="NODE", list_sk=node_id, selector_rev=1,
     )
+    index = label_index.moves(node_id, None, label_index.Seen(labels, selectable=True))
     try:
-        node.save(condition=NodeItem.pk.does_not_exist())
+        with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
+            tx.save(node, condition=NodeItem.pk.does_not_exist())
+            for write in index:
+                write(tx)
     except PynamoDBException as error:
+        if is_transaction_conflict(error):
+            raise Busy(f"node {node_id} is being changed by another request; retry") from None
         if is_condition_failure(error):
             raise Conflict(f"node {node_id} is already registered") from None
         raise
@@ -66,6 +73,14 @@ def find(node_id: str, consistent: bool = True) -> Node | None:
         return node_record(NodeItem.get(node_pk(node_id), META, consistent_read=consistent))
     except DoesNotExist:
         return None
+
+
+def get_many(node_ids: Sequence[str]) -> list[Node]:
+    """The nodes of `node_ids` that exist, in that order (BatchGetItem: 100 keys a request)."""
+    found: dict[str, Node] = {}
+    for item in NodeItem.batch_get([(node_pk(n), META) for n in node_ids], consistent_read=True):
+        found[item.node_id] = node_record(item)
+    return [found[n] for n in node_ids if n in found]
 
 
 @dataclass(frozen=True)
@@ -92,31 +107,67 @@ def part(write: Change) -> TxPart:
     return lambda tx: tx.update(item, actions=actions, condition=guard)
 
 
+def parts_of(node: Node, write: Change) -> list[TxPart]:
+    """`write` on `node` (as read) as parts of another transaction, with the label index writes
+    it brings (a reclaim takes the node out of every selection)."""
+    indexed = label_index.indexed(node, write) if label_index.touches(write) else None
+    return [part(indexed.write), *indexed.parts] if indexed else [part(write)]
+
+
 def transition(node: NodeRef, action: str, now: str, *, parts: Sequence[TxPart] = (), **inputs: Any) -> Node:
     """Apply one node transition (in one transaction with `parts`); returns the node after it.
+    A transition that changes what selectors see (labels, maintenance) writes the label index in
+    the same transaction (store/label_index.py), tried again when another such write came first.
 
     Raises NotFound, InvalidTransition (wrong source status), Conflict (its guard did not
     hold), Busy (another writer was changing the node).
     """
     write = change(node, action, now, **inputs)
-    item, actions, guard = write_of(write)
-    try:
-        if not parts:
-            item.update(actions=actions, condition=guard)
-        else:
-            with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
-                tx.update(item, actions=actions, condition=guard)
-                for extra in parts:
-                    extra(tx)
-    except PynamoDBException as error:
-        raise explain(write, error) from None
-    return get(node.node_id)
+    for attempt in range(label_index.ATTEMPTS):
+        basis = _index_basis(node, write, fresh=attempt > 0)
+        indexed = label_index.indexed(basis, write) if basis else None
+        item, actions, guard = write_of(indexed.write if indexed else write)
+        extras = [*parts, *(indexed.parts if indexed else ())]
+        try:
+            if not extras:
+                item.update(actions=actions, condition=guard)
+            else:
+                with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
+                    tx.update(item, actions=actions, condition=guard)
+                    for extra in extras:
+                        extra(tx)
+        except PynamoDBException as error:
+            if indexed and _selector_rev_moved(indexed.basis):
+                continue  # another label or maintenance write came first: redo the index from it
+            raise explain(write, error) from None
+        return get(node.node_id)
+    raise Busy(f"node {node.node_id} is being changed by another request; retry")
+
+
+def _index_basis(node: NodeRef, write: Change, fresh: bool) -> Node | None:
+    """The node the index writes of `write` start from: as the caller read it, or read now (a
+    NodeKey knows no labels; a retry needs the newer state). None when no index write can follow."""
+    if not label_index.touches(write):
+        return None
+    return node if isinstance(node, Node) and not fresh else find(node.node_id)
+
+
+def _selector_rev_moved(basis: Node) -> bool:
+    current = find(basis.node_id)
+    return current is not None and current.selector_rev != basis.selector_rev
 
 
 def update_quietly(node: NodeRef, action: str, now: str, **inputs: Any) -> bool:
     """A node change whose lost race is no news (a contact, a reopened reclaim): False when
     its guard did not hold."""
-    item, actions, guard = write_of(change(node, action, now, **inputs))
+    write = change(node, action, now, **inputs)
+    if label_index.touches(write):  # it moves label index items: the full path
+        try:
+            transition(node, action, now, **inputs)
+        except (Conflict, InvalidTransition, NotFound):
+            return False
+        return True
+    item, actions, guard = write_of(write)
     try:
         item.update(actions=actions, condition=guard)
     except PynamoDBException as error:
@@ -135,16 +186,19 @@ def remove(node: Node, now: str) -> None:
     since it was read), Busy.
     """
     item = NodeItem(node_pk(node.node_id), META)
-    allocation = NodeItem.allocation_id
+    allocation, rev = NodeItem.allocation_id, NodeItem.selector_rev
     same = allocation == node.allocation_id if node.allocation_id else allocation.does_not_exist()
+    # its label index items go with it: the labels they were written from are the ones read
+    same &= rev == node.selector_rev if node.selector_rev is not None else rev.does_not_exist()
     guard = NodeItem.pk.exists() & same
+    extras = label_index.moves(node.node_id, label_index.seen_of(node), None)
+    if node.allocation_sk:
+        extras.append(close_allocation_part(node.node_id, node.allocation_sk, now, "deregister"))
     try:
-        if not node.allocation_sk:
-            item.delete(condition=guard)
-        else:
-            with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
-                tx.delete(item, condition=guard)
-                close_allocation_part(node.node_id, node.allocation_sk, now, "deregister")(tx)
+        with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
+            tx.delete(item, condition=guard)
+            for extra in extras:
+                extra(tx)
     except PynamoDBException as error:
         if is_transaction_conflict(error):
             raise Busy(f"node {node.node_id} is being changed by another request; retry") from None

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib import clock
 from chalicelib.domain.records import NodeRun, from_values
 from chalicelib.domain.run_transitions import RunInputs, claim_keys, run_change
 from chalicelib.domain.statuses import RunStatus
@@ -52,7 +53,7 @@ class RunTemplate:
             task_id=self.task_id, node=new.node, runner=runner, type=self.type, owner=self.owner,
             status=RunStatus.PENDING, attempt=1, generation=self.generation, ordinal=new.ordinal,
             priority=self.priority, progress=0, dispatch_id=self.dispatch_id, last_action="dispatch",
-            updated_at=self.now, claim_pk=claim_pk, claim_sk=claim_sk,
+            updated_at=self.now, claim_pk=claim_pk, claim_sk=claim_sk, claimable_at=clock.parse_rfc3339(self.now),
         )
 
 

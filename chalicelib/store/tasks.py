@@ -127,11 +127,11 @@ def commit(changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None
     backend.current().commit(changes, events)
 
 
-def add_targets(task: Task, nodes: Sequence[str], ordinals: int, now: str) -> None:
+def add_targets(task: Task, nodes: Sequence[str], ordinals: int, now: str, action: str = "grow_targets") -> None:
     """Grow the task's targets by `nodes` and reserve `ordinals`, guarded against a racing
-    dispatch. Raises Conflict."""
+    dispatch (`reopen_targets`: a finished task runs again). Raises Conflict."""
     chunks = (len(nodes) + TARGET_CHUNK_SIZE - 1) // TARGET_CHUNK_SIZE
-    write = change(task, "grow_targets", now, new_targets=len(nodes), ordinals=ordinals, chunks=chunks)
+    write = change(task, action, now, new_targets=len(nodes), ordinals=ordinals, chunks=chunks)
     try:
         backend.current().add_targets(write, task.task_id, nodes, int(task.target_chunks))
     except ConditionFailed:

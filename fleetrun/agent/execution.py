@@ -16,11 +16,19 @@ from pathlib import Path
 from fleetrun.agent.backoff import Backoff
 from fleetrun.agent.journal import Journal, run_tag
 from fleetrun.agent.lease import LeaseKeeper
+from fleetrun.agent.live_output import LiveOutput
 from fleetrun.agent.output import MAX_MESSAGE_CHARS, OutputTail, Progress, StepEvent, StepLines, parse_line
 from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Revoked, Unavailable
 from fleetrun.agent.settings import DEFAULT_STEP_TIMEOUT_SECONDS, AgentSettings
 from fleetrun.agent.shutdown import Shutdown
-from fleetrun.agent.step import StepLaunch, StepNotRunnable, StepProcess, step_environment, step_executable
+from fleetrun.agent.step import (
+    StepLaunch,
+    StepMissing,
+    StepNotRunnable,
+    StepProcess,
+    step_environment,
+    step_executable,
+)
 
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 _POLL_SECONDS = 0.2
@@ -41,12 +49,24 @@ class RunExecution:
                  journal: Journal) -> None:
         self.run, self._api, self._settings, self._shutdown, self._journal = run, api, settings, shutdown, journal
         self.tag = run_tag(run.task_id, run.node)
+        journal.hide(self.tag, run.secret_values)  # forgotten when `execute` ends
         self.keeper = LeaseKeeper(api, run, journal, self.tag)
         self.output = OutputTail()
+        #: what the steps print, streamed while they run (`live_output.py`)
+        self.live = LiveOutput(api, run, journal, self.tag)
         #: the status the service accepted, once reported
         self.reported: str | None = None
+        #: when the run's `run_timeout_seconds` (if its type sets one) is up, on the monotonic clock
+        limit = run.run_timeout_seconds
+        self._run_deadline = time.monotonic() + limit if limit else None
 
     def execute(self) -> None:
+        try:
+            self._execute()
+        finally:
+            self._journal.forget(self.tag)
+
+    def _execute(self) -> None:
         try:
             outcome = self._run_steps()
         except Exception as error:  # an agent bug must not leave the run leased until the sweeper
@@ -55,6 +75,7 @@ class RunExecution:
         if outcome.status is None:
             self._journal.run(self.tag, self.keeper.step, "run dropped: its lease was lost")
             return
+        self.live.finish()  # the output's end goes before the completion that ends the attempt
         self._report(outcome)
 
     def _run_steps(self) -> Outcome:
@@ -76,6 +97,11 @@ class RunExecution:
         """None when the step succeeded, else how the run ends."""
         try:
             process = StepProcess(self._launch(step))
+        except StepMissing as error:  # the run fails at once: another attempt here would find nothing either
+            self._journal.run(self.tag, step, str(error))
+            message = f"no executable for step {step} of {self.run.type} on {self._settings.node}"
+            self.keeper.add_event("error", step, message)
+            return Outcome(FAILED, message)
         except StepNotRunnable as error:
             self.keeper.add_event("error", step, str(error))
             return Outcome(FAILED, f"step {step} cannot run: {error}")
@@ -83,11 +109,13 @@ class RunExecution:
         self.keeper.add_event("info", step, f"step {step} started")
         if announce:
             self.output.append(f"=== step {step} ===\n".encode())
+            self.live.append(f"=== step {step} ===\n".encode())
         lines = StepLines()
         started = time.monotonic()
-        timeout = _timeout(self.run.parameters)
+        timeout = self._step_timeout(started)
         while (code := process.wait(_POLL_SECONDS)) is None:
             self._consume(process.lines(), step, lines)
+            self.live.tick()
             self.keeper.tick()
             outcome = self._interruption(step, lines, started + timeout, timeout)
             if outcome is not None:
@@ -114,10 +142,25 @@ class RunExecution:
         if self.keeper.cancel_requested:
             return Outcome(CANCELLED, f"cancelled by request during step {step}")
         if time.monotonic() >= deadline:
-            return Outcome(FAILED, f"step {step} timed out after {timeout:g} s: {lines.tail()}")
+            return Outcome(FAILED, self._timed_out(step, timeout, lines))
         if self._shutdown.grace_over():
             return Outcome(FAILED, f"agent stopped ({self._shutdown.reason}) before the step finished")
         return None
+
+    def _step_timeout(self, started: float) -> float:
+        """How long the step may run: its own limit, cut to what is left of the run's
+        `run_timeout_seconds` (a type's limit on all its steps together)."""
+        own = _timeout(self.run.parameters)
+        if self._run_deadline is None:
+            return own
+        return max(0.0, min(own, self._run_deadline - started))
+
+    def _timed_out(self, step: str, timeout: float, lines: StepLines) -> str:
+        limit = self.run.run_timeout_seconds
+        if limit and self._run_deadline is not None and time.monotonic() >= self._run_deadline:
+            return f"run timed out: its steps took longer than run_timeout_seconds ({limit:g} s) in step {step}: " \
+                   f"{lines.tail()}"
+        return f"step {step} timed out after {timeout:g} s: {lines.tail()}"
 
     def _consume(self, chunks: list[bytes], step: str, lines: StepLines) -> None:
         for chunk in chunks:
@@ -131,6 +174,7 @@ class RunExecution:
                 self._journal.run(self.tag, step, f"event {parsed.type}: {parsed.message}")
             else:
                 self.output.append(chunk)
+                self.live.append(chunk)
                 lines.add(line)
 
     @property

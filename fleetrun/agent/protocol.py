@@ -38,6 +38,14 @@ class Revoked(AgentCallFailed):
     """401: the service no longer accepts this node's token."""
 
 
+class OutputGap(AgentCallFailed):
+    """409 on the output route: the attempt's stored output continues at `expected_offset`."""
+
+    def __init__(self, message: str, expected_offset: int) -> None:
+        super().__init__(message)
+        self.expected_offset = expected_offset
+
+
 class Rejected(AgentCallFailed):
     """The API refused the request for a reason a retry cannot fix."""
 
@@ -59,6 +67,10 @@ class ClaimedRun:
     attempt: int
     parameters: dict[str, Any]
     lease_expires_at: float
+    #: every secret value of the parameters: scrubbed from live output before it is chunked
+    secret_values: tuple[str, ...] = ()
+    #: how long all the run's steps may take together (the type's `run_timeout_seconds`), if limited
+    run_timeout_seconds: float | None = None
 
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> ClaimedRun:
@@ -67,6 +79,8 @@ class ClaimedRun:
             type=str(body["type"]), phase=str(body.get("phase") or "run"), step=str(body["step"]),
             steps=tuple(str(s) for s in body.get("steps") or [body["step"]]), attempt=int(body["attempt"]),
             parameters=dict(body.get("parameters") or {}), lease_expires_at=parse_time(body["lease_expires_at"]),
+            secret_values=tuple(str(value) for value in body.get("secret_values") or ()),
+            run_timeout_seconds=_positive(body.get("run_timeout_seconds")),
         )
 
     def remaining_steps(self) -> list[str]:
@@ -133,21 +147,40 @@ class AgentApi:
             body["events"] = events
         self._post(f"/v1/runs/{run.run_id}/complete", body)
 
+    def send_output(self, run: ClaimedRun, offset: int, data: str) -> int:
+        """Append live output at `offset`; returns where the next chunk starts. Raises OutputGap,
+        besides the failures of every run route."""
+        body = {"attempt": run.attempt, "offset": offset, "data": data}
+        try:
+            answer = self._api().post(f"/v1/runs/{run.run_id}/output", body) or {}
+        except ApiError as error:
+            detail = error.body.get("error", {})
+            if error.status == 409 and detail.get("reason") == "output_gap":
+                raise OutputGap(str(error), int(detail["expected_offset"])) from error
+            raise self._failure(error, run_route=True) from error
+        except requests.RequestException as error:
+            raise Unavailable(f"API unreachable: {type(error).__name__}") from error
+        return int(answer.get("next_offset", offset + len(data.encode())))
+
     def _post(self, path: str, body: dict[str, Any], *, run_route: bool = True) -> Any:
         try:
             return self._api().post(path, body)
         except requests.RequestException as error:
             raise Unavailable(f"API unreachable: {type(error).__name__}") from error
         except ApiError as error:
-            if error.status >= 500 or error.status == 429:
-                raise Unavailable(f"API answered {error.status} {error.code}") from error
-            if error.status == 401:
-                if self._on_revoked is not None:
-                    self._on_revoked()
-                raise Revoked(f"{error.status} {error.code}: {error.message}") from error
-            if run_route and error.status in (404, 409):
-                raise LeaseLost(f"{error.status} {error.code}: {error.message}") from error
-            raise Rejected(error) from error
+            raise self._failure(error, run_route=run_route) from error
+
+    def _failure(self, error: ApiError, *, run_route: bool) -> AgentCallFailed:
+        """What an error answer means to the agent (see the module's docstring)."""
+        if error.status >= 500 or error.status == 429:
+            return Unavailable(f"API answered {error.status} {error.code}")
+        if error.status == 401:
+            if self._on_revoked is not None:
+                self._on_revoked()
+            return Revoked(f"{error.status} {error.code}: {error.message}")
+        if run_route and error.status in (404, 409):
+            return LeaseLost(f"{error.status} {error.code}: {error.message}")
+        return Rejected(error)
 
     def _api(self) -> Api:
         api: Api | None = getattr(self._local, "api", None)
@@ -155,3 +188,10 @@ class AgentApi:
             api = Api(self.base_url, self._token, timeout=self._timeout)
             self._local.api = api
         return api
+
+
+def _positive(value: Any) -> float | None:
+    """A positive number of seconds from the wire, else None (no limit)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None

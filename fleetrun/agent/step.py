@@ -32,6 +32,10 @@ class StepNotRunnable(Exception):
     """The step's executable is missing, not executable or cannot be started."""
 
 
+class StepMissing(StepNotRunnable):
+    """This agent's steps directory has no executable for the step: no retry can change that."""
+
+
 def parameter_variable(name: str) -> str:
     return "FLEETRUN_PARAM_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
@@ -51,7 +55,7 @@ def step_executable(steps_dir: Path, task_type: str, step: str) -> Path:
         raise StepNotRunnable(f"step {step!r} of type {task_type!r} is not a valid step name")
     path = steps_dir / task_type / step
     if not path.is_file():
-        raise StepNotRunnable(f"no executable for step {step} at {path}")
+        raise StepMissing(f"no executable for step {step} at {path}")
     if not os.access(path, os.X_OK):
         raise StepNotRunnable(f"{path} is not executable")
     return path

@@ -21,6 +21,16 @@ still be a 400, never a 500), and nothing else is changed:
 - a dispatch request names at most 100 nodes: it creates their runs inside the request, and
   thousands of them take longer on moto than API Gateway lets a request take (chunked dispatch
   is issue 17; this is the one limit of the service itself named here);
+- a `target_selector` must match a registered node outside maintenance: positive cases select
+  the fuzz pool's node by its label (and, beside `target_nodes`, are left to those: a two-phase type
+  takes one node);
+- a task's `type` must name a type the registry holds (built-in, or defined at run time): a
+  positive case of another name gets the fuzz type the test defines, which takes any object;
+- a task type's definition relates its fields beyond what a schema states: the parameter schema
+  must be valid JSON Schema whose `$ref`s resolve locally, every secret path must be one the
+  schema declares, `apply_steps` go with `requires_confirmation`, at most 50 steps in all, the
+  name may not be a built-in's, and a `PUT`'s name is its path's: positive cases get a fixed
+  valid schema, its one declared secret, consistent steps, and no name in a `PUT`;
 - a usage report's `month` must have started (a bound that moves with the clock);
 - a GPU trend's `range` is at most 31 days (a bound on a duration string no pattern states
   readably), and `range / step` at most 11,000 points (a relation between two parameters).
@@ -35,10 +45,19 @@ from typing import Any
 import schemathesis
 from schemathesis.generation import GenerationMode
 
+from chalicelib.domain.task_types import REGISTRY
+
 #: where positive cases point notification targets and Harbor syncs (the test sets them)
 RECEIVER_URL = os.environ.get("FUZZ_RECEIVER_URL", "http://127.0.0.1:9/hook")
 HARBOR_URL = os.environ.get("FUZZ_HARBOR_URL", "http://127.0.0.1:9")
+#: the task type the test defines before fuzzing (its schema takes any object)
+FUZZ_TYPE = "fuzz.any"
+BUILTIN_TYPES = frozenset(REGISTRY)
+_STEPS_IN_ALL = 50
 _DISPATCHED_NODES = 100
+#: the labels of the node positive cases select (tests/e2e/test_api_fuzz.py registers it; no path
+#: parameter names it, so no fuzzed PATCH, reclaim or DELETE takes it out of the selection)
+FUZZ_NODE_LABELS = {"fuzz": "pool"}
 _GPU_TREND_POINTS = 11_000
 _GPU_TREND_RANGE_SECONDS = 31 * 86_400
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -47,6 +66,15 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def _task(body: Any) -> None:
     if not isinstance(body, dict):
         return
+    if isinstance(body.get("type"), str) and body["type"] not in BUILTIN_TYPES:
+        body["type"] = FUZZ_TYPE
+        if not body.get("target_nodes") and not isinstance(body.get("target_selector"), dict):
+            body["target_selector"] = {"labels": dict(FUZZ_NODE_LABELS)}
+    if isinstance(body.get("target_selector"), dict):
+        if body.get("target_nodes"):
+            del body["target_selector"]
+        else:
+            body["target_selector"] = {"labels": dict(FUZZ_NODE_LABELS)}
     # a type the service runs itself has one target, the service
     targets, max_errors = body.get("target_nodes"), body.get("max_errors")
     count = len(targets) if isinstance(targets, list) else 1
@@ -74,6 +102,29 @@ def _dispatch(body: Any) -> None:
         body["target_nodes"] = body["target_nodes"][:_DISPATCHED_NODES]
 
 
+def _task_type(body: Any) -> None:
+    if not isinstance(body, dict):
+        return
+    if body.get("name") in BUILTIN_TYPES:
+        body["name"] = f"x{body['name']}"
+    if "parameters_schema" in body:
+        body["parameters_schema"] = {"type": "object", "properties": {"token": {"type": "string"}}}
+    if body.get("secret_parameters"):
+        body["secret_parameters"] = ["token"]
+    steps = body.get("steps") if isinstance(body.get("steps"), list) else []
+    if body.get("requires_confirmation"):
+        body["apply_steps"] = [s for s in body.get("apply_steps") or ["apply"] if s not in steps] or ["apply-1"]
+        body["steps"] = steps[: _STEPS_IN_ALL - len(body["apply_steps"])]
+    elif "apply_steps" in body:
+        body["apply_steps"] = []
+
+
+def _new_task_type_version(body: Any) -> None:
+    _task_type(body)
+    if isinstance(body, dict):
+        body.pop("name", None)
+
+
 def _image_sync(body: Any) -> None:
     if isinstance(body, dict) and "harbor_url" in body:
         body["harbor_url"] = HARBOR_URL
@@ -85,6 +136,8 @@ _BODIES = {
     ("POST", "/v1/subscriptions"): _subscription,
     ("POST", "/v1/images/sync"): _image_sync,
     ("POST", "/v1/tasks/{task_id}/dispatch"): _dispatch,
+    ("POST", "/v1/task-types"): _task_type,
+    ("PUT", "/v1/task-types/{type_name}"): _new_task_type_version,
 }
 
 

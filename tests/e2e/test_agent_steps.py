@@ -68,10 +68,10 @@ def test_a_step_without_an_executable_fails_the_run_with_a_clear_message(stack: 
     task = stack.create_task({"type": "config.release", "target_nodes": [node], "parameters": {"website_id": 3}})
     assert stack.wait_task(task["task_id"])["status"] == "failed"
 
-    # THEN the run says which executable is missing
-    error = stack.runs(task["task_id"])[node]["error_message"]
-    assert error.startswith("step apply_config cannot run: no executable for step apply_config at ")
-    assert error.endswith("config.release/apply_config")
+    # THEN the run says which executable is missing where, on its first attempt
+    run = stack.runs(task["task_id"])[node]
+    assert run["error_message"] == f"no executable for step apply_config of config.release on {node}"
+    assert run["attempt"] == 1
 
 
 def test_a_delegate_runner_with_two_slots_runs_the_runs_of_its_targets_at_once(stack: Stack, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 
 from chalicelib.auth import mint_token
 from tests import prometheus_server, receivers
+from tests.e2e import fuzz_hooks
 from tests.e2e.stack import JWT_SECRET, REPO, Stack
 from tests.processes import die_with_parent
 
@@ -39,6 +40,8 @@ SECONDS_PER_ROLE = 45
 #: cases per operation and phase before the budget is spent
 MAX_EXAMPLES = 25
 FUZZ_NODE = "fuzz-node-1"
+#: the node positive cases select by label (fuzz_hooks.FUZZ_NODE_LABELS)
+FUZZ_POOL_NODE = "fuzz-pool-1"
 #: the Harbor positive cases sync from (nothing answers there: the syncs fail, as they may)
 HARBOR_URL = "http://127.0.0.1:9"
 
@@ -129,6 +132,10 @@ def test_fuzzing_every_route_as_each_role_finds_no_failure(stack: Stack, receive
     configuration = tmp_path / "schemathesis.toml"
     configuration.write_text(_configuration(stack.register(FUZZ_NODE)))
     configuration.chmod(0o600)
+    stack.register(FUZZ_POOL_NODE, labels=fuzz_hooks.FUZZ_NODE_LABELS)
+    # AND a defined task type that takes any parameters, for positive cases of a type not built in
+    stack.admin.post("/v1/task-types", {"name": fuzz_hooks.FUZZ_TYPE, "steps": ["run"],
+                                        "parameters_schema": {"type": "object"}})
 
     # WHEN schemathesis runs as each role
     hook = receiver.answer("/hook")

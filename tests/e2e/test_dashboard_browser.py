@@ -198,5 +198,9 @@ def test_statistics_charts_and_the_fleet_panel_show_what_the_api_answers(stack, 
     chromium.get(f"{stack.url}/#/fleet")
     wait(chromium, 10, lambda d: text_of(d, "[data-testid=gpu-trend-message]"))
     wait(chromium, 10, lambda d: all(node in (text_of(d, "#fleet-nodes") or "") for node in fleet))
+    # unclaimed node runs are counted apart from those in flight
+    page = chromium.find_element(By.TAG_NAME, "body").text.lower()
+    assert "node runs in flight" in page
+    assert "node runs waiting" in page
     assert stack.admin_token not in chromium.find_element(By.TAG_NAME, "body").text
     assert not chromium.find_elements(By.CSS_SELECTOR, "#gpu-trend svg")

@@ -30,7 +30,7 @@ def test_snapshot_counts_a_node_registered_through_the_cli(stack: Stack, env: di
     wait_for(lambda: snapshot(env)["nodes"]["idle"] == before + 1 or None, 10, "the snapshot to count the node")
     table = fleetrun("monitor", "snapshot", env=env)
     assert table.returncode == 0, table.stderr
-    for heading in ("nodes", "tasks", "node runs in flight", "idle", "as of"):
+    for heading in ("nodes", "tasks", "node runs", "in flight", "waiting", "idle", "as of"):
         assert heading in table.stdout
 
 

@@ -173,7 +173,8 @@ class TestFreshness:
         assert fresh["running_tasks"] == 1
         assert fresh["active_tasks"]["running"] == 1
         assert fresh["node_runs"] == {"pending": 1, "running": 1, "apply_pending": 0}
-        assert fresh["node_runs_in_flight"] == 2
+        # the claimed run is in flight, the unclaimed one waits
+        assert (fresh["node_runs_in_flight"], fresh["node_runs_waiting"]) == (1, 1)
         assert fresh["nodes"]["idle"] == 2
 
     def test_finished_runs_leave_the_in_flight_count_and_statistics_still_equal_a_recount(self, fleet, monkeypatch):
@@ -189,6 +190,7 @@ class TestFreshness:
         later(monkeypatch, snapshot.MAX_AGE_SECONDS + 1)
         body = read(fleet, viewer)
         assert body["node_runs"] == {"pending": 1, "running": 0, "apply_pending": 0}
+        assert (body["node_runs_in_flight"], body["node_runs_waiting"]) == (0, 1)
         assert body["active_tasks"]["pending"] + body["active_tasks"]["running"] == 1
         assert_statistics_equal_recount()
         monkeypatch.undo()

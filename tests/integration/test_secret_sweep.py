@@ -92,6 +92,11 @@ def _output(fleet: Fleet, run: dict[str, Any], secret: str) -> None:
                                    "output": f"+ export TF_VAR_DB_PASS={secret}\nError: denied"})
 
 
+def _live_output(fleet: Fleet, run: dict[str, Any], secret: str) -> None:
+    _sent(fleet, run, "output", {"attempt": run["attempt"], "offset": 0, "data": f"+ export TF_VAR_DB_PASS={secret}\n"})
+    _fail(fleet, run, "exit 1")
+
+
 ECHOES: dict[str, Echo] = {
     "heartbeat step": _heartbeat_step,
     "event message": _event_message,
@@ -99,6 +104,7 @@ ECHOES: dict[str, Echo] = {
     "event data deep value": _event_data_deep_value,
     "error message": _error_message,
     "completion output": _output,
+    "live output": _live_output,
 }
 
 

@@ -40,5 +40,6 @@ def test_snapshot_cards_show_every_status_seen():
             "as_of": "2026-11-22T21:00:00.000Z"}
     text = rendered(snapshot_cards(body))
     assert "draining" in text
-    assert "node runs in flight" in text
+    assert "in flight" in text
+    assert "waiting" in text
     assert "as of" in text

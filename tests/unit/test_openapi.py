@@ -99,10 +99,12 @@ def test_a_task_request_is_published_as_one_of_the_types_and_validated_as_the_co
     task = document["components"]["schemas"]["CreateTaskRequest"]
     assert {key: value for key, value in task.items() if key != "oneOf"} == SCHEMAS["CreateTaskRequest"]
     assert request_validator("CreateTaskRequest").schema is SCHEMAS["CreateTaskRequest"]
-    assert [variant["properties"]["type"]["const"] for variant in task["oneOf"]] == sorted(REGISTRY)
+    *builtins, defined = task["oneOf"]
+    assert [variant["properties"]["type"]["const"] for variant in builtins] == sorted(REGISTRY)
+    assert defined["properties"]["type"] == {"not": {"enum": sorted(REGISTRY)}}  # a type defined through the API
     schedule = document["components"]["schemas"]["CreateScheduleRequest"]
     assert schedule["properties"]["task"]["oneOf"] == task["oneOf"]
-    for variant in task["oneOf"]:
+    for variant in builtins:
         assert resolve(document, variant["properties"]["parameters"]["$ref"]) == REGISTRY[
             variant["properties"]["type"]["const"]].parameters_schema
 
@@ -192,6 +194,7 @@ def test_security_follows_auth(document):
         "none": [],
         "user": [{"userJwt": []}],
         "node": [{"nodeToken": []}],
+        "user_or_node": [{"userJwt": []}, {"nodeToken": []}],  # the task type registry: agents read it too
     }
     for operation in OPERATIONS:
         assert operation_in(document, operation)["security"] == expected[operation.auth]
@@ -201,10 +204,11 @@ def test_api_md_examples_match_the_response_schemas():
     # GIVEN the Task and Statistics examples of API.md
     at = "2026-11-22T18:07:19.384Z"
     task = {
-        "task_id": "01JD", "type": "config.release", "name": "release", "owner": "alice",
+        "task_id": "01JD", "type": "config.release", "type_version": 1, "name": "release", "owner": "alice",
         "status": "running", "stage": "apply_config", "progress": 50, "target_nodes": ["edge-12", "edge-13"],
         "parameters": {"website_id": 41}, "tags": ["cdn"], "priority": 5, "max_concurrency": 10,
         "max_errors": 0, "concurrency_key": None, "runner_node": None, "attempt": 1,
+        "claim_timeout_seconds": 600, "waiting_for": None, "target_selector": None,
         "node_counts": {
             "pending": 0, "running": 1, "apply_pending": 0, "succeeded": 1, "failed": 0, "cancelled": 0,
             "timed_out": 0,
@@ -230,7 +234,8 @@ def test_api_md_examples_match_the_response_schemas():
     Draft202012Validator(SCHEMAS["DispatchResponse"]).validate({"dispatch": task["dispatch"], "task": task})
     Draft202012Validator(SCHEMAS["Statistics"]).validate(statistics)
     Draft202012Validator(SCHEMAS["Statistics"]).validate({**statistics, "success_rate": None})
-    Draft202012Validator(SCHEMAS["TaskTypeList"]).validate({"items": [t.describe() for t in REGISTRY.values()]})
+    Draft202012Validator(SCHEMAS["TaskTypeList"]).validate(
+        {"items": [t.describe() for t in REGISTRY.values()], "next_cursor": None})
 
 
 def test_a_subscription_request_is_published_with_each_channels_secret_rule(document):

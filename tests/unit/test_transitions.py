@@ -27,22 +27,24 @@ from chalicelib.errors import FleetrunError, UnknownAction
 
 NOW = "2026-11-22T18:07:19.384Z"
 
-#: source -> the task statuses that may follow it
+#: source -> the task statuses that may follow it (a finished release runs again when a selector
+#: dispatch adds a node to it)
 EXPECTED_TASK: dict[str, set[str]] = {
     "pending": {"running", "cancelling", "failed"},
     "running": {"completed", "partial_failure", "failed", "cancelling", "apply_pending", "pending"},
     "apply_pending": {"running", "discarded", "cancelling", "pending"},
     "cancelling": {"cancelled"},
-    "completed": set(),
-    "partial_failure": {"pending"},
+    "completed": {"running"},
+    "partial_failure": {"pending", "running"},
     "failed": {"pending"},
     "cancelled": {"pending"},
     "discarded": set(),
 }
 
-#: source -> the node-run statuses that may follow it (a waiting run fails when its node is deregistered)
+#: source -> the node-run statuses that may follow it (a waiting run fails when its node is deregistered,
+#: and times out when nobody claims it within the task's claim_timeout_seconds)
 EXPECTED_RUN: dict[str, set[str]] = {
-    "pending": {"running", "cancelled", "failed"},
+    "pending": {"running", "cancelled", "failed", "timed_out"},
     "running": {"succeeded", "failed", "timed_out", "pending", "cancelled", "apply_pending"},
     "apply_pending": {"running", "pending", "cancelled", "failed"},
     "succeeded": {"pending"},
@@ -101,10 +103,14 @@ class TestTaskTransitionTable:
     def test_allowed_targets_of_each_source(self, source):
         assert allowed_task_targets(source) == frozenset(EXPECTED_TASK[source])
 
-    def test_no_terminal_status_but_a_retryable_one_can_be_left(self):
+    def test_a_terminal_status_is_left_only_by_a_retry_or_a_reopening_selector_dispatch(self):
         for status in TASK_TERMINAL_EXPECTED:
             retryable = status in {"failed", "partial_failure", "cancelled"}
-            assert allowed_task_targets(status) == (frozenset({"pending"}) if retryable else frozenset())
+            reopenable = status in {"completed", "partial_failure"}
+            expected = {"pending"} if retryable else set()
+            assert allowed_task_targets(status) == frozenset(expected | ({"running"} if reopenable else set()))
+            leaving = {t.action for t in TASK_TRANSITIONS.values() if status in t.sources}
+            assert leaving <= {"retry", "reopen_targets"}
 
     def test_unknown_status_has_no_targets(self):
         assert allowed_task_targets("bogus") == frozenset()
@@ -246,6 +252,19 @@ class TestTaskChanges:
         assert change.fields["ordinal_next"] == Add(3)
         assert "status" not in change.fields
         assert {p.attribute: p.value for p in change.guard}["ordinal_next"] == 4
+
+    @pytest.mark.parametrize("finished", ["completed", "partial_failure"])
+    def test_reopening_a_finished_task_grows_it_and_runs_it_again_in_one_write(self, finished):
+        # GIVEN a finished task
+        task = _task(status=finished, ordinal_next=4)
+        # WHEN a selector dispatch adds a node to it
+        change = task_change("reopen_targets", task, TaskInputs(now=NOW, new_targets=1, ordinals=1, chunks=1))
+        # THEN the same write grows its targets, makes it running and clears what a finish set
+        assert (change.fields["status"], change.fields["target_count"]) == ("running", Add(1))
+        assert change.fields["completed_at"] is CLEAR
+        assert change.fields["error_message"] is CLEAR
+        assert change.fields["active_pk"] == "ACTIVE"
+        assert change.sources == {"completed", "partial_failure"}
 
     def test_narrowing_the_window_adds_to_its_base_within_the_attempt_read(self):
         change = task_change("narrow_window", _task(status="running"), TaskInputs(now=NOW, shift=2))

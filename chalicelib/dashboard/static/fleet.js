@@ -51,7 +51,9 @@ export class FleetView extends View {
       h("div", { class: "cards" },
         (statuses.length ? statuses : Object.keys(counts)).map((s) => stat(`nodes ${s}`, counts[s] || 0)),
         snapshot ? stat("running tasks", snapshot.running_tasks) : null,
-        snapshot ? stat("node runs in flight", snapshot.node_runs_in_flight ?? snapshot.runs_in_flight) : null),
+        snapshot ? stat("node runs in flight", snapshot.node_runs_in_flight ?? snapshot.runs_in_flight) : null,
+        // unclaimed runs (a runner that is not a node, offline or busy) wait: never counted as in flight
+        snapshot ? stat("node runs waiting", snapshot.node_runs_waiting ?? (snapshot.node_runs || {}).pending) : null),
       snapshot && snapshot.as_of ? h("p", { class: "muted" }, `as of ${when(snapshot.as_of)}`) : null,
       note ? h("p", { class: "muted", "data-testid": "snapshot-note" }, note) : null,
     );

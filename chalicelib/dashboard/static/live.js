@@ -11,6 +11,8 @@ export class Live {
     this.url = "";
     this.socket = null;
     this.topics = new Set();
+    // live output subscriptions (`output_of`), keyed `<task id>\n<node>`
+    this.outputs = new Map();
     this.attempt = 0;
     this.closed = false;
     this.timer = null;
@@ -46,6 +48,7 @@ export class Live {
     socket.onopen = () => {
       this.attempt = 0;
       for (const topic of this.topics) this.send(topic);
+      for (const [taskId, node] of this.outputs.values()) this.sendOutput("subscribe", taskId, node);
       this.setState("live");
     };
     socket.onmessage = (message) => {
@@ -84,6 +87,24 @@ export class Live {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify({ action: "unsubscribe", task_id: taskId }));
     }
+  }
+
+  sendOutput(action, taskId, node) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify({ action, task_id: taskId, output_of: node }));
+    }
+  }
+
+  subscribeOutput(taskId, node) {
+    const key = `${taskId}\n${node}`;
+    if (this.outputs.has(key)) return;
+    this.outputs.set(key, [taskId, node]);
+    this.sendOutput("subscribe", taskId, node);
+  }
+
+  unsubscribeOutput(taskId, node) {
+    if (!this.outputs.delete(`${taskId}\n${node}`)) return;
+    this.sendOutput("unsubscribe", taskId, node);
   }
 
   stop() {

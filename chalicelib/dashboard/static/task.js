@@ -4,6 +4,7 @@
 import * as api from "./api.js";
 import { h, fill, badge, progressBar, when, clock, TERMINAL } from "./dom.js";
 import { View } from "./view.js";
+import { RunOutput } from "./output.js";
 
 const WIDE_GRID_MAX = 60;
 const RUNS_REFRESH_MS = 1000;
@@ -32,6 +33,7 @@ export class TaskView extends View {
     this.runsDirty = false;
     this.selected = null;
     this.loadingRuns = false;
+    this.output = null;
   }
 
   async mount(root) {
@@ -88,6 +90,7 @@ export class TaskView extends View {
   unmount() {
     super.unmount();
     clearTimeout(this.runsTimer);
+    if (this.output) this.output.stop();
     if (this.session.live) this.session.live.unsubscribe(this.taskId);
   }
 
@@ -102,6 +105,7 @@ export class TaskView extends View {
     this.legend = h("div", { class: "legend", id: "node-legend" });
     this.grid = h("div", { class: "node-grid", id: "node-grid", onclick: (e) => this.pick(e) });
     this.runDetail = h("div", { class: "run-detail muted", id: "run-detail" }, "Click a node for its run.");
+    this.outputSlot = h("div", { id: "run-output-slot" });
     this.timeline = h("div", { class: "timeline", id: "timeline" });
     root.append(
       h("p", {}, h("a", { href: "#/tasks" }, "← Tasks")),
@@ -109,7 +113,7 @@ export class TaskView extends View {
         h("div", { class: "detail-head" }, this.title, this.statusSlot, this.actions),
         this.actionError, this.progress, this.facts),
       h("div", { class: "two" },
-        h("section", { class: "card" }, h("h2", {}, "Nodes"), this.legend, this.grid, this.runDetail),
+        h("section", { class: "card" }, h("h2", {}, "Nodes"), this.legend, this.grid, this.runDetail, this.outputSlot),
         h("section", { class: "card" }, h("h2", {}, "Dispatch"), this.dispatch,
           h("h2", { style: "margin-top:16px" }, "Events"), this.timeline)),
     );
@@ -227,6 +231,24 @@ export class TaskView extends View {
       ` · started ${when(run.started_at)} · completed ${when(run.completed_at)}`,
       run.error_message ? h("div", { class: "error" }, run.error_message) : null,
     );
+    this.showOutput(run);
+  }
+
+  // the selected run's live output (output.js); a new node or attempt gets a new panel
+  showOutput(run) {
+    if (run.status === "pending" && run.attempt <= 1) return;
+    if (this.output && this.output.node === run.node && this.output.attempt === run.attempt) {
+      this.output.runChanged(run);
+      return;
+    }
+    if (this.output) this.output.stop();
+    this.output = new RunOutput(this.session, this.taskId, run);
+    this.outputSlot.replaceChildren(this.output.element);
+    this.output.start();
+  }
+
+  onOutput(message) {
+    if (message.task_id === this.taskId && this.output) this.output.onOutput(message);
   }
 
   // at most one refresh of the runs a second (1,000 nodes are 5 pages)

@@ -5,7 +5,9 @@ Client messages: `{"action": "subscribe" | "unsubscribe", "task_id": "<id>" | "*
 (a subscription to one task is followed by that task's current state, `{"type": "task", ...}`,
 so a client never misses a change between its last read and its subscription),
 `{"type": "unsubscribed", "task_id"}`, `{"type": "pong"}`, or
-`{"type": "error", "error": {"code", "message"}}` with the codes of API.md.
+`{"type": "error", "error": {"code", "message"}}` with the codes of API.md. A subscribe that
+names `"output_of": "<node>"` also subscribes that node's live output (`output_push.py`), an
+unsubscribe naming it drops only the output; their answers carry `output_of` too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from chalicelib.errors import FleetrunError, Unauthenticated, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import queries
 from chalicelib.services.realtime import sender
+from chalicelib.services.realtime.output_push import output_topic, parse_output_of
 from chalicelib.store import connections
+from chalicelib.store.models import WsConnectionItem
 from chalicelib.validation import unsafe_text
 
 _TASK_ID_MAX = 128
@@ -67,6 +71,9 @@ def _answer(connection_id: str, body: str | None) -> list[dict[str, Any]]:
         raise Unauthenticated("this connection is not known (expired?): reconnect with ?token=<JWT>")
     actor = connections.actor_of(connection)
     topic = message["task_id"]
+    output_of = parse_output_of(message)
+    if output_of is not None:
+        return _answer_output(connection, actor, message["action"], topic, output_of)
     if message["action"] == "unsubscribe":
         connections.unsubscribe(connection, topic)
         return [{"type": "unsubscribed", "task_id": topic}]
@@ -79,6 +86,24 @@ def _answer(connection_id: str, body: str | None) -> list[dict[str, Any]]:
     task = queries.visible_task(actor, topic)  # TaskNotFound for another user's task
     connections.subscribe(connection, topic)
     return [{"type": "subscribed", "task_id": topic}, {"type": "task", "task": queries.present(task)}]
+
+
+def _answer_output(connection: WsConnectionItem, actor: auth.Actor, action: str, task_id: str,
+                   node: str) -> list[dict[str, Any]]:
+    """`output_of`: the task's pushes plus the node's live output (API.md "Reading output")."""
+    topic = output_topic(task_id, node)
+    if action == "unsubscribe":
+        connections.unsubscribe(connection, topic)
+        return [{"type": "unsubscribed", "task_id": task_id, "output_of": node}]
+    held = set(connection.topics or [])
+    if len(held | {task_id, topic}) > connections.MAX_TOPICS:
+        raise ValidationFailed(f"a connection may hold at most {connections.MAX_TOPICS} subscriptions",
+                               [{"path": "$.output_of", "message": "too many subscriptions"}])
+    task = queries.visible_task(actor, task_id)  # TaskNotFound for another user's task
+    connections.subscribe(connection, task_id)
+    connections.subscribe(connection, topic)  # `update` refreshed the item's topics
+    return [{"type": "subscribed", "task_id": task_id, "output_of": node},
+            {"type": "task", "task": queries.present(task)}]
 
 
 def _parse(body: str | None) -> dict[str, Any]:

@@ -20,6 +20,8 @@
 | subscription by event | SUBEVT#<event>#ALL or SUBEVT#<event>#OWN#<owner> | <subscription id> |
 | delivery log    | SUB#<id>            | DLV#<ulid>       | (TTL)
 | concurrency key | CKEY#<key>          | HOLDER, Q#<queued_at>#<task id> | holder and FIFO of a key (keys.py) |
+| label index     | LABEL#<key>#<value> | <node id>        | one per label of a node (store/label_index.py) |
+| task type       | TTYPE#<name>        | HEAD, V#<0000000001> | (models/task_types.py; list-index TTYPES / <name>) |
 
 A statistics `<scope>` is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`,
 and an hour of one appends `|hour:<yyyy-mm-ddThh>`.
@@ -28,10 +30,12 @@ Every component a user chooses — `<owner>` and `<user>` (a JWT `sub`), `<key>`
 concurrency key), `<type>`, `<event>`, `<project>`, a WebSocket `<task or *>` — is written
 through `key_parts.part` (`%`, `#` and `|` percent-encoded), so no choice of strings makes two
 different tuples spell one key: `IDEM#alice#k123#1` is alice's key `k123#1`, and the user
-`alice#k123`'s key `1` is `IDEM#alice%23k123#1`. Ids the service generates (tasks, schedules,
-subscriptions, allocations, events, deliveries: ULIDs), timestamps and node ids (checked against
-`^[A-Za-z0-9._:-]{1,128}$` when registered) go in as they are, and so do the repository and
-tag names a Harbor sync reads (Harbor's naming rules allow none of `:`, `#`, `|`; not checked here).
+`alice#k123`'s key `1` is `IDEM#alice%23k123#1`. A label's `<key>` and `<value>` too: the
+label `a#b` = `c` and the label `a` = `b#c` are `LABEL#a%23b#c` and `LABEL#a#b%23c`. Ids the
+service generates (tasks, schedules, subscriptions, allocations, events, deliveries: ULIDs),
+timestamps and node ids (checked against `^[A-Za-z0-9._:-]{1,128}$` when registered) go in as
+they are, and so do the repository and tag names a Harbor sync reads (Harbor's naming rules
+allow none of `:`, `#`, `|`; not checked here).
 
 Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
@@ -64,6 +68,7 @@ from chalicelib.store.models.fleet import (
     RateBucket,
     ScheduleItem,
 )
+from chalicelib.store.models.labels import LabelItem
 from chalicelib.store.models.notify import (
     DeliveryItem,
     SubscriptionEventItem,
@@ -71,6 +76,7 @@ from chalicelib.store.models.notify import (
     WsConnectionItem,
     WsSubscriptionItem,
 )
+from chalicelib.store.models.task_types import TaskTypeItem
 from chalicelib.store.models.tasks import (
     EventItem,
     IdempotencyItem,
@@ -83,7 +89,7 @@ from chalicelib.store.models.tasks import (
 ALL_MODELS: tuple[type[FleetrunModel], ...] = (
     TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
     AllocationItem, ConcurrencyKeyItem, ScheduleItem, WsConnectionItem, WsSubscriptionItem,
-    SubscriptionItem, SubscriptionEventItem, DeliveryItem,
+    SubscriptionItem, SubscriptionEventItem, DeliveryItem, LabelItem, TaskTypeItem,
 )
 
 
@@ -107,6 +113,7 @@ __all__ = [
     "FleetrunModel",
     "IdempotencyItem",
     "ImageItem",
+    "LabelItem",
     "ListIndex",
     "NodeItem",
     "NodeRunItem",
@@ -118,6 +125,7 @@ __all__ = [
     "SubscriptionItem",
     "TargetChunk",
     "TaskItem",
+    "TaskTypeItem",
     "WsConnectionItem",
     "WsSubscriptionItem",
     "node_pk",

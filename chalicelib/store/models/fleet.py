@@ -37,6 +37,9 @@ class NodeItem(FleetrunModel):
     #: the status an offline node returns to when its agent is seen again
     offline_from = UnicodeAttribute(null=True)
     offline_since = UnicodeAttribute(null=True)
+    #: bumped by every write that changes what selectors see (labels, maintenance), guarded by
+    #: the value read: the label index items written with it are exact (store/label_index.py)
+    selector_rev = NumberAttribute(null=True)
 
     list_index = ListIndex()
 

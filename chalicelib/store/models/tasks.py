@@ -26,6 +26,8 @@ class TaskItem(FleetrunModel):
 
     task_id = UnicodeAttribute()
     type = UnicodeAttribute()
+    #: the version of the type the task was created with (services/type_registry.py)
+    type_version = NumberAttribute(default=1)
     name = UnicodeAttribute(null=True)
     owner = UnicodeAttribute()
     status = UnicodeAttribute()
@@ -71,6 +73,17 @@ class TaskItem(FleetrunModel):
     awaiting_since = UnicodeAttribute(null=True)
     #: the task's place in its concurrency key's queue (creation, or its last retry)
     queued_at = UnicodeAttribute(null=True)
+    #: the `target_selector` of the request as JSON, re-resolved by `dispatch {"selector": true}`
+    target_selector = UnicodeAttribute(null=True)
+    # --- runs that can't hang (services/claim_timeouts.py, services/waiting.py) ---
+    claim_timeout_seconds = NumberAttribute(default=600)
+    #: epoch seconds: the sweeper reads the pending runs again no sooner than this
+    claim_check_at = NumberAttribute(null=True)
+    #: when the concurrency window last let more runs start
+    window_moved_at = UnicodeAttribute(null=True)
+    #: the task this one waits for on its concurrency key, and its owner
+    waiting_for_task_id = UnicodeAttribute(null=True)
+    waiting_for_owner = UnicodeAttribute(null=True)
     # --- indexes ---
     list_pk = UnicodeAttribute(null=True)
     list_sk = UnicodeAttribute(null=True)
@@ -137,6 +150,8 @@ class NodeRunItem(FleetrunModel):
     reservation_expires_at = NumberAttribute(null=True)
     #: the plan was confirmed: the reservation owner may claim the apply phase
     confirmed = BooleanAttribute(null=True)
+    #: epoch seconds the run became claimable (entered `pending`); cleared once claimed
+    claimable_at = NumberAttribute(null=True)
 
     claim_index = ClaimIndex()
 
