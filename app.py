@@ -379,6 +379,7 @@ def sweep(event: Any) -> None:
 def reconcile_statistics(event: Any) -> None:
     statistics.reconcile()
     snapshot.repair()  # monitoring: recount the nodes by status (the stream keeps them exact)
+    selectors.index_unindexed_nodes()  # nodes registered before the label index existed
 
 
 # --- intake and schedules ---------------------------------------------------------------

@@ -81,6 +81,23 @@ def oidc_audience() -> str:
     return os.environ.get("FLEETRUN_OIDC_AUDIENCE", "")
 
 
+def _positive(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+
+
+def retention_days() -> int:
+    """API.md "Retention": tasks, their runs, events and outputs are kept this many days after
+    the task ends (FLEETRUN_RETENTION_DAYS, default 90)."""
+    return _positive("FLEETRUN_RETENTION_DAYS", 90)
+
+
+def output_max_bytes() -> int:
+    """FLEETRUN_OUTPUT_MAX_BYTES: how much live output one attempt may store (agents keep head
+    and tail within the same figure; default 4 MiB)."""
+    return _positive("FLEETRUN_OUTPUT_MAX_BYTES", 4 * 1024 * 1024)
+
+
 @cache
 def undispatched_grace_seconds() -> int:
     """How long an acknowledged task may wait for its dispatch before the sweeper re-sends it."""

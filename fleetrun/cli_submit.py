@@ -61,11 +61,11 @@ def build_body(task_type: str, nodes: list[str], parameters: dict[str, Any], opt
         body["target_selector"] = {"labels": options["selector"]}
     if parameters:
         body["parameters"] = parameters
-    if options["tags"]:
+    if options.get("tags"):
         body["tags"] = list(options["tags"])
     for name in ("name", "priority", "max_concurrency", "max_errors", "concurrency_key", "runner_node",
                  "claim_timeout_seconds"):
-        if options[name] is not None:
+        if options.get(name) is not None:  # `schedules create` takes fewer options than `submit`
             body[name] = options[name]
     return body
 

@@ -9,9 +9,9 @@ what could be the start of a secret split across chunks). Offsets stay the agent
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from chalicelib import config
 from chalicelib.auth import Actor
 from chalicelib.domain.statuses import RUN_TERMINAL, RunStatus
 from chalicelib.errors import LeaseLost, NotFound, OutputGap, PayloadTooLarge, ValidationFailed
@@ -24,17 +24,13 @@ from chalicelib.store.runs import split_run_id
 
 #: API.md: an answer of the read route carries about this much output (a chunk is never split)
 PAGE_BYTES = 1024 * 1024
-#: the default of FLEETRUN_OUTPUT_MAX_BYTES: the most one attempt may store
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 #: room past the cap for the agent's line saying how much it cut
 _CUT_LINE_ROOM = 1024
 
 
 def max_bytes() -> int:
-    """FLEETRUN_OUTPUT_MAX_BYTES: how much output one attempt may store (agents keep head and tail
-    within the same figure)."""
-    raw = os.environ.get("FLEETRUN_OUTPUT_MAX_BYTES", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
+    """How much output one attempt may store (config.output_max_bytes)."""
+    return config.output_max_bytes()
 
 
 def append(node_id: str, run_id_value: str, attempt: int, offset: int, data: str) -> dict[str, Any]:

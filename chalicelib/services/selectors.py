@@ -19,6 +19,7 @@ from chalicelib.domain.records import Task
 from chalicelib.domain.selectors import MAX_INDEX_READ, Labels, describe, matches, queried_pair
 from chalicelib.domain.task_requests import MAX_TARGET_NODES
 from chalicelib.errors import ValidationFailed
+from chalicelib.observability import logger
 from chalicelib.services import backfill
 from chalicelib.services.views import node_view
 from chalicelib.store import inventory, label_index, pages
@@ -111,3 +112,15 @@ def labelled_page(selector: Labels, limit: int, cursor: str | None) -> Page:
 
 def _too_broad(path: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"target_selector is too broad: {message}", [{"path": path, "message": message}])
+
+
+def index_unindexed_nodes() -> int:
+    """Give every node registered before the label index existed its index items, so selectors
+    see it (the daily reconcile and the local runtime's start run this; a node already indexed
+    costs nothing but its read). Returns how many nodes it indexed."""
+    indexed = sum(inventory.index_if_unindexed(node) for node in inventory.iter_nodes()
+                  if node.selector_rev is None)
+    if indexed:
+        logger.info("label index: nodes registered before it indexed", extra={"nodes": indexed})
+    return indexed
+

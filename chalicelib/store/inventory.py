@@ -177,6 +177,26 @@ def update_quietly(node: NodeRef, action: str, now: str, **inputs: Any) -> bool:
     return True
 
 
+def index_if_unindexed(node: Node) -> bool:
+    """Write the label index items of a node registered before the index existed (it has no
+    `selector_rev`), guarded so that a node any index write has touched since is left alone.
+    Returns whether it wrote them."""
+    if node.selector_rev is not None:
+        return False
+    item = NodeItem(node_pk(node.node_id), META)
+    guard = NodeItem.pk.exists() & NodeItem.selector_rev.does_not_exist()
+    try:
+        with TransactWrite(connection=NodeItem._get_connection().connection) as tx:
+            tx.update(item, actions=[NodeItem.selector_rev.set(1)], condition=guard)
+            for extra in label_index.moves(node.node_id, None, label_index.seen_of(node)):
+                extra(tx)
+    except PynamoDBException as error:
+        if is_condition_failure(error) or is_transaction_conflict(error):
+            return False  # deregistered, or indexed by a write of its own meanwhile
+        raise
+    return True
+
+
 def remove(node: Node, now: str) -> None:
     """Deregister `node` as read: delete its item, and with it its token hash (the next request
     with the token finds no node), ending its open allocation in the same transaction.

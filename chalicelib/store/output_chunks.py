@@ -24,7 +24,6 @@ ten inline writes.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,8 +186,6 @@ def s3_key(chunk: Chunk) -> str:
 
 
 def retention_seconds() -> int:
-    """API.md "Retention": outputs are kept FLEETRUN_RETENTION_DAYS (default 90). A chunk is written
-    while its run runs, before the task ends: one day more covers a run's length."""
-    raw = os.environ.get("FLEETRUN_RETENTION_DAYS", "")
-    days = int(raw) if raw.isdigit() and int(raw) > 0 else 90
-    return (days + 1) * 86400
+    """API.md "Retention": outputs are kept FLEETRUN_RETENTION_DAYS. A chunk is written while its
+    run runs, before the task ends: one day more covers a run's length."""
+    return (config.retention_days() + 1) * 86400

@@ -96,6 +96,9 @@ class LocalRuntime:
         os.environ.update(provisioned.environment())
         app_module = importlib.import_module("app")
         from chalicelib import auth
+        from chalicelib.services import selectors
+
+        selectors.index_unindexed_nodes()  # state kept from before the label index: its nodes join it
 
         self.admin_token = auth.mint_token("admin", ["admin"], self.settings.jwt_secret, _ADMIN_TOKEN_TTL)
         _write_private(self.settings.admin_token_path, self.admin_token + "\n")  # before the API answers

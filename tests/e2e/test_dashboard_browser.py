@@ -204,3 +204,24 @@ def test_statistics_charts_and_the_fleet_panel_show_what_the_api_answers(stack, 
     assert "node runs waiting" in page
     assert stack.admin_token not in chromium.find_element(By.TAG_NAME, "body").text
     assert not chromium.find_elements(By.CSS_SELECTOR, "#gpu-trend svg")
+
+
+def test_a_task_waiting_for_its_concurrency_key_names_the_holder_on_its_page(stack, chromium):
+    # GIVEN a task holding a key on a node no agent serves, and a second task with the same key
+    key, idle = f"workspace-{time.monotonic_ns()}", stack.node_id("idle")
+    stack.register(idle)
+    holder = stack.shell_task(idle, ["true"], concurrency_key=key)
+    stack.wait_task(holder, ["running"])
+    waiting = stack.shell_task(idle, ["true"], concurrency_key=key)
+    # WHEN an admin opens the waiting task's page
+    sign_in(chromium, stack, stack.admin_token)
+    chromium.get(f"{stack.url}/#/tasks/{waiting}")
+    # THEN it names the task it waits for, its owner and the key, with a link to the holder
+    shown = wait(chromium, 10, lambda d: text_of(d, ".waiting-for"))
+    assert shown == f"{holder} (admin) holds concurrency key {key}"
+    from selenium.webdriver.common.by import By
+
+    link = chromium.find_element(By.CSS_SELECTOR, ".waiting-for a").get_attribute("href")
+    assert link.endswith(f"#/tasks/{holder}")
+    stack.admin.post(f"/v1/tasks/{holder}/cancel")
+    stack.admin.post(f"/v1/tasks/{waiting}/cancel")

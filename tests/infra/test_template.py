@@ -93,6 +93,14 @@ def test_prod_keeps_dead_letters_key_bucket_and_users(templates):
         assert set(cfn.resources(prod, kind)) <= kept, kind
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_live_output_objects_expire_with_their_chunk_items(cdk_templates, stage):
+    cdk_templates[stage].has_resource_properties("AWS::S3::Bucket", {
+        "LifecycleConfiguration": {"Rules": [Match.object_like(
+            {"Prefix": "outputs/live/", "ExpirationInDays": 91, "Status": "Enabled"})]},
+    })
+
+
 # --- queues --------------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_queue_has_a_dead_letter_queue_with_redrive(templates, stage):

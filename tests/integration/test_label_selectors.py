@@ -12,7 +12,7 @@ from pynamodb.connection.base import Connection
 
 from chalicelib.services import harbor_sources, nodes, selectors
 from chalicelib.store import label_index
-from chalicelib.store.models import LabelItem
+from chalicelib.store.models import LabelItem, NodeItem, node_pk
 from tests.harness import Answer, Fleet, assert_statistics_equal_recount
 
 ADMIN = ("admin",)
@@ -284,6 +284,21 @@ class TestDispatchBySelector:
         register(cdn, "gpu-2", {"pool": "gpu"})
         answer = cdn.user("POST", f"/v1/tasks/{task_id}/dispatch", {"selector": True})
         assert (answer.status, answer.body["error"]["code"]) == (409, "invalid_transition")
+
+
+class TestNodesRegisteredBeforeTheIndex:
+    def test_the_repair_indexes_them_once_and_selectors_then_see_them(self, cdn):
+        # GIVEN a node registered before the label index existed: no index items, no selector_rev
+        old = NodeItem(node_pk("edge-old"), "META", node_id="edge-old", labels={"pool": "cdn"}, status="idle",
+                       token_hash="x", created_at="2026-11-01T00:00:00.000Z", list_pk="NODE", list_sk="edge-old")
+        old.save()
+        assert "edge-old" not in selected(CDN)
+        # WHEN the repair runs (the daily reconcile, the local runtime's start), twice
+        first, second = selectors.index_unindexed_nodes(), selectors.index_unindexed_nodes()
+        # THEN it indexed that node once, and selectors see it
+        assert (first, second) == (1, 0)
+        assert selected(CDN) == ["edge-1", "edge-2", "edge-3", "edge-old"]
+        assert nodes.get("edge-old").selector_rev == 1
 
 
 class TestListingByLabel:

@@ -135,6 +135,12 @@ export class TaskView extends View {
       fact("Created", when(task.created_at)), fact("Started", when(task.started_at)), fact("Completed", when(task.completed_at)),
       fact("Nodes", RUN_STATUSES.filter((s) => counts[s]).map((s) => `${counts[s]} ${s.replace("_", " ")}`).join(", ")),
       task.error_message ? fact("Error", h("span", { class: "error" }, task.error_message)) : null,
+      task.waiting_for ? fact("Waiting for", h("span", { class: "waiting-for" },
+        h("a", { href: `#/tasks/${encodeURIComponent(task.waiting_for.task_id)}`, class: "mono" }, task.waiting_for.task_id),
+        ` (${task.waiting_for.owner}) holds concurrency key ${task.concurrency_key}`)) : null,
+      task.target_selector ? fact("Selector", Object.entries(task.target_selector.labels || {})
+        .map(([k, v]) => `${k}=${v}`).join(", ")) : null,
+      fact("Type version", task.type_version),
     );
     const d = task.dispatch || {};
     this.dispatch.replaceChildren(
