@@ -32,7 +32,8 @@ export class TasksView extends View {
   }
 
   async filterForm() {
-    const types = await api.get("/v1/task-types").then((r) => r.items.map((t) => t.name)).catch(() => []);
+    // every page: defined types follow the built-ins, and a team may define many
+    const types = await api.allPages("/v1/task-types").then((items) => items.map((t) => t.name)).catch(() => []);
     const select = (name, options) => h("select", { name, "data-filter": name },
       h("option", { value: "" }, "any"), options.map((o) => h("option", { value: o, selected: this.filters[name] === o }, o)));
     const form = h("form", { class: "filters", onchange: () => this.applyFilters(form), onsubmit: (e) => { e.preventDefault(); this.applyFilters(form); } },
