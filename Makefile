@@ -9,7 +9,7 @@ SYSTEM_STAMP := $(VENV)/.installed-system
 #: Debian packages the tests drive for real; `make test` installs the missing ones
 DEBIAN_PACKAGES := prometheus chromium chromium-driver
 
-.PHONY: run test lint unit integration e2e bench clean
+.PHONY: run test lint unit integration e2e bench clean screenshots
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3)"; exit 1; }
@@ -49,6 +49,12 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/requests.py
+
+# the README's picture of the dashboard: the browser test writes test-output/ only, this copies it
+screenshots: $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/pytest -q tests/e2e/test_dashboard_browser.py
+	mkdir -p docs/img
+	cp test-output/dashboard-task.png docs/img/dashboard-task.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

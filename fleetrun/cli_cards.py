@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from rich.columns import Columns
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from fleetrun.cli_render import STATUS_STYLES, day_time
+from fleetrun.cli_table import Column, natural_key, render
 
 NODE_STATUS_STYLES = {"idle": "green", "allocated": "cyan", "maintenance": "yellow", "offline": "bright_black"}
 
@@ -61,18 +62,28 @@ def stats_cards(stats: dict[str, Any]) -> RenderableType:
     return Group(Columns([totals, outcome, by_status, node_runs, types]), footer)
 
 
-def task_types_table(types: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("type", "executor", "steps", "confirm", "concurrency", "attempts", "parameters", "description"):
-        table.add_column(name, no_wrap=name in ("type", "executor"))
-    for kind in types:
-        steps = [*kind.get("steps", []), *kind.get("apply_steps", [])]
-        table.add_row(
-            kind["name"], kind.get("executor") or "-", " → ".join(steps),
-            "yes" if kind.get("requires_confirmation") else "no", str(kind.get("default_max_concurrency", "-")),
-            str(kind.get("max_attempts", "-")), parameters_summary(kind), kind.get("description") or "",
-        )
-    return table
+TYPE_COLUMNS: Final = (
+    Column("type"), Column("parameters", priority=1, min_width=20, overflow="wrap"),
+    Column("description", priority=2, min_width=30, overflow="wrap"),
+    Column("steps", priority=3, min_width=12, overflow="wrap"), Column("executor", priority=4),
+    Column("confirm", priority=5), Column("attempts", priority=6, justify="right"),
+    Column("concurrency", priority=7, justify="right"),
+)
+NODE_COLUMNS: Final = (
+    Column("node"), Column("status"), Column("last seen", priority=1), Column("labels", priority=2, min_width=16,
+                                                                               overflow="wrap"),
+    Column("detail", priority=3, min_width=12, overflow="ellipsis"), Column("slots", priority=4, justify="right"),
+    Column("registered", priority=5),
+)
+
+
+def task_types_table(types: list[dict[str, Any]], console: Console, *, wide: bool = False) -> RenderableType:
+    rows = [(kind["name"], parameters_summary(kind), kind.get("description") or "",
+             " → ".join([*kind.get("steps", []), *kind.get("apply_steps", [])]), kind.get("executor") or "-",
+             "yes" if kind.get("requires_confirmation") else "no", str(kind.get("max_attempts", "-")),
+             str(kind.get("default_max_concurrency", "-")))
+            for kind in types]
+    return render(TYPE_COLUMNS, rows, console, wide=wide)
 
 
 def parameters_summary(kind: dict[str, Any]) -> str:
@@ -84,17 +95,16 @@ def parameters_summary(kind: dict[str, Any]) -> str:
     return ", ".join(names) or "-"
 
 
-def nodes_table(nodes: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("node", "status", "detail", "slots", "labels", "last seen", "registered"):
-        table.add_column(name, no_wrap=name not in ("labels", "detail"))
-    for node in nodes:
+def nodes_table(nodes: list[dict[str, Any]], console: Console, *, wide: bool = False) -> RenderableType:
+    """One row per node, in natural order (`edge-2` before `edge-10`)."""
+    rows = []
+    for node in sorted(nodes, key=lambda found: natural_key(found["node_id"])):
         status = node.get("status") or "-"
         labels = ", ".join(f"{k}={v}" for k, v in (node.get("labels") or {}).items())
-        table.add_row(node["node_id"], Text(status, style=NODE_STATUS_STYLES.get(status, "")), _node_detail(node),
-                      str(node.get("slots", 1)), labels or "-", day_time(node.get("last_seen_at")),
-                      day_time(node.get("created_at")))
-    return table
+        rows.append((node["node_id"], Text(status, style=NODE_STATUS_STYLES.get(status, "")),
+                     day_time(node.get("last_seen_at")), labels or "-", _node_detail(node), str(node.get("slots", 1)),
+                     day_time(node.get("created_at"))))
+    return render(NODE_COLUMNS, rows, console, wide=wide)
 
 
 def _node_detail(node: dict[str, Any]) -> str:

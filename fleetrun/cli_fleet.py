@@ -35,33 +35,41 @@ def stats(session: Session, task_type: str | None, owner: str | None, as_json: b
         session.out.print(stats_cards(figures))
 
 
+_wide_option = click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")
+
+
 @click.command("task-types")
+@_wide_option
 @json_option
 @pass_session
-def task_types(session: Session, as_json: bool) -> None:
+def task_types(session: Session, wide: bool, as_json: bool) -> None:
     """List the task types and their parameters.
 
-    Parameters marked * are required; secret ones never come back from the API.
+    Parameters marked * are required; secret ones never come back from the API. Columns that
+    do not fit the terminal are left out (--wide shows them).
     """
     items = session.api().pages("/v1/task-types")
     if as_json:
         print_json({"items": items, "next_cursor": None})
     else:
-        session.out.print(task_types_table(items))
+        session.out.print(task_types_table(items, session.out, wide=wide))
 
 
 @click.command("nodes")
 @click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", callback=label_pairs,
               help="Only nodes carrying this label (repeat: all must hold).")
+@_wide_option
 @json_option
 @pass_session
-def nodes_command(session: Session, labels: dict[str, str], as_json: bool) -> None:
-    """List the fleet's nodes."""
+def nodes_command(session: Session, labels: dict[str, str], wide: bool, as_json: bool) -> None:
+    """List the fleet's nodes, in natural order (edge-2 before edge-10)."""
     items = session.api().pages("/v1/nodes", label=label_query(labels))
     if as_json:
         print_json({"items": items, "next_cursor": None})
+    elif items:
+        session.out.print(nodes_table(items, session.out, wide=wide))
     else:
-        session.out.print(nodes_table(items) if items else "no nodes registered: fleetrun node register NODE_ID")
+        session.out.print("no nodes registered: fleetrun node register NODE_ID")
 
 
 @click.group("node")
@@ -109,7 +117,7 @@ def show_node(session: Session, node_id: str, as_json: bool) -> None:
     if as_json:
         print_json(node)
     else:
-        session.out.print(nodes_table([node]))
+        session.out.print(nodes_table([node], session.out))
 
 
 # a group so that `fleetrun agent check` sits beside it; without a subcommand it runs the agent

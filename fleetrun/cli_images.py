@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import click
-from rich.table import Table
+from rich.console import Console, RenderableType
 
 from fleetrun.cli_render import day_time
 from fleetrun.cli_session import Session, json_option, pass_session, print_json
+from fleetrun.cli_table import Column, render
 from fleetrun.cli_watch import watch
 
+IMAGE_COLUMNS: Final = (
+    Column("repository"), Column("tag"), Column("size", priority=1, justify="right"), Column("pushed", priority=2),
+    Column("digest", priority=3, min_width=8, overflow="ellipsis"), Column("removed", priority=4),
+)
 
-def images_table(items: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("repository", "tag", "digest", "size", "pushed", "removed"):
-        table.add_column(name, no_wrap=True, justify="right" if name == "size" else "left")
-    for image in items:
-        table.add_row(image["repository"], image["tag"], image["digest"][:19], _size(image["size_bytes"]),
-                      day_time(image.get("pushed_at")), day_time(image.get("removed_at")) if image.get("removed_at")
-                      else "")
-    return table
+
+def images_table(items: list[dict[str, Any]], console: Console, *, wide: bool = False) -> RenderableType:
+    rows = [(image["repository"], image["tag"], _size(image["size_bytes"]), day_time(image.get("pushed_at")),
+             image["digest"] if wide or not console.is_terminal else image["digest"][:19],
+             day_time(image.get("removed_at")) if image.get("removed_at") else "")
+            for image in items]
+    return render(IMAGE_COLUMNS, rows, console, wide=wide)
 
 
 def _size(size_bytes: int) -> str:
@@ -37,10 +40,11 @@ def _size(size_bytes: int) -> str:
 @click.group("images", invoke_without_command=True)
 @click.option("--project", metavar="NAME", help="Only this Harbor project.")
 @click.option("--include-removed", is_flag=True, help="Also tags that are gone from Harbor.")
+@click.option("--wide", is_flag=True, help="Every column and whole digests, however wide the terminal.")
 @json_option
 @pass_session
 @click.pass_context
-def images_group(ctx: click.Context, session: Session, project: str | None, include_removed: bool,
+def images_group(ctx: click.Context, session: Session, project: str | None, include_removed: bool, wide: bool,
                  as_json: bool) -> None:
     """List the image catalog synced from Harbor (or: fleetrun images sync).
 
@@ -57,7 +61,7 @@ def images_group(ctx: click.Context, session: Session, project: str | None, incl
     if as_json:
         print_json({"items": items, "next_cursor": None})
     elif items:
-        session.out.print(images_table(items))
+        session.out.print(images_table(items, session.out, wide=wide))
     else:
         session.out.print("the catalog is empty: an admin runs `fleetrun images sync`")
 

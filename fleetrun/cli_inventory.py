@@ -6,16 +6,16 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 import requests
-from rich.table import Table
 
 from fleetrun.cli_fleet import node_group
 from fleetrun.cli_render import day_time
 from fleetrun.cli_selectors import label_pairs
 from fleetrun.cli_session import EXIT_ERROR, EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
+from fleetrun.cli_table import Column, id_cells, render
 from fleetrun.cli_watch import watch
 
 
@@ -180,24 +180,32 @@ def deregister(session: Session, node_id: str, yes: bool, as_json: bool) -> None
                       f"{answer['runs_cancel_requested']} running run(s) asked to cancel", markup=False)
 
 
+ALLOCATION_COLUMNS: Final = (
+    Column("allocation"), Column("user"), Column("started", priority=1), Column("ended", priority=2),
+    Column("hours", priority=3, justify="right"), Column("by", priority=4, min_width=6, overflow="ellipsis"),
+)
+
+
 @node_group.command("allocations")
 @click.argument("node_id")
+@click.option("--wide", is_flag=True, help="Every column and whole ids, however wide the terminal.")
 @json_option
 @pass_session
-def allocations(session: Session, node_id: str, as_json: bool) -> None:
+def allocations(session: Session, node_id: str, wide: bool, as_json: bool) -> None:
     """List a node's allocations, newest first (admin)."""
     items = session.api().pages(f"/v1/nodes/{node_id}/allocations")
     if as_json:
         print_json({"items": items, "next_cursor": None})
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("allocation", "user", "started", "ended", "by", "hours"):
-        table.add_column(name, no_wrap=True)
-    for item in items:
-        table.add_row(item["allocation_id"], item["user"], day_time(item["started_at"]),
-                      day_time(item["ended_at"]) if item["ended_at"] else "open", item["ended_by"] or "-",
-                      f"{item['hours']:.2f}")
-    session.out.print(table if items else f"node {node_id} was never allocated")
+    if not items:
+        session.out.print(f"node {node_id} was never allocated", markup=False)
+        return
+    shown_ids = id_cells((item["allocation_id"] for item in items), session.out, wide)
+    rows = [(shown_ids[item["allocation_id"]], item["user"],
+             day_time(item["started_at"]), day_time(item["ended_at"]) if item["ended_at"] else "open",
+             f"{item['hours']:.2f}", item["ended_by"] or "-")
+            for item in items]
+    session.out.print(render(ALLOCATION_COLUMNS, rows, session.out, wide=wide))
 
 
 

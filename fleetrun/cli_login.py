@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from fleetrun import config_file
-from fleetrun.cli_session import EXIT_USAGE, Failure, Session, pass_session
+from fleetrun.cli_session import EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
 from fleetrun.client import Api, ApiError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -83,8 +83,12 @@ def _known(session: Session) -> config_file.Connection:
 
 
 @click.command()
+@json_option
 @pass_session
-def whoami(session: Session) -> None:
+def whoami(session: Session, as_json: bool) -> None:
     """Show the API URL and who your token says you are."""
     api = session.api()
-    session.out.print(f"{api.base_url} as {identity(api.token or '')}", markup=False)
+    if as_json:  # the claims only: the token itself stays off the screen
+        print_json({"url": api.base_url, "claims": token_claims(api.token or "")})
+    else:
+        session.out.print(f"{api.base_url} as {identity(api.token or '')}", markup=False)

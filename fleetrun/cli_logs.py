@@ -8,6 +8,7 @@ While no new output comes it asks again every `FOLLOW_POLL_SECONDS`; while outpu
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -26,15 +27,18 @@ FOLLOW_POLL_SECONDS = 0.5
 @click.argument("node")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the attempt ends.")
 @click.option("--attempt", type=click.IntRange(min=1), help="Which attempt (default: the run's current one).")
+@click.option("--json", "as_json", is_flag=True, help="Each page the API answers as one JSON object per line.")
 @pass_session
-def logs(session: Session, task_id: str, node: str, follow: bool, attempt: int | None) -> None:
+def logs(session: Session, task_id: str, node: str, follow: bool, attempt: int | None, as_json: bool) -> None:
     """Print the output of NODE's run of TASK_ID (every step of the attempt, in order)."""
     api = session.api()
     offset = 0
     while True:
         page = read_page(api, task_id, node, attempt, offset)
         attempt = int(page["attempt"])  # the current attempt stays the one followed
-        if page["data"]:
+        if as_json:
+            click.echo(json.dumps(page, ensure_ascii=False))
+        elif page["data"]:
             sys.stdout.write(page["data"])
             sys.stdout.flush()
         moved, offset = page["next_offset"] != offset, int(page["next_offset"])

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
-from rich.table import Table
+from rich.console import Console, RenderableType
 
+from fleetrun.cli_hints import with_parameter_hints
+from fleetrun.cli_render import day_time
 from fleetrun.cli_session import Session, json_option, pass_session, print_json
 from fleetrun.cli_submit import build_body, parse_max_errors, parse_param, read_nodes, read_params
+from fleetrun.cli_table import Column, id_cells, render
+from fleetrun.client import ApiError
 
 
 @click.group("schedules")
@@ -57,7 +61,10 @@ def create(session: Session, /, schedule_name: str, expression: str, task_type: 
     parameters.update(parse_param(raw) for raw in params)
     targets = list(nodes) + (read_nodes(nodes_file) if nodes_file else [])
     task = build_body(task_type, targets, parameters, options)
-    created = session.api().post("/v1/schedules", {"name": schedule_name, "expression": expression, "task": task})
+    try:
+        created = session.api().post("/v1/schedules", {"name": schedule_name, "expression": expression, "task": task})
+    except ApiError as error:
+        raise with_parameter_hints(error, parameters) from None
     if as_json:
         print_json(created)
     else:
@@ -66,9 +73,10 @@ def create(session: Session, /, schedule_name: str, expression: str, task_type: 
 
 @schedules_group.command("list")
 @click.option("--owner", help="Only this user's schedules (admins; others always see their own).")
+@click.option("--wide", is_flag=True, help="Every column and whole ids, however wide the terminal.")
 @json_option
 @pass_session
-def list_command(session: Session, owner: str | None, as_json: bool) -> None:
+def list_command(session: Session, owner: str | None, wide: bool, as_json: bool) -> None:
     """List schedules, newest first."""
     items = session.api().pages("/v1/schedules", owner=owner)
     if as_json:
@@ -76,7 +84,7 @@ def list_command(session: Session, owner: str | None, as_json: bool) -> None:
     elif not items:
         session.out.print("no schedules: fleetrun schedules create NAME EXPRESSION TYPE …", markup=False)
     else:
-        session.out.print(schedules_table(items))
+        session.out.print(schedules_table(items, session.out, wide=wide))
 
 
 @schedules_group.command("show")
@@ -89,7 +97,7 @@ def show(session: Session, schedule_id: str, as_json: bool) -> None:
     if as_json:
         print_json(schedule)
     else:
-        session.out.print(schedules_table([schedule]))
+        session.out.print(schedules_table([schedule], session.out))
 
 
 @schedules_group.command("delete")
@@ -105,12 +113,18 @@ def delete(session: Session, schedule_id: str, as_json: bool) -> None:
         click.echo(f"deleted {deleted['schedule_id']} ({deleted['name']})")
 
 
-def schedules_table(items: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "NAME", "EXPRESSION", "TYPE", "TARGETS", "NEXT FIRING", "OWNER"):
-        table.add_column(column)
-    for item in items:
-        task = item["task"]
-        table.add_row(item["schedule_id"], item["name"], item["expression"], task["type"],
-                      str(len(task.get("target_nodes") or [])), item["next_fire_at"] or "never", item["owner"])
-    return table
+SCHEDULE_COLUMNS: Final = (
+    Column("id"), Column("type"), Column("expression", priority=1), Column("next firing", priority=2),
+    Column("name", priority=3, min_width=10, overflow="ellipsis"), Column("targets", priority=4, justify="right"),
+    Column("owner", priority=5, min_width=8, overflow="ellipsis"),
+)
+
+
+def schedules_table(items: list[dict[str, Any]], console: Console, *, wide: bool = False) -> RenderableType:
+    """One row per schedule; on a terminal the ids by their unique ending (unless `wide`)."""
+    shown_ids = id_cells((item["schedule_id"] for item in items), console, wide)
+    rows = [(shown_ids[item["schedule_id"]], item["task"]["type"],
+             item["expression"], day_time(item["next_fire_at"]) if item["next_fire_at"] else "never", item["name"],
+             str(len(item["task"].get("target_nodes") or [])), item["owner"])
+            for item in items]
+    return render(SCHEDULE_COLUMNS, rows, console, wide=wide)

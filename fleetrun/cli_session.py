@@ -4,7 +4,6 @@ how failures become one line on stderr and an exit status."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,11 +33,14 @@ class Failure(Exception):
         self.message, self.exit_code, self.details = message, exit_code, details
 
 
+#: the width of a console that is not a terminal: tables take the plain layout there (cli_table)
+#: and no line of it, nor anything else, is wrapped or cut
+PIPE_WIDTH = 100_000
+
+
 def make_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    # not a terminal (a pipe, a test): wide enough that nothing is cut, whatever COLUMNS says
-    width = None if stream.isatty() else max(int(os.environ.get("COLUMNS") or 0), 240)
-    return Console(stderr=stderr, width=width, highlight=False)
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH, highlight=False)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def reported_failures(session: Session) -> Iterator[None]:
     try:
         yield
     except ApiError as error:
-        _report(session, f"{error.code}: {error.message}", _api_details(error))
+        _report(session, f"{error.code}: {error.message}", api_details(error))
         raise SystemExit(EXIT_ERROR) from None
     except Failure as failure:
         _report(session, failure.message, failure.details)
@@ -130,7 +132,7 @@ def _report(session: Session, message: str, details: tuple[str, ...] = ()) -> No
         session.err.print(f"  {line}", style="red", markup=False, soft_wrap=True)
 
 
-def _api_details(error: ApiError) -> tuple[str, ...]:
+def api_details(error: ApiError) -> tuple[str, ...]:
     body = error.body.get("error", {}) if isinstance(error.body.get("error"), dict) else {}
     lines = [f"{d.get('path', '$')}: {d.get('message', '')}" for d in body.get("details") or [] if isinstance(d, dict)]
     if body.get("known_types"):

@@ -9,9 +9,11 @@ from typing import Any
 
 import click
 
+from fleetrun.cli_hints import with_parameter_hints
 from fleetrun.cli_selectors import label_pairs
 from fleetrun.cli_session import Failure, Session, header, pass_session, print_json
 from fleetrun.cli_watch import watch
+from fleetrun.client import ApiError
 
 _PERCENT = re.compile(r"^\d{1,3}%$")
 
@@ -115,7 +117,10 @@ def submit(session: Session, /, task_type: str, nodes: tuple[str, ...], nodes_fi
     body = build_body(task_type, targets, parameters, options)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     api = session.api()
-    _, task, answer_headers = api.request("POST", "/v1/tasks", body, headers=headers)
+    try:
+        _, task, answer_headers = api.request("POST", "/v1/tasks", body, headers=headers)
+    except ApiError as error:
+        raise with_parameter_hints(error, parameters) from None
     replayed = (header(answer_headers, "Idempotent-Replayed") or "").lower() == "true"
     for warning in task.get("warnings") or []:  # e.g. runners that are not registered nodes
         click.echo(f"warning: {warning['message']}", err=True)

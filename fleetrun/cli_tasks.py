@@ -10,14 +10,17 @@ from typing import Any
 import click
 
 from fleetrun.cli_live import follow_events
-from fleetrun.cli_render import event_text, runs_table, task_details, tasks_table
+from fleetrun.cli_render import event_text, task_details, tasks_table
+from fleetrun.cli_runs import runs_view
 from fleetrun.cli_session import Session, json_option, json_task_option, pass_session, print_json
 from fleetrun.cli_watch import EXIT_INTERRUPTED, last_event_id, watch
 from fleetrun.client import Api
 
 TASK_STATUSES = ("pending", "running", "apply_pending", "cancelling", "completed", "partial_failure", "failed",
                  "cancelled", "discarded")
-_SHOWN_RUNS = 100
+#: node runs `show` lists without --all (failed first, then running, then the rest)
+_SHOWN_RUNS = 30
+_wide_option = click.option("--wide", is_flag=True, help="Every column and whole ids, however wide the terminal.")
 
 
 @click.command("tasks")
@@ -30,11 +33,16 @@ _SHOWN_RUNS = 100
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="Tasks per page.")
 @click.option("--cursor", help="Continue from the cursor a previous page printed.")
 @click.option("--all-pages", is_flag=True, help="Follow the cursor to the last page.")
+@_wide_option
 @json_option
 @pass_session
-def tasks_command(session: Session, /, limit: int, cursor: str | None, all_pages: bool, as_json: bool,
+def tasks_command(session: Session, /, limit: int, cursor: str | None, all_pages: bool, wide: bool, as_json: bool,
                   **filters: Any) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first.
+
+    On a terminal, ids show as their shortest unique ending (…4XK9QZ) and columns that do not
+    fit are left out; --wide shows everything; piped, every value is whole.
+    """
     api = session.api()
     query = {"status": filters["status"], "type": filters["task_type"], "tag": filters["tag"],
              "owner": filters["owner"], "created_after": filters["created_after"],
@@ -46,7 +54,7 @@ def tasks_command(session: Session, /, limit: int, cursor: str | None, all_pages
     if as_json:
         print_json(page)
         return
-    session.out.print(tasks_table(page["items"]) if page["items"] else "no tasks")
+    session.out.print(tasks_table(page["items"], session.out, wide=wide) if page["items"] else "no tasks")
     if page.get("next_cursor"):
         session.err.print(f"more: fleetrun tasks --cursor {page['next_cursor']} (or --all-pages)",
                           style="dim", markup=False)
@@ -54,10 +62,15 @@ def tasks_command(session: Session, /, limit: int, cursor: str | None, all_pages
 
 @click.command()
 @click.argument("task_id")
+@click.option("--all", "every_run", is_flag=True, help=f"Every node run, not only the first {_SHOWN_RUNS}.")
+@_wide_option
 @json_option
 @pass_session
-def show(session: Session, task_id: str, as_json: bool) -> None:
-    """Show a task: details, counts, dispatch, node runs."""
+def show(session: Session, task_id: str, every_run: bool, wide: bool, as_json: bool) -> None:
+    """Show a task: details, counts, dispatch, node runs.
+
+    Node runs: a summary by status, then the failed ones, the running ones and the rest.
+    """
     api = session.api()
     task = api.get(f"/v1/tasks/{task_id}")
     if as_json:
@@ -66,22 +79,22 @@ def show(session: Session, task_id: str, as_json: bool) -> None:
     runs = api.pages(f"/v1/tasks/{task_id}/nodes")
     session.out.print(task_details(task))
     session.out.print()
-    session.out.print(runs_table(runs[:_SHOWN_RUNS]) if runs else "no node runs yet")
-    if len(runs) > _SHOWN_RUNS:
-        session.out.print(f"… and {len(runs) - _SHOWN_RUNS} more: fleetrun runs {task_id}", style="dim")
+    limit = None if every_run else _SHOWN_RUNS
+    session.out.print(runs_view(task_id, runs, session.out, limit=limit, wide=wide) if runs else "no node runs yet")
 
 
 @click.command()
 @click.argument("task_id")
+@_wide_option
 @json_option
 @pass_session
-def runs(session: Session, task_id: str, as_json: bool) -> None:
-    """List every node run of a task."""
+def runs(session: Session, task_id: str, wide: bool, as_json: bool) -> None:
+    """List every node run of a task: failed first, then running, then the rest."""
     items = session.api().pages(f"/v1/tasks/{task_id}/nodes")
     if as_json:
         print_json({"items": items, "next_cursor": None})
     else:
-        session.out.print(runs_table(items) if items else "no node runs yet")
+        session.out.print(runs_view(task_id, items, session.out, wide=wide) if items else "no node runs yet")
 
 
 @click.command()
@@ -121,9 +134,10 @@ def _follow_events(api: Api, task_id: str, after: str | None, emit: Callable[[li
 
 @click.command("watch")
 @click.argument("task_id")
+@click.option("--all", "every_node", is_flag=True, help="A bar for every node, not only those that fit.")
 @click.option("--json", "as_json", is_flag=True, help="Progress to stderr; the final task as JSON on stdout.")
 @pass_session
-def watch_command(session: Session, task_id: str, as_json: bool) -> None:
+def watch_command(session: Session, task_id: str, every_node: bool, as_json: bool) -> None:
     """Follow a task live until it ends.
 
     Updates are pushed over the WebSocket API that `GET /v1/health` advertises (or
@@ -133,7 +147,7 @@ def watch_command(session: Session, task_id: str, as_json: bool) -> None:
     confirmation (apply_pending); 130 interrupted (the task goes on).
     """
     api = session.api()
-    status = watch(api, task_id, session.err if as_json else session.out)
+    status = watch(api, task_id, session.err if as_json else session.out, every_node=every_node)
     if as_json:
         print_json(api.get(f"/v1/tasks/{task_id}"))
     raise SystemExit(status)

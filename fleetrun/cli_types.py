@@ -2,7 +2,8 @@
 this node's steps directory run them?
 
 A definition file is YAML or JSON (JSON is read as JSON, anything else as YAML): the body of
-`POST /v1/task-types`. Tables fit 80 columns.
+`POST /v1/task-types`. The list fits the terminal (see cli_table); the `agent check` report fits
+80 columns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 import yaml
 
 from fleetrun.cli_session import EXIT_ERROR, EXIT_USAGE, Failure, Session, json_option, pass_session, print_json
+from fleetrun.cli_table import Column, render
 from fleetrun.client import Api
 
 WIDTH = 80
@@ -39,19 +41,27 @@ def types_group(ctx: click.Context) -> None:
         ctx.invoke(list_types)
 
 
+TYPE_COLUMNS = (
+    Column("name"), Column("description", priority=1, min_width=24, overflow="wrap"),
+    Column("steps", priority=2, min_width=10, overflow="wrap"), Column("version", priority=3, justify="right"),
+    Column("kind", priority=4),
+)
+
+
 @types_group.command("list")
+@click.option("--wide", is_flag=True, help="Every column, however wide the terminal.")
 @json_option
 @pass_session
-def list_types(session: Session, as_json: bool) -> None:
+def list_types(session: Session, wide: bool, as_json: bool) -> None:
     """List the built-in and defined task types (latest versions)."""
     items = session.api().pages("/v1/task-types")
     if as_json:
         print_json({"items": items, "next_cursor": None})
         return
-    rows = [(t["name"], str(t.get("version", 1)), "built-in" if t.get("builtin", True) else "defined",
-             " ".join([*t.get("steps", []), *t.get("apply_steps", [])]), t.get("description") or "")
+    rows = [(t["name"], t.get("description") or "", " ".join([*t.get("steps", []), *t.get("apply_steps", [])]),
+             str(t.get("version", 1)), "built-in" if t.get("builtin", True) else "defined")
             for t in items]
-    click.echo(table(("NAME", "VER", "KIND", "STEPS", "DESCRIPTION"), rows))
+    session.out.print(render(TYPE_COLUMNS, rows, session.out, wide=wide))
 
 
 @types_group.command("show")
@@ -138,8 +148,9 @@ def read_definition(path: Path) -> dict[str, Any]:
 @click.option("--api", "api_url", metavar="URL", help="The fleetrun API  [default: the configured URL]")
 @click.option("--token", envvar="FLEETRUN_NODE_TOKEN", metavar="TOKEN",
               help="A node token ($FLEETRUN_NODE_TOKEN); without one, the `fleetrun login` user's token.")
+@click.option("--json", "as_json", is_flag=True, help="Every type and step with its state, as JSON.")
 @pass_session
-def agent_check(session: Session, steps_dir: Path, api_url: str | None, token: str | None) -> None:
+def agent_check(session: Session, steps_dir: Path, api_url: str | None, token: str | None, as_json: bool) -> None:
     """List every task type and step the agent may be given, and whether STEPS_DIR can run it.
 
     Exit status 0 when every step is runnable, 1 when one is missing or not executable.
@@ -153,8 +164,11 @@ def agent_check(session: Session, steps_dir: Path, api_url: str | None, token: s
             state = step_state(steps_dir, task_type["name"], step)
             missing += state != "ok"
             rows.append((task_type["name"], step, state))
-    click.echo(table(("TYPE", "STEP", "STATUS"), rows))
     steps = len(rows)
+    if as_json:
+        print_json({"steps": [{"type": t, "step": s, "status": state} for t, s, state in rows], "missing": missing})
+        raise SystemExit(EXIT_ERROR if missing else 0)
+    click.echo(table(("TYPE", "STEP", "STATUS"), rows))
     if missing:
         click.echo(f"{missing} of {steps} steps cannot run from --steps-dir")
         raise SystemExit(EXIT_ERROR)

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from fleetrun.cli_render import STATUS_STYLES, event_line, event_text, task_line, watch_view
+from fleetrun.cli_render import STATUS_STYLES, event_line, event_text, task_line
+from fleetrun.cli_runs import watch_view
 from fleetrun.client import Api
 
 #: statuses after which nothing changes unless someone acts (retry)
@@ -108,26 +109,30 @@ class PlainReporter:
 class LiveReporter:
     """A terminal: bars redrawn in place, events printed above them as they arrive."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, every_node: bool = False) -> None:
         self.live = Live(console=console, refresh_per_second=4, transient=False)
+        self.every_node = every_node
         self.live.start()
 
     def show(self, snapshot: Snapshot) -> None:
         for event in snapshot.events:
             self.live.console.print(event_text(event), soft_wrap=True)
-        self.live.update(watch_view(snapshot.task, snapshot.runs), refresh=True)
+        self.live.update(watch_view(snapshot.task, snapshot.runs, self.live.console, every_node=self.every_node),
+                         refresh=True)
 
     def close(self) -> None:
         self.live.stop()
 
 
-def watch(api: Api, task_id: str, console: Console, *, after: str | None = None, source: Source | None = None) -> int:
-    """Follow the task until it is terminal or waits for confirmation; the exit status of `--watch`."""
+def watch(api: Api, task_id: str, console: Console, *, after: str | None = None, source: Source | None = None,
+          every_node: bool = False) -> int:
+    """Follow the task until it is terminal or waits for confirmation; the exit status of `--watch`.
+    On a terminal the live area shows the most telling node bars, or `every_node`."""
     if source is None:
         from fleetrun.cli_live import follow  # cli_live builds on this module
 
         source = follow
-    reporter: Reporter = LiveReporter(console) if console.is_terminal else PlainReporter(console)
+    reporter: Reporter = LiveReporter(console, every_node) if console.is_terminal else PlainReporter(console)
     task: dict[str, Any] | None = None
     try:
         try:

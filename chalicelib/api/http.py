@@ -21,7 +21,7 @@ from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.errors import http_headers, http_status
 from chalicelib.api.validation import check_header, check_query, page_params, parse
 from chalicelib.domain.records import Node
-from chalicelib.errors import FleetrunError
+from chalicelib.errors import FleetrunError, ServiceUnavailable
 from chalicelib.observability import bind, logger
 from chalicelib.services import liveness
 
@@ -155,6 +155,9 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
                 request = app.current_request
                 assert request is not None
                 return view(_authenticate(operation, request), **path)
+            except ServiceUnavailable as error:  # documented (Prometheus not configured or down): no bug
+                logger.warning("request answered 503", extra={"operation": operation_id, "reason": error.message})
+                return error_response(error)
             except FleetrunError as error:
                 if http_status(error) >= 500:
                     logger.exception("request failed", extra={"operation": operation_id})

@@ -20,13 +20,14 @@ from typing import Any
 from chalicelib.notify import fanout
 from chalicelib.observability import logger
 from chalicelib.services import aggregation, concurrency, reclaim, snapshot
-from chalicelib.services.realtime import output_push, push
+from chalicelib.services.realtime import output_push, push, run_push
 from chalicelib.store.stream_records import Record
 
 Consumer = Callable[[list[Record]], None]
 
 #: best-effort consumers that run before aggregation (see above); they must not raise
-EARLY_CONSUMERS: tuple[Consumer, ...] = (push.push, output_push.push)
+#: (run changes first: a client that stops at a task's terminal status has seen its runs end)
+EARLY_CONSUMERS: tuple[Consumer, ...] = (run_push.push, push.push, output_push.push)
 #: consumers in the order they run; each feature adds its own here
 CONSUMERS: tuple[Consumer, ...] = (
     snapshot.consume,  # monitoring: node counts by status

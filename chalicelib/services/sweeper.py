@@ -33,6 +33,10 @@ class SweepReport:
     replanned: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
 
+    def changed(self) -> bool:
+        """Whether the pass did anything (`tasks_seen` alone is not a change)."""
+        return any(value for name, value in self.__dict__.items() if name != "tasks_seen")
+
 
 @tracer.capture_method
 def sweep(now: float | None = None) -> SweepReport:
@@ -56,7 +60,8 @@ def sweep(now: float | None = None) -> SweepReport:
         report.connections_closed = expiry.close_expired(now)
     except Exception:
         logger.exception("closing expired websocket connections failed; next pass retries")
-    logger.info("sweep done", extra=report.__dict__)
+    # an idle sweep (every 10 s locally, every minute in AWS) is no news
+    (logger.info if report.changed() else logger.debug)("sweep done", extra=report.__dict__)
     return report
 
 

@@ -67,6 +67,8 @@ def run_view(run: NodeRun) -> dict[str, Any]:
         "error_message": run.error_message,
         "started_at": run.started_at,
         "completed_at": run.completed_at,
+        # every change of the run stamps it: a client keeps the later of a read and a push
+        "updated_at": run.updated_at,
         "lease_expires_at": clock.rfc3339(float(run.lease_expires_at)) if run.lease_expires_at else None,
         # two-phase runs: who holds the plan, until when, and whether the apply was confirmed
         "reservation": {

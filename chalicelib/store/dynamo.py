@@ -68,6 +68,11 @@ def task_from_image(image: Any) -> Task:
     return task_record(TaskItem.from_raw_data(dict(image)))
 
 
+def run_from_image(image: Any) -> NodeRun:
+    """A node run record from a stream image (`NewImage`/`OldImage`)."""
+    return run_record(NodeRunItem.from_raw_data(dict(image)))
+
+
 def task_item(task: Task) -> TaskItem:
     values = {name: getattr(task, name) for name in record_fields(Task) if getattr(task, name) is not None}
     values["counts"] = RunCounts(**task.counts)  # type: ignore[no-untyped-call]

@@ -1,12 +1,15 @@
 """One readable log stream for every part of the local runtime, each line tagged by part.
 
 The app logs Powertools JSON; here a line becomes `HH:MM:SS [part] LEVEL message key=value`.
+Its EMF metrics blobs (CloudWatch's input: a count per run, per task) are shown only when the app
+logs at DEBUG (`POWERTOOLS_LOG_LEVEL=DEBUG`): to a reader of the stream they are no news.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import threading
 from typing import Any, TextIO
@@ -15,6 +18,8 @@ _COLOURS = {"api": 36, "stream": 35, "dispatch": 33, "scheduler": 34, "moto": 90
 _SKIP = {"level", "message", "timestamp", "service", "location", "cold_start", "function_name",
          "function_memory_size", "function_arn", "function_request_id", "xray_trace_id", "sampling_rate"}
 _part = threading.local()
+#: the app's logger (chalicelib.observability's service name): its level decides what is shown
+_APP_LOGGER = logging.getLogger("fleetrun")
 
 
 def set_part(name: str) -> None:
@@ -28,6 +33,12 @@ def current_part() -> str:
         return name
     thread = threading.current_thread().name
     return "api" if "process_request" in thread else thread
+
+
+def shown(line: str) -> bool:
+    """Whether a line written to the stream is printed: all but metrics blobs, unless at DEBUG."""
+    is_metrics = line.startswith("{") and '"_aws":' in line
+    return not is_metrics or _APP_LOGGER.isEnabledFor(logging.DEBUG)
 
 
 def render(part: str, line: str, colour: bool) -> str:
@@ -69,7 +80,7 @@ class TaggedStream(io.TextIOBase):
             *lines, rest = buffered.split("\n")
             self._buffers[key] = rest
             for line in lines:
-                if line.strip():
+                if line.strip() and shown(line):
                     self._target.write(render(current_part(), line, self._colour))
             self._target.flush()
         return len(text)

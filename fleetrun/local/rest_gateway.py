@@ -16,6 +16,7 @@ as API Gateway passes them (`/v1/nodes/edge%3A1` is node `edge:1`); Chalice pass
 from __future__ import annotations
 
 import json
+import logging
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -33,14 +34,22 @@ from chalice.local import (
 )
 
 from chalicelib.api.errors import http_headers, http_status
+from chalicelib.auth import is_node_token
 from chalicelib.errors import FleetrunError, MethodNotAllowed, RouteNotFound, ValidationFailed
-from chalicelib.observability import scrub
+from chalicelib.observability import SERVICE, scrub
 
+#: the app's logger: its level (POWERTOOLS_LOG_LEVEL) decides whether agents' calls are logged
+_APP_LOGGER = logging.getLogger(SERVICE)
 #: what the server's own refusals (BaseHTTPRequestHandler.send_error) say, by the status it chose
 _SERVER_ERRORS: dict[int, str] = {
     HTTPStatus.REQUEST_URI_TOO_LONG: "the request line is too long",
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "the request headers are too large",
 }
+
+
+def routine_agent_call(authorization: str | None, code: int | str) -> bool:
+    """Whether a request is an agent's (node token) and was answered without an error."""
+    return is_node_token(authorization) and isinstance(code, int) and code < HTTPStatus.BAD_REQUEST
 
 
 class ContractError(LocalGatewayException):
@@ -96,6 +105,16 @@ class ContractRequestHandler(ChaliceRequestHandler):
         if name.startswith("do_"):
             return self._generic_handle
         raise AttributeError(name)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """The access line of every request, but an agent's answered call only at DEBUG
+        (`POWERTOOLS_LOG_LEVEL=DEBUG`): an idle agent claims every few seconds, and a working one
+        reports through its own log."""
+        headers = getattr(self, "headers", None)  # none yet when the request line was refused
+        authorization = headers.get("Authorization") if headers is not None else None
+        if routine_agent_call(authorization, code) and not _APP_LOGGER.isEnabledFor(logging.DEBUG):
+            return
+        super().log_request(code, size)
 
     def log_message(self, format: str, *args: Any) -> None:
         """The access line, without anything that looks like a credential (a token in a URL)."""

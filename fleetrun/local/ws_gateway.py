@@ -49,6 +49,8 @@ _SEND_TIMEOUT_SECONDS = 5.0
 #: API.md: a connection whose token expired is closed with this code
 TOKEN_EXPIRED_CODE = 4001
 TOKEN_EXPIRED_REASON = "token expired"
+#: API Gateway's message limit, both ways: a larger post is refused (413 PayloadTooLargeException)
+MESSAGE_BYTES_MAX = 128 * 1024
 
 
 @dataclass
@@ -153,7 +155,7 @@ class WebSocketGateway:
 
     async def _serve(self) -> Server:
         return await serve(self._session, sock=self._socket, process_request=self._connect,
-                           ping_interval=20, ping_timeout=20, max_size=128 * 1024)
+                           ping_interval=20, ping_timeout=20, max_size=MESSAGE_BYTES_MAX)
 
     def stop(self) -> None:
         self._http.shutdown()
@@ -316,6 +318,9 @@ def _management_handler(gateway: WebSocketGateway) -> type[BaseHTTPRequestHandle
             connection_id, data = self._connection_id(), self._body()
             if connection_id is None:
                 return self._answer(404, {"message": "Not Found"})
+            if len(data) > MESSAGE_BYTES_MAX:
+                return self._answer(413, {"message": f"the message is larger than {MESSAGE_BYTES_MAX} bytes"},
+                                    {"x-amzn-ErrorType": "PayloadTooLargeException"})
             if not gateway.post(connection_id, data):
                 return self._gone()
             return self._answer(200, None)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.e2e import browser
 from tests.e2e.stack import Stack, running_stack
 
 
@@ -24,6 +26,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -
     one module's tests, not the whole session's."""
     with running_stack(tmp_path_factory.mktemp("fleetrun-stack"), stack_env) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium, once per module (tests/e2e/browser.py); modules that use it skip
+    themselves when it is not installed."""
+    with browser.chromium() as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ to test-output/dashboard-task.png."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(browser.available() is not Non
 
 OUTPUT = REPO / "test-output"
 SLURM_PARAMS = {"ssh_user": "root", "salt_master": "salt-1", "partition": "gpu", "password": "hunter2"}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with browser.chromium() as driver:
-        yield driver
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +110,12 @@ def test_retry_failed_from_the_task_page_leaves_the_terminal_state_within_a_seco
     wait(chromium, 10, lambda d: text_of(d, status) == "partial failure")
     wait(chromium, 10, lambda d: text_of(d, "#node-legend [data-run-status=failed]"))
     chromium.execute_script("window.__notReloaded = true")
-    # WHEN "Retry failed" is clicked
+    # WHEN "Retry failed" is clicked, and confirmed in the dialog it opens
     from selenium.webdriver.common.by import By
 
     chromium.find_element(By.CSS_SELECTOR, "button[data-action=retry-failed]").click()
+    wait(chromium, 5, lambda d: d.find_elements(By.CSS_SELECTOR, "dialog#confirm-dialog[open]"))
+    chromium.find_element(By.CSS_SELECTOR, "#confirm-dialog [data-confirm=confirm]").click()
     clicked = time.monotonic()
     # THEN the status leaves the terminal state within one second
     wait(chromium, 1.0, lambda d: text_of(d, status) not in (None, "partial failure"))

@@ -199,6 +199,21 @@ class TestWithoutPrometheus:
         assert "FLEETRUN_PROMETHEUS_URL" in answer.body["error"]["message"]
         assert "series" not in answer.body
 
+    @pytest.mark.parametrize("url", [None, "http://user:s3cret@127.0.0.1:{port}"], ids=["not configured", "down"])
+    def test_the_503_is_one_warning_line_without_a_traceback(self, fleet, monkeypatch, capsys, url):
+        # GIVEN Prometheus not configured, or configured where nothing listens
+        use(monkeypatch, url and url.format(port=free_port()))
+        capsys.readouterr()
+        # WHEN the Fleet view asks for the trend (documented: 503 with the reason)
+        assert trend(fleet).status == 503
+        # THEN the log says so once, at WARNING, with the reason and no traceback (it is no bug)
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        [line] = [line for line in lines if line.get("level") in ("WARNING", "ERROR", "CRITICAL")]
+        assert (line["level"], line["message"], line["operation"]) == ("WARNING", "request answered 503", "getGpuTrend")
+        assert "Prometheus" in line["reason"]
+        assert "exception" not in line
+        assert "s3cret" not in json.dumps(line)
+
     def test_prometheus_down_is_503_not_made_up_data(self, fleet, monkeypatch):
         # GIVEN a Prometheus address where nothing listens
         use(monkeypatch, f"http://user:s3cret@127.0.0.1:{free_port()}")

@@ -4,7 +4,6 @@ the append route's ordering rules, storage inline or in S3, paging, secrets, Web
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -17,22 +16,11 @@ from fleetrun.agent.journal import Journal
 from fleetrun.agent.live_output import LiveOutput
 from fleetrun.agent.protocol import ClaimedRun
 from tests.harness import Answer, Fleet
-from tests.integration.test_websocket import Sockets
-from tests.ws_connections import RecordingConnections
 
 SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["true"]}}
 PASSWORD = "hunter2-very-secret"
 SLURM = {"type": "slurm.scale_up", "target_nodes": ["n1"],
          "parameters": {"ssh_user": "root", "salt_master": "salt-1", "partition": "gpu", "password": PASSWORD}}
-
-
-@pytest.fixture
-def ws(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sockets]:
-    recorder = RecordingConnections().start()
-    monkeypatch.setenv("FLEETRUN_WEBSOCKET_ENDPOINT", recorder.endpoint)
-    config.reset()
-    yield Sockets(fleet, recorder)
-    recorder.stop()
 
 
 def _claimed(fleet: Fleet, body: dict[str, Any] = SHELL) -> tuple[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from chalicelib.resources import NOTIFY_QUEUE
 from fleetrun.local.pumps import SqsPump
 from tests import receivers
 from tests.harness import Fleet
-from tests.integration.test_websocket import Sockets
+from tests.integration.sockets import Sockets
 from tests.scenarios import RUNNER
 from tests.ws_connections import RecordingConnections
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -19,58 +18,12 @@ from chalicelib.store import connections
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 from fleetrun.local import ws_events
 from fleetrun.local.pumps import LambdaContext
-from tests.harness import SECRET, Fleet, token
+from tests.harness import SECRET, token
+from tests.integration.sockets import GATEWAY, Sockets
 from tests.processes import free_port
 from tests.waiting import wait_for
-from tests.ws_connections import RecordingConnections
 
-GATEWAY = ws_events.Gateway(domain_name="abc123.execute-api.us-east-1.amazonaws.com", stage="dev", api_id="abc123")
 SHELL = {"type": "shell", "target_nodes": ["n1"], "parameters": {"command": ["true"]}}
-
-
-class Sockets:
-    """Clients of the WebSocket API, as API Gateway would present them to the handlers."""
-
-    def __init__(self, fleet: Fleet, recorder: RecordingConnections) -> None:
-        self.fleet, self.recorder = fleet, recorder
-
-    def connect(self, user: str = "alice", roles: tuple[str, ...] = ("operator",), *,
-                query: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], str]:
-        connection_id = ws_events.new_connection_id()
-        query = {"token": [token(user, roles)]} if query is None else query
-        event = ws_events.connect_event(GATEWAY, connection_id, query=query)
-        return self.fleet.app_module.ws_connect(event, LambdaContext()), connection_id
-
-    def open(self, user: str = "alice", roles: tuple[str, ...] = ("operator",), subscribe: str | None = None) -> str:
-        answer, connection_id = self.connect(user, roles)
-        assert answer == {"statusCode": 200}, answer
-        if subscribe is not None:
-            assert self.send(connection_id, {"action": "subscribe", "task_id": subscribe})[0]["type"] == "subscribed"
-        return connection_id
-
-    def send(self, connection_id: str, message: dict[str, Any] | str) -> list[dict[str, Any]]:
-        """Send one message; what the service answered over the connection."""
-        self.recorder.take(connection_id)
-        body = message if isinstance(message, str) else json.dumps(message)
-        answer = self.fleet.app_module.ws_message(ws_events.message_event(GATEWAY, connection_id, body),
-                                                  LambdaContext())
-        assert answer == {"statusCode": 200}
-        return self.recorder.take(connection_id)
-
-    def disconnect(self, connection_id: str) -> None:
-        self.fleet.app_module.ws_disconnect(ws_events.disconnect_event(GATEWAY, connection_id), LambdaContext())
-
-    def received(self, connection_id: str) -> list[dict[str, Any]]:
-        return self.recorder.take(connection_id)
-
-
-@pytest.fixture
-def ws(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sockets]:
-    recorder = RecordingConnections().start()
-    monkeypatch.setenv("FLEETRUN_WEBSOCKET_ENDPOINT", recorder.endpoint)
-    config.reset()
-    yield Sockets(fleet, recorder)
-    recorder.stop()
 
 
 def _tasks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

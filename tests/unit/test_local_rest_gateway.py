@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -122,3 +123,36 @@ def test_the_access_log_scrubs_a_token_from_the_request_line(server, capfd):
     logged = capfd.readouterr().err
     assert "GET /v1/tasks/*** HTTP/1.1" in logged
     assert TOKEN not in logged
+
+
+NODE_TOKEN = "frn.demo-1.c2VjcmV0LW9mLWRlbW8tMQ"
+
+
+def test_an_agents_answered_call_is_not_an_access_line(server, capfd):
+    # GIVEN the app logging at INFO, as `make run` does
+    # WHEN an agent (a node token) calls a route, then a user, then an agent's call fails
+    call(server, "GET", "/v1/tasks/idle-claim", NODE_TOKEN)
+    call(server, "GET", "/v1/tasks/user-read", TOKEN)
+    call(server, "GET", "/v1/nope", NODE_TOKEN)
+    # THEN the agent's answered call left no line (an idle agent polls every few seconds);
+    # the user's request and the agent's failed one did
+    logged = capfd.readouterr().err
+    assert "idle-claim" not in logged
+    assert "GET /v1/tasks/user-read HTTP/1.1" in logged
+    assert '"GET /v1/nope HTTP/1.1" 404' in logged
+
+
+def test_at_debug_every_agent_call_is_an_access_line(server, capfd):
+    # GIVEN the app logging at DEBUG (POWERTOOLS_LOG_LEVEL=DEBUG)
+    app_logger = logging.getLogger("fleetrun")
+    level = app_logger.level
+    app_logger.setLevel(logging.DEBUG)
+    try:
+        # WHEN an agent calls a route
+        call(server, "GET", "/v1/tasks/busy-claim", NODE_TOKEN)
+    finally:
+        app_logger.setLevel(level)
+    # THEN its access line is there, without its token
+    logged = capfd.readouterr().err
+    assert "GET /v1/tasks/busy-claim HTTP/1.1" in logged
+    assert NODE_TOKEN not in logged

@@ -266,6 +266,73 @@ class TestKeysOfConcurrentRequests:
         for message in ("cancelling", "cancelled"):
             assert (lines[message]["user"], lines[message]["task_id"]) == ("alice", "t-alice")
 
+    def test_keys_bound_on_one_thread_are_not_on_another_threads_lines(self, capsys):
+        # GIVEN keys bound on one thread, which stays alive while another logs
+        bound, logged = threading.Event(), threading.Event()
+
+        def agent_request() -> None:
+            observability.bind(node_id="demo-1", node="demo-3")
+            bound.set()
+            assert logged.wait(5)
+            logger.info("claimed")
+
+        request = threading.Thread(target=agent_request)
+        request.start()
+        assert bound.wait(5)
+
+        # WHEN another thread logs
+        logger.info("sweep done")
+        logged.set()
+        request.join(5)
+
+        # THEN only the binding thread's line carries them
+        lines = {line["message"]: line for line in _log_lines(capsys.readouterr().out)}
+        assert not {"node_id", "node"} & set(lines["sweep done"])
+        assert (lines["claimed"]["node_id"], lines["claimed"]["node"]) == ("demo-1", "demo-3")
+
+    def test_a_scheduled_handler_logs_none_of_the_keys_of_a_request_in_flight(self, capsys):
+        # GIVEN an agent's request in flight on the server's thread, its keys bound
+        # (`sweep done node_id=demo-1 node=demo-3`, issue 15)
+        from chalice.config import Config
+        from chalice.local import LocalChalice, LocalGateway
+
+        app = LocalChalice(app_name="sweep-beside-claims")
+        observability.chalice_middleware(app)
+        in_flight, swept = threading.Event(), threading.Event()
+
+        @app.route("/v1/agents/{node_id}/claim", methods=["POST"])
+        def claim(node_id: str) -> dict[str, str]:
+            observability.bind(node_id=node_id, node=node_id)
+            in_flight.set()
+            assert swept.wait(5)
+            logger.info("claim answered")
+            return {}
+
+        @app.schedule("rate(1 minute)", name="sweep")
+        def sweep(event: object) -> None:
+            logger.info("sweep done")
+
+        gateway = LocalGateway(app, Config.create(chalice_stage="dev", app_name="sweep", chalice_app=app))
+        request = threading.Thread(target=gateway.handle_request, kwargs={
+            "method": "POST", "path": "/v1/agents/demo-1/claim", "headers": {}, "body": b"{}"})
+        request.start()
+        assert in_flight.wait(5)
+
+        # WHEN the scheduler's thread runs the sweep meanwhile
+        scheduler = threading.Thread(target=app.handler_map["sweep"], args=(
+            {"version": "0", "id": "e1", "detail-type": "Scheduled Event", "source": "aws.events",
+             "account": "1", "time": "2026-01-01T00:00:00Z", "region": "us-east-1", "resources": [],
+             "detail": {}}, None))
+        scheduler.start()
+        scheduler.join(5)
+        swept.set()
+        request.join(5)
+
+        # THEN the sweep's line has none of the claim's keys, the claim's line has its own
+        lines = {line["message"]: line for line in _log_lines(capsys.readouterr().out)}
+        assert not {"node_id", "node"} & set(lines["sweep done"])
+        assert lines["claim answered"]["node"] == "demo-1"
+
     def test_a_record_of_a_batch_does_not_log_under_the_previous_records_task(self, capsys):
         # GIVEN a batch handler that binds each record's task, when it has one
         def handle(record: dict[str, str]) -> None:

@@ -63,6 +63,7 @@ function onMessage(message) {
   if (!current) return;
   if (message.type === "task" && message.task) current.onTask(message.task);
   else if (message.type === "event" && message.event) current.onEvent(message.task_id, message.event);
+  else if (message.type === "runs" && message.runs) current.onRuns(message.task_id, message.runs);
   else if (message.type === "output") current.onOutput(message);
 }
 

@@ -23,7 +23,7 @@ export class StatsView extends View {
 
   async mount(root) {
     await super.mount(root);
-    this.cards = h("div", { class: "cards", id: "stat-cards" });
+    this.cards = h("div", { class: "cards even", id: "stat-cards" });
     this.charts = h("div", { class: "charts", id: "stat-charts" });
     const hours = h("select", { onchange: (e) => { this.hours = Number(e.target.value); this.refresh(); } },
       [6, 24, 72, 168].map((n) => h("option", { value: n, selected: n === this.hours }, n < 48 ? `${n} hours` : `${n / 24} days`)));

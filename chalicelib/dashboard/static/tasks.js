@@ -124,7 +124,7 @@ export class TasksView extends View {
     h("td", {}, task.type),
     h("td", {}, task.owner),
     h("td", {}, badge(task.status)),
-    h("td", {}, progressBar(task.progress || 0)),
+    h("td", {}, progressBar(task.progress || 0, false, task.status)),
     h("td", { title: JSON.stringify(counts) }, `${done}/${total}`, bad ? h("span", { class: "error" }, ` · ${bad} failed`) : ""),
     h("td", { class: "muted" }, when(task.created_at)));
     row.dataset.version = `${task.updated_at}|${task.status}|${task.progress}|${done}|${bad}`;

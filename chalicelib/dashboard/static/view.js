@@ -12,6 +12,8 @@ export class View {
   onTask(task) {} // eslint-disable-line no-unused-vars
   // a task has a new event (WebSocket `{"type": "event"}`)
   onEvent(taskId, event) {} // eslint-disable-line no-unused-vars
+  // node runs of a task changed (WebSocket `{"type": "runs"}`, to subscribers of that task)
+  onRuns(taskId, runs) {} // eslint-disable-line no-unused-vars
   // a node run's live output (WebSocket `{"type": "output"}`, for `output_of` subscriptions)
   onOutput(message) {} // eslint-disable-line no-unused-vars
   // no live connection: refresh from the HTTP API

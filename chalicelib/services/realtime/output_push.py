@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from chalicelib.errors import ValidationFailed
-from chalicelib.observability import logger
 from chalicelib.services.realtime import sender
 from chalicelib.services.realtime.push import MESSAGE_BYTES_MAX
 from chalicelib.store import connections, output_chunks
@@ -46,17 +45,9 @@ def parse_output_of(message: dict[str, Any]) -> str | None:
     return node
 
 
+@sender.stream_consumer("output push")
 def push(records: list[Record]) -> None:
-    """The stream consumer entry: never raises."""
-    if not sender.enabled():
-        return
-    try:
-        _push(records)
-    except Exception:
-        logger.exception("output push failed; readers catch up through the REST API")
-
-
-def _push(records: list[Record]) -> None:
+    """The stream consumer entry: never raises (sender.stream_consumer)."""
     by_topic: dict[str, list[Chunk]] = defaultdict(list)
     for chunk in _new_chunks(records):
         by_topic[output_topic(chunk.task_id, chunk.node)].append(chunk)

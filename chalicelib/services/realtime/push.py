@@ -33,17 +33,9 @@ MESSAGE_BYTES_MAX = 120 * 1024
 _QUIET_FIELDS = ("updated_at",)
 
 
+@sender.stream_consumer("websocket push")
 def push(records: list[Record]) -> None:
-    """The `CONSUMERS` entry: never raises."""
-    if not sender.enabled():
-        return
-    try:
-        _push(records)
-    except Exception:
-        logger.exception("websocket push failed; subscribers catch up through the REST API")
-
-
-def _push(records: list[Record]) -> None:
+    """The `CONSUMERS` entry: never raises (sender.stream_consumer)."""
     changed, owners = _changed_tasks(records)
     new_events = _new_events(records)
     topics = sorted(set(changed) | set(new_events))

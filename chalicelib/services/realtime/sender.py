@@ -8,8 +8,9 @@ its subscriptions.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -47,6 +48,23 @@ def management_client() -> Any:
 
 def enabled() -> bool:
     return bool(config.websocket_endpoint())
+
+
+def stream_consumer(what: str) -> Callable[[Callable[[list[Any]], None]], Callable[[list[Any]], None]]:
+    """A push's stream consumer entry: it does nothing without a WebSocket API, and never raises
+    (invariant 7: a push failure never fails or delays counters, finishing or key release);
+    subscribers catch up through the REST API."""
+    def wrap(push: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
+        @functools.wraps(push)
+        def consume(records: list[Any]) -> None:
+            if not enabled():
+                return
+            try:
+                push(records)
+            except Exception:
+                logger.exception(f"{what} failed; subscribers catch up through the REST API")
+        return consume
+    return wrap
 
 
 def encode(message: Message) -> bytes:
