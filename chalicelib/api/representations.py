@@ -120,8 +120,10 @@ NodeRun: Final[Schema] = record(
         "error_message": _NULLABLE_STRING,
         "started_at": nullable(TIMESTAMP),
         "completed_at": nullable(TIMESTAMP),
+        "updated_at": nullable(TIMESTAMP),
     },
-    "The run of one task on one target node; `run_id` is stable per (task, node).",
+    "The run of one task on one target node; `run_id` is stable per (task, node). Of two states of "
+    "a run (a read, a WebSocket `runs` push), the one with the higher (`attempt`, `updated_at`) is newer.",
 )
 NodeRunPage: Final[Schema] = page_of(NodeRun, "The node runs of a task.")
 
