@@ -215,8 +215,7 @@ def rotate_node_token(call: Call, node_id: str) -> Response:
 @register(app, "deregisterNode")
 def deregister_node(call: Call, node_id: str) -> Response:
     gone = deregistration.deregister(node_id)
-    return json_response({"node_id": node_id, "deleted": True, "runs_failed": sum(gone.failed.values()),
-                          "runs_cancel_requested": sum(gone.cancel_requested.values())})
+    return json_response({"node_id": node_id, "deleted": True, "tasks_to_check": gone.tasks_to_check})
 
 
 # --- monitoring -------------------------------------------------------------------------

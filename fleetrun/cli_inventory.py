@@ -176,8 +176,8 @@ def deregister(session: Session, node_id: str, yes: bool, as_json: bool) -> None
     if as_json:
         print_json(answer)
         return
-    session.out.print(f"node {node_id} deregistered: {answer['runs_failed']} waiting run(s) failed, "
-                      f"{answer['runs_cancel_requested']} running run(s) asked to cancel", markup=False)
+    session.out.print(f"node {node_id} deregistered: its runs in {answer['tasks_to_check']} active task(s) end "
+                      "in the background (waiting ones fail, running ones are asked to cancel)", markup=False)
 
 
 ALLOCATION_COLUMNS: Final = (

@@ -259,8 +259,9 @@ NodeDeregistered: Final[Schema] = record(
     {
         "node_id": NODE_ID,
         "deleted": {"const": True},
-        "runs_failed": {**COUNT, "description": "runs waiting for the node, now `failed` (`node deregistered`)"},
-        "runs_cancel_requested": {**COUNT, "description": "runs it was running, asked to cancel"},
+        "tasks_to_check": {**COUNT, "description": "active tasks in which the node's runs end in the background: "
+                                                   "waiting ones `failed` (`node deregistered`), running ones "
+                                                   "asked to cancel"},
     },
     "A deregistered node: the id may be registered again.",
 )

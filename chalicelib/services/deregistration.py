@@ -1,11 +1,12 @@
 """Deregistering a node (API.md "Agents and nodes", `DELETE /v1/nodes/{id}`).
 
 The node item goes first: its token hash goes with it, so the token is refused from that
-write on (and the id may be registered again). Then every active task is looked at once, as
-the sweeper does: the runs this node would run — waiting for it, or for the apply of a plan
-it held — end `failed` (`node deregistered`), and the runs it is running are asked to cancel.
-Its agent can no longer hear that request (its token is refused): those runs end when their
-lease lapses, and the sweeper never offers a run that was asked to cancel again.
+write on (and the id may be registered again). Then every active task is handed to a job on
+the dispatch queue (`node_gone`), which looks at it once, as the sweeper does: the runs this
+node would run — waiting for it, or for the apply of a plan it held — end `failed` (`node
+deregistered`), and the runs it is running are asked to cancel. Its agent can no longer hear
+that request (its token is refused): those runs end when their lease lapses, and the sweeper
+never offers a run that was asked to cancel again.
 
 Each run write is the transition table's, guarded by the attempt it was decided from, so a
 claim, a completion or a retry racing the deregistration wins or loses cleanly, and the
@@ -17,7 +18,7 @@ leased to a deleted node.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -26,6 +27,7 @@ from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.observability import logger
+from chalicelib.services import jobs
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, runs, tasks
 
@@ -34,46 +36,42 @@ DEREGISTERED = "node deregistered"
 _WAITING = (RunStatus.PENDING, RunStatus.APPLY_PENDING)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Deregistered:
     node_id: str
-    #: task id -> runs of the node that ended `failed`
-    failed: dict[str, int] = field(default_factory=dict)
-    #: task id -> running runs of the node asked to cancel
-    cancel_requested: dict[str, int] = field(default_factory=dict)
+    #: active tasks whose runs of the node end in the background (one dispatch-queue job each)
+    tasks_to_check: int
 
 
 def deregister(node_id: str) -> Deregistered:
-    """Delete the node (its token fails at once, its open allocation ends), then end its runs.
+    """Delete the node (its token fails at once, its open allocation ends), then hand each
+    active task to a job that ends the node's runs in it: the request does not grow with the
+    runs (a node that runs a 10,000-node task on behalf of its targets) beyond one message per
+    ten active tasks.
 
-    Raises NotFound, Conflict (the node changed meanwhile: retry), Busy.
+    Raises NotFound, Conflict (the node changed meanwhile: retry), Busy, EnqueueFailed (the
+    node is gone; the sweeper's claim timeouts end what its runs were waiting for).
     """
-    now = clock.now_iso()
-    inventory.remove(inventory.get(node_id), now)
-    report = Deregistered(node_id)
+    inventory.remove(inventory.get(node_id), clock.now_iso())
     active = list(tasks.iter_active())
-    outcomes = runs.run_concurrently([partial(_end_runs_of, task_id, node_id) for task_id in active], threads=8)
-    for task_id, (failed, asked) in zip(active, outcomes, strict=True):
-        if failed:
-            report.failed[task_id] = failed
-        if asked:
-            report.cancel_requested[task_id] = asked
-    logger.info("node deregistered", extra={"node": node_id, "failed": report.failed,
-                                            "cancel_requested": report.cancel_requested})
-    return report
+    jobs.enqueue_batch([{"job": jobs.NODE_GONE, "task_id": task_id, "node": node_id} for task_id in active])
+    logger.info("node deregistered", extra={"node": node_id, "tasks_to_check": len(active)})
+    return Deregistered(node_id, len(active))
 
 
-def _end_runs_of(task_id: str, node_id: str) -> tuple[int, int]:
-    """(runs failed, runs asked to cancel) of one task; a failure is logged, not raised: the
-    node is gone already, and a run left waiting for it times out unclaimed."""
-    try:
-        task = tasks.find(task_id)
-        if task is None:
-            return 0, 0
-        return _end(task, node_id, [r for r in _runs_of(task, node_id) if int(r.generation) == int(task.attempt)])
-    except Exception:
-        logger.exception("runs of a deregistered node not ended", extra={"task_id": task_id, "node": node_id})
+def end_runs_of(task_id: str, node_id: str) -> tuple[int, int]:
+    """The `node_gone` job: in one task, the runs waiting for the deregistered node end `failed`
+    and those it runs are asked to cancel. Returns (failed, asked to cancel). Idempotent: a run
+    already ended or asked is left as it is. Raises what the store raises (the job is retried)."""
+    task = tasks.find(task_id)
+    if task is None:
         return 0, 0
+    found = [r for r in _runs_of(task, node_id) if int(r.generation) == int(task.attempt)]
+    failed, asked = _end(task, node_id, found)
+    if failed or asked:
+        logger.info("runs of a deregistered node ended", extra={"task_id": task_id, "node": node_id,
+                                                               "failed": failed, "cancel_requested": asked})
+    return failed, asked
 
 
 def _runs_of(task: Task, node_id: str) -> list[NodeRun]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.observability import bind, logger
-from chalicelib.services import cancellation, dispatch, jobs
+from chalicelib.services import cancellation, deregistration, dispatch, jobs
 
 
 def handle_job(job: dict[str, Any]) -> None:
@@ -20,5 +20,7 @@ def handle_job(job: dict[str, Any]) -> None:
         cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=True)
     elif kind == jobs.HALT:
         cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=False)
+    elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
+        deregistration.end_runs_of(task_id, job["node"])
     else:
         logger.warning("unknown job kind; dropped", extra={"job": job})

@@ -11,6 +11,8 @@ from chalicelib import aws, config, queues
 DISPATCH: Final = "dispatch"
 CANCEL: Final = "cancel"
 HALT: Final = "halt"
+#: the runs of a deregistered node in one task end (services/deregistration.py)
+NODE_GONE: Final = "node_gone"
 
 
 def enqueue(kind: str, task_id: str, **fields: Any) -> None:

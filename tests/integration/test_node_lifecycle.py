@@ -148,15 +148,16 @@ class TestDeregistration:
         token = fleet.node_tokens["gone"]
         # WHEN an admin deregisters the node
         answer = admin(fleet, "DELETE", "/v1/nodes/gone")
-        # THEN it is gone, with what happened to its runs
+        # THEN it is gone, and its runs in the two active tasks end in the background
         assert answer.status == 200, answer
-        assert answer.body == {"node_id": "gone", "deleted": True, "runs_failed": 1, "runs_cancel_requested": 1}
+        assert answer.body == {"node_id": "gone", "deleted": True, "tasks_to_check": 2}
         assert admin(fleet, "GET", "/v1/nodes/gone").status == 404
         # AND its token is refused on every agent route at once
         assert claim_with(fleet, "gone", token).status == 401
         heartbeat = fleet.call("POST", f"/v1/runs/{busy_node['run_id']}/heartbeat", {"attempt": 1}, bearer=token)
         assert heartbeat.status == 401
-        # AND the run waiting for it failed, the one it runs was asked to cancel
+        # AND once the jobs ran, the run waiting for it failed, the one it runs was asked to cancel
+        fleet.settle()
         waiting = fleet.runs(busy_node["waiting"])
         assert (waiting["gone"]["status"], waiting["gone"]["error_message"]) == ("failed", "node deregistered")
         assert waiting["stays"]["status"] == "pending"
@@ -184,6 +185,7 @@ class TestDeregistration:
             self, fleet, busy_node):
         # GIVEN the node deregistered while it ran a run of a one-node task
         assert admin(fleet, "DELETE", "/v1/nodes/gone").status == 200
+        fleet.settle()
         # WHEN its lease lapses and the sweeper passes
         sweeper.sweep(now=clock.now_epoch() + config.lease_seconds() + 1)
         fleet.settle()
@@ -192,6 +194,22 @@ class TestDeregistration:
         assert (run["status"], run["attempt"]) == ("timed_out", 1)
         assert run["error_message"] == "lease expired after it was asked to cancel"
         assert fleet.task(busy_node["running"])["status"] == "failed"
+        assert_statistics_equal_recount()
+
+    def test_deregistering_a_delegate_reads_none_of_its_runs_in_the_request(self, fleet, monkeypatch):
+        # GIVEN a delegate runner serving a task of many targets
+        fleet.register("salt-master")
+        task_id = fleet.started(shell(*(f"edge-{i}" for i in range(40)), runner_node="salt-master"))
+        # WHEN it is deregistered while reading runs is impossible
+        real = runs.iter_runs
+        monkeypatch.setattr(runs, "iter_runs", lambda *a, **k: pytest.fail("the request read the task's runs"))
+        answer = admin(fleet, "DELETE", "/v1/nodes/salt-master")
+        # THEN the request answers without them, and the job ends every run of the task
+        assert (answer.status, answer.body["tasks_to_check"]) == (200, 1), answer
+        monkeypatch.setattr(runs, "iter_runs", real)
+        fleet.settle()
+        assert {run["status"] for run in fleet.runs(task_id).values()} == {"failed"}
+        assert fleet.task(task_id)["status"] == "failed"
         assert_statistics_equal_recount()
 
     def test_the_node_id_may_be_registered_again_with_a_new_token(self, fleet):
