@@ -170,7 +170,20 @@ class RateLimited(FleetrunError):
 
 
 class ServiceUnavailable(FleetrunError):
+    """A dependency is throttled, conflicting or down: safe to retry after `retry_after` seconds."""
+
     code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+
+class StoreBusy(ServiceUnavailable):
+    """DynamoDB throttled a request, or a write ran into a transaction (store/writes.py)."""
+
+    def __init__(self) -> None:
+        super().__init__("the service's database is busy; retry in a moment", retry_after=1)
 
 
 class NotConfigured(FleetrunError):

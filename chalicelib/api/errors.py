@@ -53,7 +53,7 @@ HTTP_ERRORS: Final[dict[type[FleetrunError], HttpError]] = {
     PayloadTooLarge: HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     IdempotencyKeyReused: HttpError(HTTPStatus.UNPROCESSABLE_ENTITY),
     RateLimited: HttpError(HTTPStatus.TOO_MANY_REQUESTS, {"Retry-After": "retry_after"}),
-    ServiceUnavailable: HttpError(HTTPStatus.SERVICE_UNAVAILABLE),
+    ServiceUnavailable: HttpError(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "retry_after"}),
     FleetrunError: HttpError(HTTPStatus.INTERNAL_SERVER_ERROR),
 }
 

@@ -21,9 +21,10 @@ from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.errors import http_headers, http_status
 from chalicelib.api.validation import check_header, check_query, page_params, parse
 from chalicelib.domain.records import Node
-from chalicelib.errors import FleetrunError, ServiceUnavailable
+from chalicelib.errors import FleetrunError, ServiceUnavailable, StoreBusy
 from chalicelib.observability import bind, logger
 from chalicelib.services import liveness
+from chalicelib.store.writes import is_retry_later
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -162,7 +163,11 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
                 if http_status(error) >= 500:
                     logger.exception("request failed", extra={"operation": operation_id})
                 return error_response(error)
-            except Exception:
+            except Exception as error:
+                if is_retry_later(error):  # throttled or conflicting: the client retries, nobody debugs
+                    logger.warning("request answered 503: database busy",
+                                   extra={"operation": operation_id, "reason": type(error).__name__})
+                    return error_response(StoreBusy())
                 logger.exception("unexpected error", extra={"operation": operation_id})
                 return error_response(FleetrunError("an internal error occurred; it has been logged"))
 

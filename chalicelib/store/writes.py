@@ -1,9 +1,33 @@
-"""Reading PynamoDB write failures back: a failed condition, or a transaction conflict."""
+"""Reading DynamoDB failures back: a failed condition, a transaction conflict, a throttle."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import PutError, PynamoDBException, TransactWriteError, UpdateError
+
+#: DynamoDB's answers to "too much, too fast" and to a write racing a transaction: a retry later
+#: succeeds, so the API answers them `503 service_unavailable` with `Retry-After` (API.md, Errors)
+RETRY_LATER_CODES: Final = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "TransactionConflictException", "TransactionInProgressException",
+})
+
+
+def is_retry_later(error: BaseException) -> bool:
+    """True when `error`, or an error it was raised from, is DynamoDB throttling or a write that
+    ran into a transaction (PynamoDB wraps botocore's ClientError)."""
+    seen: BaseException | None = error
+    for _ in range(5):  # PynamoDB error -> ClientError: a short chain
+        if seen is None:
+            return False
+        if isinstance(seen, PynamoDBException) and seen.cause_response_code in RETRY_LATER_CODES:
+            return True
+        if isinstance(seen, ClientError) and seen.response.get("Error", {}).get("Code") in RETRY_LATER_CODES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_transaction_conflict(error: Exception) -> bool:

@@ -15,7 +15,7 @@ from chalicelib import auth, clock, config
 from chalicelib.api.contract import OPERATIONS
 from chalicelib.api.openapi import build_openapi
 from chalicelib.observability import ScrubbingFormatter, logger
-from tests.faults import fail_calls
+from tests.faults import aws_error, fail_calls, throttled
 from tests.harness import SECRET, Answer, Fleet, token
 
 RELEASE = {"type": "config.release", "target_nodes": ["edge-12"], "parameters": {"website_id": 41}}
@@ -399,6 +399,32 @@ class TestInternalError:
             if type(h) is logging.StreamHandler and not isinstance(h.formatter, ScrubbingFormatter)
         ]
         assert plain == []
+
+
+class TestServiceUnavailable:
+    """API.md: a throttled or conflicting dependency is `503 service_unavailable` with Retry-After."""
+
+    def test_a_throttled_read_is_a_503_with_retry_after(self, fleet, monkeypatch):
+        # GIVEN DynamoDB throttles the read after botocore's own retries
+        failed = fail_calls(monkeypatch, "Query", throttled)
+        # WHEN a user lists tasks
+        answer = fleet.user("GET", "/v1/tasks")
+        # THEN a 503 that says when to come back, and nothing of the AWS error
+        assert failed
+        body = assert_error(answer, 503, "service_unavailable")
+        assert answer.headers.get("Retry-After") == "1"
+        assert "Throughput" not in json.dumps(body)
+        # AND the next request, no longer throttled, is served
+        assert fleet.user("GET", "/v1/tasks").status == 200
+
+    @pytest.mark.parametrize("code", ["TransactionConflictException", "ThrottlingException"])
+    def test_a_create_that_keeps_conflicting_is_a_503_and_creates_nothing(self, fleet, monkeypatch, code):
+        failed = fail_calls(monkeypatch, "TransactWriteItems", aws_error(code), times=20)
+        answer = fleet.submit(RELEASE)
+        assert failed
+        assert_error(answer, 503, "service_unavailable")
+        assert answer.headers.get("Retry-After") == "1"
+        assert fleet.user("GET", "/v1/tasks").body["items"] == []  # a read: the failing writes are not in its way
 
 
 class TestEveryErrorHasTheContractShape:

@@ -40,14 +40,18 @@ def test_errors_carry_no_http_status() -> None:
     assert not any(hasattr(cls, "status") for cls in HTTP_ERRORS)
 
 
-def test_only_rate_limited_and_method_not_allowed_add_headers() -> None:
+def test_only_rate_limited_unavailable_and_method_not_allowed_add_headers() -> None:
     assert http_headers(errors.RateLimited(7)) == {"Retry-After": "7"}
     assert http_headers(errors.MethodNotAllowed(["POST", "GET"])) == {"Allow": "GET, POST"}
-    with_headers = (errors.RateLimited, errors.MethodNotAllowed)
+    # API.md: a 503 says when to retry
+    assert http_headers(errors.StoreBusy()) == {"Retry-After": "1"}
+    assert http_headers(errors.PrometheusUnavailable("down")) == {"Retry-After": "5"}
+    with_headers = (errors.RateLimited, errors.MethodNotAllowed, errors.ServiceUnavailable)
     assert all(http_headers(error) == {} for error, _, _ in CONTRACT if not isinstance(error, with_headers))
     statuses = (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503)
-    assert [status for status in statuses if header_names(status)] == [405, 429]
+    assert [status for status in statuses if header_names(status)] == [405, 429, 503]
     assert header_names(429) == ["Retry-After"]
+    assert header_names(503) == ["Retry-After"]
 
 
 def test_the_error_document_keeps_the_extra_fields() -> None:
