@@ -17,7 +17,9 @@ from botocore.config import Config
 
 from chalicelib import config
 
-_CONFIG = Config(retries={"max_attempts": 5, "mode": "adaptive"}, max_pool_connections=32)
+#: standard retries (throttles and transient errors, with backoff): "adaptive" mode's client-side
+#: rate limiter slows every later call of the process after one throttle on one hot partition
+_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
 
 
 @cache

@@ -105,6 +105,13 @@ def undispatched_grace_seconds() -> int:
 
 
 @cache
+def recount_grace_seconds() -> int:
+    """How long an active task's counters may stay still before the sweeper recounts it from
+    its runs (services/recount.py)."""
+    return _int("FLEETRUN_RECOUNT_GRACE_SECONDS", 120)
+
+
+@cache
 def public_url() -> str:
     return os.environ.get("FLEETRUN_PUBLIC_URL", "")
 

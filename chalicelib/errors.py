@@ -117,7 +117,15 @@ class Conflict(FleetrunError):
 
 
 class Busy(Conflict):
-    """Another transaction was changing the item at that moment (TransactionConflict): retry."""
+    """Another transaction was changing the item at that moment (TransactionConflict) and the
+    write's retries ran out (store/retrying.py): `503 service_unavailable` with `Retry-After`
+    (API.md, Errors), still a Conflict to the code that catches lost races."""
+
+    code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
 
 
 class LeaseLost(Conflict):

@@ -52,6 +52,7 @@ from chalicelib import clock, config
 from chalicelib.errors import Busy, RateLimited
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import RateBucket
+from chalicelib.store.retrying import retried
 from chalicelib.store.writes import is_condition_failure
 
 WINDOW_SECONDS = 60
@@ -120,6 +121,7 @@ class DynamoWindows:
         counts: list[Any] = list(item.counts)
         return Window(tuple(zip(map(int, seconds), map(int, counts), strict=True)), item.revision)
 
+    @retried
     def replace(self, user_id: str, window: Window, expected: str | None) -> bool:
         assert window.revision is not None
         item = RateBucket(rate_pk(user_id), _WINDOW_SK, seconds=[s for s, _ in window.counts],

@@ -12,9 +12,11 @@ import requests
 class ApiError(Exception):
     """The API answered with an error body (`{"error": {"code", "message", ...}}`)."""
 
-    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.body = status, code, message, body or {}
+        self.headers = headers or {}
 
 
 @dataclass
@@ -48,7 +50,8 @@ class Api:
         if response.status_code >= 400:
             error = (decoded or {}).get("error", {}) if isinstance(decoded, dict) else {}
             raise ApiError(response.status_code, error.get("code", "http_error"),
-                           error.get("message", response.text[:200]), decoded if isinstance(decoded, dict) else None)
+                           error.get("message", response.text[:200]), decoded if isinstance(decoded, dict) else None,
+                           dict(response.headers))
         return response.status_code, decoded, dict(response.headers)
 
     def get(self, path: str, **params: Any) -> Any:

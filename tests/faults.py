@@ -29,8 +29,17 @@ class Faults:
         self.fired: list[str] = []
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._active: str | None = None
         self._original = BaseClient._make_api_call
+
+    @property
+    def _active(self) -> str | None:
+        """The entry point the current thread is inside (handlers of concurrent shards each have theirs)."""
+        active: str | None = getattr(self._local, "active", None)
+        return active
+
+    @_active.setter
+    def _active(self, name: str | None) -> None:
+        self._local.active = name
 
     def install(self) -> None:
         faults = self

@@ -13,6 +13,8 @@ from chalice.test import Client
 
 from chalicelib import auth
 from chalicelib.resources import DISPATCH_QUEUE, WORK_QUEUE
+from fleetrun.local.fidelity import current as current_fidelity
+from fleetrun.local.fidelity.streams import ShardedStreamPump
 from fleetrun.local.provision import Provisioned
 from fleetrun.local.pumps import SqsPump, StreamPump
 
@@ -74,9 +76,9 @@ class Fleet:
 
         self.app_module = app_module
         self.client = Client(app_module.app)
-        self.stream = StreamPump(
-            boto3.client("dynamodbstreams"), provisioned.stream_arn, app_module.stream_aggregator,
-        )
+        stream = (boto3.client("dynamodbstreams"), provisioned.stream_arn, app_module.stream_aggregator)
+        fidelity = current_fidelity()
+        self.stream = ShardedStreamPump(*stream, fidelity=fidelity) if fidelity.strict else StreamPump(*stream)
         self.queue = SqsPump(
             boto3.client("sqs"), provisioned.queue_urls[DISPATCH_QUEUE.name], app_module.dispatch_worker,
             batch_size=DISPATCH_QUEUE.batch_size,

@@ -13,6 +13,18 @@ from pathlib import Path
 
 #: the tests' own environment (moto credentials, test secrets) must not leak into a child
 _PRIVATE_PREFIXES = ("FLEETRUN_", "AWS_", "POWERTOOLS_")
+#: the fidelity settings the run was started with (FLEETRUN_FIDELITY*, read before any test
+#: clears FLEETRUN_*): a runtime the tests start runs strict unless they say otherwise
+FIDELITY_ENV = {k: v for k, v in os.environ.items() if k.startswith("FLEETRUN_FIDELITY")}
+
+
+def fidelity_environment() -> dict[str, str]:
+    """FLEETRUN_FIDELITY (strict by default) and a seed, for a local runtime a test starts."""
+    import random
+
+    env = {"FLEETRUN_FIDELITY": "strict", **FIDELITY_ENV}
+    env.setdefault("FLEETRUN_FIDELITY_SEED", str(random.SystemRandom().randrange(2**32)))
+    return env
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import Final
 
 from chalicelib.errors import (
+    Busy,
     Conflict,
     FleetrunError,
     Forbidden,
@@ -49,6 +50,7 @@ HTTP_ERRORS: Final[dict[type[FleetrunError], HttpError]] = {
     MethodNotAllowed: HttpError(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "allow"}),
     InvalidTransition: HttpError(HTTPStatus.CONFLICT),
     Conflict: HttpError(HTTPStatus.CONFLICT),
+    Busy: HttpError(HTTPStatus.SERVICE_UNAVAILABLE, {"Retry-After": "retry_after"}),
     NotConfigured: HttpError(HTTPStatus.CONFLICT),
     PayloadTooLarge: HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     IdempotencyKeyReused: HttpError(HTTPStatus.UNPROCESSABLE_ENTITY),
@@ -83,4 +85,5 @@ def _header_value(value: object) -> str:
 
 def header_names(status: int) -> list[str]:
     """The headers an error answer with this status carries (for the OpenAPI document)."""
-    return [name for row in HTTP_ERRORS.values() if row.status == status for name in row.headers]
+    names = [name for row in HTTP_ERRORS.values() if row.status == status for name in row.headers]
+    return list(dict.fromkeys(names))

@@ -21,10 +21,10 @@ from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.errors import http_headers, http_status
 from chalicelib.api.validation import check_header, check_query, page_params, parse
 from chalicelib.domain.records import Node
-from chalicelib.errors import FleetrunError, ServiceUnavailable, StoreBusy
+from chalicelib.errors import Busy, FleetrunError, ServiceUnavailable, StoreBusy
 from chalicelib.observability import bind, logger
 from chalicelib.services import liveness
-from chalicelib.store.writes import is_retry_later
+from chalicelib.store.retrying import is_conflict_or_throttle
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -156,7 +156,7 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
                 request = app.current_request
                 assert request is not None
                 return view(_authenticate(operation, request), **path)
-            except ServiceUnavailable as error:  # documented (Prometheus not configured or down): no bug
+            except (ServiceUnavailable, Busy) as error:  # documented (throttled, conflicting, down): no bug
                 logger.warning("request answered 503", extra={"operation": operation_id, "reason": error.message})
                 return error_response(error)
             except FleetrunError as error:
@@ -164,7 +164,7 @@ def register(app: Chalice, operation_id: str) -> Callable[[Callable[..., Respons
                     logger.exception("request failed", extra={"operation": operation_id})
                 return error_response(error)
             except Exception as error:
-                if is_retry_later(error):  # throttled or conflicting: the client retries, nobody debugs
+                if is_conflict_or_throttle(error):  # throttled or conflicting: the client retries, nobody debugs
                     logger.warning("request answered 503: database busy",
                                    extra={"operation": operation_id, "reason": type(error).__name__})
                     return error_response(StoreBusy())

@@ -47,7 +47,15 @@ class Task:
     # --- aggregated from the stream (services/aggregation.py) ---
     counts: dict[str, int] = field(default_factory=_zero_counts)
     progress_sum: int = 0
-    applied_seq: str = ""
+    #: how many counter writes the aggregator made (finishing decides on the counts of one of them)
+    counted_ver: int = 0
+    #: the `ver` of the last task write whose status change the statistics count
+    stats_ver: int = -1
+    #: when the aggregator last moved the counters, and when a recount last checked them
+    counted_at: str | None = None
+    recounted_at: str | None = None
+    #: numbers the task's own writes (task_transitions.task_change)
+    ver: int = 0
     # --- dispatch and the concurrency window (domain/window.py) ---
     dispatch_triggered: bool = False
     dispatched_attempt: int = 0
@@ -108,6 +116,8 @@ class NodeRun:
     priority: int = 5
     #: events sent with the completion, moved into an event item by the stream
     final_events: str | None = None
+    #: numbers the run's writes (run_transitions); the aggregator counts each once
+    ver: int = 0
     output: str | None = None
     output_key: str | None = None
     claim_pk: str | None = None

@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 
 from chalicelib import clock
 from chalicelib.domain.statuses import RunStatus
-from chalicelib.domain.writes import CLEAR, Change, Predicate, Transition, eq, gt, lt, missing, transition_of
+from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, gt, lt, missing, transition_of
 
 R = RunStatus
 
@@ -289,7 +289,8 @@ def retry_action(scope: str) -> str:
 
 
 def _entry(transition: Transition, given: RunInputs) -> dict[str, Any]:
-    fields: dict[str, Any] = {"updated_at": given.now}
+    # `ver` numbers the run's writes: the stream aggregator counts each write once (services/aggregation.py)
+    fields: dict[str, Any] = {"updated_at": given.now, "ver": Add(1)}
     if transition.target is None:
         return fields
     fields.update(status=transition.target, last_action=transition.action)

@@ -38,7 +38,7 @@ class TaskRef(Protocol):
 
     task_id: str
     attempt: int
-    applied_seq: str
+    counted_ver: int
     target_count: int
     ordinal_next: int
     progress_sum: int
@@ -80,7 +80,7 @@ def _same_attempt(task: TaskRef) -> tuple[Predicate, ...]:
 
 def _counts_as_read(task: TaskRef) -> tuple[Predicate, ...]:
     """The aggregated counts the decision was made from are still the stored ones."""
-    return eq("applied_seq", task.applied_seq or ""), *_same_attempt(task), eq("target_count", int(task.target_count))
+    return eq("counted_ver", int(task.counted_ver)), *_same_attempt(task), eq("target_count", int(task.target_count))
 
 
 def _new_attempt(task: TaskRef, scope: str, finished_base: int) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def _retry(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Pred
 
 def _await_confirmation(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     return {"awaiting_since": given.now, "plan_confirmed": CLEAR}, (
-        eq("applied_seq", task.applied_seq or ""), *_same_attempt(task))
+        eq("counted_ver", int(task.counted_ver)), *_same_attempt(task))
 
 
 def _confirm(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
@@ -235,8 +235,10 @@ def task_change(action: str, task: TaskRef, given: TaskInputs) -> Change:
     transition = transition_of(TASK_TRANSITIONS, "task", action)
     assert transition.build is not None
     fields, guard = transition.build(task, given)
+    # `ver` numbers the task's own writes (the aggregator's counter writes leave it): the stream
+    # aggregator counts each status change once in the statistics (services/aggregation.py)
     return Change("task", (task.task_id,), action, transition.sources,
-                  {**fields, **_entry(transition, task, given)}, guard)
+                  {**fields, **_entry(transition, task, given), "ver": Add(1)}, guard)
 
 
 def allowed_task_targets(source: str) -> frozenset[str]:

@@ -1,5 +1,9 @@
 """The notify worker: one queued message, one delivery attempt, one delivery-log item.
 
+A delivery that reached its destination is marked sent (by delivery id, kept as long as the
+log): the same id queued again by a replayed stream batch is not sent twice. Two copies handled
+at the same moment can both go out; receivers drop the second by `X-Fleetrun-Delivery`.
+
 A failed attempt makes its message invisible for an exponential delay (ChangeMessageVisibility)
 and is reported as a batch item failure, so SQS hands it back later; the queue's redrive
 policy moves it to the dead-letter queue after `max_receive_count` receives, and the last
@@ -53,6 +57,10 @@ def handle(received: Received) -> None:
         logger.warning("notification about another user's task dropped",
                        extra={"subscription_id": subscription.subscription_id, "delivery_id": message["delivery_id"]})
         return
+    if store.was_delivered(subscription.subscription_id, message["delivery_id"]):
+        logger.info("notification already delivered (a replayed stream batch); not sent again",
+                    extra={"subscription_id": subscription.subscription_id, "delivery_id": message["delivery_id"]})
+        return
     try:
         sealed = secrets.unseal(subscription.sealed)
         outcome = channels.deliver(subscription.channel, sealed["target"], sealed.get("secret", ""), message)
@@ -71,6 +79,10 @@ def handle(received: Received) -> None:
         logger.exception("could not record a delivery attempt", extra={"delivery_id": message["delivery_id"]})
     count("NotificationDeliveries", channel=subscription.channel, status=status)
     if outcome.ok:
+        try:
+            store.mark_delivered(subscription.subscription_id, message["delivery_id"])
+        except Exception:  # receivers still drop a second copy by its delivery id
+            logger.exception("could not mark a delivery sent", extra={"delivery_id": message["delivery_id"]})
         return
     logger.warning("notification delivery failed", extra={
         "subscription_id": subscription.subscription_id, "delivery_id": message["delivery_id"],

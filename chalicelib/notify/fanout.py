@@ -4,8 +4,10 @@ For each task `META` record whose status changed into a notified status (or that
 retry), the subscribers are found through the per-event index (two queries per event and
 owner, cached for the batch), filtered by type and tag, and one message per subscriber goes
 to the notify queue. The delivery id is derived from the subscription, the task, the event
-and the record's stream sequence number: a replayed batch enqueues the same ids again, and
-receivers drop what they have seen. Nothing here talks to a destination.
+and the record's stream sequence number: a replayed batch derives the same ids, and an id
+queued before (a mark per delivery, written after the message is queued) is not queued again;
+a crash between the two queues it twice, and the worker does not send an id already delivered
+(notify/delivery.py). Nothing here talks to a destination.
 """
 
 from __future__ import annotations
@@ -106,5 +108,11 @@ def _enqueue(messages: list[dict[str, Any]]) -> None:
     if not queue_url:
         logger.warning("notifications not sent: FLEETRUN_NOTIFY_QUEUE_URL is not set", extra={"count": len(messages)})
         return
-    queues.send_batch(queue_url, messages, "notification message")
-    count("NotificationsQueued", len(messages))
+    pairs = [(m["subscription_id"], m["delivery_id"]) for m in messages]
+    seen = store.already_queued(pairs)
+    fresh = [m for m in messages if m["delivery_id"] not in seen]
+    if not fresh:
+        return
+    queues.send_batch(queue_url, fresh, "notification message")
+    store.mark_queued([(m["subscription_id"], m["delivery_id"]) for m in fresh])  # after: a crash re-sends
+    count("NotificationsQueued", len(fresh))

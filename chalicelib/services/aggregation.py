@@ -1,13 +1,22 @@
 """The stream's counting consumer: node counts, progress and statistics from old/new images.
 
-Per batch and per task: one read, the outbox (services/outbox.py), one transaction guarded by
-the task's applied stream sequence (a replay is filtered out record by record), then the
-finishing rules. Records of one task share a partition key, so they arrive in order on one
-shard. How a retry's reset is counted once is said in domain/retry_counting.py.
+Exact on DynamoDB Streams' own terms (ARCHITECTURE.md, invariant 8): records are ordered per
+item only, so the records of one task may come on several shards at once, interleaved, in
+batches of any size, replayed, or never. Each write of a run or a task carries `ver`, its
+number among that item's writes; a record counts when its `ver` is newer than the one marked
+for its item, and the counters move in the same transaction as the marks (store/counters.py).
+Any order, interleaving or replay therefore gives the same counts; a record that never comes is
+repaired by the recount (services/recount.py). Records that move no counter need no mark.
+
+Per batch and per task: one read (the task and its marker items), the outbox
+(services/outbox.py), one transaction, then the finishing rules. A transaction that loses a
+race (a record counted meanwhile, or TransactionConflict) is read and filtered again after a
+jittered backoff. How a retry's reset is counted once is said in domain/retry_counting.py.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -17,13 +26,20 @@ from botocore.exceptions import ClientError
 
 from chalicelib import clock
 from chalicelib.domain import rules
+from chalicelib.domain.records import Task
 from chalicelib.domain.retry_counting import counted_by_retry
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, outbox
-from chalicelib.store import counters, tasks
-from chalicelib.store.counters import TaskDelta
+from chalicelib.store import counters, retrying, tasks
+from chalicelib.store.counters import MAX_MARKER_ITEMS, TaskDelta, marker_sk
+from chalicelib.store.dynamo import task_record
+from chalicelib.store.models import TaskItem
 from chalicelib.store.stream_records import Image, Record, attribute
+from chalicelib.store.writes import is_retry_later
+
+#: attempts at one task's records before the batch is handed back to Lambda
+ATTEMPTS = 8
 
 
 @tracer.capture_method
@@ -33,7 +49,7 @@ def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     groups: dict[str, list[Record]] = defaultdict(list)
     for raw in raw_records:
         record = Record(raw)
-        if record.pk.startswith("TASK#"):
+        if record.pk.startswith("TASK#") and (record.sk == "META" or record.sk.startswith("RUN#")):
             groups[record.pk.removeprefix("TASK#")].append(record)
     failures: list[Record] = []
     for task_id, records in groups.items():
@@ -47,28 +63,85 @@ def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     return [min(failures, key=lambda r: r.seq).raw_seq]
 
 
-def _apply(task_id: str, records: list[Record], attempts: int = 3) -> None:
-    for _ in range(attempts):
-        task = tasks.find(task_id)
-        if task is None:
+def _apply(task_id: str, records: list[Record]) -> None:
+    sks = {marker_sk(_ordinal(r)) for r in records if r.sk.startswith("RUN#")}
+    for attempt in range(ATTEMPTS):
+        raw_task, marks = counters.read_markers(task_id, sks)
+        if raw_task is None:
             return
-        fresh = [r for r in records if r.seq > (task.applied_seq or "")]
-        # jobs go out before the counters move: a crash in between re-sends them on replay,
-        # and a replay of records already applied sends nothing
-        outbox.send_jobs(fresh)
-        outbox.move_final_events(task_id, fresh)
-        delta = _delta(fresh)
-        if fresh and not delta.is_empty():
-            try:
-                counters.apply_task_delta(task_id, task.owner, task.type, task.applied_seq or "", fresh[-1].seq, delta)
-            except ClientError as error:
-                if error.response["Error"]["Code"] == "TransactionCanceledException":
-                    continue  # another processor moved the sequence: re-read and filter again
+        task = task_record(TaskItem.from_raw_data(raw_task))
+        fresh = [r for r in records if _fresh(r, task, marks)]
+        # jobs go out before the counters move: a crash in between re-sends them on replay, and a
+        # replay of status changes already counted sends nothing (a duplicate job is harmless)
+        outbox.send_jobs([r for r in records if r.sk == "META" and (r in fresh or not _task_changes_status(r))])
+        try:
+            counted = _count(task, fresh)
+        except ClientError as error:
+            if not _lost_race(error) or attempt == ATTEMPTS - 1:
                 raise
-            task = tasks.get(task_id)
-        finishing.settle(task)
+            time.sleep(retrying.delay(attempt + 1))
+            continue
+        finishing.settle(tasks.get(task_id) if counted else task)
         return
-    raise RuntimeError(f"could not apply stream records to task {task_id}")
+
+
+def _lost_race(error: ClientError) -> bool:
+    """A record counted by another processor meanwhile, a conflicting transaction, a throttle."""
+    code = error.response.get("Error", {}).get("Code")
+    return code in ("TransactionCanceledException", "ConditionalCheckFailedException") or is_retry_later(error)
+
+
+def _ordinal(record: Record) -> int:
+    return int(record.new_value("ordinal") or record.old_value("ordinal") or 0)
+
+
+def _ver(record: Record) -> int:
+    """The number of the write a record shows (a deletion: one past the last write)."""
+    if record.new is None:
+        return int(record.old_value("ver") or 0) + 1
+    return int(record.new_value("ver") or 0)
+
+
+def _fresh(record: Record, task: Task, marks: Mapping[str, Mapping[str, int]]) -> bool:
+    """Whether the record moves counters and is not counted yet."""
+    if record.sk == "META":
+        return _task_changes_status(record) and _ver(record) > int(task.stats_ver)
+    if _delta([record]).is_empty():
+        return False
+    node = record.sk.removeprefix("RUN#")
+    return _ver(record) > marks.get(marker_sk(_ordinal(record)), {}).get(node, -1)
+
+
+def _task_changes_status(record: Record) -> bool:
+    return bool(record.old_value("status") != record.new_value("status"))
+
+
+def _count(task: Task, fresh: list[Record]) -> bool:
+    """Move the counters by `fresh`, marking each record counted, in one transaction per group of
+    at most MAX_MARKER_ITEMS marker items (a group is exact on its own). False when none was fresh."""
+    runs_by_item: dict[str, list[Record]] = defaultdict(list)
+    for record in fresh:
+        if record.sk.startswith("RUN#"):
+            runs_by_item[marker_sk(_ordinal(record))].append(record)
+    meta = [r for r in fresh if r.sk == "META"]
+    item_names = sorted(runs_by_item)
+    groups = [item_names[i:i + MAX_MARKER_ITEMS] for i in range(0, len(item_names), MAX_MARKER_ITEMS)] or [[]]
+    now = clock.now_iso()
+    for index, group in enumerate(groups):
+        records = [r for name in group for r in runs_by_item[name]] + (meta if index == 0 else [])
+        if not records:
+            continue
+        markers: dict[str, dict[str, int]] = defaultdict(dict)
+        for record in records:
+            if record.sk.startswith("RUN#"):
+                node = record.sk.removeprefix("RUN#")
+                item = markers[marker_sk(_ordinal(record))]
+                item[node] = max(item.get(node, -1), _ver(record))
+        stats_ver = max((_ver(r) for r in records if r.sk == "META"), default=None)
+        outbox.move_final_events(task.task_id, records)  # before the counters: a replay moves them again
+        counters.apply_task_delta(task.task_id, task.owner, task.type, _delta(records),
+                                  markers=markers, stats_ver=stats_ver, now=now)
+    return bool(fresh)
 
 
 def _delta(records: list[Record]) -> TaskDelta:

@@ -33,14 +33,17 @@ def send_jobs(records: list[Any]) -> None:
 
 def move_final_events(task_id: str, records: list[Any]) -> None:
     """Completion events ride on the run's own write; here they become event items. Written
-    before the counters move, under ids derived from the first record: a replay overwrites."""
+    before the counters move, under ids derived from the first run write that carries events
+    (`<node>#<ver>`: the same on a replay, whatever the batch around it): a replay overwrites."""
     collected: list[dict[str, Any]] = []
+    seed: str | None = None
     for record in records:
         packed = record.new_value("final_events") if record.sk.startswith("RUN#") else None
         if packed and packed != record.old_value("final_events"):
+            seed = seed or f"{record.sk.removeprefix('RUN#')}#{int(record.new_value('ver') or 0)}"
             collected.extend(unpack_final_events(
                 packed, record.new_value("node"), int(record.new_value("attempt") or 1),
                 record.new_value("completed_at") or clock.now_iso(),
             ))
-    if collected:
-        events.put_from_stream(task_id, records[0].raw_seq, collected)
+    if collected and seed:
+        events.put_from_stream(task_id, seed, collected)

@@ -14,6 +14,7 @@ One cached item answers every read (a GetItem, whatever the size of the fleet):
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,9 +26,10 @@ from chalicelib import clock
 from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.domain.statuses import TASK_ACTIVE, TASK_STATUSES, RunStatus, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.store import counters, inventory
+from chalicelib.store import counters, inventory, retrying
 from chalicelib.store import snapshot as store
 from chalicelib.store.stream_records import Record
+from chalicelib.store.writes import is_retry_later
 
 MAX_AGE_SECONDS: Final = 10
 #: run statuses of unfinished work, as counted by the statistics (`nr_<status>`): `node_runs`
@@ -37,7 +39,7 @@ IN_FLIGHT: Final = (RunStatus.RUNNING, RunStatus.APPLY_PENDING)
 #: waiting for a runner to claim them
 WAITING: Final = (RunStatus.PENDING,)
 _ACTIVE_TASKS: Final = tuple(s for s in TASK_STATUSES if s in TASK_ACTIVE)
-_ATTEMPTS: Final = 3
+_ATTEMPTS: Final = 5
 
 
 def read(now: float | None = None) -> dict[str, Any]:
@@ -94,7 +96,9 @@ def consume(records: list[Record]) -> None:
             changes[record.pk.removeprefix("NODE#")].append(record)
     if not changes:
         return
-    for _ in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
+        if attempt:
+            time.sleep(retrying.delay(attempt))  # racing writers spread out (full jitter, capped)
         counted = store.counted(changes)
         recounts = []
         for node_id, node_records in changes.items():
@@ -109,7 +113,7 @@ def consume(records: list[Record]) -> None:
             store.apply(recounts)
             return
         except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
+            if error.response["Error"]["Code"] != "TransactionCanceledException" and not is_retry_later(error):
                 raise
             # a concurrent batch or the repair moved a node: re-read and filter again (a chunk
             # that was applied before the failure is now filtered out by its sequence)
@@ -149,7 +153,7 @@ def repair() -> RepairReport:
         try:
             store.apply([fix])
         except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
+            if error.response["Error"]["Code"] != "TransactionCanceledException" and not is_retry_later(error):
                 raise
             report.skipped += 1
             report.fixed.pop(fix.before.node_id, None)

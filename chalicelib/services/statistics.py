@@ -12,6 +12,7 @@ from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Forbidden
 from chalicelib.observability import logger
+from chalicelib.services import recount as recount_runs
 from chalicelib.store import counters, tasks
 
 
@@ -53,7 +54,8 @@ def render(totals: dict[str, Decimal]) -> dict[str, Any]:
 
 
 def recount() -> dict[str, dict[str, Decimal]]:
-    """What every scope should hold, recounted from the task items."""
+    """What every scope should hold, recounted from the task items (whose node counts
+    `reconcile` first recounts from the runs of every active task)."""
     expected: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for task in tasks.iter_all():
         contribution: dict[str, Decimal] = defaultdict(Decimal)
@@ -93,6 +95,10 @@ def reconcile() -> dict[str, dict[str, str]]:
     Meant to run when the stream has drained (it is scheduled at a quiet time); a change in
     flight while it runs can show up as drift and is corrected by the next run.
     """
+    repaired = [task.task_id for task in tasks.iter_all()
+                if recount_runs.repairable(task) and recount_runs.repair_and_settle(task)]
+    if repaired:
+        logger.warning("task counts recounted from their runs", extra={"task_ids": repaired})
     expected = recount()
     drift: dict[str, dict[str, str]] = {}
     for scope in sorted(set(expected) | set(counters.list_scopes())):

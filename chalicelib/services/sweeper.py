@@ -12,7 +12,7 @@ from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.observability import logger, tracer
-from chalicelib.services import claim_timeouts, finishing, jobs, liveness, twophase, type_registry, work
+from chalicelib.services import claim_timeouts, finishing, jobs, liveness, recount, twophase, type_registry, work
 from chalicelib.services.realtime import expiry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
@@ -32,6 +32,8 @@ class SweepReport:
     connections_closed: int = 0
     replanned: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
+    #: tasks whose counts a lost stream record left wrong, recounted from their runs
+    recounted: list[str] = field(default_factory=list)
 
     def changed(self) -> bool:
         """Whether the pass did anything (`tasks_seen` alone is not a change)."""
@@ -86,6 +88,10 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
     report.unclaimed_timed_out += unclaimed
     if task.status == TaskStatus.RUNNING and counts[RunStatus.PENDING] and stale:
         work.wake_pending(task)  # service-executed runs whose wake-up was lost (no-op for agent types)
+    if recount.due(task, now) and recount.repair(task):
+        report.recounted.append(task.task_id)
+        task = tasks.get(task.task_id)
+        counts = task.counts
     if task.status == TaskStatus.RUNNING and not task.halted and not unclaimed:
         # (not after runs ended unclaimed in this pass: the counts read before would see a stall)
         _reopen_stalled_window(task, counts, report)

@@ -24,6 +24,7 @@ from chalicelib import clock
 from chalicelib.auth import ADMIN, Actor
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
+from chalicelib.store.retrying import retried
 
 #: API Gateway closes a WebSocket after 2 hours; the items outlive that by a margin
 CONNECTION_TTL_SECONDS = 2 * 3600 + 600
@@ -53,6 +54,7 @@ def topic_pk(topic: str) -> str:
 EXPIRY_LIST = "WSCONN"
 
 
+@retried
 def open_connection(connection_id: str, actor: Actor) -> WsConnectionItem:
     now = clock.now_epoch()
     expires_at = int(now) + CONNECTION_TTL_SECONDS
@@ -85,6 +87,7 @@ def actor_of(connection: WsConnectionItem) -> Actor:
     return Actor(user_id=connection.user_id, roles=frozenset(str(role) for role in connection.roles or []))
 
 
+@retried
 def subscribe(connection: WsConnectionItem, topic: str) -> None:
     """Idempotent. The subscription expires with its connection (or its token)."""
     WsSubscriptionItem(
@@ -95,6 +98,7 @@ def subscribe(connection: WsConnectionItem, topic: str) -> None:
         connection.update(actions=[WsConnectionItem.topics.set(WsConnectionItem.topics.append([topic]))])
 
 
+@retried
 def unsubscribe(connection: WsConnectionItem, topic: str) -> None:
     WsSubscriptionItem(topic_pk(topic), connection.connection_id).delete()
     remaining = [t for t in (connection.topics or []) if t != topic]

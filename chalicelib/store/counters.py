@@ -1,8 +1,9 @@
 """Counters maintained by the stream: a task's node counts and the statistics items.
 
 One transaction per task per stream batch: the task's counters move together with the
-statistics deltas of the same records, guarded by the last applied stream sequence number,
-so a replayed batch changes nothing. Statistics items are sharded per task (no hot item)
+statistics deltas of the same records and the marks that say which writes are counted (one
+number per run, in marker items under the task's key), so a replayed or late record changes
+nothing, in any order. Statistics items are sharded per task (no hot item)
 and their attributes are dynamic (`st_<status>`, `ty_<type>`, `nr_<run status>`), hence
 raw boto3 here rather than PynamoDB models.
 
@@ -103,17 +104,43 @@ def _n(value: int | Decimal) -> dict[str, str]:
     return {"N": str(value)}
 
 
-def apply_task_delta(
-    task_id: str, owner: str, task_type: str, expected_seq: str, new_seq: str, delta: TaskDelta,
-) -> None:
-    """Apply a batch's delta to the task and its statistics scopes atomically.
+#: runs per marker item: a run's ordinal picks its item (runs claimed together sit together)
+MARKER_BUCKET = 128
+#: the most marker items one counter transaction writes (DynamoDB's limit is 100 items in all)
+MAX_MARKER_ITEMS = 80
 
-    Raises botocore ClientError (TransactionCanceledException) when `expected_seq` is no
-    longer the task's applied sequence (another processor got there first).
+
+def marker_sk(ordinal: int) -> str:
+    """The item under the task's key that remembers which writes of runs are counted."""
+    return f"CNT#{ordinal // MARKER_BUCKET}"
+
+
+def marker_name(node: str) -> str:
+    return f"n#{node}"
+
+
+def apply_task_delta(
+    task_id: str, owner: str, task_type: str, delta: TaskDelta, *,
+    markers: Mapping[str, Mapping[str, int]], stats_ver: int | None, now: str,
+) -> None:
+    """Apply the delta of some stream records to the task and its statistics scopes, atomically
+    with the marks that make each record count once.
+
+    `markers` is marker item (`marker_sk`) -> node -> the `ver` of the run's newest counted write;
+    each is written on condition that it is newer than the stored one. `stats_ver` (the `ver` of
+    the newest task write among the records, when one changed the statistics) likewise. Raises
+    botocore ClientError (TransactionCanceledException) when a record was counted meanwhile
+    (ConditionalCheckFailed) or another transaction wrote one of the items (TransactionConflict).
     """
-    names: dict[str, str] = {"#seq": "applied_seq", "#p": "progress_sum"}
-    values: dict[str, Any] = {":expected": {"S": expected_seq}, ":seq": {"S": new_seq}, ":dp": _n(delta.progress)}
-    sets = ["#seq = :seq", "#p = #p + :dp"]
+    names: dict[str, str] = {"#cv": "counted_ver", "#p": "progress_sum", "#ca": "counted_at"}
+    values: dict[str, Any] = {":one": _n(1), ":dp": _n(delta.progress), ":now": {"S": now}}
+    sets = ["#p = #p + :dp", "#ca = :now"]
+    condition = "attribute_exists(pk)"
+    if stats_ver is not None:
+        names["#sv"] = "stats_ver"
+        values[":sv"] = _n(stats_ver)
+        sets.append("#sv = :sv")
+        condition += " AND (attribute_not_exists(#sv) OR #sv < :sv)"
     for i, (status, amount) in enumerate(delta.nonzero_counts().items()):
         names["#c"] = "counts"
         names[f"#s{i}"] = status
@@ -132,19 +159,122 @@ def apply_task_delta(
             "Update": {
                 "TableName": config.table_name(),
                 "Key": {"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}},
-                "UpdateExpression": "SET " + ", ".join(sets),
-                "ConditionExpression": "#seq = :expected",
+                "UpdateExpression": "SET " + ", ".join(sets) + " ADD #cv :one",
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
         }
     ]
+    items.extend(_marker_updates(task_id, markers))
     shard = stats_shard(task_id)
     scopes = scopes_of(owner, task_type)
     items.extend(_stats_updates(scopes, shard, delta.nonzero_stats()))
     for hour, stats in sorted(delta.nonzero_hourly().items()):
         items.extend(_stats_updates([hour_scope(scope, hour) for scope in scopes], shard, stats))
     aws.client("dynamodb").transact_write_items(TransactItems=items)
+
+
+def _marker_updates(task_id: str, markers: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
+    updates = []
+    for sk, vers in sorted(markers.items()):
+        names = {f"#n{i}": marker_name(node) for i, node in enumerate(vers)}
+        values = {f":v{i}": _n(ver) for i, ver in enumerate(vers.values())}
+        updates.append({
+            "Update": {
+                "TableName": config.table_name(),
+                "Key": {"pk": {"S": task_pk(task_id)}, "sk": {"S": sk}},
+                "UpdateExpression": "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(vers))),
+                "ConditionExpression": " AND ".join(
+                    f"(attribute_not_exists(#n{i}) OR #n{i} < :v{i})" for i in range(len(vers))),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        })
+    return updates
+
+
+def replace_counts(
+    task_id: str, owner: str, task_type: str, *, counted_ver: int, attempt: int,
+    counts: Mapping[str, int], progress_sum: int, run_stats: Mapping[str, Decimal],
+    markers: Mapping[str, Mapping[str, int]], now: str,
+) -> None:
+    """Set a task's counts to a recount from its runs, with the statistics moved by the same
+    difference and each run's mark set to the write it was recounted at, atomically; on
+    condition that no counter write came in between (`counted_ver`) and no retry started.
+    Raises botocore ClientError (TransactionCanceledException) otherwise."""
+    names = {"#cv": "counted_ver", "#p": "progress_sum", "#rc": "recounted_at", "#at": "attempt", "#c": "counts"}
+    values: dict[str, Any] = {":cv": _n(counted_ver), ":one": _n(1), ":p": _n(progress_sum), ":now": {"S": now},
+                              ":at": _n(attempt)}
+    sets = ["#p = :p", "#rc = :now"]
+    for i, (status, amount) in enumerate(sorted(counts.items())):
+        names[f"#s{i}"] = status
+        values[f":c{i}"] = _n(amount)
+        sets.append(f"#c.#s{i} = :c{i}")
+    items: list[dict[str, Any]] = [{
+        "Update": {
+            "TableName": config.table_name(),
+            "Key": {"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}},
+            "UpdateExpression": "SET " + ", ".join(sets) + " ADD #cv :one",
+            "ConditionExpression": "#cv = :cv AND #at = :at",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }]
+    for sk, vers in sorted(markers.items()):
+        update = _marker_updates(task_id, {sk: vers})[0]["Update"]
+        del update["ConditionExpression"]  # the task's counted_ver guards every mark
+        items.append({"Update": update})
+    items.extend(_stats_updates(scopes_of(owner, task_type), stats_shard(task_id),
+                                {k: v for k, v in run_stats.items() if v}))
+    aws.client("dynamodb").transact_write_items(TransactItems=items)
+
+
+def stamp_recount(task_id: str, now: str) -> None:
+    """Note that a recount found the counts right (the sweeper looks again a grace period later)."""
+    aws.client("dynamodb").update_item(
+        TableName=config.table_name(), Key={"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}},
+        UpdateExpression="SET recounted_at = :now", ConditionExpression="attribute_exists(pk)",
+        ExpressionAttributeValues={":now": {"S": now}},
+    )
+
+
+def read_all_markers(task_id: str) -> dict[str, dict[str, int]]:
+    """Every marker item of a task (recounts only)."""
+    client = aws.client("dynamodb")
+    kwargs: dict[str, Any] = {
+        "TableName": config.table_name(), "ConsistentRead": True,
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :cnt)",
+        "ExpressionAttributeValues": {":pk": {"S": task_pk(task_id)}, ":cnt": {"S": "CNT#"}},
+    }
+    markers: dict[str, dict[str, int]] = {}
+    while True:
+        page = client.query(**kwargs)
+        for item in page["Items"]:
+            markers[item["sk"]["S"]] = {
+                name.removeprefix("n#"): int(value["N"]) for name, value in item.items() if name.startswith("n#")}
+        if "LastEvaluatedKey" not in page:
+            return markers
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def read_markers(task_id: str, marker_sks: Iterable[str]) -> tuple[dict[str, Any] | None, dict[str, dict[str, int]]]:
+    """The task item (raw, consistent) and the marks of the given marker items, in one request."""
+    keys = [{"pk": {"S": task_pk(task_id)}, "sk": {"S": sk}} for sk in ["META", *sorted(set(marker_sks))]]
+    found: dict[str, dict[str, Any]] = {}
+    client = aws.client("dynamodb")
+    for start in range(0, len(keys), 100):
+        pending: dict[str, Any] = {config.table_name(): {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+        while pending:
+            response = client.batch_get_item(RequestItems=pending)
+            for item in response["Responses"].get(config.table_name(), []):
+                found[item["sk"]["S"]] = item
+            pending = response.get("UnprocessedKeys") or {}
+    markers = {
+        sk: {name.removeprefix("n#"): int(value["N"]) for name, value in item.items() if name.startswith("n#")}
+        for sk, item in found.items() if sk != "META"
+    }
+    return found.get("META"), markers
 
 
 def _stats_updates(scopes: Iterable[str], shard: str, stats: Mapping[str, Decimal]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from chalicelib.store.models import (
     run_sk,
     task_pk,
 )
+from chalicelib.store.retrying import retried
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 META = "META"
@@ -179,6 +180,18 @@ class DynamoBackend:
 
     def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
                     event: EventBatch, alongside: Sequence[Any] = ()) -> None:
+        try:
+            self._create_task(task, targets, idempotency, event, alongside)
+        except ConditionFailed as rejected:
+            # racing requests with one key: a winner's transaction still in flight after our
+            # retries; the answer is the winner's (services/submit.py waits for its record)
+            if idempotency is not None and rejected.conflict:
+                raise IdempotencyRecordExists("the idempotency record is being written") from rejected
+            raise
+
+    @retried  # a conflict may be an unrelated transaction (or an injected one): try again first
+    def _create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
+                     event: EventBatch, alongside: Sequence[Any]) -> None:
         item = task_item(task)
         item.active_pk, item.active_sk = "ACTIVE", task.task_id
         item.list_pk, item.list_sk = "TASK", task.task_id
@@ -194,9 +207,8 @@ class DynamoBackend:
                 for part in alongside:
                     part(tx)
         except PynamoDBException as error:
-            # racing requests with one key: the loser sees the record (condition) or the
-            # winner's transaction in flight (conflict); either way the answer is the winner's
-            if idempotency is not None and (is_condition_failure(error) or is_transaction_conflict(error)):
+            # racing requests with one key: the loser sees the record (the winner's answer)
+            if idempotency is not None and is_condition_failure(error):
                 raise IdempotencyRecordExists("the idempotency record exists") from error
             rejected = _rejected(error)
             if rejected is None:
@@ -223,6 +235,7 @@ class DynamoBackend:
             parts[chunk.pk.removeprefix("TASK#")][chunk.sk] = [str(node) for node in chunk.nodes]
         return {task_id: [node for sk in sorted(found) for node in found[sk]] for task_id, found in parts.items()}
 
+    @retried
     def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
         item, actions, guard = write_of(change)
         try:
@@ -247,6 +260,7 @@ class DynamoBackend:
         except DoesNotExist:
             return None
 
+    @retried
     def put_run_if_absent(self, run: NodeRun) -> bool:
         try:
             run_item(run).save(condition=NodeRunItem.pk.does_not_exist())
@@ -268,10 +282,12 @@ class DynamoBackend:
         return [(item.pk.removeprefix("TASK#"), item.sk.removeprefix("RUN#"), item.claim_sk) for item in found]
 
     # --- events ---
+    @retried
     def put_events(self, batch: EventBatch) -> None:
         cast(Any, batch).save()
 
     # --- changes ---
+    @retried
     def update(self, change: Change) -> dict[str, Any] | None:
         item, actions, guard = write_of(change)
         try:
@@ -285,6 +301,7 @@ class DynamoBackend:
             return None
         return _values(item)
 
+    @retried
     def commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
         try:
             with TransactWrite(connection=_connection()) as tx:

@@ -37,8 +37,8 @@ STREAM_ITEM_EVENTS = 500
 
 def put_from_stream(task_id: str, seed: str, events: Sequence[dict[str, Any]]) -> None:
     """Write events collected from a stream batch. Ids are taken at write time (a follower's
-    `after=` cursor never skips them) and remembered per `seed` (the batch's first sequence
-    number), so a replayed batch overwrites its own items instead of adding copies."""
+    `after=` cursor never skips them) and remembered per `seed` (the first run write of the
+    batch that carries events), so a replayed batch overwrites its own items instead of adding copies."""
     for chunk, start in enumerate(range(0, len(events), STREAM_ITEM_EVENTS)):
         item_id = _stream_item_id(task_id, f"{seed}-{chunk}")
         new_item(task_id, events[start:start + STREAM_ITEM_EVENTS], item_id).save()

@@ -24,6 +24,7 @@ from chalicelib.store import label_index
 from chalicelib.store.backend import TxPart
 from chalicelib.store.dynamo import write_of
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
+from chalicelib.store.retrying import retried
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 META = "META"
@@ -39,6 +40,7 @@ def node_record(item: NodeItem) -> Node:
     return record
 
 
+@retried
 def create(node_id: str, labels: dict[str, str], slots: int, token_hash: str, now: str) -> Node:
     """Register a node (idle), with its label index items. Raises Conflict when it exists, Busy."""
     node = NodeItem(
@@ -114,6 +116,7 @@ def parts_of(node: Node, write: Change) -> list[TxPart]:
     return [part(indexed.write), *indexed.parts] if indexed else [part(write)]
 
 
+@retried
 def transition(node: NodeRef, action: str, now: str, *, parts: Sequence[TxPart] = (), **inputs: Any) -> Node:
     """Apply one node transition (in one transaction with `parts`); returns the node after it.
     A transition that changes what selectors see (labels, maintenance) writes the label index in
@@ -197,6 +200,7 @@ def index_if_unindexed(node: Node) -> bool:
     return True
 
 
+@retried
 def remove(node: Node, now: str) -> None:
     """Deregister `node` as read: delete its item, and with it its token hash (the next request
     with the token finds no node), ending its open allocation in the same transaction.

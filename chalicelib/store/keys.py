@@ -15,6 +15,7 @@ from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBExc
 from chalicelib.domain.records import Task
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import ConcurrencyKeyItem
+from chalicelib.store.retrying import retried
 from chalicelib.store.writes import is_condition_failure
 
 HOLDER = "HOLDER"
@@ -54,6 +55,7 @@ def queue_entry(task: Task) -> ConcurrencyKeyItem:
     return ConcurrencyKeyItem(key_pk(task.concurrency_key), entry_sk(task), task_id=task.task_id)
 
 
+@retried
 def ensure_queued(task: Task) -> None:
     queue_entry(task).save()
 
@@ -74,6 +76,7 @@ def head(key: str) -> Entry | None:
     return None
 
 
+@retried
 def acquire(task: Task) -> bool:
     """Become the holder unless another task holds the key. Returns whether the task holds it."""
     assert task.concurrency_key
@@ -88,6 +91,7 @@ def acquire(task: Task) -> bool:
     return True
 
 
+@retried
 def release(key: str, task_id: str, attempt: int, entry: str | None) -> bool:
     """Drop the task's queue entry and, when it holds the key from this attempt or an earlier
     one, the holder (a retry that re-acquired the key meanwhile keeps it). Returns whether
@@ -104,6 +108,7 @@ def release(key: str, task_id: str, attempt: int, entry: str | None) -> bool:
     return True
 
 
+@retried
 def drop(key: str, sk: str | None) -> None:
     if not sk:
         return

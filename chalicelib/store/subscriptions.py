@@ -16,9 +16,10 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
-from chalicelib import clock
+from chalicelib import aws, clock, config
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import DeliveryItem, SubscriptionEventItem, SubscriptionItem
+from chalicelib.store.retrying import retried
 
 SCOPE_ALL, SCOPE_OWN = "all", "own"
 #: how long a delivery attempt stays in the log
@@ -63,6 +64,7 @@ def _connection() -> Any:
     return SubscriptionItem._get_connection().connection
 
 
+@retried
 def create(subscription: SubscriptionItem) -> None:
     with TransactWrite(connection=_connection()) as transaction:
         transaction.save(subscription, condition=SubscriptionItem.pk.does_not_exist())
@@ -70,6 +72,7 @@ def create(subscription: SubscriptionItem) -> None:
             transaction.save(item)
 
 
+@retried
 def delete(subscription: SubscriptionItem) -> None:
     with TransactWrite(connection=_connection()) as transaction:
         transaction.delete(subscription)
@@ -112,6 +115,56 @@ def record_delivery(subscription_id: str, **fields: Any) -> DeliveryItem:
     )
     item.save()
     return item
+
+
+def _sent_key(subscription_id: str, delivery_id: str, kind: str = "SENT") -> dict[str, Any]:
+    return {"pk": {"S": subscription_pk(subscription_id)}, "sk": {"S": f"{kind}#{delivery_id}"}}
+
+
+def already_queued(deliveries: list[tuple[str, str]]) -> set[str]:
+    """Of (subscription id, delivery id) pairs, the delivery ids queued before (a replayed
+    stream batch derives the same ids)."""
+    found: set[str] = set()
+    client = aws.client("dynamodb")
+    keys = [_sent_key(sub, delivery, "QUEUED") for sub, delivery in dict.fromkeys(deliveries)]
+    for start in range(0, len(keys), 100):
+        pending: dict[str, Any] = {config.table_name(): {"Keys": keys[start:start + 100], "ConsistentRead": True,
+                                                         "ProjectionExpression": "sk"}}
+        while pending:
+            response = client.batch_get_item(RequestItems=pending)
+            found.update(item["sk"]["S"].removeprefix("QUEUED#") for item in response["Responses"].get(
+                config.table_name(), []))
+            pending = response.get("UnprocessedKeys") or {}
+    return found
+
+
+def mark_queued(deliveries: list[tuple[str, str]]) -> None:
+    expires = {"N": str(int(clock.now_epoch()) + DELIVERY_LOG_DAYS * 86400)}
+    client = aws.client("dynamodb")
+    puts = [{"PutRequest": {"Item": {**_sent_key(sub, delivery, "QUEUED"), "expires_at": expires}}}
+            for sub, delivery in dict.fromkeys(deliveries)]
+    for start in range(0, len(puts), 25):
+        pending: dict[str, Any] = {config.table_name(): puts[start:start + 25]}
+        while pending:
+            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+
+def was_delivered(subscription_id: str, delivery_id: str) -> bool:
+    """Whether a delivery with this id reached its destination (a replayed stream batch queues
+    the same ids again)."""
+    found = aws.client("dynamodb").get_item(
+        TableName=config.table_name(), Key=_sent_key(subscription_id, delivery_id), ConsistentRead=True,
+        ProjectionExpression="pk",
+    )
+    return "Item" in found
+
+
+def mark_delivered(subscription_id: str, delivery_id: str) -> None:
+    expires = int(clock.now_epoch()) + DELIVERY_LOG_DAYS * 86400
+    aws.client("dynamodb").put_item(
+        TableName=config.table_name(),
+        Item={**_sent_key(subscription_id, delivery_id), "expires_at": {"N": str(expires)}},
+    )
 
 
 def deliveries(subscription_id: str, limit: int, start_key: dict[str, Any] | None) -> tuple[list[DeliveryItem], Any]:

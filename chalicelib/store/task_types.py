@@ -21,6 +21,7 @@ from chalicelib.store.models.task_types import (
     task_type_pk,
     version_sk,
 )
+from chalicelib.store.retrying import retried
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
 
 
@@ -47,6 +48,7 @@ def version(name: str, number: int) -> TaskTypeItem | None:
         return None
 
 
+@retried
 def add_version(name: str, number: int, definition: str, now: str, actor: str) -> None:
     """Write version `number` and move the head to it: the head must not exist for version 1
     and must still be at `number - 1` otherwise (retired or not: a new version revives it).
@@ -70,6 +72,7 @@ def add_version(name: str, number: int, definition: str, now: str, actor: str) -
         raise
 
 
+@retried
 def retire(name: str, number: int, now: str) -> bool:
     """Mark the head retired and take it off the listing, if it is still live at `number`.
     False when it changed since it was read (retired meanwhile, or a new version)."""

@@ -63,6 +63,13 @@ def load_targets(task_id: str) -> list[str]:
     return backend.current().load_targets(task_id)
 
 
+def first_targets(task: Task) -> list[str]:
+    """The targets of the task's first chunk only (at most 1,000): a bounded read for messages
+    that cannot carry them all."""
+    chunks = {task.task_id: min(1, int(task.target_chunks))}
+    return backend.current().load_targets_of(chunks).get(task.task_id, [])
+
+
 def load_targets_of(found: Sequence[Task]) -> dict[str, list[str]]:
     """The targets of each of `found` (a page of tasks), read together."""
     return backend.current().load_targets_of({task.task_id: int(task.target_chunks) for task in found})

@@ -13,10 +13,15 @@ class Backoff:
         self.base, self.cap, self._rng = base, cap, rng
         self.failures = 0
 
-    def next_delay(self) -> float:
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """The next pause; never shorter than `retry_after` (the service's `Retry-After`, capped
+        at `cap`), which gets up to 20 % more so agents told the same wait do not return in step."""
         self.failures += 1
         ceiling = min(self.cap, self.base * 2.0 ** (self.failures - 1))
-        return max(0.05, self._rng() * ceiling)
+        delay = max(0.05, self._rng() * ceiling)
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(self.cap, retry_after) * (1 + 0.2 * self._rng()))
+        return delay
 
     def reset(self) -> None:
         self.failures = 0

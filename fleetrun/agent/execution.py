@@ -218,8 +218,8 @@ class RunExecution:
                     return
                 self._journal.run(self.tag, self.keeper.step, f"completion rejected ({rejected}); retrying bare")
                 simplified, output, events = True, None, []
-            except Unavailable as unavailable:
-                delay = backoff.next_delay()
+            except Unavailable as unavailable:  # the run is not abandoned: retried while the agent may report
+                delay = backoff.next_delay(unavailable.retry_after)
                 if not self._shutdown.may_keep_reporting(time.monotonic() + delay):
                     self._journal.run(self.tag, self.keeper.step, "completion not delivered; the lease will expire")
                     return

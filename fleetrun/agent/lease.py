@@ -18,6 +18,8 @@ from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, R
 from fleetrun.agent.settings import MAX_EVENTS_PER_CALL
 
 _MIN_INTERVAL = 1.0
+#: the shortest pause before a failed heartbeat is tried again
+_MIN_RETRY = 0.2
 #: events kept while the API is unreachable; the oldest go first beyond this
 _MAX_BUFFERED_EVENTS = 1000
 
@@ -35,6 +37,10 @@ class LeaseKeeper:
         self._interval = _interval_until(run.lease_expires_at)
         self._last_try = self._clock()
         self._not_before = self._last_try
+        #: when the lease lapses, on `clock`; a failed heartbeat is retried before then
+        self._lapses_at = self._last_try + (run.lease_expires_at - time.time())
+        #: a heartbeat failed: try again as soon as its backoff allows, not a whole interval later
+        self._retry_due = False
         self._reported = (self.progress, self.step)
 
     @property
@@ -61,7 +67,8 @@ class LeaseKeeper:
         if self.lost or now < self._not_before:
             return
         changed = (self.progress, self.step) != self._reported
-        if now - self._last_try >= self._interval or (changed and now - self._last_try >= _MIN_INTERVAL):
+        due = self._retry_due or now - self._last_try >= self._interval
+        if due or (changed and now - self._last_try >= _MIN_INTERVAL):
             self._last_try = now
             self._call("heartbeat", self._heartbeat)
 
@@ -87,6 +94,7 @@ class LeaseKeeper:
         answer = self._api.heartbeat(self._run, self.progress, self.step)
         self._reported = reported
         self._interval = _interval_until(answer.lease_expires_at)
+        self._lapses_at = self._clock() + (answer.lease_expires_at - time.time())
         if answer.cancel_requested and not self.cancel_requested:
             self.cancel_requested = True
             self._journal.run(self._tag, self.step, "cancellation requested")
@@ -104,9 +112,14 @@ class LeaseKeeper:
         try:
             call()
         except Unavailable as error:
-            # never later than a regular heartbeat: a long backoff could lose a lease the API would extend
-            delay = min(self._backoff.next_delay(), self._interval)
-            self._not_before = self._clock() + delay
+            # honour Retry-After, but never later than a regular heartbeat nor past half of what is
+            # left of the lease: a long backoff could lose a lease the API would extend
+            now = self._clock()
+            left = max(_MIN_RETRY, (self._lapses_at - now) / 2)
+            delay = min(self._backoff.next_delay(error.retry_after), self._interval, left)
+            self._not_before = now + delay
+            if what == "heartbeat":
+                self._retry_due = True
             self._journal.run(self._tag, self.step, f"{what} failed ({error}); next try in {delay:.1f} s")
             return
         except LeaseLost as error:
@@ -122,6 +135,8 @@ class LeaseKeeper:
             self._not_before = self._clock() + delay
             self._journal.run(self._tag, self.step, f"{what} rejected ({error}); next try in {delay:.1f} s")
             return
+        if what == "heartbeat":
+            self._retry_due = False
         if self._backoff.failures:
             self._journal.run(self._tag, self.step, f"{what} delivered again after {self._backoff.failures} failures")
         self._backoff.reset()

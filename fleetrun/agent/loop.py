@@ -80,7 +80,7 @@ class Agent:
         except Revoked:  # the loop ends: the shutdown was requested with it
             return 0.0
         except (Unavailable, Rejected) as error:
-            delay = self._backoff.next_delay()
+            delay = self._backoff.next_delay(error.retry_after if isinstance(error, Unavailable) else None)
             self.journal.agent(f"claim failed ({error}); next try in {delay:.1f} s")
             return delay
         except (KeyError, TypeError, ValueError) as error:  # an answer this agent cannot read: never crash

@@ -27,7 +27,16 @@ class AgentCallFailed(Exception):
 
 
 class Unavailable(AgentCallFailed):
-    """Transient: network error, timeout, 5xx or 429."""
+    """Transient: network error, timeout, 5xx or 429; `retry_after`: the seconds the service
+    asked to wait (`Retry-After`, at most `MAX_RETRY_AFTER_SECONDS`), when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: a `Retry-After` longer than this is read as this: a lease must not lapse waiting
+MAX_RETRY_AFTER_SECONDS = 30.0
 
 
 class LeaseLost(AgentCallFailed):
@@ -173,7 +182,7 @@ class AgentApi:
     def _failure(self, error: ApiError, *, run_route: bool) -> AgentCallFailed:
         """What an error answer means to the agent (see the module's docstring)."""
         if error.status >= 500 or error.status == 429:
-            return Unavailable(f"API answered {error.status} {error.code}")
+            return Unavailable(f"API answered {error.status} {error.code}", retry_after_of(error))
         if error.status == 401:
             if self._on_revoked is not None:
                 self._on_revoked()
@@ -194,4 +203,20 @@ def _positive(value: Any) -> float | None:
     """A positive number of seconds from the wire, else None (no limit)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value)
+    return None
+
+
+def retry_after_of(error: ApiError) -> float | None:
+    """The wait an error answer asks for: its `Retry-After` header (seconds), else the error
+    body's `retry_after`; capped at `MAX_RETRY_AFTER_SECONDS`."""
+    headers = {name.lower(): value for name, value in getattr(error, "headers", {}).items()}
+    found = error.body.get("error")
+    detail: dict[str, Any] = found if isinstance(found, dict) else {}
+    for value in (headers.get("retry-after"), detail.get("retry_after")):
+        try:
+            seconds = float(value) if value is not None else None
+        except (TypeError, ValueError):
+            seconds = None
+        if seconds is not None and seconds >= 0:
+            return min(seconds, MAX_RETRY_AFTER_SECONDS)
     return None

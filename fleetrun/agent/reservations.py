@@ -111,7 +111,7 @@ class Reservations:
         except Revoked:  # the agent stops; one restarted with the node's new token holds the plan again
             return
         except Unavailable as error:
-            held.due = time.monotonic() + min(self._backoff.next_delay(), held.interval)
+            held.due = time.monotonic() + min(self._backoff.next_delay(error.retry_after), held.interval)
             self._journal.run(held.tag, "plan", f"reservation heartbeat failed ({error}); retrying")
             return
         except (LeaseLost, Rejected) as error:
@@ -127,7 +127,7 @@ class Reservations:
         except Revoked:
             return
         except Unavailable as error:
-            held.due = time.monotonic() + self._backoff.next_delay()
+            held.due = time.monotonic() + self._backoff.next_delay(error.retry_after)
             self._journal.run(held.tag, "plan", f"plan-lost report failed ({error}); retrying")
             return
         except (LeaseLost, Rejected) as error:

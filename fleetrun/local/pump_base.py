@@ -1,12 +1,20 @@
 """What the event pumps share: the fake Lambda context, the batch-failure rules, the poll loops.
 
 Use it through `fleetrun.local.pumps`.
+
+A handler runs under its function's Lambda timeout, as on Lambda: `_invoke` runs it on the pump's
+worker thread and stops waiting at `timeout_seconds`; the batch then counts as failed (retried,
+dead-lettered after its receives) and the worker is abandoned to finish on its own, like a frozen
+Lambda sandbox (its late writes still land, as a timed-out Lambda's do). The worker thread is
+reused from one invocation to the next: a new one is started only after a timeout.
 """
 
 from __future__ import annotations
 
 import abc
+import contextvars
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -63,6 +71,41 @@ def failed_item_ids(response: Any, batch_ids: Sequence[str]) -> set[str] | None:
     return failed
 
 
+class _Call:
+    """One handler invocation handed to a worker thread."""
+
+    def __init__(self, run: Callable[..., Any], *args: Any) -> None:
+        self.run, self.args = run, args
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def result(self, timeout: float) -> Any:
+        if not self.done.wait(timeout):
+            raise TimeoutError
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Worker:
+    """A daemon thread running a pump's invocations one by one (an abandoned one never keeps the
+    process alive)."""
+
+    def __init__(self, name: str) -> None:
+        self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name=f"{name}-lambda", daemon=True).start()
+
+    def _loop(self) -> None:
+        while (call := self.calls.get()) is not None:
+            try:
+                call.value = call.run(*call.args)
+            except BaseException as error:  # handed to the invoker, raised there
+                call.error = error
+            finally:
+                call.done.set()
+
+
 class Pump(abc.ABC):
     """Base of the pumps: `poll_once` delivers one round; `drain` and `run_forever` loop over it."""
 
@@ -76,10 +119,20 @@ class Pump(abc.ABC):
         """Deliver one round of records; return how many were delivered."""
 
     def _invoke(self, records: list[Record]) -> tuple[bool, Any]:
-        """Call the handler with one batch: (False, None) when it raised."""
+        """Call the handler with one batch: (False, None) when it raised or timed out."""
         context = LambdaContext(self.function_name, timeout_seconds=self.timeout_seconds, region=self.region)
+        worker = self.__dict__.get("_worker")
+        if worker is None:
+            worker = self.__dict__["_worker"] = _Worker(self.function_name)
+        call = _Call(contextvars.copy_context().run, self.handler, {"Records": records}, context)
+        worker.calls.put(call)
         try:
-            return True, self.handler({"Records": records}, context)
+            return True, call.result(self.timeout_seconds)
+        except TimeoutError:
+            logger.error("%s: timed out after %g s", self.function_name, self.timeout_seconds)
+            del self.__dict__["_worker"]
+            worker.calls.put(None)  # abandoned: it stops once the handler returns
+            return False, None
         except Exception:
             logger.exception("%s failed on a batch of %d record(s)", self.function_name, len(records))
             return False, None

@@ -11,12 +11,22 @@ method the route does not have, whatever the method, and a contract body for the
 errors (a malformed request line). None of them says anything the client sent, and the access
 log scrubs what looks like a token from the request line. Path parameters reach the app decoded,
 as API Gateway passes them (`/v1/nodes/edge%3A1` is node `edge:1`); Chalice passed them raw.
+
+API Gateway stops waiting for the Lambda after 29 s (not raisable on an edge-optimized API) and
+answers 504 on its own; the deployed API maps that (`INTEGRATION_TIMEOUT`) to a contract body.
+Here a route runs on a thread of its own and, past `api_timeout_seconds()` (29 s,
+`FLEETRUN_API_TIMEOUT_SECONDS` for tests), the client gets `504 {"error": {"code":
+"gateway_timeout", ...}}` (no code of API.md fits a gateway's timeout) while the route, like the
+Lambda behind API Gateway, runs on to its end.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import os
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -45,6 +55,27 @@ _SERVER_ERRORS: dict[int, str] = {
     HTTPStatus.REQUEST_URI_TOO_LONG: "the request line is too long",
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "the request headers are too large",
 }
+
+
+#: API Gateway's integration timeout (REST API)
+API_TIMEOUT_SECONDS = 29.0
+
+
+def api_timeout_seconds() -> float:
+    """How long a route may run before the gateway answers 504 (`FLEETRUN_API_TIMEOUT_SECONDS`)."""
+    raw = os.environ.get("FLEETRUN_API_TIMEOUT_SECONDS", "").strip()
+    return float(raw) if raw else API_TIMEOUT_SECONDS
+
+
+class GatewayTimeout(LocalGatewayException):
+    """API Gateway's own 504, with the contract's error shape."""
+
+    CODE = 504
+
+    def __init__(self, seconds: float) -> None:
+        body = {"error": {"code": "gateway_timeout",
+                          "message": f"the request took longer than {seconds:g} s; it may still complete"}}
+        super().__init__({"Content-Type": "application/json"}, json.dumps(body, separators=(",", ":")).encode())
 
 
 def routine_agent_call(authorization: str | None, code: int | str) -> bool:
@@ -90,7 +121,33 @@ class ContractGateway(LocalGateway):
         allowed = set(views) | ({"OPTIONS"} if with_preflight else set())
         if method not in allowed:
             raise ContractError(MethodNotAllowed(allowed))
-        return super().handle_request(method, path, headers, body)
+        return self._within_timeout(super().handle_request, method, path, headers, body)
+
+    @staticmethod
+    def _within_timeout(call: Any, *args: Any) -> Any:
+        """`call(*args)` on a thread of its own; GatewayTimeout when it outlasts the API's timeout
+        (the thread is left to finish, as the Lambda is)."""
+        seconds = api_timeout_seconds()
+        outcome: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                outcome.append((True, context.run(call, *args)))
+            except BaseException as error:  # raised again on the request's thread
+                outcome.append((False, error))
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="api-route", daemon=True).start()
+        if not done.wait(seconds):
+            _APP_LOGGER.error("a request took longer than %g s: answered 504", seconds)
+            raise GatewayTimeout(seconds)
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
 
 
 class ContractRequestHandler(ChaliceRequestHandler):

@@ -68,6 +68,21 @@ def _environment(settings: LocalSettings, moto_url: str) -> dict[str, str]:
     }
 
 
+def lambda_timeout_seconds(function_name: str, stage: str = "dev") -> float:
+    """The deployed Lambda timeout of a function (`.chalice/config.json`: the stage's
+    `lambda_functions` entry, else the stage's, else the app's `lambda_timeout`; Chalice's 60 s
+    default when none says)."""
+    try:
+        config = json.loads((APP_ROOT / ".chalice" / "config.json").read_text())
+    except (OSError, ValueError):
+        return 60.0
+    stage_config = config.get("stages", {}).get(stage, {})
+    for scope in (stage_config.get("lambda_functions", {}).get(function_name, {}), stage_config, config):
+        if "lambda_timeout" in scope:
+            return float(scope["lambda_timeout"])
+    return 60.0
+
+
 @dataclass
 class LocalRuntime:
     settings: LocalSettings
@@ -125,6 +140,15 @@ class LocalRuntime:
         app = moto_fixes.dispatcher()
         self.store = durable.Store(self.settings.state_dir, fsync_seconds=self.settings.fsync_seconds)
         self.recovery = self.store.open(app)
+        # AWS's harsher semantics (FLEETRUN_FIDELITY=strict), once the journal is replayed as it was
+        from fleetrun.local import fidelity
+        from fleetrun.local.fidelity import dynamo
+
+        dynamo.apply()
+        installed = fidelity.Fidelity.from_env()
+        fidelity.install(installed)
+        if installed.strict:
+            print(f"fidelity: strict, seed {installed.seed} (replay with FLEETRUN_FIDELITY_SEED={installed.seed})")
         released = self.store.release_in_flight()
         if released:
             print(f"{released} queued message(s) the stopped runtime was handling are delivered again")
@@ -197,6 +221,8 @@ class LocalRuntime:
         from chalice.app import DynamoDBEventConfig, SQSEventConfig
 
         from chalicelib import resources
+        from fleetrun.local.fidelity import current as current_fidelity
+        from fleetrun.local.fidelity.streams import ShardedStreamPump
         from fleetrun.local.pumps import SqsPump, StreamPump
 
         specs = {spec.name: spec for spec in resources.QUEUES}
@@ -207,14 +233,17 @@ class LocalRuntime:
                 pump: Any = SqsPump(
                     boto3.client("sqs"), provisioned.queue_urls[spec.name], handler, batch_size=source.batch_size,
                     visibility_timeout=spec.visibility_timeout, function_name=source.name,
+                    timeout_seconds=lambda_timeout_seconds(source.name),
                     # as on Lambda, a handler's own ChangeMessageVisibility (retry backoff) stands
                     redelivery_delay=None if spec.retry_delay_by_handler else 2,
                 )
                 self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, _PUMP_IDLE_SECONDS,
                             self.wakeups.queue(pump.queue_url))
             elif isinstance(source, DynamoDBEventConfig):
-                pump = StreamPump(boto3.client("dynamodbstreams"), provisioned.stream_arn, handler,
+                stream_pump = ShardedStreamPump if current_fidelity().strict else StreamPump  # installed by _start_moto
+                pump = stream_pump(boto3.client("dynamodbstreams"), provisioned.stream_arn, handler,
                                   batch_size=source.batch_size, function_name=source.name,
+                                  timeout_seconds=lambda_timeout_seconds(source.name),
                                   positions=self.store.meta.get("stream_positions", {}),
                                   on_advance=lambda positions: self.store.put_meta("stream_positions", positions),
                                   describe_seconds=_PUMP_IDLE_SECONDS * 10)

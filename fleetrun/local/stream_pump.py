@@ -115,7 +115,8 @@ class StreamPump(Pump):
         self._described_at = time.monotonic()
         self._finished_seen = sum(shard.finished for shard in self._shards.values())
 
-    def _poll_shard(self, shard: _Shard) -> int:
+    def _read_page(self, shard: _Shard, limit: int) -> dict[str, Any] | None:
+        """One `GetRecords` page of `shard` from its iterator (opened from `position` when None)."""
         if shard.iterator is None:
             kind, sequence_number = shard.position
             request = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id, "ShardIteratorType": kind}
@@ -123,9 +124,15 @@ class StreamPump(Pump):
                 request["SequenceNumber"] = sequence_number
             shard.iterator = self.client.get_shard_iterator(**request)["ShardIterator"]
         try:
-            page = self.client.get_records(ShardIterator=shard.iterator, Limit=self.batch_size)
+            page: dict[str, Any] = self.client.get_records(ShardIterator=shard.iterator, Limit=limit)
         except self.client.exceptions.ExpiredIteratorException:
             shard.iterator = None  # reopened from `position` next round
+            return None
+        return page
+
+    def _poll_shard(self, shard: _Shard) -> int:
+        page = self._read_page(shard, self.batch_size)
+        if page is None:
             return 0
         next_iterator: str | None = page.get("NextShardIterator")
         records = [lambda_stream_record(r, self.stream_arn) for r in page["Records"]]

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
 from chalicelib.domain.statuses import RUN_STATUSES
 from chalicelib.errors import Busy, ConditionFailed, Conflict, IdempotencyRecordExists, InvalidTransition, TaskNotFound
-from chalicelib.store import backend, events, runs, tasks
+from chalicelib.store import backend, events, retrying, runs, tasks
 from chalicelib.store.runs import NewRun, RunKey, RunTemplate
 
 NOW = "2026-12-03T10:00:00.000Z"
@@ -32,16 +32,16 @@ def _template(task_id: str = "01TASK", dispatch_id: str = "01TASK:1") -> RunTemp
                        dispatch_id=dispatch_id, now=NOW)
 
 
-def _conflict_next_write(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next write meets another transaction on the same item, as DynamoDB may answer."""
+def _conflict_next_write(store: str, monkeypatch: pytest.MonkeyPatch, times: int = 1) -> None:
+    """The next `times` writes meet another transaction on the same item, as DynamoDB may answer."""
     if store == "memory":
-        backend.current().conflict_next = 1  # type: ignore[attr-defined]
+        backend.current().conflict_next = times  # type: ignore[attr-defined]
         return
     original = BaseClient._make_api_call
     fired: list[str] = []
 
     def make_api_call(client, name, params):
-        if name in ("UpdateItem", "TransactWriteItems") and not fired:
+        if name in ("UpdateItem", "TransactWriteItems") and len(fired) < times:
             fired.append(name)
             raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
                                "CancellationReasons": [{"Code": "TransactionConflict"}]}, name)
@@ -154,9 +154,9 @@ class TestTaskTransitions:
         with pytest.raises(InvalidTransition):
             tasks.transition(tasks.get("01TASK"), "cancel", NOW, event=events.new_item("01TASK", [{"name": "x"}]))
 
-    def test_a_conflicting_transaction_is_busy_and_changes_nothing(self, store, monkeypatch):
+    def test_a_conflict_that_outlives_the_write_retries_is_busy_and_changes_nothing(self, store, monkeypatch):
         _create(_task())
-        _conflict_next_write(store, monkeypatch)
+        _conflict_next_write(store, monkeypatch, times=retrying.ATTEMPTS)
         with pytest.raises(Busy):
             tasks.transition(tasks.get("01TASK"), "cancel", NOW, event=events.new_item("01TASK", [{"name": "x"}]))
         assert tasks.get("01TASK").status == "pending"

@@ -20,7 +20,7 @@ from typing import Any
 from chalicelib.auth import mint_token
 from fleetrun.client import Api
 from tests.e2e.stack import JWT_SECRET, REPO, RUNTIME_COMMAND, wait_published
-from tests.processes import clean_environment, die_with_parent
+from tests.processes import clean_environment, die_with_parent, fidelity_environment
 
 _STARTUP_SECONDS = 40.0
 
@@ -77,7 +77,8 @@ class RuntimeProcess:
         env = clean_environment(**{
             "FLEETRUN_PORT": str(self.port), "FLEETRUN_MOTO_PORT": str(self.moto_port),
             "FLEETRUN_WS_PORT": str(self.ws_port), "FLEETRUN_DEMO_AGENTS": "0", "FLEETRUN_SWEEP_SECONDS": "1",
-            "FLEETRUN_DATA_DIR": str(self.data_dir), "FLEETRUN_JWT_SECRET": JWT_SECRET, **self.extra_env,
+            "FLEETRUN_DATA_DIR": str(self.data_dir), "FLEETRUN_JWT_SECRET": JWT_SECRET,
+            **fidelity_environment(), **self.extra_env,
         })
         self.process = self.processes.start(RUNTIME_COMMAND, env, self.log_path, cwd=self.repo)
         return self.process

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from fleetrun.client import Api
-from tests.processes import clean_environment, die_with_parent, reap, stop
+from tests.processes import clean_environment, die_with_parent, fidelity_environment, reap, stop
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,7 +188,7 @@ def running_stack(data_dir: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
         FLEETRUN_PORT="0", FLEETRUN_MOTO_PORT="0", FLEETRUN_WS_PORT="0",
         FLEETRUN_DEMO_AGENTS="0", FLEETRUN_LEASE_SECONDS=str(LEASE_SECONDS),
         FLEETRUN_SWEEP_SECONDS=str(SWEEP_SECONDS), FLEETRUN_DATA_DIR=str(data_dir),
-        FLEETRUN_JWT_SECRET=JWT_SECRET, **stack_env,
+        FLEETRUN_JWT_SECRET=JWT_SECRET, **{**fidelity_environment(), **stack_env},
     )
     log_path = data_dir / "runtime.log"
     with log_path.open("wb") as log:

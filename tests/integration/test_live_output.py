@@ -251,8 +251,10 @@ class TestPush:
         assert _send(fleet, run, 0, "one\n").status == 202
         assert _send(fleet, run, 4, "two\n").status == 202
         fleet.settle()
-        # THEN the follower has both, in order, with offsets; the plain subscriber none
-        pushed = [m for m in ws.received(follower) if m["type"] == "output"]
+        # THEN the follower has both with their offsets (the stream may deliver the chunks out of
+        # order, or twice: clients place and dedupe them by offset); the plain subscriber none
+        pushed = sorted({m["offset"]: m for m in ws.received(follower) if m["type"] == "output"}.values(),
+                        key=lambda m: m["offset"])
         assert pushed == [
             {"type": "output", "task_id": task_id, "node": "n1", "attempt": 1, "offset": 0, "data": "one\n"},
             {"type": "output", "task_id": task_id, "node": "n1", "attempt": 1, "offset": 4, "data": "two\n"},

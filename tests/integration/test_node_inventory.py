@@ -8,7 +8,7 @@ import pytest
 from chalicelib import clock
 from chalicelib.errors import Busy
 from chalicelib.services import liveness, reclaim
-from chalicelib.store import inventory
+from chalicelib.store import inventory, retrying
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
 from tests.faults import fail_calls, throttled, transaction_conflict
 
@@ -334,8 +334,8 @@ def test_a_reclaim_outcome_that_meets_a_concurrent_transaction_is_retried_not_lo
     task_id = admin(fleet, "POST", "/v1/nodes/busy-1/reclaim", {"user": "bob"}).body["task_id"]
     fleet.settle()
     [run] = fleet.claim("busy-1")
-    # WHEN the node's transaction is cancelled by a concurrent one the first time
-    seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict)
+    # WHEN the node's transaction is cancelled by concurrent ones more often than it is retried
+    seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict, times=retrying.ATTEMPTS)
     with pytest.raises(Busy):
         reclaim.settled(task_id, "completed", None)
     assert seen

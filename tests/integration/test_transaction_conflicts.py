@@ -4,28 +4,44 @@ API call (tests/faults.py)."""
 
 from __future__ import annotations
 
+from chalicelib.store import retrying
 from tests.faults import fail_calls, transaction_conflict
 
 BODY = {"type": "config.release", "target_nodes": ["t1"], "parameters": {"website_id": 1}}
 
 
-def test_a_retry_that_meets_a_concurrent_transaction_answers_conflict_not_internal_error(fleet, monkeypatch):
+def test_a_retry_that_meets_a_concurrent_transaction_is_retried_with_backoff_and_goes_through(fleet, monkeypatch):
     # GIVEN a finished, failed task
     fleet.register("t1")
     task_id = fleet.submit(BODY).body["task_id"]
     fleet.settle()
     fleet.run_agents(["t1"], fail=frozenset({"t1"}))
     assert fleet.task(task_id)["status"] == "failed"
-    # WHEN the retry's transaction is cancelled by a concurrent one
+    # WHEN the retry's transaction is cancelled once by a concurrent one
     seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict)
     answer = fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"})
-    # THEN the client is told to retry (409 conflict) and nothing changed
+    # THEN the service writes it again after a backoff and the retry goes through
     assert seen
-    assert answer.status == 409
-    assert answer.body["error"]["code"] == "conflict"
+    assert answer.status == 202, answer
+    fleet.settle()
+    assert fleet.task(task_id)["attempt"] == 2
+
+
+def test_a_retry_whose_conflicts_outlast_the_backoff_answers_503_with_retry_after(fleet, monkeypatch):
+    # GIVEN a finished, failed task
+    fleet.register("t1")
+    task_id = fleet.submit(BODY).body["task_id"]
+    fleet.settle()
+    fleet.run_agents(["t1"], fail=frozenset({"t1"}))
+    # WHEN every attempt of the retry's transaction meets a concurrent one
+    seen = fail_calls(monkeypatch, "TransactWriteItems", transaction_conflict, times=retrying.ATTEMPTS)
+    answer = fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"})
+    # THEN the client is told to come back (503 with Retry-After), and nothing changed
+    assert len(seen) == retrying.ATTEMPTS
+    assert answer.status == 503, answer
+    assert answer.body["error"]["code"] == "service_unavailable"
+    assert answer.headers["Retry-After"] == "1"
     assert fleet.task(task_id)["status"] == "failed"
-    # AND the retried request goes through
-    assert fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"}).status == 202
 
 
 def test_a_create_racing_the_same_idempotency_key_in_flight_answers_with_the_winners_task(fleet, monkeypatch):

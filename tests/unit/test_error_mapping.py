@@ -18,7 +18,7 @@ CONTRACT: list[tuple[FleetrunError, int, str]] = [
     (errors.MethodNotAllowed(["POST", "GET"]), 405, "method_not_allowed"),
     (errors.InvalidTransition("task", "running", "retry", {"failed"}), 409, "invalid_transition"),
     (errors.Conflict("raced"), 409, "conflict"),
-    (errors.Busy("busy"), 409, "conflict"),
+    (errors.Busy("busy"), 503, "service_unavailable"),  # a transaction conflict that outlived its retries
     (errors.LeaseLost("t1:n1", "running", 2), 409, "conflict"),
     (errors.NotConfigured("no harbor"), 409, "not_configured"),
     (errors.PayloadTooLarge("big"), 413, "payload_too_large"),
@@ -46,7 +46,8 @@ def test_only_rate_limited_unavailable_and_method_not_allowed_add_headers() -> N
     # API.md: a 503 says when to retry
     assert http_headers(errors.StoreBusy()) == {"Retry-After": "1"}
     assert http_headers(errors.PrometheusUnavailable("down")) == {"Retry-After": "5"}
-    with_headers = (errors.RateLimited, errors.MethodNotAllowed, errors.ServiceUnavailable)
+    assert http_headers(errors.Busy("busy")) == {"Retry-After": "1"}
+    with_headers = (errors.RateLimited, errors.MethodNotAllowed, errors.ServiceUnavailable, errors.Busy)
     assert all(http_headers(error) == {} for error, _, _ in CONTRACT if not isinstance(error, with_headers))
     statuses = (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503)
     assert [status for status in statuses if header_names(status)] == [405, 429, 503]

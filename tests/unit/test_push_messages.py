@@ -56,7 +56,7 @@ def test_many_changes_of_one_task_in_a_batch_become_its_latest_state():
     assert owners == {"T1": "alice"}
 
 
-@pytest.mark.parametrize("quiet", [{"updated_at": "2026-11-22T18:00:05.000Z"}, {"applied_seq": "0042"},
+@pytest.mark.parametrize("quiet", [{"updated_at": "2026-11-22T18:00:05.000Z"}, {"counted_ver": 42},
                                    {"dispatched_attempt": 1, "finished_base": 3}])
 def test_a_change_nobody_can_see_is_not_pushed(quiet):
     changed, _ = push._changed_tasks([_record("MODIFY", _task(), _task(**quiet))])
@@ -79,11 +79,12 @@ def test_only_inserted_event_items_are_new_events():
     assert push._new_events([_event_record(events, "MODIFY")]) == {}  # a replay rewrote its own item
 
 
-def test_a_task_with_more_targets_than_a_message_holds_is_pushed_without_them():
+def test_a_task_with_more_targets_than_a_message_holds_is_pushed_with_them_truncated():
     message = push.task_message(task_record(_task(target_count=push.PUSH_TARGETS_MAX + 1)))
     assert message["type"] == "task"
-    assert "target_nodes" not in message["task"]
-    assert message["task"]["target_nodes_omitted"] is True
+    assert len(message["task"]["target_nodes"]) <= push.PUSH_TARGETS_MAX
+    assert message["task"]["target_nodes_truncated"] is True
+    assert message["task"]["target_count"] == push.PUSH_TARGETS_MAX + 1
     assert message["task"]["dispatch"]["target_node_count"] == push.PUSH_TARGETS_MAX + 1
 
 

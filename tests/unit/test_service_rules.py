@@ -322,7 +322,7 @@ class TestFinishing:
         dispatch.run_dispatch_job(task_id, 1)
         set_counts(memory, task_id, succeeded=1)
         stale = tasks.get(task_id)
-        memory.update(Change("task", (task_id,), "aggregate", None, {"applied_seq": "0099"}))
+        memory.update(Change("task", (task_id,), "aggregate", None, {"counted_ver": 99}))
         # WHEN it settles from the stale read THEN nothing changes
         finishing.settle(stale)
         assert tasks.get(task_id).status == "running"

@@ -156,7 +156,7 @@ class TestRunTransitionTable:
 
 def _task(**values) -> Task:
     base = {"task_id": "T1", "type": "shell", "owner": "alice", "status": "failed", "created_at": NOW,
-            "updated_at": NOW, "max_concurrency": 10, "attempt": 2, "target_count": 4, "applied_seq": "0042",
+            "updated_at": NOW, "max_concurrency": 10, "attempt": 2, "target_count": 4, "counted_ver": 42,
             "progress_sum": 400, "counts": {**dict.fromkeys(RUN_STATUSES, 0), "succeeded": 1, "failed": 2,
                                               "timed_out": 1}}
     return Task(**{**base, **values})
@@ -237,7 +237,7 @@ class TestTaskChanges:
     def test_finishing_is_guarded_by_the_counts_it_read(self):
         change = task_change("complete", _task(status="running"), TaskInputs(now=NOW))
         guarded = {p.attribute: p.value for p in change.guard}
-        assert guarded == {"applied_seq": "0042", "attempt": 2, "target_count": 4}
+        assert guarded == {"counted_ver": 42, "attempt": 2, "target_count": 4}
 
     def test_start_records_the_dispatch_figures_and_the_start(self):
         change = task_change("start", _task(status="pending"), TaskInputs(now=NOW, created_count=4, ordinal_next=4))
@@ -367,7 +367,7 @@ class TestRunChanges:
     def test_a_heartbeat_keeps_the_status(self):
         change = run_change("heartbeat", _run(), RunInputs(now=NOW, runner="n-1", lease_expires_at=9, progress=40))
         assert "status" not in change.fields
-        assert change.fields == {"lease_expires_at": 9, "progress": 40, "updated_at": NOW}
+        assert change.fields == {"lease_expires_at": 9, "progress": 40, "updated_at": NOW, "ver": Add(1)}
 
 
 class TestUnknownAction:

@@ -3,7 +3,8 @@
 Client messages: `{"action": "subscribe" | "unsubscribe", "task_id": "<id>" | "*"}` and
 `{"action": "ping"}`. Answers go back over the connection: `{"type": "subscribed", "task_id"}`
 (a subscription to one task is followed by that task's current state, `{"type": "task", ...}`,
-so a client never misses a change between its last read and its subscription),
+so a client never misses a change between its last read and its subscription; like a push, it
+carries at most the targets that fit 128 KiB, `push.task_message`),
 `{"type": "unsubscribed", "task_id"}`, `{"type": "pong"}`, or
 `{"type": "error", "error": {"code", "message"}}` with the codes of API.md. A subscribe that
 names `"output_of": "<node>"` also subscribes that node's live output (`output_push.py`), an
@@ -20,7 +21,7 @@ from chalicelib import auth
 from chalicelib.errors import FleetrunError, Unauthenticated, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import queries
-from chalicelib.services.realtime import sender
+from chalicelib.services.realtime import push, sender
 from chalicelib.services.realtime.output_push import output_topic, parse_output_of
 from chalicelib.store import connections
 from chalicelib.store.models import WsConnectionItem
@@ -85,7 +86,7 @@ def _answer(connection_id: str, body: str | None) -> list[dict[str, Any]]:
         return [{"type": "subscribed", "task_id": topic}]
     task = queries.visible_task(actor, topic)  # TaskNotFound for another user's task
     connections.subscribe(connection, topic)
-    return [{"type": "subscribed", "task_id": topic}, {"type": "task", "task": queries.present(task)}]
+    return [{"type": "subscribed", "task_id": topic}, push.task_message(task)]
 
 
 def _answer_output(connection: WsConnectionItem, actor: auth.Actor, action: str, task_id: str,
@@ -103,7 +104,7 @@ def _answer_output(connection: WsConnectionItem, actor: auth.Actor, action: str,
     connections.subscribe(connection, task_id)
     connections.subscribe(connection, topic)  # `update` refreshed the item's topics
     return [{"type": "subscribed", "task_id": task_id, "output_of": node},
-            {"type": "task", "task": queries.present(task)}]
+            push.task_message(task)]
 
 
 def _parse(body: str | None) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from chalicelib.store import connections, tasks
 from chalicelib.store.dynamo import task_from_image
 from chalicelib.store.stream_records import Image, Record
 
-#: tasks with more targets than this are pushed without `target_nodes` (`target_nodes_omitted`)
+#: tasks with more targets than this are pushed with the first that fit (`target_nodes_truncated`)
 PUSH_TARGETS_MAX = 1000
-#: API Gateway's WebSocket message limit is 128 KiB; stay clear of it
+#: a task message stays this far under API Gateway's WebSocket frame limit (`sender.FRAME_BYTES_MAX`)
 MESSAGE_BYTES_MAX = 120 * 1024
 #: fields whose change alone is not worth a push
 _QUIET_FIELDS = ("updated_at",)
@@ -111,15 +111,31 @@ def _owner(task_id: str, owners: dict[str, str]) -> str | None:
 
 
 def task_message(item: Task) -> dict[str, Any]:
-    """`{"type": "task", "task": ...}` with the representation of `GET /v1/tasks/{id}`."""
+    """`{"type": "task", "task": ...}` with the representation of `GET /v1/tasks/{id}`; a task whose
+    targets do not fit one message (API.md "Real time") carries the first that fit, with
+    `"target_nodes_truncated": true` and `target_count`, all of them in `GET /v1/tasks/{id}`."""
     count = int(item.target_count)
     if count <= PUSH_TARGETS_MAX:
-        message = {"type": "task", "task": task_view(item, list(_targets(item.task_id, count)))}
+        targets = list(_targets(item.task_id, count))
+        message = {"type": "task", "task": task_view(item, targets)}
         if len(sender.encode(message)) <= MESSAGE_BYTES_MAX:
             return message
-    view = task_view(item, [])
-    del view["target_nodes"]
-    return {"type": "task", "task": {**view, "target_nodes_omitted": True}}
+    else:
+        targets = tasks.first_targets(item)  # one chunk: bounded work whatever the task's size
+    return _truncated(item, targets)
+
+
+def _truncated(item: Task, first: list[str]) -> dict[str, Any]:
+    view = {**task_view(item, []), "target_nodes_truncated": True, "target_count": int(item.target_count)}
+    room = MESSAGE_BYTES_MAX - len(sender.encode({"type": "task", "task": view}))
+    kept: list[str] = []
+    for node in first:
+        room -= len(json.dumps(node, ensure_ascii=False).encode()) + 1  # the node and its comma
+        if room < 0:
+            break
+        kept.append(node)
+    view["target_nodes"] = kept
+    return {"type": "task", "task": view}
 
 
 @lru_cache(maxsize=1024)

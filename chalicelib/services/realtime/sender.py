@@ -28,6 +28,8 @@ _CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeou
                  max_pool_connections=16)
 #: connections posted to in parallel
 _PARALLEL = 8
+#: API Gateway's WebSocket frame limit: a bigger message is refused (413), so it is never sent
+FRAME_BYTES_MAX = 128 * 1024
 
 Message = Mapping[str, Any]
 
@@ -73,18 +75,23 @@ def encode(message: Message) -> bytes:
 
 def send(connection_id: str, messages: Sequence[Message]) -> bool:
     """Post `messages` in order to one connection. False when the connection is gone (it is then
-    deleted); other failures are logged and reported as sent, the connection may come back."""
+    deleted); a message that fails otherwise is logged and skipped, and the rest are still sent
+    (each push carries the task's latest state, so a later message supersedes a lost one)."""
     client = management_client()
     for message in messages:
+        data = encode(message)
+        if len(data) > FRAME_BYTES_MAX:  # a bug upstream (push.task_message keeps tasks under it)
+            logger.error("websocket message over 128 KiB not sent",
+                         extra={"connection_id": connection_id, "type": message.get("type"), "bytes": len(data)})
+            continue
         try:
-            client.post_to_connection(ConnectionId=connection_id, Data=encode(message))
+            client.post_to_connection(ConnectionId=connection_id, Data=data)
         except client.exceptions.GoneException:
             logger.info("websocket connection gone; removed", extra={"connection_id": connection_id})
             connections.close_connection(connection_id)
             return False
         except (ClientError, BotoCoreError) as error:
             logger.warning("websocket post failed", extra={"connection_id": connection_id, "error": repr(error)})
-            return True
     return True
 
 
@@ -97,8 +104,17 @@ def send_all(outbox: Mapping[str, Sequence[Message]]) -> int:
         [(connection_id, messages)] = outbox.items()
         return 0 if send(connection_id, messages) else 1
     with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(outbox))) as pool:
-        results = list(pool.map(lambda item: send(*item), outbox.items()))
+        results = list(pool.map(lambda item: _send_isolated(*item), outbox.items()))
     return results.count(False)
+
+
+def _send_isolated(connection_id: str, messages: Sequence[Message]) -> bool:
+    """`send`, but an unexpected failure of one connection never stops the others."""
+    try:
+        return send(connection_id, messages)
+    except Exception:
+        logger.exception("websocket push to a connection failed", extra={"connection_id": connection_id})
+        return True
 
 
 def close(connection_id: str, farewell: Message) -> None:

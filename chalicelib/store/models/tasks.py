@@ -53,7 +53,11 @@ class TaskItem(FleetrunModel):
     # --- aggregated from the stream (see services/aggregation.py) ---
     counts = RunCounts(default=RunCounts)
     progress_sum = NumberAttribute(default=0)
-    applied_seq = UnicodeAttribute(default="")
+    counted_ver = NumberAttribute(default=0)
+    stats_ver = NumberAttribute(default=-1)
+    counted_at = UnicodeAttribute(null=True)
+    recounted_at = UnicodeAttribute(null=True)
+    ver = NumberAttribute(default=0)
     # --- dispatch ---
     dispatch_triggered = BooleanAttribute(default=False)
     dispatched_attempt = NumberAttribute(default=0)
@@ -139,6 +143,8 @@ class NodeRunItem(FleetrunModel):
     priority = NumberAttribute(default=5)
     #: events sent with the completion, moved into an event item by the stream (saves a write)
     final_events = UnicodeAttribute(null=True)
+    #: numbers the run's writes (domain/run_transitions.py); the aggregator counts each once
+    ver = NumberAttribute(default=0)
     output = UnicodeAttribute(null=True)
     output_key = UnicodeAttribute(null=True)
     claim_pk = UnicodeAttribute(null=True)
