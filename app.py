@@ -369,6 +369,14 @@ def stream_aggregator(event: DynamoDBEvent) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
 
 
+# the stream's second reader (DynamoDB Streams serves two per shard): pushes and notifications,
+# off the counting path (services/stream.py)
+@app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON")
+def stream_notifier(event: DynamoDBEvent) -> dict[str, Any]:
+    failed = stream.notify(event.to_dict()["Records"])
+    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def sweep(event: Any) -> None:
     sweeper.sweep()

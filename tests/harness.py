@@ -76,9 +76,17 @@ class Fleet:
 
         self.app_module = app_module
         self.client = Client(app_module.app)
-        stream = (boto3.client("dynamodbstreams"), provisioned.stream_arn, app_module.stream_aggregator)
         fidelity = current_fidelity()
-        self.stream = ShardedStreamPump(*stream, fidelity=fidelity) if fidelity.strict else StreamPump(*stream)
+
+        def stream_reader(handler: Any, name: str) -> StreamPump:
+            reader = (boto3.client("dynamodbstreams"), provisioned.stream_arn, handler)
+            if fidelity.strict:
+                return ShardedStreamPump(*reader, fidelity=fidelity, function_name=name)
+            return StreamPump(*reader, function_name=name)
+
+        #: the stream's two consumers: the counting one, and pushes and notifications
+        self.stream = stream_reader(app_module.stream_aggregator, "stream_aggregator")
+        self.notifier = stream_reader(app_module.stream_notifier, "stream_notifier")
         self.queue = SqsPump(
             boto3.client("sqs"), provisioned.queue_urls[DISPATCH_QUEUE.name], app_module.dispatch_worker,
             batch_size=DISPATCH_QUEUE.batch_size,
@@ -181,7 +189,7 @@ class Fleet:
     # --- events ---
     def settle(self, rounds: int = 50) -> None:
         for _ in range(rounds):
-            moved = self.stream.drain() + self.queue.drain() + self.work.drain()
+            moved = self.stream.drain() + self.notifier.drain() + self.queue.drain() + self.work.drain()
             if not moved:
                 return
         raise AssertionError("stream and queue did not settle")

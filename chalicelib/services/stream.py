@@ -1,29 +1,25 @@
-"""The stream handler: two paths over the same batch, and only one of them can fail it.
+"""The two stream consumers: one counts, the other tells people. Neither waits on the other.
 
-The critical path — aggregation (counts, statistics, the outbox, finishing), then each of
-`CONSUMERS` (monitoring snapshot, machine reclaim, concurrency-key release) — is work that
-must not be lost: a failure reports the batch failed and Lambda redelivers it. Every step is
-idempotent under replay, and each consumer runs isolated: one that raises does not stop the
-others, the batch is simply redelivered for all of them.
+Each is its own Lambda function with its own event source mapping on the table's stream
+(DynamoDB Streams serves at most two readers per shard: this is both), so each has its own
+retries and a failure of one never holds back the other's shard.
 
-The best-effort path — `BEST_EFFORT_CONSUMERS`: WebSocket pushes and notification fan-out —
-runs in parallel on its own thread (invariant 7: a push or notification failure never fails or
-delays the task, its counters or its concurrency key). Its consumers run in order (run changes
-before the task's: a client that stops at a task's terminal status has seen its runs end), each
-isolated; a failure is logged and counted, never reported to Lambda (a batch that failed forever
-would hold back every later record of its shard). The handler waits for this path at most
-`BEST_EFFORT_WAIT_SECONDS` after the critical path is done, then returns.
+`handle` (stream_aggregator) is the critical path: aggregation (counts, statistics, the outbox,
+finishing), then each of `CONSUMERS` (concurrency-key release, machine reclaim, monitoring
+snapshot). A failure reports the batch failed and Lambda redelivers it; every step is
+idempotent under replay, and each consumer runs isolated (one that raises does not stop the
+others). No push and no notification runs here (invariant 7).
 
-A batch redelivered after a critical failure pushes and notifies again (clients keep the latest
-task state and tell events apart by id; notification deliveries have deterministic ids).
+`notify` (stream_notifier) pushes to WebSocket subscribers — best effort, each push isolated and
+never failing the batch: subscribers catch up through the REST API — then queues notification
+deliveries, whose failure has the batch redelivered (to this consumer only): deliveries carry
+ids derived from the records, and an id queued once is not queued again (notify/fanout.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Final
+from typing import Any
 
 from chalicelib.notify import fanout
 from chalicelib.observability import count, logger
@@ -39,31 +35,34 @@ CONSUMERS: tuple[Consumer, ...] = (
     reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
     snapshot.consume,  # monitoring: node counts by status
 )
-#: best effort, off the critical path (see above)
-BEST_EFFORT_CONSUMERS: tuple[Consumer, ...] = (
-    run_push.push, push.push, output_push.push,  # WebSocket pushes (they catch their own errors)
-    fanout.consume,  # notifications: one queued delivery per (subscription, task change)
-)
-#: how long a handler waits for the best-effort path once the critical path is done
-BEST_EFFORT_WAIT_SECONDS: Final = 10.0
+#: WebSocket pushes, best effort, in this order (a client that stops at a task's terminal status
+#: has seen its runs end); each catches its own errors (realtime/sender.py stream_consumer)
+PUSHES: tuple[Consumer, ...] = (run_push.push, push.push, output_push.push)
+#: notifications: one queued delivery per (subscription, task change); redelivered on failure
+NOTIFICATIONS: tuple[Consumer, ...] = (fanout.consume,)
 
 
 def handle(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Returns the sequence numbers to report as failed (at most one)."""
+    """The counting consumer. Returns the sequence numbers to report as failed (at most one)."""
     raw = list(raw_records)
+    failed = aggregation.process_batch(raw)
     records = [Record(r) for r in raw]
-    if not records:
-        return aggregation.process_batch(raw)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="best-effort")
-    best_effort = pool.submit(_run_all, BEST_EFFORT_CONSUMERS, records)
-    try:
-        failed = aggregation.process_batch(raw)
-        if not _run_all(CONSUMERS, records):
-            failed = [min(records, key=lambda r: r.seq).raw_seq]
-    finally:
-        _wait(best_effort)
-        pool.shutdown(wait=False)
+    if records and not _run_all(CONSUMERS, records):
+        failed = [_first(records)]
     return failed
+
+
+def notify(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The telling consumer. Returns the sequence numbers to report as failed (at most one)."""
+    records = [Record(r) for r in raw_records]
+    if not records:
+        return []
+    _run_all(PUSHES, records)  # best effort: never fails the batch
+    return [] if _run_all(NOTIFICATIONS, records) else [_first(records)]
+
+
+def _first(records: list[Record]) -> str:
+    return min(records, key=lambda r: r.seq).raw_seq
 
 
 def _run_all(consumers: Iterable[Consumer], records: list[Record]) -> bool:
@@ -78,10 +77,3 @@ def _run_all(consumers: Iterable[Consumer], records: list[Record]) -> bool:
             count("StreamConsumerFailed", consumer=name)
             ok = False
     return ok
-
-
-def _wait(best_effort: Any) -> None:
-    try:
-        best_effort.result(timeout=BEST_EFFORT_WAIT_SECONDS)
-    except FutureTimeout:
-        logger.warning("best-effort stream consumers still running; not waiting for them")

@@ -6,6 +6,7 @@ An event id is `<item ulid>-<index>`; ids sort in the order the events were writ
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,16 @@ def new_item(task_id: str, events: Sequence[dict[str, Any]], item_id: str | None
     item_id = item_id or str(ULID())
     stamped = [{"event_id": f"{item_id}-{i:03d}", **event} for i, event in enumerate(events)]
     body = json.dumps(stamped, separators=(",", ":"))
+    if len(body) > PACK_ABOVE:
+        return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events="",
+                         packed=zlib.compress(body.encode(), 6))
     return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events=body)
+
+
+def body_of(events: str | None, packed: bytes | None) -> list[dict[str, Any]]:
+    """The events of an item (or a stream image) from its two attributes."""
+    value: list[dict[str, Any]] = json.loads(zlib.decompress(packed).decode() if packed else (events or "[]"))
+    return value
 
 
 def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -31,6 +41,8 @@ def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any
     return decode(item)
 
 
+#: an item's events are stored compressed above this many bytes of JSON
+PACK_ABOVE = 1024
 #: events per item written by the stream (ids carry a 3-digit index)
 STREAM_ITEM_EVENTS = 500
 
@@ -56,8 +68,7 @@ def _stream_item_id(task_id: str, seed: str) -> str:
 
 
 def decode(item: EventItem) -> list[dict[str, Any]]:
-    value: list[dict[str, Any]] = json.loads(item.events)
-    return value
+    return body_of(item.events, item.packed)
 
 
 def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:

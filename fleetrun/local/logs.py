@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-_COLOURS = {"api": 36, "stream": 35, "dispatch": 33, "scheduler": 34, "moto": 90, "runtime": 32}
+_COLOURS = {"api": 36, "stream": 35, "notifier": 95, "dispatch": 33, "scheduler": 34, "moto": 90, "runtime": 32}
 _SKIP = {"level", "message", "timestamp", "service", "location", "cold_start", "function_name",
          "function_memory_size", "function_arn", "function_request_id", "xray_trace_id", "sampling_rate"}
 _part = threading.local()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import importlib
 import json
@@ -240,15 +241,18 @@ class LocalRuntime:
                 self._spawn(source.name.replace("_worker", ""), pump.run_forever, self.stop_event, _PUMP_IDLE_SECONDS,
                             self.wakeups.queue(pump.queue_url))
             elif isinstance(source, DynamoDBEventConfig):
+                # each stream consumer reads on from where it stopped (the counting one keeps the
+                # key it always had; a consumer new to this state starts where the counting one is)
+                key = "stream_positions" if source.name == "stream_aggregator" else f"stream_positions:{source.name}"
+                positions = self.store.meta.get(key) or self.store.meta.get("stream_positions", {})
                 stream_pump = ShardedStreamPump if current_fidelity().strict else StreamPump  # installed by _start_moto
                 pump = stream_pump(boto3.client("dynamodbstreams"), provisioned.stream_arn, handler,
-                                  batch_size=source.batch_size, function_name=source.name,
-                                  timeout_seconds=lambda_timeout_seconds(source.name),
-                                  positions=self.store.meta.get("stream_positions", {}),
-                                  on_advance=lambda positions: self.store.put_meta("stream_positions", positions),
-                                  describe_seconds=_PUMP_IDLE_SECONDS * 10)
-                self._spawn("stream", pump.run_forever, self.stop_event, _PUMP_IDLE_SECONDS,
-                            self.wakeups.event(STREAM))
+                                   batch_size=source.batch_size, function_name=source.name,
+                                   timeout_seconds=lambda_timeout_seconds(source.name), positions=positions,
+                                   on_advance=functools.partial(self.store.put_meta, key),
+                                   describe_seconds=_PUMP_IDLE_SECONDS * 10)
+                part = "stream" if source.name == "stream_aggregator" else source.name.replace("stream_", "")
+                self._spawn(part, pump.run_forever, self.stop_event, _PUMP_IDLE_SECONDS, self.wakeups.event(STREAM))
 
     def _start_scheduler(self, app_module: Any) -> None:
         from chalice.app import ScheduledEventConfig

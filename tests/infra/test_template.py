@@ -174,15 +174,17 @@ def test_stream_source_is_the_tables_stream_with_bisect_retries_and_on_failure(t
     template = templates[stage]
     table_id, _ = _table(template)
     stream_dlq = cfn.queue_ids(template)["fleetrun-stream-dlq"]
-    [(fn, _, props)] = list(cfn.events(template, "DynamoDB"))
-    assert fn == "StreamAggregator"
-    # the placeholder ARN of app.py is gone
-    assert props["Stream"] == {"Fn::GetAtt": [table_id, "StreamArn"]}
-    assert props["BisectBatchOnFunctionError"] is True
-    assert 0 < props["MaximumRetryAttempts"] <= 10
-    assert cfn.target(props["DestinationConfig"]["OnFailure"]["Destination"]) == stream_dlq
-    assert props["BatchSize"] == resources.STREAM_BATCH_SIZE
-    assert props["StartingPosition"] == "TRIM_HORIZON"
+    sources = list(cfn.events(template, "DynamoDB"))
+    # the stream's two readers (DynamoDB Streams serves two per shard): counting, and telling
+    assert sorted(fn for fn, _, _ in sources) == ["StreamAggregator", "StreamNotifier"]
+    for _, _, props in sources:
+        # the placeholder ARN of app.py is gone
+        assert props["Stream"] == {"Fn::GetAtt": [table_id, "StreamArn"]}
+        assert props["BisectBatchOnFunctionError"] is True
+        assert 0 < props["MaximumRetryAttempts"] <= 10
+        assert cfn.target(props["DestinationConfig"]["OnFailure"]["Destination"]) == stream_dlq
+        assert props["BatchSize"] == resources.STREAM_BATCH_SIZE
+        assert props["StartingPosition"] == "TRIM_HORIZON"
 
 
 # --- the Chalice app -----------------------------------------------------------------------
@@ -191,9 +193,9 @@ def test_every_function_has_its_own_role_environment_and_log_group(templates, st
     template = templates[stage]
     roles = cfn.resources(template, "AWS::IAM::Role")
     fns = cfn.functions(template)
-    assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "Sweep", "ReconcileStatistics",
-                        "IntakeWorker", "WorkWorker", "SyncImagesDaily", "MonthlyUsageReport", "NotifyWorker",
-                        "WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"}
+    assert set(fns) == {"APIHandler", "DispatchWorker", "StreamAggregator", "StreamNotifier", "Sweep",
+                        "ReconcileStatistics", "IntakeWorker", "WorkWorker", "SyncImagesDaily", "MonthlyUsageReport",
+                        "NotifyWorker", "WebsocketConnect", "WebsocketMessage", "WebsocketDisconnect"}
     seen_roles = set()
     for name, fn in fns.items():
         props = fn["Properties"]
@@ -396,9 +398,9 @@ def test_alarms_cover_dead_letters_stream_age_lambda_errors_throttles_and_api_5x
     fns = set(cfn.functions(template))
     for metric in ("Errors", "Throttles"):
         assert {cfn.target(a["Dimensions"][0]["Value"]) for a in watched(metric)} == fns, metric
-    [age] = watched("IteratorAge")
-    assert cfn.target(age["Dimensions"][0]["Value"]) == "StreamAggregator"
-    assert age["Statistic"] == "Maximum"
+    ages = watched("IteratorAge")
+    assert {cfn.target(age["Dimensions"][0]["Value"]) for age in ages} == {"StreamAggregator", "StreamNotifier"}
+    assert {age["Statistic"] for age in ages} == {"Maximum"}
     [api] = watched("5XXError")
     assert {d["Name"]: d["Value"] for d in api["Dimensions"]} == {"ApiName": f"fleetrun-{stage}", "Stage": stage}
 
@@ -458,7 +460,7 @@ def test_only_consumers_may_receive_and_read_the_stream(templates):
                                          "IntakeWorker": {ids["fleetrun-intake"]},
                                          "WorkWorker": {ids["fleetrun-work"]},
                                          "NotifyWorker": {ids["fleetrun-notify"]}}
-    assert set(who("dynamodb:GetRecords")) == {"StreamAggregator"}
+    assert set(who("dynamodb:GetRecords")) == {"StreamAggregator", "StreamNotifier"}
     table_actions = next(set(cfn.as_list(s["Action"])) for _, s in cfn.identity_statements(template)
                          if s.get("Sid") == "TableItems")
     assert table_actions == {

@@ -126,20 +126,20 @@ class TestWebhook:
         url = receiver.answer("/hook")
         subscription_id = subscribe(fleet, {"channel": "webhook", "target": url, "secret": SECRET})
         recorded: list[dict[str, Any]] = []
-        handler = fleet.stream.handler
+        handler = fleet.notifier.handler
 
         def recording(event: dict[str, Any], context: Any) -> Any:
             recorded.append(copy.deepcopy(event))
             return handler(event, context)
 
-        fleet.stream.handler = recording
+        fleet.notifier.handler = recording
         finished_task(fleet)
         notify.drain()
         (first,) = receiver.at("/hook")
 
         # WHEN every stream batch is delivered again and the notify queue drained
         for event in recorded:
-            fleet.app_module.stream_aggregator(event, LambdaContext("stream"))
+            fleet.app_module.stream_notifier(event, LambdaContext("stream_notifier"))
         notify.drain()
 
         # THEN the worker saw the same delivery id again and did not send it twice

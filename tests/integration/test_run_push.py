@@ -113,8 +113,8 @@ class TestCoalescing:
         # WHEN a subscriber's stream delivers it as one batch (and again: a replay)
         connection_id = ws.open(subscribe=task_id)
         ws.received(connection_id)
-        assert stream.handle(recorded) == []
-        assert stream.handle(recorded) == []
+        assert stream.notify(recorded) == []
+        assert stream.notify(recorded) == []
         # THEN each delivery is one runs message with each run once, in its final state
         first, replayed = _runs(ws.received(connection_id))
         assert first == replayed

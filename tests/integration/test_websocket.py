@@ -223,7 +223,7 @@ def test_one_batch_of_many_changes_pushes_one_task_message_with_the_latest_state
     ws.received(connection_id)
     from chalicelib.services import stream
 
-    assert stream.handle(recorded) == []
+    assert stream.notify(recorded) == []
     # THEN there is one task message, the final state, after all the events
     messages = ws.received(connection_id)
     assert [m["type"] for m in messages][-1] == "task"

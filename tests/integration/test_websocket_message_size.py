@@ -52,7 +52,7 @@ def test_a_10000_node_task_is_subscribed_and_pushed_in_messages_under_128_kib(ws
     assert current["target_nodes"] == task["target_nodes"][: len(current["target_nodes"])]
 
     # WHEN the task's creation is streamed THEN its push is cut the same way
-    fleet.stream.drain()
+    fleet.notifier.drain()
     pushed = [m["task"] for m in ws.received(connection_id) if m["type"] == "task"]
     assert pushed, subscribed
     assert all(p["target_nodes_truncated"] is True and p["target_count"] == NODES for p in pushed)

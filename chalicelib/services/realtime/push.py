@@ -21,7 +21,7 @@ from chalicelib.domain.records import Task
 from chalicelib.observability import logger
 from chalicelib.services.realtime import sender
 from chalicelib.services.views import task_view
-from chalicelib.store import connections, tasks
+from chalicelib.store import connections, events, tasks
 from chalicelib.store.dynamo import task_from_image
 from chalicelib.store.stream_records import Image, Record
 
@@ -52,7 +52,9 @@ def push(records: list[Record]) -> None:
                 recipients.add(subscriber.connection_id)
         if not recipients:
             continue
-        messages = [{"type": "event", "task_id": task_id, "event": event} for event in new_events.get(task_id, [])]
+        # event items of one task come on several shards: within a batch, in the log's order
+        ordered = sorted(new_events.get(task_id, []), key=lambda event: str(event.get("event_id", "")))
+        messages = [{"type": "event", "task_id": task_id, "event": event} for event in ordered]
         if task_id in changed:
             messages.append(task_message(changed[task_id]))
         for connection_id in recipients:
@@ -96,9 +98,9 @@ def _new_events(records: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:
     for record in sorted(records, key=lambda r: r.seq):
         if record.event != "INSERT" or not record.sk.startswith("EVT#") or record.new is None:
             continue
-        body = record.new_value("events")
-        if isinstance(body, str):
-            found[record.pk.removeprefix("TASK#")].extend(json.loads(body))
+        packed = record.new_value("packed")
+        found[record.pk.removeprefix("TASK#")].extend(
+            events.body_of(record.new_value("events"), packed.value if packed is not None else None))
     return found
 
 

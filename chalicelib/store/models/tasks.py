@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pynamodb.attributes import BooleanAttribute, ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
 
 from chalicelib.store.models.base import ActiveIndex, ClaimIndex, FleetrunModel, ListIndex, OwnerIndex, _Meta
 
@@ -169,8 +176,11 @@ class EventItem(FleetrunModel):
         pass
 
     task_id = UnicodeAttribute()
-    #: JSON list of events
+    #: JSON list of events ("" when `packed` holds them)
     events = UnicodeAttribute()
+    #: the same JSON, zlib-compressed, for bodies over store/events.PACK_ABOVE bytes (write units
+    #: count stored bytes: a node's completion events shrink several times)
+    packed = BinaryAttribute(null=True, legacy_encoding=False)
 
 
 class IdempotencyItem(FleetrunModel):

@@ -15,7 +15,7 @@ moves only once every virtual shard has finished the page, so a runtime killed m
 the page again: at least once, never lost (invariant 10).
 
 Batch sizes and replays are drawn from one generator per virtual shard
-(`Fidelity.rng("stream", "<index>")`), so for a seed they do not depend on how threads interleave.
+(`Fidelity.rng("stream", <function>, "<index>")`), so for a seed they do not depend on how threads interleave.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class _Lane(Pump):
     def __init__(self, pump: ShardedStreamPump, index: int) -> None:
         self.pump, self.index = pump, index
         self.function_name, self.region = pump.function_name, pump.region
-        self.rng = pump.fidelity.rng("stream", str(index))
+        self.rng = pump.fidelity.rng("stream", pump.function_name, str(index))
 
     @property
     def handler(self) -> Handler:
