@@ -24,8 +24,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_STATUSES, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.services import finishing
-from chalicelib.store import counters, runs, tasks
+from chalicelib.store import counters, runs
 from chalicelib.store.counters import marker_sk
 
 #: statuses whose counts a recount can repair: later ones no run changes
@@ -84,11 +83,3 @@ def repair(task: Task) -> bool:
         "counts_after": {k: v for k, v in recounted.items() if v},
     })
     return True
-
-
-def repair_and_settle(task: Task) -> bool:
-    """`repair`, then the finishing rules on the counts it set."""
-    repaired = repair(task)
-    if repaired:
-        finishing.settle(tasks.get(task.task_id))
-    return repaired

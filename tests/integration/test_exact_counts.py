@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from chalicelib import config
-from chalicelib.services import sweeper
+from chalicelib.services import statistics, sweeper
 from chalicelib.store import runs
 from fleetrun.local import fidelity
 from fleetrun.local.fidelity.streams import ShardedStreamPump
@@ -152,4 +152,29 @@ def test_a_late_copy_of_a_recounted_record_is_not_counted_again(aws: Any, monkey
     after = fleet.task(task_id)
     assert after["node_counts"] == before["node_counts"]
     assert nonzero(after["node_counts"]) == {"succeeded": 2}
+    assert_statistics_equal_recount()
+
+
+def test_the_daily_reconcile_recounts_an_active_task_from_its_runs(aws: Any):
+    # GIVEN a task whose last completion was lost on the stream
+    fidelity.install(fidelity.current().with_rates(mode=fidelity.STRICT, replay_rate=0.0))
+    fleet = Fleet(aws)
+    fleet.register("n1", "n2")
+    task_id = fleet.started(shell(["n1", "n2"]))
+    fleet.stream.drop_next(lambda record: record["dynamodb"]["Keys"]["sk"]["S"] == "RUN#n2"
+                           and record["dynamodb"].get("NewImage", {}).get("status", {}).get("S") == "succeeded")
+    fleet.run_agents(["n1", "n2"])
+    assert fleet.task(task_id)["status"] == "running"
+
+    # WHEN the reconcile runs (before any grace period: it recounts every active task), then
+    # the sweeper's next pass
+    statistics.reconcile()
+    assert_statistics_equal_recount()
+    sweeper.sweep()
+    fleet.settle()
+
+    # THEN the task's counts come from its runs, it completed, and the statistics agree
+    task = fleet.task(task_id)
+    assert task["status"] == "completed"
+    assert nonzero(task["node_counts"]) == counted_from_runs(task_id) == {"succeeded": 2}
     assert_statistics_equal_recount()

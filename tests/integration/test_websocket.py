@@ -31,7 +31,10 @@ def _tasks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if m["type"] == "event"]
+    """The event messages as a client keeps them: once per event id, in id order (the stream may
+    bring an event item's records late, or again after a replayed batch)."""
+    unique = {m["event"]["event_id"]: m for m in messages if m["type"] == "event"}
+    return [unique[event_id] for event_id in sorted(unique)]
 
 
 # --- connect ------------------------------------------------------------------------------
