@@ -55,8 +55,9 @@ Prices (us-east-1, on-demand, public list prices as of PRICES_AS_OF; the script 
   SQS requests per node run count what the app sends plus the poller's receives that returned
   messages and its deletes; the poller's empty receives (an idle cost per queue, not per node run)
   and the pump's one-off GetQueueAttributes are shown but not counted. Lambda invocations are the
-  API requests plus the stream and dispatch-queue handler invocations (batches as the pumps formed
-  them: settling every 100 nodes batches less than a busy stream would).
+  API requests plus the invocations of both stream consumers (counting, and pushes and
+  notifications: "stream") and of the dispatch-queue handler (batches as the pumps formed them:
+  settling every 100 nodes batches less than a busy stream would).
 
 Step Functions model (the same work as a Standard Distributed Map, one child execution per node)
   Per node run: steps + SFN_EXTRA_TRANSITIONS_PER_CHILD state transitions (one Task state per step,
@@ -670,6 +671,7 @@ def _instrument(fleet: Any) -> Any:
 
     fleet.call = counted_call
     fleet.stream.handler = timed("stream", fleet.stream.handler)
+    fleet.notifier.handler = timed("stream", fleet.notifier.handler)  # the stream's second consumer
     fleet.queue.handler = timed("sqs", fleet.queue.handler)
     return fleet
 

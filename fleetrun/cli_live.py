@@ -23,6 +23,8 @@ from fleetrun.cli_watch import TERMINAL, Snapshot, is_done, poll
 from fleetrun.client import Api
 
 QUIET_SECONDS = 10.0
+#: how long a pushed event waits for one written before it that another stream shard brings
+REORDER_SECONDS = 1.0
 #: node runs (the per-node bars) are re-read at most this often while pushes arrive
 RUNS_EVERY_SECONDS = 1.0
 _OPEN_TIMEOUT_SECONDS = 5.0
@@ -164,6 +166,11 @@ class _Watched:
     def read_events(self) -> list[dict[str, Any]]:
         return self.new(self.api.pages(f"/v1/tasks/{self.task_id}/events", after=self.cursor))
 
+    def read_missed(self) -> list[dict[str, Any]]:
+        """Every event of the log from the caller's starting point not shown yet (one pushed late
+        can sort before the cursor)."""
+        return self.new(self.api.pages(f"/v1/tasks/{self.task_id}/events", after=self.after))
+
     def new(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Events not shown yet and after the caller's starting point; the cursor moves past them."""
         fresh = [e for e in events
@@ -197,18 +204,34 @@ def follow_events(api: Api, task_id: str, after: str | None) -> Iterator[list[di
 
 
 def _pushed_events(state: _Watched, subscription: Subscription) -> Iterator[list[dict[str, Any]]]:
+    """Pushed events are held for REORDER_SECONDS and printed in id order: a task's event items
+    come on several stream shards, so one written earlier can be pushed a moment later. At the
+    task's end, what the log holds and was not printed comes with the last held ones, in order."""
     while True:
         status = state.read_task()["status"]
         yield state.read_events()
         if status in TERMINAL:
             return
-        while True:  # until quiet (read again) or the task ends (its events come before it)
-            message = subscription.receive(QUIET_SECONDS)
+        held: list[dict[str, Any]] = []
+        held_since = 0.0
+        while True:  # until quiet (read again) or the task ends
+            timeout = QUIET_SECONDS if not held else held_since + REORDER_SECONDS - time.monotonic()
+            message = subscription.receive(timeout) if timeout > 0 else None
             if message is None:
-                break
+                if not held:
+                    break
+                yield _in_order(held)
+                held = []
+                continue
             if message.get("type") == "event" and message.get("task_id") == state.task_id:
                 fresh = state.new([message["event"]])
-                if fresh:
-                    yield fresh
+                if fresh and not held:
+                    held_since = time.monotonic()
+                held.extend(fresh)
             elif message.get("type") == "task" and message["task"].get("status") in TERMINAL:
-                break
+                yield _in_order(held + state.read_missed())
+                return
+
+
+def _in_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(events, key=lambda event: str(event["event_id"]))

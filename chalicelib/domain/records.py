@@ -29,6 +29,8 @@ class Task:
     type_version: int = 1
     name: str | None = None
     stage: str | None = None
+    #: when the run that entered `stage` wrote it (the aggregator keeps the latest)
+    stage_at: str | None = None
     attempt: int = 1
     priority: int = 5
     max_errors: str = "0"

@@ -138,8 +138,11 @@ def _count(task: Task, fresh: list[Record]) -> bool:
                 item = markers[marker_sk(_ordinal(record))]
                 item[node] = max(item.get(node, -1), _ver(record))
         stats_ver = max((_ver(r) for r in records if r.sk == "META"), default=None)
+        delta = _delta(records)
+        if delta.stage is not None and (task.stage_at or "") > (delta.stage_at or ""):
+            delta.stage = None  # a run entered a step later than this one: the task shows that
         outbox.move_final_events(task.task_id, records)  # before the counters: a replay moves them again
-        counters.apply_task_delta(task.task_id, task.owner, task.type, _delta(records),
+        counters.apply_task_delta(task.task_id, task.owner, task.type, delta,
                                   markers=markers, stats_ver=stats_ver, now=now)
     return bool(fresh)
 
@@ -177,7 +180,9 @@ def _run_delta(record: Record, delta: TaskDelta) -> None:
             delta.stats[f"nr_{new_status}"] += 1
     step = record.new_value("step")
     if step and step != record.old_value("step"):
-        delta.stage = step
+        at = str(record.new_value("updated_at") or "")
+        if delta.stage_at is None or at >= delta.stage_at:
+            delta.stage, delta.stage_at = step, at
 
 
 def _task_delta(record: Record, delta: TaskDelta) -> None:

@@ -24,7 +24,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_STATUSES, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.store import counters, runs
+from chalicelib.store import counters, retrying, runs
 from chalicelib.store.counters import marker_sk
 
 #: statuses whose counts a recount can repair: later ones no run changes
@@ -69,10 +69,10 @@ def repair(task: Task) -> bool:
     changed_marks = {sk: nodes for sk, nodes in vers.items() if marks.get(sk, {}) != nodes}
     run_stats = {f"nr_{s}": Decimal(recounted[s] - stored[s]) for s in RUN_STATUSES}
     try:
-        counters.replace_counts(
+        retrying.retry_writes(lambda: counters.replace_counts(
             task.task_id, task.owner, task.type, counted_ver=int(task.counted_ver), attempt=int(task.attempt),
             counts=recounted, progress_sum=progress, run_stats=run_stats, markers=changed_marks, now=now,
-        )
+        ))
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
             raise

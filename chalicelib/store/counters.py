@@ -76,6 +76,8 @@ class TaskDelta:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     progress: int = 0
     stage: str | None = None
+    #: when the run that entered `stage` wrote it (records of runs come in any order)
+    stage_at: str | None = None
     #: set when runs finished: the concurrency window let more start at this time (claim timeouts)
     window_moved_at: str | None = None
     #: statistics attribute -> delta (same for every scope of the task)
@@ -147,9 +149,11 @@ def apply_task_delta(
         values[f":d{i}"] = _n(amount)
         sets.append(f"#c.#s{i} = #c.#s{i} + :d{i}")
     if delta.stage is not None:
-        names["#stage"] = "stage"
-        values[":stage"] = {"S": delta.stage}
-        sets.append("#stage = :stage")
+        names["#stage"], names["#stage_at"] = "stage", "stage_at"
+        values[":stage"], values[":stage_at"] = {"S": delta.stage}, {"S": delta.stage_at or now}
+        sets += ["#stage = :stage", "#stage_at = :stage_at"]
+        # never over a step entered later (the aggregator reads again and drops this one)
+        condition += " AND (attribute_not_exists(#stage_at) OR #stage_at <= :stage_at)"
     if delta.window_moved_at is not None:
         names["#wm"] = "window_moved_at"
         values[":wm"] = {"S": delta.window_moved_at}

@@ -39,6 +39,7 @@ class TaskItem(FleetrunModel):
     owner = UnicodeAttribute()
     status = UnicodeAttribute()
     stage = UnicodeAttribute(null=True)
+    stage_at = UnicodeAttribute(null=True)
     attempt = NumberAttribute(default=1)
     priority = NumberAttribute(default=5)
     max_concurrency = NumberAttribute()
