@@ -18,6 +18,7 @@ import pytest
 from tests.e2e import browser
 from tests.e2e.stack import REPO, Stack
 from tests.e2e.test_dashboard_browser import SLURM_PARAMS, sign_in, start_agents, text_of, wait
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))]
 
@@ -212,7 +213,11 @@ def test_a_task_that_cannot_move_says_why(stack, nodes, chromium):
     waiting = stack.shell_task(idle, ["true"], concurrency_key=key)
     ghost = stack.shell_task(stack.node_id("ghost"), ["true"])
     try:
-        # WHEN the waiting task's page opens THEN it says the key is held, by whom, with a link
+        # WHEN the waiting task's page opens (once its dispatch found the key held: on the fidelity
+        # layer's shards and throttles that can take a few seconds) THEN it says the key is held,
+        # by whom, with a link
+        wait_for(lambda: (stack.task(waiting).get("waiting_for") or {}).get("task_id") == holder or None, 30,
+                 "the waiting task to name its holder")
         open_page(chromium, stack, f"#/tasks/{waiting}")
         reason = wait(chromium, 10, lambda d: text_of(d, "#waiting-reason [data-reason=concurrency_key]"))
         for part in (holder, key, "(admin)"):
