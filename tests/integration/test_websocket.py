@@ -302,10 +302,11 @@ def test_the_sweeper_closes_a_connection_whose_token_expired_and_says_why(ws, fl
 
 
 def test_no_push_reaches_a_connection_once_its_token_expired_and_its_messages_are_refused(ws, fleet):
-    # GIVEN a subscriber whose token expires in a second, and one with a fresh token
-    expiring = _open_expiring(ws, 1, "*")
+    # GIVEN a subscriber whose token expires in 3 s (time to connect and subscribe on a loaded
+    # machine, throttles retried), and one with a fresh token
+    expiring = _open_expiring(ws, 3, "*")
     fresh = ws.open(subscribe="*")
-    wait_for(lambda: connections.find_connection(expiring) is None, 5, "the token to expire")
+    wait_for(lambda: connections.find_connection(expiring) is None, 10, "the token to expire")
     # WHEN a task changes
     fleet.submit(SHELL)
     fleet.settle()
