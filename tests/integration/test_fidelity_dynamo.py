@@ -381,8 +381,10 @@ def aws_queue_url(name: str) -> str:
     return str(boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
 
 
-def slowly(call: Any) -> Any:
+def slowly(call: Any, started: threading.Event) -> Any:
+    """`call`, taking 0.4 s more; `started` is set once a call is under way."""
     def slow(*args: Any, **kwargs: Any) -> Any:
+        started.set()
         time.sleep(0.4)
         return call(*args, **kwargs)
 
@@ -420,10 +422,12 @@ def test_the_layer_answers_through_moto_server_mode(rates, monkeypatch):
         item = {"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}}}}
         remote.transact_write_items(TransactItems=[item])
         remote.put_item(TableName="t", Item={"pk": {"S": "a"}, "n": {"N": "1"}})
-        monkeypatch.setattr(DynamoDBBackend, "transact_write_items", slowly(DynamoDBBackend.transact_write_items))
+        started = threading.Event()
+        monkeypatch.setattr(DynamoDBBackend, "transact_write_items",
+                            slowly(DynamoDBBackend.transact_write_items, started))
         running = threading.Thread(target=remote.transact_write_items, kwargs={"TransactItems": [item]})
         running.start()
-        time.sleep(0.1)
+        assert started.wait(10)
         with pytest.raises(ClientError) as raised:
             remote.delete_item(TableName="t", Key={"pk": {"S": "a"}})
         running.join()
