@@ -115,8 +115,10 @@ class StreamPump(Pump):
         self._described_at = time.monotonic()
         self._finished_seen = sum(shard.finished for shard in self._shards.values())
 
-    def _read_page(self, shard: _Shard, limit: int) -> dict[str, Any] | None:
-        """One `GetRecords` page of `shard` from its iterator (opened from `position` when None)."""
+    def _read_page(self, shard: _Shard, limit: int) -> tuple[list[Record], str | None] | None:
+        """The records (as Lambda sends them) of one `GetRecords` page of `shard` from its iterator
+        (opened from `position` when None) and the next iterator; None when there was nothing to
+        deliver (an empty page moves the iterator on, or ends the shard)."""
         if shard.iterator is None:
             kind, sequence_number = shard.position
             request = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id, "ShardIteratorType": kind}
@@ -128,17 +130,18 @@ class StreamPump(Pump):
         except self.client.exceptions.ExpiredIteratorException:
             shard.iterator = None  # reopened from `position` next round
             return None
-        return page
+        next_iterator: str | None = page.get("NextShardIterator")
+        records = [lambda_stream_record(r, self.stream_arn) for r in page["Records"]]
+        if not records:
+            shard.iterator, shard.finished = next_iterator, next_iterator is None
+            return None
+        return records, next_iterator
 
     def _poll_shard(self, shard: _Shard) -> int:
         page = self._read_page(shard, self.batch_size)
         if page is None:
             return 0
-        next_iterator: str | None = page.get("NextShardIterator")
-        records = [lambda_stream_record(r, self.stream_arn) for r in page["Records"]]
-        if not records:
-            shard.iterator, shard.finished = next_iterator, next_iterator is None
-            return 0
+        records, next_iterator = page
         sequence_numbers = [r["dynamodb"]["SequenceNumber"] for r in records]
         ok, response = self._invoke(records)
         failed = failed_item_ids(response, sequence_numbers) if ok else None

@@ -32,7 +32,7 @@ from typing import Any
 
 from fleetrun.local.fidelity import Fidelity, current
 from fleetrun.local.pump_base import Handler, Pump, Record, failed_item_ids
-from fleetrun.local.stream_pump import StreamPump, _Shard, lambda_stream_record
+from fleetrun.local.stream_pump import StreamPump, _Shard
 
 logger = logging.getLogger("fleetrun.local.pumps")
 
@@ -122,11 +122,7 @@ class ShardedStreamPump(StreamPump):
         page = self._read_page(shard, GET_RECORDS_LIMIT)
         if page is None:
             return 0
-        next_iterator: str | None = page.get("NextShardIterator")
-        records = [lambda_stream_record(r, self.stream_arn) for r in page["Records"]]
-        if not records:
-            shard.iterator, shard.finished = next_iterator, next_iterator is None
-            return 0
+        records, next_iterator = page
         delivered = self._deliver_page(records)
         self._advance(shard, _sequence_number(records[-1]), next_iterator)
         return delivered
