@@ -4,53 +4,76 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalice.app import Chalice, Cron, DynamoDBEvent, Rate, Response, SQSEvent, WebsocketEvent
 
-from chalicelib import config, resources
+from chalicelib import config, lazy, resources
 from chalicelib.api.errors import http_status
 from chalicelib.api.http import Call, json_response, register
-from chalicelib.api.openapi import build_openapi
-from chalicelib.dashboard import http as dashboard
 from chalicelib.domain.node_states import NODE_STATUSES
 from chalicelib.errors import FleetrunError, ValidationFailed
-from chalicelib.notify import delivery, subscriptions
 from chalicelib.observability import chalice_middleware, logger, per_record
-from chalicelib.services import (
-    agent,
-    allocations,
-    backfill,
-    claims,
-    deregistration,
-    dispatch_queue,
-    gpu_trend,
-    images,
-    intake,
-    lifecycle,
-    live_output,
-    nodes,
-    queries,
-    reclaim,
-    reports,
-    runner_state,
-    schedules,
-    selectors,
-    snapshot,
-    statistics,
-    stream,
-    submit,
-    sweeper,
-    type_registry,
-    work,
-)
-from chalicelib.services import timeseries as hourly_statistics
-from chalicelib.services.realtime import api as realtime_api
-from chalicelib.services.usage import Month
-from chalicelib.services.views import node_view, task_view
-from chalicelib.store import tasks
+from chalicelib.sqs_batch import BatchProcessor, EventType, process_partial_response
+
+# Every function of the app imports this module: what a handler calls is loaded when it is first
+# called (chalicelib/lazy.py), so a function loads only the services its own handlers use
+# (bench/coldstart.py). mypy reads the real imports below; add a service to both lists.
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from chalicelib.api.openapi import build_openapi
+    from chalicelib.dashboard import http as dashboard
+    from chalicelib.notify import delivery, subscriptions
+    from chalicelib.services import (
+        agent,
+        agent_reports,
+        allocations,
+        backfill,
+        claims,
+        deregistration,
+        dispatch_queue,
+        gpu_trend,
+        images,
+        intake,
+        lifecycle,
+        live_output,
+        nodes,
+        queries,
+        reclaim,
+        reports,
+        runner_state,
+        schedules,
+        selectors,
+        snapshot,
+        statistics,
+        stream,
+        submit,
+        sweeper,
+        type_registry,
+        work,
+    )
+    from chalicelib.services import timeseries as hourly_statistics
+    from chalicelib.services.realtime import api as realtime_api
+    from chalicelib.services.usage import Month
+    from chalicelib.services.views import node_view, task_view
+    from chalicelib.store import tasks
+else:
+    (agent, agent_reports, allocations, backfill, claims, deregistration, dispatch_queue, gpu_trend, images, intake,
+     lifecycle, live_output, nodes, queries, reclaim, reports, runner_state, schedules, selectors, snapshot,
+     statistics, stream, submit, sweeper, type_registry, work, hourly_statistics) = lazy.modules(
+        "chalicelib.services", "agent", "agent_reports", "allocations", "backfill", "claims", "deregistration",
+        "dispatch_queue", "gpu_trend", "images", "intake", "lifecycle", "live_output", "nodes", "queries", "reclaim",
+        "reports", "runner_state", "schedules", "selectors", "snapshot", "statistics", "stream", "submit", "sweeper",
+        "type_registry", "work", "timeseries")
+    realtime_api = lazy.module("chalicelib.services.realtime.api")
+    dashboard = lazy.module("chalicelib.dashboard.http")
+    delivery, subscriptions = lazy.modules("chalicelib.notify", "delivery", "subscriptions")
+    tasks = lazy.module("chalicelib.store.tasks")
+    build_openapi = lazy.attribute("chalicelib.api.openapi", "build_openapi")
+    Month = lazy.attribute("chalicelib.services.usage", "Month")
+    node_view = lazy.attribute("chalicelib.services.views", "node_view")
+    task_view = lazy.attribute("chalicelib.services.views", "task_view")
 
 VERSION = "0.1.0"
 #: Chalice needs a literal stream ARN at import (chalice issue 1882); the CDK app overrides it
@@ -148,7 +171,8 @@ def dispatch_task(call: Call, task_id: str) -> Response:
         result = selectors.dispatch_selected(task)
     else:
         result = backfill.dispatch_nodes(task, body["target_nodes"])
-    return json_response({"dispatch": result, "task": queries.present(tasks.get(task_id))})
+    status = 202 if result["state"] == "in_progress" else 200  # the queue creates the rest in chunks
+    return json_response({"dispatch": result, "task": queries.present(tasks.get(task_id))}, status)
 
 
 @register(app, "cancelTask")
@@ -274,6 +298,13 @@ def claim_runs(call: Call, node_id: str) -> Response:
     return json_response(claims.answer(node_id, call.body().get("max", 1), call.node_status, call.node_token_hash))
 
 
+@register(app, "reportRuns")
+def report_runs(call: Call, node_id: str) -> Response:
+    nodes.require_self(call.node, node_id)
+    return json_response(agent_reports.report(node_id, call.body(), http_status, call.node_status,
+                                              call.node_token_hash))
+
+
 @register(app, "heartbeatRun")
 def heartbeat_run(call: Call, run_id: str) -> Response:
     body = call.body()
@@ -363,7 +394,8 @@ def dispatch_worker(event: SQSEvent) -> dict[str, Any]:
     return _each_record(event, _run_job, _job_processor)
 
 
-@app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON")
+@app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=resources.STREAM_BATCH_SIZE, starting_position="TRIM_HORIZON",
+                        maximum_batching_window_in_seconds=resources.AGGREGATOR_BATCHING_WINDOW_SECONDS)
 def stream_aggregator(event: DynamoDBEvent) -> dict[str, Any]:
     failed = stream.handle(event.to_dict()["Records"])
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
@@ -384,7 +416,7 @@ def sweep(event: Any) -> None:
 
 @app.schedule(Cron(17, 3, "*", "*", "?", "*"))
 def reconcile_statistics(event: Any) -> None:
-    statistics.reconcile()
+    statistics.start_reconcile()  # in bounded steps on the dispatch queue (services/reconcile.py)
     snapshot.repair()  # monitoring: recount the nodes by status (the stream keeps them exact)
     selectors.index_unindexed_nodes()  # nodes registered before the label index existed
 

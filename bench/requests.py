@@ -3,12 +3,15 @@
 Run from the repository root:  .venv/bin/python bench/requests.py [--json] [--nodes N] [--stats-tasks N]
 
 Scenario (moto in-process, the real `app.py` driven by `tests.harness.Fleet`)
-  Register N nodes (default 1,000; not counted), then count: one `slurm.scale_up` task (3 steps)
-  submitted to every node with max_concurrency 1000; each node claims its run (max 1) and completes
-  it with its 3 step events in the complete body; the stream and the dispatch queue are settled
-  after the submit, every 100 nodes and at the end. The task must end `completed` and the
-  statistics must count it, or the bench exits 1. Per-node-run figures are the counted totals / N.
-  Reading the task and the statistics to verify is not counted.
+  Register N nodes (default 1,000; not counted), then count: K `slurm.scale_up` tasks (3 steps;
+  --runs-per-node, default 2) each submitted to every node with max_concurrency 1000; each node
+  does what the agent does (fleetrun/agent/batching.py): one claim (max K) for its K runs, then one
+  `POST /v1/agents/{node}/report` with their K completions, each with its 3 step events; the stream
+  and the dispatch queue are settled after the submits, every 100 nodes and at the end. The tasks
+  must end `completed` and the statistics must count them, or the bench exits 1. Per-node-run
+  figures are the counted totals / (N x K). `--runs-per-node 1` is the one-run-per-node case (claim
+  + report: the request count of the single routes' claim + complete). Reading the tasks and the
+  statistics to verify is not counted.
 
 How requests are counted
   Two botocore event handlers are appended to `botocore.handlers.BUILTIN_HANDLERS` before any
@@ -124,10 +127,10 @@ SFN_EXTRA_TRANSITIONS_PER_CHILD = 2
 SFN_PARENT_TRANSITIONS_PER_TASK = 3
 SFN_STATUS_WRITES_PER_STEP = 1
 
-# --- targets (from the issue) -------------------------------------------------------------------
-MAX_WRITE_UNITS_PER_NODE_RUN = 6.0
+# --- targets (issue 17, "cost per node run") ------------------------------------------------------
+MAX_WRITE_UNITS_PER_NODE_RUN = 4.5
 MAX_SQS_REQUESTS_PER_NODE_RUN = 0.5
-MAX_COST_RATIO_TO_STEP_FUNCTIONS = 0.2
+MAX_COST_RATIO_TO_STEP_FUNCTIONS = 1 / 15
 
 TASK_TYPE = "slurm.scale_up"
 TASK_STEPS = ("deploy-minion", "register-node", "slurm-scale")
@@ -634,7 +637,8 @@ def moto_fleet() -> Iterator[Any]:
 
 def _route(method: str, path: str) -> str:
     path = path.split("?")[0]
-    for pattern, label in ((r"/v1/agents/[^/]+/claim", "claim"), (r"/v1/runs/[^/]+/complete", "complete"),
+    for pattern, label in ((r"/v1/agents/[^/]+/claim", "claim"), (r"/v1/agents/[^/]+/report", "report"),
+                           (r"/v1/runs/[^/]+/complete", "complete"),
                            (r"/v1/runs/[^/]+/events", "events"), (r"/v1/runs/[^/]+/heartbeat", "heartbeat")):
         if re.fullmatch(pattern, path):
             return label
@@ -692,10 +696,17 @@ class FleetResult:
     setup_seconds: float
     measured_seconds: float
     log_bytes: int = 0
+    #: tasks submitted, each on every node: node runs = nodes x runs_per_node
+    runs_per_node: int = 1
+
+    @property
+    def node_runs(self) -> int:
+        return self.nodes * self.runs_per_node
 
 
-def run_node_runs(nodes: int, settle_every: int) -> FleetResult:
-    """The main scenario: one 3-step task on `nodes` nodes, every request after registration counted."""
+def run_node_runs(nodes: int, settle_every: int, runs_per_node: int = 1) -> FleetResult:
+    """The main scenario: `runs_per_node` 3-step tasks on `nodes` nodes, every request after
+    registration counted."""
     names = [f"node-{i:05d}" for i in range(nodes)]
     # liveness (`last_seen_at` at most every 30 s per node, whether it runs work or not) is priced
     # per node and month by bench/monthly_cost.py, not per node run: here agents are connected
@@ -703,7 +714,7 @@ def run_node_runs(nodes: int, settle_every: int) -> FleetResult:
     previous = os.environ.get("FLEETRUN_NODE_OFFLINE_SECONDS")
     os.environ["FLEETRUN_NODE_OFFLINE_SECONDS"] = str(10**8)
     try:
-        return _run_node_runs(names, settle_every)
+        return _run_node_runs(names, settle_every, runs_per_node)
     finally:
         if previous is None:
             os.environ.pop("FLEETRUN_NODE_OFFLINE_SECONDS", None)
@@ -712,7 +723,7 @@ def run_node_runs(nodes: int, settle_every: int) -> FleetResult:
         _reset_caches()
 
 
-def _run_node_runs(names: list[str], settle_every: int) -> FleetResult:
+def _run_node_runs(names: list[str], settle_every: int, runs_per_node: int) -> FleetResult:
     nodes = len(names)
     with moto_fleet() as fleet:
         started = time.perf_counter()
@@ -725,51 +736,61 @@ def _run_node_runs(names: list[str], settle_every: int) -> FleetResult:
         METER.reset()
         started = time.perf_counter()
         with METER.counting():
-            answer = fleet.submit({
-                "type": TASK_TYPE, "name": "bench scale-up", "target_nodes": names,
-                "parameters": TASK_PARAMETERS, "max_concurrency": 1000,
-            })
-            if answer.status != 202:
-                raise ScenarioBroke(f"submit answered {answer}")
-            task_id = answer.body["task_id"]
+            task_ids = []
+            for number in range(runs_per_node):
+                answer = fleet.submit({
+                    "type": TASK_TYPE, "name": f"bench scale-up {number + 1}", "target_nodes": names,
+                    "parameters": TASK_PARAMETERS, "max_concurrency": 1000,
+                })
+                if answer.status != 202:
+                    raise ScenarioBroke(f"submit answered {answer}")
+                task_ids.append(answer.body["task_id"])
             settle(fleet)
             for done, node in enumerate(names, 1):
-                _run_one(fleet, node)
+                _run_one(fleet, node, runs_per_node)
                 if done % settle_every == 0:
                     settle(fleet)
                     if done % (settle_every * 5) == 0:
                         _note(f"  {done}/{nodes} node runs ({time.perf_counter() - started:.0f}s)")
             settle(fleet)
         measured_seconds = time.perf_counter() - started
-        _verify(fleet, task_id, nodes)
-        return FleetResult(nodes, METER.tally, setup_seconds, measured_seconds)
+        _verify(fleet, task_ids, nodes)
+        return FleetResult(nodes, METER.tally, setup_seconds, measured_seconds, runs_per_node=runs_per_node)
 
 
-def _run_one(fleet: Any, node: str) -> None:
-    runs = fleet.claim(node, 1)
-    if len(runs) != 1:
-        raise ScenarioBroke(f"{node} claimed {len(runs)} runs, expected 1")
-    run = runs[0]
+def _run_one(fleet: Any, node: str, runs_per_node: int) -> None:
+    """What the agent does (fleetrun/agent/batching.py): one claim for every run it has a slot
+    for, then one report with all their completions (and their last events)."""
+    runs = fleet.claim(node, runs_per_node)
+    if len(runs) != runs_per_node:
+        raise ScenarioBroke(f"{node} claimed {len(runs)} runs, expected {runs_per_node}")
     count = len(TASK_STEPS)
     events = [
         {"type": "success", "step": step, "message": f"{step} done", "progress": (i + 1) * 100 // count}
         for i, step in enumerate(TASK_STEPS)
     ]
-    answer = fleet.agent(node, f"/v1/runs/{run['run_id']}/complete",
-                         {"attempt": run["attempt"], "status": "succeeded", "error_message": None, "events": events})
-    if answer.status != 200:
-        raise ScenarioBroke(f"complete of {run['run_id']} answered {answer}")
+    completions = [
+        {"run_id": run["run_id"], "attempt": run["attempt"], "status": "succeeded", "error_message": None,
+         "events": events}
+        for run in runs
+    ]
+    answer = fleet.agent(node, f"/v1/agents/{node}/report", {"completions": completions})
+    if answer.status != 200 or any(item["status"] != 200 for item in answer.body["completions"]):
+        raise ScenarioBroke(f"report of {node}'s completions answered {answer}")
 
 
-def _verify(fleet: Any, task_id: str, nodes: int) -> None:
-    task = fleet.task(task_id)
-    if task["status"] != "completed" or task["node_counts"]["succeeded"] != nodes:
-        raise ScenarioBroke(f"task ended {task['status']} with node counts {task['node_counts']}")
+def _verify(fleet: Any, task_ids: list[str], nodes: int) -> None:
+    for task_id in task_ids:
+        task = fleet.task(task_id)
+        if task["status"] != "completed" or task["node_counts"]["succeeded"] != nodes:
+            raise ScenarioBroke(f"task ended {task['status']} with node counts {task['node_counts']}")
     stats = fleet.stats()
-    expected = {"total_tasks": 1, "completed_tasks": 1}
+    tasks = len(task_ids)
+    expected = {"total_tasks": tasks, "completed_tasks": tasks}
     found = {name: stats[name] for name in expected}
-    if found != expected or stats["node_runs"]["succeeded"] != nodes or stats["type_stats"].get(TASK_TYPE) != 1:
-        raise ScenarioBroke(f"statistics do not count the task: {stats}")
+    if (found != expected or stats["node_runs"]["succeeded"] != nodes * tasks
+            or stats["type_stats"].get(TASK_TYPE) != tasks):
+        raise ScenarioBroke(f"statistics do not count the tasks: {stats}")
 
 
 @dataclass
@@ -881,7 +902,7 @@ class Figures:
 
 def figures(result: FleetResult, stats: list[StatsRead], stats_seconds: float, elapsed: float,
             lambda_ms: float | None) -> Figures:
-    tally, n = result.tally, result.nodes
+    tally, n = result.tally, result.node_runs
     sqs_total = sum(c for (_, service, op), c in tally.requests.items() if service == "sqs")
     sqs_excluded = sum(c for (caller, service, op), c in tally.requests.items()
                        if service == "sqs" and caller == "esm" and op in _SQS_NOT_PER_RUN)
@@ -901,7 +922,7 @@ def figures(result: FleetResult, stats: list[StatsRead], stats_seconds: float, e
     )
     return Figures(
         result, per_run, billed_ms, usd_per_million(per_run),
-        step_functions_usd_per_million(len(TASK_STEPS), n, billed_ms),
+        step_functions_usd_per_million(len(TASK_STEPS), result.nodes, billed_ms),
         sqs_excluded, stats, stats_seconds, elapsed, lambda_ms,
     )
 
@@ -920,6 +941,8 @@ def as_json(f: Figures) -> dict[str, Any]:
         "targets": targets,
         "pass": all(t["pass"] for t in targets.values()),
         "nodes": f.result.nodes,
+        "runs_per_node": f.result.runs_per_node,
+        "node_runs": f.result.node_runs,
         "capacity_method": "model (item sizes from moto's table, DynamoDB's published rules)",
         "moto_reported_capacity_units": {op: round(v, 1) for op, v in sorted(tally.moto_units.items())},
         "lambda_billed_ms_per_invocation": round(f.lambda_billed_ms, 1),
@@ -943,9 +966,11 @@ def _by_operation(tally: Tally) -> Counter[tuple[str, str]]:
 
 
 def as_table(f: Figures) -> str:
-    r, tally, n = f.result, f.result.tally, f.result.nodes
+    r, tally, n = f.result, f.result.tally, f.result.node_runs
     lines = [
-        f"fleetrun request bench: one {TASK_TYPE} task on {n:,} nodes, end to end in-process on moto",
+        f"fleetrun request bench: {r.runs_per_node} {TASK_TYPE} task(s) on {r.nodes:,} nodes ({n:,} node runs; "
+        f"each agent claims its {r.runs_per_node} in one claim and reports them in one report), "
+        "end to end in-process on moto",
         "capacity units: method 'model' (item sizes read from moto's table, DynamoDB's published rules);"
         " moto's own ConsumedCapacity is constant and shown for comparison only",
         "",
@@ -1012,7 +1037,7 @@ def as_table(f: Figures) -> str:
     for item, usd in f.sfn.items():
         lines.append(f"  step functions  {item:<22}{usd:>10.2f}")
     lines.append(f"  step functions  {'total':<22}{f.sfn_usd:>10.2f}")
-    model = step_functions_per_run(len(TASK_STEPS), n, f.lambda_billed_ms)
+    model = step_functions_per_run(len(TASK_STEPS), r.nodes, f.lambda_billed_ms)
     lines.append(f"  (Standard Distributed Map: {model['state_transitions']:.3f} transitions, "
                  f"{model['lambda_invocations']:g} Lambda invocations, {model['write_units']:g} status write units"
                  " per node run; no API Gateway, SQS or reads)")
@@ -1061,14 +1086,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1000, help="nodes (= node runs) of the task (default 1000)")
     parser.add_argument("--stats-tasks", type=int, default=10_000,
                         help="tasks for the second statistics read (default 10000; 0 skips the statistics reads)")
+    parser.add_argument("--runs-per-node", type=int, default=2,
+                        help="tasks submitted, each on every node (default 2): each agent claims them in one "
+                             "claim and reports their completions in one report (1: the one-run-per-node case)")
     parser.add_argument("--settle-every", type=int, default=100, help="settle the stream and queue every N nodes")
     parser.add_argument("--lambda-ms", type=float, default=None,
                         help="assume this Lambda duration per invocation instead of the measured one")
     parser.add_argument("--sequential", action="store_true",
                         help="run the statistics reads after the node runs instead of in a parallel process")
     args = parser.parse_args(argv)
-    if args.nodes < 1 or args.settle_every < 1 or args.stats_tasks < 0:
-        parser.error("--nodes and --settle-every must be >= 1, --stats-tasks >= 0")
+    if args.nodes < 1 or args.settle_every < 1 or args.stats_tasks < 0 or not 1 <= args.runs_per_node <= 50:
+        parser.error("--nodes and --settle-every must be >= 1, --stats-tasks >= 0, --runs-per-node 1 to 50")
 
     bootstrap()
     # the harness's test secret is short on purpose; PyJWT says so on every token
@@ -1078,7 +1106,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = _CountingSink()
     try:
         with contextlib.redirect_stdout(sink):  # type: ignore[type-var]
-            result = run_node_runs(args.nodes, args.settle_every)
+            result = run_node_runs(args.nodes, args.settle_every, args.runs_per_node)
             result.log_bytes = sink.bytes
             stats, stats_seconds = statistics.result() if statistics else ([], 0.0)
     except ScenarioBroke as error:

@@ -72,7 +72,13 @@ class _CurrentStdout:
 
 logger = Logger(service=SERVICE, stream=cast(IO[str], _CurrentStdout()), logger_formatter=ScrubbingFormatter())
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)  # disabled outside Lambda and by POWERTOOLS_TRACE_DISABLED
+#: what the tracer patches: the AWS SDK (boto clients and PynamoDB's connection) and http.client
+#: (webhooks through urllib3). Powertools' default patches every library X-Ray knows (requests,
+#: sqlite3, psycopg2, httpx, ...), importing each one present: ~50 ms of every cold start for
+#: libraries the app never calls (bench/coldstart.py)
+TRACED_MODULES: Final = ("botocore", "pynamodb", "httplib")
+# disabled outside Lambda and by POWERTOOLS_TRACE_DISABLED
+tracer = Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
 
 # Logger(service=...) reuses the handler of an earlier Logger with the same service and
 # ignores `logger_formatter`; make sure the scrubber is the formatter in every import order.

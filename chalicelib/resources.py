@@ -6,9 +6,7 @@ The CDK app, the local runtime and the tests build their resources from these de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from chalicelib.store.models import ALL_INDEXES, TTL_ATTRIBUTE
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,11 @@ STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 #: records per stream invocation: the aggregator writes once per task per batch, so bigger
 #: batches mean fewer writes per node run (Lambda allows up to 10,000)
 STREAM_BATCH_SIZE = 1000
+#: the counting reader waits up to this long to fill a batch: each (stream shard, parallel batch)
+#: invokes it at most once a second unless 1,000 records are waiting, which bounds the writes of a
+#: task item (one per batch carrying its records: services/aggregation.py) at stream shards x
+#: ParallelizationFactor per second, whatever the task's node count. Pushes read without a window.
+AGGREGATOR_BATCHING_WINDOW_SECONDS = 1
 KMS_ALIAS = "alias/fleetrun"
 OUTPUTS_BUCKET = "fleetrun-outputs"
 #: the EventBridge Scheduler group of user schedules (the CDK app names it `fleetrun-<stage>`)
@@ -50,6 +53,8 @@ SCHEDULE_GROUP = "fleetrun"
 
 def table_definition(table_name: str) -> dict[str, Any]:
     """`CreateTable` arguments of the single table (on-demand, with stream)."""
+    from chalicelib.store.models import ALL_INDEXES  # PynamoDB: only the provisioning code needs it
+
     attributes = {"pk", "sk"}
     indexes = []
     for index in ALL_INDEXES:
@@ -72,4 +77,17 @@ def table_definition(table_name: str) -> dict[str, Any]:
     }
 
 
-TTL_ATTRIBUTE_NAME = TTL_ATTRIBUTE
+#: `store.models.TTL_ATTRIBUTE`, spelled out: every function imports this module (app.py), and the
+#: models import PynamoDB (tests/unit/test_lazy_imports.py checks that both agree)
+TTL_ATTRIBUTE_NAME: Final = "expires_at"
+
+
+def output_lifecycle(retention_days: int | None = None) -> list[tuple[str, str, int]]:
+    """(rule id, key prefix, days) of the outputs bucket's expiry (API.md "Retention"): live chunks
+    with their items (the retention + 1 day after written), final outputs with their runs (the
+    retention + the active allowance, domain/retention.py)."""
+    from chalicelib.domain import retention
+
+    days = retention_days if retention_days is not None else retention.days()
+    return [("live-output-retention", "outputs/live/", days + 1),
+            ("output-retention", "outputs/", days + retention.ACTIVE_ALLOWANCE_DAYS)]

@@ -19,15 +19,16 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
-
-from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.protocols import Validator
-from jsonschema.validators import extend
+from typing import TYPE_CHECKING, Any, Final
 
 from chalicelib.domain.task_requests import NO_CONTROL_CHARACTERS
 from chalicelib.domain.task_types import TaskType
 from chalicelib.errors import PayloadTooLarge, ValidationFailed
+
+if TYPE_CHECKING:  # jsonschema (and its metaschema registry) loads with the first validator: a cold
+    # start of a function that validates nothing skips ~50-80 ms (bench/coldstart.py)
+    from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
 
 MAX_BODY_BYTES: Final = 256 * 1024
 MAX_PARAMETERS_BYTES: Final = 64 * 1024
@@ -181,11 +182,19 @@ def _ecma_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _pattern(validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
     if isinstance(instance, str) and not _ecma_regex(pattern).search(instance):
         yield ValidationError(f"does not match {pattern!r}")
 
 
-_StrictValidator = extend(Draft202012Validator, {"pattern": _pattern})
+@functools.cache
+def _strict_validator() -> Any:
+    """Draft 2020-12 with ECMA-262 `pattern`s, built on first use."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import extend
+
+    return extend(Draft202012Validator, {"pattern": _pattern})
 
 
 _validators: dict[int, tuple[Schema, Validator]] = {}
@@ -195,7 +204,7 @@ def validator(schema: Schema) -> Validator:
     """The validator of `schema`, built once per schema object."""
     cached = _validators.get(id(schema))
     if cached is None or cached[0] is not schema:
-        cached = _validators[id(schema)] = (schema, _StrictValidator(schema))
+        cached = _validators[id(schema)] = (schema, _strict_validator()(schema))
     return cached[1]
 
 

@@ -93,7 +93,8 @@ def task_details(task: dict[str, Any]) -> Table:
         ("nodes", counts_summary(task.get("node_counts") or {})),
         ("dispatch", f"triggered {str(dispatch.get('triggered', False)).lower()}, "
                      f"targets {dispatch.get('target_node_count', 0)}, created {dispatch.get('created_count', 0)}, "
-                     f"skipped {dispatch.get('skipped_count', 0)}"),
+                     f"skipped {dispatch.get('skipped_count', 0)}"
+                     + (", in progress" if dispatch.get("state") == "in_progress" else "")),
         ("limits", f"priority {task.get('priority')}, max_concurrency {task.get('max_concurrency')}, "
                    f"max_errors {task.get('max_errors')}"),
         ("tags", ", ".join(task.get("tags") or []) or "-"),

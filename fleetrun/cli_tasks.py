@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,11 @@ from fleetrun.client import Api
 
 TASK_STATUSES = ("pending", "running", "apply_pending", "cancelling", "completed", "partial_failure", "failed",
                  "cancelled", "discarded")
+#: filters the service applies to a bounded read per request (a page may come back short or empty
+#: with a cursor: API.md, lists): the command follows the cursor to fill a screen
+_SPARSE_FILTERS = ("status", "type", "tag")
+#: seconds of following the cursor before the command says it is still searching
+_PROGRESS_AFTER = 1.0
 #: node runs `show` lists without --all (failed first, then running, then the rest)
 _SHOWN_RUNS = 30
 _wide_option = click.option("--wide", is_flag=True, help="Every column and whole ids, however wide the terminal.")
@@ -49,6 +55,8 @@ def tasks_command(session: Session, /, limit: int, cursor: str | None, all_pages
              "created_before": filters["created_before"]}
     if all_pages:
         page: dict[str, Any] = {"items": api.pages("/v1/tasks", limit=limit, **query), "next_cursor": None}
+    elif any(query[name] for name in _SPARSE_FILTERS):
+        page = _filled_page(session, api, limit, cursor, query)
     else:
         page = api.get("/v1/tasks", limit=limit, cursor=cursor, **query)
     if as_json:
@@ -58,6 +66,29 @@ def tasks_command(session: Session, /, limit: int, cursor: str | None, all_pages
     if page.get("next_cursor"):
         session.err.print(f"more: fleetrun tasks --cursor {page['next_cursor']} (or --all-pages)",
                           style="dim", markup=False)
+
+
+def _filled_page(session: Session, api: Api, limit: int, cursor: str | None, query: dict[str, Any]) -> dict[str, Any]:
+    """Up to `limit` matching tasks, following the cursor until they are found or the listing
+    ends; the cursor after the last page read (None at the end). Says so on stderr when slow."""
+    items: list[Any] = []
+    started, reads, status = time.monotonic(), 0, None
+    try:
+        while True:
+            page = api.get("/v1/tasks", limit=limit - len(items), cursor=cursor, **query)
+            reads += 1
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if len(items) >= limit or not cursor:
+                return {"items": items, "next_cursor": cursor}
+            if status is None and time.monotonic() - started > _PROGRESS_AFTER:
+                status = session.err.status("searching older tasks…")
+                status.start()
+            if status is not None:
+                status.update(f"searching older tasks… {len(items)} found in {reads} pages")
+    finally:
+        if status is not None:
+            status.stop()
 
 
 @click.command()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -37,13 +38,31 @@ from chalice.cdk import Chalice
 
 from infra import iam_policies, rest_api
 from infra.data import AppQueue, DataStores
-from infra.packaging import ROOT, stage_config
-from infra.settings import StageSettings
+from infra.packaging import ROOT, install_package_filter, stage_config
+from infra.settings import (
+    FUNCTION_MEMORY_MB,
+    SQS_MAX_CONCURRENCY,
+    SWEEPER,
+    SWEEPER_MAX_EVENT_AGE_SECONDS,
+    StageSettings,
+)
 
 REPORT_BATCH_ITEM_FAILURES = ["ReportBatchItemFailures"]
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 #: logical ids Chalice gives the API and WebSocket resources
 REST_API, WEBSOCKET_API, WEBSOCKET_STAGE = "RestAPI", "WebsocketAPI", "WebsocketAPIStage"
+#: one JSON line per request in the APIs' access logs (no header, no body, no token)
+REST_ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId", "ip": "$context.identity.sourceIp", "time": "$context.requestTime",
+    "method": "$context.httpMethod", "resource": "$context.resourcePath", "status": "$context.status",
+    "bytes": "$context.responseLength", "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integrationLatency", "gatewayError": "$context.error.responseType",
+})
+WEBSOCKET_ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId", "ip": "$context.identity.sourceIp", "time": "$context.requestTime",
+    "eventType": "$context.eventType", "route": "$context.routeKey", "status": "$context.status",
+    "connectionId": "$context.connectionId", "integrationLatencyMs": "$context.integrationLatency",
+})
 
 
 @dataclass
@@ -72,6 +91,7 @@ class ChaliceApp:
                  api_only_statements: list[iam.PolicyStatement], source_dir: Path = ROOT,
                  function_statements: dict[str, list[iam.PolicyStatement]] | None = None) -> None:
         self.stack, self.settings, self.data = stack, settings, data
+        install_package_filter()
         self.chalice = Chalice(stack, "ChaliceApp", source_dir=str(source_dir), stage_config=stage_config())
         self.sam = _packaged_template(self.chalice)
         self.has_websocket = WEBSOCKET_API in self.sam["Resources"]
@@ -86,6 +106,7 @@ class ChaliceApp:
                         + iam_policies.read_secrets(settings.harbor_secret_arns)),
         )
         self.functions: dict[str, WiredFunction] = {}
+        self.api_logging_role = self._api_gateway_logging_role()
         for logical_id, resource in self.sam["Resources"].items():
             if resource["Type"] == SERVERLESS_FUNCTION:
                 extra = api_only_statements if logical_id == "APIHandler" else []
@@ -125,6 +146,10 @@ class ChaliceApp:
         cfn.add_property_override("Role", wired.role.role_arn)
         cfn.add_property_override("Tracing", "Active")
         cfn.add_property_override("LoggingConfig", {"LogGroup": log_group.ref, "LogFormat": "Text"})
+        if logical_id in FUNCTION_MEMORY_MB:
+            cfn.add_property_override("MemorySize", FUNCTION_MEMORY_MB[logical_id])
+        if logical_id == SWEEPER:
+            self._one_sweeper_at_a_time(cfn)
         for key, value in environment.items():
             self.chalice.add_environment_variable(key, value, logical_id)
         return wired
@@ -140,12 +165,20 @@ class ChaliceApp:
                                  f"than {fn.logical_id}'s timeout {fn.timeout}s (Lambda refuses the event source)")
             cfn.add_property_override(f"{path}.Queue", queue.queue.queue_arn)
             cfn.add_property_override(f"{path}.FunctionResponseTypes", REPORT_BATCH_ITEM_FAILURES)
+            cfn.add_property_override(f"{path}.ScalingConfig",
+                                      {"MaximumConcurrency": SQS_MAX_CONCURRENCY[queue.spec.name]})
             return iam_policies.consume_queue(queue.queue)
         if kind == "DynamoDB":
             cfn.add_property_override(f"{path}.Stream", self.data.table.table_stream_arn)
             cfn.add_property_override(f"{path}.FunctionResponseTypes", REPORT_BATCH_ITEM_FAILURES)
             cfn.add_property_override(f"{path}.BisectBatchOnFunctionError", True)
             cfn.add_property_override(f"{path}.MaximumRetryAttempts", self.settings.stream_max_retries)
+            # the stream keeps a record 24 h and then drops it silently; older than this, Lambda sends
+            # its description to the stream DLQ instead (alarmed), and the sweeper's recount repairs
+            # the counters it carried (infra/README.md, "Production settings")
+            cfn.add_property_override(f"{path}.MaximumRecordAgeInSeconds", self.settings.stream_max_record_age)
+            # batches of one shard in parallel; records of one item stay in order
+            cfn.add_property_override(f"{path}.ParallelizationFactor", self.settings.stream_parallelization)
             cfn.add_property_override(f"{path}.DestinationConfig",
                                       {"OnFailure": {"Destination": self.data.stream_dlq.queue_arn}})
             return iam_policies.read_stream(self.stack, self.data) + iam_policies.send_to(self.data.stream_dlq)
@@ -167,18 +200,54 @@ class ChaliceApp:
         function = lambda_.Function.from_function_attributes(
             self.stack, f"{fn.logical_id}Ref", function_arn=cfn.get_att("Arn").to_string(), same_environment=True,
         )
+        sweeper = fn.logical_id == SWEEPER  # the next minute's sweep is its retry
+        target = (targets.LambdaFunction(function, retry_attempts=0,
+                                         max_event_age=Duration.seconds(SWEEPER_MAX_EVENT_AGE_SECONDS)) if sweeper
+                  else targets.LambdaFunction(function, retry_attempts=2, max_event_age=Duration.minutes(10)))
         events.Rule(
             self.stack, f"{event_name}Rule",
             description=f"fleetrun {self.settings.stage}: {fn.handler} on {expression}",
             schedule=events.Schedule.expression(expression),
-            targets=[targets.LambdaFunction(function, retry_attempts=2, max_event_age=Duration.minutes(10))],
+            targets=[target],
+        )
+
+    def _one_sweeper_at_a_time(self, cfn: Any) -> None:
+        """Reserved concurrency 1: two sweeps never race over the same due work. EventBridge
+        invokes asynchronously; Lambda would retry a failed or throttled sweep twice and keep a
+        throttled event for up to 6 h: no retries, and an event a minute old is dropped."""
+        cfn.add_property_override("ReservedConcurrentExecutions", 1)
+        lambda_.CfnEventInvokeConfig(
+            self.stack, f"{SWEEPER}EventInvokeConfig", function_name=cfn.ref, qualifier="$LATEST",
+            maximum_retry_attempts=0, maximum_event_age_in_seconds=SWEEPER_MAX_EVENT_AGE_SECONDS,
         )
 
     # --- APIs --------------------------------------------------------------------------------
+    def _api_gateway_logging_role(self) -> apigateway.CfnAccount:
+        """API Gateway writes access logs (REST and WebSocket) with the account's CloudWatch role,
+        one per account and region: set here, kept when the stack goes (other APIs may use it)."""
+        role = iam.Role(self.stack, "ApiGatewayCloudWatchRole",
+                        assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+                        managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
+                            "service-role/AmazonAPIGatewayPushToCloudWatchLogs")])
+        role.apply_removal_policy(RemovalPolicy.RETAIN)
+        account = apigateway.CfnAccount(self.stack, "ApiGatewayAccount", cloud_watch_role_arn=role.role_arn)
+        account.apply_removal_policy(RemovalPolicy.RETAIN)
+        return account
+
+    def _access_log_group(self, name: str) -> logs.CfnLogGroup:
+        group = logs.CfnLogGroup(self.stack, f"{name}AccessLogGroup",
+                                 log_group_name=f"/fleetrun/{self.settings.stage}/{name}-access",
+                                 retention_in_days=self.settings.log_retention_days)
+        group.apply_removal_policy(RemovalPolicy.RETAIN if self.settings.is_prod else RemovalPolicy.DESTROY)
+        return group
+
     def _configure_rest_api(self) -> None:
         api = self.chalice.get_resource(REST_API)
         api.add_property_override("Name", self.rest_api_name)
         api.add_property_override("TracingEnabled", True)
+        api.add_property_override("AccessLogSetting", {"DestinationArn": self._access_log_group("RestApi").attr_arn,
+                                                       "Format": REST_ACCESS_LOG_FORMAT})
+        api.add_resource_dependency(self.api_logging_role)  # the account's role first, or the stage refuses access logs
         api.add_property_override("MethodSettings", [{
             "ResourcePath": "/*",
             "HttpMethod": "*",
@@ -200,6 +269,11 @@ class ChaliceApp:
             "ThrottlingRateLimit": self.settings.ws_throttle_rate,
             "ThrottlingBurstLimit": self.settings.ws_throttle_burst,
         })
+        stage.add_property_override("AccessLogSettings", {
+            "DestinationArn": self._access_log_group("WebSocketApi").attr_arn,
+            "Format": WEBSOCKET_ACCESS_LOG_FORMAT,
+        })
+        stage.add_resource_dependency(self.api_logging_role)
 
     def _websocket_statements(self) -> list[iam.PolicyStatement]:
         if not self.has_websocket:

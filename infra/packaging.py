@@ -25,6 +25,51 @@ _MB = 1_000_000
 PLACEHOLDER_ROLE_ARN = "arn:aws:iam::000000000000:role/fleetrun-placeholder"
 
 
+def _shipped(zip_path: str) -> bool:
+    """Whether a file goes into the Lambda package: not the bytecode of this machine's tree
+    (`chalicelib/__pycache__`, stale on Lambda) and not botocore's API documentation examples
+    (`examples-1.json`, 1.6 MB that only documentation tools read)."""
+    parts = zip_path.replace("\\", "/").split("/")
+    return "__pycache__" not in parts and not ("botocore" in parts and parts[-1] == "examples-1.json")
+
+
+class _FilteredZip:
+    """A ZipFile whose `write` skips what is not `_shipped`."""
+
+    def __init__(self, zipped: Any) -> None:
+        self._zipped = zipped
+
+    def write(self, filename: str, arcname: str | None = None, *args: Any, **kwargs: Any) -> None:
+        if _shipped(arcname if arcname is not None else filename):
+            self._zipped.write(filename, arcname, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._zipped, name)
+
+
+def install_package_filter() -> None:
+    """Make chalice's packager (1.34: `BaseLambdaDeploymentPackager`) leave out what is not
+    `_shipped`, for `make package`, the tests and the CDK construct alike. The dependencies are
+    filtered when their zip is built, which chalice caches in `.chalice/deployments/` by the hash
+    of requirements.txt: a cache built before the filter keeps the files (delete it)."""
+    from chalice.deploy import packager
+
+    base: Any = packager.BaseLambdaDeploymentPackager
+    if getattr(base, "_fleetrun_filtered", False):
+        return
+    add_py_deps, iter_lib = base._add_py_deps, base._iter_chalice_lib_if_needed
+
+    def _add_py_deps(self: Any, zip_fileobj: Any, deps_dir: str, prefix: str = "") -> None:
+        add_py_deps(self, _FilteredZip(zip_fileobj), deps_dir, prefix)
+
+    def _iter_chalice_lib_if_needed(self: Any, project_dir: str) -> Any:
+        return ((full, zip_path) for full, zip_path in iter_lib(self, project_dir) if _shipped(zip_path))
+
+    base._add_py_deps = _add_py_deps
+    base._iter_chalice_lib_if_needed = _iter_chalice_lib_if_needed
+    base._fleetrun_filtered = True
+
+
 def stage_config() -> dict[str, Any]:
     """Chalice settings the CDK app and `make package` add to `.chalice/config.json`."""
     return {
@@ -45,6 +90,7 @@ def package(out_dir: Path, stage: str) -> Path:
     from chalice.api import package_app
 
     ensure_region()
+    install_package_filter()
     package_app(project_dir=str(ROOT), output_dir=str(out_dir), stage=stage, chalice_config=stage_config())
     return out_dir / "deployment.zip"
 

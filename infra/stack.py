@@ -52,6 +52,7 @@ class FleetrunStack(Stack):
             "FLEETRUN_OIDC_AUDIENCE": self.identity.audience,
             "FLEETRUN_LEASE_SECONDS": str(s.lease_seconds),
             "FLEETRUN_RATE_LIMIT": str(s.rate_limit),
+            "FLEETRUN_RETENTION_DAYS": str(s.retention_days),
             "FLEETRUN_INTAKE_PRODUCERS": s.intake_producers,
             "POWERTOOLS_SERVICE_NAME": "fleetrun",
             "POWERTOOLS_METRICS_NAMESPACE": "Fleetrun",

@@ -29,13 +29,14 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _reset_caches() -> None:
     from chalicelib import aws, config, ratelimit
     from chalicelib.services import agent, type_registry
-    from chalicelib.store import models
+    from chalicelib.store import models, run_partitions
 
     config.reset()
     aws.reset()
     agent.reset()
     ratelimit.reset()
     models.reset_connections()
+    run_partitions.forget_all()
     type_registry.forget()
 
 

@@ -188,7 +188,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     user(
         "POST", "/v1/tasks/{task_id}/dispatch", "dispatchTask", "Make sure every listed node has a run", "write",
-        request="DispatchRequest", responses=answers({200: "DispatchResponse"}, 400, 413, *_ACTION),
+        request="DispatchRequest",
+        responses=answers({200: "DispatchResponse", 202: "DispatchResponse"}, 400, 413, *_ACTION),
     ),
     task_action("cancel", "Cancel a pending, running or apply_pending task"),
     task_action("retry", "Run failed (or all) nodes again", request="RetryRequest"),
@@ -309,6 +310,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         response_headers={303: ("Location",)}, tag="reports",
     ),
     agent("/v1/agents/{node_id}/claim", "claimRuns", "Lease up to `max` pending runs", "ClaimRequest", {200: "Claim"}),
+    agent(
+        "/v1/agents/{node_id}/report", "reportRuns",
+        "Several heartbeats and completions, and a claim, in one request: each item answered on its own "
+        "(a stale attempt is that item's 409)", "AgentReportRequest", {200: "AgentReport"},
+    ),
     agent(
         "/v1/runs/{run_id}/heartbeat", "heartbeatRun", "Extend the lease; 409 when lost", "HeartbeatRequest",
         {200: "HeartbeatResponse"},

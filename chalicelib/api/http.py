@@ -11,20 +11,30 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Request, Response
 
-from chalicelib import auth, ratelimit
-from chalicelib.api import cursors
+from chalicelib import lazy
 from chalicelib.api.contract import OPERATIONS, REQUEST_HEADERS, Operation
 from chalicelib.api.errors import http_headers, http_status
 from chalicelib.api.validation import check_header, check_query, page_params, parse
-from chalicelib.domain.records import Node
 from chalicelib.errors import Busy, FleetrunError, ServiceUnavailable, StoreBusy
 from chalicelib.observability import bind, logger
-from chalicelib.services import liveness
-from chalicelib.store.retrying import is_conflict_or_throttle
+
+# loaded by the first request that needs them (JWT verification, the node inventory, PynamoDB):
+# registering the routes at import needs only the contract table (chalicelib/lazy.py)
+if TYPE_CHECKING:
+    from chalicelib import auth, ratelimit
+    from chalicelib.api import cursors
+    from chalicelib.domain.records import Node
+    from chalicelib.services import liveness
+    from chalicelib.store.retrying import is_conflict_or_throttle
+else:
+    auth, ratelimit = lazy.modules("chalicelib", "auth", "ratelimit")
+    cursors = lazy.module("chalicelib.api.cursors")
+    liveness = lazy.module("chalicelib.services.liveness")
+    is_conflict_or_throttle = lazy.attribute("chalicelib.store.retrying", "is_conflict_or_throttle")
 
 OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -27,6 +27,12 @@ def record(properties: dict[str, Schema], description: str = "") -> Schema:
     return schema
 
 
+def optional(names: tuple[str, ...], schema: Schema) -> Schema:
+    """`schema` without `names` among its required properties (answers send them; the contract's
+    older examples leave them out)."""
+    return {**schema, "required": [name for name in schema["required"] if name not in names]}
+
+
 def counts_of(keys: tuple[str, ...]) -> Schema:
     return record({key: COUNT for key in keys})
 
@@ -40,10 +46,14 @@ def page_of(item: Schema, description: str) -> Schema:
 _STRING: Final[Schema] = {"type": "string"}
 _NULLABLE_STRING: Final[Schema] = nullable(_STRING)
 
-DispatchResult: Final[Schema] = record(
-    {"triggered": {"type": "boolean"}, "target_node_count": COUNT, "created_count": COUNT, "skipped_count": COUNT},
+DispatchResult: Final[Schema] = optional(("state",), record(
+    {"triggered": {"type": "boolean"},
+     "state": {"type": "string", "enum": ["pending", "in_progress", "done"],
+               "description": "in_progress: the dispatch queue still creates node runs in chunks; "
+                              "the task's counts are final once it is done (pending: not begun)"},
+     "target_node_count": COUNT, "created_count": COUNT, "skipped_count": COUNT},
     "What the last dispatch did: node runs created for new targets, existing ones skipped.",
-)
+))
 
 Task: Final[Schema] = record(
     {

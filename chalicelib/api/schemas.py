@@ -34,6 +34,7 @@ def parameters_component(task_type: str) -> str:
     return "Parameters_" + task_type.replace(".", "_")
 
 
+_STRING_: Final[Schema] = {"type": "string"}
 ATTEMPT: Final[Schema] = {"type": "integer", "minimum": 1, "description": "the attempt the run was claimed for"}
 STEP: Final[Schema] = {"type": "string", "maxLength": 128}
 MESSAGE: Final[Schema] = {"type": "string", "maxLength": 4096}
@@ -191,6 +192,58 @@ CompleteRequest: Final[Schema] = body(
 
 PlanLostRequest: Final[Schema] = body({"attempt": ATTEMPT}, required=("attempt",))
 
+# --- the batched agent report (services/agent_reports.py) ---
+#: the most heartbeats, and the most completions, one report carries (a claim leases at most 50)
+MAX_REPORT_ITEMS: Final = 50
+_RUN_ID: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": 256,
+                          "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", "description": "`<task_id>.<node>`"}
+ReportHeartbeat: Final[Schema] = body(
+    {**HeartbeatRequest["properties"], "run_id": _RUN_ID,
+     "events": {**RUN_EVENTS, "description": "events buffered since the last report, recorded if the lease holds"}},
+    required=("run_id", "attempt"),
+    description="One run's heartbeat: what `POST /v1/runs/{run_id}/heartbeat` takes, plus `run_id` and events.",
+)
+ReportCompletion: Final[Schema] = body(
+    {**CompleteRequest["properties"], "run_id": _RUN_ID},
+    required=("run_id", "attempt", "status"),
+    description="One run's completion: what `POST /v1/runs/{run_id}/complete` takes, plus `run_id`.",
+)
+AgentReportRequest: Final[Schema] = body(
+    {
+        "heartbeats": {"type": "array", "items": ReportHeartbeat, "maxItems": MAX_REPORT_ITEMS},
+        "completions": {"type": "array", "items": ReportCompletion, "maxItems": MAX_REPORT_ITEMS},
+        "claim": {**ClaimRequest, "description": "lease up to `max` more runs, after the completions"},
+    },
+    description="Several heartbeats and completions, and a claim, in one request; each item is answered on its "
+                "own with the status its single route would answer.",
+)
+_ITEM_STATUS: Final[Schema] = {"type": "integer", "description": "the HTTP status the single route would answer"}
+_ITEM_ERROR: Final[Schema] = {"type": "object", "description": "the error document's `error` when `status` is not 200"}
+AgentReport: Final[Schema] = {
+    "type": "object",
+    "properties": {
+        "heartbeats": {"type": "array", "items": {
+            "type": "object", "required": ["run_id", "status"],
+            "properties": {"run_id": _STRING_, "status": _ITEM_STATUS, "error": _ITEM_ERROR,
+                           "lease_expires_at": TIMESTAMP, "cancel_requested": {"type": "boolean"}},
+        }},
+        "completions": {"type": "array", "items": {
+            "type": "object", "required": ["run_id", "status"],
+            "properties": {"run_id": _STRING_, "status": _ITEM_STATUS, "error": _ITEM_ERROR,
+                           "replayed": {"type": "boolean", "description": "an identical completion was already "
+                                                                          "recorded (nothing counted twice)"}},
+        }},
+        "claim": {
+            "type": "object", "required": ["status"],
+            "properties": {"status": _ITEM_STATUS, "error": _ITEM_ERROR, "runs": {"type": "array"},
+                           "retry_after_seconds": {"type": "number", "minimum": 0}},
+            "description": "only when the request claimed: the claim route's answer (`runs`), with a status",
+        },
+    },
+    "required": ["heartbeats", "completions"],
+    "description": "Each item's answer, in the request's order.",
+}
+
 # --- image catalog ---
 REPOSITORY: Final[Schema] = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)+$",
                              "maxLength": 255, "description": "a full repository name: project/repo"}
@@ -230,10 +283,11 @@ REQUEST_SCHEMAS: Final[dict[str, Schema]] = {
     "RunEventsRequest": RunEventsRequest,
     "CompleteRequest": CompleteRequest,
     "PlanLostRequest": PlanLostRequest,
+    "AgentReportRequest": AgentReportRequest,
 }
 
 #: every schema of the contract by component name: what `parse` validates and OpenAPI publishes
-SCHEMAS: Final[dict[str, Schema]] = {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}
+SCHEMAS: Final[dict[str, Schema]] = {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS, "AgentReport": AgentReport}
 
 # --- intake and schedules -------------------------------------------------------------------
 IntakeMessage: Final[Schema] = INTAKE_MESSAGE

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Final
-
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any, Final
 
 from chalicelib import validation
-from chalicelib.api.schemas import SCHEMAS
 from chalicelib.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -32,6 +32,8 @@ def parse(schema_name: str, raw_body: bytes | str | None, *, nul_allowed: bool =
 
     An empty body reads as `{}`. Raises PayloadTooLarge over 256 KiB, ValidationFailed otherwise.
     """
+    from chalicelib.api.schemas import SCHEMAS  # the request schemas, built on the first body parsed
+
     return validation.parse_document(SCHEMAS[schema_name], raw_body, nul_allowed=nul_allowed)
 
 
@@ -50,6 +52,8 @@ def check_query(query: Mapping[str, str] | None) -> dict[str, str]:
 
 def request_validator(schema_name: str) -> Validator:
     """The cached validator `parse` uses for `SCHEMAS[schema_name]`."""
+    from chalicelib.api.schemas import SCHEMAS
+
     return validation.validator(SCHEMAS[schema_name])
 
 

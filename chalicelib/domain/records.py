@@ -43,6 +43,8 @@ class Task:
     sealed_secrets: str | None = None
     target_count: int = 0
     target_chunks: int = 0
+    #: the partitions the task's runs are spread over, fixed at creation (store/run_partitions.py)
+    run_shards: int = 1
     started_at: str | None = None
     completed_at: str | None = None
     error_message: str | None = None
@@ -66,6 +68,15 @@ class Task:
     finished_base: int = 0
     ordinal_next: int = 0
     halted: bool = False
+    #: the dispatch in progress, in chunks (services/dispatch_chunks.py): its id, where its nodes
+    #: start in the target chunks and in the ordinals, how many, the chunks done and when
+    dispatch_id: str | None = None
+    dispatch_first_chunk: int = 0
+    dispatch_first_ordinal: int = 0
+    dispatch_total: int = 0
+    dispatch_chunks: int = 0
+    dispatched_through: int = 0
+    dispatch_progress_at: str | None = None
     #: scope of the last new attempt (`failed`, `all`, `replan`): what the dispatch job resets
     retry_scope: str | None = None
     idempotency_key: str | None = None

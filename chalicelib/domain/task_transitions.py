@@ -4,8 +4,11 @@ attribute the write sets or clears.
 Rules every status change follows (`_entry`):
 - it stamps `updated_at`;
 - leaving `pending` ends the wait for a concurrency key: `waiting_for` is cleared;
-- entering a terminal status stamps `completed_at` and the error and takes the task out of
-  the active index; entering any other status clears both and puts it (back) in;
+- entering a terminal status stamps `completed_at`, the error and the expiry (`expires_at`,
+  domain/retention.py) and takes the task out of the active index; entering any other status
+  clears all three and puts it (back) in;
+- a status change (and a halt) makes the task due for the sweeper's look at once, a terminal
+  status takes it out of the due index (domain/due.py);
 - a new attempt (`retry`, `replan`) resets, in the same write, what belongs to an attempt:
   `attempt`, `retry_scope`, `halted`, the window base, `started_at` and the plan flags.
 
@@ -20,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from chalicelib.domain import window
+from chalicelib import clock
+from chalicelib.domain import due, retention, window
 from chalicelib.domain.retry_counting import counts_after_retry
-from chalicelib.domain.statuses import RUN_STATUSES, TASK_TERMINAL, TaskStatus
+from chalicelib.domain.statuses import RUN_STATUSES, TASK_ACTIVE, TASK_TERMINAL, TaskStatus
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, missing, transition_of
 
 S = TaskStatus
@@ -40,10 +44,13 @@ class TaskRef(Protocol):
     attempt: int
     counted_ver: int
     target_count: int
+    target_chunks: int
     ordinal_next: int
     progress_sum: int
     counts: dict[str, int]
     waiting_for_task_id: str | None
+    #: numbers the task's own writes (the sweeper's look is guarded by it)
+    ver: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,15 @@ class TaskInputs:
     holder_owner: str | None = None
     #: `schedule_claim_check`: epoch seconds of the sweeper's next look at the unclaimed runs
     claim_check_at: float | None = None
+    #: `schedule_look`: epoch seconds of the sweeper's next look at the task (domain/due.py)
+    look_at: float | None = None
+    #: `start`, `dispatch_chunk`, `grow_targets` with a chunked dispatch (services/dispatch_chunks.py):
+    #: its id, the chunk just done, how many chunks and nodes it has, where its nodes start
+    dispatch_id: str | None = None
+    chunk: int = 0
+    dispatch_chunks: int = 0
+    dispatch_total: int = 0
+    first_ordinal: int = 0
 
 
 Builder = Callable[[TaskRef, TaskInputs], tuple[dict[str, Any], tuple[Predicate, ...]]]
@@ -95,8 +111,23 @@ def _start(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Pred
         "started_at": given.now, "dispatch_triggered": True, "dispatched_attempt": int(task.attempt),
         "created_count": given.created_count, "skipped_count": given.skipped_count,
         "ordinal_next": given.ordinal_next,
+        # started after its first chunk: the later chunks record their progress (`dispatch_chunk`)
+        "dispatch_id": given.dispatch_id or CLEAR, "dispatch_first_chunk": 0, "dispatch_first_ordinal": 0,
+        "dispatch_total": given.dispatch_total, "dispatch_chunks": given.dispatch_chunks,
+        "dispatched_through": 1, "dispatch_progress_at": given.now,
     }
     return fields, _same_attempt(task)
+
+
+def _dispatch_chunk(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """One more chunk of the dispatch in progress is done: guarded by the chunk it follows, so a
+    duplicate or late chunk writes nothing (and adds its figures once)."""
+    fields = {
+        "dispatched_through": given.chunk + 1, "dispatch_progress_at": given.now,
+        "created_count": Add(given.created_count), "skipped_count": Add(given.skipped_count),
+        "ordinal_next": given.ordinal_next,
+    }
+    return fields, (*_same_attempt(task), eq("dispatch_id", given.dispatch_id), eq("dispatched_through", given.chunk))
 
 
 def _finish(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
@@ -155,6 +186,18 @@ def _wait_for_key(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tup
     return fields, (*_same_attempt(task), eq("waiting_for_task_id", task.waiting_for_task_id))
 
 
+def _look_due(task: TaskRef, at: float) -> dict[str, Any]:
+    due_pk, due_sk = due.task_due_keys(task.task_id, at)
+    return {"due_pk": due_pk, "due_sk": due_sk}
+
+
+def _schedule_look(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """The sweeper's next look at the task (services/due_sweeps.py), decided from the task as read:
+    guarded by its `ver`, so a status change meanwhile (due at once) is never pushed back."""
+    assert given.look_at is not None
+    return _look_due(task, given.look_at), (eq("ver", int(task.ver)),)
+
+
 def _schedule_claim_check(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     return {"claim_check_at": given.claim_check_at}, _same_attempt(task)
 
@@ -166,11 +209,20 @@ def _narrow_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tu
 
 
 def _grow_targets(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
-    fields = {
+    fields: dict[str, Any] = {
         "target_count": Add(given.new_targets), "ordinal_next": Add(given.ordinals),
         "target_chunks": Add(given.chunks), "created_count": Add(given.ordinals),
     }
-    return fields, (eq("ordinal_next", int(task.ordinal_next)), eq("halted", False))
+    if given.dispatch_id is None:
+        return fields, (eq("ordinal_next", int(task.ordinal_next)), eq("halted", False))
+    # too many nodes for one request: the dispatch queue creates their runs in chunks
+    fields.update({
+        "dispatch_id": given.dispatch_id, "dispatch_first_chunk": int(task.target_chunks),
+        "dispatch_first_ordinal": given.first_ordinal, "dispatch_total": given.dispatch_total,
+        "dispatch_chunks": given.dispatch_chunks, "dispatched_through": 0, "dispatch_progress_at": given.now,
+    })
+    return fields, (eq("ordinal_next", int(task.ordinal_next)), eq("halted", False),
+                    eq("target_chunks", int(task.target_chunks)))
 
 
 def _t(action: str, sources: set[str], target: str | None, build: Builder) -> Transition:
@@ -200,10 +252,14 @@ TASK_TRANSITIONS: Final[dict[str, Transition]] = {
         _t("reopen_window", {S.RUNNING}, None, _reopen_window),
         _t("narrow_window", {S.PENDING, S.RUNNING}, None, _narrow_window),
         _t("grow_targets", {S.PENDING, S.RUNNING}, None, _grow_targets),
+        # one more chunk of a dispatch done (a cancelled retry still resets the rest of its runs)
+        _t("dispatch_chunk", {S.RUNNING, S.CANCELLING}, None, _dispatch_chunk),
         # a task queued behind its concurrency key records whom it waits for (services/waiting.py)
         _t("wait_for_key", {S.PENDING}, None, _wait_for_key),
         # the sweeper's next look at the runs nobody claimed (services/claim_timeouts.py)
         _t("schedule_claim_check", {S.RUNNING}, None, _schedule_claim_check),
+        # the sweeper's next look at the task (services/due_sweeps.py); keeps `updated_at`
+        _t("schedule_look", set(TASK_ACTIVE), None, _schedule_look),
         # `dispatch {"selector": true}` reaching nodes added to a finished release's group
         _t("reopen_targets", set(REOPENABLE), S.RUNNING, _grow_targets),
     )
@@ -214,7 +270,11 @@ FINISH_ACTIONS: Final = {S.COMPLETED: "complete", S.PARTIAL_FAILURE: "partially_
 
 
 def _entry(transition: Transition, task: TaskRef, given: TaskInputs) -> dict[str, Any]:
+    if transition.action == "schedule_look":  # bookkeeping: the sweeper's graces count from `updated_at`
+        return {}
     fields: dict[str, Any] = {"updated_at": given.now}
+    if transition.action == "halt":  # the sweeper re-sends the halt job while runs wait
+        fields.update(_look_due(task, clock.parse_rfc3339(given.now)))
     if transition.target is None:
         return fields
     terminal = transition.target in TASK_TERMINAL
@@ -224,7 +284,11 @@ def _entry(transition: Transition, task: TaskRef, given: TaskInputs) -> dict[str
         error_message=given.error_message if terminal and given.error_message else CLEAR,
         active_pk=CLEAR if terminal else ACTIVE,
         active_sk=CLEAR if terminal else task.task_id,
+        # API.md "Retention": the task is kept so long after it ends (domain/retention.py)
+        expires_at=retention.task_expiry(given.now or clock.now_iso()) if terminal else CLEAR,
     )
+    # a status change is due for a look at once; the look schedules the next (domain/due.py)
+    fields.update({"due_pk": CLEAR, "due_sk": CLEAR} if terminal else _look_due(task, clock.parse_rfc3339(given.now)))
     if transition.target != S.PENDING:
         fields.update(waiting_for_task_id=CLEAR, waiting_for_owner=CLEAR)
     return fields

@@ -9,12 +9,11 @@ Every problem comes back at once, each with its JSON path (`$.parameters_schema.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
 from typing import Any, Final
-
-from jsonschema import Draft202012Validator
 
 from chalicelib.domain.task_requests import Schema, body, plain_text
 from chalicelib.domain.task_types import TaskType
@@ -32,9 +31,17 @@ _REFERENCES: Final = ("$ref", "$dynamicRef")
 _DATA: Final = frozenset({"enum", "const", "default", "examples"})
 
 Detail = dict[str, str]
-#: the Draft 2020-12 meta-schema, formats checked too (a `pattern` that is no regex fails here, not at submit)
-_META_VALIDATOR: Final = Draft202012Validator(Draft202012Validator.META_SCHEMA,
-                                              format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@functools.cache
+def _meta_validator() -> Any:
+    """The Draft 2020-12 meta-schema, formats checked too (a `pattern` that is no regex fails here,
+    not at submit); jsonschema loads with the first type definition checked, not with every
+    function that imports this module (bench/coldstart.py)."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
 
 _STEP: Final[Schema] = {"type": "string", "pattern": STEP_PATTERN, "not": {"enum": [".", ".."]},
                         "description": "one path segment, not . or .."}
@@ -124,7 +131,7 @@ def _schema_problems(schema: dict[str, Any]) -> list[Detail]:
     if schema.get("$schema", DIALECT) != DIALECT:
         return [{"path": f"{root}.$schema", "message": f"must be {DIALECT} (or left out)"}]
     problems = [{"path": _path(root, error.absolute_path), "message": f"is not valid JSON Schema: {error.message}"}
-                for error in _META_VALIDATOR.iter_errors(schema)]
+                for error in _meta_validator().iter_errors(schema)]
     if problems:
         return sorted(problems, key=lambda p: p["path"])
     if schema.get("type") != "object":
@@ -143,6 +150,8 @@ def _schema_problems(schema: dict[str, Any]) -> list[Detail]:
 
 def _loops(schema: dict[str, Any]) -> bool:
     """Whether validating even `{}` never ends (`{"$ref": "#"}`): it would fail every submit."""
+    from jsonschema import Draft202012Validator
+
     try:
         Draft202012Validator(schema).is_valid({})
     except RecursionError:

@@ -51,13 +51,41 @@ def heartbeat(node_id: str, run_id_value: str, attempt: int, progress: int | Non
     }
 
 
+def heartbeat_unless_fresh(node_id: str, run_id_value: str, attempt: int, progress: int | None,
+                           step: str | None) -> dict[str, Any]:
+    """A heartbeat that writes only when it has something to record: when the run's progress or
+    step changed, or less than half of its lease is left. A lease with more than half left and
+    nothing new is answered from a strongly consistent read (1 read unit instead of the run's write):
+    `lease_expires_at` is then the stored expiry, so the agent comes back
+    sooner, before half the lease is gone. Anything else (another attempt, a plan reservation, a
+    lost lease) goes through `heartbeat`. Raises LeaseLost, NotFound."""
+    task_id, node = split_run_id(run_id_value)
+    run = runs.find(task_id, node)
+    if run is not None and _fresh(run, node_id, attempt, progress, step):
+        return {"lease_expires_at": clock.rfc3339(float(run.lease_expires_at or 0)),
+                "cancel_requested": bool(run.cancel_requested)}
+    return heartbeat(node_id, run_id_value, attempt, progress, step)
+
+
+def _fresh(run: NodeRun, node_id: str, attempt: int, progress: int | None, step: str | None) -> bool:
+    if run.status != RunStatus.RUNNING or run.lease_owner != node_id or run.runner != node_id:
+        return False
+    if int(run.attempt) != attempt or run.lease_expires_at is None:
+        return False
+    if progress is not None and progress != int(run.progress or 0):
+        return False
+    if step and secrets.redact(step, _secret_values(run.task_id)) != run.step:
+        return False
+    return float(run.lease_expires_at) - clock.now_epoch() > config.lease_seconds() / 2
+
+
 def record_events(node_id: str, run_id_value: str, attempt: int, batch: list[dict[str, Any]]) -> int:
     """Append an agent's events (one write). Raises LeaseLost for another attempt."""
     run = _runner_run(run_id_value, node_id)
     if int(run.attempt) != attempt:
         raise LeaseLost(run_id_value, run.status, int(run.attempt))
     if batch:
-        events.append(run.task_id, _clean_events(run, batch, _secret_values(run.task_id)))
+        events.append(run.task_id, _clean_events(run, batch, _secret_values(run.task_id)), node=run.node)
     return len(batch)
 
 
@@ -95,6 +123,12 @@ def reset() -> None:
     """Forget the cached task facts (tests reuse task ids across stores)."""
     _task_facts.cache_clear()
     _secret_values.cache_clear()
+
+
+def clean_events(run: NodeRun | runs.RunKey, batch: list[dict[str, Any]],
+                 secret_values: tuple[str, ...]) -> list[dict[str, Any]]:
+    """An agent's events as stored: stamped, attributed to the run's node and attempt, scrubbed."""
+    return _clean_events(run, batch, secret_values)
 
 
 def _clean_events(run: NodeRun | runs.RunKey, batch: list[dict[str, Any]],
@@ -151,7 +185,7 @@ def complete(node_id: str, run_id_value: str, attempt: int, status: str, error_m
             return {"run": _done_view(latest), "replayed": True}
         raise LeaseLost(run_id_value, latest.status, int(latest.attempt))
     if separate:
-        events.append(run.task_id, _clean_events(run, separate, secret_values))
+        events.append(run.task_id, _clean_events(run, separate, secret_values), node=run.node)
     count("NodeRunsFinished", status=status)
     logger.info("run finished", extra={"task_id": task_id, "node": node, "status": status, "attempt": attempt})
     return {"run": _done_view(run), "replayed": False}

@@ -12,6 +12,15 @@ Per batch and per task: one read (the task and its marker items), the outbox
 (services/outbox.py), one transaction, then the finishing rules. A transaction that loses a
 race (a record counted meanwhile, or TransactionConflict) is read and filtered again after a
 jittered backoff. How a retry's reset is counted once is said in domain/retry_counting.py.
+
+How often the task item is written, whatever its node count: once per batch that shows the
+task's records (one counter transaction per MAX_MARKER_ITEMS marker items, and a batch's runs
+touch at most ceil(nodes / MARKER_BUCKET) of them: one transaction up to 10,240 nodes), plus its
+own status changes. So at most (stream shards x ParallelizationFactor) concurrent batches x
+batches/s each, e.g. 8 processors x ~4 batches/s = 32 writes/s, far below a partition's 1,000
+(tests/integration/test_write_sharding.py counts it; bench/scale_partitions.py measures it). Runs,
+their events and the marker items are spread over the task's run partitions (store/run_partitions.py):
+records of a sharded task arrive with `TASK#<id>#R<s>` keys, grouped here by task id.
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ from chalicelib.domain.records import Task
 from chalicelib.domain.retry_counting import counted_by_retry
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger, tracer
-from chalicelib.services import finishing, outbox
-from chalicelib.store import counters, retrying, tasks
+from chalicelib.services import finishing, outbox, reconcile
+from chalicelib.store import counters, retrying, run_partitions, tasks
 from chalicelib.store.counters import MAX_MARKER_ITEMS, TaskDelta, marker_sk
 from chalicelib.store.dynamo import task_record
 from chalicelib.store.models import TaskItem
@@ -47,11 +56,22 @@ def process_batch(raw_records: Iterable[Mapping[str, Any]]) -> list[str]:
     """Apply a stream batch. Returns the sequence numbers to report as failed (at most one:
     the first record of the first task that failed; Lambda redelivers from there)."""
     groups: dict[str, list[Record]] = defaultdict(list)
+    expired: list[Record] = []
     for raw in raw_records:
         record = Record(raw)
-        if record.pk.startswith("TASK#") and (record.sk == "META" or record.sk.startswith("RUN#")):
-            groups[record.pk.removeprefix("TASK#")].append(record)
+        if not (run_partitions.is_task_pk(record.pk) and (record.sk == "META" or record.sk.startswith("RUN#"))):
+            continue
+        if record.expired:  # statistics keep counting what the TTL removes (API.md "Retention")
+            expired += [record] if record.sk == "META" else []
+            continue
+        groups[run_partitions.task_id_of(record.pk)].append(record)  # a sharded task's runs too
     failures: list[Record] = []
+    for record in expired:
+        try:
+            reconcile.tally_expired(run_partitions.task_id_of(record.pk), record.old)
+        except Exception:
+            logger.exception("tally of an expired task failed", extra={"pk": record.pk})
+            failures.append(record)
     for task_id, records in groups.items():
         try:
             _apply(task_id, records)

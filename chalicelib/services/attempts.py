@@ -1,5 +1,9 @@
 """The runs of a task attempt: created for the first attempt, reset for a retry (with
-backfill of what is missing), one per (task, node), numbered for the concurrency window."""
+backfill of what is missing), one per (task, node), numbered for the concurrency window.
+
+The work comes in parts (a dispatch chunk: services/dispatch.py): each part is a slice of the
+task's target chunks and numbers its runs from the ordinal the part before it ended at.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from chalicelib.domain import dispatch_progress as progress
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.run_transitions import RUN_TRANSITIONS, retry_action
-from chalicelib.store import runs, tasks
+from chalicelib.store import runs, target_chunks
 from chalicelib.store.runs import NewRun, RunTemplate
 
 
@@ -20,49 +25,68 @@ def template(task: Task, dispatch_id: str, now: str) -> RunTemplate:
     )
 
 
+def prepare_part(task: Task, dispatch_id: str, nodes: list[str], first_ordinal: int,
+                 now: str) -> tuple[list[str], list[str], int]:
+    """Create (attempt 1, or nodes a dispatch request added) or reset (a retry) the runs of
+    `nodes`, numbered from `first_ordinal`. Returns (created, skipped, how many ordinals it used).
+
+    Idempotent: a resumed or duplicate part creates only what is missing, numbers the same way
+    and reports the same figures."""
+    runs_of = template(task, dispatch_id, now)
+    if int(task.attempt) == 1 or dispatch_id != progress.attempt_dispatch_id(task.task_id, int(task.attempt)):
+        created, skipped = runs.create_missing(runs_of, [NewRun(n, first_ordinal + i) for i, n in enumerate(nodes)])
+        return created, skipped, len(nodes)
+    return _reset_for_retry(task, runs_of, nodes, first_ordinal)
+
+
 def prepare_attempt(task: Task, now: str) -> tuple[list[str], list[str], int]:
-    """Create (attempt 1) or reset (a retry) the runs of the task's current attempt.
-    Returns (created, skipped, the next free ordinal)."""
-    attempt = int(task.attempt)
-    runs_of = template(task, f"{task.task_id}:{attempt}", now)
-    targets = tasks.load_targets(task.task_id)
-    if attempt == 1:
-        created, skipped = runs.create_missing(runs_of, [NewRun(n, i) for i, n in enumerate(targets)])
-        return created, skipped, len(targets)
-    return _reset_for_retry(task, runs_of, targets)
+    """Every part of the task's current attempt in one go. Only for a retry cancelled before its
+    dispatch started (services/cancellation.py), which must reset its runs to cancel them."""
+    dispatch_id = progress.attempt_dispatch_id(task.task_id, int(task.attempt))
+    size = progress.DISPATCH_CHUNK_SIZE
+    created: list[str] = []
+    skipped: list[str] = []
+    ordinal = 0
+    for part in range(int(task.target_chunks) * target_chunks.parts_per_chunk(size)):
+        nodes = target_chunks.nodes_of_part(task.task_id, 0, part, size)
+        made, kept, used = prepare_part(task, dispatch_id, nodes, ordinal, now)
+        created, skipped, ordinal = created + made, skipped + kept, ordinal + used
+    return created, skipped, ordinal
 
 
-def _reset_for_retry(task: Task, runs_of: RunTemplate, targets: list[str]) -> tuple[list[str], list[str], int]:
-    """Reset the runs a retry covers to `pending` with new dense ordinals; backfill missing runs.
+def _reset_for_retry(task: Task, runs_of: RunTemplate, nodes: list[str],
+                     first_ordinal: int) -> tuple[list[str], list[str], int]:
+    """Reset the runs of `nodes` a retry covers to `pending` with dense ordinals; backfill the
+    missing ones after them.
 
-    The selection and numbering depend only on stored state, so a resumed job numbers the
+    The selection and numbering depend only on stored state, so a resumed part numbers the
     same way: runs this attempt already reset carry `reset_gen == attempt`.
     """
     attempt = int(task.attempt)
     action = retry_action(task.retry_scope or "failed")
     resettable = RUN_TRANSITIONS[action].sources
-    present: set[str] = set()
+    found = runs.run_concurrently([partial(runs.find, task.task_id, node) for node in nodes])
+    missing: list[str] = []
     created: list[str] = []
     skipped: list[str] = []
     calls: list[Callable[[], Any]] = []
-    ordinal = 0
-    for run in runs.iter_runs(task.task_id):
-        if int(run.generation) == attempt and run.reset_gen is None and run.dispatch_id == runs_of.dispatch_id:
-            continue  # backfilled by an earlier try of this job: numbered below with the missing ones
-        present.add(run.node)
-        if run.reset_gen is not None and int(run.reset_gen) == attempt:
-            created.append(run.node)
+    ordinal = first_ordinal
+    for node, run in zip(nodes, found, strict=True):
+        if run is None or (int(run.generation) == attempt and run.reset_gen is None
+                           and run.dispatch_id == runs_of.dispatch_id):
+            missing.append(node)  # (or backfilled by an earlier try of this part: numbered again below)
+        elif run.reset_gen is not None and int(run.reset_gen) == attempt:
+            created.append(node)
             ordinal += 1
         elif int(run.generation) < attempt and run.status in resettable:
             calls.append(partial(_reset_run, run, action, attempt, ordinal, runs_of.now))
-            created.append(run.node)
+            created.append(node)
             ordinal += 1
         else:
-            skipped.append(run.node)
+            skipped.append(node)
     runs.run_concurrently(calls)
-    missing = [NewRun(node, ordinal + i) for i, node in enumerate(n for n in targets if n not in present)]
-    backfilled, _ = runs.create_missing(runs_of, missing)
-    return created + backfilled, skipped, ordinal + len(missing)
+    backfilled, _ = runs.create_missing(runs_of, [NewRun(n, ordinal + i) for i, n in enumerate(missing)])
+    return created + backfilled, skipped, ordinal + len(missing) - first_ordinal
 
 
 def _reset_run(run: NodeRun, action: str, attempt: int, ordinal: int, now: str) -> None:

@@ -10,12 +10,19 @@ from chalicelib.services import cancellation, deregistration, dispatch, jobs
 
 def handle_job(job: dict[str, Any]) -> None:
     kind, task_id = job.get("job"), job.get("task_id")
+    if kind == jobs.RECONCILE:  # a step of the statistics reconcile: no task
+        from chalicelib.services import reconcile  # only this job needs it
+
+        reconcile.run_job(job)
+        return
     if not isinstance(task_id, str):
         logger.warning("job without task_id; dropped", extra={"job": job})
         return
     bind(task_id=task_id)
     if kind == jobs.DISPATCH:
-        dispatch.run_dispatch_job(task_id, int(job.get("attempt", 1)))
+        chunk, dispatch_id = job.get("chunk"), job.get("dispatch_id")
+        dispatch.run_dispatch_job(task_id, int(job.get("attempt", 1)), int(chunk) if chunk is not None else None,
+                                  dispatch_id if isinstance(dispatch_id, str) else None)
     elif kind == jobs.CANCEL:
         cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=True)
     elif kind == jobs.HALT:

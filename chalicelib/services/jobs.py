@@ -8,11 +8,15 @@ from typing import Any, Final
 
 from chalicelib import aws, config, queues
 
+#: one chunk of a dispatch (services/dispatch.py): `attempt`, and after the first chunk of an
+#: attempt (or for a dispatch request's nodes) `chunk` and `dispatch_id` — the continuation
 DISPATCH: Final = "dispatch"
 CANCEL: Final = "cancel"
 HALT: Final = "halt"
 #: the runs of a deregistered node in one task end (services/deregistration.py)
 NODE_GONE: Final = "node_gone"
+#: one step of the statistics reconcile (services/reconcile.py): `pass_id`, `step`; no task
+RECONCILE: Final = "reconcile"
 
 
 def enqueue(kind: str, task_id: str, **fields: Any) -> None:
@@ -23,3 +27,8 @@ def enqueue(kind: str, task_id: str, **fields: Any) -> None:
 def enqueue_batch(jobs: list[dict[str, Any]]) -> None:
     """Send any number of jobs (ten per SendMessageBatch). Raises EnqueueFailed."""
     queues.send_batch(config.dispatch_queue_url(), jobs, "job")
+
+
+def enqueue_reconcile(pass_id: str, step: int) -> None:
+    body = json.dumps({"job": RECONCILE, "pass_id": pass_id, "step": step}, separators=(",", ":"))
+    aws.client("sqs").send_message(QueueUrl=config.dispatch_queue_url(), MessageBody=body)

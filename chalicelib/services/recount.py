@@ -20,7 +20,7 @@ from decimal import Decimal
 from botocore.exceptions import ClientError
 
 from chalicelib import clock, config
-from chalicelib.domain import rules
+from chalicelib.domain import dispatch_progress, rules
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_STATUSES, TaskStatus
 from chalicelib.observability import logger
@@ -32,9 +32,9 @@ RECOUNTED = frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLING})
 
 
 def repairable(task: Task) -> bool:
-    """Active, and its attempt dispatched (until then a retry's counts are ahead of its runs:
-    domain/retry_counting.py)."""
-    return task.status in RECOUNTED and int(task.dispatched_attempt) == int(task.attempt)
+    """Active, and its attempt dispatched, every chunk (until then a retry's counts are ahead of
+    its runs: domain/retry_counting.py)."""
+    return task.status in RECOUNTED and not dispatch_progress.in_progress(task)
 
 
 def due(task: Task, now: float) -> bool:

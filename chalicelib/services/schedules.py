@@ -24,7 +24,7 @@ from chalicelib.domain import schedule_expressions
 from chalicelib.errors import Forbidden, NotFound, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import submit
-from chalicelib.store import pages
+from chalicelib.store import index_reads, pages
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import ScheduleItem, schedule_pk
 from chalicelib.store.writes import is_condition_failure
@@ -117,7 +117,7 @@ def list_page(actor: Actor, owner: str | None, limit: int, cursor: str | None) -
     else:
         result = ScheduleItem.owner_index.query(_owner_pk(owner), scan_index_forward=False, limit=limit,
                                                 last_evaluated_key=start)
-    items = [view(item) for item in result]
+    items = [view(item) for item in index_reads.hydrate(ScheduleItem, result)]
     return pages.page(items, result.last_evaluated_key)
 
 

@@ -11,8 +11,7 @@ from chalicelib.auth import Actor
 from chalicelib.domain.records import Task
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TASK_TERMINAL, TaskStatus
 from chalicelib.errors import Forbidden
-from chalicelib.observability import logger
-from chalicelib.services import recount as recount_runs
+from chalicelib.services import reconcile as reconcile_steps
 from chalicelib.store import counters, tasks
 
 
@@ -90,26 +89,13 @@ def _recount_hour(task: Task, expected: dict[str, dict[str, Decimal]]) -> None:
 
 
 def reconcile() -> dict[str, dict[str, str]]:
-    """Recount, compare with the counters, and repair the drift. Returns the drift found.
+    """A whole reconcile pass in this process, step after step (tests, local tools): recount,
+    compare with the counters, and repair the drift. Returns the drift found. The nightly
+    schedule runs the same steps one per invocation instead (`start_reconcile`)."""
+    drift = reconcile_steps.run_pass()
+    return {scope: {k: str(v) for k, v in sorted(diff.items())} for scope, diff in sorted(drift.items())}
 
-    Meant to run when the stream has drained (it is scheduled at a quiet time); a change in
-    flight while it runs can show up as drift and is corrected by the next run.
-    """
-    # (not settled here: a task that ends now would be in flight on the stream while the
-    # statistics below are compared; the sweeper's next pass finishes it)
-    repaired = [task.task_id for task in tasks.iter_all()
-                if recount_runs.repairable(task) and recount_runs.repair(task)]
-    if repaired:
-        logger.warning("task counts recounted from their runs", extra={"task_ids": repaired})
-    expected = recount()
-    drift: dict[str, dict[str, str]] = {}
-    for scope in sorted(set(expected) | set(counters.list_scopes())):
-        actual = counters.read_stats(scope)
-        want = expected.get(scope, {})
-        diff = {name: want.get(name, Decimal(0)) - actual.get(name, Decimal(0)) for name in set(want) | set(actual)}
-        diff = {k: v for k, v in diff.items() if v}
-        if diff:
-            counters.adjust_stats(scope, diff)
-            drift[scope] = {k: str(v) for k, v in sorted(diff.items())}
-    logger.info("statistics reconciled", extra={"scopes_with_drift": len(drift), "drift": drift})
-    return drift
+
+def start_reconcile() -> str:
+    """Open a reconcile pass whose steps run on the dispatch queue (services/reconcile.py)."""
+    return reconcile_steps.start()

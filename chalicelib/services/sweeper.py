@@ -1,18 +1,43 @@
 """The sweeper: expired leases, runs nobody claimed in time, tasks never dispatched, stalled
-windows, missed finishes, silent nodes, WebSocket connections whose token expired."""
+windows, missed finishes, silent nodes, WebSocket connections whose token expired.
+
+A pass costs what is due, not what is active: leases and plan reservations that lapsed, and the
+tasks whose next look has come, are read from the due index (domain/due.py,
+services/due_sweeps.py) — a constant number of queries and a bounded number of entries per
+page, leases first — so a lapsed lease is acted on within one pass whatever the number of
+active tasks. A heartbeat leaves its run's lease entry: the entry comes due once a lease period
+and the pass moves it to the run's expiry (`rearm_due`); lease pages go on while they come back
+full (LEASE_PASS_SECONDS). Each look at a task runs its checks and schedules its next look.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
 from chalicelib import clock, config
-from chalicelib.domain import window
+from chalicelib.domain import due, window
 from chalicelib.domain.records import NodeRun, Task
-from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.domain.statuses import TASK_TERMINAL, RunStatus, TaskStatus
 from chalicelib.observability import logger, tracer
-from chalicelib.services import claim_timeouts, finishing, jobs, liveness, recount, twophase, type_registry, work
+from chalicelib.services import (
+    claim_timeouts,
+    dispatch,
+    due_backfill,
+    due_sweeps,
+    finishing,
+    jobs,
+    liveness,
+    recount,
+    twophase,
+    type_registry,
+    work,
+)
+from chalicelib.services.due_sweeps import DueEntry
 from chalicelib.services.realtime import expiry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
@@ -20,6 +45,7 @@ from chalicelib.store import events, runs, tasks
 
 @dataclass
 class SweepReport:
+    #: tasks read this pass (their look was due, or one of their runs' lease)
     tasks_seen: int = 0
     redispatched: list[str] = field(default_factory=list)
     requeued_runs: int = 0
@@ -34,26 +60,39 @@ class SweepReport:
     discarded: list[str] = field(default_factory=list)
     #: tasks whose counts a lost stream record left wrong, recounted from their runs
     recounted: list[str] = field(default_factory=list)
+    #: lease entries of runs still held (heartbeats moved their expiry) moved to it: bookkeeping
+    leases_rearmed: int = 0
 
     def changed(self) -> bool:
-        """Whether the pass did anything (`tasks_seen` alone is not a change)."""
-        return any(value for name, value in self.__dict__.items() if name != "tasks_seen")
+        """Whether the pass did anything (`tasks_seen` and re-armed entries alone are not a change)."""
+        return any(value for name, value in self.__dict__.items() if name not in ("tasks_seen", "leases_rearmed"))
+
+    def merge(self, other: SweepReport) -> None:
+        for name in (f.name for f in fields(self)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, mine + theirs)
 
 
 @tracer.capture_method
 def sweep(now: float | None = None) -> SweepReport:
-    """One pass over the active tasks (sparse index: cost grows with active work only)."""
+    """One pass over what is due (see the module text): lapsed leases and reservations, then
+    the tasks whose look has come, then silent nodes and expired connections."""
     now = clock.now_epoch() if now is None else now
     report = SweepReport()
-    for task_id in tasks.iter_active():
-        task = tasks.find(task_id)
-        if task is None:
-            continue
-        report.tasks_seen += 1
-        try:
-            _sweep_task(task, now, report)
-        except Exception:
-            logger.exception("sweep of task failed; next pass retries", extra={"task_id": task_id})
+    try:
+        _sweep_due_leases(now, report)
+    except Exception:
+        logger.exception("lease sweep failed; next pass retries")
+    try:
+        looks = due_sweeps.due_now(due.TASK, now, due_sweeps.LOOKS_PER_SHARD)
+        for found in runs.run_concurrently([partial(_look, entry, now) for entry in looks], threads=8):
+            report.merge(found)
+    except Exception:
+        logger.exception("task looks failed; next pass retries")
+    try:  # items from before the due index (one-time; one read a pass once done)
+        report.tasks_seen += due_backfill.step(now, partial(_sweep_the_old_way, report=report))
+    except Exception:
+        logger.exception("due index backfill failed; next pass retries")
     try:
         report.nodes_offline = liveness.mark_silent_nodes_offline(now)
     except Exception:
@@ -67,16 +106,90 @@ def sweep(now: float | None = None) -> SweepReport:
     return report
 
 
-def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
-    stale = now - clock.parse_rfc3339(task.updated_at) > config.undispatched_grace_seconds()
-    if task.status == TaskStatus.PENDING and int(task.dispatched_attempt) < int(task.attempt) and stale:
-        jobs.enqueue(jobs.DISPATCH, task.task_id, attempt=int(task.attempt))
-        report.redispatched.append(task.task_id)
-    elif task.status == TaskStatus.CANCELLING and stale:
-        jobs.enqueue(jobs.CANCEL, task.task_id, attempt=int(task.attempt))
-    counts = task.counts
-    if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
-        jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
+def _look(entry: DueEntry, now: float) -> SweepReport:
+    """A task's look: its checks, then its next look scheduled. Failures are logged: the entry
+    stays due and the next pass tries again."""
+    report = SweepReport()
+    try:
+        task = tasks.find(entry.task_id)
+        if task is None or task.status in TASK_TERMINAL:
+            return report  # the index has not caught up with a terminal write yet
+        report.tasks_seen += 1
+        _sweep_task(task, now, report)
+        due_sweeps.schedule_next_look(entry.task_id, entry.due_sk, now)
+    except Exception:
+        logger.exception("sweep of task failed; next pass retries", extra={"task_id": entry.task_id})
+    return report
+
+
+#: how long a pass goes on reading lease entries while pages come back full: a held run's entry
+#: comes due about once a lease period (its re-arm), so 10,000 long runs on 60 s leases are about
+#: 10,000 entries a one-minute pass (a read and a write each), more than one page of each shard
+LEASE_PASS_SECONDS = 30.0
+
+
+def _sweep_due_leases(now: float, report: SweepReport) -> None:
+    """The due lease entries, a page of each shard at a time, for as long as a shard's page came
+    back full with entries this pass had not seen yet, within LEASE_PASS_SECONDS."""
+    deadline = time.monotonic() + LEASE_PASS_SECONDS
+    seen: set[tuple[str, str]] = set()
+    while True:
+        entries = due_sweeps.due_now(due.LEASE, now, due_sweeps.LEASES_PER_SHARD)
+        fresh = [e for e in entries if e.node is not None and (e.task_id, e.node) not in seen]
+        if not fresh:
+            return
+        seen.update((e.task_id, e.node) for e in fresh if e.node is not None)
+        _sweep_leases(fresh, now, report)
+        per_shard = Counter(due.shard(due.run_item_id(e.task_id, e.node or "")) for e in entries)
+        if max(per_shard.values()) < due_sweeps.LEASES_PER_SHARD or time.monotonic() > deadline:
+            return
+
+
+def _sweep_leases(entries: Sequence[DueEntry], now: float, report: SweepReport) -> None:
+    """Act on the runs whose lease or reservation entry is due: each read consistently. A run
+    still held (its heartbeats moved the expiry on and left the entry where its claim put it; or
+    an entry the index has not caught up with) gets its entry moved to the expiry it has now."""
+    keys = sorted({(e.task_id, e.node) for e in entries if e.node is not None})
+    if not keys:
+        return
+    found_runs = [run for run in runs.run_concurrently([partial(runs.find, t, n) for t, n in keys]) if run is not None]
+    held = [run for run in found_runs if due_sweeps.held(run, now)]
+    if held:  # (most due entries of a busy fleet: one read and one write each, no task read)
+        report.leases_rearmed += sum(runs.run_concurrently([partial(due_sweeps.rearm, run, now) for run in held]))
+    rest = [run for run in found_runs if not due_sweeps.held(run, now)]
+    task_ids = sorted({run.task_id for run in rest})
+    found_tasks = dict(zip(task_ids, runs.run_concurrently([partial(tasks.find, t) for t in task_ids]), strict=True))
+    by_task: dict[str, list[NodeRun]] = {}
+    for run in rest:
+        if found_tasks.get(run.task_id) is not None:
+            by_task.setdefault(run.task_id, []).append(run)
+    report.tasks_seen += len(by_task)
+    for task_id, lapsed in by_task.items():
+        task = found_tasks[task_id]
+        assert task is not None
+        try:
+            _sweep_lapsed(task, lapsed, now, report)
+        except Exception:
+            logger.exception("lease sweep of task failed; next pass retries", extra={"task_id": task_id})
+
+
+def _sweep_lapsed(task: Task, lapsed: Iterable[NodeRun], now: float, report: SweepReport) -> None:
+    leased = []
+    for run in lapsed:
+        if twophase.sweep_run(task, run, now):  # a lost plan: the task plans again
+            report.replanned.append(task.task_id)
+        elif run.status == RunStatus.RUNNING:
+            leased.append(run)
+    if leased and task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
+        _expire_leases(task, now, report, leased)
+
+
+def _sweep_the_old_way(task: Task, now: float, report: SweepReport) -> None:
+    """A task's lapsed leases and reservations from a query of its runs (the backfill's walk).
+    Its runs still held get their lease entry here: a heartbeat no longer writes one."""
+    held = [run for status in (RunStatus.RUNNING, RunStatus.APPLY_PENDING)
+            for run in runs.iter_runs(task.task_id, status) if due_sweeps.held(run, now)]
+    report.leases_rearmed += sum(runs.run_concurrently([partial(due_sweeps.rearm, run, now) for run in held]))
     if twophase.is_two_phase(task.type, int(task.type_version)):
         outcome = twophase.sweep_task(task, now)
         if outcome is not None:
@@ -84,6 +197,24 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
             return
     if task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
         _expire_leases(task, now, report)
+
+
+def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
+    stale = now - clock.parse_rfc3339(task.updated_at) > config.undispatched_grace_seconds()
+    if task.status == TaskStatus.PENDING and int(task.dispatched_attempt) < int(task.attempt) and stale:
+        jobs.enqueue(jobs.DISPATCH, task.task_id, attempt=int(task.attempt))
+        report.redispatched.append(task.task_id)
+    elif task.status == TaskStatus.CANCELLING and stale:
+        jobs.enqueue(jobs.CANCEL, task.task_id, attempt=int(task.attempt))
+    if dispatch.resend_if_stalled(task, now):  # a dispatch in chunks whose progress stamp went stale
+        report.redispatched.append(task.task_id)
+    counts = task.counts
+    if task.status == TaskStatus.RUNNING and task.halted and counts[RunStatus.PENDING] and stale:
+        jobs.enqueue(jobs.HALT, task.task_id, attempt=int(task.attempt))
+    if twophase.is_two_phase(task.type, int(task.type_version)) and twophase.discard_unconfirmed(task, now):
+        report.discarded.append(task.task_id)
+        return
+    # (lapsed leases and reservations have entries of their own: `_sweep_leases`)
     unclaimed = claim_timeouts.expire_unclaimed(task, now)
     report.unclaimed_timed_out += unclaimed
     if task.status == TaskStatus.RUNNING and counts[RunStatus.PENDING] and stale:
@@ -98,10 +229,13 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
     finishing.settle(task)
 
 
-def _expire_leases(task: Task, now: float, report: SweepReport) -> None:
+def _expire_leases(task: Task, now: float, report: SweepReport, running: Iterable[NodeRun] | None = None) -> None:
+    """Offer again (or time out) the runs of `running` (default: every running run of the task,
+    one query) whose lease lapsed."""
     max_attempts = type_registry.task_type_of(task).max_attempts
     stamp = clock.rfc3339(now)
-    expired = [r for r in runs.iter_runs(task.task_id, RunStatus.RUNNING) if (r.lease_expires_at or 0) < now
+    candidates = runs.iter_runs(task.task_id, RunStatus.RUNNING) if running is None else running
+    expired = [r for r in candidates if r.status == RunStatus.RUNNING and (r.lease_expires_at or 0) < now
                # a lapsed apply goes back to plan (twophase.sweep_task), never to another apply
                and not (r.phase == "apply" and task.status == TaskStatus.RUNNING)]
     calls = []

@@ -163,25 +163,48 @@ def _replan(task: Task, run: NodeRun, action: str, reason: str, now: float | Non
 
 def sweep_task(task: Task, now: float) -> str | None:
     """Lapsed reservations and apply leases → replan; an expired confirmation window →
-    discard. Returns what was done (`replanned`, `discarded`) or None."""
+    discard. Returns what was done (`replanned`, `discarded`) or None. Reads every run of the
+    task: the sweeper finds lapsed runs through the due index instead (`sweep_run`)."""
     if task.status not in (TaskStatus.APPLY_PENDING, TaskStatus.RUNNING):
         return None
-    if task.status == TaskStatus.APPLY_PENDING and task.awaiting_since:
-        window = confirmation_window(type_registry.task_type_of(task))
-        if now - clock.parse_rfc3339(task.awaiting_since) > window:
-            try:
-                discard(task, "sweeper", f"not confirmed within the confirmation window of {window} s")
-                return "discarded"
-            except (InvalidTransition, Conflict):
-                return None
+    if discard_unconfirmed(task, now):
+        return "discarded"
     for run in runs.iter_runs(task.task_id):
-        if run.status == RunStatus.APPLY_PENDING and (run.reservation_expires_at or 0) < now:
-            reason = f"the plan reservation of {run.reservation_owner} lapsed (no heartbeat)"
-            if _replan(task, run, "replan_lapsed", reason, now):
-                return "replanned"
-        elif (run.status == RunStatus.RUNNING and run.phase == "apply" and task.status == TaskStatus.RUNNING
-              and (run.lease_expires_at or 0) < now):
-            reason = f"the apply lease of {run.lease_owner} lapsed (no heartbeat); the plan may be gone"
-            if _replan(task, run, "replan_apply_lapsed", reason, now):
-                return "replanned"
+        if sweep_run(task, run, now):
+            return "replanned"
     return None
+
+
+def confirmation_due(task: Task) -> float | None:
+    """When the task's confirmation window closes (epoch), None when it waits for none."""
+    if task.status != TaskStatus.APPLY_PENDING or not task.awaiting_since:
+        return None
+    return clock.parse_rfc3339(task.awaiting_since) + confirmation_window(type_registry.task_type_of(task))
+
+
+def discard_unconfirmed(task: Task, now: float) -> bool:
+    """Discard a plan not confirmed within its window. Returns whether this call discarded it."""
+    closes = confirmation_due(task)
+    if closes is None or now - closes <= 0:
+        return False
+    window = confirmation_window(type_registry.task_type_of(task))
+    try:
+        discard(task, "sweeper", f"not confirmed within the confirmation window of {window} s")
+    except (InvalidTransition, Conflict):
+        return False
+    return True
+
+
+def sweep_run(task: Task, run: NodeRun, now: float) -> bool:
+    """Plan again when `run` (of `task`, both as read) lost its plan: a lapsed reservation, or a
+    lapsed apply lease. Returns whether this call planned again."""
+    if task.status not in (TaskStatus.APPLY_PENDING, TaskStatus.RUNNING):
+        return False
+    if run.status == RunStatus.APPLY_PENDING and (run.reservation_expires_at or 0) < now:
+        reason = f"the plan reservation of {run.reservation_owner} lapsed (no heartbeat)"
+        return _replan(task, run, "replan_lapsed", reason, now)
+    if (run.status == RunStatus.RUNNING and run.phase == "apply" and task.status == TaskStatus.RUNNING
+            and (run.lease_expires_at or 0) < now):
+        reason = f"the apply lease of {run.lease_owner} lapsed (no heartbeat); the plan may be gone"
+        return _replan(task, run, "replan_apply_lapsed", reason, now)
+    return False

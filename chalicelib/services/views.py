@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.domain import rules
+from chalicelib.domain import dispatch_progress, rules
 from chalicelib.domain.records import Node, NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.store.runs import run_id
@@ -41,6 +41,7 @@ def task_view(task: Task, targets: list[str]) -> dict[str, Any]:
         "node_counts": dict(task.counts),
         "dispatch": {
             "triggered": bool(task.dispatch_triggered),
+            "state": dispatch_progress.state(task),
             "target_node_count": int(task.target_count),
             "created_count": int(task.created_count),
             "skipped_count": int(task.skipped_count),

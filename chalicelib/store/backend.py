@@ -49,7 +49,14 @@ class Backend(Protocol):
     def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
         """`change` (growing the task) together with new target chunks. Raises ConditionFailed."""
 
+    def load_target_chunk(self, task_id: str, number: int) -> list[str]:
+        """The nodes of one target chunk (`TGT#<number>`), [] when there is none: one read."""
+
     def active_task_ids(self) -> Iterator[str]: ...
+
+    def due_entries(self, due_pk: str, upto: str, limit: int) -> list[tuple[str, str | None, str]]:
+        """(task id, node or None for a task, due_sk) of the due-index partition `due_pk` up to
+        `upto`, oldest first, at most `limit` (domain/due.py; eventually consistent)."""
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None: ...
@@ -61,6 +68,9 @@ class Backend(Protocol):
 
     def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
         """(task id, node, claim_sk) of a runner's claimable runs, best first, after `after`."""
+
+    def run_shards(self, task_id: str) -> int:
+        """The partitions the task's runs are spread over (store/run_partitions.py); 1 for no task."""
 
     # --- events ---
     def put_events(self, batch: EventBatch) -> None:
@@ -74,6 +84,15 @@ class Backend(Protocol):
     def commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
         """Apply every change and write the events in one transaction: all or nothing.
         Raises ConditionFailed (`conflict` when another transaction interfered)."""
+
+
+def first_look(task: Task) -> tuple[str, str]:
+    """The due-index keys a new task is written with: the sweeper looks at it once the
+    undispatched grace has passed (its dispatch makes it due sooner: domain/due.py)."""
+    from chalicelib import clock, config
+    from chalicelib.domain import due
+
+    return due.task_due_keys(task.task_id, clock.parse_rfc3339(task.created_at) + config.undispatched_grace_seconds())
 
 
 _current: Backend | None = None

@@ -22,6 +22,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import clock
 from chalicelib.auth import ADMIN, Actor
+from chalicelib.store import index_reads
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 from chalicelib.store.retrying import retried
@@ -120,7 +121,7 @@ def close_connection(connection_id: str) -> None:
 def expired(now: float) -> Iterator[WsConnectionItem]:
     """Connections whose token expired before `now` and that are still recorded, oldest first."""
     found: Any = WsConnectionItem.list_index.query(EXPIRY_LIST, WsConnectionItem.list_sk < f"{int(now):012d}#")
-    yield from found
+    yield from index_reads.iter_hydrated(WsConnectionItem, found)
 
 
 def subscribers(topic: str) -> list[Subscriber]:

@@ -2,7 +2,8 @@
 
 One transaction per task per stream batch: the task's counters move together with the
 statistics deltas of the same records and the marks that say which writes are counted (one
-number per run, in marker items under the task's key), so a replayed or late record changes
+number per run, in marker items under the task's key or, for a sharded task, spread over its
+run partitions: `marker_pk`), so a replayed or late record changes
 nothing, in any order. Statistics items are sharded per task (no hot item)
 and their attributes are dynamic (`st_<status>`, `ty_<type>`, `nr_<run status>`), hence
 raw boto3 here rather than PynamoDB models.
@@ -23,9 +24,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib import aws, config
+from chalicelib.domain import retention
+from chalicelib.store import run_partitions
 from chalicelib.store.key_parts import part
-from chalicelib.store.models import task_pk
+from chalicelib.store.models import TTL_ATTRIBUTE, task_pk
 
 STATS_SHARDS = 4
 SEQ_WIDTH = 48
@@ -121,6 +126,22 @@ def marker_name(node: str) -> str:
     return f"n#{node}"
 
 
+def _shards(task_id: str) -> int:
+    from chalicelib.store.dynamo import run_shards  # PynamoDB: only where marks are written or read
+
+    return run_shards(task_id)
+
+
+def marker_pk(task_id: str, sk: str) -> str:
+    """The partition of a marker item: the task's own, or for a task whose runs are sharded
+    (store/run_partitions.py) the run partition its bucket number picks, so that the marks a
+    batch writes (one item per bucket, as many as before) never all land on one key."""
+    shards = _shards(task_id)
+    if shards <= 1:
+        return task_pk(task_id)
+    return run_partitions.shard_pk(task_id, int(sk.removeprefix("CNT#")) % shards)
+
+
 def apply_task_delta(
     task_id: str, owner: str, task_type: str, delta: TaskDelta, *,
     markers: Mapping[str, Mapping[str, int]], stats_ver: int | None, now: str,
@@ -175,7 +196,8 @@ def apply_task_delta(
     scopes = scopes_of(owner, task_type)
     items.extend(_stats_updates(scopes, shard, delta.nonzero_stats()))
     for hour, stats in sorted(delta.nonzero_hourly().items()):
-        items.extend(_stats_updates([hour_scope(scope, hour) for scope in scopes], shard, stats))
+        items.extend(_stats_updates([hour_scope(scope, hour) for scope in scopes], shard, stats,
+                                    expires_at=retention.hour_expiry(hour)))
     aws.client("dynamodb").transact_write_items(TransactItems=items)
 
 
@@ -187,7 +209,7 @@ def _marker_updates(task_id: str, markers: Mapping[str, Mapping[str, int]]) -> l
         updates.append({
             "Update": {
                 "TableName": config.table_name(),
-                "Key": {"pk": {"S": task_pk(task_id)}, "sk": {"S": sk}},
+                "Key": {"pk": {"S": marker_pk(task_id, sk)}, "sk": {"S": sk}},
                 "UpdateExpression": "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(vers))),
                 "ConditionExpression": " AND ".join(
                     f"(attribute_not_exists(#n{i}) OR #n{i} < :v{i})" for i in range(len(vers))),
@@ -244,27 +266,30 @@ def stamp_recount(task_id: str, now: str) -> None:
 
 
 def read_all_markers(task_id: str) -> dict[str, dict[str, int]]:
-    """Every marker item of a task (recounts only)."""
+    """Every marker item of a task (recounts only): its partition's, or each run partition's."""
     client = aws.client("dynamodb")
-    kwargs: dict[str, Any] = {
-        "TableName": config.table_name(), "ConsistentRead": True,
-        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :cnt)",
-        "ExpressionAttributeValues": {":pk": {"S": task_pk(task_id)}, ":cnt": {"S": "CNT#"}},
-    }
     markers: dict[str, dict[str, int]] = {}
-    while True:
-        page = client.query(**kwargs)
-        for item in page["Items"]:
-            markers[item["sk"]["S"]] = {
-                name.removeprefix("n#"): int(value["N"]) for name, value in item.items() if name.startswith("n#")}
-        if "LastEvaluatedKey" not in page:
-            return markers
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for pk in run_partitions.run_pks(task_id, _shards(task_id)):  # where `marker_pk` puts them
+        kwargs: dict[str, Any] = {
+            "TableName": config.table_name(), "ConsistentRead": True,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :cnt)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":cnt": {"S": "CNT#"}},
+        }
+        while True:
+            page = client.query(**kwargs)
+            for item in page["Items"]:
+                markers[item["sk"]["S"]] = {
+                    name.removeprefix("n#"): int(value["N"]) for name, value in item.items() if name.startswith("n#")}
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return markers
 
 
 def read_markers(task_id: str, marker_sks: Iterable[str]) -> tuple[dict[str, Any] | None, dict[str, dict[str, int]]]:
     """The task item (raw, consistent) and the marks of the given marker items, in one request."""
-    keys = [{"pk": {"S": task_pk(task_id)}, "sk": {"S": sk}} for sk in ["META", *sorted(set(marker_sks))]]
+    keys = [{"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}}]
+    keys += [{"pk": {"S": marker_pk(task_id, sk)}, "sk": {"S": sk}} for sk in sorted(set(marker_sks))]
     found: dict[str, dict[str, Any]] = {}
     client = aws.client("dynamodb")
     for start in range(0, len(keys), 100):
@@ -281,12 +306,18 @@ def read_markers(task_id: str, marker_sks: Iterable[str]) -> tuple[dict[str, Any
     return found.get("META"), markers
 
 
-def _stats_updates(scopes: Iterable[str], shard: str, stats: Mapping[str, Decimal]) -> list[dict[str, Any]]:
+def _stats_updates(scopes: Iterable[str], shard: str, stats: Mapping[str, Decimal], *,
+                   expires_at: int | None = None) -> list[dict[str, Any]]:
+    """ADDs of `stats` to a shard of each scope; `expires_at` (hourly scopes: domain/retention.py)
+    sets the items' TTL too."""
     if not stats:
         return []
     add_names = {f"#a{i}": attr for i, attr in enumerate(stats)}
     add_values = {f":v{i}": _n(amount) for i, amount in enumerate(stats.values())}
     expression = "ADD " + ", ".join(f"#a{i} :v{i}" for i in range(len(stats)))
+    if expires_at is not None:
+        add_names["#ttl"], add_values[":ttl"] = TTL_ATTRIBUTE, _n(expires_at)
+        expression += " SET #ttl = :ttl"
     return [
         {
             "Update": {
@@ -312,7 +343,7 @@ def read_stats(scope: str) -> dict[str, Decimal]:
     )
     for item in response["Items"]:
         for name, value in item.items():
-            if "N" in value:
+            if "N" in value and name != TTL_ATTRIBUTE:  # an hourly scope's expiry is no figure
                 totals[name] += Decimal(value["N"])
     return dict(totals)
 
@@ -331,10 +362,72 @@ def read_many_stats(scopes: Sequence[str]) -> dict[str, dict[str, Decimal]]:
             for item in response["Responses"].get(config.table_name(), []):
                 scope_totals = totals[item["pk"]["S"].removeprefix("STATS#")]
                 for name, value in item.items():
-                    if "N" in value:
+                    if "N" in value and name != TTL_ATTRIBUTE:
                         scope_totals[name] += Decimal(value["N"])
             pending = response.get("UnprocessedKeys") or {}
     return {scope: dict(values) for scope, values in totals.items()}
+
+
+def is_hour_scope(scope: str) -> bool:
+    return "|hour:" in scope
+
+
+def _expiry_of(scope: str) -> int | None:
+    """An hourly scope's TTL (its items expire; domain/retention.py), None for the others."""
+    return retention.hour_expiry(scope.rpartition("|hour:")[2]) if is_hour_scope(scope) else None
+
+
+def repair_update(scope: str, deltas: Mapping[str, Decimal]) -> dict[str, Any]:
+    """A transaction item adding a repair to a scope's shard 0 (the reconcile, services/reconcile.py)."""
+    nonzero = {k: v for k, v in deltas.items() if v}
+    [update] = _stats_updates([scope], "0", nonzero, expires_at=_expiry_of(scope))
+    return update
+
+
+#: what expired tasks contributed to a scope (API.md "Retention"): `XSTATS#<scope>` / `0`
+EXPIRED_SK = "0"
+#: the mark that a task's expiry is tallied (a replayed stream record adds nothing), kept two days
+EXPIRED_MARK_SK = "EXPIRED"
+
+
+def add_expired(task_id: str, sums: Mapping[str, Mapping[str, Decimal]], now: float) -> bool:
+    """Tally what an expired task contributed to each scope (`sums`: scope -> statistic -> amount),
+    once per task (a mark under its key). False when it was tallied before."""
+    mark = {"Put": {
+        "TableName": config.table_name(),
+        "Item": {"pk": {"S": task_pk(task_id)}, "sk": {"S": EXPIRED_MARK_SK},
+                 TTL_ATTRIBUTE: _n(int(now) + 2 * retention.DAY)},
+        "ConditionExpression": "attribute_not_exists(pk)",
+    }}
+    items = [mark]
+    for scope, amounts in sorted(sums.items()):
+        [update] = _stats_updates([scope], EXPIRED_SK, {k: v for k, v in amounts.items() if v})
+        update["Update"]["Key"]["pk"] = {"S": f"XSTATS#{scope}"}
+        items.append(update)
+    try:
+        aws.client("dynamodb").transact_write_items(TransactItems=items)
+    except ClientError as error:
+        reasons = error.response.get("CancellationReasons") or []
+        if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+            return False
+        raise
+    return True
+
+
+def read_expired(scopes: Sequence[str]) -> dict[str, dict[str, Decimal]]:
+    """What expired tasks contributed to each of `scopes` (≤ 100 a request)."""
+    client = aws.client("dynamodb")
+    found: dict[str, dict[str, Decimal]] = {}
+    keys = [{"pk": {"S": f"XSTATS#{scope}"}, "sk": {"S": EXPIRED_SK}} for scope in scopes]
+    for start in range(0, len(keys), 100):
+        pending: dict[str, Any] = {config.table_name(): {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+        while pending:
+            response = client.batch_get_item(RequestItems=pending)
+            for item in response["Responses"].get(config.table_name(), []):
+                found[item["pk"]["S"].removeprefix("XSTATS#")] = {
+                    name: Decimal(value["N"]) for name, value in item.items() if "N" in value}
+            pending = response.get("UnprocessedKeys") or {}
+    return found
 
 
 def adjust_stats(scope: str, deltas: Mapping[str, Decimal]) -> None:

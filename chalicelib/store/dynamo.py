@@ -19,7 +19,8 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values, record_fields
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
-from chalicelib.store.backend import EventBatch
+from chalicelib.store import run_partitions
+from chalicelib.store.backend import EventBatch, first_look
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import (
     FleetrunModel,
@@ -56,6 +57,7 @@ def _values(item: FleetrunModel) -> dict[str, Any]:
 
 def task_record(item: TaskItem) -> Task:
     record: Task = from_values(Task, _values(item))
+    run_partitions.remember(record.task_id, record.run_shards)  # a run write after this read needs no lookup
     return record
 
 
@@ -82,7 +84,27 @@ def task_item(task: Task) -> TaskItem:
 
 def run_item(run: NodeRun) -> NodeRunItem:
     values = {name: getattr(run, name) for name in record_fields(NodeRun) if getattr(run, name) is not None}
-    return NodeRunItem(task_pk(run.task_id), run_sk(run.node), **values)
+    pk = run_partitions.run_pk(run.task_id, run.node, run_shards(run.task_id))
+    return NodeRunItem(pk, run_sk(run.node), **values)
+
+
+def run_shards(task_id: str) -> int:
+    """The task's run partitions (store/run_partitions.py): remembered, or one projected read."""
+    known = run_partitions.remembered(task_id)
+    if known is not None:
+        return known
+    try:
+        item = TaskItem.get(task_pk(task_id), META, consistent_read=True, attributes_to_get=["run_shards"])
+    except DoesNotExist:
+        return 1  # no task, no runs: any key misses (not remembered: the task may come)
+    shards = int(item.run_shards or 1)
+    run_partitions.remember(task_id, shards)
+    return shards
+
+
+def run_key(task_id: str, node: str) -> tuple[str, str]:
+    """The (pk, sk) of the run of `node` in the task."""
+    return run_partitions.run_pk(task_id, node, run_shards(task_id)), run_sk(node)
 
 
 def idempotency_pk(owner: str, key: str) -> str:
@@ -136,7 +158,7 @@ def _key(change: Change) -> tuple[str, str]:
     if change.kind == "task":
         return task_pk(change.key[0]), META
     if change.kind == "run":
-        return task_pk(change.key[0]), run_sk(change.key[1])
+        return run_key(change.key[0], change.key[1])
     if change.kind == "node":
         return node_pk(change.key[0]), META
     raise ValueError(f"no DynamoDB item kind {change.kind!r} here")
@@ -194,6 +216,7 @@ class DynamoBackend:
                      event: EventBatch, alongside: Sequence[Any]) -> None:
         item = task_item(task)
         item.active_pk, item.active_sk = "ACTIVE", task.task_id
+        item.due_pk, item.due_sk = first_look(task)
         item.list_pk, item.list_sk = "TASK", task.task_id
         item.owner_pk, item.owner_sk = owner_tasks_pk(task.owner), task.task_id
         try:
@@ -232,8 +255,15 @@ class DynamoBackend:
         keys = [(task_pk(task_id), _chunk_sk(n)) for task_id, count in chunks.items() for n in range(count)]
         parts: dict[str, dict[str, list[str]]] = {task_id: {} for task_id in chunks}
         for chunk in TargetChunk.batch_get(keys, consistent_read=True):  # 100 keys a request
-            parts[chunk.pk.removeprefix("TASK#")][chunk.sk] = [str(node) for node in chunk.nodes]
+            parts[run_partitions.task_id_of(chunk.pk)][chunk.sk] = [str(node) for node in chunk.nodes]
         return {task_id: [node for sk in sorted(found) for node in found[sk]] for task_id, found in parts.items()}
+
+    def load_target_chunk(self, task_id: str, number: int) -> list[str]:
+        try:
+            chunk = TargetChunk.get(task_pk(task_id), _chunk_sk(number), consistent_read=True)
+        except DoesNotExist:
+            return []
+        return [str(node) for node in chunk.nodes]
 
     @retried
     def add_targets(self, change: Change, task_id: str, nodes: Sequence[str], first_chunk: int) -> None:
@@ -251,12 +281,16 @@ class DynamoBackend:
 
     def active_task_ids(self) -> Iterator[str]:
         for item in TaskItem.active_index.query("ACTIVE"):
-            yield item.pk.removeprefix("TASK#")
+            yield run_partitions.task_id_of(item.pk)
+
+    def due_entries(self, due_pk: str, upto: str, limit: int) -> list[tuple[str, str | None, str]]:
+        found: Any = NodeRunItem.due_index.query(due_pk, NodeRunItem.due_sk <= upto, limit=limit)
+        return [(item.task_id, item.node, item.due_sk) for item in found]
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:
         try:
-            return run_record(NodeRunItem.get(task_pk(task_id), run_sk(node), consistent_read=consistent))
+            return run_record(NodeRunItem.get(*run_key(task_id, node), consistent_read=consistent))
         except DoesNotExist:
             return None
 
@@ -272,14 +306,18 @@ class DynamoBackend:
 
     def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]:
         condition = NodeRunItem.status == status if status is not None else None
-        for item in NodeRunItem.query(task_pk(task_id), NodeRunItem.sk.startswith("RUN#"),
-                                      filter_condition=condition, consistent_read=True):
-            yield run_record(item)
+        for pk in run_partitions.run_pks(task_id, run_shards(task_id)):
+            for item in NodeRunItem.query(pk, NodeRunItem.sk.startswith("RUN#"),
+                                          filter_condition=condition, consistent_read=True):
+                yield run_record(item)
 
     def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
         range_condition = NodeRunItem.claim_sk > after if after else None
         found: Any = NodeRunItem.claim_index.query(f"RUNNER#{runner}", range_condition, limit=limit)
-        return [(item.pk.removeprefix("TASK#"), item.sk.removeprefix("RUN#"), item.claim_sk) for item in found]
+        return [(run_partitions.task_id_of(item.pk), item.sk.removeprefix("RUN#"), item.claim_sk) for item in found]
+
+    def run_shards(self, task_id: str) -> int:
+        return run_shards(task_id)
 
     # --- events ---
     @retried

@@ -1,32 +1,45 @@
 """Task events: append-only items, one per writer call (an agent's batch is one write).
 
-An event id is `<item ulid>-<index>`; ids sort in the order the events were written.
+An event id is `<item ulid>-<index>`; ids sort in the order the events were written. The
+events of a node (its agent's posts, the completion events moved from its run) go to its run's
+partition, the service's own to the task's (store/run_partitions.py): a listing merges them.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
 from ulid import ULID
 
-from chalicelib.store import backend
+from chalicelib import clock
+from chalicelib.domain import retention
+from chalicelib.store import backend, run_partitions
 from chalicelib.store.models import EventItem, task_pk
 from chalicelib.store.writes import is_condition_failure
 
 
-def new_item(task_id: str, events: Sequence[dict[str, Any]], item_id: str | None = None) -> EventItem:
-    """An item holding `events` (each without id); ids are assigned here."""
+def new_item(task_id: str, events: Sequence[dict[str, Any]], item_id: str | None = None, *,
+             node: str | None = None, pk: str | None = None) -> EventItem:
+    """An item holding `events` (each without id); ids are assigned here. It goes to the
+    partition `pk`, else to the run partition of `node`, else to the task's own."""
     item_id = item_id or str(ULID())
+    pk = pk or (_node_pk(task_id, node) if node is not None else task_pk(task_id))
     stamped = [{"event_id": f"{item_id}-{i:03d}", **event} for i, event in enumerate(events)]
     body = json.dumps(stamped, separators=(",", ":"))
+    expires = retention.item_expiry(clock.now_epoch())  # API.md "Retention" (domain/retention.py)
     if len(body) > PACK_ABOVE:
-        return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events="",
-                         packed=zlib.compress(body.encode(), 6))
-    return EventItem(task_pk(task_id), f"EVT#{item_id}", task_id=task_id, events=body)
+        return EventItem(pk, f"EVT#{item_id}", task_id=task_id, events="", packed=zlib.compress(body.encode(), 6),
+                         expires_at=expires)
+    return EventItem(pk, f"EVT#{item_id}", task_id=task_id, events=body, expires_at=expires)
+
+
+def _node_pk(task_id: str, node: str) -> str:
+    return run_partitions.run_pk(task_id, node, backend.current().run_shards(task_id))
 
 
 def body_of(events: str | None, packed: bytes | None) -> list[dict[str, Any]]:
@@ -35,8 +48,9 @@ def body_of(events: str | None, packed: bytes | None) -> list[dict[str, Any]]:
     return value
 
 
-def append(task_id: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    item = new_item(task_id, events)
+def append(task_id: str, events: Sequence[dict[str, Any]], node: str | None = None) -> list[dict[str, Any]]:
+    """Write `events` as one item: a node's (`node`) in its run's partition, else in the task's."""
+    item = new_item(task_id, events, node=node)
     backend.current().put_events(item)
     return decode(item)
 
@@ -47,24 +61,27 @@ PACK_ABOVE = 1024
 STREAM_ITEM_EVENTS = 500
 
 
-def put_from_stream(task_id: str, seed: str, events: Sequence[dict[str, Any]]) -> None:
-    """Write events collected from a stream batch. Ids are taken at write time (a follower's
-    `after=` cursor never skips them) and remembered per `seed` (the first run write of the
-    batch that carries events), so a replayed batch overwrites its own items instead of adding copies."""
+def put_from_stream(task_id: str, seed: str, events: Sequence[dict[str, Any]], pk: str | None = None) -> None:
+    """Write events collected from a stream batch into partition `pk` (the runs' they came from;
+    default the task's). Ids are taken at write time (a follower's `after=` cursor never skips
+    them) and remembered per `seed` (the first run write of the batch that carries events), so
+    a replayed batch overwrites its own items instead of adding copies."""
+    pk = pk or task_pk(task_id)
     for chunk, start in enumerate(range(0, len(events), STREAM_ITEM_EVENTS)):
-        item_id = _stream_item_id(task_id, f"{seed}-{chunk}")
-        new_item(task_id, events[start:start + STREAM_ITEM_EVENTS], item_id).save()
+        item_id = _stream_item_id(pk, task_id, f"{seed}-{chunk}")
+        new_item(task_id, events[start:start + STREAM_ITEM_EVENTS], item_id, pk=pk).save()
 
 
-def _stream_item_id(task_id: str, seed: str) -> str:
-    marker = EventItem(task_pk(task_id), f"EVM#{seed}", task_id=task_id, events=str(ULID()))
+def _stream_item_id(pk: str, task_id: str, seed: str) -> str:
+    marker = EventItem(pk, f"EVM#{seed}", task_id=task_id, events=str(ULID()),
+                       expires_at=retention.item_expiry(clock.now_epoch()))
     try:
         marker.save(condition=EventItem.pk.does_not_exist())
         return marker.events
     except PynamoDBException as error:
         if not is_condition_failure(error):
             raise
-    return str(EventItem.get(task_pk(task_id), f"EVM#{seed}", consistent_read=True).events)
+    return str(EventItem.get(pk, f"EVM#{seed}", consistent_read=True).events)
 
 
 def decode(item: EventItem) -> list[dict[str, Any]]:
@@ -72,10 +89,15 @@ def decode(item: EventItem) -> list[dict[str, Any]]:
 
 
 def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    """Events oldest first, strictly after the event id `after`; next cursor when more remain."""
+    """Events oldest first, strictly after the event id `after`; next cursor when more remain.
+    The task's event partitions (1, or 1 + run_shards) are merged by item id, each read lazily
+    min(limit, 100) items a request: a page makes one request per partition, more only when
+    its events come from few of them."""
     start = f"EVT#{after.split('-')[0]}" if after else "EVT#"
+    pks = run_partitions.event_pks(task_id, backend.current().run_shards(task_id))
     out: list[dict[str, Any]] = []
-    for item in EventItem.query(task_pk(task_id), EventItem.sk.between(start, "EVT#~"), consistent_read=True):
+    partitions = [_items_from(pk, start, limit) for pk in pks]
+    for _, item in heapq.merge(*partitions, key=lambda found: found[0]):
         for event in decode(item):
             if after is not None and event["event_id"] <= after:
                 continue
@@ -83,3 +105,11 @@ def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, An
                 return out, out[-1]["event_id"]
             out.append(event)
     return out, None
+
+
+def _items_from(pk: str, start: str, page_size: int) -> Iterator[tuple[str, EventItem]]:
+    """The event items of one partition from `start` on, by id, read lazily a page at a time."""
+    query = EventItem.query(pk, EventItem.sk.between(start, "EVT#~"), consistent_read=True,
+                            page_size=max(1, min(page_size, 100)))
+    for item in query:
+        yield item.sk, item

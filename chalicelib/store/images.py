@@ -15,6 +15,7 @@ from typing import Any, Final, cast
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.domain.images import Tagged
+from chalicelib.store import index_reads
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import ImageItem
 from chalicelib.store.writes import is_condition_failure
@@ -49,7 +50,7 @@ def load(project: str | None = None, repository: str | None = None) -> dict[tupl
     elif project is not None:
         found = ImageItem.query(image_pk(project), consistent_read=True)
     else:
-        found = ImageItem.list_index.query(LIST_PK)
+        found = index_reads.iter_hydrated(ImageItem, ImageItem.list_index.query(LIST_PK))
     return {(item.repository, item.tag): item for item in cast(Iterable[ImageItem], found)}
 
 
@@ -113,10 +114,10 @@ def page(project: str | None, include_removed: bool, limit: int,
         for item in result:
             items.append(item)
             if len(items) == limit:
-                return items, _key_of(item, by_project=project is not None)
+                return index_reads.hydrate(ImageItem, items), _key_of(item, by_project=project is not None)
         last_key = result.last_evaluated_key
         if not last_key:
-            return items, None
+            return index_reads.hydrate(ImageItem, items), None
 
 
 def _key_of(item: ImageItem, by_project: bool) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from chalicelib.domain.node_states import NodeInputs, NodeRef, NodeStatus, node_
 from chalicelib.domain.records import Node, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound
-from chalicelib.store import label_index
+from chalicelib.store import index_reads, label_index
 from chalicelib.store.backend import TxPart
 from chalicelib.store.dynamo import write_of
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
@@ -253,7 +253,7 @@ def explain(write: Change, error: Exception) -> Exception:
 def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[Node], dict[str, Any] | None]:
     """Nodes in id order (the list-index's NODE partition)."""
     result: Any = NodeItem.list_index.query("NODE", limit=limit, last_evaluated_key=start_key)
-    items = [node_record(item) for item in result]
+    items = [node_record(item) for item in index_reads.hydrate(NodeItem, result)]
     return items, result.last_evaluated_key
 
 
@@ -262,8 +262,8 @@ def iter_nodes(attributes: Sequence[str] | None = None) -> Iterator[Node]:
     a record needs)."""
     required = ("pk", "sk", "node_id", "token_hash", "created_at")
     names = list(dict.fromkeys((*required, *attributes))) if attributes else None
-    found: Any = NodeItem.list_index.query("NODE", attributes_to_get=names)
-    for item in found:
+    found: Any = NodeItem.list_index.query("NODE")
+    for item in index_reads.iter_hydrated(NodeItem, found, names):
         yield node_record(item)
 
 
@@ -319,6 +319,6 @@ def allocations_overlapping(start: str, end: str, months_until_now: Sequence[str
     `start`'s on (`months_until_now`), started before `end`. Older history is never read."""
     for partition in (OPEN, *(f"ALLOCEND#{month}" for month in months_until_now)):
         found: Any = AllocationItem.list_index.query(partition, AllocationItem.list_sk < end)
-        for item in found:
+        for item in index_reads.iter_hydrated(AllocationItem, found):
             if item.ended_at is None or item.ended_at > start:
                 yield item

@@ -15,7 +15,7 @@ from typing import Any
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
-from chalicelib.store.backend import EventBatch
+from chalicelib.store.backend import EventBatch, first_look
 
 
 class MemoryBackend:
@@ -23,6 +23,8 @@ class MemoryBackend:
         self._lock = threading.RLock()
         self.tasks: dict[str, dict[str, Any]] = {}
         self.targets: dict[str, list[str]] = {}
+        #: the targets as the chunks DynamoDB stores them (each growth starts a new chunk)
+        self.chunks: dict[str, list[list[str]]] = {}
         self.runs: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[EventBatch] = []
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
@@ -36,6 +38,10 @@ class MemoryBackend:
         with self._lock:
             values = self.tasks.get(task_id)
             return from_values(Task, values) if values is not None else None  # type: ignore[no-any-return]
+
+    def run_shards(self, task_id: str) -> int:
+        task = self.get_task(task_id)
+        return int(task.run_shards) if task is not None else 1
 
     def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
                     event: EventBatch, alongside: Sequence[Any] = ()) -> None:
@@ -51,8 +57,10 @@ class MemoryBackend:
                 self.idempotency[key] = idempotency
             values = asdict(task)
             values.update(active_pk="ACTIVE", active_sk=task.task_id)
+            values["due_pk"], values["due_sk"] = first_look(task)
             self.tasks[task.task_id] = values
             self.targets[task.task_id] = list(targets)
+            self.chunks[task.task_id] = _chunked(targets)
             self.events.append(event)
 
     def get_idempotency(self, owner: str, key: str) -> IdempotencyRecord | None:
@@ -71,11 +79,24 @@ class MemoryBackend:
         with self._lock:
             self.commit([change])
             self.targets.setdefault(task_id, []).extend(nodes)
+            self.chunks.setdefault(task_id, []).extend(_chunked(nodes))
+
+    def load_target_chunk(self, task_id: str, number: int) -> list[str]:
+        with self._lock:
+            found = self.chunks.get(task_id, [])
+            return list(found[number]) if 0 <= number < len(found) else []
 
     def active_task_ids(self) -> Iterator[str]:
         with self._lock:
             found = sorted(t for t, values in self.tasks.items() if values.get("active_pk"))
         yield from found
+
+    def due_entries(self, due_pk: str, upto: str, limit: int) -> list[tuple[str, str | None, str]]:
+        with self._lock:
+            items = [*((t, None, v) for t, v in self.tasks.items()), *((t, n, v) for (t, n), v in self.runs.items())]
+            found = sorted((v["due_sk"], t, n) for t, n, v in items
+                           if v.get("due_pk") == due_pk and v["due_sk"] <= upto)
+        return [(t, n, sk) for sk, t, n in found[:limit]]
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:
@@ -151,3 +172,9 @@ class MemoryBackend:
                 items[key] = change.applied_to(items[key])
                 self.log.append(change)
             self.events.extend(events)
+
+
+def _chunked(nodes: Sequence[str]) -> list[list[str]]:
+    from chalicelib.store.dynamo import TARGET_CHUNK_SIZE
+
+    return [list(nodes[i:i + TARGET_CHUNK_SIZE]) for i in range(0, len(nodes), TARGET_CHUNK_SIZE)]

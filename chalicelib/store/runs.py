@@ -12,9 +12,10 @@ from chalicelib.domain.records import NodeRun, from_values
 from chalicelib.domain.run_transitions import RunInputs, claim_keys, run_change
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.domain.writes import Change
-from chalicelib.store import backend
+from chalicelib.errors import ValidationFailed
+from chalicelib.store import backend, run_partitions
 from chalicelib.store.dynamo import run_concurrently, run_record
-from chalicelib.store.models import NodeRunItem, task_pk
+from chalicelib.store.models import NodeRunItem
 
 __all__ = ["ClaimCandidate", "NewRun", "RunKey", "RunTemplate", "change", "claimable", "create_missing", "find",
            "iter_runs", "page", "run_concurrently", "run_id", "split_run_id", "transition"]
@@ -87,11 +88,34 @@ def iter_runs(task_id: str, status: str | None = None) -> Iterator[NodeRun]:
 
 
 def page(task_id: str, start_key: dict[str, Any] | None, limit: int) -> tuple[list[NodeRun], dict[str, Any] | None]:
-    """One page of a task's runs in node order (DynamoDB: the task's partition)."""
-    result: Any = NodeRunItem.query(task_pk(task_id), NodeRunItem.sk.startswith("RUN#"), limit=limit,
-                                    last_evaluated_key=start_key)
-    items = [run_record(item) for item in result]
-    return items, result.last_evaluated_key
+    """One page of a task's runs: its run partitions one after the other (store/run_partitions.py),
+    node order within each. The next key names the partition to resume in (the last key read, or
+    the start of the next partition). Raises ValidationFailed for a key of another listing."""
+    pks = run_partitions.run_pks(task_id, backend.current().run_shards(task_id))
+    index = _resume_partition(pks, start_key)
+    items: list[NodeRun] = []
+    while index < len(pks) and len(items) < limit:
+        result: Any = NodeRunItem.query(pks[index], NodeRunItem.sk.startswith("RUN#"), limit=limit - len(items),
+                                        last_evaluated_key=start_key)
+        items.extend(run_record(item) for item in result)
+        if result.last_evaluated_key is not None:
+            return items, result.last_evaluated_key
+        index, start_key = index + 1, None
+    if index < len(pks):
+        return items, {"pk": {"S": pks[index]}, "sk": {"S": "RUN#"}}  # "RUN#" sorts before every run
+    return items, None
+
+
+def _resume_partition(pks: list[str], start_key: dict[str, Any] | None) -> int:
+    if start_key is None:
+        return 0
+    pk = start_key.get("pk")
+    found = pk.get("S") if isinstance(pk, dict) else None
+    sk = start_key.get("sk")
+    if found not in pks or not isinstance(sk, dict) or not str(sk.get("S", "")).startswith("RUN#"):
+        raise ValidationFailed("invalid query parameter cursor", [
+            {"path": "$query.cursor", "message": "not a cursor from a previous page of this listing; start over"}])
+    return pks.index(found)
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,19 @@ class Record:
         self.sk: str = body["Keys"]["sk"]["S"]
         self.old: Image | None = body.get("OldImage")
         self.new: Image | None = body.get("NewImage")
+        #: a deletion by the table's TTL (API.md "Retention"), not by the service
+        self.expired: bool = is_expiry(raw)
 
     def old_value(self, name: str) -> Any:
         return attribute(self.old, name)
 
     def new_value(self, name: str) -> Any:
         return attribute(self.new, name)
+
+
+def is_expiry(raw: Mapping[str, Any]) -> bool:
+    """Whether a stream record is DynamoDB's TTL deleting an item: a REMOVE whose `userIdentity`
+    is the DynamoDB service (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/time-to-live-ttl-streams.html)."""
+    identity = raw.get("userIdentity") or {}
+    return (raw.get("eventName") == "REMOVE" and identity.get("type") == "Service"
+            and identity.get("principalId") == "dynamodb.amazonaws.com")

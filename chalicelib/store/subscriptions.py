@@ -17,12 +17,15 @@ from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib import aws, clock, config
+from chalicelib.domain import retention
+from chalicelib.store import index_reads
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import DeliveryItem, SubscriptionEventItem, SubscriptionItem
 from chalicelib.store.retrying import retried
 
 SCOPE_ALL, SCOPE_OWN = "all", "own"
-#: how long a delivery attempt stays in the log
+#: how long the marks that a delivery was queued or sent stay (replays come within a day; the
+#: delivery log itself is kept FLEETRUN_RETENTION_DAYS, `record_delivery`)
 DELIVERY_LOG_DAYS = 30
 _LIST_PK = "SUBS"
 
@@ -95,7 +98,7 @@ def page(owner: str | None, limit: int, start_key: dict[str, Any] | None) -> tup
     else:
         result = SubscriptionItem.owner_index.query(
             owner_pk(owner), scan_index_forward=False, limit=limit, last_evaluated_key=start_key)
-    items: list[SubscriptionItem] = list(result)
+    items = index_reads.hydrate(SubscriptionItem, result)
     return items, result.last_evaluated_key
 
 
@@ -111,7 +114,9 @@ def record_delivery(subscription_id: str, **fields: Any) -> DeliveryItem:
     now = clock.now_epoch()
     item = DeliveryItem(
         subscription_pk(subscription_id), f"DLV#{ULID()}", subscription_id=subscription_id,
-        at=clock.rfc3339(now), expires_at=int(now) + DELIVERY_LOG_DAYS * 86400, **fields,
+        # API.md "Retention": a delivery is written when its task event happens (by the task's end at the
+        # latest): kept the retention from then (domain/retention.py)
+        at=clock.rfc3339(now), expires_at=int(now) + retention.days() * retention.DAY, **fields,
     )
     item.save()
     return item

@@ -14,6 +14,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import Busy, Conflict
+from chalicelib.store import index_reads
 from chalicelib.store.models.task_types import (
     HEAD_SK,
     TYPES_LIST_PK,
@@ -92,5 +93,5 @@ def retire(name: str, number: int, now: str) -> bool:
 def page(limit: int, start_key: dict[str, Any] | None) -> tuple[list[TaskTypeItem], Any]:
     """Heads of the live (not retired) types, by name."""
     result: Any = TaskTypeItem.list_index.query(TYPES_LIST_PK, limit=limit, last_evaluated_key=start_key)
-    items: list[TaskTypeItem] = list(result)
+    items = index_reads.hydrate(TaskTypeItem, result)
     return items, result.last_evaluated_key

@@ -18,7 +18,7 @@ from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.task_transitions import TASK_TRANSITIONS, TaskInputs, task_change
 from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, TaskNotFound
-from chalicelib.store import backend
+from chalicelib.store import backend, index_reads, run_partitions
 from chalicelib.store.backend import EventBatch
 from chalicelib.store.dynamo import TARGET_CHUNK_SIZE, task_record
 from chalicelib.store.models import TaskItem, owner_tasks_pk
@@ -93,6 +93,7 @@ def create(task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | 
     IdempotencyRecordExists."""
     task.target_count = task.ordinal_next = len(targets)
     task.target_chunks = (len(targets) + TARGET_CHUNK_SIZE - 1) // TARGET_CHUNK_SIZE
+    task.run_shards = run_partitions.shards_for(len(targets))
     backend.current().create_task(task, targets, idempotency, event, alongside)
 
 
@@ -134,11 +135,13 @@ def commit(changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None
     backend.current().commit(changes, events)
 
 
-def add_targets(task: Task, nodes: Sequence[str], ordinals: int, now: str, action: str = "grow_targets") -> None:
+def add_targets(task: Task, nodes: Sequence[str], ordinals: int, now: str, action: str = "grow_targets",
+                **dispatch: Any) -> None:
     """Grow the task's targets by `nodes` and reserve `ordinals`, guarded against a racing
-    dispatch (`reopen_targets`: a finished task runs again). Raises Conflict."""
+    dispatch (`reopen_targets`: a finished task runs again); `dispatch` records a chunked
+    dispatch of the new nodes (services/dispatch_chunks.py). Raises Conflict."""
     chunks = (len(nodes) + TARGET_CHUNK_SIZE - 1) // TARGET_CHUNK_SIZE
-    write = change(task, action, now, new_targets=len(nodes), ordinals=ordinals, chunks=chunks)
+    write = change(task, action, now, new_targets=len(nodes), ordinals=ordinals, chunks=chunks, **dispatch)
     try:
         backend.current().add_targets(write, task.task_id, nodes, int(task.target_chunks))
     except ConditionFailed:
@@ -174,29 +177,46 @@ class TaskFilter:
     ids_to: str | None = None
 
 
+#: the most index entries one filtered listing request reads (API.md: a page may be short or
+#: even empty and still carry a `next_cursor`); an unfiltered page reads `limit` (≤ 200)
+LIST_READ_BUDGET = 200
+
+
 def query_page(wanted: TaskFilter, limit: int, start_key: dict[str, Any] | None) -> tuple[
         list[Task], dict[str, Any] | None]:
-    """One page of tasks, newest first, filled up to `limit` across DynamoDB pages."""
+    """One page of tasks, newest first: at most `limit` tasks, read from at most
+    `max(limit, LIST_READ_BUDGET)` index entries (`limit` without a filter). The key returned
+    continues after the last entry read, matched or not; None at the end of the listing."""
     by_owner = wanted.owner is not None
     index: Any = TaskItem.owner_index if by_owner else TaskItem.list_index
     hash_key = owner_tasks_pk(wanted.owner) if wanted.owner is not None else "TASK"
     filters = _filters(wanted)
     range_condition = _id_range(TaskItem.owner_sk if by_owner else TaskItem.list_sk, wanted)
-    items: list[Task] = []
+    budget = limit if filters is None else max(limit, LIST_READ_BUDGET)
+    matched: list[Any] = []
     last_key = start_key
-    while True:
-        result = index.query(
-            hash_key, range_condition, filter_condition=filters, scan_index_forward=False,
-            limit=limit * 2 if filters is not None else limit, last_evaluated_key=last_key,
-            page_size=max(limit, 25),
-        )
-        for item in result:
-            items.append(task_record(item))
-            if len(items) == limit:
-                return items, _key_of(item, by_owner)
-        last_key = result.last_evaluated_key
+    while budget > 0:
+        # one DynamoDB request: `Limit` bounds the entries it reads, before the filter
+        size = budget if filters is not None else limit - len(matched)
+        result = index.query(hash_key, range_condition, filter_condition=filters, scan_index_forward=False,
+                             last_evaluated_key=last_key, page_size=size)
+        page = next(result.page_iter)
+        budget -= int(page.get("ScannedCount", len(page.get("Items", []))))
+        entries = [TaskItem.from_raw_data(raw) for raw in page.get("Items", [])]
+        wanted_more = limit - len(matched)
+        if len(entries) >= wanted_more:
+            matched += entries[:wanted_more]
+            at_end = wanted_more == len(entries) and not page.get("LastEvaluatedKey")
+            return _records(matched), None if at_end else _key_of(matched[-1], by_owner)
+        matched += entries
+        last_key = page.get("LastEvaluatedKey")
         if not last_key:
-            return items, None
+            return _records(matched), None
+    return _records(matched), last_key
+
+
+def _records(entries: list[Any]) -> list[Task]:
+    return [task_record(item) for item in index_reads.hydrate(TaskItem, entries)]
 
 
 def _filters(wanted: TaskFilter) -> Condition | None:
@@ -242,6 +262,6 @@ def iter_all(ids_from: str | None = None, ids_to: str | None = None,
     wanted = TaskFilter(ids_from=ids_from, ids_to=ids_to)
     required = ("pk", "sk", "task_id", "type", "owner", "status", "created_at", "updated_at", "max_concurrency")
     names = list(dict.fromkeys((*required, *attributes))) if attributes else None
-    found: Any = TaskItem.list_index.query("TASK", _id_range(TaskItem.list_sk, wanted), attributes_to_get=names)
-    for item in found:
+    found: Any = TaskItem.list_index.query("TASK", _id_range(TaskItem.list_sk, wanted))
+    for item in index_reads.iter_hydrated(TaskItem, found, names):
         yield task_record(item)

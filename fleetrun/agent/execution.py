@@ -64,6 +64,7 @@ class RunExecution:
         try:
             self._execute()
         finally:
+            self.keeper.close()
             self._journal.forget(self.tag)
 
     def _execute(self) -> None:

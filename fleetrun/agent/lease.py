@@ -8,13 +8,23 @@ the next try is scheduled after a jittered backoff while the step keeps running.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from fleetrun.agent.backoff import Backoff
 from fleetrun.agent.journal import Journal
-from fleetrun.agent.protocol import AgentApi, ClaimedRun, LeaseLost, Rejected, Revoked, Unavailable
+from fleetrun.agent.protocol import (
+    AgentApi,
+    AgentCallFailed,
+    ClaimedRun,
+    HeartbeatAnswer,
+    LeaseLost,
+    Rejected,
+    Revoked,
+    Unavailable,
+)
 from fleetrun.agent.settings import MAX_EVENTS_PER_CALL
 
 _MIN_INTERVAL = 1.0
@@ -42,6 +52,20 @@ class LeaseKeeper:
         #: a heartbeat failed: try again as soon as its backoff allows, not a whole interval later
         self._retry_due = False
         self._reported = (self.progress, self.step)
+        #: the heartbeat state is also changed by another run's thread when this lease rides along
+        #: on its report (fleetrun/agent/batching.py)
+        self._state = threading.Lock()
+        #: the last heartbeat before this lease rode along, and what the ride reported
+        self._ridden: tuple[float, tuple[int, str]] = (self._last_try, self._reported)
+        #: the API batches: events go inside the heartbeat, and this lease may ride along on others'
+        self._batched = bool(getattr(api, "carries_events", False))
+        if self._batched:
+            api.attach(run.run_id, self)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """The run is over: its lease no longer rides along on other runs' reports."""
+        if self._batched:
+            self._api.detach(self._run.run_id)  # type: ignore[attr-defined]
 
     @property
     def active(self) -> bool:
@@ -89,15 +113,49 @@ class LeaseKeeper:
         return final
 
     def _heartbeat(self) -> None:
-        self._send_events()
         reported = (self.progress, self.step)
-        answer = self._api.heartbeat(self._run, self.progress, self.step)
-        self._reported = reported
-        self._interval = _interval_until(answer.lease_expires_at)
-        self._lapses_at = self._clock() + (answer.lease_expires_at - time.time())
+        if self._batched:  # the events go inside the heartbeat: one item of one report
+            batch = self._events[:MAX_EVENTS_PER_CALL]
+            answer = self._api.heartbeat(self._run, self.progress, self.step, events=batch)  # type: ignore[call-arg]
+            del self._events[: len(batch)]
+        else:
+            self._send_events()
+            answer = self._api.heartbeat(self._run, self.progress, self.step)
+        self._extended(answer, reported)
+
+    def _extended(self, answer: HeartbeatAnswer, reported: tuple[int, str]) -> None:
+        with self._state:
+            self._reported = reported
+            self._interval = _interval_until(answer.lease_expires_at)
+            self._lapses_at = self._clock() + (answer.lease_expires_at - time.time())
         if answer.cancel_requested and not self.cancel_requested:
             self.cancel_requested = True
             self._journal.run(self._tag, self.step, "cancellation requested")
+
+    def piggyback(self) -> dict[str, Any] | None:
+        """This lease's heartbeat, to ride along on another run's report, when it is at least half
+        way to its own (its next one then falls due with the other run's); None otherwise."""
+        with self._state:
+            now = self._clock()
+            if self.lost or self._retry_due or now - self._last_try < self._interval / 2:
+                return None
+            self._ridden = (self._last_try, (self.progress, self.step))
+            self._last_try = now
+            return {"run_id": self._run.run_id, "attempt": self._run.attempt, "progress": self.progress,
+                    "step": self.step}
+
+    def piggybacked(self, answer: HeartbeatAnswer | None, failure: AgentCallFailed | None) -> None:
+        """What the ridden heartbeat got: the lease extended, lost, or nothing learnt (its own
+        heartbeat keeps its schedule)."""
+        last_try, reported = self._ridden
+        if answer is not None:
+            self._extended(answer, reported)
+        elif isinstance(failure, LeaseLost):
+            self.lost = True
+            self._journal.run(self._tag, self.step, f"lease lost ({failure}); stopping the step")
+        else:  # not delivered: the lease keeps its own schedule, as if it had not ridden along
+            with self._state:
+                self._last_try = min(self._last_try, last_try)
 
     def _send_events(self) -> None:
         while self._events:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from fleetrun.agent.backoff import Backoff, IdlePoll, jittered
+from fleetrun.agent.batching import BatchingAgentApi
 from fleetrun.agent.execution import RunExecution
 from fleetrun.agent.journal import Journal
 from fleetrun.agent.protocol import AgentApi, Rejected, Revoked, Unavailable
@@ -21,7 +22,9 @@ class Agent:
     def __init__(self, settings: AgentSettings, journal: Journal | None = None) -> None:
         self.settings = settings
         self.journal = journal or Journal()
-        self.api = AgentApi(settings.api_url, settings.node, settings.token, on_revoked=self._token_refused)
+        #: heartbeats, holds and completions of all the runs go out together in report calls
+        self.api: AgentApi = BatchingAgentApi(settings.api_url, settings.node, settings.token,
+                                              on_revoked=self._token_refused)
         self.shutdown = Shutdown(settings.grace)
         #: set by the first 401 from any route: the agent stops and exits EXIT_TOKEN_REFUSED
         self.token_refused = threading.Event()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib import aws, resources
+from chalicelib.domain import due
 
 #: the From address of e-mail notifications in local mode and tests
 LOCAL_EMAIL_SENDER = "fleetrun@notifications.localhost"
@@ -55,6 +56,8 @@ def provision(region: str = "us-east-1", table_name: str = "fleetrun") -> Provis
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": resources.TTL_ATTRIBUTE_NAME},
     )
+    # a new table holds no item from before the due index: nothing to backfill (services/due_backfill.py)
+    ddb.put_item(TableName=table_name, Item=due.backfill_done_item())
     stream_arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
 
     sqs = session.create_client("sqs", region_name=region)
@@ -79,6 +82,9 @@ def provision(region: str = "us-east-1", table_name: str = "fleetrun") -> Provis
 
     s3 = session.create_client("s3", region_name=region)
     s3.create_bucket(Bucket=resources.OUTPUTS_BUCKET)
+    s3.put_bucket_lifecycle_configuration(Bucket=resources.OUTPUTS_BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": rule_id, "Filter": {"Prefix": prefix}, "Status": "Enabled", "Expiration": {"Days": days}}
+        for rule_id, prefix, days in resources.output_lifecycle()]})
     out.bucket = resources.OUTPUTS_BUCKET
 
     session.create_client("scheduler", region_name=region).create_schedule_group(Name=resources.SCHEDULE_GROUP)

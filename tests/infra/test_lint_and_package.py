@@ -52,3 +52,10 @@ def test_chalice_package_stays_under_50_mb_unzipped(chalice_package):
     assert {"app.py", "chalicelib/__init__.py", "chalicelib/resources.py"} <= names
     assert not any(n.startswith(("fleetrun/", "tests/", "infra/")) for n in names)
     assert unzipped_size(zip_path) < PACKAGE_BUDGET_BYTES
+    # boto3 and botocore ship together, of one release (infra/README.md, "The Lambda package")
+    versions = {n.split("-")[0]: n.split("-")[1].removesuffix(".dist-info/METADATA")
+                for n in names if n.endswith(".dist-info/METADATA")}
+    assert versions["boto3"] == versions["botocore"]
+    assert "s3transfer" in versions
+    # nothing the functions never read: this machine's bytecode, botocore's documentation examples
+    assert not [n for n in names if "__pycache__" in n or n.endswith("examples-1.json")]

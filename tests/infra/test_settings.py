@@ -22,7 +22,7 @@ class Context:
 def test_stage_defaults_differ_between_dev_and_prod():
     dev, prod = stage_settings(Context(), "dev"), stage_settings(Context(), "prod")
     assert (dev.throttle_rate, dev.throttle_burst, dev.is_prod) == (50, 100, False)
-    assert (prod.throttle_rate, prod.throttle_burst, prod.is_prod) == (500, 1000, True)
+    assert (prod.throttle_rate, prod.throttle_burst, prod.is_prod) == (3000, 5000, True)
     assert dev.oidc_issuer is None
     assert prod.prefix == "fleetrun-prod"
 
@@ -68,3 +68,13 @@ def test_harbor_settings_become_the_functions_environment():
     assert prod.harbor_secret_arns == ["arn:aws:secretsmanager:us-east-1:1:secret:robot",
                                        "arn:aws:secretsmanager:us-east-1:1:secret:hook"]
     assert stage_settings(Context(), "dev").harbor_environment == {}
+
+
+def test_stream_record_age_and_parallelization_are_bounded():
+    settings = stage_settings(Context(), "prod")
+    assert (settings.stream_max_record_age, settings.stream_parallelization) == (6 * 3600, 4)
+    assert stage_settings(Context(streamParallelization="10"), "dev").stream_parallelization == 10
+    with pytest.raises(ValueError, match="streamParallelization"):
+        stage_settings(Context(streamParallelization="11"), "dev")
+    with pytest.raises(ValueError, match="streamMaxRecordAge"):
+        stage_settings(Context(prod__streamMaxRecordAge="90000"), "prod")

@@ -13,6 +13,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from chalicelib import resources
+from infra.settings import FUNCTION_MEMORY_MB, SQS_MAX_CONCURRENCY, SWEEPER_MAX_EVENT_AGE_SECONDS
 from tests.infra import cfn
 from tests.infra.contexts import NOTIFY_SENDER
 
@@ -22,6 +23,7 @@ REQUIRED_ENV = [
     "FLEETRUN_TABLE", "FLEETRUN_DISPATCH_QUEUE_URL", "FLEETRUN_OUTPUTS_BUCKET", "FLEETRUN_KMS_KEY_ID",
     "FLEETRUN_CURSOR_SECRET_ARN",
     "FLEETRUN_OIDC_ISSUER", "FLEETRUN_OIDC_AUDIENCE", "FLEETRUN_LEASE_SECONDS", "FLEETRUN_RATE_LIMIT",
+    "FLEETRUN_RETENTION_DAYS",
     "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
 ]
 APP_QUEUES = ["fleetrun-dispatch", "fleetrun-work", "fleetrun-notify", "fleetrun-intake"]
@@ -95,9 +97,12 @@ def test_prod_keeps_dead_letters_key_bucket_and_users(templates):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_live_output_objects_expire_with_their_chunk_items(cdk_templates, stage):
+    # live chunks with their items (retention + 1), final outputs with their runs (retention + 7)
     cdk_templates[stage].has_resource_properties("AWS::S3::Bucket", {
-        "LifecycleConfiguration": {"Rules": [Match.object_like(
-            {"Prefix": "outputs/live/", "ExpirationInDays": 91, "Status": "Enabled"})]},
+        "LifecycleConfiguration": {"Rules": [
+            Match.object_like({"Prefix": "outputs/live/", "ExpirationInDays": 91, "Status": "Enabled"}),
+            Match.object_like({"Prefix": "outputs/", "ExpirationInDays": 97, "Status": "Enabled"}),
+        ]},
     })
 
 
@@ -163,6 +168,9 @@ def test_sqs_sources_use_the_real_queue_arn_and_batch_size(templates):
         props = consumers[fn]
         assert props["Queue"] == {"Fn::GetAtt": [ids[spec.name], "Arn"]}
         assert props["BatchSize"] == spec.batch_size
+        # a backlog on one queue cannot take the account's concurrency from the API
+        assert props["ScalingConfig"] == {"MaximumConcurrency": SQS_MAX_CONCURRENCY[spec.name]}
+        assert 2 <= SQS_MAX_CONCURRENCY[spec.name] <= 1000
         timeout = cfn.functions(template)[fn]["Properties"]["Timeout"]
         assert spec.visibility_timeout >= timeout
     # a Harbor sync may take minutes: the work worker gets more than the default 120 s
@@ -185,6 +193,13 @@ def test_stream_source_is_the_tables_stream_with_bisect_retries_and_on_failure(t
         assert cfn.target(props["DestinationConfig"]["OnFailure"]["Destination"]) == stream_dlq
         assert props["BatchSize"] == resources.STREAM_BATCH_SIZE
         assert props["StartingPosition"] == "TRIM_HORIZON"
+        # a record is given up (to the stream DLQ) before the stream's 24 h trim drops it silently
+        assert props["MaximumRecordAgeInSeconds"] == 6 * 3600
+        assert props["ParallelizationFactor"] == 4
+    # the counting reader fills its batches for up to a second: a task item's writes per second
+    # are bounded by shards x parallelization, not by its node count
+    windows = {fn: props.get("MaximumBatchingWindowInSeconds", 0) for fn, _, props in sources}
+    assert windows == {"StreamAggregator": resources.AGGREGATOR_BATCHING_WINDOW_SECONDS, "StreamNotifier": 0}
 
 
 # --- the Chalice app -----------------------------------------------------------------------
@@ -217,9 +232,13 @@ def test_schedules_are_eventbridge_rules(templates):
     assert cfn.target(rules["rate(1 minute)"]["Targets"][0]["Arn"]) == "Sweep"
     assert cfn.target(rules["cron(17 3 * * ? *)"]["Targets"][0]["Arn"]) == "ReconcileStatistics"
     assert cfn.target(rules["cron(0 1 1 * ? *)"]["Targets"][0]["Arn"]) == "MonthlyUsageReport"
-    for rule in rules.values():
+    for expression, rule in rules.items():
         assert rule["State"] == "ENABLED"
-        assert rule["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+        if expression != "rate(1 minute)":
+            assert rule["Targets"][0]["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    # the sweeper is not retried: the next minute's sweep is its retry
+    assert rules["rate(1 minute)"]["Targets"][0]["RetryPolicy"] == {
+        "MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": SWEEPER_MAX_EVENT_AGE_SECONDS}
     # SAM would make rules of its own: the Schedule events are gone
     assert not list(cfn.events(template, "Schedule"))
     permitted = {(cfn.target(p["Properties"]["FunctionName"]), cfn.target(p["Properties"]["SourceArn"]))
@@ -328,7 +347,7 @@ def test_cognito_user_pool_issues_the_api_tokens(cdk_templates, templates):
         assert env["FLEETRUN_OIDC_AUDIENCE"] == {"Ref": client_id}
 
 
-@pytest.mark.parametrize(("stage", "rate", "burst"), [("dev", 50, 100), ("prod", 500, 1000)])
+@pytest.mark.parametrize(("stage", "rate", "burst"), [("dev", 50, 100), ("prod", 3000, 5000)])
 def test_api_is_throttled(cdk_templates, stage, rate, burst):
     cdk_templates[stage].has_resource_properties("AWS::Serverless::Api", {
         "Name": f"fleetrun-{stage}",
@@ -504,3 +523,53 @@ def test_only_the_notify_worker_may_send_email_and_only_from_the_configured_send
     assert cfn.target(env["FLEETRUN_NOTIFY_QUEUE_URL"]) == cfn.queue_ids(templates["prod"])["fleetrun-notify"]
     assert "FLEETRUN_NOTIFY_EMAIL_SENDER" not in cfn.functions(templates["dev"])["NotifyWorker"]["Properties"][
         "Environment"]["Variables"]
+
+
+# --- production settings (issue 17) --------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_one_sweeper_at_a_time_and_lambda_never_retries_it(templates, stage):
+    template = templates[stage]
+    sweep = cfn.functions(template)["Sweep"]["Properties"]
+    assert sweep["ReservedConcurrentExecutions"] == 1
+    [config] = cfn.resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert cfn.target(props["FunctionName"]) == "Sweep"
+    assert props["Qualifier"] == "$LATEST"
+    assert props["MaximumRetryAttempts"] == 0
+    assert props["MaximumEventAgeInSeconds"] == SWEEPER_MAX_EVENT_AGE_SECONDS
+    # no other function is limited
+    others = [name for name, fn in cfn.functions(template).items()
+              if "ReservedConcurrentExecutions" in fn["Properties"] and name != "Sweep"]
+    assert others == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_dispatch_and_stream_readers_get_more_memory(templates, stage):
+    fns = cfn.functions(templates[stage])
+    assert {name: fns[name]["Properties"]["MemorySize"] for name in FUNCTION_MEMORY_MB} == {
+        "DispatchWorker": 1769, "StreamAggregator": 1024, "StreamNotifier": 1024}
+    assert fns["APIHandler"]["Properties"]["MemorySize"] == 512
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_both_apis_write_json_access_logs_to_retained_log_groups(templates, stage):
+    template = templates[stage]
+    groups = cfn.resources(template, "AWS::Logs::LogGroup")
+    [api] = cfn.resources(template, "AWS::Serverless::Api").values()
+    [ws_stage] = cfn.resources(template, "AWS::ApiGatewayV2::Stage").values()
+    for setting in (api["Properties"]["AccessLogSetting"], ws_stage["Properties"]["AccessLogSettings"]):
+        group = cfn.target(setting["DestinationArn"])
+        assert group in groups
+        assert groups[group]["Properties"]["LogGroupName"].startswith(f"/fleetrun/{stage}/")
+        assert groups[group]["Properties"]["RetentionInDays"] == (90 if stage == "prod" else 14)
+        fields = json.loads(setting["Format"])
+        assert fields["requestId"] == "$context.requestId"
+        assert fields["status"] == "$context.status"
+        assert not [v for v in fields.values() if "authorizer" in v or "header" in v.lower()]  # no token
+    # AND API Gateway may write them (the account's CloudWatch role), before either stage exists
+    [(account_id, account)] = cfn.resources(template, "AWS::ApiGateway::Account").items()
+    role = cfn.target(account["Properties"]["CloudWatchRoleArn"])
+    assert "AmazonAPIGatewayPushToCloudWatchLogs" in json.dumps(
+        cfn.resources(template, "AWS::IAM::Role")[role]["Properties"]["ManagedPolicyArns"])
+    assert account_id in cfn.as_list(api.get("DependsOn"))
+    assert account_id in cfn.as_list(ws_stage.get("DependsOn"))

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.services import submit
+from chalicelib.store import index_reads
 from chalicelib.store.models import IdempotencyItem, TaskItem
 
 NODES = ["n1", "n2", "n3"]
@@ -19,7 +20,7 @@ def shell(nodes: list[str] = NODES, **extra: Any) -> dict[str, Any]:
 
 def all_tasks() -> list[TaskItem]:
     found: Any = TaskItem.list_index.query("TASK")
-    return list(found)
+    return index_reads.hydrate(TaskItem, found)
 
 
 class TestIdempotentCreate:

@@ -8,7 +8,7 @@ import pytest
 from chalicelib import clock
 from chalicelib.errors import Busy
 from chalicelib.services import liveness, reclaim
-from chalicelib.store import inventory, retrying
+from chalicelib.store import index_reads, inventory, retrying
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
 from tests.faults import fail_calls, throttled, transaction_conflict
 
@@ -320,12 +320,13 @@ class TestSeen:
 def test_allocation_items_are_listed_by_end_month(fleet):
     fleet.register("idx-1")
     admin(fleet, "POST", "/v1/nodes/idx-1/allocate", {"user": "bob"})
-    [open_item] = list(AllocationItem.list_index.query(inventory.OPEN))
+    [open_item] = index_reads.hydrate(AllocationItem, AllocationItem.list_index.query(inventory.OPEN))
     assert open_item.node_id == "idx-1"
     admin(fleet, "POST", "/v1/nodes/idx-1/release")
     assert list(AllocationItem.list_index.query(inventory.OPEN)) == []
     month = clock.now_iso()[:7]
-    assert [a.node_id for a in AllocationItem.list_index.query(f"ALLOCEND#{month}")] == ["idx-1"]
+    ended = AllocationItem.list_index.query(f"ALLOCEND#{month}")
+    assert [a.node_id for a in index_reads.hydrate(AllocationItem, ended)] == ["idx-1"]
 
 
 def test_a_reclaim_outcome_that_meets_a_concurrent_transaction_is_retried_not_lost(fleet, monkeypatch):

@@ -243,8 +243,8 @@ class TestSqsReplay:
         # THEN the runs, dispatch figures and events are unchanged
         assert table_state(fleet) == before_items
         assert public_view(fleet, task_id) == before
-        assert before[0]["dispatch"] == {"triggered": True, "target_node_count": 3, "created_count": 3,
-                                         "skipped_count": 0}
+        assert before[0]["dispatch"] == {"triggered": True, "state": "done", "target_node_count": 3,
+                                         "created_count": 3, "skipped_count": 0}
 
     def test_a_duplicated_dispatch_job_of_a_retry_creates_and_resets_nothing(self, fleet, recorded):
         # GIVEN a cancelled task retried, n2 claimed again

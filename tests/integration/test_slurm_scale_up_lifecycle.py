@@ -88,7 +88,8 @@ class TestCreation:
         assert task["status"] == "running"
         assert task["started_at"] is not None
         assert task["node_counts"]["pending"] == 3
-        assert task["dispatch"] == {"triggered": True, "target_node_count": 3, "created_count": 3, "skipped_count": 0}
+        assert task["dispatch"] == {"triggered": True, "state": "done", "target_node_count": 3, "created_count": 3,
+                                    "skipped_count": 0}
         assert sorted(runs) == NODES
         assert {run["status"] for run in runs.values()} == {"pending"}
         assert {run["attempt"] for run in runs.values()} == {1}

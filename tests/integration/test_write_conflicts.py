@@ -23,13 +23,13 @@ def shell() -> dict[str, Any]:
 
 def count_fan_outs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     made: list[str] = []
-    prepare = attempts.prepare_attempt
+    prepare = attempts.prepare_part  # (one part: a dispatch chunk; these tasks have one)
 
-    def counting(task: Any, now: str) -> Any:
+    def counting(task: Any, *args: Any) -> Any:
         made.append(task.task_id)
-        return prepare(task, now)
+        return prepare(task, *args)
 
-    monkeypatch.setattr(attempts, "prepare_attempt", counting)
+    monkeypatch.setattr(attempts, "prepare_part", counting)
     return made
 
 

@@ -43,7 +43,7 @@ class _Busy503:
         self.calls: list[str] = []
         self.answered: dict[str, int] = {}
 
-    def answer(self, path: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         self.calls.append(path)
         seen = self.answered[path] = self.answered.get(path, 0) + 1
         if seen <= self.busy:
@@ -51,6 +51,14 @@ class _Busy503:
             return 503, {"Retry-After": self.retry_after}, body
         if path.endswith("/claim"):
             return 200, {}, {"runs": []}
+        if path.endswith("/report"):  # the batched route: every item answered 200
+            lease = _iso(datetime.now(UTC) + timedelta(seconds=30))
+            return 200, {}, {
+                "heartbeats": [{"run_id": h["run_id"], "status": 200, "lease_expires_at": lease,
+                                "cancel_requested": False} for h in body.get("heartbeats", [])],
+                "completions": [{"run_id": c["run_id"], "status": 200, "replayed": False}
+                                for c in body.get("completions", [])],
+            }
         return 200, {}, {"run_id": "T1.n-1", "status": "succeeded"}
 
 
@@ -60,8 +68,8 @@ def served() -> Iterator[tuple[str, _Busy503]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, headers, body = service.answer(self.path)
+            sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, headers, body = service.answer(self.path, json.loads(sent or b"{}"))
             payload = json.dumps(body).encode()
             self.send_response(status)
             for name, value in {**headers, "Content-Type": "application/json"}.items():
@@ -153,8 +161,8 @@ def test_a_completion_answered_503_is_retried_until_delivered(tmp_path: Path, se
     thread = threading.Thread(target=execution.execute, daemon=True)
     thread.start()
     thread.join(20)
-    # THEN the completion was sent three times: refused twice, then delivered
+    # THEN the completion was sent three times (in the agent's report calls): refused twice, then delivered
     assert not thread.is_alive()
-    completes = [path for path in service.calls if path.endswith("/complete")]
-    assert len(completes) == 3, service.calls
+    reports = [path for path in service.calls if path.endswith("/report")]
+    assert len(reports) == 3, service.calls
     assert "run succeeded" in log.getvalue()

@@ -80,6 +80,6 @@ def test_a_401_on_a_heartbeat_stops_the_running_step_and_the_agent(tmp_path):
     status = _serve(agent, within=10)
     # THEN the step is stopped at once — no 30 s grace: nothing it does could be reported — and the agent exits
     assert status == EXIT_TOKEN_REFUSED
-    assert service.calls[1].startswith("/v1/runs/T1.n-1/")  # the heartbeat (its events go first)
+    assert service.calls[1] == "/v1/agents/n-1/report"  # the heartbeat (its events inside), in a report
     assert service.calls.count("/v1/agents/n-1/claim") == 1
     assert log.getvalue().splitlines()[-1].endswith(REFUSED)

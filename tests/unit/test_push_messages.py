@@ -57,7 +57,8 @@ def test_many_changes_of_one_task_in_a_batch_become_its_latest_state():
 
 
 @pytest.mark.parametrize("quiet", [{"updated_at": "2026-11-22T18:00:05.000Z"}, {"counted_ver": 42},
-                                   {"dispatched_attempt": 1, "finished_base": 3}])
+                                   # (`dispatched_attempt` shows as the dispatch's state: a visible change)
+                                   {"finished_base": 3, "dispatch_progress_at": "2026-11-22T18:00:05.000Z"}])
 def test_a_change_nobody_can_see_is_not_pushed(quiet):
     changed, _ = push._changed_tasks([_record("MODIFY", _task(), _task(**quiet))])
     assert changed == {}

@@ -367,6 +367,7 @@ class TestRunChanges:
     def test_a_heartbeat_keeps_the_status(self):
         change = run_change("heartbeat", _run(), RunInputs(now=NOW, runner="n-1", lease_expires_at=9, progress=40))
         assert "status" not in change.fields
+        # (and leaves the run's lease entry in the sweeper's due index where it is: domain/due.py)
         assert change.fields == {"lease_expires_at": 9, "progress": 40, "updated_at": NOW, "ver": Add(1)}
 
 

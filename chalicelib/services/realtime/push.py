@@ -21,7 +21,7 @@ from chalicelib.domain.records import Task
 from chalicelib.observability import logger
 from chalicelib.services.realtime import sender
 from chalicelib.services.views import task_view
-from chalicelib.store import connections, events, tasks
+from chalicelib.store import connections, events, run_partitions, tasks
 from chalicelib.store.dynamo import task_from_image
 from chalicelib.store.stream_records import Image, Record
 
@@ -99,7 +99,7 @@ def _new_events(records: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:
         if record.event != "INSERT" or not record.sk.startswith("EVT#") or record.new is None:
             continue
         packed = record.new_value("packed")
-        found[record.pk.removeprefix("TASK#")].extend(
+        found[run_partitions.task_id_of(record.pk)].extend(
             events.body_of(record.new_value("events"), packed.value if packed is not None else None))
     return found
 

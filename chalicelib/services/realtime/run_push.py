@@ -22,7 +22,7 @@ from chalicelib.observability import logger
 from chalicelib.services.realtime import sender
 from chalicelib.services.realtime.push import MESSAGE_BYTES_MAX
 from chalicelib.services.views import run_view
-from chalicelib.store import connections
+from chalicelib.store import connections, run_partitions
 from chalicelib.store.dynamo import run_from_image
 from chalicelib.store.stream_records import Image, Record
 
@@ -55,7 +55,7 @@ def changed_runs(records: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:
     first_old: dict[tuple[str, str], Image | None] = {}
     last_new: dict[tuple[str, str], Image] = {}
     for record in sorted(records, key=lambda r: r.seq):
-        if not record.sk.startswith("RUN#") or not record.pk.startswith("TASK#") or record.new is None:
+        if not record.sk.startswith("RUN#") or not run_partitions.is_task_pk(record.pk) or record.new is None:
             continue
         key = (record.pk, record.sk)
         first_old.setdefault(key, record.old)

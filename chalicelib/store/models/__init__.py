@@ -4,8 +4,9 @@
 |-----------------|---------------------|------------------|
 | task            | TASK#<id>           | META             | (owner-index OWNER#<owner>)
 | target chunk    | TASK#<id>           | TGT#<00000>      |
-| node run        | TASK#<id>           | RUN#<node>       |
-| events          | TASK#<id>           | EVT#<ulid>       |
+| node run        | TASK#<id>[#R<s>]    | RUN#<node>       | (#R<s>: run_shards > 1, s = crc32(node) mod run_shards)
+| events          | TASK#<id>[#R<s>]    | EVT#<ulid>, EVM#<seed> | (a node's: its run's partition)
+| counter marks   | TASK#<id>[#R<b mod run_shards>] | CNT#<b>  | (store/counters.py `marker_pk`)
 | idempotency     | IDEM#<owner>#<key>  | IDEM             |
 | node (machine)  | NODE#<id>           | META             |
 | allocation      | NODE#<id>           | ALLOC#<start>#<ulid> | (list-index: ALLOCEND#OPEN or ALLOCEND#<end month>)
@@ -23,6 +24,9 @@
 | label index     | LABEL#<key>#<value> | <node id>        | one per label of a node (store/label_index.py) |
 | task type       | TTYPE#<name>        | HEAD, V#<0000000001> | (models/task_types.py; list-index TTYPES / <name>) |
 
+A large task's runs, their events and its counter marks are spread over `run_shards` partitions
+so that no key takes a write per node run of the whole task (store/run_partitions.py).
+
 A statistics `<scope>` is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`,
 and an hour of one appends `|hour:<yyyy-mm-ddThh>`.
 
@@ -37,9 +41,12 @@ timestamps and node ids (checked against `^[A-Za-z0-9._:-]{1,128}$` when registe
 they are, and so do the repository and tag names a Harbor sync reads (Harbor's naming rules
 allow none of `:`, `#`, `|`; not checked here).
 
-Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks),
+Indexes: `list-index` (tasks and nodes newest first), `owner-index` (a user's tasks) — both
+project keys and `base.LISTED_ATTRIBUTES` only: read the items by `store/index_reads.py` —
 `claim-index` (sparse: only claimable runs, by runner, priority first), `active-index`
-(sparse: non-terminal tasks, for the sweeper).
+(sparse: non-terminal tasks; the sweeper's one-time due backfill), `due-index` (sparse, sharded
+`DUE#<kind>#<n>` by due time: leases, reservations and task looks the sweeper reads,
+domain/due.py; carries `task_id` and `node`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 import pynamodb.connection.base
 from pynamodb.attributes import UnicodeAttribute
 from pynamodb.connection import TableConnection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib import aws, config
@@ -41,10 +41,17 @@ class FleetrunModel(Model):
         return super()._get_connection()
 
 
+#: the attributes `list-index` and `owner-index` carry besides keys: what listings filter on in
+#: the index (a task's status, type and tags; an image's removal). None changes on an aggregator
+#: write or a heartbeat, so those writes never touch the indexes; listings read the items
+#: themselves by BatchGetItem (store/index_reads.py)
+LISTED_ATTRIBUTES = ["status", "type", "tags", "removed_at"]
+
+
 class ListIndex(GlobalSecondaryIndex["FleetrunModel"]):
     class Meta:
         index_name = "list-index"
-        projection = AllProjection()
+        projection = IncludeProjection(LISTED_ATTRIBUTES)
 
     list_pk = UnicodeAttribute(hash_key=True)
     list_sk = UnicodeAttribute(range_key=True)
@@ -53,7 +60,7 @@ class ListIndex(GlobalSecondaryIndex["FleetrunModel"]):
 class OwnerIndex(GlobalSecondaryIndex["FleetrunModel"]):
     class Meta:
         index_name = "owner-index"
-        projection = AllProjection()
+        projection = IncludeProjection(LISTED_ATTRIBUTES)
 
     owner_pk = UnicodeAttribute(hash_key=True)
     owner_sk = UnicodeAttribute(range_key=True)
@@ -77,7 +84,20 @@ class ActiveIndex(GlobalSecondaryIndex["FleetrunModel"]):
     active_sk = UnicodeAttribute(range_key=True)
 
 
-ALL_INDEXES: tuple[type[GlobalSecondaryIndex[Any]], ...] = (ListIndex, OwnerIndex, ClaimIndex, ActiveIndex)
+class DueIndex(GlobalSecondaryIndex["FleetrunModel"]):
+    """Sparse: what the sweeper must look at, by when (domain/due.py). Sharded partitions
+    `DUE#<kind>#<n>`, sorted by due time; it carries the ids to read the item by (a run's
+    partition key is not parsed: runs may be spread over several)."""
+
+    class Meta:
+        index_name = "due-index"
+        projection = IncludeProjection(["task_id", "node"])
+
+    due_pk = UnicodeAttribute(hash_key=True)
+    due_sk = UnicodeAttribute(range_key=True)
+
+
+ALL_INDEXES: tuple[type[GlobalSecondaryIndex[Any]], ...] = (ListIndex, OwnerIndex, ClaimIndex, ActiveIndex, DueIndex)
 
 
 # Ids the service generates (task, schedule, subscription, event: ULIDs) and node ids (checked

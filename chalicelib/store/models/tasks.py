@@ -14,7 +14,15 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 
-from chalicelib.store.models.base import ActiveIndex, ClaimIndex, FleetrunModel, ListIndex, OwnerIndex, _Meta
+from chalicelib.store.models.base import (
+    ActiveIndex,
+    ClaimIndex,
+    DueIndex,
+    FleetrunModel,
+    ListIndex,
+    OwnerIndex,
+    _Meta,
+)
 
 
 class RunCounts(MapAttribute[str, Any]):
@@ -53,6 +61,8 @@ class TaskItem(FleetrunModel):
     sealed_secrets = UnicodeAttribute(null=True)
     target_count = NumberAttribute(default=0)
     target_chunks = NumberAttribute(default=0)
+    #: the partitions the task's runs are spread over, fixed at creation (store/run_partitions.py)
+    run_shards = NumberAttribute(default=1)
     created_at = UnicodeAttribute()
     started_at = UnicodeAttribute(null=True)
     completed_at = UnicodeAttribute(null=True)
@@ -75,6 +85,14 @@ class TaskItem(FleetrunModel):
     finished_base = NumberAttribute(default=0)
     ordinal_next = NumberAttribute(default=0)
     halted = BooleanAttribute(default=False)
+    #: the dispatch in progress, in chunks (services/dispatch_chunks.py)
+    dispatch_id = UnicodeAttribute(null=True)
+    dispatch_first_chunk = NumberAttribute(default=0)
+    dispatch_first_ordinal = NumberAttribute(default=0)
+    dispatch_total = NumberAttribute(default=0)
+    dispatch_chunks = NumberAttribute(default=0)
+    dispatched_through = NumberAttribute(default=0)
+    dispatch_progress_at = UnicodeAttribute(null=True)
     #: scope of the last retry ("failed" or "all"); the dispatch job resets runs accordingly
     retry_scope = UnicodeAttribute(null=True)
     idempotency_key = UnicodeAttribute(null=True)
@@ -103,10 +121,16 @@ class TaskItem(FleetrunModel):
     owner_sk = UnicodeAttribute(null=True)
     active_pk = UnicodeAttribute(null=True)
     active_sk = UnicodeAttribute(null=True)
+    #: the table's TTL: set when the task ends, cleared by a retry (domain/retention.py)
+    expires_at = NumberAttribute(null=True)
+    #: the sweeper's next look at the task (domain/due.py; sparse: active tasks only)
+    due_pk = UnicodeAttribute(null=True)
+    due_sk = UnicodeAttribute(null=True)
 
     list_index = ListIndex()
     owner_index = OwnerIndex()
     active_index = ActiveIndex()
+    due_index = DueIndex()
 
     KIND: ClassVar[str] = "META"
 
@@ -153,6 +177,8 @@ class NodeRunItem(FleetrunModel):
     final_events = UnicodeAttribute(null=True)
     #: numbers the run's writes (domain/run_transitions.py); the aggregator counts each once
     ver = NumberAttribute(default=0)
+    #: the table's TTL: set by the run's terminal write (domain/retention.py)
+    expires_at = NumberAttribute(null=True)
     output = UnicodeAttribute(null=True)
     output_key = UnicodeAttribute(null=True)
     claim_pk = UnicodeAttribute(null=True)
@@ -166,8 +192,12 @@ class NodeRunItem(FleetrunModel):
     confirmed = BooleanAttribute(null=True)
     #: epoch seconds the run became claimable (entered `pending`); cleared once claimed
     claimable_at = NumberAttribute(null=True)
+    #: when its lease or plan reservation lapses (domain/due.py; sparse: running and apply_pending runs)
+    due_pk = UnicodeAttribute(null=True)
+    due_sk = UnicodeAttribute(null=True)
 
     claim_index = ClaimIndex()
+    due_index = DueIndex()
 
 
 class EventItem(FleetrunModel):
@@ -182,6 +212,8 @@ class EventItem(FleetrunModel):
     #: the same JSON, zlib-compressed, for bodies over store/events.PACK_ABOVE bytes (write units
     #: count stored bytes: a node's completion events shrink several times)
     packed = BinaryAttribute(null=True, legacy_encoding=False)
+    #: the table's TTL, set when written (domain/retention.py)
+    expires_at = NumberAttribute(null=True)
 
 
 class IdempotencyItem(FleetrunModel):

@@ -113,6 +113,15 @@ class WriteMeter:
         with self._lock:
             return dict(self._counts)
 
+    def units_by_partition(self) -> dict[str, int]:
+        """Write units per partition key value, over the writes kept (the last METER_EVENTS)."""
+        with self._lock:
+            events = list(self._events)
+        totals: dict[str, int] = {}
+        for _, partition, units in events:
+            totals[partition] = totals.get(partition, 0) + units
+        return totals
+
     def peak_writes_per_second(self) -> tuple[str | None, float]:
         """The partition key with the most writes in any 1 s window, and that count."""
         return self._peak(lambda units: 1)
