@@ -51,13 +51,17 @@ def provision(region: str = "us-east-1", table_name: str = "fleetrun") -> Provis
     in-process mock the tests install)."""
     session = aws.session()
     ddb = session.create_client("dynamodb", region_name=region)
-    ddb.create_table(**resources.table_definition(table_name))
+    definition = resources.table_definition(table_name)
+    stream = definition.pop("StreamSpecification")
+    ddb.create_table(**definition)
     ddb.update_time_to_live(
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": resources.TTL_ATTRIBUTE_NAME},
     )
-    # a new table holds no item from before the due index: nothing to backfill (services/due_backfill.py)
+    # a new table holds no item from before the due index: nothing to backfill (services/due_backfill.py);
+    # written before the stream is on, so no reader ever sees it
     ddb.put_item(TableName=table_name, Item=due.backfill_done_item())
+    ddb.update_table(TableName=table_name, StreamSpecification=stream)
     stream_arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
 
     sqs = session.create_client("sqs", region_name=region)
