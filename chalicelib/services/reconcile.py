@@ -66,9 +66,10 @@ Sums = dict[str, dict[str, Decimal]]
 
 
 # --- what a task contributes -------------------------------------------------------------
-def contribution(task: Task, now: float, *, hourly: bool = True) -> Sums:
+def contribution(task: Task, now: float | None, *, hourly: bool = True) -> Sums:
     """scope -> statistic -> amount a task adds to the counters (the recount's rule; hourly
-    scopes only for hours the reconcile compares, `hourly=False` for none)."""
+    scopes only for hours the reconcile compares at `now`, every hour when `now` is None,
+    none with `hourly=False`)."""
     added: dict[str, Decimal] = defaultdict(Decimal)
     added["total"] += 1
     added[f"ty_{task.type}"] += 1
@@ -82,7 +83,7 @@ def contribution(task: Task, now: float, *, hourly: bool = True) -> Sums:
     sums: Sums = {scope: dict(added) for scope in counters.scopes_of(task.owner, task.type)}
     if hourly and task.status in TASK_TERMINAL and task.completed_at:
         hour = counters.hour_of(task.completed_at)
-        if retention.reconcilable_hour(hour, now):
+        if now is None or retention.reconcilable_hour(hour, now):
             in_hour: dict[str, Decimal] = {f"st_{task.status}": Decimal(1)}
             if duration is not None:
                 in_hour.update(dur_sum=duration, dur_n=Decimal(1))

@@ -8,8 +8,7 @@ from typing import Any
 
 from chalicelib import clock
 from chalicelib.auth import Actor
-from chalicelib.domain.records import Task
-from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TASK_TERMINAL, TaskStatus
+from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_STATUSES, TaskStatus
 from chalicelib.errors import Forbidden
 from chalicelib.services import reconcile as reconcile_steps
 from chalicelib.store import counters, tasks
@@ -57,35 +56,10 @@ def recount() -> dict[str, dict[str, Decimal]]:
     `reconcile` first recounts from the runs of every active task)."""
     expected: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for task in tasks.iter_all():
-        contribution: dict[str, Decimal] = defaultdict(Decimal)
-        contribution["total"] += 1
-        contribution[f"ty_{task.type}"] += 1
-        contribution[f"st_{task.status}"] += 1
-        for status, value in task.counts.items():  # every run status, terminal or not
-            contribution[f"nr_{status}"] += Decimal(value)
-        if task.status in TASK_FINISHED and task.started_at and task.completed_at:
-            seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
-            contribution["dur_sum"] += Decimal(str(round(seconds, 3)))
-            contribution["dur_n"] += 1
-        for scope in counters.scopes_of(task.owner, task.type):
-            for name, amount in contribution.items():
+        for scope, amounts in reconcile_steps.contribution(task, None).items():
+            for name, amount in amounts.items():
                 expected[scope][name] += amount
-        _recount_hour(task, expected)
     return expected
-
-
-def _recount_hour(task: Task, expected: dict[str, dict[str, Decimal]]) -> None:
-    if task.status not in TASK_TERMINAL or not task.completed_at:
-        return
-    contribution: dict[str, Decimal] = {f"st_{task.status}": Decimal(1)}
-    if task.status in TASK_FINISHED and task.started_at:
-        seconds = clock.parse_rfc3339(task.completed_at) - clock.parse_rfc3339(task.started_at)
-        contribution["dur_sum"] = Decimal(str(round(seconds, 3)))
-        contribution["dur_n"] = Decimal(1)
-    hour = counters.hour_of(task.completed_at)
-    for scope in counters.scopes_of(task.owner, task.type):
-        for name, amount in contribution.items():
-            expected[counters.hour_scope(scope, hour)][name] += amount
 
 
 def reconcile() -> dict[str, dict[str, str]]:
