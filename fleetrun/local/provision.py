@@ -46,6 +46,24 @@ class Provisioned:
         }
 
 
+def add_missing_indexes(region: str = "us-east-1", table_name: str = "fleetrun") -> list[str]:
+    """Create the indexes the table lacks (state kept from a version before them: `due-index`),
+    one per UpdateTable call as DynamoDB allows. Returns their names. An index that exists with
+    another projection is left: every one before was ALL, which carries what a narrower needs."""
+    ddb = aws.session().create_client("dynamodb", region_name=region)
+    existing = {index["IndexName"] for index in
+                ddb.describe_table(TableName=table_name)["Table"].get("GlobalSecondaryIndexes", [])}
+    definition = resources.table_definition(table_name)
+    added = []
+    for index in definition["GlobalSecondaryIndexes"]:
+        if index["IndexName"] in existing:
+            continue
+        ddb.update_table(TableName=table_name, AttributeDefinitions=definition["AttributeDefinitions"],
+                         GlobalSecondaryIndexUpdates=[{"Create": index}])
+        added.append(index["IndexName"])
+    return added
+
+
 def provision(region: str = "us-east-1", table_name: str = "fleetrun") -> Provisioned:
     """Create every resource where the environment points (a moto server's endpoint, or the
     in-process mock the tests install)."""

@@ -172,11 +172,14 @@ class LocalRuntime:
 
     def _provision(self) -> Any:
         """The resources, created on the first start and found again in the state after that."""
-        from fleetrun.local.provision import Provisioned, provision
+        from fleetrun.local.provision import Provisioned, add_missing_indexes, provision
 
         known = self.store.meta.get("provisioned")
         if known:
-            return Provisioned(**known)
+            provisioned = Provisioned(**known)
+            for name in add_missing_indexes(table_name=provisioned.table_name):
+                print(f"state from before {name}: index created")
+            return provisioned
         provisioned = provision()
         self.store.put_meta("provisioned", dataclasses.asdict(provisioned))
         return provisioned
