@@ -261,22 +261,11 @@ def confirmation_window_seconds() -> int:
 
 
 def reset() -> None:
-    """Forget every cached setting (tests change the environment between cases)."""
-    for getter in (
-        table_name, region, dispatch_queue_url, outputs_bucket, kms_key_id, lease_seconds,
-        rate_limit_per_minute, local_mode, jwt_secret, cursor_secret, oidc_issuer, oidc_audience,
-        undispatched_grace_seconds, public_url,
-        intake_queue_url, intake_queue_arn, intake_dlq_url, intake_dlq_arn, intake_producers, schedule_group,
-        scheduler_role_arn,
-        work_queue_url, harbor_url, harbor_urls, harbor_robot_name, harbor_page_size, harbor_retry_backoff_seconds,
-        prometheus_url, prometheus_bearer_token, prometheus_basic_auth,
-        websocket_endpoint, websocket_url,
-        node_offline_seconds, reports_bucket,
-        confirmation_window_seconds,
-    ):
-        getter.cache_clear()
-    for notify_getter in _NOTIFY_SETTINGS:
-        notify_getter.cache_clear()
+    """Forget every cached setting (tests change the environment between cases): every getter
+    of this module that caches, so a new one cannot be left out."""
+    for getter in list(globals().values()):
+        if callable(getter) and hasattr(getter, "cache_clear"):
+            getter.cache_clear()
 
 
 # --- notifications ------------------------------------------------------------------------
@@ -317,9 +306,3 @@ def notify_allow_local_targets() -> bool:
 def dashboard_url() -> str:
     """Base of the task links in notifications (`<base>/#/tasks/<id>`); default FLEETRUN_PUBLIC_URL."""
     return os.environ.get("FLEETRUN_DASHBOARD_URL", "") or public_url()
-
-
-_NOTIFY_SETTINGS = (
-    notify_queue_url, notify_email_sender, notify_timeout_seconds, notify_backoff_seconds,
-    notify_allow_local_targets, dashboard_url,
-)
