@@ -14,6 +14,7 @@ One cached item answers every read (a GetItem, whatever the size of the fleet):
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -150,8 +151,8 @@ def repair() -> RepairReport:
             fixes.append(store.Recount(before, status, before.seq, gone))
             report.fixed[node_id] = f"{before.status} -> {status}"
     for fix in fixes:  # one by one: a lost race skips one node, not 99
-        try:
-            store.apply([fix])
+        try:  # a transaction conflict or a throttle is tried again; a node that changed is skipped
+            retrying.retry_writes(functools.partial(store.apply, [fix]))
         except ClientError as error:
             if error.response["Error"]["Code"] != "TransactionCanceledException" and not is_retry_later(error):
                 raise
