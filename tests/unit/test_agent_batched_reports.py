@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ import pytest
 from fleetrun.agent.journal import Journal
 from fleetrun.agent.loop import Agent
 from fleetrun.agent.settings import AgentSettings
+from tests.waiting import wait_for
 
 
 def _iso(at: datetime) -> str:
@@ -106,12 +106,11 @@ def _agent(tmp_path: Path, url: str, seconds: float) -> tuple[Agent, io.StringIO
 def _serve_until(agent: Agent, done: Any, within: float) -> None:
     thread = threading.Thread(target=agent.serve, daemon=True)
     thread.start()
-    deadline = time.monotonic() + within
-    while not done() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    agent.shutdown.request("test over")
-    thread.join(15)
-    assert done(), "the condition was not met in time"
+    try:
+        wait_for(done, within, "the condition", interval=0.05)
+    finally:
+        agent.shutdown.request("test over")
+        thread.join(15)
 
 
 def test_the_heartbeats_and_completions_of_several_runs_share_report_calls(tmp_path, serve):
