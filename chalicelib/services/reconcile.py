@@ -44,7 +44,7 @@ from chalicelib.domain.statuses import TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger
 from chalicelib.services import jobs
 from chalicelib.services import recount as recount_runs
-from chalicelib.store import counters, index_reads, tasks
+from chalicelib.store import counters, index_reads, retrying, tasks
 from chalicelib.store.dynamo import task_record
 from chalicelib.store.models import TTL_ATTRIBUTE, TaskItem
 
@@ -268,8 +268,8 @@ def _commit(updates: list[dict[str, Any]], pass_id: str, number: int, phase: str
             ":pass": {"S": pass_id}, ":drift": {"N": str(drift_scopes)},
         },
     }}
-    try:
-        aws.client("dynamodb").transact_write_items(TransactItems=[*updates, state])
+    try:  # a conflict or a throttle wrote nothing: the same transaction again is safe (the guard)
+        retrying.retry_writes(lambda: aws.client("dynamodb").transact_write_items(TransactItems=[*updates, state]))
     except ClientError as error:
         reasons = error.response.get("CancellationReasons") or []
         if reasons and reasons[-1].get("Code") == "ConditionalCheckFailed":

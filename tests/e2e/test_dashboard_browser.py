@@ -52,7 +52,7 @@ def sign_in(driver: Any, stack: Stack, token: str) -> None:
     driver.refresh()
     field = wait(driver, 10, lambda d: d.find_element(By.ID, "token").is_displayed() and d.find_element(By.ID, "token"))
     field.send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button[type=submit]").click()
+    click(driver, "#sign-in-form button[type=submit]")
     wait(driver, 10, lambda d: d.find_elements(By.CSS_SELECTOR, "#tasks"))
 
 
@@ -70,6 +70,31 @@ def text_of(driver: Any, css: str) -> str | None:
         return str(driver.find_element(By.CSS_SELECTOR, css).text)
     except (NoSuchElementException, StaleElementReferenceException):
         return None
+
+
+def attribute_of(driver: Any, css: str, name: str) -> str | None:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        value = driver.find_element(By.CSS_SELECTOR, css).get_attribute(name)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+    return None if value is None else str(value)
+
+
+def click(driver: Any, css: str, seconds: float = 5) -> None:
+    """Click `css` once it is there, finding it again when a live update replaced it meanwhile."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        return True
+    wait(driver, seconds, clicked)
 
 
 def slurm(nodes: dict[str, Path], **extra: Any) -> dict[str, Any]:
@@ -113,9 +138,9 @@ def test_retry_failed_from_the_task_page_leaves_the_terminal_state_within_a_seco
     # WHEN "Retry failed" is clicked, and confirmed in the dialog it opens
     from selenium.webdriver.common.by import By
 
-    chromium.find_element(By.CSS_SELECTOR, "button[data-action=retry-failed]").click()
+    click(chromium, "button[data-action=retry-failed]")
     wait(chromium, 5, lambda d: d.find_elements(By.CSS_SELECTOR, "dialog#confirm-dialog[open]"))
-    chromium.find_element(By.CSS_SELECTOR, "#confirm-dialog [data-confirm=confirm]").click()
+    click(chromium, "#confirm-dialog [data-confirm=confirm]")
     clicked = time.monotonic()
     # THEN the status leaves the terminal state within one second
     wait(chromium, 1.0, lambda d: text_of(d, status) not in (None, "partial failure"))
@@ -180,12 +205,13 @@ def test_a_viewer_sees_no_actions_and_an_operator_sees_those_of_their_own_task(s
 def test_statistics_charts_and_the_fleet_panel_show_what_the_api_answers(stack, fleet, chromium):
     from selenium.webdriver.common.by import By
 
-    # GIVEN the tasks the earlier tests finished
-    stats = stack.admin.get("/v1/statistics")
+    # GIVEN the tasks the earlier tests finished (their last stream records may still be counted)
+    def total() -> str:
+        return str(stack.admin.get("/v1/statistics")["total_tasks"])
     # WHEN the statistics page opens THEN its cards and the three hourly charts show
     sign_in(chromium, stack, stack.admin_token)
     chromium.get(f"{stack.url}/#/stats")
-    wait(chromium, 10, lambda d: text_of(d, "[data-stat=total] .value") == str(stats["total_tasks"]))
+    wait(chromium, 10, lambda d: text_of(d, "[data-stat=total] .value") == total())
     assert len(chromium.find_elements(By.CSS_SELECTOR, "#stat-charts svg.chart")) == 3
     assert chromium.find_elements(By.CSS_SELECTOR, "#stat-charts svg.chart rect")  # this hour's finished tasks
     # WHEN the fleet page opens THEN it counts the registered nodes, and says plainly that there
@@ -214,9 +240,7 @@ def test_a_task_waiting_for_its_concurrency_key_names_the_holder_on_its_page(sta
     # THEN it names the task it waits for, its owner and the key, with a link to the holder
     shown = wait(chromium, 10, lambda d: text_of(d, ".waiting-for"))
     assert shown == f"{holder} (admin) holds concurrency key {key}"
-    from selenium.webdriver.common.by import By
-
-    link = chromium.find_element(By.CSS_SELECTOR, ".waiting-for a").get_attribute("href")
+    link = wait(chromium, 10, lambda d: attribute_of(d, ".waiting-for a", "href"))
     assert link.endswith(f"#/tasks/{holder}")
     stack.admin.post(f"/v1/tasks/{holder}/cancel")
     stack.admin.post(f"/v1/tasks/{waiting}/cancel")
