@@ -12,6 +12,9 @@ const RUNS_REFRESH_MS = 1000;
 // run push lost (pushes are best effort): the runs are read again
 const RUNS_VERIFY_MS = 2500;
 const TIMELINE_MAX = 1000;
+// a catch-up reads events from this long before the newest shown (see catchUpEventsSoon)
+const EVENTS_SETTLE_MS = 10000;
+const ULID_DIGITS = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const RUN_STATUSES = ["pending", "running", "apply_pending", "succeeded", "failed", "timed_out", "cancelled"];
 // `ask`: the question of the dialog shown before the action is sent (confirm apply is itself the
 // confirmation of a two-phase task)
@@ -30,6 +33,15 @@ const ACTIONS = [
 const RUNNER_CHECK_MAX = 20;
 const RUNNER_CHECK_MS = 10000;
 
+// the smallest event id written `ms` before `eventId` was (an id starts with a ULID: 10 digits of ms)
+const idBefore = (eventId, ms) => {
+  let time = 0;
+  for (const digit of eventId.slice(0, 10).toUpperCase()) time = time * 32 + ULID_DIGITS.indexOf(digit);
+  time = Math.max(0, time - ms);
+  let head = "";
+  for (let i = 0; i < 10; i++, time = Math.floor(time / 32)) head = ULID_DIGITS[time % 32] + head;
+  return `${head}${"0".repeat(16)}-000`;
+};
 const escape = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 // whether `a` is the same or a later state of a node's run than `b`: a later attempt, or the same
 // attempt changed later (every change stamps updated_at); a read that raced a push never undoes it
@@ -334,7 +346,9 @@ export class TaskView extends View {
     if (task.task_id !== this.taskId || !this.task) return;
     // an older snapshot than the one shown (e.g. a poll racing a push) is ignored
     if (task.updated_at && this.task.updated_at && task.updated_at < this.task.updated_at) return;
+    const moved = task.status !== this.task.status;
     this.showTask(task);
+    if (moved) this.catchUpEventsSoon();
   }
 
   // --- node runs -----------------------------------------------------------------------
@@ -520,12 +534,28 @@ export class TaskView extends View {
     if (stick) this.timeline.scrollTop = this.timeline.scrollHeight;
   }
 
+  // Pushes are best effort (one lost, or sent before the subscription took, is never resent), so
+  // each status change reads the events again from a little before the newest shown: ids are
+  // taken when a write starts, so one committed late may sort before an event already shown.
+  catchUpEventsSoon(delay = 300) {
+    if (this.eventsTimer) return;
+    this.eventsTimer = setTimeout(async () => {
+      try {
+        const after = this.lastEventId ? { after: idBefore(this.lastEventId, EVENTS_SETTLE_MS) } : {};
+        const events = await api.allPages(`/v1/tasks/${encodeURIComponent(this.taskId)}/events`, after);
+        if (this.alive) for (const event of events) this.addEvent(event);
+      } finally {
+        this.eventsTimer = null;
+      }
+    }, delay);
+  }
+
   async poll() {
     if (!this.task) return;
     const id = encodeURIComponent(this.taskId);
     const [task, events] = await Promise.all([
       api.get(`/v1/tasks/${id}`),
-      api.allPages(`/v1/tasks/${id}/events`, this.lastEventId ? { after: this.lastEventId } : {}),
+      api.allPages(`/v1/tasks/${id}/events`, this.lastEventId ? { after: idBefore(this.lastEventId, EVENTS_SETTLE_MS) } : {}),
     ]);
     if (!this.alive) return;
     this.onTask(task);
