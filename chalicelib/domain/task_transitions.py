@@ -45,6 +45,7 @@ class TaskRef(Protocol):
     counted_ver: int
     target_count: int
     target_chunks: int
+    dispatch_chunks: int
     ordinal_next: int
     progress_sum: int
     counts: dict[str, int]
@@ -132,6 +133,15 @@ def _dispatch_chunk(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], t
 
 def _finish(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     return {}, _counts_as_read(task)
+
+
+def _finish_cancel(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
+    """A cancelled task makes no more runs: the chunks its dispatch had left are done, so it
+    shows `dispatch.state` done (a chunk job racing this write cancels the runs it just made,
+    services/dispatch.py). A retry's chunks still to reset runs keep their runs counted pending,
+    so the task cannot get here before they ran."""
+    fields, guard = _finish(task, given)
+    return {**fields, "dispatched_through": int(task.dispatch_chunks)}, guard
 
 
 def _no_guard(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
@@ -238,7 +248,7 @@ TASK_TRANSITIONS: Final[dict[str, Transition]] = {
         _t("complete", {S.RUNNING}, S.COMPLETED, _finish),
         _t("partially_fail", {S.RUNNING}, S.PARTIAL_FAILURE, _finish),
         _t("fail", {S.RUNNING, S.PENDING}, S.FAILED, _finish),
-        _t("finish_cancel", {S.CANCELLING}, S.CANCELLED, _finish),
+        _t("finish_cancel", {S.CANCELLING}, S.CANCELLED, _finish_cancel),
         # the user
         _t("cancel", {S.PENDING, S.RUNNING, S.APPLY_PENDING}, S.CANCELLING, _no_guard),
         _t("retry", {S.FAILED, S.PARTIAL_FAILURE, S.CANCELLED}, S.PENDING, _retry),

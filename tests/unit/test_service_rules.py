@@ -358,12 +358,16 @@ class TestRetryAndCancel:
         with pytest.raises(Conflict):
             lifecycle.retry(stale, "failed", "alice")
 
-    def test_cancel_cancels_what_has_not_started_and_asks_the_running_to_stop(self, memory):
+    def test_cancel_of_a_small_task_cancels_what_has_not_started_and_asks_the_running_to_stop_at_once(
+            self, memory):
+        # GIVEN a 2-node task, one of its runs claimed
         task_id = submit(nodes=("n-1", "n-2"))
         dispatch.run_dispatch_job(task_id, 1)
         claims.claim("n-1", 1)
+        # WHEN it is cancelled THEN its cancel job is done in the request: the job that the
+        # stream sends afterwards finds nothing left to do
         lifecycle.cancel(tasks.get(task_id), "alice")
-        assert cancellation.cancel_runs(task_id, 1, include_running=True) == 2
+        assert cancellation.cancel_runs(task_id, 1, include_running=True) == 0
         first, second = runs.find(task_id, "n-1"), runs.find(task_id, "n-2")
         assert first is not None
         assert (first.status, first.cancel_requested) == ("running", True)
@@ -371,6 +375,15 @@ class TestRetryAndCancel:
         assert (second.status, second.claim_pk) == ("cancelled", None)
         with pytest.raises(InvalidTransition):
             lifecycle.cancel(tasks.get(task_id), "alice")
+
+    def test_cancel_of_a_task_over_the_inline_limit_leaves_its_runs_to_the_cancel_job(self, memory):
+        nodes = tuple(f"n-{i:03d}" for i in range(lifecycle.INLINE_CANCEL_LIMIT + 1))
+        task_id = submit(nodes=nodes)
+        dispatch.run_dispatch_job(task_id, 1)
+        made = len(list(runs.iter_runs(task_id)))
+        lifecycle.cancel(tasks.get(task_id), "alice")
+        assert {r.status for r in runs.iter_runs(task_id)} == {"pending"}
+        assert cancellation.cancel_runs(task_id, 1, include_running=True) == made
 
 
 class TestTwoPhase:
