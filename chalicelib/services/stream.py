@@ -23,7 +23,7 @@ from typing import Any
 
 from chalicelib.notify import fanout
 from chalicelib.observability import count, logger
-from chalicelib.services import aggregation, concurrency, reclaim, snapshot
+from chalicelib.services import aggregation, concurrency, expiry, reclaim, snapshot
 from chalicelib.services.realtime import output_push, push, run_push
 from chalicelib.store.stream_records import Record
 
@@ -34,6 +34,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     concurrency.release_on_terminal,  # concurrency keys: the next task starts when the holder settles
     reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
     snapshot.consume,  # monitoring: node counts by status
+    expiry.consume,  # an expired task's target chunks (services/expiry.py)
 )
 #: WebSocket pushes, best effort, in this order (a client that stops at a task's terminal status
 #: has seen its runs end); each catches its own errors (realtime/sender.py stream_consumer)

@@ -26,7 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, config
+from chalicelib import aws, clock, config
 from chalicelib.domain import retention
 from chalicelib.store import run_partitions
 from chalicelib.store.key_parts import part
@@ -202,15 +202,20 @@ def apply_task_delta(
 
 
 def _marker_updates(task_id: str, markers: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
+    """The writes of marks; each marker item expires like the run writes it marks (a mark is
+    read only while a record of a run it counts can still come: domain/retention.py)."""
     updates = []
+    expires = retention.item_expiry(clock.now_epoch())
     for sk, vers in sorted(markers.items()):
         names = {f"#n{i}": marker_name(node) for i, node in enumerate(vers)}
+        names["#ttl"] = TTL_ATTRIBUTE
         values = {f":v{i}": _n(ver) for i, ver in enumerate(vers.values())}
+        values[":ttl"] = _n(expires)
         updates.append({
             "Update": {
                 "TableName": config.table_name(),
                 "Key": {"pk": {"S": marker_pk(task_id, sk)}, "sk": {"S": sk}},
-                "UpdateExpression": "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(vers))),
+                "UpdateExpression": "SET " + ", ".join(f"#n{i} = :v{i}" for i in range(len(vers))) + ", #ttl = :ttl",
                 "ConditionExpression": " AND ".join(
                     f"(attribute_not_exists(#n{i}) OR #n{i} < :v{i})" for i in range(len(vers))),
                 "ExpressionAttributeNames": names,

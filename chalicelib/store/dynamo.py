@@ -129,6 +129,13 @@ def _chunk_sk(number: int) -> str:
     return f"TGT#{number:05d}"
 
 
+def delete_target_chunks(task_id: str, count: int) -> None:
+    """Delete the task's target chunks `TGT#00000` to `TGT#<count - 1>` (absent ones are no error)."""
+    with TargetChunk.batch_write() as batch:  # 25 deletes a request; unprocessed ones are sent again
+        for number in range(count):
+            batch.delete(TargetChunk(task_pk(task_id), _chunk_sk(number)))
+
+
 # --- a Change in PynamoDB's terms ------------------------------------------------------------
 def _attribute(model: type[FleetrunModel], name: str) -> Attribute[Any]:
     head, _, rest = name.partition(".")

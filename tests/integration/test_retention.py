@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib import clock
 from chalicelib.domain import retention
-from chalicelib.services import aggregation, statistics
+from chalicelib.services import aggregation, statistics, stream
 from chalicelib.store import counters, subscriptions
 from chalicelib.store.models import TTL_ATTRIBUTE
 from tests.harness import Fleet, assert_statistics_equal_recount
@@ -70,6 +70,34 @@ class TestExpiry:
         for item in runs + events:
             assert expiry(item) is not None, item["sk"]
             assert int(ended) + 90 * DAY - 600 <= expiry(item) <= late + 5, item["sk"]  # type: ignore[operator]
+
+    def test_counter_marks_expire_like_the_run_writes_they_mark(self, fleet):
+        # GIVEN a task that ran to its end
+        task_id = finished(fleet)
+        marks = [i for i in items_of(fleet, task_id) if i["sk"]["S"].startswith("CNT#")]
+        # THEN its counter marks expire the retention plus the allowance after they were written
+        assert marks
+        late = int(clock.now_epoch()) + (90 + retention.ACTIVE_ALLOWANCE_DAYS) * DAY
+        assert all(late - 600 <= (expiry(mark) or 0) <= late for mark in marks), marks
+
+    def test_target_chunks_go_when_the_ttl_removes_their_task(self, fleet):
+        # GIVEN an ended task of 1,001 targets (two target chunks) and another task
+        nodes = [f"t{i:04d}" for i in range(1001)]  # (never registered: no agent runs them)
+        answer = fleet.submit({"type": "shell", "target_nodes": nodes, "parameters": {"command": ["true"]}})
+        assert answer.status == 202, answer
+        task_id = str(answer.body["task_id"])
+        other = finished(fleet)
+        items = items_of(fleet, task_id)
+        assert sorted(i["sk"]["S"] for i in items if i["sk"]["S"].startswith("TGT#")) == ["TGT#00000", "TGT#00001"]
+        # WHEN the TTL removes the task item, and the stream brings the removal (twice: a replay)
+        [meta] = [i for i in items if i["sk"]["S"] == "META"]
+        boto3.client("dynamodb").delete_item(TableName=fleet.provisioned.table_name,
+                                             Key={"pk": meta["pk"], "sk": meta["sk"]})
+        assert stream.handle([ttl_removal(fleet, meta, 1), ttl_removal(fleet, meta, 2)]) == []
+        # THEN its target chunks are gone too, and the other task keeps its own
+        assert not [i for i in items_of(fleet, task_id) if i["sk"]["S"].startswith("TGT#")]
+        assert [i for i in items_of(fleet, other) if i["sk"]["S"].startswith("TGT#")]
+        assert fleet.task(other)["target_nodes"] == NODES
 
     def test_a_retry_clears_the_task_expiry_and_the_reset_runs(self, fleet):
         # GIVEN a task that ended partial_failure (r2 failed)
