@@ -10,6 +10,7 @@ from pynamodb.exceptions import PynamoDBException
 from chalicelib import clock
 from chalicelib.domain.records import Task
 from chalicelib.domain.retry_counting import counts_after_retry
+from chalicelib.errors import Conflict, ServiceUnavailable
 from chalicelib.observability import logger
 from chalicelib.services import cancellation, twophase
 from chalicelib.services.service_events import service_event
@@ -34,7 +35,8 @@ def cancel(task: Task, actor_id: str) -> Task:
     if int(updated.target_count) <= INLINE_CANCEL_LIMIT:
         try:
             cancellation.cancel_runs(updated.task_id, int(updated.attempt), include_running=True)
-        except (ClientError, PynamoDBException) as error:  # the cancel stands: the job does it
+        except (ClientError, PynamoDBException, Conflict, ServiceUnavailable) as error:
+            # the cancel is written: a failure here is no failure of the request (the job follows)
             logger.warning("inline cancel of the runs failed; the cancel job will do it",
                            extra={"task_id": task.task_id, "error": type(error).__name__})
     return updated

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.services import sweeper
+from chalicelib.errors import Busy
+from chalicelib.services import cancellation, sweeper
 from tests.harness import Fleet, assert_statistics_equal_recount
 from tests.scenarios import NODES, shell
 
@@ -81,6 +82,38 @@ class TestCancel:
         assert answer.body["cancel_requested"] is True
         assert fleet.task(task_id)["status"] == "cancelling"
         assert fleet.claim("n3") == []
+
+    def test_the_running_node_is_told_to_stop_before_the_stream_catches_up(self, fleet):
+        # GIVEN a task mid-run (3 targets: within the inline cancel's limit)
+        task_id, run2 = mid_run(fleet)
+        # WHEN it is cancelled, and n2 heartbeats before the stream or the queue moved
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/cancel").status == 202
+        answer = heartbeat(fleet, "n2", run2)
+        # THEN n2 is already asked to stop, and n3 can no longer be claimed
+        assert answer.status == 200, answer
+        assert answer.body["cancel_requested"] is True
+        assert fleet.claim("n3") == []
+
+    def test_a_failed_inline_cancel_still_answers_202_and_the_cancel_job_does_it(self, fleet, monkeypatch):
+        # GIVEN a task mid-run, and runs that cannot be written for a moment
+        task_id, run2 = mid_run(fleet)
+        real = cancellation.cancel_runs
+        calls: list[str] = []
+
+        def busy_once(*args: Any, **kwargs: Any) -> int:
+            calls.append(args[0])
+            if len(calls) == 1:
+                raise Busy("throttled")
+            return real(*args, **kwargs)
+        monkeypatch.setattr(cancellation, "cancel_runs", busy_once)
+        # WHEN it is cancelled
+        answer = fleet.user("POST", f"/v1/tasks/{task_id}/cancel")
+        # THEN the request succeeds, and the job that the stream sends does the runs
+        assert answer.status == 202, answer
+        fleet.settle()
+        assert len(calls) >= 2
+        assert fleet.runs(task_id)["n3"]["status"] == "cancelled"
+        assert heartbeat(fleet, "n2", run2).body["cancel_requested"] is True
 
     def test_a_stopped_node_is_recorded_cancelled_and_the_task_ends_cancelled(self, fleet):
         # GIVEN a cancelling task whose n2 was told to stop
