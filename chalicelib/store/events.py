@@ -64,8 +64,9 @@ STREAM_ITEM_EVENTS = 500
 def put_from_stream(task_id: str, seed: str, events: Sequence[dict[str, Any]], pk: str | None = None) -> None:
     """Write events collected from a stream batch into partition `pk` (the runs' they came from;
     default the task's). Ids are taken at write time (not from the records' own time, which a
-    follower's `after=` cursor may already have passed) and remembered per `seed` (the first run write of the batch that carries events), so
-    a replayed batch overwrites its own items instead of adding copies."""
+    follower's `after=` cursor may already have passed) and remembered per `seed` (the first
+    run write of the batch that carries events), so a replayed batch overwrites its own items
+    instead of adding copies."""
     pk = pk or task_pk(task_id)
     for chunk, start in enumerate(range(0, len(events), STREAM_ITEM_EVENTS)):
         item_id = _stream_item_id(pk, task_id, f"{seed}-{chunk}")
