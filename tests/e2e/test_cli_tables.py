@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.e2e.stack import REPO, Stack, fleetrun
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,9 @@ def test_show_piped_summarises_then_lists_nodes_in_natural_order(stack: Stack, e
     assert submitted.returncode == 0, submitted.stderr
     task_id = submitted.stdout.split()[0]
     try:
-        stack.wait_task(task_id, statuses=("running", "pending"))
+        # (its runs are made and counted after the answer: the dispatch job, then the stream)
+        wait_for(lambda: stack.task(task_id)["node_counts"].get("pending") == len(nodes), 30,
+                 "the task's 12 runs to be made and counted")
         # WHEN it is shown into a pipe
         shown = fleetrun("show", task_id, env=env)
         # THEN the summary comes first, then the plain table in natural order, every id whole
