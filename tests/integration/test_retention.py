@@ -81,7 +81,7 @@ class TestExpiry:
         assert all(late - 600 <= (expiry(mark) or 0) <= late for mark in marks), marks
 
     def test_target_chunks_go_when_the_ttl_removes_their_task(self, fleet):
-        # GIVEN an ended task of 1,001 targets (two target chunks) and another task
+        # GIVEN a task of 1,001 targets (two target chunks) and another, ended task
         nodes = [f"t{i:04d}" for i in range(1001)]  # (never registered: no agent runs them)
         answer = fleet.submit({"type": "shell", "target_nodes": nodes, "parameters": {"command": ["true"]}})
         assert answer.status == 202, answer
