@@ -5,12 +5,10 @@ retried until delivered — the run is never abandoned."""
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from fleetrun.agent.lease import LeaseKeeper
 from fleetrun.agent.loop import Agent
 from fleetrun.agent.protocol import MAX_RETRY_AFTER_SECONDS, AgentApi, ClaimedRun, HeartbeatAnswer, Unavailable
 from fleetrun.agent.settings import AgentSettings
+from tests.json_service import serving
 
 
 def _iso(at: datetime) -> str:
@@ -65,28 +64,8 @@ class _Busy503:
 @pytest.fixture
 def served() -> Iterator[tuple[str, _Busy503]]:
     service = _Busy503(busy=2, retry_after="1")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, headers, body = service.answer(self.path, json.loads(sent or b"{}"))
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in {**headers, "Content-Type": "application/json"}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", service
-    server.shutdown()
-    server.server_close()
+    with serving(service.answer) as url:
+        yield url, service
 
 
 def test_a_503_reads_as_unavailable_with_the_retry_after_the_service_asked_for(served):

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
-import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from fleetrun.agent.journal import Journal
 from fleetrun.agent.loop import Agent
 from fleetrun.agent.settings import AgentSettings
+from tests.json_service import serving
 from tests.waiting import wait_for
 
 
@@ -65,32 +66,15 @@ class _Service:
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    servers: list[ThreadingHTTPServer] = []
+    with contextlib.ExitStack() as servers:
+        def start(service: _Service) -> str:
+            return servers.enter_context(serving(functools.partial(service_answer, service)))
+        yield start
 
-    def start(service: _Service) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, body = service.answer(self.path, json.loads(sent or b"{}"))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def service_answer(service: _Service, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
+    status, answer = service.answer(path, body)
+    return status, {}, answer
 
 
 def _agent(tmp_path: Path, url: str, seconds: float) -> tuple[Agent, io.StringIO]:
