@@ -22,7 +22,7 @@
    answer through the operation's output shape, member by member, trying attribute aliases:
    about half of the time a test or the local runtime spends in moto. Those answers are plain
    dictionaries already (`DynamoResult` converted the items): `json.dumps` writes them, with
-   timestamps as epoch seconds as the JSON protocol wants. Errors, and any answer holding
+   timestamps as epoch seconds and blobs as base64, as the JSON protocol wants. Errors, and any answer holding
    something else, still take moto's serializer. Clients parse the same values
    (`tests/integration/test_moto_fixes.py` compares both answers). The conversion to plain
    dictionaries before it returns plain values (strings, numbers, lists, dictionaries) at once
@@ -65,6 +65,7 @@ All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import copy
 import datetime
@@ -436,7 +437,7 @@ def _patch_json_answers() -> None:
         result = action_result.result
         if type(action_result) in (ActionResult, DynamoResult) and isinstance(result, dict):
             try:
-                body = json.dumps(result, default=_epoch_seconds)
+                body = json.dumps(result, default=_json_value)
             except TypeError:
                 pass  # something the shape walker knows how to write
             else:
@@ -472,8 +473,11 @@ def _patch_plain_values() -> None:
     responses.dynamo_to_dict = dynamo_to_dict  # type: ignore[attr-defined]
 
 
-def _epoch_seconds(value: Any) -> float:
-    """A timestamp as the JSON protocol writes it (naive ones are UTC, as moto keeps them)."""
+def _json_value(value: Any) -> float | str:
+    """A timestamp or a blob as the JSON protocol writes it: epoch seconds (naive timestamps are
+    UTC, as moto keeps them), base64 text (a stream record's image holds a `B` value as bytes)."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
     if not isinstance(value, datetime.datetime):
         raise TypeError(f"{type(value).__name__} is not JSON")
     base = calendar.timegm(value.utctimetuple())

@@ -69,7 +69,8 @@ def test_dynamodb_answers_written_at_once_parse_as_moto_s_shape_walker_writes_th
     table = aws.table_name
     for sk in ("a", "b"):
         _put(ddb, table, sk, n={"N": "1.50"}, flag={"BOOL": True}, nothing={"NULL": True}, tags={"SS": ["x", "y"]},
-             doc={"M": {"list": {"L": [{"S": "é#|"}, {"N": "-3"}]}}}, list_pk={"S": "TASK"}, list_sk={"S": sk})
+             doc={"M": {"list": {"L": [{"S": "é#|"}, {"N": "-3"}]}}}, packed={"B": b"\x00\xffzip"},
+             list_pk={"S": "TASK"}, list_sk={"S": sk})
     shard_id = streams.describe_stream(StreamArn=aws.stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
     iterator = streams.get_shard_iterator(StreamArn=aws.stream_arn, ShardId=shard_id,
                                           ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
@@ -92,7 +93,13 @@ def test_dynamodb_answers_written_at_once_parse_as_moto_s_shape_walker_writes_th
         return {k: v for k, v in answer.items() if k not in ("ResponseMetadata", "NextShardIterator")}
 
     # WHEN each is read as written at once, then through moto's own serializer
+    from moto.core import responses
+
+    walks = []
+    walker = responses.get_serializer_class
+    monkeypatch.setattr(responses, "get_serializer_class", lambda *a: walks.append(a) or walker(*a))
     at_once = {name: without_metadata(read()) for name, read in reads.items()}
+    assert walks == []  # none took the shape walker (a blob in a stream record once did)
     for handler in (DynamoHandler, DynamoDBStreamsHandler):
         monkeypatch.setattr(handler, "serialized", BaseResponse.serialized)
     walked = {name: without_metadata(read()) for name, read in reads.items()}
