@@ -1,19 +1,22 @@
-"""What a heartbeat costs in DynamoDB write units, next to the design it replaced.
+"""What a heartbeat costs in DynamoDB write units, next to the designs it replaced.
 
 Run from the repository root:  .venv/bin/python bench/heartbeat_units.py [--json] [--leases N]
 
-A heartbeat extends the run's lease and leaves the run's `lease` entry in the sweeper's due index
-where the claim put it; the sweeper moves the entry to the current expiry when it comes due and
-finds the run still held (domain/due.py, `rearm_due`). The design it replaced re-keyed the entry
-on every heartbeat: an index delete and put (2 write units) on top of the run item's write.
+A heartbeat extends the run's lease and writes nothing for the sweeper: the claim's stream
+record had the run watched (services/lease_watch.py) the second its lease lapses; the sweeper
+reads the watch when it comes due, finds the run still held, and watches it again at the
+current expiry, one watch item per shard and second for all the runs it finds held
+(domain/due.py). The designs it replaced kept a `lease` entry per run in the `due-index`:
+re-keyed by every heartbeat (an index delete and put, 2 write units, on top of the run item's
+write), then, from 2026-12-05, left by heartbeats and re-keyed by the sweeper once a lease
+(the run item 1 + the index 2 write units a lease period).
 
 Scenario (moto in-process, the real `app.py` via `tests.harness.Fleet`, priced by bench/requests.py's
 meter): one run claimed by its node; then, on a service clock that moves only a second at a time,
 its agent heartbeats every third of a lease (fleetrun/agent/lease.py) for N leases (default 5)
-while the sweeper passes every second. Measured twice in the same process: with the entry
-left by heartbeats (now), and with the previous rule patched back in (every heartbeat re-keys it).
-Printed: the write units of one heartbeat, and the write units per lease period of a heartbeating
-run (heartbeats + the sweeper's re-arms), by writer.
+while the sweeper passes every second. Printed: the write units of one heartbeat, and the write
+units per lease period of a heartbeating run (heartbeats + the sweeper's watches), by writer,
+next to the figures the earlier designs measured with this script (2026-12-06, lease 60 s).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,28 +45,11 @@ def _load_meter() -> ModuleType:
     return module
 
 
-@contextlib.contextmanager
-def _entry_per_heartbeat() -> Iterator[None]:
-    """The previous rule: a heartbeat or a reservation extension re-keys the `lease` entry."""
-    from chalicelib.domain import due, run_transitions
-    from chalicelib.domain.writes import CLEAR
-
-    current = run_transitions._due_entry
-
-    def previous(run: Any, transition: Any, fields: dict[str, Any]) -> dict[str, Any]:
-        if transition.action in ("heartbeat", "extend_reservation"):
-            for name in ("lease_expires_at", "reservation_expires_at"):
-                expiry = fields.get(name)
-                if expiry is not None and expiry is not CLEAR:
-                    due_pk, due_sk = due.lapse_due_keys(run.task_id, run.node, float(expiry))
-                    return {"due_pk": due_pk, "due_sk": due_sk}
-        return current(run, transition, fields)
-
-    run_transitions._due_entry = previous
-    try:
-        yield
-    finally:
-        run_transitions._due_entry = current
+#: measured with this script at 143203d (2026-12-06, lease 60 s, 5 leases), per-run index entries
+EARLIER = {
+    "entry re-keyed by every heartbeat": {"heartbeat_write_units": 3, "run_write_units_per_lease": 9},
+    "entry re-keyed by the sweeper once a lease": {"heartbeat_write_units": 1, "run_write_units_per_lease": 6},
+}
 
 
 def measure(meter: ModuleType, leases: int) -> dict[str, Any]:
@@ -93,7 +78,7 @@ def measure(meter: ModuleType, leases: int) -> dict[str, Any]:
             assert answer.status == 200, answer
             one = _units_by(meter.METER.tally)
             meter.METER.reset()
-            since, heartbeats, rearmed = 0.0, 1, 0
+            since, heartbeats, watched = 0.0, 1, 0
             with meter.METER.counting():
                 for _ in range(int(leases * lease)):
                     offset[0] += 1.0
@@ -105,11 +90,11 @@ def measure(meter: ModuleType, leases: int) -> dict[str, Any]:
                     with meter.METER.acting("sweeper"):
                         report = sweeper.sweep()
                     assert report.requeued_runs == 0, "the run was released while it heartbeat"
-                    rearmed += report.leases_rearmed
+                    watched += report.leases_rearmed
             over = _units_by(meter.METER.tally)
             return {
                 "lease_seconds": lease, "heartbeat_write_units": sum(one.values()), "heartbeat_by_target": one,
-                "leases": leases, "heartbeats": heartbeats - 1, "rearms": rearmed,
+                "leases": leases, "heartbeats": heartbeats - 1, "watched_again": watched,
                 "write_units_per_lease": {k: round(v / leases, 3) for k, v in over.items()},
                 "write_units_per_lease_total": round(sum(over.values()) / leases, 3),
             }
@@ -136,20 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
         now = measure(meter, args.leases)
-        with _entry_per_heartbeat():
-            before = measure(meter, args.leases)
     if meter.METER.errors:
         print(f"the meter failed: {meter.METER.errors[:5]}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"now": now, "entry_per_heartbeat": before}))
+        print(json.dumps({"now": now, "earlier": EARLIER}))
         return 0
-    for name, figures in (("entry left by heartbeats, re-armed by the sweeper (now)", now),
-                          ("entry re-keyed by every heartbeat (before)", before)):
-        print(f"{name}: lease {figures['lease_seconds']} s, {figures['heartbeats']} heartbeats and "
-              f"{figures['rearms']} re-arms over {figures['leases']} leases")
-        print(f"  one heartbeat: {figures['heartbeat_write_units']:g} WU {figures['heartbeat_by_target']}")
-        print(f"  per lease period: {figures['write_units_per_lease_total']:g} WU {figures['write_units_per_lease']}")
+    print(f"lease watches (now): lease {now['lease_seconds']} s, {now['heartbeats']} heartbeats, the run "
+          f"watched again {now['watched_again']} times over {now['leases']} leases")
+    print(f"  one heartbeat: {now['heartbeat_write_units']:g} WU {now['heartbeat_by_target']}")
+    print(f"  per lease period: {now['write_units_per_lease_total']:g} WU {now['write_units_per_lease']}")
+    run_writes = sum(v for k, v in now["write_units_per_lease"].items() if k.endswith(" run table")
+                     or (" run " in k and "index" in k))
+    print(f"  of which the run item and its index entries: {run_writes:g} WU")
+    for name, figures in EARLIER.items():
+        print(f"{name} (earlier): one heartbeat {figures['heartbeat_write_units']} WU, the run item and its"
+              f" index entries per lease {figures['run_write_units_per_lease']} WU")
     print(f"({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -270,7 +270,8 @@ def item_kind(key: Mapping[str, Any]) -> str:
     sk = str(next(iter(key.get("sk", {"S": "?"}).values())))
     if pk.startswith("TASK#"):
         return {"META": "task", "RUN": "run", "EVT": "event", "TGT": "targets"}.get(sk.split("#")[0], "task:" + sk)
-    return {"STATS": "stats", "NODE": "node", "RATE": "rate-bucket", "IDEM": "idempotency"}.get(pk.split("#")[0], pk)
+    return {"STATS": "stats", "NODE": "node", "RATE": "rate-bucket", "IDEM": "idempotency",
+            "LEASES": "lease-watch"}.get(pk.split("#")[0], pk)
 
 
 # === cost arithmetic (pure) =======================================================================
@@ -753,6 +754,13 @@ def _run_node_runs(names: list[str], settle_every: int, runs_per_node: int) -> F
                     if done % (settle_every * 5) == 0:
                         _note(f"  {done}/{nodes} node runs ({time.perf_counter() - started:.0f}s)")
             settle(fleet)
+            # the sweeper's lease pass once the runs' lease watches come due: reading the runs
+            # (ended by then) and deleting the watches are per-run costs too
+            from chalicelib import clock, config
+            from chalicelib.services import sweeper
+
+            with METER.acting("sweeper"):
+                sweeper.sweep_leases(clock.now_epoch() + config.lease_seconds() + 2)
         measured_seconds = time.perf_counter() - started
         _verify(fleet, task_ids, nodes)
         return FleetResult(nodes, METER.tally, setup_seconds, measured_seconds, runs_per_node=runs_per_node)

@@ -1,25 +1,25 @@
 """Due times: what the sweeper must look at, and when, without walking the active tasks.
 
-An item that needs the sweeper at some moment carries `due_pk` = `DUE#<kind>#<shard>` and
-`due_sk` = `<epoch seconds, 10 digits>#<item id>` (the sparse `due-index`). A sweep reads each
-shard's entries up to now, oldest first, a bounded number per pass: its cost follows the work
-that is due, not the number of active tasks. Kinds:
+Two kinds, each spread over partitions by a stable hash of the item's id (SHARDS, WATCH_SHARDS)
+and sorted by due time (`<epoch seconds, 10 digits>#…`): a sweep reads each shard up to now, oldest first, a
+bounded number per pass, so its cost follows the work that is due, not the active tasks.
 
-- `lease`: a `running` run (its lease) or an `apply_pending` run (its plan reservation): due
-  the first second the sweeper's `lapsed` guard holds for the expiry it was written with.
-  Written by the status change that starts the lease or reservation (claim, apply claim, plan
-  ready), removed by every other status change (domain/run_transitions.py), in the same write.
-  A heartbeat or an extension leaves it (an expiry only moves later, so the entry is due at or
-  before the real lapse): a sweep that finds the run still held moves the entry to the expiry
-  it read (`rearm_due`, one conditional write per lease period instead of two index writes per
-  heartbeat), so a lapse is still acted on within one pass of it.
 - `task`: an active task's next look (undispatched re-send, cancel and halt re-sends, claim
-  deadlines, recount, stalled window, confirmation window, missed finish). Every status change
-  makes it due at once (domain/task_transitions.py); the look then schedules the next one
-  (services/due_sweeps.py: `next_look`); a terminal status removes it.
-
-Shards: claims and re-arms at 1,000 runs/s write lease entries at about that rate, and one index
-partition takes 1,000 writes/s; a stable hash of the item's id spreads them over SHARDS partitions.
+  deadlines, recount, stalled window, confirmation window, missed finish). The task item itself
+  carries `due_pk` = `DUE#task#<shard>` and `due_sk` = `<second>#<task id>` (the sparse
+  `due-index`). Every status change makes it due at once (domain/task_transitions.py); the look
+  then schedules the next one (services/due_sweeps.py: `next_look`); a terminal status removes it.
+- `lease`: a `running` run's lease or an `apply_pending` run's plan reservation. A run carries
+  no index entry for it: per-run entries cost four write units a run (one in and one out of the
+  index at the claim, one out at its end, and a re-key a lease period while it heartbeats).
+  Instead the counting stream consumer (services/lease_watch.py) notes the leases that start
+  in a batch of records in *watch* items of the base table, `LEASES#<shard>` /
+  `<second the lease lapses>#<id>`, holding the ids of the runs (`<task id>/<node>`), one item
+  per shard and second of a batch. The sweeper reads the watches due, reads each run, acts on
+  the lapsed ones, writes new watches for the runs still held (heartbeats moved their expiry:
+  again one item per second), and deletes the watches it read. A heartbeat writes
+  nothing for it. A claim whose stream record is lost is watched again by the recount that its
+  wrong counts bring (services/recount.py).
 """
 
 from __future__ import annotations
@@ -53,10 +53,30 @@ def due_keys(kind: str, item_id: str, at: float) -> tuple[str, str]:
     return due_pk(kind, shard(item_id)), f"{_second(at)}#{item_id}"
 
 
-def lapse_due_keys(task_id: str, node: str, expires_at: float) -> tuple[str, str]:
-    """A run's lease or reservation entry: due the first whole second after `expires_at` (the
-    sweeper's guards are `expires < now`)."""
-    return due_keys(LEASE, run_item_id(task_id, node), math.floor(expires_at) + 1)
+def lapse_second(expires_at: float) -> int:
+    """When a lease or reservation expiring at `expires_at` is due: the first whole second after
+    it (the sweeper's guards are `expires < now`)."""
+    return math.floor(expires_at) + 1
+
+
+#: partitions of the lease watches. One is enough: a watch holds every run of a stream batch
+#: whose lease lapses in one second, so 1,000 claims a second in batches of 100 are about 20
+#: writes a second (and as many deletes); more shards would only split items (a write unit is a
+#: KB: 8 shards made 8 one-unit items of a 30-claim batch instead of one two-unit item)
+WATCH_SHARDS: Final = 1
+
+
+def watch_shard(run_id: str) -> int:
+    return zlib.crc32(run_id.encode()) % WATCH_SHARDS
+
+
+def watch_pk(number: int) -> str:
+    """The base-table partition of the lease watches of one shard."""
+    return f"LEASES#{number}"
+
+
+def watch_sk(second: int, watch_id: str) -> str:
+    return f"{_second(second)}#{watch_id}"
 
 
 def task_due_keys(task_id: str, at: float) -> tuple[str, str]:
@@ -65,6 +85,12 @@ def task_due_keys(task_id: str, at: float) -> tuple[str, str]:
 
 def run_item_id(task_id: str, node: str) -> str:
     return f"{task_id}/{node}"
+
+
+def run_of_item_id(item_id: str) -> tuple[str, str]:
+    """(task id, node) of a `run_item_id` (a task id never holds a `/`; a node name may)."""
+    task_id, _, node = item_id.partition("/")
+    return task_id, node
 
 
 def upto(now: float) -> str:
@@ -77,9 +103,10 @@ def due_second(due_sk: str) -> int:
 
 
 #: the item holding the walk that gives items written before the due index their entries
-#: (services/due_backfill.py); a table created with the index starts with that walk done
+#: (services/due_backfill.py); a table created with the index starts with that walk done.
+#: Round 3 came with the lease watches: runs leased under per-run index entries get a watch.
 BACKFILL_KEY: Final = {"pk": {"S": "SWEEP#due-backfill"}, "sk": {"S": "META"}}
-BACKFILL_DONE_ROUND: Final = 3
+BACKFILL_DONE_ROUND: Final = 4
 
 
 def backfill_done_item() -> dict[str, dict[str, str]]:

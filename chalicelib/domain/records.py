@@ -96,6 +96,8 @@ class Task:
     #: the task this one waits for on its concurrency key (the holder, or the task ahead), and its owner
     waiting_for_task_id: str | None = None
     waiting_for_owner: str | None = None
+    #: read only: when the sweeper looks at the task next (domain/due.py), as the transitions wrote it
+    due_sk: str | None = None
 
 
 @dataclass

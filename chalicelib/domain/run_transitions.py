@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from chalicelib import clock
-from chalicelib.domain import due, retention
+from chalicelib.domain import retention
 from chalicelib.domain.statuses import RUN_TERMINAL, RunStatus
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate, Transition, eq, gt, lt, missing, transition_of
 
@@ -229,22 +229,6 @@ def _extend_reservation(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], 
     return {"reservation_expires_at": given.reservation_expires_at}, guard
 
 
-def _rearm_due(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
-    """The sweeper found the run's `lease` entry due but its lease (or plan reservation) still
-    live: heartbeats (or extensions) pushed the expiry on and left the entry (`_due_entry`). The
-    entry moves to the expiry the sweeper read, guarded by it: a heartbeat, completion or release
-    meanwhile makes this a no-op, and the entry, still due, is read again next pass."""
-    if given.reservation_expires_at is not None:
-        name, status, expiry = "reservation_expires_at", R.APPLY_PENDING, float(given.reservation_expires_at)
-        read: float | int = given.reservation_expires_at
-    else:
-        assert given.lease_expires_at is not None
-        name, status, expiry = "lease_expires_at", R.RUNNING, float(given.lease_expires_at)
-        read = given.lease_expires_at
-    due_pk, due_sk = due.lapse_due_keys(run.task_id, run.node, expiry)
-    return {"due_pk": due_pk, "due_sk": due_sk}, (eq("status", status), *_unchanged(run), eq(name, read))
-
-
 def _confirm(run: RunRef, given: RunInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
     assert given.runner is not None
     claim_pk, claim_sk = claim_keys(given.runner, run.priority, run.task_id, int(run.ordinal))
@@ -292,16 +276,11 @@ RUN_TRANSITIONS: Final[dict[str, Transition]] = {
         _t("heartbeat", {R.RUNNING}, None, _heartbeat),
         _t("request_cancel", {R.RUNNING}, None, _request_cancel),
         _t("extend_reservation", {R.APPLY_PENDING}, None, _extend_reservation),
-        # the sweeper: a due lease entry of a run still held moves to the expiry it has now
-        _t("rearm_due", {R.RUNNING, R.APPLY_PENDING}, None, _rearm_due),
     )
 }
 
 #: the run action that records each outcome an agent reports
 OUTCOME_ACTIONS: Final = {R.SUCCEEDED: "succeed", R.FAILED: "fail", R.CANCELLED: "end_cancelled"}
-#: the run actions that change only the sweeper's bookkeeping: no `updated_at` stamp (their
-#: `ver` bump moves no counter: the stream aggregator counts status, progress and step changes)
-QUIET_ACTIONS: Final = frozenset({"rearm_due"})
 #: the run actions that reset a run into a retry's attempt
 RETRY_ACTIONS: Final = frozenset({"retry_failed", "retry_all"})
 
@@ -312,8 +291,6 @@ def retry_action(scope: str) -> str:
 
 def _entry(transition: Transition, given: RunInputs) -> dict[str, Any]:
     # `ver` numbers the run's writes: the stream aggregator counts each write once (services/aggregation.py)
-    if transition.action in QUIET_ACTIONS:  # the run as a client sees it is unchanged
-        return {"ver": Add(1)}
     fields: dict[str, Any] = {"updated_at": given.now, "ver": Add(1)}
     if transition.target is None:
         return fields
@@ -328,31 +305,12 @@ def _entry(transition: Transition, given: RunInputs) -> dict[str, Any]:
     return fields
 
 
-def _due_entry(run: RunRef, transition: Transition, fields: dict[str, Any]) -> dict[str, Any]:
-    """The sweeper's `lease` entry (domain/due.py) is written by the status change that starts a
-    lease or a plan reservation (claim, apply claim, plan ready), due when the expiry it sets
-    lapses. A heartbeat or a reservation extension leaves it (an expiry only ever moves later: the
-    entry comes due early and the sweeper moves it on, `rearm_due`), so a heartbeat is one write
-    unit, not three. Any other status drops it (a stale index copy is a no-op to the sweeper)."""
-    if transition.target is None:
-        return {}
-    for name in ("lease_expires_at", "reservation_expires_at"):
-        expiry = fields.get(name)
-        if expiry is not None and expiry is not CLEAR:
-            due_pk, due_sk = due.lapse_due_keys(run.task_id, run.node, float(expiry))
-            return {"due_pk": due_pk, "due_sk": due_sk}
-    if transition.target is not None and transition.target not in (R.RUNNING, R.APPLY_PENDING):
-        return {"due_pk": CLEAR, "due_sk": CLEAR}
-    return {}
-
-
 def run_change(action: str, run: RunRef, given: RunInputs) -> Change:
     """The one conditional write of `action` on `run`. Raises UnknownAction."""
     transition = transition_of(RUN_TRANSITIONS, "run", action)
     assert transition.build is not None
     fields, guard = transition.build(run, given)
     merged = {**fields, **_entry(transition, given)}
-    merged.update(_due_entry(run, transition, merged))
     return Change("run", (run.task_id, run.node), action, transition.sources, merged, guard)
 
 

@@ -1,16 +1,17 @@
 """The due index for items written before it existed (one-time, bounded, with a continuation).
 
 Tasks and runs written before the upgrade carry no due entry (domain/due.py). A run gets its
-lease entry when it is claimed (a heartbeat leaves the entry as it is); a task gets its look at
-its next status change. What would be missed: active tasks that change no more, and runs
-leased before the upgrade. So the sweeper walks the active tasks once more, PAGE tasks a pass,
-with the walk's position kept in one item (`SWEEP#due-backfill`), twice:
+lease watch when it is claimed; a task gets its look at its next status change. What would be
+missed: active tasks that change no more, and runs leased before the upgrade. So the sweeper
+walks the active tasks once more, PAGE tasks a pass, with the walk's position kept in one item
+(`SWEEP#due-backfill`):
 
 1. every task without a due entry is made due for a look now, its lapsed leases and
-   reservations are acted on the old way (one query of its runs), and the runs still held get
-   their lease entry (the sweeper's `rearm_due`);
-2. a lease later, the same once more (a run claimed meanwhile under the old code); then the
-   walk is done for good.
+   reservations are acted on the old way (one query of its runs), and the runs still held are
+   watched (services/lease_watch.py);
+2. a lease later, the same once more (a run claimed meanwhile under the old code);
+3. the same once more for tables from before the lease watches (their leased runs had index
+   entries, which the sweeper no longer reads); then the walk is done for good.
 
 Once done, a pass costs one read of that item. A table created with the due index starts with
 the walk done (fleetrun/local/provision.py). This is the only walk of the active-index left.

@@ -1,11 +1,11 @@
-"""What a sweep reads: the due index (domain/due.py), a constant number of queries per pass, and
-when a task needs its next look.
+"""What a sweep reads: the task looks of the due index and the lease watches (domain/due.py), a
+constant number of queries per page, and when a task needs its next look.
 
 A pass reads every shard of each kind up to now (SHARDS queries per kind, concurrently), at
 most a fixed number of entries per shard, oldest first; what is left is read the next pass.
 An entry says which item to read, never what to do: the sweeper reads the item consistently
-and acts with the conditional transitions, so an entry the index has not caught up with yet
-(an item that moved on) is a harmless no-op.
+and acts with the conditional transitions, so an entry the index has not caught up with yet,
+or a watch on a run that moved on, is a harmless no-op.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from chalicelib.domain import dispatch_progress as progress
 from chalicelib.domain import due
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import TASK_TERMINAL, RunStatus, TaskStatus
-from chalicelib.errors import ConditionFailed, StoreBusy
 from chalicelib.observability import logger
 from chalicelib.services import recount, twophase, type_registry
 from chalicelib.store import backend, runs, tasks
+from chalicelib.store.backend import LeaseWatch
 
-#: entries read per shard and pass: leases (a read and at most one write each) ...
-LEASES_PER_SHARD = 200
+#: lease watches read per shard and page (each up to lease_watch.RUNS_PER_WATCH runs: a read each) ...
+WATCHES_PER_SHARD = 20
 #: ... and task looks (a read, the checks that are due, and one write to schedule the next)
 LOOKS_PER_SHARD = 25
 
@@ -47,33 +47,21 @@ def due_now(kind: str, now: float, per_shard: int) -> list[DueEntry]:
     return found
 
 
+def due_watches(now: float, per_shard: int) -> list[LeaseWatch]:
+    """The lease watches due at `now`: one query per watch shard (run concurrently)."""
+    store = backend.current()
+    calls = [partial(store.lease_watches, n, due.upto(now), per_shard) for n in range(due.WATCH_SHARDS)]
+    return [watch for watches in runs.run_concurrently(calls, threads=due.WATCH_SHARDS) for watch in watches]
+
+
 def held(run: NodeRun, now: float) -> bool:
-    """Whether `run` (read consistently) still holds the lease or plan reservation its `lease`
-    entry is for: not lapsed by the sweeper's guards (`expires < now` is lapsed)."""
+    """Whether `run` (read consistently) still holds a lease or plan reservation: not lapsed by
+    the sweeper's guards (`expires < now` is lapsed)."""
     if run.status == RunStatus.RUNNING:
         return run.lease_expires_at is not None and run.lease_expires_at >= now
     if run.status == RunStatus.APPLY_PENDING:
         return run.reservation_expires_at is not None and run.reservation_expires_at >= now
     return False
-
-
-def rearm(run: NodeRun, now: float) -> bool:
-    """Move the `lease` entry of a `held` run to the expiry read (heartbeats and extensions
-    leave the entry where the claim or the plan put it: domain/run_transitions.py `_due_entry`).
-    One conditional write guarded by that expiry; False when the run changed meanwhile (its
-    entry, still due, is read again next pass)."""
-    if run.status == RunStatus.APPLY_PENDING:
-        expiry: dict[str, float | int | None] = {"reservation_expires_at": run.reservation_expires_at}
-    else:
-        expiry = {"lease_expires_at": run.lease_expires_at}
-    try:
-        return runs.transition(run, "rearm_due", clock.rfc3339(now), now_epoch=now, **expiry) is not None
-    except (ConditionFailed, StoreBusy):  # a transaction was writing the run, or a throttle: next pass
-        return False
-    except Exception:  # never in the way of the lapsed leases of the same pass
-        logger.exception("re-arming a lease entry failed; next pass retries",
-                         extra={"task_id": run.task_id, "node": run.node})
-        return False
 
 
 def _after(at: float, now: float, period: float) -> float:
@@ -126,6 +114,18 @@ def _claim_check_at(task: Task) -> float | None:
 
 def _epoch(stamp: str | None) -> float:
     return clock.parse_rfc3339(stamp) if stamp else 0.0
+
+
+def look_by(task_id: str, at: float, now: float) -> None:
+    """Bring the task's next look forward to `at` when it is later: a run offered again starts
+    its claim clock over (services/claim_timeouts.py), which the look a busy task was given
+    (its recount) may not see. Guarded by the task's version: read again after a lost race."""
+    for _ in range(3):
+        task = tasks.find(task_id)
+        if task is None or task.status in TASK_TERMINAL or task.due_sk is None or due.due_second(task.due_sk) <= at:
+            return
+        if tasks.update_quietly(task, "schedule_look", clock.rfc3339(now), look_at=at):
+            return
 
 
 def schedule_next_look(task_id: str, entry_sk: str, now: float) -> None:

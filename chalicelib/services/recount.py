@@ -9,7 +9,9 @@ task's runs (one consistent query of its partition, paged) and, when they disagr
 counters, sets the counts, the progress and each run's mark in one transaction guarded by the
 task's `counted_ver`, with the statistics moved by the same difference: a record the
 aggregator counts meanwhile makes the transaction fail and the next pass try again; a late
-copy of a record already recounted is not counted again (its mark is set).
+copy of a record already recounted is not counted again (its mark is set). Counts that disagree
+also mean a record that may have started a lease went missing: every leased run the recount read
+is watched again (services/lease_watch.py), so a lost claim record cannot hide a lapsed lease.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from botocore.exceptions import ClientError
 
 from chalicelib import clock, config
 from chalicelib.domain import dispatch_progress, rules
-from chalicelib.domain.records import Task
+from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RUN_STATUSES, TaskStatus
 from chalicelib.observability import logger
+from chalicelib.services import lease_watch
 from chalicelib.store import counters, retrying, runs
 from chalicelib.store.counters import marker_sk
 
@@ -56,8 +59,11 @@ def repair(task: Task) -> bool:
     recounted: dict[str, int] = dict.fromkeys(RUN_STATUSES, 0)
     progress = 0
     vers: dict[str, dict[str, int]] = defaultdict(dict)
+    leased: list[NodeRun] = []
     for run in runs.iter_runs(task.task_id):
         recounted[run.status] += 1
+        if run.status in lease_watch.EXPIRY_OF:
+            leased.append(run)
         progress += rules.run_progress_weight(run.status, int(run.progress or 0))
         vers[marker_sk(int(run.ordinal))][run.node] = int(run.ver)
     stored = {status: int(task.counts.get(status, 0)) for status in RUN_STATUSES}
@@ -65,6 +71,8 @@ def repair(task: Task) -> bool:
     if recounted == stored and progress == int(task.progress_sum):
         counters.stamp_recount(task.task_id, now)
         return False
+    # a lost record of a claim also left the run without its lease watch (services/lease_watch.py)
+    lease_watch.watch_runs(leased)
     marks = counters.read_all_markers(task.task_id)
     changed_marks = {sk: nodes for sk, nodes in vers.items() if marks.get(sk, {}) != nodes}
     run_stats = {f"nr_{s}": Decimal(recounted[s] - stored[s]) for s in RUN_STATUSES}

@@ -23,7 +23,7 @@ from typing import Any
 
 from chalicelib.notify import fanout
 from chalicelib.observability import count, logger
-from chalicelib.services import aggregation, concurrency, expiry, reclaim, snapshot
+from chalicelib.services import aggregation, concurrency, expiry, lease_watch, reclaim, snapshot
 from chalicelib.services.realtime import output_push, push, run_push
 from chalicelib.store.stream_records import Record
 
@@ -35,6 +35,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     reclaim.consume,  # machine.reclaim tasks that settle move their node (services/reclaim.py)
     snapshot.consume,  # monitoring: node counts by status
     expiry.consume,  # an expired task's target chunks (services/expiry.py)
+    lease_watch.consume,  # the sweeper's watch on the leases that start (services/lease_watch.py)
 )
 #: WebSocket pushes, best effort, in this order (a client that stops at a task's terminal status
 #: has seen its runs end); each catches its own errors (realtime/sender.py stream_consumer)

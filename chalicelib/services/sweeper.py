@@ -1,13 +1,14 @@
 """The sweeper: expired leases, runs nobody claimed in time, tasks never dispatched, stalled
 windows, missed finishes, silent nodes, WebSocket connections whose token expired.
 
-A pass costs what is due, not what is active: leases and plan reservations that lapsed, and the
-tasks whose next look has come, are read from the due index (domain/due.py,
+A pass costs what is due, not what is active: the lease watches that came due (domain/due.py,
+services/lease_watch.py) and the tasks whose next look has come (the due index,
 services/due_sweeps.py) — a constant number of queries and a bounded number of entries per
 page, leases first — so a lapsed lease is acted on within one pass whatever the number of
-active tasks. A heartbeat leaves its run's lease entry: the entry comes due once a lease period
-and the pass moves it to the run's expiry (`rearm_due`); lease pages go on while they come back
-full (LEASE_PASS_SECONDS). Each look at a task runs its checks and schedules its next look.
+active tasks. A heartbeat writes nothing for the sweeper: a watch comes due once a lease period,
+and the pass writes a new watch for each run still held, at the expiry it read (one item per
+shard and second); lease pages go on while they come back full (LEASE_PASS_SECONDS). Each look
+at a task runs its checks and schedules its next look.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from chalicelib.services import (
     due_sweeps,
     finishing,
     jobs,
+    lease_watch,
     liveness,
     recount,
     twophase,
@@ -40,7 +42,7 @@ from chalicelib.services import (
 from chalicelib.services.due_sweeps import DueEntry
 from chalicelib.services.realtime import expiry
 from chalicelib.services.service_events import service_event
-from chalicelib.store import events, runs, tasks
+from chalicelib.store import backend, events, runs, tasks
 
 
 @dataclass
@@ -60,12 +62,15 @@ class SweepReport:
     discarded: list[str] = field(default_factory=list)
     #: tasks whose counts a lost stream record left wrong, recounted from their runs
     recounted: list[str] = field(default_factory=list)
-    #: lease entries of runs still held (heartbeats moved their expiry) moved to it: bookkeeping
+    #: runs watched again: still held (heartbeats moved their expiry), or not settled this pass
     leases_rearmed: int = 0
+    #: (task id, when) of the tasks whose runs this pass offered again: their claim clocks' end
+    claim_clocks: list[tuple[str, float]] = field(default_factory=list)
 
     def changed(self) -> bool:
         """Whether the pass did anything (`tasks_seen` and re-armed entries alone are not a change)."""
-        return any(value for name, value in self.__dict__.items() if name not in ("tasks_seen", "leases_rearmed"))
+        quiet = ("tasks_seen", "leases_rearmed", "claim_clocks")
+        return any(value for name, value in self.__dict__.items() if name not in quiet)
 
     def merge(self, other: SweepReport) -> None:
         for name in (f.name for f in fields(self)):
@@ -78,17 +83,18 @@ def sweep(now: float | None = None) -> SweepReport:
     """One pass over what is due (see the module text): lapsed leases and reservations, then
     the tasks whose look has come, then silent nodes and expired connections."""
     now = clock.now_epoch() if now is None else now
-    report = SweepReport()
-    try:
-        _sweep_due_leases(now, report)
-    except Exception:
-        logger.exception("lease sweep failed; next pass retries")
+    report = sweep_leases(now)
     try:
         looks = due_sweeps.due_now(due.TASK, now, due_sweeps.LOOKS_PER_SHARD)
         for found in runs.run_concurrently([partial(_look, entry, now) for entry in looks], threads=8):
             report.merge(found)
     except Exception:
         logger.exception("task looks failed; next pass retries")
+    for task_id, at in report.claim_clocks:  # after the looks, which scheduled from counts before them
+        try:
+            due_sweeps.look_by(task_id, at, now)
+        except Exception:
+            logger.exception("scheduling a look failed; its recount look comes later", extra={"task_id": task_id})
     try:  # items from before the due index (one-time; one read a pass once done)
         report.tasks_seen += due_backfill.step(now, partial(_sweep_the_old_way, report=report))
     except Exception:
@@ -103,6 +109,16 @@ def sweep(now: float | None = None) -> SweepReport:
         logger.exception("closing expired websocket connections failed; next pass retries")
     # an idle sweep (every 10 s locally, every minute in AWS) is no news
     (logger.info if report.changed() else logger.debug)("sweep done", extra=report.__dict__)
+    return report
+
+
+def sweep_leases(now: float) -> SweepReport:
+    """The lease part of a pass: the watches due at `now` (`_sweep_due_leases`)."""
+    report = SweepReport()
+    try:
+        _sweep_due_leases(now, report)
+    except Exception:
+        logger.exception("lease sweep failed; next pass retries")
     return report
 
 
@@ -122,74 +138,85 @@ def _look(entry: DueEntry, now: float) -> SweepReport:
     return report
 
 
-#: how long a pass goes on reading lease entries while pages come back full: a held run's entry
-#: comes due about once a lease period (its re-arm), so 10,000 long runs on 60 s leases are about
-#: 10,000 entries a one-minute pass (a read and a write each), more than one page of each shard
+#: how long a pass goes on reading lease watches while pages come back full: a held run is
+#: watched again about once a lease period, so 10,000 long runs on 60 s leases are about 10,000
+#: runs a one-minute pass (a read each, and a watch write per shard and second)
 LEASE_PASS_SECONDS = 30.0
 
 
 def _sweep_due_leases(now: float, report: SweepReport) -> None:
-    """The due lease entries, a page of each shard at a time, for as long as a shard's page came
-    back full with entries this pass had not seen yet, within LEASE_PASS_SECONDS."""
+    """The due lease watches, a page of each shard at a time, for as long as a shard's page came
+    back full, within LEASE_PASS_SECONDS. Each page: the runs read and acted on, the runs that
+    need another look watched again, then the page's watches deleted (a crash in between leaves
+    a watch read twice, never a run unwatched)."""
     deadline = time.monotonic() + LEASE_PASS_SECONDS
-    seen: set[tuple[str, str]] = set()
     while True:
-        entries = due_sweeps.due_now(due.LEASE, now, due_sweeps.LEASES_PER_SHARD)
-        fresh = [e for e in entries if e.node is not None and (e.task_id, e.node) not in seen]
-        if not fresh:
+        watches = due_sweeps.due_watches(now, due_sweeps.WATCHES_PER_SHARD)
+        if not watches:
             return
-        seen.update((e.task_id, e.node) for e in fresh if e.node is not None)
-        _sweep_leases(fresh, now, report)
-        per_shard = Counter(due.shard(due.run_item_id(e.task_id, e.node or "")) for e in entries)
-        if max(per_shard.values()) < due_sweeps.LEASES_PER_SHARD or time.monotonic() > deadline:
+        again = _sweep_leases(sorted({run for watch in watches for run in watch.runs}), now, report)
+        report.leases_rearmed += len(again)
+        lease_watch.watch(again, tag=lease_watch.fresh_tag())
+        backend.current().delete_lease_watches(watches)
+        per_shard = Counter(watch.shard for watch in watches)
+        if max(per_shard.values()) < due_sweeps.WATCHES_PER_SHARD or time.monotonic() > deadline:
             return
 
 
-def _sweep_leases(entries: Sequence[DueEntry], now: float, report: SweepReport) -> None:
-    """Act on the runs whose lease or reservation entry is due: each read consistently. A run
-    still held (its heartbeats moved the expiry on and left the entry where its claim put it; or
-    an entry the index has not caught up with) gets its entry moved to the expiry it has now."""
-    keys = sorted({(e.task_id, e.node) for e in entries if e.node is not None})
-    if not keys:
-        return
+def _sweep_leases(keys: Sequence[tuple[str, str]], now: float, report: SweepReport) -> list[tuple[str, str, int]]:
+    """Act on the watched runs (each read consistently) whose lease or reservation lapsed.
+    Returns the runs to watch again, (task id, node, due second): the runs still held, at the
+    expiry they have now, and the lapsed runs this pass did not settle (a conflict, a throttle, a
+    failure), next second. A run that is gone, not leased, or of a task that ended needs none."""
     found_runs = [run for run in runs.run_concurrently([partial(runs.find, t, n) for t, n in keys]) if run is not None]
-    held = [run for run in found_runs if due_sweeps.held(run, now)]
-    if held:  # (most due entries of a busy fleet: one read and one write each, no task read)
-        report.leases_rearmed += sum(runs.run_concurrently([partial(due_sweeps.rearm, run, now) for run in held]))
-    rest = [run for run in found_runs if not due_sweeps.held(run, now)]
-    task_ids = sorted({run.task_id for run in rest})
+    again = [(run.task_id, run.node, due.lapse_second(lease_watch.expiry_of(run)))
+             for run in found_runs if due_sweeps.held(run, now)]
+    lapsed = [run for run in found_runs if run.status in LEASED and not due_sweeps.held(run, now)]
+    task_ids = sorted({run.task_id for run in lapsed})
     found_tasks = dict(zip(task_ids, runs.run_concurrently([partial(tasks.find, t) for t in task_ids]), strict=True))
     by_task: dict[str, list[NodeRun]] = {}
-    for run in rest:
-        if found_tasks.get(run.task_id) is not None:
+    for run in lapsed:
+        task = found_tasks.get(run.task_id)
+        if task is not None and task.status not in TASK_TERMINAL:
             by_task.setdefault(run.task_id, []).append(run)
     report.tasks_seen += len(by_task)
-    for task_id, lapsed in by_task.items():
+    next_second = int(now) + 1
+    for task_id, runs_of_task in by_task.items():
         task = found_tasks[task_id]
         assert task is not None
         try:
-            _sweep_lapsed(task, lapsed, now, report)
+            settled = _sweep_lapsed(task, runs_of_task, now, report)
         except Exception:
             logger.exception("lease sweep of task failed; next pass retries", extra={"task_id": task_id})
+            settled = set()
+        again += [(task_id, run.node, next_second) for run in runs_of_task if run.node not in settled]
+    return again
 
 
-def _sweep_lapsed(task: Task, lapsed: Iterable[NodeRun], now: float, report: SweepReport) -> None:
+#: the statuses that hold a lease or a plan reservation
+LEASED = frozenset(lease_watch.EXPIRY_OF)
+
+
+def _sweep_lapsed(task: Task, lapsed: Iterable[NodeRun], now: float, report: SweepReport) -> set[str]:
+    """Act on `lapsed` runs of `task`; returns the nodes of those this pass changed."""
+    settled: set[str] = set()
     leased = []
     for run in lapsed:
         if twophase.sweep_run(task, run, now):  # a lost plan: the task plans again
             report.replanned.append(task.task_id)
+            settled.add(run.node)
         elif run.status == RunStatus.RUNNING:
             leased.append(run)
     if leased and task.status in (TaskStatus.RUNNING, TaskStatus.CANCELLING):
-        _expire_leases(task, now, report, leased)
+        settled.update(run.node for run in _expire_leases(task, now, report, leased))
+    return settled
 
 
 def _sweep_the_old_way(task: Task, now: float, report: SweepReport) -> None:
     """A task's lapsed leases and reservations from a query of its runs (the backfill's walk).
-    Its runs still held get their lease entry here: a heartbeat no longer writes one."""
-    held = [run for status in (RunStatus.RUNNING, RunStatus.APPLY_PENDING)
-            for run in runs.iter_runs(task.task_id, status) if due_sweeps.held(run, now)]
-    report.leases_rearmed += sum(runs.run_concurrently([partial(due_sweeps.rearm, run, now) for run in held]))
+    Its runs still held are watched here: one claimed under the old code has no watch."""
+    held = [run for status in LEASED for run in runs.iter_runs(task.task_id, status) if due_sweeps.held(run, now)]
+    report.leases_rearmed += lease_watch.watch_runs(held)
     if twophase.is_two_phase(task.type, int(task.type_version)):
         outcome = twophase.sweep_task(task, now)
         if outcome is not None:
@@ -229,9 +256,10 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
     finishing.settle(task)
 
 
-def _expire_leases(task: Task, now: float, report: SweepReport, running: Iterable[NodeRun] | None = None) -> None:
+def _expire_leases(task: Task, now: float, report: SweepReport,
+                   running: Iterable[NodeRun] | None = None) -> list[NodeRun]:
     """Offer again (or time out) the runs of `running` (default: every running run of the task,
-    one query) whose lease lapsed."""
+    one query) whose lease lapsed. Returns the runs changed."""
     max_attempts = type_registry.task_type_of(task).max_attempts
     stamp = clock.rfc3339(now)
     candidates = runs.iter_runs(task.task_id, RunStatus.RUNNING) if running is None else running
@@ -252,6 +280,9 @@ def _expire_leases(task: Task, now: float, report: SweepReport, running: Iterabl
     report.timed_out_runs += len(timed_out)
     if released or timed_out:
         events.append(task.task_id, [_expiry_event(r) for r in released + timed_out])
+    if released:  # their claim clocks start now: the task's look comes then (`sweep`)
+        report.claim_clocks.append((task.task_id, now + int(task.claim_timeout_seconds)))
+    return released + timed_out
 
 
 def _lapse_reason(task: Task, run: NodeRun, max_attempts: int) -> str | None:

@@ -10,6 +10,7 @@ transitions; a backend only stores records and applies `Change`s atomically.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
@@ -26,6 +27,17 @@ class EventBatch(Protocol):
     task_id: str
     sk: str
     events: str
+
+
+@dataclass(frozen=True)
+class LeaseWatch:
+    """Runs whose lease or reservation lapses in one second, of one shard (domain/due.py)."""
+
+    shard: int
+    #: `<second, 10 digits>#<id>`
+    sk: str
+    #: (task id, node) of each run
+    runs: tuple[tuple[str, str], ...]
 
 
 class Backend(Protocol):
@@ -57,6 +69,14 @@ class Backend(Protocol):
     def due_entries(self, due_pk: str, upto: str, limit: int) -> list[tuple[str, str | None, str]]:
         """(task id, node or None for a task, due_sk) of the due-index partition `due_pk` up to
         `upto`, oldest first, at most `limit` (domain/due.py; eventually consistent)."""
+
+    def put_lease_watches(self, watches: Sequence[LeaseWatch]) -> None:
+        """Write the watches (one with the key of another replaces it: a replayed batch's)."""
+
+    def lease_watches(self, shard: int, upto: str, limit: int) -> list[LeaseWatch]:
+        """A shard's watches with a key up to `upto`, oldest first, at most `limit`."""
+
+    def delete_lease_watches(self, watches: Sequence[LeaseWatch]) -> None: ...
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None: ...

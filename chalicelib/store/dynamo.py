@@ -16,15 +16,17 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.domain import due, retention
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values, record_fields
 from chalicelib.domain.writes import CLEAR, Add, Change, Predicate
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
 from chalicelib.store import run_partitions
-from chalicelib.store.backend import EventBatch, first_look
+from chalicelib.store.backend import EventBatch, LeaseWatch, first_look
 from chalicelib.store.key_parts import part
 from chalicelib.store.models import (
     FleetrunModel,
     IdempotencyItem,
+    LeaseWatchItem,
     NodeItem,
     NodeRunItem,
     RunCounts,
@@ -293,6 +295,24 @@ class DynamoBackend:
     def due_entries(self, due_pk: str, upto: str, limit: int) -> list[tuple[str, str | None, str]]:
         found: Any = NodeRunItem.due_index.query(due_pk, NodeRunItem.due_sk <= upto, limit=limit)
         return [(item.task_id, item.node, item.due_sk) for item in found]
+
+    # --- lease watches ---
+    def put_lease_watches(self, watches: Sequence[LeaseWatch]) -> None:
+        with LeaseWatchItem.batch_write() as batch:  # 25 puts a request; unprocessed ones are sent again
+            for watch in watches:
+                second = due.due_second(watch.sk)
+                batch.save(LeaseWatchItem(due.watch_pk(watch.shard), watch.sk, expires_at=retention.item_expiry(second),
+                                          runs=[due.run_item_id(task_id, node) for task_id, node in watch.runs]))
+
+    def lease_watches(self, shard: int, upto: str, limit: int) -> list[LeaseWatch]:
+        found: Any = LeaseWatchItem.query(due.watch_pk(shard), LeaseWatchItem.sk <= upto, limit=limit,
+                                          consistent_read=True)
+        return [LeaseWatch(shard, item.sk, tuple(due.run_of_item_id(run) for run in item.runs)) for item in found]
+
+    def delete_lease_watches(self, watches: Sequence[LeaseWatch]) -> None:
+        with LeaseWatchItem.batch_write() as batch:
+            for watch in watches:
+                batch.delete(LeaseWatchItem(due.watch_pk(watch.shard), watch.sk))
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:

@@ -15,7 +15,7 @@ from typing import Any
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
-from chalicelib.store.backend import EventBatch, first_look
+from chalicelib.store.backend import EventBatch, LeaseWatch, first_look
 
 
 class MemoryBackend:
@@ -30,6 +30,7 @@ class MemoryBackend:
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         #: how many of the next writes fail as if another transaction held the item
         self.conflict_next = 0
+        self.lease_watches_by_key: dict[tuple[int, str], LeaseWatch] = {}
         #: every change applied, in order (tests read what was written)
         self.log: list[Change] = []
 
@@ -97,6 +98,21 @@ class MemoryBackend:
             found = sorted((v["due_sk"], t, n) for t, n, v in items
                            if v.get("due_pk") == due_pk and v["due_sk"] <= upto)
         return [(t, n, sk) for sk, t, n in found[:limit]]
+
+    # --- lease watches ---
+    def put_lease_watches(self, watches: Sequence[LeaseWatch]) -> None:
+        with self._lock:
+            self.lease_watches_by_key.update(((w.shard, w.sk), w) for w in watches)
+
+    def lease_watches(self, shard: int, upto: str, limit: int) -> list[LeaseWatch]:
+        with self._lock:
+            found = [w for (number, sk), w in self.lease_watches_by_key.items() if number == shard and sk <= upto]
+        return sorted(found, key=lambda w: w.sk)[:limit]
+
+    def delete_lease_watches(self, watches: Sequence[LeaseWatch]) -> None:
+        with self._lock:
+            for watch in watches:
+                self.lease_watches_by_key.pop((watch.shard, watch.sk), None)
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:

@@ -1,7 +1,8 @@
-"""Sweeps cost O(due work) (issue 17): leases, plan reservations and each active task's next look
-are found through the sparse, sharded `due-index` (chalicelib/domain/due.py), so a lapsed lease
-is acted on within one pass whatever the number of active tasks, and a pass with nothing due
-makes the same DynamoDB requests at 10 and at 1,000 active tasks."""
+"""Sweeps cost O(due work) (issue 17): leases and plan reservations are found through the lease
+watches the stream writes, and each active task's next look through the sparse, sharded
+`due-index` (chalicelib/domain/due.py), so a lapsed lease is acted on within one pass whatever
+the number of active tasks, and a pass with nothing due makes the same DynamoDB requests at 10
+and at 1,000 active tasks."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from chalicelib.domain import due
 from chalicelib.services import due_sweeps, sweeper
 from chalicelib.store import runs, tasks
 from chalicelib.store.dynamo import run_key
-from chalicelib.store.models import NodeRunItem, TaskItem, task_pk
-from fleetrun.local.pumps import LambdaContext
+from chalicelib.store.models import LeaseWatchItem, NodeRunItem, TaskItem, task_pk
 from tests.harness import Fleet, assert_statistics_equal_recount
 from tests.service_clock import Clock
 
@@ -50,6 +50,13 @@ def due_keys_of_run(task_id: str, node: str) -> tuple[str | None, str | None]:
     return item.due_pk, item.due_sk
 
 
+def watched_seconds(task_id: str, node: str) -> list[int]:
+    """The due seconds of the lease watches that hold the run (services/lease_watch.py)."""
+    shard = due.watch_shard(due.run_item_id(task_id, node))
+    return [due.due_second(item.sk) for item in LeaseWatchItem.query(due.watch_pk(shard), consistent_read=True)
+            if due.run_item_id(task_id, node) in item.runs]
+
+
 def due_keys_of_task(task_id: str) -> tuple[str | None, str | None]:
     item = TaskItem.get(task_pk(task_id), "META", consistent_read=True)
     return item.due_pk, item.due_sk
@@ -68,42 +75,48 @@ def sweep_until(service_clock: Clock, done: Any, seconds: float) -> float:
 
 
 class TestTheIndexFollowsTheWrites:
-    def test_a_heartbeat_leaves_the_lease_entry_and_the_sweeper_moves_it_forward(
+    def test_a_claim_is_watched_from_the_stream_and_a_heartbeat_writes_nothing_for_the_sweeper(
             self, fleet: Fleet, service_clock: Clock, short_leases: None):
-        # GIVEN a run claimed by its node
+        # GIVEN a run claimed by its node, and the claim's stream record delivered
         task_id = fleet.started(shell("n-1"))
         [run] = fleet.claim("n-1")
         claimed = runs.find(task_id, "n-1")
         assert claimed is not None
         assert claimed.lease_expires_at is not None
-        # THEN its lease is due the first second after it lapses, in the same write as the claim
-        at_claim = due.lapse_due_keys(task_id, "n-1", claimed.lease_expires_at)
-        assert due_keys_of_run(task_id, "n-1") == at_claim
-        # WHEN it heartbeats, the run's lease moves on but its entry stays where the claim put it
+        assert due_keys_of_run(task_id, "n-1") == (None, None)  # no index entry on the run
+        fleet.settle()
+        # THEN the run is watched the first second after its lease lapses
+        at_claim = due.lapse_second(claimed.lease_expires_at)
+        assert watched_seconds(task_id, "n-1") == [at_claim]
+        # WHEN it heartbeats, the run's lease moves on and nothing else is written for the sweeper
         service_clock.advance(LEASE - 1)
         answer = fleet.agent("n-1", f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": run["attempt"]})
         assert answer.status == 200, answer
+        fleet.settle()
         extended = runs.find(task_id, "n-1")
         assert extended is not None
         assert extended.lease_expires_at is not None
         assert extended.lease_expires_at > claimed.lease_expires_at
-        assert due_keys_of_run(task_id, "n-1") == at_claim
-        # WHEN the sweeper reads the entry once due, it finds the lease held and moves the entry to it
+        assert watched_seconds(task_id, "n-1") == [at_claim]
+        # WHEN the sweeper reads the watch once due, it finds the lease held and watches it again
         service_clock.advance(2)
         report = sweeper.sweep()
         assert report.leases_rearmed == 1
         assert report.requeued_runs == 0
-        assert due_keys_of_run(task_id, "n-1") == due.lapse_due_keys(task_id, "n-1", extended.lease_expires_at)
+        assert watched_seconds(task_id, "n-1") == [due.lapse_second(extended.lease_expires_at)]
         held = runs.find(task_id, "n-1")
         assert held is not None
-        # (a re-arm is not a change of the run: same status, attempt and `updated_at`)
-        assert (held.status, held.attempt, held.updated_at) == ("running", run["attempt"], extended.updated_at)
-        # WHEN it completes, the entry is gone, and so is the finished task's
+        # (the run itself is not written: same version)
+        assert held.ver == extended.ver
+        # WHEN it completes, the finished task leaves the index; its run's watch is read for nothing
         assert fleet.finish("n-1", run).status == 200
         fleet.settle()
-        assert due_keys_of_run(task_id, "n-1") == (None, None)
         assert fleet.task(task_id)["status"] == "completed"
         assert due_keys_of_task(task_id) == (None, None)
+        service_clock.advance(LEASE + 2)
+        report = sweeper.sweep()
+        assert (report.leases_rearmed, report.requeued_runs, report.timed_out_runs) == (0, 0, 0)
+        assert watched_seconds(task_id, "n-1") == []
 
     def test_a_status_change_makes_the_task_due_at_once_and_its_look_schedules_the_next(self, fleet: Fleet):
         # GIVEN a task that just started (a status change)
@@ -126,9 +139,11 @@ class TestTheIndexFollowsTheWrites:
 class TestALeaseWhateverTheActiveTasks:
     def test_a_sweep_with_1000_active_tasks_acts_on_one_expired_lease_in_time(
             self, fleet: Fleet, service_clock: Clock, short_leases: None):
-        # GIVEN a run whose agent was killed right after its claim (a 4 s lease)
+        # GIVEN a run whose agent was killed right after its claim (a 4 s lease), the claim's
+        # stream record delivered
         task_id = fleet.started(shell("n-1"))
         [run] = fleet.claim("n-1")
+        fleet.settle()
         # AND 1,000 other active tasks
         add_active_tasks(1000)
         # WHEN the sweeper runs every second of service time
@@ -144,6 +159,7 @@ class TestALeaseWhateverTheActiveTasks:
         # GIVEN a lapsed lease and 1,000 never-dispatched tasks whose looks are all due
         task_id = fleet.started(shell("n-1"))
         fleet.claim("n-1")
+        fleet.settle()
         created = set(add_active_tasks(1000))
         service_clock.advance(max(config.lease_seconds(), config.undispatched_grace_seconds()) + 2)
         # WHEN one sweep runs
@@ -167,6 +183,7 @@ class TestHeartbeatsOverSeveralLeases:
         # GIVEN a run claimed by its node, and an agent that heartbeats every third of a lease
         task_id = fleet.started(shell("n-1"))
         [run] = fleet.claim("n-1")
+        fleet.settle()
         heartbeat_every = LEASE / 3
         since_heartbeat, rearmed, last_heartbeat = 0.0, 0, service_clock.now()
         # WHEN the sweeper runs every second of service time over five leases
@@ -184,7 +201,7 @@ class TestHeartbeatsOverSeveralLeases:
             held = runs.find(task_id, "n-1")
             assert held is not None
             assert (held.status, held.attempt) == ("running", run["attempt"])
-        # AND its entry was moved forward about once a lease (10 heartbeats), not once a heartbeat
+        # AND it was watched again about once a lease (10 heartbeats), not once a heartbeat
         assert 2 <= rearmed <= 6, rearmed
         # WHEN its heartbeats stop
         last = runs.find(task_id, "n-1")
@@ -197,24 +214,29 @@ class TestHeartbeatsOverSeveralLeases:
 
 
 class TestManyHeldLeases:
-    def test_a_pass_re_arms_more_held_leases_than_a_page_and_still_acts_on_the_lapsed_one(
+    def test_a_pass_watches_again_more_held_leases_than_a_page_and_still_acts_on_the_lapsed_one(
             self, fleet: Fleet, service_clock: Clock, short_leases: None, monkeypatch: pytest.MonkeyPatch):
-        # GIVEN pages of 2 entries a shard, 24 runs whose agents heartbeat and one whose agent died
-        monkeypatch.setattr(due_sweeps, "LEASES_PER_SHARD", 2)
+        # GIVEN pages of 1 watch, 24 runs whose agents heartbeat and one whose agent died,
+        # each claim's record delivered in its own batch (a watch each)
+        monkeypatch.setattr(due_sweeps, "WATCHES_PER_SHARD", 1)
         nodes = [f"n-{i:02d}" for i in range(25)]
         task_id = fleet.started({**shell(*nodes), "max_concurrency": 25})
-        claimed = {node: fleet.claim(node)[0] for node in nodes}
+        claimed = {}
+        for node in nodes:
+            claimed[node] = fleet.claim(node)[0]
+            fleet.settle()
+        assert sum(len(list(LeaseWatchItem.query(due.watch_pk(n)))) for n in range(due.WATCH_SHARDS)) == 25
         service_clock.advance(LEASE - 1)
         for node in nodes[1:]:
             run = claimed[node]
             answer = fleet.agent(node, f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": run["attempt"]})
             assert answer.status == 200, answer
-        # WHEN one pass runs once every claim's entry is due
+        # WHEN one pass runs once every claim's watch is due
         service_clock.advance(2)
         report = sweeper.sweep()
-        # THEN every held lease was re-armed (more than one page of every shard) ...
+        # THEN every held lease was watched again (more than one page of every shard) ...
         assert report.leases_rearmed == 24
-        assert due_sweeps.due_now(due.LEASE, service_clock.now(), 100) == []
+        assert due_sweeps.due_watches(service_clock.now(), 100) == []
         # ... and the lapsed one offered again, in the same pass
         assert report.requeued_runs == 1
         dead = runs.find(task_id, nodes[0])
@@ -222,54 +244,35 @@ class TestManyHeldLeases:
         assert (dead.status, dead.attempt) == ("pending", 2)
 
 
-class TestARearmIsNotCounted:
-    def test_the_stream_record_of_a_rearm_moves_no_counter_even_delivered_late_and_twice(
-            self, fleet: Fleet, service_clock: Clock, short_leases: None):
-        # GIVEN three runs that heartbeat with progress past their claim's entry, the stream settled
-        nodes = ["n-1", "n-2", "n-3"]
-        task_id = fleet.started(shell(*nodes))
-        claimed = {node: fleet.claim(node)[0] for node in nodes}
-        service_clock.advance(LEASE - 1)
-        for node, run in claimed.items():
-            body = {"attempt": run["attempt"], "progress": 40}
-            answer = fleet.agent(node, f"/v1/runs/{run['run_id']}/heartbeat", body)
-            assert answer.status == 200, answer
+class TestALostClaimRecord:
+    def test_a_run_whose_claim_record_was_lost_is_watched_by_the_recount_and_offered_again(
+            self, fleet: Fleet, service_clock: Clock, short_leases: None, monkeypatch: pytest.MonkeyPatch):
+        # GIVEN a claim whose stream record never arrives (a lost batch), and its agent killed
+        monkeypatch.setenv("FLEETRUN_RECOUNT_GRACE_SECONDS", str(RECOUNT_GRACE))
+        config.reset()
+        task_id = fleet.started(shell("n-1"))
         fleet.settle()
-        before = fleet.task(task_id)
-        assert nonzero(before["node_counts"]) == {"running": 3}
-        # WHEN the sweeper re-arms their entries, and the batch with those records is held back
-        fleet.stream.drop_next(_is_rearm)
-        service_clock.advance(2)
-        assert sweeper.sweep().leases_rearmed == 3
+        fleet.stream.drop_next(_is_claim)
+        fleet.claim("n-1")
         fleet.settle()
-        held_back = list(fleet.stream.dropped)
-        assert any(_is_rearm(record) for record in held_back)
-        # (the rest of that batch: the task's next look, which changes no status)
-        assert all(_is_rearm(r) or r["dynamodb"]["Keys"]["sk"]["S"] == "META" for r in held_back)
-        # ... and delivered late, twice
-        for _ in range(2):
-            fleet.app_module.stream_aggregator({"Records": held_back}, LambdaContext("fleetrun-stream-consumer"))
+        assert any(_is_claim(record) for record in fleet.stream.dropped)
+        assert watched_seconds(task_id, "n-1") == []
+        # WHEN the sweeper runs every second of service time
+        waited = sweep_until(service_clock, lambda: _offered_again(task_id), RECOUNT_GRACE + LEASE + 2 * SWEEP_INTERVAL)
+        # THEN the recount its wrong counts brought watched the run, and it was offered again
+        assert waited <= RECOUNT_GRACE + LEASE + 2 * SWEEP_INTERVAL
         fleet.settle()
-        # THEN the counts, progress and statistics are as before
-        after = fleet.task(task_id)
-        assert (after["node_counts"], after["progress"]) == (before["node_counts"], before["progress"])
-        assert_statistics_equal_recount()
-        # AND the runs complete with exact counts
-        for node, run in claimed.items():
-            assert fleet.finish(node, run).status == 200
-        fleet.settle()
-        done = fleet.task(task_id)
-        assert done["status"] == "completed"
-        assert nonzero(done["node_counts"]) == {"succeeded": 3}
+        assert nonzero(fleet.task(task_id)["node_counts"]) == {"pending": 1}
         assert_statistics_equal_recount()
 
 
-def _is_rearm(record: dict[str, Any]) -> bool:
-    """A run record whose write moved only its lease entry (services/due_sweeps.py `rearm`)."""
+RECOUNT_GRACE = 6
+
+
+def _is_claim(record: dict[str, Any]) -> bool:
     images = record["dynamodb"]
-    old, new = images.get("OldImage", {}), images.get("NewImage", {})
-    moved = {name for name in set(old) | set(new) if old.get(name) != new.get(name)}
-    return images["Keys"]["sk"]["S"].startswith("RUN#") and moved == {"due_sk", "ver"}
+    status = images.get("NewImage", {}).get("status", {}).get("S")
+    return images["Keys"]["sk"]["S"].startswith("RUN#") and status == "running"
 
 
 def nonzero(counts: dict[str, int]) -> dict[str, int]:
@@ -287,8 +290,9 @@ class TestTheCostOfAPass:
         at_1000 = sweeper_requests_per_sweep(fleet, 1000)
         assert sum(1 for _ in tasks.iter_active()) >= 1000
         assert at_10 == at_1000
-        # one query per due shard of each kind, and the node and connection sweeps
-        assert at_10 <= len(due.KINDS) * due.SHARDS + 6
+        # one query per shard of the task looks and of the lease watches, and the node and
+        # connection sweeps
+        assert at_10 <= due.SHARDS + due.WATCH_SHARDS + 6
 
     def test_the_count_is_of_requests_not_of_retries(self, fleet: Fleet):
         requests = DynamoRequests()
@@ -306,14 +310,15 @@ def service_now() -> float:
 class TestItemsFromBeforeTheIndex:
     def test_a_run_and_a_task_written_without_due_entries_are_found_by_the_one_time_backfill(
             self, fleet: Fleet, service_clock: Clock):
-        # GIVEN a running run and its task as an older version wrote them (no due entries), in a
-        # table whose backfill has not run
+        # GIVEN a running run and its task as an older version wrote them (no due entry, no lease
+        # watch), in a table whose backfill has not run
         task_id = fleet.started(shell("n-1"))
         fleet.claim("n-1")
+        fleet.settle()
+        forget_lease_watches()
         ddb = aws.client("dynamodb")
-        for key in ({"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}},
-                    dict(zip(("pk", "sk"), ({"S": k} for k in run_key(task_id, "n-1")), strict=True))):
-            ddb.update_item(TableName=config.table_name(), Key=key, UpdateExpression="REMOVE due_pk, due_sk")
+        ddb.update_item(TableName=config.table_name(), Key={"pk": {"S": task_pk(task_id)}, "sk": {"S": "META"}},
+                        UpdateExpression="REMOVE due_pk, due_sk")
         ddb.delete_item(TableName=config.table_name(), Key=due.BACKFILL_KEY)
         # WHEN the sweeper runs after the lease lapsed
         service_clock.advance(config.lease_seconds() + 1)
@@ -322,33 +327,38 @@ class TestItemsFromBeforeTheIndex:
         assert _offered_again(task_id)
         assert report.requeued_runs == 1
         assert due_keys_of_task(task_id)[0] == due.due_pk(due.TASK, due.shard(task_id))
-        # AND after its second round, a lease later, the walk is done: one read a pass
-        for _ in range(3):
+        # AND after its last round, a lease later, the walk is done: one read a pass
+        for _ in range(4):
             service_clock.advance(config.lease_seconds() + 1)
             sweeper.sweep()
         state = ddb.get_item(TableName=config.table_name(), Key=due.BACKFILL_KEY, ConsistentRead=True)["Item"]
         assert int(state["round"]["N"]) == due.BACKFILL_DONE_ROUND
 
-    def test_a_run_still_held_from_before_the_index_gets_its_lease_entry_from_the_backfill(
+    def test_a_run_still_held_from_before_the_lease_watches_is_watched_by_the_backfill(
             self, fleet: Fleet, service_clock: Clock):
-        # GIVEN a running run written without a due entry (a heartbeat no longer writes one), its
-        # lease live, in a table whose backfill has not run
+        # GIVEN a running run claimed under an older version (no lease watch), its lease live, in
+        # a table whose backfill has not run
         task_id = fleet.started(shell("n-1"))
         [run] = fleet.claim("n-1")
+        fleet.settle()
+        forget_lease_watches()
         ddb = aws.client("dynamodb")
-        ddb.update_item(TableName=config.table_name(), Key=dict(zip(
-            ("pk", "sk"), ({"S": k} for k in run_key(task_id, "n-1")), strict=True)),
-            UpdateExpression="REMOVE due_pk, due_sk")
         ddb.delete_item(TableName=config.table_name(), Key=due.BACKFILL_KEY)
         service_clock.advance(1)
         answer = fleet.agent("n-1", f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": run["attempt"]})
         assert answer.status == 200, answer
-        assert due_keys_of_run(task_id, "n-1") == (None, None)
+        assert watched_seconds(task_id, "n-1") == []
         # WHEN the sweeper's walk passes
         report = sweeper.sweep()
-        # THEN the run keeps its lease and has its entry, due when that lease lapses
+        # THEN the run keeps its lease and is watched, due when that lease lapses
         held = runs.find(task_id, "n-1")
         assert held is not None
         assert held.lease_expires_at is not None
         assert (held.status, report.requeued_runs) == ("running", 0)
-        assert due_keys_of_run(task_id, "n-1") == due.lapse_due_keys(task_id, "n-1", held.lease_expires_at)
+        assert watched_seconds(task_id, "n-1") == [due.lapse_second(held.lease_expires_at)]
+
+
+def forget_lease_watches() -> None:
+    for number in range(due.WATCH_SHARDS):
+        for item in LeaseWatchItem.query(due.watch_pk(number)):
+            item.delete()

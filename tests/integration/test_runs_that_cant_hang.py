@@ -164,6 +164,7 @@ class TestNeverEarly:
         task_id = created(fleet, shell("edge-12"))["task_id"]
         service_clock.advance(TIMEOUT - 5)
         assert len(fleet.claim("edge-12")) == 1
+        fleet.settle()  # (the claim's record watches its lease: services/lease_watch.py)
         # WHEN its lease lapses, it is offered again
         report = sweep_after(fleet, service_clock, config.lease_seconds() + 1)
         assert report.requeued_runs == 1

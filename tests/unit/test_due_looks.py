@@ -1,5 +1,6 @@
-"""When the sweeper looks at a task again (services/due_sweeps.next_look) and what the transition
-tables write into the due index (domain/due.py): no AWS needed."""
+"""When the sweeper looks at a task again (services/due_sweeps.next_look), what the transition
+tables write into the due index (domain/due.py) and what the stream watches of the leases
+that start (services/lease_watch.py): no AWS needed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.run_transitions import RUN_TRANSITIONS, RunInputs, run_change
 from chalicelib.domain.task_transitions import TASK_TRANSITIONS, TaskInputs, task_change
 from chalicelib.domain.writes import CLEAR
-from chalicelib.services import due_sweeps
+from chalicelib.services import due_sweeps, lease_watch
+from chalicelib.store.stream_records import Record
 
 NOW = "2026-01-01T00:00:00Z"
 EPOCH = clock.parse_rfc3339(NOW)
@@ -53,52 +55,14 @@ class TestTheNextLook:
 
 
 class TestWhatTheTransitionsWrite:
-    @pytest.mark.parametrize("action", ["claim", "claim_apply"])
-    def test_a_lease_enters_the_index_in_the_write_that_starts_it(self, action):
-        run = _run(status="pending" if action == "claim" else "apply_pending")
-        given = RunInputs(now=NOW, now_epoch=EPOCH, runner="n-1", lease_expires_at=int(EPOCH) + 60,
-                          claim_sk="x", generation=1)
-        fields = run_change(action, run, given).fields
-        assert (fields["due_pk"], fields["due_sk"]) == due.lapse_due_keys("T1", "n-1", EPOCH + 60)
-
-    def test_a_plan_reservation_enters_the_index_in_the_write_that_starts_it(self):
-        given = RunInputs(now=NOW, now_epoch=EPOCH, runner="n-1", reservation_expires_at=EPOCH + 90.5)
-        fields = run_change("await_confirmation", _run(), given).fields
-        assert (fields["due_pk"], fields["due_sk"]) == due.lapse_due_keys("T1", "n-1", EPOCH + 90.5)
-
-    @pytest.mark.parametrize("action", ["heartbeat", "extend_reservation"])
-    def test_a_heartbeat_or_an_extension_leaves_the_entry_where_it_is(self, action):
-        # (an expiry only moves later: the entry comes due early and the sweeper moves it on)
-        run = _run(status="running" if action == "heartbeat" else "apply_pending")
-        given = RunInputs(now=NOW, now_epoch=EPOCH, runner="n-1", lease_expires_at=int(EPOCH) + 60,
-                          reservation_expires_at=EPOCH + 60, progress=30)
-        fields = run_change(action, run, given).fields
+    @pytest.mark.parametrize("action", sorted(RUN_TRANSITIONS))
+    def test_no_run_write_touches_the_due_index(self, action):
+        # (leases are watched from the stream: services/lease_watch.py)
+        given = RunInputs(now=NOW, now_epoch=EPOCH, runner="n-1", generation=1, ordinal=0, claim_sk="x",
+                          lease_expires_at=int(EPOCH) + 60, reservation_expires_at=EPOCH + 60, progress=30)
+        fields = run_change(action, _run(status=next(iter(RUN_TRANSITIONS[action].sources))), given).fields
         assert "due_pk" not in fields
         assert "due_sk" not in fields
-
-    @pytest.mark.parametrize(("status", "expiry"), [("running", "lease_expires_at"),
-                                                     ("apply_pending", "reservation_expires_at")])
-    def test_the_sweepers_rearm_moves_the_entry_to_the_expiry_it_read_and_is_guarded_by_it(self, status, expiry):
-        run = _run(status=status, attempt=3)
-        change = run_change("rearm_due", run, RunInputs(now=NOW, now_epoch=EPOCH, **{expiry: int(EPOCH) + 75}))
-        assert (change.fields["due_pk"], change.fields["due_sk"]) == due.lapse_due_keys("T1", "n-1", EPOCH + 75)
-        assert {(p.attribute, p.value) for p in change.guard} == {
-            ("status", status), ("attempt", 3), (expiry, int(EPOCH) + 75)}
-        assert change.sources == frozenset({"running", "apply_pending"})
-
-    def test_a_rearm_changes_nothing_a_client_or_the_counters_see(self):
-        # no status, progress, step or updated_at: the stream aggregator finds nothing to count in
-        # its record, and the run as pushed and read is the same (its `ver` still numbers the write)
-        given = RunInputs(now=NOW, now_epoch=EPOCH, lease_expires_at=int(EPOCH) + 75)
-        fields = run_change("rearm_due", _run(), given).fields
-        assert set(fields) == {"due_pk", "due_sk", "ver"}
-
-    @pytest.mark.parametrize("action", sorted(a for a, t in RUN_TRANSITIONS.items()
-                                              if t.target not in (None, "running", "apply_pending")))
-    def test_every_other_status_removes_the_entry(self, action):
-        given = RunInputs(now=NOW, now_epoch=EPOCH, runner="n-1", generation=1, ordinal=0, claim_sk="x")
-        fields = run_change(action, _run(), given).fields
-        assert (fields["due_pk"], fields["due_sk"]) == (CLEAR, CLEAR)
 
     @pytest.mark.parametrize("action", sorted(a for a, t in TASK_TRANSITIONS.items() if t.target is not None))
     def test_a_task_status_change_is_due_at_once_or_leaves_the_index(self, action):
@@ -130,3 +94,41 @@ class TestALookForADispatchInChunks:
         task = _task(status="running", started_at=NOW, dispatched_attempt=1, dispatch_chunks=3,
                      dispatched_through=3, dispatch_progress_at=NOW, counts={"pending": 0, "running": 5})
         assert due_sweeps.next_look(task, EPOCH + 1) == EPOCH + RECOUNT
+
+
+def _record(seq: int, node: str, old: str | None, new: str, **expiries: float) -> Record:
+    def image(status: str, **values: float) -> dict:
+        found = {"task_id": {"S": "T1"}, "node": {"S": node}, "status": {"S": status}}
+        return {**found, **{name: {"N": str(value)} for name, value in values.items()}}
+
+    body = {"SequenceNumber": str(seq), "Keys": {"pk": {"S": "TASK#T1"}, "sk": {"S": f"RUN#{node}"}},
+            "NewImage": image(new, **expiries)}
+    if old is not None:
+        body["OldImage"] = image(old)
+    return Record({"eventName": "MODIFY" if old else "INSERT", "dynamodb": body})
+
+
+class TestTheLeaseWatch:
+    def test_a_batch_of_claims_is_watched_at_the_second_each_lease_lapses_one_item_per_shard_and_second(self, memory):
+        # GIVEN 40 claims whose leases lapse in the same second, a heartbeat and a completion
+        claims = [_record(100 + i, f"n-{i}", "pending", "running", lease_expires_at=EPOCH + 60 + (i % 2) * 0.5 + 0.2)
+                  for i in range(40)]
+        others = [_record(200, "n-0", "running", "running", lease_expires_at=EPOCH + 80),
+                  _record(201, "n-1", "running", "succeeded")]
+        # WHEN the stream consumer reads them
+        lease_watch.consume([*claims, *others])
+        # THEN every claimed run is watched once, due the second after its expiry, and nothing else
+        watches = list(memory.lease_watches_by_key.values())
+        watched = [(run, due.due_second(w.sk)) for w in watches for run in w.runs]
+        assert sorted(watched) == sorted((("T1", f"n-{i}"), int(EPOCH) + 61) for i in range(40))
+        assert len(watches) == len({(w.shard, w.sk[:10]) for w in watches}) == due.WATCH_SHARDS
+        assert all(w.shard == due.watch_shard(due.run_item_id(*run)) for w in watches for run in w.runs)
+
+    def test_a_batch_delivered_again_writes_the_same_watches(self, memory):
+        batch = [_record(7, "n-1", "apply_pending", "running", lease_expires_at=EPOCH + 30),
+                 _record(9, "n-2", "running", "apply_pending", reservation_expires_at=EPOCH + 90)]
+        lease_watch.consume(batch)
+        first = dict(memory.lease_watches_by_key)
+        lease_watch.consume(batch)
+        assert memory.lease_watches_by_key == first
+        assert sorted(due.due_second(sk) for _, sk in first) == [int(EPOCH) + 31, int(EPOCH) + 91]

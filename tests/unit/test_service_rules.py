@@ -4,8 +4,6 @@ two-phase reservation. The same rules run on moto in tests/integration."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from chalicelib import clock
@@ -16,14 +14,6 @@ from chalicelib.errors import Conflict, InvalidTransition, LeaseLost, NotFound
 from chalicelib.services import agent, backfill, cancellation, claims, dispatch, finishing, lifecycle, sweeper, twophase
 from chalicelib.store import backend, events, runs, tasks
 from chalicelib.store.memory import MemoryBackend
-
-
-@pytest.fixture
-def memory() -> Iterator[MemoryBackend]:
-    store = MemoryBackend()
-    backend.use(store)
-    yield store
-    backend.use(None)
 
 
 def submit(task_type: str = "shell", nodes: tuple[str, ...] = ("n-1", "n-2", "n-3"), **values) -> str:

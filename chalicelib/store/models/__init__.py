@@ -87,6 +87,7 @@ from chalicelib.store.models.task_types import TaskTypeItem
 from chalicelib.store.models.tasks import (
     EventItem,
     IdempotencyItem,
+    LeaseWatchItem,
     NodeRunItem,
     RunCounts,
     TargetChunk,
@@ -96,7 +97,7 @@ from chalicelib.store.models.tasks import (
 ALL_MODELS: tuple[type[FleetrunModel], ...] = (
     TaskItem, TargetChunk, NodeRunItem, EventItem, IdempotencyItem, NodeItem, RateBucket, ImageItem,
     AllocationItem, ConcurrencyKeyItem, ScheduleItem, WsConnectionItem, WsSubscriptionItem,
-    SubscriptionItem, SubscriptionEventItem, DeliveryItem, LabelItem, TaskTypeItem,
+    SubscriptionItem, SubscriptionEventItem, DeliveryItem, LabelItem, TaskTypeItem, LeaseWatchItem,
 )
 
 
@@ -121,6 +122,7 @@ __all__ = [
     "IdempotencyItem",
     "ImageItem",
     "LabelItem",
+    "LeaseWatchItem",
     "ListIndex",
     "NodeItem",
     "NodeRunItem",

@@ -85,9 +85,9 @@ class ActiveIndex(GlobalSecondaryIndex["FleetrunModel"]):
 
 
 class DueIndex(GlobalSecondaryIndex["FleetrunModel"]):
-    """Sparse: what the sweeper must look at, by when (domain/due.py). Sharded partitions
-    `DUE#<kind>#<n>`, sorted by due time; it carries the ids to read the item by (a run's
-    partition key is not parsed: runs may be spread over several)."""
+    """Sparse: when the sweeper must look at an active task next (domain/due.py). Sharded
+    partitions `DUE#task#<n>`, sorted by due time; it carries the ids to read the item by. (Runs
+    written before the lease watches may still hold a `DUE#lease#<n>` entry nobody reads.)"""
 
     class Meta:
         index_name = "due-index"

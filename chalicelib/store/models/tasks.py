@@ -192,7 +192,7 @@ class NodeRunItem(FleetrunModel):
     confirmed = BooleanAttribute(null=True)
     #: epoch seconds the run became claimable (entered `pending`); cleared once claimed
     claimable_at = NumberAttribute(null=True)
-    #: when its lease or plan reservation lapses (domain/due.py; sparse: running and apply_pending runs)
+    #: written by versions before the lease watches (domain/due.py); nothing reads a run's entry now
     due_pk = UnicodeAttribute(null=True)
     due_sk = UnicodeAttribute(null=True)
 
@@ -213,6 +213,19 @@ class EventItem(FleetrunModel):
     #: count stored bytes: a node's completion events shrink several times)
     packed = BinaryAttribute(null=True, legacy_encoding=False)
     #: the table's TTL, set when written (domain/retention.py)
+    expires_at = NumberAttribute(null=True)
+
+
+class LeaseWatchItem(FleetrunModel):
+    """Runs whose lease or plan reservation lapses in one second, of one shard (domain/due.py):
+    `LEASES#<shard>` / `<second>#<id>`, written in batches by the stream and the sweeper."""
+
+    class Meta(_Meta):
+        pass
+
+    #: `<task id>/<node>` of each run (domain/due.py `run_item_id`)
+    runs = ListAttribute(of=UnicodeAttribute, default=list)
+    #: the table's TTL: a watch nobody read goes (domain/retention.py)
     expires_at = NumberAttribute(null=True)
 
 
