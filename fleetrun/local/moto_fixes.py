@@ -60,6 +60,11 @@
 11. A keys-only or include index answers copies of the wanted attributes. moto 5.2 converted
     the whole item to plain JSON and back once per projected attribute.
 
+12. An update expression's tree is walked without re-asking each node's processors. moto 5.2's
+    ten validators each walk the whole tree, and at every node build the tuple of node types
+    they process and look up the processor again: a fifth of an UpdateItem's time. Here each
+    walk builds them once; the order of visits, the hooks and the replacements are moto's.
+
 All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 """
 
@@ -82,6 +87,8 @@ LOCK = _LOCK
 _applied = False
 #: where a parsed update expression keeps its own pickle (fix 6; copies are made without it)
 _PICKLED = "_fleetrun_pickled"
+#: moto's own tree walk, replaced by fix 12 (tests compare the two)
+MOTO_TRAVERSAL: Any = None
 
 
 def apply() -> None:
@@ -107,6 +114,7 @@ def apply() -> None:
     _patch_action_names()
     _patch_condition_lexing()
     _patch_index_projection()
+    _patch_traversal()
     _applied = True
 
 
@@ -424,6 +432,39 @@ def _patch_index_projection() -> None:
         return Item(item.hash_key, item.range_key, kept)
 
     SecondaryIndex.project = project  # type: ignore[method-assign]
+
+
+def _patch_traversal() -> None:
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node  # type: ignore[attr-defined]
+
+    global MOTO_TRAVERSAL
+    plain_hook = DepthFirstTraverser.pre_processing_of_child
+    MOTO_TRAVERSAL = DepthFirstTraverser.traverse_node_recursively
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        kinds = self.nodes_to_be_processed()
+        processors = tuple(self._processing_map().items())
+        hook = None if type(self).pre_processing_of_child is plain_hook else self.pre_processing_of_child
+
+        def visit(node: Any, child_id: int) -> Any:
+            if not isinstance(node, Node):
+                return node
+            parent = node.parent
+            if node.children is not None:
+                for i, child in enumerate(node.children):
+                    if hook is not None:
+                        hook(node, i)
+                    visit(child, i)
+            if isinstance(node, kinds):
+                node = next(process(node) for kind, process in processors if isinstance(node, kind))
+                node.parent = parent
+                if parent:
+                    parent.children[child_id] = node
+            return node
+
+        return visit(node, child_id)
+
+    DepthFirstTraverser.traverse_node_recursively = traverse_node_recursively  # type: ignore[method-assign]
 
 
 def _patch_json_answers() -> None:

@@ -109,6 +109,54 @@ def test_dynamodb_answers_written_at_once_parse_as_moto_s_shape_walker_writes_th
     assert at_once == walked
 
 
+UPDATES = [
+    ("SET #s = :s, #c = if_not_exists(#c, :zero) + :one, #l = list_append(if_not_exists(#l, :empty), :l)"
+     " REMOVE #gone", {}),
+    ("SET #m.#k = :s, #c = #c - :one ADD #tags :tags DELETE #old :x", {}),
+    ("SET #l[0] = :s, #n = :n REMOVE #l[1]", {}),
+    ("SET #c = #c + :s", {"error": "ValidationException"}),  # a string added to a number
+    ("SET #s = :s, #s = :n", {"error": "ValidationException"}),  # two actions on one path
+    ("SET #pk = :s", {"error": "ValidationException"}),  # a key attribute
+]
+
+
+def test_an_update_expression_walked_once_per_validator_applies_as_moto_s_own_walk(aws, monkeypatch):
+    # GIVEN the same updates for two items, one applied with moto's own tree walk
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser
+
+    from fleetrun.local import moto_fixes
+
+    ddb = boto3.client("dynamodb")
+    names = {"#s": "status", "#c": "count", "#l": "list", "#gone": "gone", "#m": "map", "#k": "key", "#tags": "tags",
+             "#old": "old", "#n": "n", "#pk": "pk"}
+    values = {":s": {"S": "v"}, ":zero": {"N": "0"}, ":one": {"N": "1"}, ":empty": {"L": []},
+              ":l": {"L": [{"S": "a"}, {"S": "b"}]}, ":tags": {"SS": ["t1"]}, ":x": {"SS": ["x"]}, ":n": {"N": "7"}}
+
+    def apply_all(sk: str) -> list[str]:
+        _put(ddb, aws.table_name, sk, gone={"S": "g"}, map={"M": {}}, old={"SS": ["x", "y"]})
+        outcomes = []
+        for expression, _ in UPDATES:
+            used = {k: v for k, v in names.items() if k in expression}
+            given = {k: v for k, v in values.items() if k in expression}
+            try:
+                ddb.update_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": sk}},
+                                UpdateExpression=expression, ExpressionAttributeNames=used,
+                                ExpressionAttributeValues=given)
+                outcomes.append("ok")
+            except ClientError as error:
+                outcomes.append(error.response["Error"]["Code"])
+        item = ddb.get_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": sk}})["Item"]
+        return [*outcomes, repr(sorted((k, v) for k, v in item.items() if k != "sk"))]
+
+    # WHEN applied with the walk of fix 12, then with moto's
+    fast = apply_all("fast")
+    monkeypatch.setattr(DepthFirstTraverser, "traverse_node_recursively", moto_fixes.MOTO_TRAVERSAL)
+    walked = apply_all("walked")
+    # THEN the outcomes and the items are the same
+    assert fast == walked
+    assert fast[:len(UPDATES)] == [want.get("error", "ok") for _, want in UPDATES]
+
+
 def test_an_update_expression_parsed_once_applies_each_request_s_own_names_and_values(aws):
     # GIVEN one update expression used by many requests (as a transition's write is)
     ddb = boto3.client("dynamodb")
