@@ -5,7 +5,7 @@ Run from the repository root:  .venv/bin/python bench/heartbeat_units.py [--json
 A heartbeat extends the run's lease and writes nothing for the sweeper: the claim's stream
 record had the run watched (services/lease_watch.py) the second its lease lapses; the sweeper
 reads the watch when it comes due, finds the run still held, and watches it again at the
-current expiry, one watch item per shard and second for all the runs it finds held
+current expiry, one watch item per second for all the runs it finds held
 (domain/due.py). The designs it replaced kept a `lease` entry per run in the `due-index`:
 re-keyed by every heartbeat (an index delete and put, 2 write units, on top of the run item's
 write), then, from 2026-12-05, left by heartbeats and re-keyed by the sweeper once a lease

@@ -15,7 +15,7 @@ bounded number per pass, so its cost follows the work that is due, not the activ
   Instead the counting stream consumer (services/lease_watch.py) notes the leases that start
   in a batch of records in *watch* items of the base table, `LEASES#<shard>` /
   `<second the lease lapses>#<id>`, holding the ids of the runs (`<task id>/<node>`), one item
-  per shard and second of a batch. The sweeper reads the watches due, reads each run, acts on
+  per second of a batch, in the shard of its id. The sweeper reads the watches due, reads each run, acts on
   the lapsed ones, writes new watches for the runs still held (heartbeats moved their expiry:
   again one item per second), and deletes the watches it read. A heartbeat writes
   nothing for it. A claim whose stream record is lost is watched again by the recount that its
@@ -59,15 +59,15 @@ def lapse_second(expires_at: float) -> int:
     return math.floor(expires_at) + 1
 
 
-#: partitions of the lease watches. One is enough: a watch holds every run of a stream batch
-#: whose lease lapses in one second, so 1,000 claims a second in batches of 100 are about 20
-#: writes a second (and as many deletes); more shards would only split items (a write unit is a
-#: KB: 8 shards made 8 one-unit items of a 30-claim batch instead of one two-unit item)
-WATCH_SHARDS: Final = 1
+#: partitions of the lease watches, by the id of the watch (not of its runs): a watch holds
+#: every run of a stream batch whose lease lapses in one second, so its write stays one item of
+#: a few units (a write unit is a KB), and 1,000 claims a second in batches of 100 are about 20
+#: writes a second spread over the shards, as the sweeper's deletes are
+WATCH_SHARDS: Final = 8
 
 
-def watch_shard(run_id: str) -> int:
-    return zlib.crc32(run_id.encode()) % WATCH_SHARDS
+def watch_shard(watch_id: str) -> int:
+    return zlib.crc32(watch_id.encode()) % WATCH_SHARDS
 
 
 def watch_pk(number: int) -> str:

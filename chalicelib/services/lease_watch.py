@@ -72,17 +72,19 @@ def fresh_tag() -> str:
 
 
 def watch(runs: Iterable[tuple[str, str, int]], tag: str) -> int:
-    """Write watches for `runs` ((task id, node, due second)): one item per shard and second
-    (split every RUNS_PER_WATCH runs), ids `<tag>.<n>`. Returns the items written."""
-    groups: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
+    """Write watches for `runs` ((task id, node, due second)): one item per second (split every
+    RUNS_PER_WATCH runs), ids `<tag>.<second>.<n>`, each in the shard of its id. Returns the
+    items written."""
+    groups: dict[int, set[tuple[str, str]]] = defaultdict(set)
     for task_id, node, second in runs:
-        groups[(due.watch_shard(due.run_item_id(task_id, node)), second)].append((task_id, node))
+        groups[second].add((task_id, node))
     watches = []
-    for (shard, second), members in sorted(groups.items()):
-        members = sorted(set(members))
-        for start in range(0, len(members), RUNS_PER_WATCH):
-            part = tuple(members[start:start + RUNS_PER_WATCH])
-            watches.append(LeaseWatch(shard, due.watch_sk(second, f"{tag}.{start // RUNS_PER_WATCH}"), part))
+    for second, members in sorted(groups.items()):
+        ordered = sorted(members)
+        for start in range(0, len(ordered), RUNS_PER_WATCH):
+            watch_id = f"{tag}.{second}.{start // RUNS_PER_WATCH}"
+            part = tuple(ordered[start:start + RUNS_PER_WATCH])
+            watches.append(LeaseWatch(due.watch_shard(watch_id), due.watch_sk(second, watch_id), part))
     if watches:
         backend.current().put_lease_watches(watches)
     return len(watches)

@@ -7,7 +7,7 @@ services/due_sweeps.py) — a constant number of queries and a bounded number of
 page, leases first — so a lapsed lease is acted on within one pass whatever the number of
 active tasks. A heartbeat writes nothing for the sweeper: a watch comes due once a lease period,
 and the pass writes a new watch for each run still held, at the expiry it read (one item per
-shard and second); lease pages go on while they come back full (LEASE_PASS_SECONDS). Each look
+second); lease pages go on while they come back full (LEASE_PASS_SECONDS). Each look
 at a task runs its checks and schedules its next look.
 """
 
@@ -140,7 +140,7 @@ def _look(entry: DueEntry, now: float) -> SweepReport:
 
 #: how long a pass goes on reading lease watches while pages come back full: a held run is
 #: watched again about once a lease period, so 10,000 long runs on 60 s leases are about 10,000
-#: runs a one-minute pass (a read each, and a watch write per shard and second)
+#: runs a one-minute pass (a read each, and a watch write per second)
 LEASE_PASS_SECONDS = 30.0
 
 
@@ -168,7 +168,7 @@ def _sweep_leases(keys: Sequence[tuple[str, str]], now: float, report: SweepRepo
     Returns the runs to watch again, (task id, node, due second): the runs still held, at the
     expiry they have now, and the lapsed runs this pass did not settle (a conflict, a throttle, a
     failure), next second. A run that is gone, not leased, or of a task that ended needs none."""
-    found_runs = [run for run in runs.run_concurrently([partial(runs.find, t, n) for t, n in keys]) if run is not None]
+    found_runs = runs.find_many(keys)
     again = [(run.task_id, run.node, due.lapse_second(lease_watch.expiry_of(run)))
              for run in found_runs if due_sweeps.held(run, now)]
     lapsed = [run for run in found_runs if run.status in LEASED and not due_sweeps.held(run, now)]

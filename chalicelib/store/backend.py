@@ -81,6 +81,10 @@ class Backend(Protocol):
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None: ...
 
+    def get_runs(self, keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
+        """The runs of `keys` ((task id, node)) that exist, read consistently, in as few
+        requests as the store allows (any order)."""
+
     def put_run_if_absent(self, run: NodeRun) -> bool:
         """Create the run unless one exists for (task, node). Returns whether it did."""
 

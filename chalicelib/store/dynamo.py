@@ -321,6 +321,10 @@ class DynamoBackend:
         except DoesNotExist:
             return None
 
+    def get_runs(self, keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
+        wanted = [run_key(task_id, node) for task_id, node in keys]  # 100 keys a request; unprocessed sent again
+        return [run_record(item) for item in NodeRunItem.batch_get(wanted, consistent_read=True)]
+
     @retried
     def put_run_if_absent(self, run: NodeRun) -> bool:
         try:

@@ -120,6 +120,10 @@ class MemoryBackend:
             values = self.runs.get((task_id, node))
             return from_values(NodeRun, values) if values is not None else None  # type: ignore[no-any-return]
 
+    def get_runs(self, keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
+        with self._lock:
+            return [from_values(NodeRun, self.runs[key]) for key in keys if key in self.runs]
+
     def put_run_if_absent(self, run: NodeRun) -> bool:
         with self._lock:
             if (run.task_id, run.node) in self.runs:

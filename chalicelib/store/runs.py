@@ -83,6 +83,11 @@ def find(task_id: str, node: str, consistent: bool = True) -> NodeRun | None:
     return backend.current().get_run(task_id, node, consistent)
 
 
+def find_many(keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
+    """The runs of (task id, node) `keys` that exist, read consistently (BatchGetItem)."""
+    return backend.current().get_runs(keys)
+
+
 def iter_runs(task_id: str, status: str | None = None) -> Iterator[NodeRun]:
     return backend.current().runs_of(task_id, status)
 

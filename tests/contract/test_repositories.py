@@ -7,10 +7,12 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from chalicelib.domain import due
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
 from chalicelib.domain.statuses import RUN_STATUSES
 from chalicelib.errors import Busy, ConditionFailed, Conflict, IdempotencyRecordExists, InvalidTransition, TaskNotFound
 from chalicelib.store import backend, events, retrying, runs, tasks
+from chalicelib.store.backend import LeaseWatch
 from chalicelib.store.runs import NewRun, RunKey, RunTemplate
 
 NOW = "2026-12-03T10:00:00.000Z"
@@ -245,6 +247,27 @@ class TestRuns:
         assert list(runs.iter_runs("01TASK", "running")) == []
         assert isinstance(runs.find("01TASK", "n-1"), NodeRun)
         assert runs.find("01TASK", "n-3") is None
+
+    def test_many_runs_read_at_once_are_those_that_exist(self, store):
+        runs.create_missing(_template(), [NewRun(f"n-{i}", i) for i in range(150)])
+        wanted = [("01TASK", f"n-{i}") for i in range(150)] + [("01TASK", "n-999")]  # over 100: two requests
+        found = runs.find_many(wanted)
+        assert sorted(r.node for r in found) == sorted(f"n-{i}" for i in range(150))
+
+
+class TestLeaseWatches:
+    def test_watches_read_back_oldest_first_up_to_a_key_and_leave_once_deleted(self, store):
+        store_ = backend.current()
+        watches = [LeaseWatch(0, due.watch_sk(second, f"7.{n}"), (("01TASK", f"n-{second}-{n}"),))
+                   for second in (100, 90, 110) for n in range(2)]
+        store_.put_lease_watches(watches)
+        found = store_.lease_watches(0, due.upto(100), 10)
+        assert [w.sk for w in found] == sorted(w.sk for w in watches if due.due_second(w.sk) <= 100)
+        assert found[0].runs == (("01TASK", "n-90-0"),)
+        assert len(store_.lease_watches(0, due.upto(100), 3)) == 3
+        store_.delete_lease_watches(found)
+        assert [w.sk for w in store_.lease_watches(0, due.upto(200), 10)] == [due.watch_sk(110, "7.0"),
+                                                                             due.watch_sk(110, "7.1")]
 
 
 class TestTransactions:

@@ -52,9 +52,9 @@ def due_keys_of_run(task_id: str, node: str) -> tuple[str | None, str | None]:
 
 def watched_seconds(task_id: str, node: str) -> list[int]:
     """The due seconds of the lease watches that hold the run (services/lease_watch.py)."""
-    shard = due.watch_shard(due.run_item_id(task_id, node))
-    return [due.due_second(item.sk) for item in LeaseWatchItem.query(due.watch_pk(shard), consistent_read=True)
-            if due.run_item_id(task_id, node) in item.runs]
+    return sorted(due.due_second(item.sk) for number in range(due.WATCH_SHARDS)
+                  for item in LeaseWatchItem.query(due.watch_pk(number), consistent_read=True)
+                  if due.run_item_id(task_id, node) in item.runs)
 
 
 def due_keys_of_task(task_id: str) -> tuple[str | None, str | None]:
