@@ -28,11 +28,9 @@ import math
 import zlib
 from typing import Final
 
-#: index partitions per kind (each one query per sweep)
+#: partitions of the task looks in the due index (each one query per sweep)
 SHARDS: Final = 8
-LEASE: Final = "lease"
 TASK: Final = "task"
-KINDS: Final = (LEASE, TASK)
 
 
 def shard(item_id: str) -> int:

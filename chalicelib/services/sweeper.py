@@ -142,6 +142,8 @@ def _look(entry: DueEntry, now: float) -> SweepReport:
 #: watched again about once a lease period, so 10,000 long runs on 60 s leases are about 10,000
 #: runs a one-minute pass (a read each, and a watch write per second)
 LEASE_PASS_SECONDS = 30.0
+#: the statuses that hold a lease or a plan reservation
+LEASED = frozenset(lease_watch.EXPIRY_OF)
 
 
 def _sweep_due_leases(now: float, report: SweepReport) -> None:
@@ -191,10 +193,6 @@ def _sweep_leases(keys: Sequence[tuple[str, str]], now: float, report: SweepRepo
             settled = set()
         again += [(task_id, run.node, next_second) for run in runs_of_task if run.node not in settled]
     return again
-
-
-#: the statuses that hold a lease or a plan reservation
-LEASED = frozenset(lease_watch.EXPIRY_OF)
 
 
 def _sweep_lapsed(task: Task, lapsed: Iterable[NodeRun], now: float, report: SweepReport) -> set[str]:
