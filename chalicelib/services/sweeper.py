@@ -68,7 +68,7 @@ class SweepReport:
     claim_clocks: list[tuple[str, float]] = field(default_factory=list)
 
     def changed(self) -> bool:
-        """Whether the pass did anything (`tasks_seen` and re-armed entries alone are not a change)."""
+        """Whether the pass did anything (reads and runs watched again alone are not a change)."""
         quiet = ("tasks_seen", "leases_rearmed", "claim_clocks")
         return any(value for name, value in self.__dict__.items() if name not in quiet)
 
