@@ -1,8 +1,8 @@
 """Due times: what the sweeper must look at, and when, without walking the active tasks.
 
-Two kinds, each spread over partitions by a stable hash of the item's id (SHARDS, WATCH_SHARDS)
-and sorted by due time (`<epoch seconds, 10 digits>#…`): a sweep reads each shard up to now, oldest first, a
-bounded number per pass, so its cost follows the work that is due, not the active tasks.
+Two kinds, each spread over partitions by a stable hash of an id (SHARDS, WATCH_SHARDS) and
+sorted by due time (`<epoch seconds, 10 digits>#…`): a sweep reads each shard up to now, oldest
+first, a bounded number per pass, so its cost follows the work that is due, not the active tasks.
 
 - `task`: an active task's next look (undispatched re-send, cancel and halt re-sends, claim
   deadlines, recount, stalled window, confirmation window, missed finish). The task item itself
@@ -12,14 +12,14 @@ bounded number per pass, so its cost follows the work that is due, not the activ
 - `lease`: a `running` run's lease or an `apply_pending` run's plan reservation. A run carries
   no index entry for it: per-run entries cost four write units a run (one in and one out of the
   index at the claim, one out at its end, and a re-key a lease period while it heartbeats).
-  Instead the counting stream consumer (services/lease_watch.py) notes the leases that start
-  in a batch of records in *watch* items of the base table, `LEASES#<shard>` /
-  `<second the lease lapses>#<id>`, holding the ids of the runs (`<task id>/<node>`), one item
-  per second of a batch, in the shard of its id. The sweeper reads the watches due, reads each run, acts on
-  the lapsed ones, writes new watches for the runs still held (heartbeats moved their expiry:
-  again one item per second), and deletes the watches it read. A heartbeat writes
-  nothing for it. A claim whose stream record is lost is watched again by the recount that its
-  wrong counts bring (services/recount.py).
+  Instead the counting stream consumer (services/lease_watch.py) notes the leases that start in
+  a batch of records in *watch* items of the base table, `LEASES#<shard>` / `<second the lease
+  lapses>#<id>`, holding the ids of the runs (`<task id>/<node>`): one item per second of a
+  batch, in the shard of its id. The sweeper reads the watches due, reads each run, acts on the
+  lapsed ones, writes new watches for the runs still held (heartbeats moved their expiry: again
+  one item per second), and deletes the watches it read. A heartbeat writes nothing for it. A
+  claim whose stream record is lost is watched again by the recount its wrong counts bring
+  (services/recount.py).
 """
 
 from __future__ import annotations

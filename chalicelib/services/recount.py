@@ -11,7 +11,8 @@ task's `counted_ver`, with the statistics moved by the same difference: a record
 aggregator counts meanwhile makes the transaction fail and the next pass try again; a late
 copy of a record already recounted is not counted again (its mark is set). Counts that disagree
 also mean a record that may have started a lease went missing: every leased run the recount read
-is watched again (services/lease_watch.py), so a lost claim record cannot hide a lapsed lease.
+is watched again (services/lease_watch.py), so the lapsed lease of a lost claim record is found
+once the recount has run.
 """
 
 from __future__ import annotations
