@@ -29,6 +29,8 @@ from chalicelib.store.stream_records import Record
 
 #: the expiry a leased status is watched by
 EXPIRY_OF: Final = {RunStatus.RUNNING: "lease_expires_at", RunStatus.APPLY_PENDING: "reservation_expires_at"}
+#: the statuses that hold a lease or a plan reservation
+LEASED: Final = frozenset(EXPIRY_OF)
 #: runs per watch item (about 40 bytes each: an item stays a few write units)
 RUNS_PER_WATCH: Final = 100
 
@@ -59,9 +61,14 @@ def expiry_of(run: NodeRun) -> float:
     return float(getattr(run, EXPIRY_OF.get(run.status, "lease_expires_at")) or 0)
 
 
+def due_at_expiry(run: NodeRun) -> tuple[str, str, int]:
+    """(task id, node, due second) of a leased run watched at its current expiry (`watch`)."""
+    return run.task_id, run.node, due.lapse_second(expiry_of(run))
+
+
 def watch_runs(found: Iterable[NodeRun]) -> int:
     """Watch the leased runs of `found` (read from the table) at their expiry; returns how many."""
-    leased = [(run.task_id, run.node, due.lapse_second(expiry_of(run))) for run in found if run.status in EXPIRY_OF]
+    leased = [due_at_expiry(run) for run in found if run.status in LEASED]
     watch(leased, tag=fresh_tag())
     return len(leased)
 

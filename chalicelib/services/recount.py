@@ -63,7 +63,7 @@ def repair(task: Task) -> bool:
     leased: list[NodeRun] = []
     for run in runs.iter_runs(task.task_id):
         recounted[run.status] += 1
-        if run.status in lease_watch.EXPIRY_OF:
+        if run.status in lease_watch.LEASED:
             leased.append(run)
         progress += rules.run_progress_weight(run.status, int(run.progress or 0))
         vers[marker_sk(int(run.ordinal))][run.node] = int(run.ver)

@@ -142,8 +142,6 @@ def _look(entry: DueEntry, now: float) -> SweepReport:
 #: watched again about once a lease period, so 10,000 long runs on 60 s leases are about 10,000
 #: runs a one-minute pass (a read each, and a watch write per second)
 LEASE_PASS_SECONDS = 30.0
-#: the statuses that hold a lease or a plan reservation
-LEASED = frozenset(lease_watch.EXPIRY_OF)
 
 
 def _sweep_due_leases(now: float, report: SweepReport) -> None:
@@ -171,9 +169,8 @@ def _sweep_leases(keys: Sequence[tuple[str, str]], now: float, report: SweepRepo
     expiry they have now, and the lapsed runs this pass did not settle (a conflict, a throttle, a
     failure), next second. A run that is gone, not leased, or of a task that ended needs none."""
     found_runs = runs.find_many(keys)
-    again = [(run.task_id, run.node, due.lapse_second(lease_watch.expiry_of(run)))
-             for run in found_runs if due_sweeps.held(run, now)]
-    lapsed = [run for run in found_runs if run.status in LEASED and not due_sweeps.held(run, now)]
+    again = [lease_watch.due_at_expiry(run) for run in found_runs if due_sweeps.held(run, now)]
+    lapsed = [run for run in found_runs if run.status in lease_watch.LEASED and not due_sweeps.held(run, now)]
     task_ids = sorted({run.task_id for run in lapsed})
     found_tasks = dict(zip(task_ids, runs.run_concurrently([partial(tasks.find, t) for t in task_ids]), strict=True))
     by_task: dict[str, list[NodeRun]] = {}
@@ -213,7 +210,8 @@ def _sweep_lapsed(task: Task, lapsed: Iterable[NodeRun], now: float, report: Swe
 def _sweep_the_old_way(task: Task, now: float, report: SweepReport) -> None:
     """A task's lapsed leases and reservations from a query of its runs (the backfill's walk).
     Its runs still held are watched here: one claimed under the old code has no watch."""
-    held = [run for status in LEASED for run in runs.iter_runs(task.task_id, status) if due_sweeps.held(run, now)]
+    held = [run for status in lease_watch.LEASED
+            for run in runs.iter_runs(task.task_id, status) if due_sweeps.held(run, now)]
     report.leases_rearmed += lease_watch.watch_runs(held)
     if twophase.is_two_phase(task.type, int(task.type_version)):
         outcome = twophase.sweep_task(task, now)

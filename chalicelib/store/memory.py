@@ -30,6 +30,7 @@ class MemoryBackend:
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         #: how many of the next writes fail as if another transaction held the item
         self.conflict_next = 0
+        #: the lease watches by (shard, sort key) (domain/due.py)
         self.lease_watches_by_key: dict[tuple[int, str], LeaseWatch] = {}
         #: every change applied, in order (tests read what was written)
         self.log: list[Change] = []

@@ -22,8 +22,8 @@
    answer through the operation's output shape, member by member, trying attribute aliases:
    about half of the time a test or the local runtime spends in moto. Those answers are plain
    dictionaries already (`DynamoResult` converted the items): `json.dumps` writes them, with
-   timestamps as epoch seconds and blobs as base64, as the JSON protocol wants. Errors, and any answer holding
-   something else, still take moto's serializer. Clients parse the same values
+   timestamps as epoch seconds and blobs as base64, as the JSON protocol wants. Errors, and any
+   answer holding something else, still take moto's serializer. Clients parse the same values
    (`tests/integration/test_moto_fixes.py` compares both answers). The conversion to plain
    dictionaries before it returns plain values (strings, numbers, lists, dictionaries) at once
    instead of probing each for a `to_json` method.
