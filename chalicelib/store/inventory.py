@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pynamodb.attributes import MapAttribute
@@ -22,7 +23,7 @@ from chalicelib.domain.writes import Change
 from chalicelib.errors import Busy, ConditionFailed, Conflict, InvalidTransition, NotFound
 from chalicelib.store import index_reads, label_index
 from chalicelib.store.backend import TxPart
-from chalicelib.store.dynamo import write_of
+from chalicelib.store.dynamo import run_concurrently, write_of
 from chalicelib.store.models import AllocationItem, NodeItem, node_pk
 from chalicelib.store.retrying import retried
 from chalicelib.store.writes import is_condition_failure, is_transaction_conflict
@@ -316,9 +317,15 @@ def node_allocations(node_id: str, limit: int, start_key: dict[str, Any] | None)
 
 def allocations_overlapping(start: str, end: str, months_until_now: Sequence[str]) -> Iterator[AllocationItem]:
     """Allocations that overlap [start, end): the open ones and those that ended in a month from
-    `start`'s on (`months_until_now`), started before `end`. Older history is never read."""
-    for partition in (OPEN, *(f"ALLOCEND#{month}" for month in months_until_now)):
+    `start`'s on (`months_until_now`), started before `end`. Older history is never read.
+
+    The month partitions are read concurrently: a month years back is one query per month
+    since, and the report is an API answer (API Gateway's 29 s)."""
+    def overlapping(partition: str) -> list[AllocationItem]:
         found: Any = AllocationItem.list_index.query(partition, AllocationItem.list_sk < end)
-        for item in index_reads.iter_hydrated(AllocationItem, found):
-            if item.ended_at is None or item.ended_at > start:
-                yield item
+        return [item for item in index_reads.iter_hydrated(AllocationItem, found)
+                if item.ended_at is None or item.ended_at > start]
+
+    partitions = (OPEN, *(f"ALLOCEND#{month}" for month in months_until_now))
+    for items in run_concurrently([partial(overlapping, partition) for partition in partitions]):
+        yield from items

@@ -141,6 +141,25 @@ class TestThisMonth:
         assert figures == {u: (a, figures[u][1], t) for u, (a, _, t) in recount(month, clock.now_epoch()).items()}
 
 
+class TestAMonthLongPast:
+    def test_every_allocation_that_overlaps_a_month_decades_back_is_counted(self, fleet):
+        # GIVEN allocations from January 1970: one that ended in 1971, one still open, one that
+        # ended before the month began, and one that ended this month
+        month = Month(1970, 1)
+        day = 86400
+        recorded("old-1", "bob", month.start + day, month.start + 400 * day)
+        recorded("old-2", "carol", month.start + 2 * day, None)
+        recorded("old-3", "dave", month.start - 10 * day, month.start - day)
+        recorded("old-4", "erin", month.start + 3 * day, clock.now_epoch() - 60)
+        # WHEN its report is asked for (its months' partitions: one per month since, read concurrently)
+        answer = admin(fleet, f"/v1/reports/usage?month={month}&format=csv")
+        # THEN it counts the three that overlap it, and equals a recount
+        figures = user_rows_of_csv(download(answer))
+        assert sorted(figures) == ["bob", "carol", "erin"]
+        assert figures == recount(month, clock.now_epoch())
+        assert answer.body["complete"] is True
+
+
 class TestAnswers:
     def test_an_empty_month_gives_a_valid_empty_report(self, fleet):
         answer = admin(fleet, "/v1/reports/usage?month=2020-02&format=xlsx")
