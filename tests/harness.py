@@ -3,7 +3,11 @@ dispatch queue through the Lambda-shaped pumps, agents as plain callers of the a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -68,6 +72,39 @@ def assert_statistics_equal_recount() -> None:
         assert nonzero(counters.read_stats(scope)) == nonzero(dict(expected.get(scope, {}))), scope
 
 
+class _StageEnvironment:
+    """The stage's environment variables during the requests of chalice's test client, set in
+    place. chalice swaps `os.environ` for a patched copy around each request and puts back the
+    one it found, so two requests from two threads can leave the copy installed for good: from
+    then on what a test sets goes to the copy, and whatever holds the real `os.environ` (chalice's
+    WebSocket API looks for the region there) misses it. Here the variables are set while at least
+    one request is under way, and what they replaced is put back after the last one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._replaced: dict[str, str | None] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, variables: Mapping[str, str]) -> Iterator[None]:
+        with self._lock:
+            if self._requests == 0:
+                self._replaced = {name: os.environ.get(name) for name in variables}
+                os.environ.update(variables)
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._requests -= 1
+                if self._requests == 0:
+                    for name, value in self._replaced.items():
+                        if value is None:
+                            os.environ.pop(name, None)
+                        else:
+                            os.environ[name] = value
+
+
 class Fleet:
     """One in-process fleetrun: call `settle()` to let the stream and the queue catch up."""
 
@@ -76,6 +113,7 @@ class Fleet:
 
         self.app_module = app_module
         self.client = Client(app_module.app)
+        self.client.http._patched_env_vars = _StageEnvironment()  # type: ignore[method-assign, assignment]
         fidelity = current_fidelity()
 
         def stream_reader(handler: Any, name: str) -> StreamPump:
