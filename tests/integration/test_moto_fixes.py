@@ -182,6 +182,30 @@ def test_an_update_expression_parsed_once_applies_each_request_s_own_names_and_v
                             UpdateExpression="SET = :a", ExpressionAttributeValues={":a": {"S": "v"}})
 
 
+def test_an_expression_whose_static_checks_passed_is_refused_once_its_names_make_it_invalid(aws):
+    # GIVEN an update expression that passed its checks (fix 13) with two distinct names
+    ddb = boto3.client("dynamodb")
+    _put(ddb, aws.table_name, "x")
+    key = {"pk": {"S": "P"}, "sk": {"S": "x"}}
+    expression = "SET #a = :a, #b = :b"
+    values = {":a": {"S": "1"}, ":b": {"S": "2"}}
+    ddb.update_item(TableName=aws.table_name, Key=key, UpdateExpression=expression,
+                    ExpressionAttributeNames={"#a": "one", "#b": "two"}, ExpressionAttributeValues=values)
+    # WHEN the same expression names one attribute twice, then a key attribute
+    for names in ({"#a": "one", "#b": "one"}, {"#a": "one", "#b": "sk"}):
+        # THEN DynamoDB's refusals still come, each time
+        for _ in range(2):
+            with pytest.raises(ClientError, match="ValidationException"):
+                ddb.update_item(TableName=aws.table_name, Key=key, UpdateExpression=expression,
+                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+    # AND the first names still apply
+    ddb.update_item(TableName=aws.table_name, Key=key, UpdateExpression=expression,
+                    ExpressionAttributeNames={"#a": "one", "#b": "two"},
+                    ExpressionAttributeValues={":a": {"S": "3"}, ":b": {"S": "4"}})
+    item = ddb.get_item(TableName=aws.table_name, Key=key)["Item"]
+    assert (item["one"], item["two"]) == ({"S": "3"}, {"S": "4"})
+
+
 def test_a_global_index_query_answers_as_a_scan_of_the_whole_table_after_every_kind_of_write(aws):
     # GIVEN items moving in and out of the claim index's partitions by every kind of write
     import random
