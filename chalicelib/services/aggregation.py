@@ -164,7 +164,16 @@ def _count(task: Task, fresh: list[Record]) -> bool:
         outbox.move_final_events(task.task_id, records)  # before the counters: a replay moves them again
         counters.apply_task_delta(task.task_id, task.owner, task.type, delta,
                                   markers=markers, stats_ver=stats_ver, now=now)
+        if delta.nonzero_created():
+            _note_usage_counted()
     return bool(fresh)
+
+
+def _note_usage_counted() -> None:
+    try:
+        counters.note_usage_counted(clock.now_epoch())
+    except ClientError:  # the month scopes count regardless; the next count says it again
+        logger.warning("could not note that tasks are counted per month", exc_info=True)
 
 
 def _delta(records: list[Record]) -> TaskDelta:
@@ -213,9 +222,11 @@ def _task_delta(record: Record, delta: TaskDelta) -> None:
     if old_status is None:
         delta.stats["total"] += 1
         delta.stats[f"ty_{task_type}"] += 1
+        delta.created[counters.month_of(str(record.new_value("created_at")))] += 1
     if new_status is None:
         delta.stats["total"] -= 1
         delta.stats[f"ty_{task_type}"] -= 1
+        delta.created[counters.month_of(str(record.old_value("created_at")))] -= 1
     if old_status:
         delta.stats[f"st_{old_status}"] -= 1
         _duration(record.old, delta.stats, -1)

@@ -67,9 +67,9 @@ Sums = dict[str, dict[str, Decimal]]
 
 # --- what a task contributes -------------------------------------------------------------
 def contribution(task: Task, now: float | None, *, hourly: bool = True) -> Sums:
-    """scope -> statistic -> amount a task adds to the counters (the recount's rule; hourly
-    scopes only for hours the reconcile compares at `now`, every hour when `now` is None,
-    none with `hourly=False`)."""
+    """scope -> statistic -> amount a task adds to the counters (the recount's rule, its month of
+    creation's scope included; hourly scopes only for hours the reconcile compares at `now`,
+    every hour when `now` is None, none with `hourly=False`)."""
     added: dict[str, Decimal] = defaultdict(Decimal)
     added["total"] += 1
     added[f"ty_{task.type}"] += 1
@@ -81,6 +81,7 @@ def contribution(task: Task, now: float | None, *, hourly: bool = True) -> Sums:
         added["dur_sum"] += duration
         added["dur_n"] += 1
     sums: Sums = {scope: dict(added) for scope in counters.scopes_of(task.owner, task.type)}
+    sums[counters.month_scope(task.owner, counters.month_of(task.created_at))] = {"created": Decimal(1)}
     if hourly and task.status in TASK_TERMINAL and task.completed_at:
         hour = counters.hour_of(task.completed_at)
         if now is None or retention.reconcilable_hour(hour, now):
@@ -231,6 +232,7 @@ def _scopes_step(pass_id: str, number: int, cursor: dict[str, Any] | None) -> tu
         if diff:
             drift[scope] = diff
     updates = [counters.repair_update(scope, diff) for scope, diff in sorted(drift.items())]
+    updates += [listing for scope in sorted(drift) if (listing := counters.month_listing(scope)) is not None]
     next_cursor = page.get("LastEvaluatedKey")
     if not _commit(updates, pass_id, number, "scopes" if next_cursor else "done", next_cursor, drift_scopes=len(drift)):
         return None, {}

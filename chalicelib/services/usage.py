@@ -1,16 +1,22 @@
 """Usage of a month: allocation hours per user and node, tasks created per user.
 
-`aggregate` is pure (allocations and task owners in, figures out); `collect` reads them with
-two cheap queries: allocations listed by end month (only those that ended in or after the
-month, plus the open ones) and tasks of the month by id range (task ids are ULIDs, so the
-list index's sort key is time-ordered).
+`aggregate` is pure (allocations and tasks per owner in, figures out); `collect` reads them:
+allocations listed by end month (only those that ended in or after the month, plus the open
+ones), and the tasks each owner created in the month from the statistics' month scopes
+(store/counters.py `month_scope`): the month's owners, then one read of 4 items per owner,
+however many tasks the month holds. The stream counts a task within seconds of its creation,
+so a report of this month may miss the last seconds' tasks.
+
+A month before the one the month scopes count in full (`counters.usage_counted_since`: the
+month after an upgrade to them first counted a task) is read the old way: its tasks by id range
+from the list index (task ids are ULIDs, time-ordered), one read per 100 tasks.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,7 +24,7 @@ from ulid import ULID
 
 from chalicelib import clock
 from chalicelib.errors import ValidationFailed
-from chalicelib.store import inventory, tasks
+from chalicelib.store import counters, inventory, tasks
 from chalicelib.validation import FIRST_YEAR, LAST_YEAR
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -123,7 +129,8 @@ def clip(month: Month, now: float, allocation_id: str, user: str, node: str, sta
     return Allocation(allocation_id, user, node, started_at, ended_at, start, end)
 
 
-def aggregate(month: Month, now: float, allocations: Iterable[Allocation], task_owners: Iterable[str]) -> UsageReport:
+def aggregate(month: Month, now: float, allocations: Iterable[Allocation],
+              tasks_by_owner: Mapping[str, int]) -> UsageReport:
     report = UsageReport(month, now, complete=now >= month.end)
     by_user_node: dict[tuple[str, str], Figures] = defaultdict(Figures)
     by_user: dict[str, Figures] = defaultdict(Figures)
@@ -132,7 +139,9 @@ def aggregate(month: Month, now: float, allocations: Iterable[Allocation], task_
         for figures in (by_user_node[(allocation.user, allocation.node)], by_user[allocation.user], report.total):
             figures.allocations += 1
             figures.seconds += allocation.seconds
-    for owner, count in Counter(task_owners).items():
+    for owner, count in tasks_by_owner.items():
+        if not count:
+            continue
         by_user[owner].tasks += count
         report.total.tasks += count
     report.by_user_node = dict(sorted(by_user_node.items()))
@@ -143,7 +152,7 @@ def aggregate(month: Month, now: float, allocations: Iterable[Allocation], task_
 def collect(month: Month, now: float | None = None) -> UsageReport:
     """Read the month's allocations and tasks and aggregate them (as of `now`)."""
     now = clock.now_epoch() if now is None else now
-    return aggregate(month, now, _allocations(month, now), _task_owners(month))
+    return aggregate(month, now, _allocations(month, now), _tasks_by_owner(month))
 
 
 def _allocations(month: Month, now: float) -> Iterator[Allocation]:
@@ -155,7 +164,19 @@ def _allocations(month: Month, now: float) -> Iterator[Allocation]:
             yield clipped
 
 
+def _tasks_by_owner(month: Month) -> dict[str, int]:
+    since = counters.usage_counted_since()
+    if since is None or str(month) < since:
+        return dict(Counter(_task_owners(month)))
+    owners = counters.month_owners(str(month))
+    scopes = {counters.month_scope(owner, str(month)): owner for owner in owners}
+    counted = counters.read_many_stats(sorted(scopes))
+    return {owner: int(counted[scope].get("created", 0)) for scope, owner in scopes.items()}
+
+
 def _task_owners(month: Month) -> Iterator[str]:
+    """The owner of each task created in `month`, from the tasks themselves (months before the
+    month scopes)."""
     low = _ulid_prefix(month.start - _ID_SLACK_SECONDS) + "0" * 16
     high = _ulid_prefix(month.end + _ID_SLACK_SECONDS) + "0" * 16
     start, end = clock.rfc3339(month.start), clock.rfc3339(month.end)

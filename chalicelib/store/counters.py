@@ -9,14 +9,19 @@ and their attributes are dynamic (`st_<status>`, `ty_<type>`, `nr_<run status>`)
 raw boto3 here rather than PynamoDB models.
 
 A scope is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`, and an hour
-of one appends `|hour:<yyyy-mm-ddThh>`. Owner and type come from users (a JWT `sub`, a
-`?type=` filter), so each goes through `key_parts.part`: a `sub` of `alice|type:shell` is a
-scope of its own, never alice's shell figures. Writers and readers all build scopes with
-`stats_scope` (and `scopes_of`, `hour_scope`), so the stream and the routes always agree.
+of one appends `|hour:<yyyy-mm-ddThh>`. `owner:<owner>|month:<yyyy-mm>` counts the tasks the
+owner created in a month (`created`: the usage report's figure, services/usage.py); the owners
+of a month are listed under `USAGE#<yyyy-mm>`, written in the same transaction.
+
+Owner and type come from users (a JWT `sub`, a `?type=` filter), so each goes through
+`key_parts.part`: a `sub` of `alice|type:shell` is a scope of its own, never alice's shell
+figures. Writers and readers all build scopes with `stats_scope` (and `scopes_of`,
+`hour_scope`, `month_scope`), so the stream and the routes always agree.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +34,7 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, clock, config
 from chalicelib.domain import retention
 from chalicelib.store import run_partitions
-from chalicelib.store.key_parts import part
+from chalicelib.store.key_parts import part, whole
 from chalicelib.store.models import TTL_ATTRIBUTE, task_pk
 
 STATS_SHARDS = 4
@@ -58,6 +63,17 @@ def scopes_of(owner: str, task_type: str) -> tuple[str, ...]:
         stats_scope(), stats_scope(task_type=task_type), stats_scope(owner=owner),
         stats_scope(owner=owner, task_type=task_type),
     )
+
+
+def month_of(timestamp: str) -> str:
+    """The month of an RFC 3339 UTC timestamp: `2026-11`."""
+    return timestamp[:7]
+
+
+def month_scope(owner: str, month: str) -> str:
+    """The scope counting the tasks `owner` created in `month` (`month_of`, from a timestamp the
+    service wrote): a `created` figure."""
+    return f"{stats_scope(owner=owner)}|month:{month}"
 
 
 def hour_of(timestamp: str) -> str:
@@ -89,6 +105,8 @@ class TaskDelta:
     stats: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     #: hour (`hour_of`) -> statistics attribute -> delta, for the hourly scopes
     hourly: dict[str, dict[str, Decimal]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
+    #: month (`month_of` its `created_at`) -> tasks created in it, for the owner's month scope
+    created: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def nonzero_counts(self) -> dict[str, int]:
         return {k: v for k, v in self.counts.items() if v}
@@ -100,10 +118,13 @@ class TaskDelta:
         found = {hour: {k: v for k, v in stats.items() if v} for hour, stats in self.hourly.items()}
         return {hour: stats for hour, stats in found.items() if stats}
 
+    def nonzero_created(self) -> dict[str, int]:
+        return {month: n for month, n in self.created.items() if n}
+
     def is_empty(self) -> bool:
         return (
             not self.nonzero_counts() and not self.progress and not self.nonzero_stats()
-            and not self.nonzero_hourly() and self.stage is None
+            and not self.nonzero_hourly() and not self.nonzero_created() and self.stage is None
         )
 
 
@@ -198,7 +219,77 @@ def apply_task_delta(
     for hour, stats in sorted(delta.nonzero_hourly().items()):
         items.extend(_stats_updates([hour_scope(scope, hour) for scope in scopes], shard, stats,
                                     expires_at=retention.hour_expiry(hour)))
+    for month, created in sorted(delta.nonzero_created().items()):
+        items.extend(_stats_updates([month_scope(owner, month)], shard, {"created": Decimal(created)}))
+        items.append(_month_owner(month, owner))
     aws.client("dynamodb").transact_write_items(TransactItems=items)
+
+
+#: the partition listing the owners who created tasks in a month (`USAGE#<yyyy-mm>`, one item each)
+USAGE_PREFIX = "USAGE#"
+
+
+def _month_owner(month: str, owner: str) -> dict[str, Any]:
+    """The write listing `owner` among the month's (idempotent: the same item every time)."""
+    return {"Update": {
+        "TableName": config.table_name(),
+        "Key": {"pk": {"S": f"{USAGE_PREFIX}{month}"}, "sk": {"S": part(owner)}},
+        "UpdateExpression": "SET #o = :o", "ExpressionAttributeNames": {"#o": "owner"},
+        "ExpressionAttributeValues": {":o": {"S": owner}},
+    }}
+
+
+#: the first month whose every task the month scopes count (services/usage.py): a new table's
+#: first month (fleetrun/local/provision.py), else the month after the stream first counted one
+USAGE_SINCE_KEY = {"pk": {"S": f"{USAGE_PREFIX}SINCE"}, "sk": {"S": "META"}}
+_since_noted = False
+
+
+def usage_since_item(month: str) -> dict[str, dict[str, str]]:
+    return {**USAGE_SINCE_KEY, "month": {"S": month}}
+
+
+def note_usage_counted(now: float) -> None:
+    """Say, once, that the month scopes count every task from the month after `now` on (the
+    tasks of this month before the first count were not counted). Idempotent; a failure is
+    logged by the caller and tried again at the next count."""
+    global _since_noted
+    if _since_noted:
+        return
+    year, month = (int(n) for n in month_of(clock.rfc3339(now)).split("-"))
+    following = f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+    try:
+        aws.client("dynamodb").put_item(TableName=config.table_name(), Item=usage_since_item(following),
+                                        ConditionExpression="attribute_not_exists(pk)")
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+    _since_noted = True
+
+
+def usage_counted_since() -> str | None:
+    """The first month the month scopes count in full (`USAGE_SINCE_KEY`), None before any count."""
+    item = aws.client("dynamodb").get_item(TableName=config.table_name(), Key=USAGE_SINCE_KEY,
+                                           ConsistentRead=True).get("Item")
+    return str(item["month"]["S"]) if item else None
+
+
+def month_owners(month: str) -> list[str]:
+    """Every owner who created a task in `month` that the stream has counted: one query, a page
+    per ~20,000 owners."""
+    client = aws.client("dynamodb")
+    kwargs: dict[str, Any] = {
+        "TableName": config.table_name(), "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": f"{USAGE_PREFIX}{month}"}}, "ProjectionExpression": "#o",
+        "ExpressionAttributeNames": {"#o": "owner"},
+    }
+    owners: list[str] = []
+    while True:
+        page = client.query(**kwargs)
+        owners += [item["owner"]["S"] for item in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            return owners
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _marker_updates(task_id: str, markers: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
@@ -380,6 +471,16 @@ def is_hour_scope(scope: str) -> bool:
 def _expiry_of(scope: str) -> int | None:
     """An hourly scope's TTL (its items expire; domain/retention.py), None for the others."""
     return retention.hour_expiry(scope.rpartition("|hour:")[2]) if is_hour_scope(scope) else None
+
+
+_MONTH_SCOPE = re.compile(r"^owner:([^|]*)\|month:(\d{4}-\d{2})$")
+
+
+def month_listing(scope: str) -> dict[str, Any] | None:
+    """For a month scope (`month_scope`), the write listing its owner among the month's (the
+    reconcile repairs a scope whose count the stream never made into being); else None."""
+    found = _MONTH_SCOPE.match(scope)
+    return _month_owner(found.group(2), whole(found.group(1))) if found else None
 
 
 def repair_update(scope: str, deltas: Mapping[str, Decimal]) -> dict[str, Any]:

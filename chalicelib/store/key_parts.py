@@ -10,6 +10,7 @@ different values always give different components.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 #: `%` first in meaning: escaping it is what makes the encoding reversible
@@ -19,3 +20,12 @@ _ESCAPES: Final = str.maketrans({"%": "%25", "#": "%23", "|": "%7C"})
 def part(value: str) -> str:
     """`value` as one component of a key: no `#` or `|` left in it, and reversible."""
     return value.translate(_ESCAPES)
+
+
+_UNESCAPES: Final = {"%25": "%", "%23": "#", "%7C": "|"}
+_ESCAPED: Final = re.compile("%25|%23|%7C")
+
+
+def whole(component: str) -> str:
+    """The value `part` made `component` of (its inverse)."""
+    return _ESCAPED.sub(lambda found: _UNESCAPES[found.group(0)], component)

@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import aws, resources
+from chalicelib import aws, clock, resources
 from chalicelib.domain import due
+from chalicelib.store import counters
 
 #: the From address of e-mail notifications in local mode and tests
 LOCAL_EMAIL_SENDER = "fleetrun@notifications.localhost"
@@ -79,6 +80,8 @@ def provision(region: str = "us-east-1", table_name: str = "fleetrun") -> Provis
     # a new table holds no item from before the due index: nothing to backfill (services/due_backfill.py);
     # written before the stream is on, so no reader ever sees it
     ddb.put_item(TableName=table_name, Item=due.backfill_done_item())
+    # nor tasks from before the month scopes: they count every task from this month on (services/usage.py)
+    ddb.put_item(TableName=table_name, Item=counters.usage_since_item(counters.month_of(clock.now_iso())))
     ddb.update_table(TableName=table_name, StreamSpecification=stream)
     stream_arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
 

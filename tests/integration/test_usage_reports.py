@@ -12,10 +12,10 @@ import pytest
 from openpyxl import load_workbook
 from ulid import ULID
 
-from chalicelib import clock, config
-from chalicelib.services import reports
+from chalicelib import aws, clock, config
+from chalicelib.services import reports, statistics
 from chalicelib.services.usage import Month
-from chalicelib.store import inventory
+from chalicelib.store import counters, inventory, tasks
 from chalicelib.store.models import AllocationItem, TaskItem
 
 ADMIN = ("admin",)
@@ -127,6 +127,7 @@ class TestThisMonth:
         for who in ("alice", "alice", "bob"):
             assert fleet.submit({"type": "shell", "target_nodes": ["cur-1"], "parameters": {"command": ["true"]}},
                                 who=who).status == 202
+        fleet.settle()  # the stream counts each task in its owner's month (seconds on AWS)
         month = Month.of(clock.now_epoch())
         # WHEN the report of this month is asked for twice
         first = admin(fleet, f"/v1/reports/usage?month={month}")
@@ -139,6 +140,110 @@ class TestThisMonth:
         assert figures["bob"][0] == 1
         assert figures["bob"][2] == 1
         assert figures == {u: (a, figures[u][1], t) for u, (a, _, t) in recount(month, clock.now_epoch()).items()}
+
+
+def submitted(fleet, owners: list[str]) -> None:
+    for who in owners:
+        answer = fleet.submit({"type": "shell", "target_nodes": ["cur-1"], "parameters": {"command": ["true"]}},
+                              who=who)
+        assert answer.status == 202, answer
+    fleet.settle()
+
+
+class DynamoRequests:
+    """The DynamoDB requests the service's boto3 client makes, by operation."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def __call__(self, model, **_) -> None:
+        self.made.append(model.name)
+
+
+@pytest.fixture
+def dynamo_requests():
+    requests = DynamoRequests()
+    events = aws.client("dynamodb").meta.events
+    events.register("before-call.dynamodb", requests)
+    yield requests
+    events.unregister("before-call.dynamodb", requests)
+
+
+class TestTasksPerUser:
+    """A report counts each user's tasks from the month scopes: a fixed number of reads per
+    user, however many tasks the month holds (services/usage.py)."""
+
+    @pytest.fixture(autouse=True)
+    def node(self, fleet):
+        fleet.register("cur-1")
+
+    def test_tasks_are_counted_without_reading_any_task(self, fleet, monkeypatch, dynamo_requests):
+        # GIVEN tasks of three users this month, one whose name holds the key separators
+        submitted(fleet, ["alice", "alice", "bob", "carol#1|x", "carol#1|x", "carol#1|x"])
+        month = Month.of(clock.now_epoch())
+
+        def no_task_reads(*args, **kwargs):
+            raise AssertionError("the report read the tasks themselves")
+
+        monkeypatch.setattr(tasks, "iter_all", no_task_reads)
+        dynamo_requests.made.clear()
+        # WHEN the report of this month is built, then again after many more tasks of the same users
+        first = user_rows_of_csv(download(admin(fleet, f"/v1/reports/usage?month={month}&format=csv")))
+        reads_then = list(dynamo_requests.made)
+        monkeypatch.undo()
+        submitted(fleet, ["alice", "bob", "carol#1|x"] * 10)
+        monkeypatch.setattr(tasks, "iter_all", no_task_reads)
+        dynamo_requests.made.clear()
+        second = admin(fleet, f"/v1/reports/usage?month={month}&format=csv")
+        # THEN each equals a recount of the task items, and the second read no more than the first
+        assert {u: t for u, (_, _, t) in first.items()} == {"alice": 2, "bob": 1, "carol#1|x": 3}
+        assert user_rows_of_csv(download(second)) == recount(month, clock.now_epoch())
+        assert sorted(dynamo_requests.made) == sorted(reads_then), reads_then
+
+    def test_a_month_before_the_counts_began_is_read_from_its_tasks(self, fleet):
+        # GIVEN tasks of this month the month scopes do not hold, as after an upgrade this month:
+        # the counts begin next month
+        submitted(fleet, ["alice", "bob", "bob"])
+        month = Month.of(clock.now_epoch())
+        ddb = boto3.client("dynamodb")
+        for item in ddb.scan(TableName=config.table_name())["Items"]:
+            if "|month:" in item["pk"]["S"] or item["pk"]["S"].startswith(f"USAGE#{month}"):
+                ddb.delete_item(TableName=config.table_name(), Key={"pk": item["pk"], "sk": item["sk"]})
+        ddb.put_item(TableName=config.table_name(), Item=counters.usage_since_item(str(month.next())))
+        # WHEN its report is built
+        answer = admin(fleet, f"/v1/reports/usage?month={month}&format=csv")
+        # THEN it counts every task, read from the tasks themselves
+        assert {u: t for u, (_, _, t) in user_rows_of_csv(download(answer)).items()} == {"alice": 1, "bob": 2}
+
+    def test_the_first_count_after_an_upgrade_says_the_counts_begin_next_month(self, fleet, monkeypatch):
+        # GIVEN a table from before the month scopes (no note of when they began)
+        ddb = boto3.client("dynamodb")
+        ddb.delete_item(TableName=config.table_name(), Key=counters.USAGE_SINCE_KEY)
+        monkeypatch.setattr(counters, "_since_noted", False)
+        assert counters.usage_counted_since() is None
+        # WHEN the stream counts a task
+        submitted(fleet, ["alice"])
+        # THEN the counts are said to be whole from next month on
+        assert counters.usage_counted_since() == str(Month.of(clock.now_epoch()).next())
+
+    def test_the_reconcile_restores_a_lost_month_count_and_its_user(self, fleet):
+        # GIVEN bob's month count and listing lost (a stream record that never came)
+        submitted(fleet, ["alice", "bob", "bob"])
+        month = Month.of(clock.now_epoch())
+        ddb = boto3.client("dynamodb")
+        for item in ddb.scan(TableName=config.table_name())["Items"]:
+            pk = item["pk"]["S"]
+            if pk == f"STATS#{counters.month_scope('bob', str(month))}" or (
+                    pk == f"USAGE#{month}" and item["sk"]["S"] == "bob"):
+                ddb.delete_item(TableName=config.table_name(), Key={"pk": item["pk"], "sk": item["sk"]})
+        answer = admin(fleet, f"/v1/reports/usage?month={month}&format=csv")
+        assert "bob" not in user_rows_of_csv(download(answer))
+        # WHEN the nightly reconcile runs
+        drift = statistics.reconcile()
+        # THEN it repaired bob's count, and the report counts his tasks again
+        assert drift[counters.month_scope("bob", str(month))] == {"created": "2"}
+        answer = admin(fleet, f"/v1/reports/usage?month={month}&format=csv")
+        assert {u: t for u, (_, _, t) in user_rows_of_csv(download(answer)).items()} == {"alice": 1, "bob": 2}
 
 
 class TestAMonthLongPast:

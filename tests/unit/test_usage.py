@@ -80,7 +80,7 @@ def a_report():
         clip(NOV, NOW, "a3", "bob", "n2", "2026-11-03T00:00:00.000Z", "2026-11-03T00:30:00.000Z"),
         clip(NOV, NOW, "a4", "carol", "n1", "2026-11-30T23:00:00.000Z", None),
     ]
-    return aggregate(NOV, NOW, [a for a in allocations if a], ["bob", "dave", "dave", "dave"])
+    return aggregate(NOV, NOW, [a for a in allocations if a], {"bob": 1, "dave": 3, "zed": 0})
 
 
 def test_figures_add_up_per_user_and_node_per_user_and_in_total():
@@ -110,7 +110,7 @@ def test_the_csv_and_the_xlsx_hold_the_same_table():
 
 
 def test_an_empty_month_is_a_valid_report_with_zero_totals():
-    report = aggregate(NOV, NOW, [], [])
+    report = aggregate(NOV, NOW, [], {})
     assert list(csv.reader(io.StringIO(reports.render_csv(report).decode()))) == [
         list(reports.COLUMNS), ["2026-11", "total", "", "", "0", "0.0", "0"],
     ]
