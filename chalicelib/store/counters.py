@@ -84,7 +84,7 @@ def hour_of(timestamp: str) -> str:
 def hour_scope(scope: str, hour: str) -> str:
     """The statistics scope of one hour of `scope` (tasks that reached a terminal status in it).
 
-    An ordinary scope to `read_stats`, `list_scopes` and the reconcile job, so the hourly
+    An ordinary scope to `read_stats` and the reconcile job, so the hourly
     series obeys the same 'equal a recount' rule as the totals. `hour` comes from a timestamp
     the service wrote (`hour_of`), never from a user."""
     return f"{scope}|hour:{hour}"
@@ -537,7 +537,8 @@ def read_expired(scopes: Sequence[str]) -> dict[str, dict[str, Decimal]]:
 
 
 def adjust_stats(scope: str, deltas: Mapping[str, Decimal]) -> None:
-    """Add a repair to a scope's shard 0 (used by the reconcile job)."""
+    """Add `deltas` to a scope's shard 0 outside the stream (tests make drift with it; the
+    reconcile repairs in its own transaction, `repair_update`)."""
     nonzero = {k: v for k, v in deltas.items() if v}
     if not nonzero:
         return
@@ -548,21 +549,3 @@ def adjust_stats(scope: str, deltas: Mapping[str, Decimal]) -> None:
         ExpressionAttributeNames={f"#a{i}": k for i, k in enumerate(nonzero)},
         ExpressionAttributeValues={f":v{i}": _n(v) for i, v in enumerate(nonzero.values())},
     )
-
-
-def list_scopes() -> list[str]:
-    """Every statistics scope that exists (for the reconcile job)."""
-    client = aws.client("dynamodb")
-    scopes: set[str] = set()
-    kwargs: dict[str, Any] = {
-        "TableName": config.table_name(),
-        "FilterExpression": "begins_with(pk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": "STATS#"}},
-        "ProjectionExpression": "pk",
-    }
-    while True:
-        page = client.scan(**kwargs)
-        scopes.update(item["pk"]["S"].removeprefix("STATS#") for item in page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return sorted(scopes)
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -15,7 +15,7 @@ from chalicelib.domain import retention
 from chalicelib.services import aggregation, statistics, stream
 from chalicelib.store import counters, subscriptions
 from chalicelib.store.models import TTL_ATTRIBUTE
-from tests.harness import Fleet, assert_statistics_equal_recount
+from tests.harness import Fleet, assert_statistics_equal_recount, stats_scopes
 
 NODES = ["r1", "r2"]
 DAY = 86400
@@ -174,7 +174,7 @@ def delivered(handler: Callable[[list[dict[str, Any]]], list[str]], records: lis
 
 
 def every_scope() -> dict[str, dict[str, Decimal]]:
-    return {scope: counters.read_stats(scope) for scope in counters.list_scopes()}
+    return {scope: counters.read_stats(scope) for scope in stats_scopes()}
 
 
 class TestExpiredTasksStayCounted:
