@@ -11,7 +11,8 @@ raw boto3 here rather than PynamoDB models.
 A scope is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`, and an hour
 of one appends `|hour:<yyyy-mm-ddThh>`. `owner:<owner>|month:<yyyy-mm>` counts the tasks the
 owner created in a month (`created`: the usage report's figure, services/usage.py); the owners
-of a month are listed under `USAGE#<yyyy-mm>`, written in the same transaction.
+of a month are listed under `USAGE#<yyyy-mm>` (an idempotent write just before the transaction:
+a listed owner whose count failed shows 0 tasks until the replay counts them).
 
 Owner and type come from users (a JWT `sub`, a `?type=` filter), so each goes through
 `key_parts.part`: a `sub` of `alice|type:shell` is a scope of its own, never alice's shell
@@ -221,7 +222,8 @@ def apply_task_delta(
                                     expires_at=retention.hour_expiry(hour)))
     for month, created in sorted(delta.nonzero_created().items()):
         items.extend(_stats_updates([month_scope(owner, month)], shard, {"created": Decimal(created)}))
-        items.append(_month_owner(month, owner))
+        if created > 0:  # listed first, outside the transaction: a busy owner's batches never conflict on it
+            aws.client("dynamodb").update_item(**_month_owner(month, owner)["Update"])
     aws.client("dynamodb").transact_write_items(TransactItems=items)
 
 
@@ -230,7 +232,8 @@ USAGE_PREFIX = "USAGE#"
 
 
 def _month_owner(month: str, owner: str) -> dict[str, Any]:
-    """The write listing `owner` among the month's (idempotent: the same item every time)."""
+    """The write listing `owner` among the month's (idempotent: the same item every time; a
+    transaction item for the reconcile, else sent alone)."""
     return {"Update": {
         "TableName": config.table_name(),
         "Key": {"pk": {"S": f"{USAGE_PREFIX}{month}"}, "sk": {"S": part(owner)}},
