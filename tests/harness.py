@@ -62,9 +62,9 @@ def nonzero(totals: dict[str, Decimal]) -> dict[str, Decimal]:
 
 def stats_scopes() -> list[str]:
     """Every statistics scope that exists (a scan of the whole table: tests only)."""
-    from chalicelib import config
+    from chalicelib import aws, config
 
-    client = boto3.client("dynamodb")
+    client = aws.client("dynamodb")
     scopes: set[str] = set()
     kwargs: dict[str, Any] = {
         "TableName": config.table_name(), "FilterExpression": "begins_with(pk, :p)",
