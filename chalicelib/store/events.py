@@ -11,6 +11,7 @@ import heapq
 import json
 import zlib
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
@@ -19,6 +20,7 @@ from ulid import ULID
 from chalicelib import clock
 from chalicelib.domain import retention
 from chalicelib.store import backend, run_partitions
+from chalicelib.store.dynamo import run_concurrently
 from chalicelib.store.models import EventItem, task_pk
 from chalicelib.store.writes import is_condition_failure
 
@@ -91,13 +93,16 @@ def decode(item: EventItem) -> list[dict[str, Any]]:
 
 def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Events oldest first, strictly after the event id `after`; next cursor when more remain.
-    The task's event partitions (1, or 1 + run_shards) are merged by item id, each read lazily
-    min(limit, 100) items a request: a page makes one request per partition, more only when
-    its events come from few of them."""
+    The task's event partitions (1, or 1 + run_shards) are merged by item id, each read
+    min(limit, 100) items a request: a page makes one request per partition, all at once (a
+    64-partition task's page waits for one round trip, not 65), more only when its events come
+    from few of them."""
     start = f"EVT#{after.split('-')[0]}" if after else "EVT#"
     pks = run_partitions.event_pks(task_id, backend.current().run_shards(task_id))
+    size = max(1, min(limit, 100))
+    firsts = run_concurrently([partial(_read_page, pk, start, size, None) for pk in pks])
     out: list[dict[str, Any]] = []
-    partitions = [_items_from(pk, start, limit) for pk in pks]
+    partitions = [_items_from(pk, start, size, first) for pk, first in zip(pks, firsts, strict=True)]
     for _, item in heapq.merge(*partitions, key=lambda found: found[0]):
         for event in decode(item):
             if after is not None and event["event_id"] <= after:
@@ -108,9 +113,22 @@ def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, An
     return out, None
 
 
-def _items_from(pk: str, start: str, page_size: int) -> Iterator[tuple[str, EventItem]]:
-    """The event items of one partition from `start` on, by id, read lazily a page at a time."""
-    query = EventItem.query(pk, EventItem.sk.between(start, "EVT#~"), consistent_read=True,
-                            page_size=max(1, min(page_size, 100)))
-    for item in query:
-        yield item.sk, item
+_Page = tuple[list[EventItem], dict[str, Any] | None]
+
+
+def _read_page(pk: str, start: str, size: int, resume: dict[str, Any] | None) -> _Page:
+    """One request's event items of a partition from `start` on, and the key to go on from."""
+    result: Any = EventItem.query(pk, EventItem.sk.between(start, "EVT#~"), consistent_read=True, limit=size,
+                                  last_evaluated_key=resume)
+    return list(result), result.last_evaluated_key
+
+
+def _items_from(pk: str, start: str, size: int, first: _Page) -> Iterator[tuple[str, EventItem]]:
+    """The event items of one partition from `start` on, by id: its `first` page, then lazily a
+    page at a time."""
+    items, resume = first
+    while True:
+        yield from ((item.sk, item) for item in items)
+        if resume is None:
+            return
+        items, resume = _read_page(pk, start, size, resume)

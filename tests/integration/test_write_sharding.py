@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -156,6 +157,48 @@ def test_a_sharded_task_s_events_list_oldest_first_across_its_partitions(fleet: 
     messages = [event["message"] for event in listed]
     assert [m for m in messages if m.startswith("hello ")] == [f"hello {node}" for node in claimed]
     assert listed[0]["message"].startswith("task.created")
+
+
+class InFlightQueries:
+    """The most DynamoDB queries under way at once (each held a moment at its start)."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def before(self, **_: Any) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        threading.Event().wait(0.02)
+
+    def after(self, **_: Any) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def test_a_page_of_a_sharded_task_s_events_reads_its_partitions_at_once(fleet: Fleet):
+    # GIVEN a task of 6 event partitions (its own and 5 run partitions), each with events
+    task_id = fleet.started(shell(NODES, max_concurrency=200))
+    for node in NODES[::7]:
+        run = fleet.claim(node)[0]
+        assert fleet.agent(node, f"/v1/runs/{run['run_id']}/events", {
+            "attempt": run["attempt"], "events": [{"type": "info", "message": node}]}).status == 202
+    # WHEN its first page of events is read, the queries counted as they start and end
+    queries = InFlightQueries()
+    client = EventItem._get_connection().connection.client
+    client.meta.events.register("before-call.dynamodb.Query", queries.before)
+    client.meta.events.register("after-call.dynamodb.Query", queries.after)
+    try:
+        answer = fleet.user("GET", f"/v1/tasks/{task_id}/events?limit=5")
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.Query", queries.before)
+        client.meta.events.unregister("after-call.dynamodb.Query", queries.after)
+    # THEN the partitions were read concurrently, and the page is the oldest events
+    assert answer.status == 200, answer
+    assert queries.most > 1
+    ids = [event["event_id"] for event in listed_events(fleet, task_id, 100)]
+    assert [event["event_id"] for event in answer.body["items"]] == ids[:5]
 
 
 def test_a_sharded_task_completes_with_exact_counts_under_strict_fidelity(fleet: Fleet):
