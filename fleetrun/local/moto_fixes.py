@@ -98,6 +98,8 @@ _PICKLED = "_fleetrun_pickled"
 MOTO_TRAVERSAL: Any = None
 #: where a parsed update expression keeps the (names, key attributes) its static checks passed with (fix 13)
 _CHECKED = "_fleetrun_checked"
+#: the most (names, key attributes) remembered per expression (fix 13)
+_CHECKED_MAX = 64
 
 
 def apply() -> None:
@@ -495,6 +497,8 @@ def _patch_static_checks() -> None:
         for processor in self.processors:
             if not (isinstance(processor, static) and inputs in checked):
                 node = processor.traverse(node)
+        if len(checked) >= _CHECKED_MAX:  # names that vary per request (a marker item's nodes)
+            checked.clear()
         checked.add(inputs)
         return node
 
