@@ -64,18 +64,11 @@ def stats_scopes() -> list[str]:
     """Every statistics scope that exists (a scan of the whole table: tests only)."""
     from chalicelib import aws, config
 
-    client = aws.client("dynamodb")
-    scopes: set[str] = set()
-    kwargs: dict[str, Any] = {
-        "TableName": config.table_name(), "FilterExpression": "begins_with(pk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": "STATS#"}}, "ProjectionExpression": "pk",
-    }
-    while True:
-        page = client.scan(**kwargs)
-        scopes.update(item["pk"]["S"].removeprefix("STATS#") for item in page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return sorted(scopes)
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    pages = aws.client("dynamodb").get_paginator("scan").paginate(
+        TableName=config.table_name(), FilterExpression="begins_with(pk, :p)",
+        ExpressionAttributeValues={":p": {"S": "STATS#"}}, ProjectionExpression="pk",
+    )
+    return sorted({item["pk"]["S"].removeprefix("STATS#") for page in pages for item in page["Items"]})
 
 
 def assert_statistics_equal_recount() -> None:

@@ -40,6 +40,7 @@ from chalicelib.domain.retry_counting import counted_by_retry
 from chalicelib.domain.statuses import RUN_TERMINAL, TASK_FINISHED, TASK_TERMINAL
 from chalicelib.observability import logger, tracer
 from chalicelib.services import finishing, outbox, reconcile
+from chalicelib.services.usage import Month
 from chalicelib.store import counters, retrying, run_partitions, tasks
 from chalicelib.store.counters import MAX_MARKER_ITEMS, TaskDelta, marker_sk
 from chalicelib.store.dynamo import task_record
@@ -171,7 +172,7 @@ def _count(task: Task, fresh: list[Record]) -> bool:
 
 def _note_usage_counted() -> None:
     try:
-        counters.note_usage_counted(clock.now_epoch())
+        counters.note_usage_counted(str(Month.of(clock.now_epoch()).next()))
     except ClientError:  # the month scopes count regardless; the next count says it again
         logger.warning("could not note that tasks are counted per month", exc_info=True)
 

@@ -252,15 +252,13 @@ def usage_since_item(month: str) -> dict[str, dict[str, str]]:
     return {**USAGE_SINCE_KEY, "month": {"S": month}}
 
 
-def note_usage_counted(now: float) -> None:
-    """Say, once, that the month scopes count every task from the month after `now` on (the
-    tasks of this month before the first count were not counted). Idempotent; a failure is
-    logged by the caller and tried again at the next count."""
+def note_usage_counted(following: str) -> None:
+    """Say, once, that the month scopes count every task from `following` on, the month after
+    the first count (the tasks of the current month before it were not counted). Idempotent; a
+    failure is logged by the caller and tried again at the next count."""
     global _since_noted
     if _since_noted:
         return
-    year, month = (int(n) for n in month_of(clock.rfc3339(now)).split("-"))
-    following = f"{year + month // 12:04d}-{month % 12 + 1:02d}"
     try:
         aws.client("dynamodb").put_item(TableName=config.table_name(), Item=usage_since_item(following),
                                         ConditionExpression="attribute_not_exists(pk)")
@@ -280,19 +278,12 @@ def usage_counted_since() -> str | None:
 def month_owners(month: str) -> list[str]:
     """Every owner who created a task in `month` that the stream has counted: one query, a page
     per ~20,000 owners."""
-    client = aws.client("dynamodb")
-    kwargs: dict[str, Any] = {
-        "TableName": config.table_name(), "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": f"{USAGE_PREFIX}{month}"}}, "ProjectionExpression": "#o",
-        "ExpressionAttributeNames": {"#o": "owner"},
-    }
-    owners: list[str] = []
-    while True:
-        page = client.query(**kwargs)
-        owners += [item["owner"]["S"] for item in page["Items"]]
-        if "LastEvaluatedKey" not in page:
-            return owners
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    pages = aws.client("dynamodb").get_paginator("query").paginate(
+        TableName=config.table_name(), KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"{USAGE_PREFIX}{month}"}}, ProjectionExpression="#o",
+        ExpressionAttributeNames={"#o": "owner"},
+    )
+    return [item["owner"]["S"] for page in pages for item in page["Items"]]
 
 
 def _marker_updates(task_id: str, markers: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
