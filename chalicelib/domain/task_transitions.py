@@ -163,8 +163,10 @@ def _retry(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Pred
 
 
 def _await_confirmation(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
-    return {"awaiting_since": given.now, "plan_confirmed": CLEAR}, (
-        eq("counted_ver", int(task.counted_ver)), *_same_attempt(task))
+    """Never after the attempt's plan was confirmed: a confirmation leaves the task `running` with
+    the counts it was settled from, so a settle read before it would otherwise pass again."""
+    return {"awaiting_since": given.now}, (
+        eq("counted_ver", int(task.counted_ver)), *_same_attempt(task), missing("plan_confirmed"))
 
 
 def _confirm(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:

@@ -400,6 +400,22 @@ class TestTwoPhase:
         assert run.reservation_expires_at is None
         assert run.started_at is not None
 
+    def test_a_stale_settle_never_takes_a_confirmed_task_back_to_apply_pending(self, memory):
+        # GIVEN a planned task, running again before it was seen waiting (a second stream batch's read)
+        task_id = submit("iac.plan_apply", nodes=("n-1",))
+        dispatch.run_dispatch_job(task_id, 1)
+        claims.claim("n-1", 1)
+        agent.complete("n-1", f"{task_id}.n-1", 1, "succeeded", None, None)
+        set_counts(memory, task_id, apply_pending=1)
+        stale = tasks.get(task_id)
+        finishing.settle(tasks.get(task_id))
+        # WHEN the plan is confirmed and the stale read settles the task (same counts, same attempt)
+        lifecycle.confirm(tasks.get(task_id), "alice")
+        assert twophase.await_confirmation(stale) is False
+        # THEN the task stays confirmed and running: the apply's end finishes it
+        task = tasks.get(task_id)
+        assert (task.status, task.plan_confirmed) == ("running", True)
+
     def test_a_lapsed_reservation_plans_again_and_a_late_confirm_is_refused(self, memory):
         task_id = self._planned(memory)
         assert twophase.sweep_task(tasks.get(task_id), clock.now_epoch() + 3600) == "replanned"
