@@ -183,6 +183,75 @@ def test_after_a_dropped_socket_it_reconnects_and_catches_up_from_the_events_api
     wait(chromium, 10, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline .ev")) == len(stack.events(task_id)))
 
 
+# Holds back the answer of the page's first read of `path` (the request itself is served at once)
+# until released, and says once the page has taken it in (`__answered`: a task after the page's
+# own reactions to the answer); records what the live socket brings and passes it on until
+# `__muted`.
+HOLD_FIRST_READ = """
+const [path] = arguments;
+const live = window.fleetrunDashboard.live;
+const deliver = live.onMessage;
+const realFetch = window.fetch;
+window.__held = [];
+window.__pushed = [];
+window.__muted = false;
+window.__answered = false;
+live.onMessage = (message) => { window.__pushed.push(message); if (!window.__muted) deliver(message); };
+window.fetch = async (input, init) => {
+  const response = await realFetch(input, init);
+  if (new URL(String(input), location.href).pathname === path && window.__held.length === 0) {
+    await new Promise((release) => window.__held.push(release));
+    const text = response.text.bind(response);
+    response.text = async () => {
+      const body = await text();
+      setTimeout(() => { window.__answered = true; }, 0);
+      return body;
+    };
+  }
+  return response;
+};
+"""
+
+
+def cancelled_while_a_read_is_held(stack: Stack, chromium: Any, read_path: str, page: str) -> str:
+    """A task on a node no agent serves, and the dashboard opening `page`, whose first read of
+    `read_path` (either may name `{task}`) answers late: the task is cancelled meanwhile, and the
+    read answers once the page was pushed the cancellation (and is pushed nothing more)."""
+    if live_state(stack) != "live":
+        pytest.skip("no WebSocket API here: GET /v1/health advertises no websocket_url")
+    idle = stack.node_id("idle")
+    stack.register(idle)
+    task_id = stack.shell_task(idle, ["true"])
+    sign_in(chromium, stack, stack.admin_token)
+    wait(chromium, 10, lambda d: text_of(d, "#live-state") == "live")
+    chromium.execute_script(HOLD_FIRST_READ, read_path.format(task=task_id))
+    chromium.execute_script("location.hash = arguments[0]", page.format(task=task_id))
+    wait(chromium, 10, lambda d: d.execute_script("return window.__held.length") == 1)
+    stack.admin.post(f"/v1/tasks/{task_id}/cancel")
+    wait(chromium, 20, lambda d: d.execute_script(
+        "return window.__pushed.some((m) => m.type === 'task' && m.task.status === 'cancelled')"))
+    chromium.execute_script("window.__muted = true; window.__held.forEach((release) => release())")
+    wait(chromium, 10, lambda d: d.execute_script("return window.__answered"))
+    return task_id
+
+
+def test_a_change_pushed_while_the_task_page_loads_is_shown(stack, chromium):
+    # GIVEN a task page whose first read of the task answers late
+    # WHEN the task is cancelled, and the push saying so (the last one) comes before that answer
+    task_id = cancelled_while_a_read_is_held(stack, chromium, "/v1/tasks/{task}", "#/tasks/{task}")
+    # THEN the page shows the pushed state, not the older one it read
+    wait(chromium, 10, lambda d: text_of(d, "#task-status [data-testid=status]") == "cancelled")
+    assert stack.task(task_id)["status"] == "cancelled"
+
+
+def test_a_task_list_read_older_than_a_push_does_not_undo_it(stack, chromium):
+    # GIVEN a task list whose page read answers late
+    # WHEN a task is cancelled, and the push saying so (the last one) comes before that answer
+    task_id = cancelled_while_a_read_is_held(stack, chromium, "/v1/tasks", "#/tasks?type=shell")
+    # THEN the task's row still shows the pushed state
+    assert attribute_of(chromium, f'tr[data-task-id="{task_id}"]', "data-status") == "cancelled"
+
+
 def test_a_viewer_sees_no_actions_and_an_operator_sees_those_of_their_own_task(stack, fleet, chromium):
     from selenium.webdriver.common.by import By
 

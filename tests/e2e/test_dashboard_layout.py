@@ -245,7 +245,10 @@ def test_a_task_that_cannot_move_says_why(stack, nodes, chromium):
     window = stack.shell_task(sorted(nodes)[0], ["sleep", "60"], max_concurrency=1,
                               target_nodes=sorted(nodes))
     try:
-        stack.wait_task(window, ["running"])
+        # (once an agent has claimed one run and the stream has counted it: agents starting on a
+        # busy machine can take several seconds)
+        wait_for(lambda: (stack.task(window).get("node_counts") or {}).get("running") == 1 or None, 30,
+                 "one of the window's runs to be counted running")
         # WHEN its page opens while one node runs THEN it says it waits for a slot
         open_page(chromium, stack, f"#/tasks/{window}")
         reason = wait(chromium, 20, lambda d: text_of(d, "#waiting-reason [data-reason=window]"))

@@ -72,6 +72,24 @@ def test_subscribing_to_an_own_task_answers_with_its_current_state(ws, fleet):
     assert answers == [{"type": "subscribed", "task_id": task_id}, {"type": "task", "task": fleet.task(task_id)}]
 
 
+def test_a_change_written_while_the_subscription_is_stored_is_in_the_answer(ws, fleet, monkeypatch):
+    # GIVEN a task cancelled after the subscribe's permission check, just before the subscription is
+    # stored (its push, were the stream quick, would find no subscriber yet)
+    task_id = fleet.submit(SHELL).body["task_id"]
+    connection_id = ws.open()
+    store, changed = connections.subscribe, []
+
+    def stored_after_a_change(connection: Any, topic: str) -> None:
+        changed.append(fleet.user("POST", f"/v1/tasks/{task_id}/cancel").body)
+        store(connection, topic)
+
+    monkeypatch.setattr(connections, "subscribe", stored_after_a_change)
+    # WHEN the client subscribes
+    answers = ws.send(connection_id, {"action": "subscribe", "task_id": task_id})
+    # THEN the state it is answered with is read after the change
+    assert [t["updated_at"] for t in _tasks(answers)] == [changed[0]["updated_at"]]
+
+
 def test_subscribing_to_another_users_task_is_not_found_but_admins_may(ws, fleet):
     task_id = fleet.submit(SHELL, who="alice").body["task_id"]
     bob = ws.open("bob")

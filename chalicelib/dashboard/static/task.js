@@ -70,6 +70,7 @@ export class TaskView extends View {
     this.runnerStates = new Map();
     this.tick = null;
     this.waitingTimer = null;
+    this.early = { task: null, events: [] };
   }
 
   async mount(root) {
@@ -97,6 +98,10 @@ export class TaskView extends View {
     this.showTask(task);
     this.showRuns([...first.items]);
     for (const event of events) this.addEvent(event);
+    const early = this.early;
+    this.early = { task: null, events: [] };
+    if (early.task) this.onTask(early.task);
+    for (const event of early.events) this.addEvent(event);
     root.dataset.rendered = "true";
     const shown = performance.now();
     // read by bench/dashboard_render.py
@@ -343,7 +348,13 @@ export class TaskView extends View {
   }
 
   onTask(task) {
-    if (task.task_id !== this.taskId || !this.task) return;
+    if (task.task_id !== this.taskId) return;
+    // pushed (or answered to the subscription) while the first read is under way: shown after it,
+    // when newer, as the read may have been served before the change
+    if (!this.task) {
+      if (!this.early.task || !(task.updated_at < this.early.task.updated_at)) this.early.task = task;
+      return;
+    }
     // an older snapshot than the one shown (e.g. a poll racing a push) is ignored
     if (task.updated_at && this.task.updated_at && task.updated_at < this.task.updated_at) return;
     const moved = task.status !== this.task.status;
@@ -512,7 +523,8 @@ export class TaskView extends View {
 
   // --- events --------------------------------------------------------------------------
   onEvent(taskId, event) {
-    if (taskId !== this.taskId || !this.task) return;
+    if (taskId !== this.taskId) return;
+    if (!this.task) { this.early.events.push(event); return; }
     this.addEvent(event);
   }
 

@@ -76,6 +76,7 @@ export class TasksView extends View {
   }
 
   onTask(task) {
+    if (this.isOlder(task)) return;
     if (this.matches(task)) this.upsert(task, true);
     else if (this.rows.has(task.task_id)) { this.rows.get(task.task_id).remove(); this.rows.delete(task.task_id); }
     this.empty.hidden = this.rows.size > 0;
@@ -93,7 +94,14 @@ export class TasksView extends View {
     this.empty.hidden = this.rows.size > 0;
   }
 
+  // an older snapshot than its row shows (a page read racing a push, a push delivered late)
+  isOlder(task) {
+    const existing = this.rows.get(task.task_id);
+    return Boolean(existing && task.updated_at && existing.dataset.updatedAt > task.updated_at);
+  }
+
   upsert(task, live) {
+    if (this.isOlder(task)) return;
     const row = this.row(task);
     const existing = this.rows.get(task.task_id);
     if (existing) {
@@ -128,6 +136,7 @@ export class TasksView extends View {
     h("td", { title: JSON.stringify(counts) }, `${done}/${total}`, bad ? h("span", { class: "error" }, ` · ${bad} failed`) : ""),
     h("td", { class: "muted" }, when(task.created_at)));
     row.dataset.version = `${task.updated_at}|${task.status}|${task.progress}|${done}|${bad}`;
+    row.dataset.updatedAt = task.updated_at || "";
     return row;
   }
 }

@@ -2,8 +2,9 @@
 
 Client messages: `{"action": "subscribe" | "unsubscribe", "task_id": "<id>" | "*"}` and
 `{"action": "ping"}`. Answers go back over the connection: `{"type": "subscribed", "task_id"}`
-(a subscription to one task is followed by that task's current state, `{"type": "task", ...}`,
-so a client never misses a change between its last read and its subscription; like a push, it
+(a subscription to one task is followed by that task's state read once the subscription is
+stored, `{"type": "task", ...}`, so a client never misses a change between its last read and its
+subscription; like a push, it
 carries at most the targets that fit 128 KiB, `push.task_message`),
 `{"type": "unsubscribed", "task_id"}`, `{"type": "pong"}`, or
 `{"type": "error", "error": {"code", "message"}}` with the codes of API.md. A subscribe that
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import auth
+from chalicelib.domain.records import Task
 from chalicelib.errors import FleetrunError, Unauthenticated, ValidationFailed
 from chalicelib.observability import logger
 from chalicelib.services import queries
@@ -84,9 +86,15 @@ def _answer(connection_id: str, body: str | None) -> list[dict[str, Any]]:
     if topic == connections.ALL_TASKS:
         connections.subscribe(connection, topic)
         return [{"type": "subscribed", "task_id": topic}]
-    task = queries.visible_task(actor, topic)  # TaskNotFound for another user's task
+    queries.visible_task(actor, topic)  # TaskNotFound for another user's task: nothing is stored
     connections.subscribe(connection, topic)
-    return [{"type": "subscribed", "task_id": topic}, push.task_message(task)]
+    return [{"type": "subscribed", "task_id": topic}, push.task_message(_read_once_subscribed(actor, topic))]
+
+
+def _read_once_subscribed(actor: auth.Actor, task_id: str) -> Task:
+    """The task read after its subscription is stored: a change written after this read is
+    pushed (the push reads the subscriptions after the change), one written before is in it."""
+    return queries.visible_task(actor, task_id)
 
 
 def _answer_output(connection: WsConnectionItem, actor: auth.Actor, action: str, task_id: str,
@@ -100,11 +108,11 @@ def _answer_output(connection: WsConnectionItem, actor: auth.Actor, action: str,
     if len(held | {task_id, topic}) > connections.MAX_TOPICS:
         raise ValidationFailed(f"a connection may hold at most {connections.MAX_TOPICS} subscriptions",
                                [{"path": "$.output_of", "message": "too many subscriptions"}])
-    task = queries.visible_task(actor, task_id)  # TaskNotFound for another user's task
+    queries.visible_task(actor, task_id)  # TaskNotFound for another user's task: nothing is stored
     connections.subscribe(connection, task_id)
     connections.subscribe(connection, topic)  # `update` refreshed the item's topics
     return [{"type": "subscribed", "task_id": task_id, "output_of": node},
-            push.task_message(task)]
+            push.task_message(_read_once_subscribed(actor, task_id))]
 
 
 def _parse(body: str | None) -> dict[str, Any]:
