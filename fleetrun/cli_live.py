@@ -144,6 +144,8 @@ class _Watched:
                 self.read_task()
                 events, runs_stale, changed = self.read_events(), True, True
             elif message is not None and message.get("type") == "task" and message["task"]["task_id"] == self.task_id:
+                if _older(message["task"], self.task):  # the subscription's answer, or a push delivered again
+                    continue
                 self.task, runs_stale, changed = message["task"], True, True
                 if is_done(self.task):  # its events may sit in the next stream batch: read them now
                     events = self.read_events()
@@ -179,6 +181,10 @@ class _Watched:
         if fresh:
             self.cursor = max([self.cursor or "", *(e["event_id"] for e in fresh)])
         return fresh
+
+
+def _older(pushed: dict[str, Any], shown: dict[str, Any]) -> bool:
+    return str(pushed.get("updated_at") or "") < str(shown.get("updated_at") or "")
 
 
 # --- events --follow ------------------------------------------------------------------------
@@ -228,7 +234,8 @@ def _pushed_events(state: _Watched, subscription: Subscription) -> Iterator[list
                 if fresh and not held:
                     held_since = time.monotonic()
                 held.extend(fresh)
-            elif message.get("type") == "task" and message["task"].get("status") in TERMINAL:
+            elif (message.get("type") == "task" and message["task"].get("status") in TERMINAL
+                  and not _older(message["task"], state.task)):
                 yield _in_order(held + state.read_missed())
                 return
 
