@@ -274,7 +274,11 @@ def test_a_viewer_sees_no_actions_and_an_operator_sees_those_of_their_own_task(s
 def test_statistics_charts_and_the_fleet_panel_show_what_the_api_answers(stack, fleet, chromium):
     from selenium.webdriver.common.by import By
 
-    # GIVEN the tasks the earlier tests finished (their last stream records may still be counted)
+    # GIVEN a task finished this hour (whichever tests ran before on this worker's stack), and the
+    # statistics' total once the stream counted it
+    start_agents(stack, fleet)
+    stack.wait_task(stack.create_task(slurm(fleet))["task_id"])
+
     def total() -> str:
         return str(stack.admin.get("/v1/statistics")["total_tasks"])
     # WHEN the statistics page opens THEN its cards and the three hourly charts show
@@ -282,7 +286,7 @@ def test_statistics_charts_and_the_fleet_panel_show_what_the_api_answers(stack, 
     chromium.get(f"{stack.url}/#/stats")
     wait(chromium, 10, lambda d: text_of(d, "[data-stat=total] .value") == total())
     assert len(chromium.find_elements(By.CSS_SELECTOR, "#stat-charts svg.chart")) == 3
-    assert chromium.find_elements(By.CSS_SELECTOR, "#stat-charts svg.chart rect")  # this hour's finished tasks
+    wait(chromium, 10, lambda d: d.find_elements(By.CSS_SELECTOR, "#stat-charts svg.chart rect"))  # this hour's
     # WHEN the fleet page opens THEN it counts the registered nodes, and says plainly that there
     # is no GPU trend here (never a made-up chart, never the server's raw answer)
     chromium.get(f"{stack.url}/#/fleet")
