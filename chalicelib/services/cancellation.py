@@ -1,22 +1,34 @@
 """The cancel and halt jobs of a task attempt: its runs that have not started are cancelled,
-the running ones asked to stop (cancel) or left to finish (halt)."""
+the running ones asked to stop (cancel) or left to finish (halt).
+
+A job goes through at most about RUNS_PER_JOB runs: a large task's run partitions
+(store/run_partitions.py) are taken a group at a time, and each job hands the next group to a
+job of its own (`partition`, the continuation), as a dispatch hands on its chunks. A job that
+crashed is delivered again and does its group again: every run write is guarded, so what it
+already did is skipped. The sweeper re-sends a task stuck in `cancelling` from the first group."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from chalicelib import clock
-from chalicelib.domain.records import Task
+from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.observability import logger
-from chalicelib.services import attempts
+from chalicelib.services import attempts, jobs
 from chalicelib.store import runs, tasks
 
+#: the runs one cancel or halt job goes through, about (a task's partitions hold similar numbers):
+#: as many as a dispatch chunk makes, as the dispatch queue hands a Lambda up to 5 jobs
+RUNS_PER_JOB: Final = 200
 
-def cancel_runs(task_id: str, attempt: int, *, include_running: bool) -> int:
-    """The cancel (or, without `include_running`, the halt) job of one attempt.
+
+def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition: int = 0) -> int:
+    """The cancel (or, without `include_running`, the halt) job of one attempt, for the group of
+    run partitions that starts at `partition`; the next group goes to a job of its own. Returns
+    how many runs this job changed.
 
     A duplicate or late job is a no-op: it acts only while the task is still cancelling (or
     halted) in that attempt, and every run write is conditioned on the attempt's generation.
@@ -29,17 +41,42 @@ def cancel_runs(task_id: str, attempt: int, *, include_running: bool) -> int:
         return 0
     if not include_running and not (task.halted and task.status == TaskStatus.RUNNING):
         return 0
-    if int(task.dispatched_attempt) < attempt and attempt > 1:
+    if partition == 0 and int(task.dispatched_attempt) < attempt and attempt > 1:
         # cancelled before the retry's dispatch ran: its counts already moved to pending, so
         # reset the runs first (the dispatch job will find the task no longer dispatchable)
         attempts.prepare_attempt(task, clock.now_iso())
-    return cancel_each(task, include_running=include_running)
+    shards = runs.run_shards(task_id)
+    group = range(partition, min(shards, partition + partitions_per_job(int(task.target_count), shards)))
+    changed = cancel_each(task, include_running=include_running, partitions=group)
+    if group.stop < shards:
+        jobs.enqueue(jobs.CANCEL if include_running else jobs.HALT, task_id, attempt=attempt, partition=group.stop)
+    logger.info("cancel job done" if include_running else "halt job done",
+                extra={"task_id": task_id, "partitions": f"{group.start}-{group.stop - 1} of {shards}",
+                       "changed": changed})
+    return changed
 
 
-def cancel_each(task: Task, *, include_running: bool) -> int:
+def partitions_per_job(target_count: int, shards: int) -> int:
+    """How many of a task's `shards` run partitions hold about RUNS_PER_JOB of its runs."""
+    return max(1, RUNS_PER_JOB * shards // max(1, target_count))
+
+
+def cancel_each(task: Task, *, include_running: bool, partitions: range | None = None) -> int:
+    """Cancel the attempt's runs that have not started (and, with `include_running`, ask the
+    running ones to stop), of the run partitions `partitions` or of all. Returns how many changed."""
+    return _cancel(task, runs.iter_runs(task.task_id, partitions=partitions), include_running=include_running)
+
+
+def cancel_nodes(task: Task, nodes: Sequence[str]) -> int:
+    """Cancel (or ask to stop) the attempt's runs of `nodes`: those a dispatch chunk just made for
+    a task cancelled meanwhile. Reads only those runs. Returns how many changed."""
+    return _cancel(task, runs.find_many([(task.task_id, node) for node in nodes]), include_running=True)
+
+
+def _cancel(task: Task, found: Iterable[NodeRun], *, include_running: bool) -> int:
     now = clock.now_iso()
     calls: list[Callable[[], Any]] = []
-    for run in runs.iter_runs(task.task_id):
+    for run in found:
         if int(run.generation) != int(task.attempt):
             continue
         if run.status in (RunStatus.PENDING, RunStatus.APPLY_PENDING):

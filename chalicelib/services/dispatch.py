@@ -91,7 +91,7 @@ def _first_chunk(task: Task) -> None:
     created, skipped, used = attempts.prepare_part(task, dispatch_id, nodes, 0, now)
     total_chunks = chunks_for(int(task.target_count), int(task.target_chunks))
     dispatched = _dispatched_event(task, created, skipped, last=total_chunks <= 1)
-    if not _start(task, now, dispatched, created_count=len(created), skipped_count=len(skipped),
+    if not _start(task, now, dispatched, nodes, created_count=len(created), skipped_count=len(skipped),
                   ordinal_next=used, dispatch_id=dispatch_id, dispatch_chunks=total_chunks,
                   dispatch_total=int(task.target_count)):
         return
@@ -128,7 +128,7 @@ def _next_chunk(task: Task, chunk: int) -> None:
                     extra={"task_id": task.task_id, "chunk": chunk, "lost": type(lost).__name__,
                            "status": current.status if current else None})
         if current is not None and current.status == TaskStatus.CANCELLED:
-            cancellation.cancel_each(current, include_running=True)  # the runs just made
+            cancellation.cancel_nodes(current, nodes)  # the runs just made
         return
     _after_chunk(after, created, chunk, last=last)
     if not last:
@@ -168,7 +168,7 @@ def _dispatched_event(task: Task, created: list[str], skipped: list[str], *, las
 _START_ROUNDS = 3
 
 
-def _start(task: Task, now: str, dispatched: Any, **figures: Any) -> bool:
+def _start(task: Task, now: str, dispatched: Any, nodes: list[str], **figures: Any) -> bool:
     """The attempt's `start` write. A lost one re-reads the task and goes on from what it says —
     never by making the runs again: started by this dispatch (a write that landed although its
     answer was lost) → go on; started by another → nothing left to do; still pending → write
@@ -192,7 +192,7 @@ def _start(task: Task, now: str, dispatched: Any, **figures: Any) -> bool:
             if current.status == TaskStatus.CANCELLED:
                 logger.warning("runs created for a task cancelled meanwhile; cancelling them",
                                extra={"task_id": task.task_id})
-                cancellation.cancel_each(current, include_running=True)
+                cancellation.cancel_nodes(current, nodes)
                 return False
             if current.status != TaskStatus.PENDING or int(current.attempt) != attempt:
                 raise

@@ -23,10 +23,9 @@ def handle_job(job: dict[str, Any]) -> None:
         chunk, dispatch_id = job.get("chunk"), job.get("dispatch_id")
         dispatch.run_dispatch_job(task_id, int(job.get("attempt", 1)), int(chunk) if chunk is not None else None,
                                   dispatch_id if isinstance(dispatch_id, str) else None)
-    elif kind == jobs.CANCEL:
-        cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=True)
-    elif kind == jobs.HALT:
-        cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=False)
+    elif kind in (jobs.CANCEL, jobs.HALT):
+        cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=kind == jobs.CANCEL,
+                                 partition=int(job.get("partition", 0)))
     elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
         deregistration.end_runs_of(task_id, job["node"])
     else:

@@ -11,6 +11,8 @@ from chalicelib import aws, config, queues
 #: one chunk of a dispatch (services/dispatch.py): `attempt`, and after the first chunk of an
 #: attempt (or for a dispatch request's nodes) `chunk` and `dispatch_id` — the continuation
 DISPATCH: Final = "dispatch"
+#: a task's cancel and halt (services/cancellation.py): `attempt`, and after the first group of
+#: its run partitions `partition` — the continuation
 CANCEL: Final = "cancel"
 HALT: Final = "halt"
 #: the runs of a deregistered node in one task end (services/deregistration.py)

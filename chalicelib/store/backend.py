@@ -88,7 +88,10 @@ class Backend(Protocol):
     def put_run_if_absent(self, run: NodeRun) -> bool:
         """Create the run unless one exists for (task, node). Returns whether it did."""
 
-    def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]: ...
+    def runs_of(self, task_id: str, status: str | None = None,
+                partitions: range | None = None) -> Iterator[NodeRun]:
+        """The task's runs (of `status`), partition by partition; only those of the run
+        partitions `partitions` (store/run_partitions.py) when given."""
 
     def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
         """(task id, node, claim_sk) of a runner's claimable runs, best first, after `after`."""

@@ -335,9 +335,11 @@ class DynamoBackend:
                 raise
             return False
 
-    def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]:
+    def runs_of(self, task_id: str, status: str | None = None,
+                partitions: range | None = None) -> Iterator[NodeRun]:
         condition = NodeRunItem.status == status if status is not None else None
-        for pk in run_partitions.run_pks(task_id, run_shards(task_id)):
+        pks = run_partitions.run_pks(task_id, run_shards(task_id))
+        for pk in pks if partitions is None else pks[partitions.start:partitions.stop]:
             for item in NodeRunItem.query(pk, NodeRunItem.sk.startswith("RUN#"),
                                           filter_condition=condition, consistent_read=True):
                 yield run_record(item)

@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task, from_values
 from chalicelib.domain.writes import Change
 from chalicelib.errors import ConditionFailed, IdempotencyRecordExists
+from chalicelib.store import run_partitions
 from chalicelib.store.backend import EventBatch, LeaseWatch, first_look
 
 
@@ -132,11 +133,14 @@ class MemoryBackend:
             self.runs[(run.task_id, run.node)] = asdict(run)
             return True
 
-    def runs_of(self, task_id: str, status: str | None = None) -> Iterator[NodeRun]:
+    def runs_of(self, task_id: str, status: str | None = None,
+                partitions: range | None = None) -> Iterator[NodeRun]:
+        shards = self.run_shards(task_id)
         with self._lock:
             found = [
                 from_values(NodeRun, values) for (t, node), values in sorted(self.runs.items())
                 if t == task_id and (status is None or values.get("status") == status)
+                and (partitions is None or run_partitions.shard_of(node, shards) in partitions)
             ]
         yield from found
 

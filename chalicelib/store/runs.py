@@ -88,15 +88,21 @@ def find_many(keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
     return backend.current().get_runs(keys)
 
 
-def iter_runs(task_id: str, status: str | None = None) -> Iterator[NodeRun]:
-    return backend.current().runs_of(task_id, status)
+def iter_runs(task_id: str, status: str | None = None, partitions: range | None = None) -> Iterator[NodeRun]:
+    """The task's runs (of `status`); only those of the run partitions `partitions` when given."""
+    return backend.current().runs_of(task_id, status, partitions)
+
+
+def run_shards(task_id: str) -> int:
+    """How many run partitions the task has (store/run_partitions.py)."""
+    return backend.current().run_shards(task_id)
 
 
 def page(task_id: str, start_key: dict[str, Any] | None, limit: int) -> tuple[list[NodeRun], dict[str, Any] | None]:
     """One page of a task's runs: its run partitions one after the other (store/run_partitions.py),
     node order within each. The next key names the partition to resume in (the last key read, or
     the start of the next partition). Raises ValidationFailed for a key of another listing."""
-    pks = run_partitions.run_pks(task_id, backend.current().run_shards(task_id))
+    pks = run_partitions.run_pks(task_id, run_shards(task_id))
     index = _resume_partition(pks, start_key)
     items: list[NodeRun] = []
     while index < len(pks) and len(items) < limit:

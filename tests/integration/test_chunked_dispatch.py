@@ -16,8 +16,8 @@ import pytest
 
 from chalicelib import clock, config
 from chalicelib.domain import dispatch_progress
-from chalicelib.services import dispatch, jobs
-from chalicelib.store import runs, tasks
+from chalicelib.services import cancellation, dispatch, jobs
+from chalicelib.store import run_partitions, runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
 
 CHUNK = 10
@@ -311,6 +311,66 @@ class TestCancel:
         # THEN every run of attempt 2 was reset, then cancelled; the counts equal a recount
         assert fleet.task(task_id)["status"] == "cancelled"
         assert {(int(r.generation), r.status) for r in runs.iter_runs(task_id)} == {(2, "cancelled")}
+        assert_statistics_equal_recount()
+
+
+class TestCancelInGroups:
+    """A cancel job goes through about RUNS_PER_JOB runs: a group of the task's run partitions,
+    then the next group in a job of its own (services/cancellation.py)."""
+
+    @pytest.fixture
+    def groups(self, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> list[tuple[range | None, int]]:
+        """(partitions, runs changed) of every cancel_each call; 10 runs a partition, 50 a job."""
+        monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
+        monkeypatch.setattr(cancellation, "RUNS_PER_JOB", 50)
+        seen: list[tuple[range | None, int]] = []
+        cancel_each = cancellation.cancel_each
+
+        def recorded(task: Any, *, include_running: bool, partitions: range | None = None) -> int:
+            changed = cancel_each(task, include_running=include_running, partitions=partitions)
+            seen.append((partitions, changed))
+            return changed
+
+        monkeypatch.setattr(cancellation, "cancel_each", recorded)
+        return seen
+
+    def test_each_job_cancels_one_group_of_partitions_and_hands_on_the_next(
+            self, fleet: Fleet, groups: list[tuple[range | None, int]]) -> None:
+        # GIVEN a task of 200 nodes over 20 run partitions, every run made and none claimed
+        task_id = submitted(fleet, names(200))
+        fleet.settle(rounds=500)
+        assert runs.run_shards(task_id) == 20
+        # WHEN it is cancelled and everything settles
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/cancel").status == 202
+        fleet.settle(rounds=500)
+        # THEN four jobs of five partitions (about 50 runs) each cancelled every run once
+        assert [(g.start, g.stop) for g, _ in groups if g is not None] == [(0, 5), (5, 10), (10, 15), (15, 20)]
+        assert sum(changed for _, changed in groups) == 200
+        assert fleet.task(task_id)["status"] == "cancelled"
+        assert {r.status for r in runs.iter_runs(task_id)} == {"cancelled"}
+        assert_statistics_equal_recount()
+
+    def test_a_job_delivered_again_after_sending_the_next_changes_nothing_twice(
+            self, fleet: Fleet, groups: list[tuple[range | None, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+        # GIVEN a cancel whose second job is delivered twice (a crash after it sent the third)
+        task_id = submitted(fleet, names(200))
+        fleet.settle(rounds=500)
+        enqueue = jobs.enqueue
+
+        def twice(kind: str, task_id: str, **fields: Any) -> None:
+            enqueue(kind, task_id, **fields)
+            if fields.get("partition") == 5:
+                enqueue(kind, task_id, **fields)
+
+        monkeypatch.setattr(jobs, "enqueue", twice)
+        # WHEN it is cancelled and everything settles
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/cancel").status == 202
+        fleet.settle(rounds=500)
+        # THEN the groups from the second on ran twice, and each run was cancelled once
+        starts = Counter(g.start for g, _ in groups if g is not None)
+        assert starts == {0: 1, 5: 2, 10: 2, 15: 2}
+        assert sum(changed for _, changed in groups) == 200
+        assert fleet.task(task_id)["status"] == "cancelled"
         assert_statistics_equal_recount()
 
 
