@@ -4,8 +4,7 @@ Client messages: `{"action": "subscribe" | "unsubscribe", "task_id": "<id>" | "*
 `{"action": "ping"}`. Answers go back over the connection: `{"type": "subscribed", "task_id"}`
 (a subscription to one task is followed by that task's state read once the subscription is
 stored, `{"type": "task", ...}`, so a client never misses a change between its last read and its
-subscription; like a push, it
-carries at most the targets that fit 128 KiB, `push.task_message`),
+subscription; like a push, it carries at most the targets that fit 128 KiB, `push.task_message`),
 `{"type": "unsubscribed", "task_id"}`, `{"type": "pong"}`, or
 `{"type": "error", "error": {"code", "message"}}` with the codes of API.md. A subscribe that
 names `"output_of": "<node>"` also subscribes that node's live output (`output_push.py`), an
