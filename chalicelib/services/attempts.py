@@ -39,19 +39,26 @@ def prepare_part(task: Task, dispatch_id: str, nodes: list[str], first_ordinal: 
     return _reset_for_retry(task, runs_of, nodes, first_ordinal)
 
 
-def prepare_attempt(task: Task, now: str) -> tuple[list[str], list[str], int]:
-    """Every part of the task's current attempt in one go. Only for a retry cancelled before its
-    dispatch started (services/cancellation.py), which must reset its runs to cancel them."""
-    dispatch_id = progress.attempt_dispatch_id(task.task_id, int(task.attempt))
+def prepare_attempt_part(task: Task, part: int, now: str) -> tuple[list[str], int]:
+    """Part `part` of the task's current attempt, its ordinals from `part` x DISPATCH_CHUNK_SIZE.
+    Only for a retry cancelled before its dispatch started (services/cancellation.py), which
+    must reset its runs to cancel them, a part per job: runs that will never run need unique
+    ordinals, not dense ones. Returns (the part's nodes, how many parts the attempt has)."""
     size = progress.DISPATCH_CHUNK_SIZE
-    created: list[str] = []
-    skipped: list[str] = []
-    ordinal = 0
-    for part in range(int(task.target_chunks) * target_chunks.parts_per_chunk(size)):
-        nodes = target_chunks.nodes_of_part(task.task_id, 0, part, size)
-        made, kept, used = prepare_part(task, dispatch_id, nodes, ordinal, now)
-        created, skipped, ordinal = created + made, skipped + kept, ordinal + used
-    return created, skipped, ordinal
+    nodes = target_chunks.nodes_of_part(task.task_id, 0, part, size)
+    prepare_part(task, progress.attempt_dispatch_id(task.task_id, int(task.attempt)), nodes, part * size, now)
+    return nodes, chunks_for(int(task.target_count), int(task.target_chunks))
+
+
+def chunks_for(node_count: int, target_chunk_count: int | None = None) -> int:
+    """Dispatch chunks of a dispatch of `node_count` nodes stored in `target_chunk_count` target
+    chunks (default: as many as they fill). Chunks run target chunk by target chunk, so when a
+    growth left a chunk partial in the middle, each target chunk counts whole (some chunks empty)."""
+    size, per = progress.DISPATCH_CHUNK_SIZE, target_chunks.parts_per_chunk(progress.DISPATCH_CHUNK_SIZE)
+    full, rest = divmod(node_count, target_chunks.TARGET_CHUNK_SIZE)
+    if target_chunk_count is not None and target_chunk_count != full + (1 if rest else 0):
+        return target_chunk_count * per
+    return full * per + -(-rest // size)
 
 
 def _reset_for_retry(task: Task, runs_of: RunTemplate, nodes: list[str],

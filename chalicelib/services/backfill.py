@@ -13,8 +13,7 @@ from chalicelib.domain import dispatch_progress as progress
 from chalicelib.domain.records import Task
 from chalicelib.domain.task_transitions import REOPENABLE
 from chalicelib.errors import Conflict, InvalidTransition, ValidationFailed
-from chalicelib.services import dispatch, jobs, type_registry
-from chalicelib.services.attempts import template
+from chalicelib.services import attempts, jobs, type_registry
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, runs, tasks
 from chalicelib.store.runs import NewRun
@@ -64,7 +63,7 @@ def dispatch_nodes(task: Task, nodes: list[str], *, reopen: bool = False) -> dic
     if to_create:
         grow = "reopen_targets" if task.status in REOPENABLE else "grow_targets"
         tasks.add_targets(task, new_nodes, len(to_create), now, grow)
-    created, _ = runs.create_missing(template(task, f"{task.task_id}:route:{now}", now),
+    created, _ = runs.create_missing(attempts.template(task, f"{task.task_id}:route:{now}", now),
                                      [NewRun(n, base + i) for i, n in enumerate(to_create)])
     skipped = len(unique) - len(created)
     events.append(task.task_id, [service_event(
@@ -87,11 +86,11 @@ def _dispatch_in_chunks(task: Task, unique: list[str], new_nodes: list[str], orp
     lost send is re-sent by the sweeper once the dispatch's progress stamp is stale."""
     dispatch_id = f"{task.task_id}:route:{now}"
     base = int(task.ordinal_next)
-    chunks = dispatch.chunks_for(len(new_nodes))
+    chunks = attempts.chunks_for(len(new_nodes))
     grow = "reopen_targets" if task.status in REOPENABLE else "grow_targets"
     tasks.add_targets(task, new_nodes, len(new_nodes) + len(orphans), now, grow, dispatch_id=dispatch_id,
                       first_ordinal=base + len(orphans), dispatch_total=len(new_nodes), dispatch_chunks=chunks)
-    created, _ = runs.create_missing(template(task, dispatch_id, now),
+    created, _ = runs.create_missing(attempts.template(task, dispatch_id, now),
                                      [NewRun(n, base + i) for i, n in enumerate(orphans)])
     skipped = len(unique) - len(new_nodes) - len(created)
     events.append(task.task_id, [service_event(

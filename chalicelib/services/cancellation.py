@@ -3,7 +3,8 @@ the running ones asked to stop (cancel) or left to finish (halt).
 
 A job goes through at most about RUNS_PER_JOB runs: a large task's run partitions
 (store/run_partitions.py) are taken a group at a time, and each job hands the next group to a
-job of its own (`partition`, the continuation), as a dispatch hands on its chunks. A job that
+job of its own (`partition`, the continuation), as a dispatch hands on its chunks; a retry
+cancelled before its dispatch started goes a dispatch part at a time (`part`). A job that
 crashed is delivered again and does its group again: every run write is guarded, so what it
 already did is skipped. The sweeper re-sends a task stuck in `cancelling` from the first group."""
 
@@ -25,10 +26,12 @@ from chalicelib.store import runs, tasks
 RUNS_PER_JOB: Final = 200
 
 
-def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition: int = 0) -> int:
+def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition: int = 0,
+                part: int | None = None) -> int:
     """The cancel (or, without `include_running`, the halt) job of one attempt, for the group of
-    run partitions that starts at `partition`; the next group goes to a job of its own. Returns
-    how many runs this job changed.
+    run partitions that starts at `partition`; the next group goes to a job of its own. A retry
+    cancelled before its dispatch started goes by dispatch part instead (`part`, from 0:
+    `_cancel_undispatched`). Returns how many runs this job changed.
 
     A duplicate or late job is a no-op: it acts only while the task is still cancelling (or
     halted) in that attempt, and every run write is conditioned on the attempt's generation.
@@ -41,10 +44,8 @@ def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition:
         return 0
     if not include_running and not (task.halted and task.status == TaskStatus.RUNNING):
         return 0
-    if partition == 0 and int(task.dispatched_attempt) < attempt and attempt > 1:
-        # cancelled before the retry's dispatch ran: its counts already moved to pending, so
-        # reset the runs first (the dispatch job will find the task no longer dispatchable)
-        attempts.prepare_attempt(task, clock.now_iso())
+    if int(task.dispatched_attempt) < attempt and attempt > 1:
+        return _cancel_undispatched(task, part or 0)
     shards = runs.run_shards(task_id)
     group = range(partition, min(shards, partition + partitions_per_job(int(task.target_count), shards)))
     changed = cancel_each(task, include_running=include_running, partitions=group)
@@ -53,6 +54,19 @@ def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition:
     logger.info("cancel job done" if include_running else "halt job done",
                 extra={"task_id": task_id, "partitions": f"{group.start}-{group.stop - 1} of {shards}",
                        "changed": changed})
+    return changed
+
+
+def _cancel_undispatched(task: Task, part: int) -> int:
+    """A retry cancelled before its dispatch ran: its counts already moved to pending, so its
+    runs are reset as the dispatch would have, one dispatch part per job, and cancelled at once;
+    the next part goes to a job of its own. (The dispatch job finds the task no longer
+    dispatchable; one that started meanwhile sends this job itself: services/dispatch.py.)"""
+    nodes, parts = attempts.prepare_attempt_part(task, part, clock.now_iso())
+    changed = cancel_nodes(task, nodes)
+    if part + 1 < parts:
+        jobs.enqueue(jobs.CANCEL, task.task_id, attempt=int(task.attempt), part=part + 1)
+    logger.info("cancel job done", extra={"task_id": task.task_id, "part": f"{part} of {parts}", "changed": changed})
     return changed
 
 

@@ -66,17 +66,6 @@ def resend_if_stalled(task: Task, now: float) -> bool:
     return True
 
 
-def chunks_for(node_count: int, target_chunk_count: int | None = None) -> int:
-    """Dispatch chunks of a dispatch of `node_count` nodes stored in `target_chunk_count` target
-    chunks (default: as many as they fill). Chunks run target chunk by target chunk, so when a
-    growth left a chunk partial in the middle, each target chunk counts whole (some chunks empty)."""
-    size, per = progress.DISPATCH_CHUNK_SIZE, target_chunks.parts_per_chunk(progress.DISPATCH_CHUNK_SIZE)
-    full, rest = divmod(node_count, target_chunks.TARGET_CHUNK_SIZE)
-    if target_chunk_count is not None and target_chunk_count != full + (1 if rest else 0):
-        return target_chunk_count * per
-    return full * per + -(-rest // size)
-
-
 def _first_chunk(task: Task) -> None:
     """Chunk 0 of the attempt's dispatch, then `start` (with the progress of a dispatch in chunks)."""
     attempt = int(task.attempt)
@@ -89,7 +78,7 @@ def _first_chunk(task: Task) -> None:
     dispatch_id = progress.attempt_dispatch_id(task.task_id, attempt)
     nodes = target_chunks.nodes_of_part(task.task_id, 0, 0, progress.DISPATCH_CHUNK_SIZE)
     created, skipped, used = attempts.prepare_part(task, dispatch_id, nodes, 0, now)
-    total_chunks = chunks_for(int(task.target_count), int(task.target_chunks))
+    total_chunks = attempts.chunks_for(int(task.target_count), int(task.target_chunks))
     dispatched = _dispatched_event(task, created, skipped, last=total_chunks <= 1)
     if not _start(task, now, dispatched, nodes, created_count=len(created), skipped_count=len(skipped),
                   ordinal_next=used, dispatch_id=dispatch_id, dispatch_chunks=total_chunks,

@@ -24,8 +24,9 @@ def handle_job(job: dict[str, Any]) -> None:
         dispatch.run_dispatch_job(task_id, int(job.get("attempt", 1)), int(chunk) if chunk is not None else None,
                                   dispatch_id if isinstance(dispatch_id, str) else None)
     elif kind in (jobs.CANCEL, jobs.HALT):
+        part = job.get("part")
         cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=kind == jobs.CANCEL,
-                                 partition=int(job.get("partition", 0)))
+                                 partition=int(job.get("partition", 0)), part=int(part) if part is not None else None)
     elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
         deregistration.end_runs_of(task_id, job["node"])
     else:

@@ -16,7 +16,7 @@ import pytest
 
 from chalicelib import clock, config
 from chalicelib.domain import dispatch_progress
-from chalicelib.services import cancellation, dispatch, jobs
+from chalicelib.services import attempts, cancellation, dispatch, jobs
 from chalicelib.store import run_partitions, runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
 
@@ -309,6 +309,42 @@ class TestCancel:
         fleet.settle(rounds=500)
 
         # THEN every run of attempt 2 was reset, then cancelled; the counts equal a recount
+        assert fleet.task(task_id)["status"] == "cancelled"
+        assert {(int(r.generation), r.status) for r in runs.iter_runs(task_id)} == {(2, "cancelled")}
+        assert_statistics_equal_recount()
+
+    def test_a_retry_cancelled_before_its_dispatch_resets_and_cancels_one_part_per_job(
+            self, fleet: Fleet, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+        # GIVEN a failed task of 40 nodes (four dispatch parts) retried, its retry not dispatched yet
+        nodes = names(40)
+        task_id = submitted(fleet, nodes)
+        fleet.settle(rounds=500)
+        fleet.run_agents(nodes, fail=frozenset(nodes))
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"}).status == 202
+        reset_by_job: list[list[str]] = []  # the nodes each cancel job reset, job by job
+        cancel_runs, prepare_part = cancellation.cancel_runs, attempts.prepare_part
+
+        def job(*args: Any, **kwargs: Any) -> int:
+            reset_by_job.append([])
+            return cancel_runs(*args, **kwargs)
+
+        def prepared(task: Any, dispatch_id: str, part: list[str], *rest: Any) -> Any:
+            if reset_by_job:
+                reset_by_job[-1].extend(part)
+            return prepare_part(task, dispatch_id, part, *rest)
+
+        monkeypatch.setattr(cancellation, "cancel_runs", job)
+        monkeypatch.setattr(attempts, "prepare_part", prepared)
+
+        # WHEN it is cancelled at once and everything settles
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/cancel").status == 202
+        fleet.settle(rounds=500)
+
+        # THEN no job reset more than a part, the parts covered every node, and every run of
+        # attempt 2 ended cancelled with counts equal to a recount
+        assert tasks.get(task_id).dispatched_attempt == 1
+        assert max(len(part) for part in reset_by_job) == CHUNK
+        assert sorted(set().union(*reset_by_job)) == nodes
         assert fleet.task(task_id)["status"] == "cancelled"
         assert {(int(r.generation), r.status) for r in runs.iter_runs(task_id)} == {(2, "cancelled")}
         assert_statistics_equal_recount()

@@ -1,5 +1,5 @@
 """The rules of a dispatch in chunks (domain/dispatch_progress.py, the `dispatch_chunk` row of
-the task transition table, services/dispatch.chunks_for): no AWS."""
+the task transition table, services/attempts.chunks_for): no AWS."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from chalicelib.domain import dispatch_progress as progress
 from chalicelib.domain.task_transitions import TaskInputs, task_change
 from chalicelib.domain.writes import Add
 from chalicelib.resources import DISPATCH_QUEUE
-from chalicelib.services.dispatch import chunks_for
+from chalicelib.services.attempts import chunks_for
 
 
 def task(**fields: Any) -> SimpleNamespace:
