@@ -46,8 +46,7 @@ def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition:
         return 0
     if int(task.dispatched_attempt) < attempt and attempt > 1:
         return _cancel_undispatched(task, part or 0)
-    shards = runs.run_shards(task_id)
-    group = range(partition, min(shards, partition + partitions_per_job(int(task.target_count), shards)))
+    group, shards = partition_group(task, partition)
     changed = cancel_each(task, include_running=include_running, partitions=group)
     if group.stop < shards:
         jobs.enqueue(jobs.CANCEL if include_running else jobs.HALT, task_id, attempt=attempt, partition=group.stop)
@@ -70,9 +69,12 @@ def _cancel_undispatched(task: Task, part: int) -> int:
     return changed
 
 
-def partitions_per_job(target_count: int, shards: int) -> int:
-    """How many of a task's `shards` run partitions hold about RUNS_PER_JOB of its runs."""
-    return max(1, RUNS_PER_JOB * shards // max(1, target_count))
+def partition_group(task: Task, partition: int) -> tuple[range, int]:
+    """The group of the task's run partitions from `partition` on that holds about RUNS_PER_JOB
+    of its runs, and how many partitions the task has."""
+    shards = runs.run_shards(task.task_id)
+    per_job = max(1, RUNS_PER_JOB * shards // max(1, int(task.target_count)))
+    return range(partition, min(shards, partition + per_job)), shards
 
 
 def cancel_each(task: Task, *, include_running: bool, partitions: range | None = None) -> int:

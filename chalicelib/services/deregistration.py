@@ -2,8 +2,9 @@
 
 The node item goes first: its token hash goes with it, so the token is refused from that
 write on (and the id may be registered again). Then every active task is handed to a job on
-the dispatch queue (`node_gone`), which looks at it once, as the sweeper does: the runs this
-node would run — waiting for it, or for the apply of a plan it held — end `failed` (`node
+the dispatch queue (`node_gone`), which looks at it once, as the sweeper does (a task the node
+is the runner of, a group of its run partitions per job, as a cancel goes): the runs this node
+would run — waiting for it, or for the apply of a plan it held — end `failed` (`node
 deregistered`), and the runs it is running are asked to cancel. Its agent can no longer hear
 that request (its token is refused): those runs end when their lease lapses, and the sweeper
 never offers a run that was asked to cancel again.
@@ -27,7 +28,7 @@ from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.observability import logger
-from chalicelib.services import jobs
+from chalicelib.services import cancellation, jobs
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, runs, tasks
 
@@ -59,25 +60,32 @@ def deregister(node_id: str) -> Deregistered:
     return Deregistered(node_id, len(active))
 
 
-def end_runs_of(task_id: str, node_id: str) -> tuple[int, int]:
+def end_runs_of(task_id: str, node_id: str, partition: int = 0) -> tuple[int, int]:
     """The `node_gone` job: in one task, the runs waiting for the deregistered node end `failed`
     and those it runs are asked to cancel. Returns (failed, asked to cancel). Idempotent: a run
-    already ended or asked is left as it is. Raises what the store raises (the job is retried)."""
+    already ended or asked is left as it is. Raises what the store raises (the job is retried).
+
+    The runner of a task runs every run of it: a job goes through a group of its run partitions
+    (about cancellation.RUNS_PER_JOB runs) and hands the next group to a job of its own."""
     task = tasks.find(task_id)
     if task is None:
         return 0, 0
-    found = [r for r in _runs_of(task, node_id) if int(r.generation) == int(task.attempt)]
-    failed, asked = _end(task, node_id, found)
+    if task.runner_node == node_id:
+        group, shards = cancellation.partition_group(task, partition)
+        found = list(runs.iter_runs(task_id, partitions=group))
+        if group.stop < shards:
+            jobs.enqueue(jobs.NODE_GONE, task_id, node=node_id, partition=group.stop)
+    else:
+        found = _own_run(task, node_id)
+    failed, asked = _end(task, node_id, [r for r in found if int(r.generation) == int(task.attempt)])
     if failed or asked:
         logger.info("runs of a deregistered node ended", extra={"task_id": task_id, "node": node_id,
                                                                "failed": failed, "cancel_requested": asked})
     return failed, asked
 
 
-def _runs_of(task: Task, node_id: str) -> list[NodeRun]:
-    """The runs `node_id` runs in `task`: all of them when it is the task's runner, else its own."""
-    if task.runner_node == node_id:
-        return list(runs.iter_runs(task.task_id))
+def _own_run(task: Task, node_id: str) -> list[NodeRun]:
+    """The node's own run of a task it is not the runner of (none when another node runs them)."""
     if task.runner_node is not None:
         return []
     run = runs.find(task.task_id, node_id)

@@ -28,6 +28,6 @@ def handle_job(job: dict[str, Any]) -> None:
         cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=kind == jobs.CANCEL,
                                  partition=int(job.get("partition", 0)), part=int(part) if part is not None else None)
     elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
-        deregistration.end_runs_of(task_id, job["node"])
+        deregistration.end_runs_of(task_id, job["node"], partition=int(job.get("partition", 0)))
     else:
         logger.warning("unknown job kind; dropped", extra={"job": job})

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from chalicelib import auth, clock, config
-from chalicelib.services import claims, deregistration, nodes, sweeper
-from chalicelib.store import inventory, runs
+from chalicelib.services import cancellation, claims, deregistration, nodes, sweeper
+from chalicelib.store import inventory, run_partitions, runs
 from chalicelib.store.models import NodeItem, node_pk
 from tests.harness import Answer, Fleet, assert_statistics_equal_recount
 
@@ -208,6 +208,32 @@ class TestDeregistration:
         assert (answer.status, answer.body["tasks_to_check"]) == (200, 1), answer
         monkeypatch.setattr(runs, "iter_runs", real)
         fleet.settle()
+        assert {run["status"] for run in fleet.runs(task_id).values()} == {"failed"}
+        assert fleet.task(task_id)["status"] == "failed"
+        assert_statistics_equal_recount()
+
+    def test_the_runs_of_a_deregistered_delegate_end_a_group_of_partitions_per_job(self, fleet, monkeypatch):
+        # GIVEN a delegate runner serving a task of 40 targets over 4 run partitions, 10 runs a job
+        monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
+        monkeypatch.setattr(cancellation, "RUNS_PER_JOB", 10)
+        fleet.register("salt-master")
+        task_id = fleet.started(shell(*(f"edge-{i}" for i in range(40)), runner_node="salt-master"))
+        assert runs.run_shards(task_id) == 4
+        groups: list[range | None] = []
+        iter_runs = runs.iter_runs
+
+        def read(*args: Any, partitions: range | None = None, **kwargs: Any) -> Any:
+            groups.append(partitions)
+            return iter_runs(*args, partitions=partitions, **kwargs)
+
+        monkeypatch.setattr(runs, "iter_runs", read)
+        # WHEN it is deregistered and the jobs run
+        assert admin(fleet, "DELETE", "/v1/nodes/salt-master").status == 200
+        fleet.settle()
+        # THEN each job read one partition (a job delivered again reads its own again) and handed
+        # on the next; every run ended
+        assert set(groups) == {range(i, i + 1) for i in range(4)}
+        monkeypatch.setattr(runs, "iter_runs", iter_runs)
         assert {run["status"] for run in fleet.runs(task_id).values()} == {"failed"}
         assert fleet.task(task_id)["status"] == "failed"
         assert_statistics_equal_recount()
