@@ -45,12 +45,16 @@ def base_for_new_attempt(counts_after_reset: Mapping[str, int]) -> int:
 def reopen_shift(max_concurrency: int, counts: Mapping[str, int], finished_base: int,
                  waiting_ordinals: Iterable[int]) -> int:
     """How much to lower `finished_base` so a stalled window releases its lowest waiting run
-    (0 when the window is not stalled: something runs, nothing waits, or it is released)."""
+    (0 when the window is not stalled: something runs, nothing waits, or it is released).
+    Reads `waiting_ordinals` only until one is released: a released run that waits (its node
+    is not claiming) means no stall, so a look at a task whose nodes are away stops at the
+    first such run instead of reading every waiting one."""
     if counts.get(RunStatus.RUNNING) or not counts.get(RunStatus.PENDING):
         return 0
-    waiting = list(waiting_ordinals)
-    if not waiting:
-        return 0
-    lowest = min(waiting)
     first_closed = released(max_concurrency, counts, finished_base)
-    return 0 if lowest < first_closed else lowest - first_closed + 1
+    lowest: int | None = None
+    for ordinal in waiting_ordinals:
+        if ordinal < first_closed:
+            return 0
+        lowest = ordinal if lowest is None else min(lowest, ordinal)
+    return 0 if lowest is None else lowest - first_closed + 1

@@ -307,7 +307,7 @@ def _reopen_stalled_window(task: Task, counts: dict[str, int], report: SweepRepo
         return
     if int(task.dispatched_attempt) != int(task.attempt):
         return
-    waiting = [int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING)]
+    waiting = (int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING))  # read as needed
     shift = window.reopen_shift(task.max_concurrency, counts, task.finished_base, waiting)
     if not shift or not tasks.update_quietly(task, "reopen_window", clock.now_iso(), shift=shift):
         return

@@ -1,0 +1,56 @@
+"""A concurrency window that stalls (domain/window.py) is reopened by the sweeper, one run at a
+time: narrowed too far (a deregistration that died between narrowing the window and failing its
+runs leaves it so), nothing can be claimed until the task's look after the grace period."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import clock, config
+from chalicelib.services import sweeper
+from chalicelib.store import runs, tasks
+from tests.harness import Fleet, assert_statistics_equal_recount
+
+NODES = ["w-0", "w-1", "w-2"]
+
+
+def one_at_a_time(fleet: Fleet) -> str:
+    body: dict[str, Any] = {"type": "shell", "target_nodes": NODES, "parameters": {"command": ["true"]},
+                            "max_concurrency": 1}
+    return fleet.started(body)
+
+
+def ordinal(task_id: str, node: str) -> int:
+    run = runs.find(task_id, node)
+    assert run is not None
+    return int(run.ordinal)
+
+
+def test_a_window_narrowed_too_far_is_reopened_for_the_lowest_waiting_run_only(fleet: Fleet) -> None:
+    # GIVEN a task of three nodes one at a time, its window narrowed two runs too far
+    task_id = one_at_a_time(fleet)
+    assert tasks.update_quietly(tasks.get(task_id), "narrow_window", clock.now_iso(), shift=2)
+    assert all(fleet.claim(node) == [] for node in NODES)
+
+    # WHEN the sweeper looks at it after the grace period
+    report = sweeper.sweep(clock.now_epoch() + config.undispatched_grace_seconds() + 5)
+    fleet.settle()
+
+    # THEN the run with the lowest ordinal is released, and only it
+    assert report.windows_reopened == 1
+    first = min(NODES, key=lambda node: ordinal(task_id, node))
+    assert [node for node in NODES if fleet.claim(node)] == [first]
+    assert_statistics_equal_recount()
+
+
+def test_a_window_whose_released_run_waits_is_left_as_it_is(fleet: Fleet) -> None:
+    # GIVEN a task of three nodes one at a time whose released run's node does not claim
+    task_id = one_at_a_time(fleet)
+    before = tasks.get(task_id).finished_base
+
+    # WHEN the sweeper looks at it after the grace period
+    report = sweeper.sweep(clock.now_epoch() + config.undispatched_grace_seconds() + 5)
+
+    # THEN the window is not moved: nothing is stalled
+    assert report.windows_reopened == 0
+    assert tasks.get(task_id).finished_base == before

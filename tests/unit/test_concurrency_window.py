@@ -1,0 +1,45 @@
+"""The concurrency window's arithmetic (domain/window.py): which ordinals are released, and how
+far a stalled window is reopened. No AWS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from chalicelib.domain import window
+
+WAITING_ONLY = {"pending": 5, "running": 0, "succeeded": 0}
+
+
+def test_each_finished_run_releases_one_more_ordinal() -> None:
+    assert window.released(2, {"pending": 3}, 0) == 2
+    assert window.released(2, {"pending": 2, "succeeded": 1}, 0) == 3
+    assert window.released(2, {"pending": 2, "succeeded": 1}, 1) == 2  # finished before the attempt
+
+
+def test_a_window_with_a_run_in_flight_is_not_stalled() -> None:
+    assert window.reopen_shift(2, {"pending": 5, "running": 1}, 0, [7]) == 0
+
+
+def test_a_gap_in_the_ordinals_is_closed_by_releasing_the_lowest_waiting_run_only() -> None:
+    # GIVEN ordinals 0 and 1 never made (a crashed dispatch request), 2 in the window's place
+    # WHEN the waiting ordinals are 4, 2 and 3 THEN the base moves so that 2 is released, not 3
+    assert window.reopen_shift(2, WAITING_ONLY, 0, [4, 2, 3]) == 1
+    assert window.released(2, WAITING_ONLY, 0 - 1) == 3
+
+
+def test_a_released_run_that_waits_stops_the_read_of_the_others() -> None:
+    # GIVEN waiting runs whose second read is released (its node is just not claiming)
+    read: list[int] = []
+
+    def ordinals() -> Iterator[int]:
+        for ordinal in (5, 1, 9, 7):
+            read.append(ordinal)
+            yield ordinal
+
+    # WHEN the shift is asked THEN it is none, and the runs after the released one were not read
+    assert window.reopen_shift(2, WAITING_ONLY, 0, ordinals()) == 0
+    assert read == [5, 1]
+
+
+def test_nothing_waiting_needs_no_shift() -> None:
+    assert window.reopen_shift(2, WAITING_ONLY, 0, []) == 0
