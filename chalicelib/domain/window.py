@@ -46,15 +46,22 @@ def reopen_shift(max_concurrency: int, counts: Mapping[str, int], finished_base:
                  waiting_ordinals: Iterable[int]) -> int:
     """How much to lower `finished_base` so a stalled window releases its lowest waiting run
     (0 when the window is not stalled: something runs, nothing waits, or it is released).
-    Reads `waiting_ordinals` only until one is released: a released run that waits (its node
-    is not claiming) means no stall, so a look at a task whose nodes are away stops at the
-    first such run instead of reading every waiting one."""
+
+    Reads `waiting_ordinals` (every pending run of the attempt, as stored) only until one is
+    released: a released run that waits (its node is not claiming) means no stall, so a look at a
+    task whose nodes are away stops at the first such run instead of reading every waiting one.
+    A stall is acted on only when the runs read are as many as the counts say: counts behind
+    the runs (a claim or a timeout the stream has not counted yet) would release too many."""
     if counts.get(RunStatus.RUNNING) or not counts.get(RunStatus.PENDING):
         return 0
     first_closed = released(max_concurrency, counts, finished_base)
     lowest: int | None = None
+    read = 0
     for ordinal in waiting_ordinals:
         if ordinal < first_closed:
             return 0
         lowest = ordinal if lowest is None else min(lowest, ordinal)
-    return 0 if lowest is None else lowest - first_closed + 1
+        read += 1
+    if lowest is None or read != int(counts[RunStatus.PENDING]):
+        return 0
+    return lowest - first_closed + 1
