@@ -1,7 +1,7 @@
 """The cancel and halt jobs of a task attempt: its runs that have not started are cancelled,
 the running ones asked to stop (cancel) or left to finish (halt).
 
-A job goes through at most about RUNS_PER_JOB runs: a large task's run partitions
+A job goes through at most about jobs.RUNS_PER_JOB runs: a large task's run partitions
 (store/run_partitions.py) are taken a group at a time, and each job hands the next group to a
 job of its own (`partition`, the continuation), as a dispatch hands on its chunks; a retry
 cancelled before its dispatch started goes a dispatch part at a time (`part`). A job that
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 from chalicelib import clock
 from chalicelib.domain.records import NodeRun, Task
@@ -20,10 +20,6 @@ from chalicelib.domain.statuses import RunStatus, TaskStatus
 from chalicelib.observability import logger
 from chalicelib.services import attempts, jobs
 from chalicelib.store import runs, tasks
-
-#: the runs one cancel or halt job goes through, about (a task's partitions hold similar numbers):
-#: as many as a dispatch chunk makes, as the dispatch queue hands a Lambda up to 5 jobs
-RUNS_PER_JOB: Final = 200
 
 
 def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition: int = 0,
@@ -46,7 +42,7 @@ def cancel_runs(task_id: str, attempt: int, *, include_running: bool, partition:
         return 0
     if int(task.dispatched_attempt) < attempt and attempt > 1:
         return _cancel_undispatched(task, part or 0)
-    group, shards = partition_group(task, partition)
+    group, shards = jobs.partition_group(task, partition)
     changed = cancel_each(task, include_running=include_running, partitions=group)
     if group.stop < shards:
         jobs.enqueue(jobs.CANCEL if include_running else jobs.HALT, task_id, attempt=attempt, partition=group.stop)
@@ -67,14 +63,6 @@ def _cancel_undispatched(task: Task, part: int) -> int:
         jobs.enqueue(jobs.CANCEL, task.task_id, attempt=int(task.attempt), part=part + 1)
     logger.info("cancel job done", extra={"task_id": task.task_id, "part": f"{part} of {parts}", "changed": changed})
     return changed
-
-
-def partition_group(task: Task, partition: int) -> tuple[range, int]:
-    """The group of the task's run partitions from `partition` on that holds about RUNS_PER_JOB
-    of its runs, and how many partitions the task has."""
-    shards = runs.run_shards(task.task_id)
-    per_job = max(1, RUNS_PER_JOB * shards // max(1, int(task.target_count)))
-    return range(partition, min(shards, partition + per_job)), shards
 
 
 def cancel_each(task: Task, *, include_running: bool, partitions: range | None = None) -> int:

@@ -28,7 +28,7 @@ from chalicelib.domain import window
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import RunStatus
 from chalicelib.observability import logger
-from chalicelib.services import cancellation, jobs
+from chalicelib.services import jobs
 from chalicelib.services.service_events import service_event
 from chalicelib.store import events, inventory, runs, tasks
 
@@ -66,12 +66,12 @@ def end_runs_of(task_id: str, node_id: str, partition: int = 0) -> tuple[int, in
     already ended or asked is left as it is. Raises what the store raises (the job is retried).
 
     The runner of a task runs every run of it: a job goes through a group of its run partitions
-    (about cancellation.RUNS_PER_JOB runs) and hands the next group to a job of its own."""
+    (about jobs.RUNS_PER_JOB runs) and hands the next group to a job of its own."""
     task = tasks.find(task_id)
     if task is None:
         return 0, 0
     if task.runner_node == node_id:
-        group, shards = cancellation.partition_group(task, partition)
+        group, shards = jobs.partition_group(task, partition)
         found = list(runs.iter_runs(task_id, partitions=group))
         if group.stop < shards:
             jobs.enqueue(jobs.NODE_GONE, task_id, node=node_id, partition=group.stop)

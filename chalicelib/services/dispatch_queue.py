@@ -27,6 +27,10 @@ def handle_job(job: dict[str, Any]) -> None:
         part = job.get("part")
         cancellation.cancel_runs(task_id, int(job.get("attempt", 0)), include_running=kind == jobs.CANCEL,
                                  partition=int(job.get("partition", 0)), part=int(part) if part is not None else None)
+    elif kind == jobs.CLAIM_CHECK:
+        from chalicelib.services import claim_timeouts  # only this job needs it
+
+        claim_timeouts.run_job(task_id, int(job.get("attempt", 0)), claim_timeouts.walk_of(job))
     elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
         deregistration.end_runs_of(task_id, job["node"], partition=int(job.get("partition", 0)))
     else:

@@ -351,14 +351,14 @@ class TestCancel:
 
 
 class TestCancelInGroups:
-    """A cancel job goes through about RUNS_PER_JOB runs: a group of the task's run partitions,
+    """A cancel job goes through about jobs.RUNS_PER_JOB runs: a group of the task's run partitions,
     then the next group in a job of its own (services/cancellation.py)."""
 
     @pytest.fixture
     def groups(self, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> list[tuple[range | None, int]]:
         """(partitions, runs changed) of every cancel_each call; 10 runs a partition, 50 a job."""
         monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
-        monkeypatch.setattr(cancellation, "RUNS_PER_JOB", 50)
+        monkeypatch.setattr(jobs, "RUNS_PER_JOB", 50)
         seen: list[tuple[range | None, int]] = []
         cancel_each = cancellation.cancel_each
 

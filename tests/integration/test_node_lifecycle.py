@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib import auth, clock, config
-from chalicelib.services import cancellation, claims, deregistration, nodes, sweeper
+from chalicelib.services import claims, deregistration, jobs, nodes, sweeper
 from chalicelib.store import inventory, run_partitions, runs
 from chalicelib.store.models import NodeItem, node_pk
 from tests.harness import Answer, Fleet, assert_statistics_equal_recount
@@ -215,7 +215,7 @@ class TestDeregistration:
     def test_the_runs_of_a_deregistered_delegate_end_a_group_of_partitions_per_job(self, fleet, monkeypatch):
         # GIVEN a delegate runner serving a task of 40 targets over 4 run partitions, 10 runs a job
         monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
-        monkeypatch.setattr(cancellation, "RUNS_PER_JOB", 10)
+        monkeypatch.setattr(jobs, "RUNS_PER_JOB", 10)
         fleet.register("salt-master")
         task_id = fleet.started(shell(*(f"edge-{i}" for i in range(40)), runner_node="salt-master"))
         assert runs.run_shards(task_id) == 4

@@ -6,6 +6,7 @@ task queued behind a concurrency key says whom it waits for, with one `task.wait
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,8 +14,8 @@ from jsonschema import Draft202012Validator
 
 from chalicelib import config
 from chalicelib.api.schemas import SCHEMAS
-from chalicelib.services import claim_timeouts, liveness, sweeper
-from chalicelib.store import tasks
+from chalicelib.services import claim_timeouts, jobs, liveness, sweeper
+from chalicelib.store import run_partitions, runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
 from tests.service_clock import Clock
 
@@ -125,6 +126,7 @@ class TestAnUnclaimedRunTimesOut:
         task_id = created(fleet, shell("h-1", "h-2", "h-3", runner_node="salt", max_errors="100%"))["task_id"]
         claimed = fleet.claim("salt", 2)
         assert len(claimed) == 2
+        fleet.settle()  # (the reason reads the delegate's leases from the task's counts)
         # WHEN the third waits past the timeout, the two keeping their leases
         service_clock.advance(TIMEOUT + 1)
         for run in claimed:
@@ -184,6 +186,60 @@ class TestNeverEarly:
         task = tasks.get(task_id)
         assert not claim_timeouts.due(task, swept_at + TIMEOUT - 1)
         assert claim_timeouts.due(task, service_clock.now() + TIMEOUT)
+
+
+class TestALargeTask:
+    """The look reads one group of a task's run partitions; claim-check jobs walk the others."""
+
+    @pytest.fixture
+    def reads(self, monkeypatch: pytest.MonkeyPatch) -> list[range | None]:
+        """The run partitions of each read of pending runs; 10 runs a partition and a job."""
+        monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
+        monkeypatch.setattr(jobs, "RUNS_PER_JOB", 10)
+        seen: list[range | None] = []
+        iter_runs = runs.iter_runs
+
+        def read(task_id: str, status: str | None = None, partitions: range | None = None) -> Any:
+            if status == "pending":
+                seen.append(partitions)
+            return iter_runs(task_id, status, partitions)
+
+        monkeypatch.setattr(runs, "iter_runs", read)
+        return seen
+
+    def test_the_look_times_out_its_first_group_and_jobs_walk_the_others(self, fleet, service_clock, reads):
+        # GIVEN a task of 40 runs over 4 run partitions, on runners that are not nodes
+        targets = [f"far-{i:02d}" for i in range(40)]
+        task_id = created(fleet, shell(*targets, max_errors="100%"))["task_id"]
+        assert runs.run_shards(task_id) == 4
+        reads.clear()
+        # WHEN its timeout has passed and the sweeper looks
+        service_clock.advance(TIMEOUT + 1)
+        report = sweeper.sweep()
+        # THEN the look timed out the runs of the first partition only
+        assert report.unclaimed_timed_out == sum(1 for t in targets if run_partitions.shard_of(t, 4) == 0)
+        # AND once the queue ran, every run timed out, each read was one partition (a job
+        # delivered again reads its own again), the task failed with exact counts
+        fleet.settle()
+        assert set(reads) == {range(i, i + 1) for i in range(4)}
+        assert {run["status"] for run in fleet.runs(task_id).values()} == {"timed_out"}
+        assert fleet.task(task_id)["status"] == "failed"
+        assert_statistics_equal_recount()
+
+    def test_runs_held_back_by_the_window_are_looked_at_again_a_timeout_after_the_walk(
+            self, fleet, service_clock, reads):
+        # GIVEN 40 runs on runners that are not nodes, 20 at a time
+        targets = [f"far-{i:02d}" for i in range(40)]
+        task_id = created(fleet, shell(*targets, max_concurrency=20, max_errors="100%"))["task_id"]
+        # WHEN the timeout has passed: the walk times out the 20 admitted ones
+        assert sweep_after(fleet, service_clock, TIMEOUT + 1).unclaimed_timed_out <= 20
+        statuses = Counter(run["status"] for run in fleet.runs(task_id).values())
+        assert statuses == {"timed_out": 20, "pending": 20}
+        # THEN the others, admitted by those timeouts, get a full timeout from then
+        assert sweep_after(fleet, service_clock, TIMEOUT - 5).unclaimed_timed_out == 0
+        sweep_after(fleet, service_clock, 6)
+        assert {run["status"] for run in fleet.runs(task_id).values()} == {"timed_out"}
+        assert_statistics_equal_recount()
 
 
 class TestWaitingForAConcurrencyKey:
