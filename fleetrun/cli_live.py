@@ -184,6 +184,9 @@ class _Watched:
 
 
 def _older(pushed: dict[str, Any], shown: dict[str, Any]) -> bool:
+    """By `revision` (API.md: counts and progress move it too); by `updated_at` without one."""
+    if isinstance(pushed.get("revision"), int) and isinstance(shown.get("revision"), int):
+        return bool(pushed["revision"] < shown["revision"])
     return str(pushed.get("updated_at") or "") < str(shown.get("updated_at") or "")
 
 

@@ -97,6 +97,10 @@ Task: Final[Schema] = record(
         "started_at": nullable(TIMESTAMP),
         "completed_at": nullable(TIMESTAMP),
         "updated_at": TIMESTAMP,
+        "revision": {"type": "integer", "minimum": 0,
+                     "description": "grows with every change of the task, counts and progress included (which "
+                                    "leave `updated_at`): of two copies of a task (a read, a push), the one with "
+                                    "the higher revision is newer"},
     },
     "A task; `completed_at` is set only in a terminal status.",
 )

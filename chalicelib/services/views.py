@@ -51,6 +51,8 @@ def task_view(task: Task, targets: list[str]) -> dict[str, Any]:
         "started_at": task.started_at,
         "completed_at": task.completed_at,
         "updated_at": task.updated_at,
+        # grows with every write of the task item (its transitions `ver`, the counters' `counted_ver`)
+        "revision": int(task.ver) + int(task.counted_ver),
     }
 
 

@@ -90,6 +90,22 @@ def test_a_change_written_while_the_subscription_is_stored_is_in_the_answer(ws, 
     assert [t["updated_at"] for t in _tasks(answers)] == [changed[0]["updated_at"]]
 
 
+def test_a_change_of_counts_alone_raises_the_revision_a_client_orders_copies_by(ws, fleet):
+    # GIVEN a running task of two nodes, read
+    fleet.register("n1", "n2")
+    task_id = fleet.submit({**SHELL, "target_nodes": ["n1", "n2"]}).body["task_id"]
+    fleet.settle()
+    before = fleet.task(task_id)
+    # WHEN one node claims its run (counted by the stream: node_counts change, the status does not)
+    assert len(fleet.claim("n1")) == 1
+    fleet.settle()
+    after = fleet.task(task_id)
+    # THEN the revision grew although updated_at did not move
+    assert (before["node_counts"]["running"], after["node_counts"]["running"]) == (0, 1)
+    assert after["updated_at"] == before["updated_at"]
+    assert after["revision"] > before["revision"]
+
+
 def test_subscribing_to_another_users_task_is_not_found_but_admins_may(ws, fleet):
     task_id = fleet.submit(SHELL, who="alice").body["task_id"]
     bob = ws.open("bob")

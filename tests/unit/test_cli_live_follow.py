@@ -58,3 +58,15 @@ def test_events_follow_is_not_ended_by_an_old_terminal_push_of_a_retried_task():
     # THEN the follow ends at the retry's end only
     assert next(followed) == []
     assert pushes.messages == []
+
+
+def test_a_push_of_older_counts_with_the_same_updated_at_is_not_shown():
+    # GIVEN a watch that read the task at revision 5, one node done
+    shown = {**task("running", "2026-12-07T09:00:02.000Z"), "revision": 5, "node_counts": {"succeeded": 1}}
+    watched = _Watched(Reads(shown), "T1", None)
+    # WHEN a batch delivered again pushes revision 4 (no node done; counts leave updated_at as it is)
+    older = {**shown, "revision": 4, "node_counts": {"succeeded": 0}}
+    done = {**task("completed", "2026-12-07T09:00:03.000Z"), "revision": 6, "node_counts": {"succeeded": 2}}
+    pushes = Pushes({"type": "task", "task": older}, {"type": "task", "task": done})
+    # THEN the watch never shows the older counts
+    assert [s.task["node_counts"] for s in watched.pushed(pushes)] == [{"succeeded": 1}, {"succeeded": 2}]

@@ -215,6 +215,7 @@ def test_api_md_examples_match_the_response_schemas():
         },
         "dispatch": {"triggered": True, "target_node_count": 2, "created_count": 2, "skipped_count": 0},
         "error_message": None, "created_at": at, "started_at": at, "completed_at": None, "updated_at": at,
+        "revision": 7,
     }  # fmt: skip
     statistics = {
         "total_tasks": 120,

@@ -84,3 +84,10 @@ export async function allPages(path, params = {}) {
   } while (cursor);
   return items;
 }
+
+// Whether copy `a` of a task is older than copy `b` (a read racing a push, a push delivered
+// again): by `revision` (API.md), which counts and progress move too; by `updated_at` without it.
+export function olderTask(a, b) {
+  if (Number.isInteger(a.revision) && Number.isInteger(b.revision)) return a.revision < b.revision;
+  return Boolean(a.updated_at && b.updated_at && a.updated_at < b.updated_at);
+}

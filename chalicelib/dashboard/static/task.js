@@ -352,11 +352,11 @@ export class TaskView extends View {
     // pushed (or answered to the subscription) while the first read is under way: shown after it,
     // when newer, as the read may have been served before the change
     if (!this.task) {
-      if (!this.early.task || !(task.updated_at < this.early.task.updated_at)) this.early.task = task;
+      if (!this.early.task || !api.olderTask(task, this.early.task)) this.early.task = task;
       return;
     }
-    // an older snapshot than the one shown (e.g. a poll racing a push) is ignored
-    if (task.updated_at && this.task.updated_at && task.updated_at < this.task.updated_at) return;
+    // an older snapshot than the one shown (a poll racing a push, a push delivered again) is ignored
+    if (api.olderTask(task, this.task)) return;
     const moved = task.status !== this.task.status;
     this.showTask(task);
     if (moved) this.catchUpEventsSoon();

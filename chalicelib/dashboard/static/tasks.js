@@ -97,7 +97,7 @@ export class TasksView extends View {
   // an older snapshot than its row shows (a page read racing a push, a push delivered late)
   isOlder(task) {
     const existing = this.rows.get(task.task_id);
-    return Boolean(existing && task.updated_at && existing.dataset.updatedAt > task.updated_at);
+    return Boolean(existing && api.olderTask(task, existing.task));
   }
 
   upsert(task, live) {
@@ -136,7 +136,7 @@ export class TasksView extends View {
     h("td", { title: JSON.stringify(counts) }, `${done}/${total}`, bad ? h("span", { class: "error" }, ` · ${bad} failed`) : ""),
     h("td", { class: "muted" }, when(task.created_at)));
     row.dataset.version = `${task.updated_at}|${task.status}|${task.progress}|${done}|${bad}`;
-    row.dataset.updatedAt = task.updated_at || "";
+    row.task = task;
     return row;
   }
 }

@@ -30,7 +30,7 @@ PUSH_TARGETS_MAX = 1000
 #: a task message stays this far under API Gateway's WebSocket frame limit (`sender.FRAME_BYTES_MAX`)
 MESSAGE_BYTES_MAX = 120 * 1024
 #: fields whose change alone is not worth a push
-_QUIET_FIELDS = ("updated_at",)
+_QUIET_FIELDS = ("updated_at", "revision")
 
 
 @sender.stream_consumer("websocket push")
