@@ -31,6 +31,10 @@ def handle_job(job: dict[str, Any]) -> None:
         from chalicelib.services import claim_timeouts  # only this job needs it
 
         claim_timeouts.run_job(task_id, int(job.get("attempt", 0)), claim_timeouts.walk_of(job))
+    elif kind == jobs.RUN_LOOK:
+        from chalicelib.services import run_looks  # only this job needs it
+
+        run_looks.run_job(task_id)
     elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
         deregistration.end_runs_of(task_id, job["node"], partition=int(job.get("partition", 0)))
     else:

@@ -21,6 +21,8 @@ NODE_GONE: Final = "node_gone"
 #: the walk of a large task's pending runs for claim deadlines (services/claim_timeouts.py) after
 #: its first group, which the sweeper's look did: `attempt`, `partition`, `ahead`
 CLAIM_CHECK: Final = "claim_check"
+#: the parts of a large task's look that read its runs (services/run_looks.py): recount, window
+RUN_LOOK: Final = "run_look"
 #: one step of the statistics reconcile (services/reconcile.py): `pass_id`, `step`; no task
 RECONCILE: Final = "reconcile"
 

@@ -4,7 +4,8 @@ The aggregator counts each run write once, in any order (services/aggregation.py
 that never arrives (a dead-lettered batch, a stream outage over 24 h) leaves a count behind: a
 run shown `running` that ended, so the task never finishes. The sweeper recounts an active task
 whose counters have not moved for `FLEETRUN_RECOUNT_GRACE_SECONDS` (and no sooner than that
-after its last recount), and the daily reconcile recounts every active task. A recount reads the
+after its last recount) — in its look, or for a large task in a job (services/run_looks.py) —
+and the daily reconcile recounts every active task. A recount reads the
 task's runs (one consistent query of its partition, paged) and, when they disagree with the
 counters, sets the counts, the progress and each run's mark in one transaction guarded by the
 task's `counted_ver`, with the statistics moved by the same difference: a record the

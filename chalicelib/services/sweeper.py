@@ -8,7 +8,9 @@ page, leases first — so a lapsed lease is acted on within one pass whatever th
 active tasks. A heartbeat writes nothing for the sweeper: a watch comes due once a lease period,
 and the pass writes a new watch for each run still held, at the expiry it read (one item per
 second); lease pages go on while they come back full (LEASE_PASS_SECONDS). Each look
-at a task runs its checks and schedules its next look.
+at a task runs its checks and schedules its next look; the checks that read a large task's runs
+(claim deadlines after its first group, a recount, the stalled-window check) go to jobs on the
+dispatch queue, so a pass reads at most about jobs.RUNS_PER_JOB runs of any task.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from chalicelib import clock, config
-from chalicelib.domain import due, window
+from chalicelib.domain import due
 from chalicelib.domain.records import NodeRun, Task
 from chalicelib.domain.statuses import TASK_TERMINAL, RunStatus, TaskStatus
 from chalicelib.observability import logger, tracer
@@ -35,6 +37,7 @@ from chalicelib.services import (
     lease_watch,
     liveness,
     recount,
+    run_looks,
     twophase,
     type_registry,
     work,
@@ -242,13 +245,18 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
     report.unclaimed_timed_out += unclaimed
     if task.status == TaskStatus.RUNNING and counts[RunStatus.PENDING] and stale:
         work.wake_pending(task)  # service-executed runs whose wake-up was lost (no-op for agent types)
-    if recount.due(task, now) and recount.repair(task):
-        report.recounted.append(task.task_id)
-        task = tasks.get(task.task_id)
-        counts = task.counts
-    if task.status == TaskStatus.RUNNING and not task.halted and not unclaimed:
-        # (not after runs ended unclaimed in this pass: the counts read before would see a stall)
-        _reopen_stalled_window(task, counts, report)
+    # (no stalled window after runs ended unclaimed in this pass: the counts read before would see one)
+    stall = not unclaimed and run_looks.may_stall(task, counts)
+    if not run_looks.in_the_look(task):
+        if recount.due(task, now) or stall:
+            jobs.enqueue(jobs.RUN_LOOK, task.task_id)  # a large task's runs are read off the sweeper
+    else:
+        if recount.due(task, now) and recount.repair(task):
+            report.recounted.append(task.task_id)
+            task = tasks.get(task.task_id)
+            stall = not unclaimed and run_looks.may_stall(task, task.counts)
+        if stall and run_looks.reopen_stalled_window(task, task.counts):
+            report.windows_reopened += 1
     finishing.settle(task)
 
 
@@ -298,18 +306,3 @@ def _expiry_event(run: NodeRun) -> dict[str, Any]:
         "node.lease_expired", f"{run.node}: lease expired, {outcome}", type_="warning", node=run.node,
         data={"attempt": int(run.attempt), "status": run.status},
     )
-
-
-def _reopen_stalled_window(task: Task, counts: dict[str, int], report: SweepReport) -> None:
-    """A gap in ordinals (a crashed dispatch request) could stall the concurrency window
-    (domain/window.py): when nothing runs but runs wait, release the lowest waiting ordinal."""
-    if counts[RunStatus.RUNNING] or not counts[RunStatus.PENDING]:
-        return
-    if int(task.dispatched_attempt) != int(task.attempt):
-        return
-    waiting = (int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING))  # read as needed
-    shift = window.reopen_shift(task.max_concurrency, counts, task.finished_base, waiting)
-    if not shift or not tasks.update_quietly(task, "reopen_window", clock.now_iso(), shift=shift):
-        return
-    report.windows_reopened += 1
-    logger.warning("concurrency window reopened", extra={"task_id": task.task_id, "shift": shift})

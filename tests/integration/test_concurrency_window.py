@@ -1,21 +1,24 @@
 """A concurrency window that stalls (domain/window.py) is reopened by the sweeper, one run at a
 time: narrowed too far (a deregistration that died between narrowing the window and failing its
-runs leaves it so), nothing can be claimed until the task's look after the grace period."""
+runs leaves it so), nothing can be claimed until the task's look after the grace period (a large
+task's, through a job: services/run_looks.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from chalicelib import clock, config
-from chalicelib.services import sweeper
-from chalicelib.store import runs, tasks
+from chalicelib.services import jobs, sweeper
+from chalicelib.store import run_partitions, runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
 
 NODES = ["w-0", "w-1", "w-2"]
 
 
-def one_at_a_time(fleet: Fleet) -> str:
-    body: dict[str, Any] = {"type": "shell", "target_nodes": NODES, "parameters": {"command": ["true"]},
+def one_at_a_time(fleet: Fleet, nodes: list[str] = NODES) -> str:
+    body: dict[str, Any] = {"type": "shell", "target_nodes": nodes, "parameters": {"command": ["true"]},
                             "max_concurrency": 1}
     return fleet.started(body)
 
@@ -54,3 +57,25 @@ def test_a_window_whose_released_run_waits_is_left_as_it_is(fleet: Fleet) -> Non
     # THEN the window is not moved: nothing is stalled
     assert report.windows_reopened == 0
     assert tasks.get(task_id).finished_base == before
+
+
+def test_a_large_task_s_stalled_window_is_reopened_by_a_job_not_in_the_sweep(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a task of 40 nodes over 4 run partitions (10 runs a job), one at a time, narrowed too far
+    monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
+    monkeypatch.setattr(jobs, "RUNS_PER_JOB", 10)
+    nodes = [f"w-{i:02d}" for i in range(40)]
+    task_id = one_at_a_time(fleet, nodes)
+    assert tasks.update_quietly(tasks.get(task_id), "narrow_window", clock.now_iso(), shift=2)
+
+    # WHEN the sweeper looks at it after the grace period, reading the task's runs impossible
+    iter_runs = runs.iter_runs
+    monkeypatch.setattr(runs, "iter_runs", lambda *a, **k: pytest.fail("the sweep read the task's runs"))
+    report = sweeper.sweep(clock.now_epoch() + config.undispatched_grace_seconds() + 5)
+    monkeypatch.setattr(runs, "iter_runs", iter_runs)
+
+    # THEN a job reopened it: the run with the lowest ordinal is released, and only it
+    assert report.windows_reopened == 0
+    fleet.settle()
+    first = min(nodes, key=lambda node: ordinal(task_id, node))
+    assert [node for node in nodes if fleet.claim(node)] == [first]

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from chalicelib import config
-from chalicelib.services import statistics, sweeper
-from chalicelib.store import runs
+from chalicelib.services import jobs, statistics, sweeper
+from chalicelib.store import run_partitions, runs
 from fleetrun.local import fidelity
 from fleetrun.local.fidelity.streams import ShardedStreamPump
 from fleetrun.local.pumps import LambdaContext
@@ -115,6 +115,38 @@ def test_a_dropped_stream_batch_is_recounted_within_sweep_interval_and_grace(
     task = fleet.task(task_id)
     assert task["status"] == "completed"
     assert nonzero(task["node_counts"]) == counted_from_runs(task_id) == {"succeeded": 4}
+    assert_statistics_equal_recount()
+
+
+def test_a_large_task_is_recounted_by_a_job_not_in_the_sweep(aws: Any, monkeypatch: pytest.MonkeyPatch):
+    # GIVEN a task of 40 runs over 4 run partitions (10 runs a job), a completion's batch lost
+    monkeypatch.setenv("FLEETRUN_RECOUNT_GRACE_SECONDS", str(GRACE))
+    config.reset()
+    monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
+    monkeypatch.setattr(jobs, "RUNS_PER_JOB", 10)
+    fidelity.install(fidelity.current().with_rates(mode=fidelity.STRICT, replay_rate=0.0))
+    fleet = Fleet(aws)
+    service_clock = Clock(monkeypatch)
+    nodes = [f"n{i:02d}" for i in range(40)]
+    task_id = fleet.started(shell(nodes, max_concurrency=40))
+    fleet.stream.drop_next(lambda record: record["dynamodb"]["Keys"]["sk"]["S"] == "RUN#n07"
+                           and record["dynamodb"].get("NewImage", {}).get("status", {}).get("S") == "succeeded")
+    assert fleet.run_agents(nodes) == 40
+    assert fleet.task(task_id)["status"] == "running"
+
+    # WHEN the sweeper passes after the grace period, reading every run of a task impossible
+    service_clock.advance(GRACE + 1)
+    iter_runs = runs.iter_runs
+    monkeypatch.setattr(runs, "iter_runs", lambda *a, **k: pytest.fail("the sweep read every run of the task"))
+    report = sweeper.sweep()
+    monkeypatch.setattr(runs, "iter_runs", iter_runs)
+
+    # THEN the sweep handed the recount to a job, which made the counts exact and the task complete
+    assert report.recounted == []
+    fleet.settle()
+    task = fleet.task(task_id)
+    assert task["status"] == "completed"
+    assert nonzero(task["node_counts"]) == counted_from_runs(task_id) == {"succeeded": 40}
     assert_statistics_equal_recount()
 
 

@@ -1,0 +1,54 @@
+"""The parts of the sweeper's look at a task that read its runs: the recount of counts a lost
+stream record left wrong (services/recount.py) and the stalled-window check (domain/window.py).
+
+A task whose runs fit one job's read (jobs.RUNS_PER_JOB) gets them in the look itself; a larger
+one in a `run_look` job on the dispatch queue, so that no sweep reads more runs than that of one
+task and a large task's reads never hold up the leases of the others.
+"""
+
+from __future__ import annotations
+
+from chalicelib import clock
+from chalicelib.domain import window
+from chalicelib.domain.records import Task
+from chalicelib.domain.statuses import RunStatus, TaskStatus
+from chalicelib.observability import logger
+from chalicelib.services import jobs, recount
+from chalicelib.store import runs, tasks
+
+
+def in_the_look(task: Task) -> bool:
+    """Whether the sweeper's look reads the task's runs itself (they fit one job's read)."""
+    group, shards = jobs.partition_group(task, 0)
+    return group.stop >= shards
+
+
+def may_stall(task: Task, counts: dict[str, int]) -> bool:
+    """Whether the counts leave the window room to stall: nothing runs while runs wait."""
+    if task.status != TaskStatus.RUNNING or task.halted:
+        return False
+    return not counts[RunStatus.RUNNING] and bool(counts[RunStatus.PENDING]) \
+        and int(task.dispatched_attempt) == int(task.attempt)
+
+
+def run_job(task_id: str) -> None:
+    """The `run_look` job: the recount if it is still due, then the window check."""
+    task = tasks.find(task_id)
+    if task is None:
+        return
+    if recount.due(task, clock.now_epoch()) and recount.repair(task):
+        task = tasks.get(task_id)
+    if may_stall(task, task.counts):
+        reopen_stalled_window(task, task.counts)
+
+
+def reopen_stalled_window(task: Task, counts: dict[str, int]) -> bool:
+    """A gap in ordinals (a crashed dispatch request) or a window narrowed too far could stall
+    the concurrency window: when nothing runs but runs wait, release the lowest waiting ordinal.
+    Returns whether it did."""
+    waiting = (int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING))  # read as needed
+    shift = window.reopen_shift(task.max_concurrency, counts, task.finished_base, waiting)
+    if not shift or not tasks.update_quietly(task, "reopen_window", clock.now_iso(), shift=shift):
+        return False
+    logger.warning("concurrency window reopened", extra={"task_id": task.task_id, "shift": shift})
+    return True
