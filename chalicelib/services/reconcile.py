@@ -8,10 +8,11 @@ or `SCOPE_CHUNK` scopes, whatever the table holds:
    enqueues its first step on the dispatch queue (services/jobs.py `reconcile`).
 2. A `tasks` step reads the next `TASK_CHUNK` tasks of the `list-index` `TASK` partition
    (oldest first, from the cursor in the state item), recounts the active ones from their
-   runs (services/recount.py; at most `MAX_RECOUNTS_PER_STEP`, the step ends before the
-   next), and ADDs their contributions to the pass's expected sums (`RECON#<pass>` /
-   `<scope>`); the ADDs and the cursor move in one transaction guarded by the step number,
-   so a redelivered or duplicated step adds nothing twice.
+   runs (services/recount.py; at most `MAX_RECOUNTS_PER_STEP` tasks and about
+   `MAX_RECOUNTED_RUNS_PER_STEP` runs, the step ends before the next), and ADDs their
+   contributions to the pass's expected sums (`RECON#<pass>` / `<scope>`); the ADDs and the
+   cursor move in one transaction guarded by the step number, so a redelivered or duplicated
+   step adds nothing twice.
 3. A `scopes` step reads the next `SCOPE_CHUNK` expected sums, the scopes' counters and what
    expired tasks left in them (`XSTATS#<scope>`, `tally_expired`), and ADDs the difference
    to the counters, again with the cursor in one guarded transaction.
@@ -50,8 +51,11 @@ from chalicelib.store.models import TTL_ATTRIBUTE, TaskItem
 
 #: tasks one `tasks` step reads (two BatchGetItem requests, plus a recount of each active one)
 TASK_CHUNK: Final = 200
-#: active tasks one `tasks` step recounts from their runs (a query of the task's runs each)
+#: active tasks one `tasks` step recounts from their runs (a query of the task's runs each), and
+#: the runs those recounts read, about (their target counts): a step ends before the task that
+#: would pass either, unless it is the step's first (a recount reads a task's runs at once)
 MAX_RECOUNTS_PER_STEP: Final = 10
+MAX_RECOUNTED_RUNS_PER_STEP: Final = 2_000
 #: scopes one `scopes` step compares (their 4 shards each: one BatchGetItem of ≤ 100 keys)
 SCOPE_CHUNK: Final = 24
 #: scope items one transaction may ADD to (DynamoDB allows 100 items, one is the state)
@@ -187,14 +191,18 @@ def _tasks_step(pass_id: str, number: int, cursor: dict[str, Any] | None) -> int
     sums: Sums = defaultdict(lambda: defaultdict(Decimal))
     next_cursor: dict[str, Any] | None = page.get("LastEvaluatedKey")
     previous: TaskItem | None = None
-    recounts = 0
+    recounts = recounted_runs = 0
     for item in index_reads.hydrate(TaskItem, entries):
         task = task_record(item)
-        if previous is not None and recount_runs.repairable(task) and recounts == MAX_RECOUNTS_PER_STEP:
+        repairable = recount_runs.repairable(task)
+        if previous is not None and repairable and (
+                recounts == MAX_RECOUNTS_PER_STEP
+                or (recounts and recounted_runs + int(task.target_count) > MAX_RECOUNTED_RUNS_PER_STEP)):
             next_cursor = _list_key(previous)  # the rest waits for the next step
             break
-        if recount_runs.repairable(task):
+        if repairable:
             recounts += 1
+            recounted_runs += int(task.target_count)
             if recount_runs.repair(task):
                 task = tasks.get(task.task_id)
         adds = contribution(task, now)

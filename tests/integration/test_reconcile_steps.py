@@ -90,3 +90,31 @@ def test_a_pass_whose_continuation_was_lost_is_resumed_by_the_next_start(fleet, 
     # THEN the same pass went on from where it stood, to the end
     assert state(fleet)["phase"] == "done"
     assert_statistics_equal_recount()
+
+
+def test_a_tasks_step_recounts_about_its_budget_of_runs(fleet, monkeypatch):
+    # GIVEN four active tasks of three nodes each, and steps that recount about five runs
+    monkeypatch.setattr(reconcile, "MAX_RECOUNTED_RUNS_PER_STEP", 5)
+    for i in range(4):
+        nodes = [f"far-{i}-{n}" for n in range(3)]
+        assert fleet.submit({"type": "shell", "target_nodes": nodes, "parameters": {"command": ["true"]}}).status == 202
+    fleet.settle()
+    recounted: list[list[str]] = []  # the tasks each step recounted
+    step, repair = reconcile._tasks_step, reconcile.recount_runs.repair
+
+    def a_step(*args: Any) -> Any:
+        recounted.append([])
+        return step(*args)
+
+    def recount(task: Any) -> bool:
+        recounted[-1].append(task.task_id)
+        return repair(task)
+
+    monkeypatch.setattr(reconcile, "_tasks_step", a_step)
+    monkeypatch.setattr(reconcile.recount_runs, "repair", recount)
+    # WHEN a whole pass runs
+    reconcile.run_pass()
+    # THEN each step recounted one task (two would pass five runs), every task once
+    assert [len(tasks) for tasks in recounted if tasks] == [1, 1, 1, 1]
+    assert len({task for tasks in recounted for task in tasks}) == 4
+    assert_statistics_equal_recount()
