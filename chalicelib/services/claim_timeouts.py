@@ -110,14 +110,15 @@ def _check_group(task: Task, now: float, walk: Walk) -> int:
 
 
 def _hand_on(task: Task, walk: Walk, now: float) -> None:
-    """The rest of the walk to a claim-check job. Meanwhile the look is put a timeout off, so the
+    """The rest of the walk to a claim-check job. Then the look is put a timeout off, so the
     sweeper begins no other walk while this one goes on (its last job schedules the look; if
-    the walk is lost, the look after the timeout begins it again)."""
-    if task.claim_check_at is None or float(task.claim_check_at) <= now:
-        _schedule_check(task, now + float(task.claim_timeout_seconds))
+    the walk is lost, the look after the timeout begins it again; if the job could not be sent,
+    the next pass does)."""
     state = {**asdict(walk.state), "counts": dict(walk.state.counts)}
     jobs.enqueue(jobs.CLAIM_CHECK, task.task_id, attempt=int(task.attempt), partition=walk.partition,
                  ahead=walk.ahead, state=state)
+    if task.claim_check_at is None or float(task.claim_check_at) <= now:
+        _schedule_check(task, now + float(task.claim_timeout_seconds))
 
 
 def _past(deadline: float | None, now: float) -> bool:
