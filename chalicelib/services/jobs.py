@@ -19,7 +19,8 @@ HALT: Final = "halt"
 #: the runs of a deregistered node in one task end (services/deregistration.py)
 NODE_GONE: Final = "node_gone"
 #: the walk of a large task's pending runs for claim deadlines (services/claim_timeouts.py) after
-#: its first group, which the sweeper's look did: `attempt`, `partition`, `ahead`
+#: its first group, which the sweeper's look did: `attempt`, `partition`, `ahead`, `state` (the
+#: window as the look read it)
 CLAIM_CHECK: Final = "claim_check"
 #: the parts of a large task's look that read its runs (services/run_looks.py): recount, window
 RUN_LOOK: Final = "run_look"
