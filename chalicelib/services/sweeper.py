@@ -247,11 +247,11 @@ def _sweep_task(task: Task, now: float, report: SweepReport) -> None:
         work.wake_pending(task)  # service-executed runs whose wake-up was lost (no-op for agent types)
     # (no stalled window after runs ended unclaimed in this pass: the counts read before would see one)
     stall = not unclaimed and run_looks.may_stall(task, counts)
-    if not run_looks.in_the_look(task):
-        if recount.due(task, now) or stall:
-            jobs.enqueue(jobs.RUN_LOOK, task.task_id)  # a large task's runs are read off the sweeper
+    recount_due = recount.due(task, now)
+    if (recount_due or stall) and not run_looks.in_the_look(task):
+        jobs.enqueue(jobs.RUN_LOOK, task.task_id)  # a large task's runs are read off the sweeper
     else:
-        if recount.due(task, now) and recount.repair(task):
+        if recount_due and recount.repair(task):
             report.recounted.append(task.task_id)
             task = tasks.get(task.task_id)
             stall = not unclaimed and run_looks.may_stall(task, task.counts)

@@ -166,8 +166,8 @@ def test_after_a_dropped_socket_it_reconnects_and_catches_up_from_the_events_api
     from selenium.webdriver.common.by import By
 
     # GIVEN the page of a task that is about to run, connected live
-    if live_state(stack) != "live":
-        pytest.skip("no WebSocket API here: GET /v1/health advertises no websocket_url")
+    # (the local runtime always serves its WebSocket API: a page left polling is a failure)
+    assert live_state(stack) == "live", "GET /v1/health advertises no websocket_url"
     sign_in(chromium, stack, stack.admin_token)
     task_id = stack.create_task(slurm(fleet))["task_id"]
     chromium.get(f"{stack.url}/#/tasks/{task_id}")
@@ -217,8 +217,8 @@ def cancelled_while_a_read_is_held(stack: Stack, chromium: Any, read_path: str, 
     """A task on a node no agent serves, and the dashboard opening `page`, whose first read of
     `read_path` (either may name `{task}`) answers late: the task is cancelled meanwhile, and the
     read answers once the page was pushed the cancellation (and is pushed nothing more)."""
-    if live_state(stack) != "live":
-        pytest.skip("no WebSocket API here: GET /v1/health advertises no websocket_url")
+    # (the local runtime always serves its WebSocket API: a page left polling is a failure)
+    assert live_state(stack) == "live", "GET /v1/health advertises no websocket_url"
     idle = stack.node_id("idle")
     stack.register(idle)
     task_id = stack.shell_task(idle, ["true"])

@@ -76,8 +76,8 @@ def legend_counts(entries: list[str]) -> dict[str, int]:
 
 def test_the_grid_counts_equal_the_header_counts_at_every_push_of_a_50_node_task(stack: Stack, chromium: Any,
                                                                                   tmp_path: Path) -> None:
-    if live_state(stack) != "live":
-        pytest.skip("no WebSocket API here: GET /v1/health advertises no websocket_url")
+    # (the local runtime always serves its WebSocket API: a page left polling is a failure)
+    assert live_state(stack) == "live", "GET /v1/health advertises no websocket_url"
     # GIVEN 50 registered nodes, a delegate runner with 8 slots (not started yet), and a task on
     # them whose runs fail on 5 nodes
     targets = sorted(stack.node_id("grid") for _ in range(NODES))

@@ -76,9 +76,11 @@ export class TasksView extends View {
   }
 
   onTask(task) {
-    if (this.isOlder(task)) return;
     if (this.matches(task)) this.upsert(task, true);
-    else if (this.rows.has(task.task_id)) { this.rows.get(task.task_id).remove(); this.rows.delete(task.task_id); }
+    else if (this.rows.has(task.task_id) && !this.isOlder(task)) {
+      this.rows.get(task.task_id).remove();
+      this.rows.delete(task.task_id);
+    }
     this.empty.hidden = this.rows.size > 0;
   }
 
