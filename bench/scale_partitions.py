@@ -74,7 +74,7 @@ def partition_rates(fleet: Any, nodes: list[str], runs_per_second: int = 1000, p
             raise RuntimeError(f"submit answered {answer}")
         task_id = str(answer.body["task_id"])
         fleet.settle(rounds=10_000)
-        shards = runs.backend.current().run_shards(task_id)
+        shards = runs.run_shards(task_id)
         result = PartitionRates(len(nodes), runs_per_second, shards, 0, task_id=task_id)
         result.dispatch_peak_partition_writes = max(metered.writes_by_partition().values(), default=0)
         stream = _TaskItemWrites(fleet.provisioned.table_name, task_id)

@@ -43,8 +43,11 @@ class Task:
     sealed_secrets: str | None = None
     target_count: int = 0
     target_chunks: int = 0
-    #: the partitions the task's runs are spread over, fixed at creation (store/run_partitions.py)
+    #: the partitions new runs of the task are spread over: chosen at creation, larger once
+    #: dispatch requests grew the task past it (store/run_partitions.py)
     run_shards: int = 1
+    #: the earlier values of `run_shards`, oldest first (the runs made then stay where they are)
+    run_shards_before: list[int] | None = None
     started_at: str | None = None
     completed_at: str | None = None
     error_message: str | None = None
@@ -201,4 +204,6 @@ def _plain(value: Any) -> Any:
         return int(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value

@@ -72,6 +72,9 @@ class TaskInputs:
     new_targets: int = 0
     ordinals: int = 0
     chunks: int = 0
+    #: `grow_targets`: the run partitions of each generation once the task grew
+    #: (store/run_partitions.py `grown`), when the growth takes it past its partitions
+    run_shards: tuple[int, ...] = ()
     #: `wait_for_key`: the task holding (or ahead in the queue of) the concurrency key, and its owner
     holder_task_id: str | None = None
     holder_owner: str | None = None
@@ -225,6 +228,8 @@ def _grow_targets(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tup
         "target_count": Add(given.new_targets), "ordinal_next": Add(given.ordinals),
         "target_chunks": Add(given.chunks), "created_count": Add(given.ordinals),
     }
+    if len(given.run_shards) > 1:  # (the guard on ordinal_next keeps it from a stale read)
+        fields.update({"run_shards": given.run_shards[-1], "run_shards_before": list(given.run_shards[:-1])})
     if given.dispatch_id is None:
         return fields, (eq("ordinal_next", int(task.ordinal_next)), eq("halted", False))
     # too many nodes for one request: the dispatch queue creates their runs in chunks

@@ -39,7 +39,7 @@ def partition_group(task: Task, partition: int) -> tuple[range, int]:
     of its runs, and how many partitions the task has."""
     from chalicelib.store import runs  # (the store only when a job reads runs: enqueuing stays light)
 
-    shards = runs.run_shards(task.task_id)
+    shards = len(runs.run_layout(task.task_id).pks())
     per_job = max(1, RUNS_PER_JOB * shards // max(1, int(task.target_count)))
     return range(partition, min(shards, partition + per_job)), shards
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.domain.records import IdempotencyRecord, NodeRun, Task
 from chalicelib.domain.writes import Change
+
+if TYPE_CHECKING:
+    from chalicelib.store.run_partitions import Layout
 
 #: adds a write to an open DynamoDB transaction (the node a reclaim puts in maintenance, a
 #: concurrency key's queue entry): writes of other item kinds that happen with a task's creation
@@ -96,8 +99,8 @@ class Backend(Protocol):
     def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
         """(task id, node, claim_sk) of a runner's claimable runs, best first, after `after`."""
 
-    def run_shards(self, task_id: str) -> int:
-        """The partitions the task's runs are spread over (store/run_partitions.py); 1 for no task."""
+    def run_layout(self, task_id: str) -> Layout:
+        """The partitions the task's runs are spread over (store/run_partitions.py); one for no task."""
 
     # --- events ---
     def put_events(self, batch: EventBatch) -> None:

@@ -149,9 +149,10 @@ def marker_name(node: str) -> str:
 
 
 def _shards(task_id: str) -> int:
-    from chalicelib.store.dynamo import run_shards  # PynamoDB: only where marks are written or read
+    """The S the task was created with: its marks stay where they were put when it grows."""
+    from chalicelib.store.dynamo import run_layout  # PynamoDB: only where marks are written or read
 
-    return run_shards(task_id)
+    return run_layout(task_id).first
 
 
 def marker_pk(task_id: str, sk: str) -> str:

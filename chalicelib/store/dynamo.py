@@ -59,7 +59,8 @@ def _values(item: FleetrunModel) -> dict[str, Any]:
 
 def task_record(item: TaskItem) -> Task:
     record: Task = from_values(Task, _values(item))
-    run_partitions.remember(record.task_id, record.run_shards)  # a run write after this read needs no lookup
+    # a run write after this read needs no lookup
+    run_partitions.remember(run_partitions.Layout.of(record.task_id, record.run_shards, record.run_shards_before))
     return record
 
 
@@ -85,28 +86,72 @@ def task_item(task: Task) -> TaskItem:
 
 
 def run_item(run: NodeRun) -> NodeRunItem:
+    """A new run's item, in the partition its task's layout puts new runs in."""
     values = {name: getattr(run, name) for name in record_fields(NodeRun) if getattr(run, name) is not None}
-    pk = run_partitions.run_pk(run.task_id, run.node, run_shards(run.task_id))
-    return NodeRunItem(pk, run_sk(run.node), **values)
+    return NodeRunItem(run_layout(run.task_id).new_pk(run.node), run_sk(run.node), **values)
 
 
-def run_shards(task_id: str) -> int:
+def run_layout(task_id: str) -> run_partitions.Layout:
     """The task's run partitions (store/run_partitions.py): remembered, or one projected read."""
     known = run_partitions.remembered(task_id)
     if known is not None:
         return known
+    return _read_layout(task_id)
+
+
+def _read_layout(task_id: str) -> run_partitions.Layout:
     try:
-        item = TaskItem.get(task_pk(task_id), META, consistent_read=True, attributes_to_get=["run_shards"])
+        item = TaskItem.get(task_pk(task_id), META, consistent_read=True,
+                            attributes_to_get=["run_shards", "run_shards_before"])
     except DoesNotExist:
-        return 1  # no task, no runs: any key misses (not remembered: the task may come)
-    shards = int(item.run_shards or 1)
-    run_partitions.remember(task_id, shards)
-    return shards
+        return run_partitions.Layout(task_id)  # no task, no runs: any key misses (not remembered: the task may come)
+    layout = run_partitions.Layout.of(task_id, item.run_shards, item.run_shards_before)
+    run_partitions.remember(layout)
+    return layout
 
 
 def run_key(task_id: str, node: str) -> tuple[str, str]:
-    """The (pk, sk) of the run of `node` in the task."""
-    return run_partitions.run_pk(task_id, node, run_shards(task_id)), run_sk(node)
+    """The (pk, sk) of the run of `node` in the task: in a grown task, the partition that holds
+    it (one read, then remembered), or where a new one would go when none does."""
+    pk = _find_pk(task_id, node)
+    return pk or run_layout(task_id).new_pk(node), run_sk(node)
+
+
+def _find_pk(task_id: str, node: str) -> str | None:
+    """The partition holding the run of `node`: the one the layout names, unread, or when it
+    leaves a choice (a grown task) the one remembered, or found by reading each candidate until
+    one holds it (None when none does)."""
+    layout = run_layout(task_id)
+    candidates = layout.candidates(node)
+    if len(candidates) == 1:
+        return candidates[0]
+    known = run_partitions.location(task_id, node)
+    if known is not None:
+        return known
+    for pk in candidates:
+        try:
+            NodeRunItem.get(pk, run_sk(node), consistent_read=True, attributes_to_get=["pk"])
+        except DoesNotExist:
+            continue
+        run_partitions.remember_location(task_id, node, pk)
+        return pk
+    return None
+
+
+def _grown_since_read(runs: Sequence[tuple[str, ...]]) -> bool:
+    """Whether a run missed, or a rejected write of `runs` ((task id, node)), may have keyed one
+    from a layout this container read before its task grew (store/run_partitions.py): the layout
+    read afresh for each run whose partition no read found. True when one grew (worth one more try)."""
+    grown = False
+    for task_id, node in runs:
+        if run_partitions.location(task_id, node) is None:
+            held = run_layout(task_id).history
+            grown = _read_layout(task_id).history != held or grown
+    return grown
+
+
+def _runs_of(changes: Sequence[Change]) -> list[tuple[str, ...]]:
+    return [change.key for change in changes if change.kind == "run"]
 
 
 def idempotency_pk(owner: str, key: str) -> str:
@@ -316,17 +361,25 @@ class DynamoBackend:
 
     # --- runs ---
     def get_run(self, task_id: str, node: str, consistent: bool = True) -> NodeRun | None:
-        try:
-            return run_record(NodeRunItem.get(*run_key(task_id, node), consistent_read=consistent))
-        except DoesNotExist:
-            return None
+        for _ in range(2):
+            try:
+                return run_record(NodeRunItem.get(*run_key(task_id, node), consistent_read=consistent))
+            except DoesNotExist:
+                if not _grown_since_read([(task_id, node)]):
+                    return None
+        return None
 
     def get_runs(self, keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
-        wanted = [run_key(task_id, node) for task_id, node in keys]  # 100 keys a request; unprocessed sent again
+        # every partition a run may be in: one in all but a grown task (store/run_partitions.py)
+        wanted = [(pk, run_sk(node)) for task_id, node in keys for pk in run_layout(task_id).candidates(node)]
+        # 100 keys a request; unprocessed sent again
         return [run_record(item) for item in NodeRunItem.batch_get(wanted, consistent_read=True)]
 
     @retried
     def put_run_if_absent(self, run: NodeRun) -> bool:
+        # (in the partition new runs go to: a run of an earlier generation of a grown task is
+        # never made again, as a task takes new nodes only once its attempt's runs all exist,
+        # and a retry finds the runs it resets)
         try:
             run_item(run).save(condition=NodeRunItem.pk.does_not_exist())
             return True
@@ -338,7 +391,7 @@ class DynamoBackend:
     def runs_of(self, task_id: str, status: str | None = None,
                 partitions: range | None = None) -> Iterator[NodeRun]:
         condition = NodeRunItem.status == status if status is not None else None
-        pks = run_partitions.run_pks(task_id, run_shards(task_id))
+        pks = run_layout(task_id).pks()
         for pk in pks if partitions is None else pks[partitions.start:partitions.stop]:
             for item in NodeRunItem.query(pk, NodeRunItem.sk.startswith("RUN#"),
                                           filter_condition=condition, consistent_read=True):
@@ -347,10 +400,15 @@ class DynamoBackend:
     def claimable(self, runner: str, after: str | None, limit: int) -> list[tuple[str, str, str]]:
         range_condition = NodeRunItem.claim_sk > after if after else None
         found: Any = NodeRunItem.claim_index.query(f"RUNNER#{runner}", range_condition, limit=limit)
-        return [(run_partitions.task_id_of(item.pk), item.sk.removeprefix("RUN#"), item.claim_sk) for item in found]
+        claimable: list[tuple[str, str, str]] = []
+        for item in found:
+            task_id, node = run_partitions.task_id_of(item.pk), item.sk.removeprefix("RUN#")
+            run_partitions.remember_location(task_id, node, item.pk)  # (the claim writes it next)
+            claimable.append((task_id, node, item.claim_sk))
+        return claimable
 
-    def run_shards(self, task_id: str) -> int:
-        return run_shards(task_id)
+    def run_layout(self, task_id: str) -> run_partitions.Layout:
+        return run_layout(task_id)
 
     # --- events ---
     @retried
@@ -359,7 +417,7 @@ class DynamoBackend:
 
     # --- changes ---
     @retried
-    def update(self, change: Change) -> dict[str, Any] | None:
+    def update(self, change: Change, *, again: bool = True) -> dict[str, Any] | None:
         item, actions, guard = write_of(change)
         try:
             item.update(actions=actions, condition=guard)
@@ -369,11 +427,21 @@ class DynamoBackend:
                 raise
             if rejected.conflict:
                 raise rejected from error
+            if again and _grown_since_read(_runs_of([change])):
+                return self.update(change, again=False)
             return None
         return _values(item)
 
-    @retried
     def commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
+        try:
+            self._commit(changes, events)
+        except ConditionFailed as rejected:
+            if rejected.conflict or not _grown_since_read(_runs_of(changes)):
+                raise
+            self._commit(changes, events)
+
+    @retried
+    def _commit(self, changes: Sequence[Change], events: Sequence[EventBatch] = ()) -> None:
         try:
             with TransactWrite(connection=_connection()) as tx:
                 for change in changes:

@@ -19,7 +19,7 @@ from ulid import ULID
 
 from chalicelib import clock
 from chalicelib.domain import retention
-from chalicelib.store import backend, run_partitions
+from chalicelib.store import backend
 from chalicelib.store.dynamo import run_concurrently
 from chalicelib.store.models import EventItem, task_pk
 from chalicelib.store.writes import is_condition_failure
@@ -41,7 +41,7 @@ def new_item(task_id: str, events: Sequence[dict[str, Any]], item_id: str | None
 
 
 def _node_pk(task_id: str, node: str) -> str:
-    return run_partitions.run_pk(task_id, node, backend.current().run_shards(task_id))
+    return backend.current().run_layout(task_id).new_pk(node)
 
 
 def body_of(events: str | None, packed: bytes | None) -> list[dict[str, Any]]:
@@ -93,12 +93,12 @@ def decode(item: EventItem) -> list[dict[str, Any]]:
 
 def page(task_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Events oldest first, strictly after the event id `after`; next cursor when more remain.
-    The task's event partitions (1, or 1 + run_shards) are merged by item id, each read
+    The task's event partitions (its own, and its run partitions when it has several) are merged by item id, each read
     min(limit, 100) items a request: a page makes one request per partition, all at once (a
     64-partition task's page waits for one round trip, not 65), more only when its events come
     from few of them."""
     start = f"EVT#{after.split('-')[0]}" if after else "EVT#"
-    pks = run_partitions.event_pks(task_id, backend.current().run_shards(task_id))
+    pks = backend.current().run_layout(task_id).event_pks()
     size = max(1, min(limit, 100))
     firsts = run_concurrently([partial(_read_page, pk, start, size, None) for pk in pks])
     out: list[dict[str, Any]] = []

@@ -33,6 +33,8 @@ class MemoryBackend:
         self.conflict_next = 0
         #: the lease watches by (shard, sort key) (domain/due.py)
         self.lease_watches_by_key: dict[tuple[int, str], LeaseWatch] = {}
+        #: the partition each run was made in (store/run_partitions.py): listings by partition
+        self.run_pks: dict[tuple[str, str], str] = {}
         #: every change applied, in order (tests read what was written)
         self.log: list[Change] = []
 
@@ -42,9 +44,11 @@ class MemoryBackend:
             values = self.tasks.get(task_id)
             return from_values(Task, values) if values is not None else None  # type: ignore[no-any-return]
 
-    def run_shards(self, task_id: str) -> int:
+    def run_layout(self, task_id: str) -> run_partitions.Layout:
         task = self.get_task(task_id)
-        return int(task.run_shards) if task is not None else 1
+        if task is None:
+            return run_partitions.Layout(task_id)
+        return run_partitions.Layout.of(task_id, task.run_shards, task.run_shards_before)
 
     def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
                     event: EventBatch, alongside: Sequence[Any] = ()) -> None:
@@ -131,16 +135,18 @@ class MemoryBackend:
             if (run.task_id, run.node) in self.runs:
                 return False
             self.runs[(run.task_id, run.node)] = asdict(run)
+            self.run_pks[(run.task_id, run.node)] = self.run_layout(run.task_id).new_pk(run.node)
             return True
 
     def runs_of(self, task_id: str, status: str | None = None,
                 partitions: range | None = None) -> Iterator[NodeRun]:
-        shards = self.run_shards(task_id)
+        pks = self.run_layout(task_id).pks()
+        wanted = set(pks if partitions is None else pks[partitions.start:partitions.stop])
         with self._lock:
             found = [
                 from_values(NodeRun, values) for (t, node), values in sorted(self.runs.items())
                 if t == task_id and (status is None or values.get("status") == status)
-                and (partitions is None or run_partitions.shard_of(node, shards) in partitions)
+                and self.run_pks[(t, node)] in wanted
             ]
         yield from found
 

@@ -94,15 +94,20 @@ def iter_runs(task_id: str, status: str | None = None, partitions: range | None 
 
 
 def run_shards(task_id: str) -> int:
-    """How many run partitions the task has (store/run_partitions.py)."""
-    return backend.current().run_shards(task_id)
+    """How many run partitions the task's new runs are spread over (store/run_partitions.py)."""
+    return run_layout(task_id).current
+
+
+def run_layout(task_id: str) -> run_partitions.Layout:
+    """Every partition of the task's runs (store/run_partitions.py)."""
+    return backend.current().run_layout(task_id)
 
 
 def page(task_id: str, start_key: dict[str, Any] | None, limit: int) -> tuple[list[NodeRun], dict[str, Any] | None]:
     """One page of a task's runs: its run partitions one after the other (store/run_partitions.py),
     node order within each. The next key names the partition to resume in (the last key read, or
     the start of the next partition). Raises ValidationFailed for a key of another listing."""
-    pks = run_partitions.run_pks(task_id, run_shards(task_id))
+    pks = run_layout(task_id).pks()
     index = _resume_partition(pks, start_key)
     items: list[NodeRun] = []
     while index < len(pks) and len(items) < limit:

@@ -315,3 +315,106 @@ def test_a_sharded_task_s_lost_completion_is_repaired_by_a_recount_from_every_pa
     assert sum(len(nodes) for nodes in marks.values()) == len(NODES)
     assert {counters.marker_pk(task_id, sk) for sk in marks} <= set(run_partitions.run_pks(task_id, 5))
     assert_statistics_equal_recount()
+
+
+class TestAGrownTask:
+    """A task grown by dispatch requests past what its partitions hold gets more partitions for
+    the runs it makes from then on; the runs made before stay where they are and are found."""
+
+    def test_the_partitions_grow_by_at_least_double_and_no_further_than_the_most(self):
+        assert run_partitions.grown((1,), run_partitions.RUNS_PER_PARTITION) == (1,)
+        assert run_partitions.grown((1,), run_partitions.RUNS_PER_PARTITION + 1) == (1, 2)
+        assert run_partitions.grown((2,), 200) == (2, 5)
+        assert run_partitions.grown((4,), 200) == (4, 8)  # at least double: at most 7 generations
+        assert run_partitions.grown((21,), 1000) == (21,)
+        assert run_partitions.grown((1, 40), 10_000) == (1, 40, run_partitions.MAX_RUN_SHARDS)
+        assert run_partitions.grown((run_partitions.MAX_RUN_SHARDS,), 100_000) == (run_partitions.MAX_RUN_SHARDS,)
+
+    def test_a_layout_names_every_partition_once_and_a_node_s_candidates_newest_first(self):
+        layout = run_partitions.Layout("T", (1, 2, 4))
+        assert layout.pks() == ["TASK#T", "TASK#T#R0", "TASK#T#R1", "TASK#T#R2", "TASK#T#R3"]
+        assert layout.event_pks() == layout.pks()
+        node = next(n for n in NODES if zlib.crc32(n.encode()) % 4 == 3)
+        assert layout.candidates(node) == ["TASK#T#R3", f"TASK#T#R{zlib.crc32(node.encode()) % 2}", "TASK#T"]
+        assert layout.new_pk(node) == "TASK#T#R3"
+        # an earlier generation's partitions come first: a listing's cursor stays valid as it grows
+        assert run_partitions.Layout("T", (2, 4)).pks()[:2] == run_partitions.Layout("T", (2,)).pks()
+
+    def test_runs_added_by_dispatch_requests_spread_and_the_task_completes_exactly(self, fleet: Fleet):
+        # GIVEN a task on 10 nodes: one partition, its own
+        first, chunked, inline = NODES[:10], NODES[10:160], NODES[160:]
+        task_id = fleet.started(shell(first, max_concurrency=200, max_errors=10))
+        fleet.register(*chunked, *inline)
+
+        # WHEN a dispatch request adds 150 nodes (made in chunks by the queue), then another 40 (inline)
+        answer = fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": chunked})
+        assert (answer.status, answer.body["dispatch"]["state"]) == (202, "in_progress"), answer
+        fleet.settle(rounds=500)
+        answer = fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": [first[0], *inline]})
+        assert (answer.status, answer.body["dispatch"]["created_count"]) == (200, len(inline)), answer
+
+        # THEN each growth took the task to more partitions, and its runs went where they were made
+        layout = runs.run_layout(task_id)
+        assert layout.history == (1, 4, 8)
+        by_partition = run_partition_keys(task_id)
+        assert by_partition[task_pk(task_id)] == len(first)
+        assert set(by_partition) <= set(layout.pks())
+        assert max(by_partition.values()) <= run_partitions.RUNS_PER_PARTITION
+        for node in (*first[:3], *chunked[:3], *inline[:3]):
+            assert runs.find(task_id, node).node == node  # type: ignore[union-attr]
+
+        # WHEN every node runs, a few of each generation failing, and the task is retried
+        failing = frozenset({first[1], chunked[1], inline[1]})
+        assert fleet.run_agents(NODES, fail=failing) == len(NODES)
+        assert fleet.task(task_id)["status"] == "partial_failure"
+        retried = fleet.user("POST", f"/v1/tasks/{task_id}/retry", {"scope": "failed"})
+        assert retried.status == 202, retried
+        fleet.settle(rounds=500)
+        assert fleet.run_agents(NODES) == len(failing)
+
+        # THEN it completed with exact counts, one run per node, each listed once
+        task = fleet.task(task_id)
+        assert task["status"] == "completed"
+        assert task["node_counts"]["succeeded"] == len(NODES)
+        assert sum(run_partition_keys(task_id).values()) == len(NODES)
+        assert sorted(listed_nodes(fleet, task_id, 9)) == sorted(NODES)
+        assert {int(r.attempt) for r in runs.iter_runs(task_id) if r.node in failing} == {2}
+        assert_statistics_equal_recount()
+        assert recount.repair(tasks.get(task_id)) is False  # nothing to repair: the counters are exact
+
+    def test_a_container_that_knew_the_task_before_it_grew_finds_its_new_runs(self, fleet: Fleet):
+        # GIVEN a task on 10 nodes, grown by 100 more
+        first, more = NODES[:10], NODES[10:110]
+        task_id = fleet.started(shell(first, max_concurrency=200))
+        fleet.register(*more)
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": more}).status == 200
+        fleet.settle()
+        assert runs.run_layout(task_id).history == (1, 3)
+        node = more[0]
+
+        def stale() -> None:
+            """This container as another one that read the task before it grew."""
+            run_partitions.forget_all()
+            run_partitions.remember(run_partitions.Layout(task_id, (1,)))
+
+        # WHEN its agent claims, heartbeats, posts an event and completes, each call in such a container
+        stale()
+        run = fleet.claim(node)[0]
+        stale()
+        beat = fleet.agent(node, f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": run["attempt"], "progress": 40})
+        stale()
+        posted = fleet.agent(node, f"/v1/runs/{run['run_id']}/events",
+                             {"attempt": run["attempt"], "events": [{"type": "info", "message": "half way"}]})
+        stale()
+        done = fleet.finish(node, run)
+
+        # THEN each was answered as usual, and the run is done where it was made
+        assert (beat.status, posted.status, done.status) == (200, 202, 200), (beat, posted, done)
+        fleet.settle()
+        stale()
+        found = runs.find(task_id, node)
+        assert found is not None
+        assert found.status == "succeeded"
+        assert run_partition_keys(task_id)[run_partitions.run_pk(task_id, node, 3)] >= 1
+        stale()
+        assert "half way" in {e["message"] for e in listed_events(fleet, task_id, 50)}

@@ -25,7 +25,9 @@
 | task type       | TTYPE#<name>        | HEAD, V#<0000000001> | (models/task_types.py; list-index TTYPES / <name>) |
 
 A large task's runs, their events and its counter marks are spread over `run_shards` partitions
-so that no key takes a write per node run of the whole task (store/run_partitions.py).
+so that no key takes a write per node run of the whole task (store/run_partitions.py). A task
+grown past its partitions has a larger `run_shards` for the runs made after; `run_shards_before`
+lists the earlier values, and the counter marks keep the first.
 
 A statistics `<scope>` is `all`, `type:<type>`, `owner:<owner>` or `owner:<owner>|type:<type>`,
 and an hour of one appends `|hour:<yyyy-mm-ddThh>`.
