@@ -141,13 +141,20 @@ def _find_pk(task_id: str, node: str) -> str | None:
 def _grown_since_read(runs: Sequence[tuple[str, ...]]) -> bool:
     """Whether a run missed, or a rejected write of `runs` ((task id, node)), may have keyed one
     from a layout this container read before its task grew (store/run_partitions.py): the layout
-    read afresh for each run whose partition no read found. True when one grew (worth one more try)."""
+    of each task read afresh, unless a read found where each of its runs is. True when one grew
+    (worth one more try)."""
     grown = False
-    for task_id, node in runs:
-        if run_partitions.location(task_id, node) is None:
-            held = run_layout(task_id).history
-            grown = _read_layout(task_id).history != held or grown
+    for task_id in dict.fromkeys(t for t, node in runs if run_partitions.location(t, node) is None):
+        held = run_layout(task_id).history
+        grown = _read_layout(task_id).history != held or grown
     return grown
+
+
+def _batch_get_runs(keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
+    """The runs of `keys` that exist, looked for in every partition each may be in (one but in a
+    grown task); 100 keys a request, unprocessed ones sent again."""
+    wanted = [(pk, run_sk(node)) for task_id, node in keys for pk in run_layout(task_id).candidates(node)]
+    return [run_record(item) for item in NodeRunItem.batch_get(wanted, consistent_read=True)]
 
 
 def _runs_of(changes: Sequence[Change]) -> list[tuple[str, ...]]:
@@ -370,10 +377,12 @@ class DynamoBackend:
         return None
 
     def get_runs(self, keys: Sequence[tuple[str, str]]) -> list[NodeRun]:
-        # every partition a run may be in: one in all but a grown task (store/run_partitions.py)
-        wanted = [(pk, run_sk(node)) for task_id, node in keys for pk in run_layout(task_id).candidates(node)]
-        # 100 keys a request; unprocessed sent again
-        return [run_record(item) for item in NodeRunItem.batch_get(wanted, consistent_read=True)]
+        found = _batch_get_runs(keys)
+        got = {(run.task_id, run.node) for run in found}
+        missing = [key for key in keys if key not in got]
+        if missing and _grown_since_read(missing):
+            found += _batch_get_runs(missing)
+        return found
 
     @retried
     def put_run_if_absent(self, run: NodeRun) -> bool:

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
-from chalicelib.services import aggregation, recount
+from chalicelib import config
+from chalicelib.services import aggregation, recount, sweeper
 from chalicelib.store import counters, events, run_partitions, runs, tasks
 from chalicelib.store.models import EventItem, NodeRunItem, task_pk
 from fleetrun.local import fidelity
 from tests.harness import Fleet, assert_statistics_equal_recount
+from tests.service_clock import Clock
 
 #: more than RUNS_PER_PARTITION: 5 partitions of ~40 runs
 NODES = [f"n{i:03d}" for i in range(200)]
@@ -418,3 +420,27 @@ class TestAGrownTask:
         assert run_partition_keys(task_id)[run_partitions.run_pk(task_id, node, 3)] >= 1
         stale()
         assert "half way" in {e["message"] for e in listed_events(fleet, task_id, 50)}
+
+    def test_a_sweeper_that_knew_the_task_before_it_grew_requeues_a_new_run_whose_lease_lapsed(
+            self, fleet: Fleet, monkeypatch: pytest.MonkeyPatch):
+        service_clock = Clock(monkeypatch)
+        # GIVEN a task grown from 10 nodes to 110, and a run of the growth claimed, its agent then silent
+        first, more = NODES[:10], NODES[10:110]
+        task_id = fleet.started(shell(first, max_concurrency=200))
+        fleet.register(*more)
+        assert fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": more}).status == 200
+        assert len(fleet.claim(more[0])) == 1
+        fleet.settle()  # (the claim's record watches its lease: services/lease_watch.py)
+        assert runs.run_layout(task_id).pks() != [task_pk(task_id)]
+
+        # WHEN its lease lapses and the sweeper, which read the task before it grew, sweeps
+        run_partitions.forget_all()
+        run_partitions.remember(run_partitions.Layout(task_id, (1,)))
+        service_clock.advance(config.lease_seconds() + 1)
+        report = sweeper.sweep()
+        fleet.settle()
+
+        # THEN the run is offered again
+        assert report.requeued_runs == 1
+        assert fleet.runs(task_id)[more[0]]["status"] == "pending"
+
