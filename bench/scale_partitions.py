@@ -5,7 +5,12 @@ then the stream and the queues settle): one wave is one modelled second. The fid
 write meter (`fleetrun/local/fidelity/dynamo.py`) is read per wave; the task item's writes are
 counted from the table's stream (one record per write of `TASK#<id>`/`META`).
 
-    python bench/scale_partitions.py --nodes 2000 [--rate 1000] [--fidelity strict|off] [--waves N] [--json]
+    python bench/scale_partitions.py --nodes 2000 [--rate 1000] [--fidelity strict|off] [--waves N]
+                                     [--grow-from N] [--json]
+
+With `--grow-from N` the task is created on the first N nodes and grown to all of them by one
+`POST /v1/tasks/{id}/dispatch` (a release reaching the nodes added since), as a task that
+outgrew the partitions it was created with.
 
 `partition_rates(fleet, nodes)` is the reusable part (bench/scale.py, tests): it takes a
 tests.harness.Fleet whose table is metered (strict fidelity, or `meter().enable()`).
@@ -14,6 +19,7 @@ tests.harness.Fleet whose table is metered (strict fidelity, or `meter().enable(
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +52,8 @@ class PartitionRates:
     task_item_writes_per_s_mean: float = 0.0
     #: the dispatch (run creation) is not a node-run wave: its busiest key, over the whole dispatch
     dispatch_peak_partition_writes: int = 0
+    #: created on this many nodes, then grown to all by a dispatch request (None: created on all)
+    grown_from: int | None = None
     completed: bool = False
     task_id: str = ""
     seconds: float = 0.0
@@ -53,10 +61,11 @@ class PartitionRates:
 
 
 def partition_rates(fleet: Any, nodes: list[str], runs_per_second: int = 1000, progress: bool = False,
-                    max_waves: int | None = None) -> PartitionRates:
+                    max_waves: int | None = None, grow_from: int | None = None) -> PartitionRates:
     """Run one task on `nodes` in waves of `runs_per_second` node runs and measure each wave's
     writes per partition key (see the module docstring). Registers the nodes it does not know.
-    With `max_waves`, stops after that many waves (the task is left running: `completed` False)."""
+    With `max_waves`, stops after that many waves (the task is left running: `completed` False).
+    With `grow_from`, the task is created on that many nodes and grown to all by a dispatch request."""
     from chalicelib.store import runs
     from fleetrun.local.fidelity.dynamo import meter
 
@@ -68,14 +77,20 @@ def partition_rates(fleet: Any, nodes: list[str], runs_per_second: int = 1000, p
     metered.enable()
     try:
         metered.reset()
-        answer = fleet.submit({"type": "shell", "name": "partition rates", "target_nodes": nodes,
+        created_on = nodes[:grow_from] if grow_from else nodes
+        answer = fleet.submit({"type": "shell", "name": "partition rates", "target_nodes": created_on,
                                "parameters": {"command": ["true"]}, "max_concurrency": len(nodes)})
         if answer.status != 202:
             raise RuntimeError(f"submit answered {answer}")
         task_id = str(answer.body["task_id"])
         fleet.settle(rounds=10_000)
+        if grow_from:
+            grown = fleet.user("POST", f"/v1/tasks/{task_id}/dispatch", {"target_nodes": nodes[grow_from:]})
+            if grown.status not in (200, 202):
+                raise RuntimeError(f"dispatch answered {grown}")
+            fleet.settle(rounds=10_000)
         shards = runs.run_shards(task_id)
-        result = PartitionRates(len(nodes), runs_per_second, shards, 0, task_id=task_id)
+        result = PartitionRates(len(nodes), runs_per_second, shards, 0, task_id=task_id, grown_from=grow_from)
         result.dispatch_peak_partition_writes = max(metered.writes_by_partition().values(), default=0)
         stream = _TaskItemWrites(fleet.provisioned.table_name, task_id)
         for start in range(0, len(nodes), runs_per_second):
@@ -180,11 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity", choices=("strict", "off"), default="strict",
                         help="off: plain moto with the write meter on (faster; no throttles, conflicts, shards)")
     parser.add_argument("--waves", type=int, default=None, help="measure only this many waves (task left running)")
+    parser.add_argument("--grow-from", type=int, default=None,
+                        help="create the task on this many nodes, then grow it to all by a dispatch request")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    with metered_fleet(args.fidelity == "strict") as fleet:
+    # the app's log lines and EMF metrics go to stdout, which carries only the figures
+    with open(os.devnull, "w") as discard, contextlib.redirect_stdout(discard), \
+            metered_fleet(args.fidelity == "strict") as fleet:
         result = partition_rates(fleet, [f"node-{i:05d}" for i in range(args.nodes)], args.rate, progress=True,
-                                 max_waves=args.waves)
+                                 max_waves=args.waves, grow_from=args.grow_from)
     figures = asdict(result)
     waves = figures.pop("per_wave")
     if args.json:

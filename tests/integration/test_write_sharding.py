@@ -294,6 +294,17 @@ def test_the_partition_bench_measures_a_sharded_task_below_the_ceiling(fleet: Fl
     assert rates.task_item_writes_per_s >= 1
 
 
+def test_the_partition_bench_measures_a_task_grown_by_a_dispatch_request(fleet: Fleet):
+    # GIVEN the bench's helper on a task created on 10 nodes and grown to 150
+    rates = _load_bench().partition_rates(fleet, [f"g{i:03d}" for i in range(150)], runs_per_second=50, grow_from=10)
+
+    # THEN the runs made by the growth spread over its new partitions, under the ceiling
+    assert rates.completed
+    assert rates.grown_from == 10
+    assert rates.run_shards == run_partitions.grown((1,), 150)[-1]
+    assert 0 < rates.peak_partition_writes_per_s < 300
+
+
 def test_a_sharded_task_s_lost_completion_is_repaired_by_a_recount_from_every_partition(
         aws: Any, monkeypatch: pytest.MonkeyPatch):
     # GIVEN a sharded task whose batch carrying n042's completion is lost (dead-lettered)
