@@ -39,13 +39,15 @@ def bootstrap() -> None:
 def reset_caches() -> None:
     from chalicelib import aws, config, ratelimit
     from chalicelib.services import agent, type_registry
-    from chalicelib.store import models
+    from chalicelib.store import counters, models, run_partitions
 
     config.reset()
     aws.reset()
     agent.reset()
     ratelimit.reset()
     models.reset_connections()
+    run_partitions.forget_all()
+    counters.forget_listed()
     type_registry.forget()
 
 

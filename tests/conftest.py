@@ -29,7 +29,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _reset_caches() -> None:
     from chalicelib import aws, config, ratelimit
     from chalicelib.services import agent, type_registry
-    from chalicelib.store import models, run_partitions
+    from chalicelib.store import counters, models, run_partitions
 
     config.reset()
     aws.reset()
@@ -37,6 +37,7 @@ def _reset_caches() -> None:
     ratelimit.reset()
     models.reset_connections()
     run_partitions.forget_all()
+    counters.forget_listed()
     type_registry.forget()
 
 

@@ -224,12 +224,33 @@ def apply_task_delta(
     for month, created in sorted(delta.nonzero_created().items()):
         items.extend(_stats_updates([month_scope(owner, month)], shard, {"created": Decimal(created)}))
         if created > 0:  # listed first, outside the transaction: a busy owner's batches never conflict on it
-            aws.client("dynamodb").update_item(**_month_owner(month, owner)["Update"])
+            _list_month_owner(month, owner)
     aws.client("dynamodb").transact_write_items(TransactItems=items)
 
 
 #: the partition listing the owners who created tasks in a month (`USAGE#<yyyy-mm>`, one item each)
 USAGE_PREFIX = "USAGE#"
+
+
+#: (table, month, owner) this container has listed: the listing is one item written once, so the
+#: month's partition takes a write per owner and container, not per batch that creates tasks
+_listed: set[tuple[str, str, str]] = set()
+_LISTED_MAX = 10_000
+
+
+def _list_month_owner(month: str, owner: str) -> None:
+    key = (config.table_name(), month, owner)
+    if key in _listed:
+        return
+    aws.client("dynamodb").update_item(**_month_owner(month, owner)["Update"])
+    if len(_listed) >= _LISTED_MAX:
+        _listed.clear()
+    _listed.add(key)
+
+
+def forget_listed() -> None:
+    """Tests reuse owner names across fresh tables."""
+    _listed.clear()
 
 
 def _month_owner(month: str, owner: str) -> dict[str, Any]:

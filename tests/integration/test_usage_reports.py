@@ -290,3 +290,30 @@ class TestAnswers:
         limited = admin(fleet, "/v1/reports/usage?month=2020-03")
         assert limited.status == 429
         assert int(limited.headers["Retry-After"]) >= 1
+
+
+
+def test_a_container_lists_an_owner_of_a_month_once_however_many_batches_create_tasks(fleet):
+    # GIVEN alice's first task of the month counted (her listing written)
+    fleet.register("cur-1")
+    submitted(fleet, ["alice"])
+    month = Month.of(clock.now_epoch())
+    listings: list[dict] = []
+
+    def record(params, **_):
+        if params.get("Key", {}).get("pk", {}).get("S", "").startswith("USAGE#"):
+            listings.append(params)
+
+    events = aws.client("dynamodb").meta.events
+    events.register("before-parameter-build.dynamodb.UpdateItem", record)
+    try:
+        # WHEN more of her tasks are counted, one stream batch each
+        for _ in range(3):
+            submitted(fleet, ["alice"])
+    finally:
+        events.unregister("before-parameter-build.dynamodb.UpdateItem", record)
+
+    # THEN her listing was not written again, and the report counts all four
+    assert listings == []
+    answer = admin(fleet, f"/v1/reports/usage?month={month}&format=csv")
+    assert user_rows_of_csv(download(answer))["alice"][2] == 4
