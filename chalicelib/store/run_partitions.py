@@ -16,12 +16,13 @@ task has at most 7 generations). Runs made from then on use the new S; a run nev
 run made before lives where its generation put it: `run_shards_before` keeps the earlier S
 values, and the `Layout` of a task names every partition (`pks`, a superset of each earlier
 generation's) and, for a node, the partitions its run may be in (`candidates`, newest first).
-The events a node's agent posts go to the partition the newest generation gives the node
-(the listing reads every partition). Only a grown task has more than one candidate: the store finds which one holds the run with
-one read and remembers it (a run's key never changes). A container may hold a layout from before
-a growth: every reader of a task's partitions (listings, walks, recounts) reads the task item
-first, which remembers its newer layout; a run read by key that misses, and a run write that is
-rejected, read the layout afresh and try once more when it grew (store/dynamo.py).
+The events a node's agent posts go to the partition the newest generation gives the node (the
+listing reads every partition). Only a grown task has more than one candidate: the store finds
+which one holds the run with one read and remembers it (a run's key never changes). A container
+may hold a layout from before a growth: every reader of a task's partitions (listings, walks,
+recounts) reads the task item first, which remembers its newer layout; a run read by key that
+misses, and a run write that is rejected, read the layout afresh and try once more when it grew
+(store/dynamo.py).
 
 Why these numbers: a node run writes its partition about 6 times (claim, heartbeat, events,
 completion, its completion events, the create), so a partition of RUNS_PER_PARTITION runs stays
