@@ -36,21 +36,6 @@ def bootstrap() -> None:
     os.environ.setdefault("FLEETRUN_FIDELITY_MAX_BATCH", str(STREAM_BATCH_SIZE))
 
 
-def reset_caches() -> None:
-    from chalicelib import aws, config, ratelimit
-    from chalicelib.services import agent, type_registry
-    from chalicelib.store import counters, models, run_partitions
-
-    config.reset()
-    aws.reset()
-    agent.reset()
-    ratelimit.reset()
-    models.reset_connections()
-    run_partitions.forget_all()
-    counters.forget_listed()
-    type_registry.forget()
-
-
 @contextlib.contextmanager
 def strict_fleet(seed: int | None = None) -> Iterator[Any]:
     """A fresh moto with every fleetrun resource under the strict fidelity layer, and a Fleet on it."""
@@ -59,7 +44,7 @@ def strict_fleet(seed: int | None = None) -> Iterator[Any]:
     from fleetrun.local import fidelity, moto_fixes
     from fleetrun.local.fidelity import dynamo
     from fleetrun.local.provision import provision
-    from tests.harness import Fleet
+    from tests.harness import Fleet, reset_caches
 
     moto_fixes.apply()
     dynamo.apply()

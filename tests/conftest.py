@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.harness import MOTO_ENV as _BASE_ENV
+from tests.harness import reset_caches as _reset_caches
 
 #: the fidelity settings the run was started with (`_isolated_environment` clears FLEETRUN_*)
 _FIDELITY_ENV = {k: v for k, v in os.environ.items() if k.startswith("FLEETRUN_FIDELITY")}
@@ -24,21 +25,6 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _reset_caches()
     yield
     _reset_caches()
-
-
-def _reset_caches() -> None:
-    from chalicelib import aws, config, ratelimit
-    from chalicelib.services import agent, type_registry
-    from chalicelib.store import counters, models, run_partitions
-
-    config.reset()
-    aws.reset()
-    agent.reset()
-    ratelimit.reset()
-    models.reset_connections()
-    run_partitions.forget_all()
-    counters.forget_listed()
-    type_registry.forget()
 
 
 @pytest.fixture

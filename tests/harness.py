@@ -42,6 +42,23 @@ MOTO_ENV = {
 }
 
 
+def reset_caches() -> None:
+    """Forget what the app's modules remember between requests (clients, settings, a task's run
+    partitions, listed usage owners…): a fresh moto or environment must not meet an old one's."""
+    from chalicelib import aws, config, ratelimit
+    from chalicelib.services import agent, type_registry
+    from chalicelib.store import counters, models, run_partitions
+
+    config.reset()
+    aws.reset()
+    agent.reset()
+    ratelimit.reset()
+    models.reset_connections()
+    run_partitions.forget_all()
+    counters.forget_listed()
+    type_registry.forget()
+
+
 @dataclass
 class Answer:
     status: int
