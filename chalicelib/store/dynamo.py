@@ -60,7 +60,7 @@ def _values(item: FleetrunModel) -> dict[str, Any]:
 def task_record(item: TaskItem) -> Task:
     record: Task = from_values(Task, _values(item))
     # a run write after this read needs no lookup
-    run_partitions.remember(run_partitions.Layout.of(record.task_id, record.run_shards, record.run_shards_before))
+    run_partitions.remember(run_partitions.Layout.of(record.task_id, record))
     return record
 
 
@@ -105,7 +105,7 @@ def _read_layout(task_id: str) -> run_partitions.Layout:
                             attributes_to_get=["run_shards", "run_shards_before"])
     except DoesNotExist:
         return run_partitions.Layout(task_id)  # no task, no runs: any key misses (not remembered: the task may come)
-    layout = run_partitions.Layout.of(task_id, item.run_shards, item.run_shards_before)
+    layout = run_partitions.Layout.of(task_id, item)
     run_partitions.remember(layout)
     return layout
 

@@ -48,7 +48,7 @@ class MemoryBackend:
         task = self.get_task(task_id)
         if task is None:
             return run_partitions.Layout(task_id)
-        return run_partitions.Layout.of(task_id, task.run_shards, task.run_shards_before)
+        return run_partitions.Layout.of(task_id, task)
 
     def create_task(self, task: Task, targets: Sequence[str], idempotency: IdempotencyRecord | None,
                     event: EventBatch, alongside: Sequence[Any] = ()) -> None:

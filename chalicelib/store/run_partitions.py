@@ -86,8 +86,10 @@ class Layout:
     history: tuple[int, ...] = (1,)
 
     @classmethod
-    def of(cls, task_id: str, run_shards: float | None, before: Sequence[Any] | None = None) -> Layout:
-        return cls(task_id, (*(int(s) for s in before or ()), max(1, int(run_shards or 1))))
+    def of(cls, task_id: str, stored: Any) -> Layout:
+        """The layout `stored` (a task record or item) holds: its `run_shards` and `run_shards_before`."""
+        before: Sequence[Any] = stored.run_shards_before or ()
+        return cls(task_id, (*(int(s) for s in before), max(1, int(stored.run_shards or 1))))
 
     @property
     def current(self) -> int:

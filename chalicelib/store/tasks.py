@@ -141,7 +141,7 @@ def add_targets(task: Task, nodes: Sequence[str], ordinals: int, now: str, actio
     dispatch (`reopen_targets`: a finished task runs again); `dispatch` records a chunked
     dispatch of the new nodes (services/dispatch_chunks.py). Raises Conflict."""
     chunks = (len(nodes) + TARGET_CHUNK_SIZE - 1) // TARGET_CHUNK_SIZE
-    layout = layout_of(task)
+    layout = run_partitions.Layout.of(task.task_id, task)
     history = run_partitions.grown(layout.history, int(task.target_count) + len(nodes))
     write = change(task, action, now, new_targets=len(nodes), ordinals=ordinals, chunks=chunks,
                    run_shards=history if history != layout.history else (), **dispatch)
@@ -150,11 +150,6 @@ def add_targets(task: Task, nodes: Sequence[str], ordinals: int, now: str, actio
     except ConditionFailed:
         raise Conflict(f"task {task.task_id} changed during dispatch; retry") from None
     run_partitions.remember(run_partitions.Layout(task.task_id, history))  # the runs made next use it
-
-
-def layout_of(task: Task) -> run_partitions.Layout:
-    """Where the task's runs are (store/run_partitions.py)."""
-    return run_partitions.Layout.of(task.task_id, task.run_shards, task.run_shards_before)
 
 
 def explain(task_id: str, write: Change, failed: ConditionFailed) -> Exception:
