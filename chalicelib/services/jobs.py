@@ -22,7 +22,8 @@ NODE_GONE: Final = "node_gone"
 #: its first group, which the sweeper's look did: `attempt`, `partition`, `ahead`, `state` (the
 #: window as the look read it)
 CLAIM_CHECK: Final = "claim_check"
-#: the parts of a large task's look that read its runs (services/run_looks.py): recount, window
+#: the parts of a large task's look that read its runs (services/run_looks.py): recount, window;
+#: `recount`, once the first group of run partitions is read: the recount's continuation
 RUN_LOOK: Final = "run_look"
 #: one step of the statistics reconcile (services/reconcile.py): `pass_id`, `step`; no task
 RECONCILE: Final = "reconcile"

@@ -9,7 +9,8 @@ or `SCOPE_CHUNK` scopes, whatever the table holds:
 2. A `tasks` step reads the next `TASK_CHUNK` tasks of the `list-index` `TASK` partition
    (oldest first, from the cursor in the state item), recounts the active ones from their
    runs (services/recount.py; at most `MAX_RECOUNTS_PER_STEP` tasks and about
-   `MAX_RECOUNTED_RUNS_PER_STEP` runs, the step ends before the next), and ADDs their
+   `MAX_RECOUNTED_RUNS_PER_STEP` runs, the step ends before the next; a task whose runs do not
+   fit one job's read is left to the sweeper's recount in chunks), and ADDs their
    contributions to the pass's expected sums (`RECON#<pass>` / `<scope>`); the ADDs and the
    cursor move in one transaction guarded by the step number, so a redelivered or duplicated
    step adds nothing twice.
@@ -194,7 +195,9 @@ def _tasks_step(pass_id: str, number: int, cursor: dict[str, Any] | None) -> int
     recounts = recounted_runs = 0
     for item in index_reads.hydrate(TaskItem, entries):
         task = task_record(item)
-        repairable = recount_runs.repairable(task)
+        # a task whose runs do not fit one job's read is recounted by the sweeper's jobs, in chunks
+        # (services/run_looks.py), as soon as its counters are quiet: never inside a step
+        repairable = recount_runs.repairable(task) and recount_runs.in_one_read(task)
         if previous is not None and repairable and (
                 recounts == MAX_RECOUNTS_PER_STEP
                 or (recounts and recounted_runs + int(task.target_count) > MAX_RECOUNTED_RUNS_PER_STEP)):

@@ -2,11 +2,16 @@
 stream record left wrong (services/recount.py) and the stalled-window check (domain/window.py).
 
 A task whose runs fit one job's read (jobs.RUNS_PER_JOB) gets them in the look itself; a larger
-one in a `run_look` job on the dispatch queue, so that no sweep reads more runs than that of one
-task and a large task's reads never hold up the leases of the others.
+one in `run_look` jobs on the dispatch queue, so that no sweep reads more runs than that of one
+task and a large task's reads never hold up the leases of the others. Its recount reads one group
+of its run partitions per job and hands the rest to the next (services/recount.py `Chunked`);
+the window check follows the recount's last job.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from chalicelib import clock
 from chalicelib.domain import window
@@ -19,8 +24,7 @@ from chalicelib.store import runs, tasks
 
 def in_the_look(task: Task) -> bool:
     """Whether the sweeper's look reads the task's runs itself (they fit one job's read)."""
-    group, shards = jobs.partition_group(task, 0)
-    return group.stop >= shards
+    return recount.in_one_read(task)
 
 
 def may_stall(task: Task, counts: dict[str, int]) -> bool:
@@ -31,13 +35,21 @@ def may_stall(task: Task, counts: dict[str, int]) -> bool:
         and int(task.dispatched_attempt) == int(task.attempt)
 
 
-def run_job(task_id: str) -> None:
-    """The `run_look` job: the recount if it is still due, then the window check."""
+def run_job(task_id: str, recounting: Mapping[str, Any] | None = None) -> None:
+    """The `run_look` job: a job of the recount in chunks, when one is due or under way
+    (`recounting`: its continuation); once it ended, the window check."""
     task = tasks.find(task_id)
     if task is None:
         return
-    if recount.due(task, clock.now_epoch()) and recount.repair(task):
-        task = tasks.get(task_id)
+    chunk = recount.Chunked.of_job(recounting) if recounting is not None \
+        else recount.Chunked.start(task) if recount.due(task, clock.now_epoch()) else None
+    if chunk is not None:
+        following, repaired = recount.step(task, chunk)
+        if following is not None:  # the window check waits for the recount's last job
+            jobs.enqueue(jobs.RUN_LOOK, task_id, recount=following.as_job())
+            return
+        if repaired:
+            task = tasks.get(task_id)
     if may_stall(task, task.counts):
         reopen_stalled_window(task, task.counts)
 
