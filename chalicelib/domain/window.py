@@ -22,6 +22,7 @@ released, and the sweeper writes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from chalicelib.domain import rules
 from chalicelib.domain.statuses import RunStatus
@@ -55,13 +56,33 @@ def reopen_shift(max_concurrency: int, counts: Mapping[str, int], finished_base:
     if counts.get(RunStatus.RUNNING) or not counts.get(RunStatus.PENDING):
         return 0
     first_closed = released(max_concurrency, counts, finished_base)
+    scan = scan_waiting(first_closed, waiting_ordinals)
+    return 0 if scan is None else shift_after(first_closed, counts, scan)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a look has read so far of the waiting runs of a window that may be stalled (a large
+    task's runs are read one group of run partitions per job: services/run_looks.py)."""
+
     lowest: int | None = None
-    read = 0
-    for ordinal in waiting_ordinals:
+    read: int = 0
+
+
+def scan_waiting(first_closed: int, ordinals: Iterable[int], so_far: Scan = Scan()) -> Scan | None:
+    """`so_far` with `ordinals` read too; None as soon as one of them is released (no stall)."""
+    lowest, read = so_far.lowest, so_far.read
+    for ordinal in ordinals:
         if ordinal < first_closed:
-            return 0
+            return None
         lowest = ordinal if lowest is None else min(lowest, ordinal)
         read += 1
-    if lowest is None or read != int(counts[RunStatus.PENDING]):
+    return Scan(lowest, read)
+
+
+def shift_after(first_closed: int, counts: Mapping[str, int], scan: Scan) -> int:
+    """The shift that releases the lowest waiting run once every waiting run was read (0 when
+    fewer were read than the counts say: see `reopen_shift`)."""
+    if scan.lowest is None or scan.read != int(counts[RunStatus.PENDING]):
         return 0
-    return lowest - first_closed + 1
+    return scan.lowest - first_closed + 1

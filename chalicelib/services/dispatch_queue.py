@@ -34,8 +34,9 @@ def handle_job(job: dict[str, Any]) -> None:
     elif kind == jobs.RUN_LOOK:
         from chalicelib.services import run_looks  # only this job needs it
 
-        recounting = job.get("recount")
-        run_looks.run_job(task_id, recounting if isinstance(recounting, dict) else None)
+        recounting, stalling = job.get("recount"), job.get("stall")
+        run_looks.run_job(task_id, recounting if isinstance(recounting, dict) else None,
+                          stalling if isinstance(stalling, dict) else None)
     elif kind == jobs.NODE_GONE and isinstance(job.get("node"), str):
         deregistration.end_runs_of(task_id, job["node"], partition=int(job.get("partition", 0)))
     else:

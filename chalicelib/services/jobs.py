@@ -23,7 +23,8 @@ NODE_GONE: Final = "node_gone"
 #: window as the look read it)
 CLAIM_CHECK: Final = "claim_check"
 #: the parts of a large task's look that read its runs (services/run_looks.py): recount, window;
-#: `recount`, once the first group of run partitions is read: the recount's continuation
+#: `recount` or `stall`, once the first group of run partitions is read: the continuation of the
+#: recount or of the window check
 RUN_LOOK: Final = "run_look"
 #: one step of the statistics reconcile (services/reconcile.py): `pass_id`, `step`; no task
 RECONCILE: Final = "reconcile"

@@ -74,8 +74,43 @@ def test_a_large_task_s_stalled_window_is_reopened_by_a_job_not_in_the_sweep(
     report = sweeper.sweep(clock.now_epoch() + config.undispatched_grace_seconds() + 5)
     monkeypatch.setattr(runs, "iter_runs", iter_runs)
 
-    # THEN a job reopened it: the run with the lowest ordinal is released, and only it
+    # THEN jobs reopened it, reading one group of run partitions each: the run with the lowest
+    # ordinal is released, and only it
     assert report.windows_reopened == 0
+    monkeypatch.setattr(runs, "iter_runs", read_in_groups(iter_runs, reads := []))
     fleet.settle()
+    assert reads == [10] * 4
     first = min(nodes, key=lambda node: ordinal(task_id, node))
     assert [node for node in nodes if fleet.claim(node)] == [first]
+
+
+def read_in_groups(iter_runs: Any, reads: list[int]) -> Any:
+    """`runs.iter_runs` that records how many runs each call read, and fails a call that reads
+    every run partition of a task at once."""
+    def reading(task_id: str, status: str | None = None, partitions: range | None = None) -> Any:
+        assert partitions is not None, "a job read every run of the task"
+        found = list(iter_runs(task_id, status, partitions))
+        reads.append(len(found))
+        return iter(found)
+    return reading
+
+
+def test_a_large_task_s_window_check_stops_at_the_first_group_holding_a_released_waiting_run(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a task of 40 nodes over 4 run partitions (10 runs a job), 20 at a time, nobody claiming
+    monkeypatch.setattr(run_partitions, "RUNS_PER_PARTITION", 10)
+    monkeypatch.setattr(jobs, "RUNS_PER_JOB", 10)
+    nodes = [f"w-{i:02d}" for i in range(40)]
+    task_id = fleet.started({"type": "shell", "target_nodes": nodes, "parameters": {"command": ["true"]},
+                             "max_concurrency": 20})
+    before = tasks.get(task_id).finished_base
+
+    # WHEN the sweeper looks at it after the grace period and the jobs run
+    iter_runs = runs.iter_runs
+    sweeper.sweep(clock.now_epoch() + config.undispatched_grace_seconds() + 5)
+    monkeypatch.setattr(runs, "iter_runs", read_in_groups(iter_runs, reads := []))
+    fleet.settle()
+
+    # THEN the first job found a released run waiting in its group and stopped: nothing moved
+    assert reads == [10]
+    assert tasks.get(task_id).finished_base == before
