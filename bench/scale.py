@@ -41,6 +41,7 @@ import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_dispatch
 import scale_partitions
 import scale_reconcile
+import scale_recount
 import scale_sweeps
 from scale_common import bootstrap, note, strict_fleet
 
@@ -129,8 +131,15 @@ def run(nodes: int, rate: int, seed: int | None) -> dict[str, Any]:
             sockets = Sockets(fleet, recorder)
             sockets.open("root", ("admin",), subscribe="*")
             note(f"one task on {nodes} nodes, in waves of {rate} node runs ({time.perf_counter() - began:.0f}s)")
+            recounted: list[scale_recount.RecountFigures] = []
+
+            def recount_it(task_id: str) -> None:
+                note(f"a recount of the running task, job by job ({time.perf_counter() - began:.0f}s)")
+                recounted.append(scale_recount.recount_in_jobs(task_id))
+
             with scale_dispatch.metered(fleet) as dispatch:
-                rates = scale_partitions.partition_rates(fleet, names, rate, progress=True)
+                rates = scale_partitions.partition_rates(fleet, names, rate, progress=True,
+                                                         after_first_wave=recount_it)
             figures.update(dispatch.figures())
             task_id = rates.task_id
             figures["completed_exact"] = rates.completed and exact(fleet, task_id, nodes)
@@ -146,6 +155,8 @@ def run(nodes: int, rate: int, seed: int | None) -> dict[str, Any]:
             "max_websocket_message_bytes": sizes.largest,
             "websocket_messages": sizes.count,
         })
+        if recounted:
+            figures.update({f"recount_{name}": value for name, value in asdict(recounted[0]).items()})
         note(f"reconcile steps ({time.perf_counter() - began:.0f}s)")
         figures["reconcile_requests_per_invocation"] = scale_reconcile.reconcile_requests_per_invocation(fleet, 1)
     with strict_fleet(seed) as fleet:
@@ -170,6 +181,10 @@ def as_table(f: dict[str, Any]) -> str:
         ("sweeper requests/sweep, 10 active", f"{f['sweeper_requests_per_sweep_10']}", "equal to 1,000 active"),
         ("sweeper requests/sweep, 1,000 active", f"{f['sweeper_requests_per_sweep_1000']}", ""),
         ("reconcile requests per invocation", f"{f['reconcile_requests_per_invocation']}", "bounded by its chunk"),
+        ("recount: most runs read by one job", f"{f.get('recount_max_runs_per_invocation', '-')}",
+         f"of {f.get('recount_runs_read', '-')} in {f.get('recount_jobs', '-')} jobs"),
+        ("recount: most requests of one job", f"{f.get('recount_max_requests_per_invocation', '-')}",
+         "bounded by its chunk"),
         ("largest WebSocket message", f"{f['max_websocket_message_bytes']:,} B", f"≤ {FRAME_BYTES_MAX:,} B"),
         ("task completed, counts exact", "yes" if f["completed_exact"] else "NO", ""),
     ]

@@ -5,7 +5,9 @@ duplicated jobs and counters that move between jobs."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,6 +20,11 @@ from chalicelib.store.models import TTL_ATTRIBUTE
 from fleetrun.local import fidelity
 from tests.harness import Fleet, assert_statistics_equal_recount
 from tests.service_clock import Clock
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from scale_recount import RecountFigures, recount_in_jobs
+
+sys.path.pop(0)
 
 GRACE = 30
 NODES = [f"n{i:02d}" for i in range(40)]  # 4 run partitions of 10, a job reads one
@@ -213,3 +220,16 @@ def test_a_reconcile_step_leaves_a_task_too_large_for_one_read_to_the_sweeper(
     sweeper.sweep()
     fleet.settle()
     assert exact(fleet, task_id)["status"] == "completed"
+
+
+def test_the_scale_bench_plays_a_running_task_s_recount_one_job_at_a_time(fleet: Fleet):
+    # GIVEN a half-done 40-run task, counted right
+    task_id = started(fleet, finish=NODES[:20])
+
+    # WHEN bench/scale.py's part recounts it job by job
+    figures = recount_in_jobs(task_id)
+
+    # THEN one pass of 4 jobs read 10 runs each and found the counts right; a job made 3 requests:
+    # the task read, the query of its group, and the continuation sent (the last: the stamp)
+    assert figures == RecountFigures(jobs=4, runs_read=40, max_runs_per_invocation=10,
+                                     max_requests_per_invocation=3, counts_right=True)
