@@ -134,12 +134,12 @@ def run(nodes: int, rate: int, seed: int | None) -> dict[str, Any]:
             recounted: list[scale_recount.RecountFigures] = []
 
             def recount_it(task_id: str) -> None:
-                note(f"a recount of the running task, job by job ({time.perf_counter() - began:.0f}s)")
+                note(f"a recount of the dispatched task, job by job ({time.perf_counter() - began:.0f}s)")
                 recounted.append(scale_recount.recount_in_jobs(task_id))
 
             with scale_dispatch.metered(fleet) as dispatch:
                 rates = scale_partitions.partition_rates(fleet, names, rate, progress=True,
-                                                         after_first_wave=recount_it)
+                                                         before_waves=recount_it)
             figures.update(dispatch.figures())
             task_id = rates.task_id
             figures["completed_exact"] = rates.completed and exact(fleet, task_id, nodes)

@@ -62,13 +62,13 @@ class PartitionRates:
 
 def partition_rates(fleet: Any, nodes: list[str], runs_per_second: int = 1000, progress: bool = False,
                     max_waves: int | None = None, grow_from: int | None = None,
-                    after_first_wave: Callable[[str], None] | None = None) -> PartitionRates:
+                    before_waves: Callable[[str], None] | None = None) -> PartitionRates:
     """Run one task on `nodes` in waves of `runs_per_second` node runs and measure each wave's
     writes per partition key (see the module docstring). Registers the nodes it does not know.
     With `max_waves`, stops after that many waves (the task is left running: `completed` False).
     With `grow_from`, the task is created on that many nodes and grown to all by a dispatch request.
-    `after_first_wave(task_id)` is called once the first wave settled (the task running, its
-    counters quiet), outside every wave's measure."""
+    `before_waves(task_id)` is called once the task is dispatched and settled (running, every run
+    waiting, its counters quiet), before the first wave's measure starts."""
     from chalicelib.store import runs
     from fleetrun.local.fidelity.dynamo import meter
 
@@ -95,6 +95,8 @@ def partition_rates(fleet: Any, nodes: list[str], runs_per_second: int = 1000, p
         shards = runs.run_shards(task_id)
         result = PartitionRates(len(nodes), runs_per_second, shards, 0, task_id=task_id, grown_from=grow_from)
         result.dispatch_peak_partition_writes = max(metered.writes_by_partition().values(), default=0)
+        if before_waves is not None:
+            before_waves(task_id)
         stream = _TaskItemWrites(fleet.provisioned.table_name, task_id)
         for start in range(0, len(nodes), runs_per_second):
             if max_waves is not None and result.waves >= max_waves:
@@ -106,8 +108,6 @@ def partition_rates(fleet: Any, nodes: list[str], runs_per_second: int = 1000, p
             fleet.settle(rounds=10_000)
             writes, units = metered.writes_by_partition(), metered.units_by_partition()
             _note_wave(result, task_id, writes, units, stream.since_mark())
-            if after_first_wave is not None and result.waves == 1:
-                after_first_wave(task_id)
             if progress:
                 print(f"  wave {result.waves}: {min(start + runs_per_second, len(nodes))}/{len(nodes)} node runs,"
                       f" hottest {result.per_wave[-1]['hottest']} {result.per_wave[-1]['writes']} writes"

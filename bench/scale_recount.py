@@ -2,8 +2,9 @@
 recount in chunks reads, and the most AWS requests it makes (chalicelib/services/recount.py
 `Chunked`; ARCHITECTURE.md invariant 9).
 
-The recount runs on a task that is running with its counters quiet (the stream settled), as the
-sweeper starts it once they stayed still for the grace period. Each job is played here as the
+The recount runs on a task that is running with its counters quiet (bench/scale.py: dispatched,
+every run waiting, the stream settled), as the sweeper starts it once they stayed still for the
+grace period. Each job is played here as the
 dispatch queue's worker plays it: the task read and one step; the continuation it would send is
 counted as the one request it is, not sent (this plays the chain itself).
 """
