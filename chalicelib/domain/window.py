@@ -85,4 +85,4 @@ def shift_after(first_closed: int, counts: Mapping[str, int], scan: Scan) -> int
     fewer were read than the counts say: see `reopen_shift`)."""
     if scan.lowest is None or scan.read != int(counts[RunStatus.PENDING]):
         return 0
-    return scan.lowest - first_closed + 1
+    return max(0, scan.lowest - first_closed + 1)

@@ -107,7 +107,7 @@ class Tally:
         return tally
 
     def agrees_with(self, task: Task) -> bool:
-        return self.counts == _stored(task) and self.progress == int(task.progress_sum)
+        return _agrees(task, self.counts, self.progress)
 
     def add(self, other: Tally) -> None:
         for status, n in other.counts.items():
@@ -131,6 +131,10 @@ class Tally:
 
 def _stored(task: Task) -> dict[str, int]:
     return {status: int(task.counts.get(status, 0)) for status in RUN_STATUSES}
+
+
+def _agrees(task: Task, counts: Mapping[str, int], progress: int) -> bool:
+    return {s: counts.get(s, 0) for s in RUN_STATUSES} == _stored(task) and progress == int(task.progress_sum)
 
 
 def _replace(task: Task, tally: Tally) -> bool:
@@ -205,14 +209,12 @@ def step(task: Task, chunk: Chunked) -> tuple[Chunked | None, bool]:
     tally = Tally.of(runs.iter_runs(task.task_id, partitions=group))
     if chunk.keep:
         recount_parts.save(task.task_id, chunk.pass_id, group, tally.as_json())
-    counts = {s: chunk.counts.get(s, 0) + tally.counts[s] for s in RUN_STATUSES if chunk.counts.get(s, 0)
-              or tally.counts[s]}
+    counts = {s: n for s in RUN_STATUSES if (n := chunk.counts.get(s, 0) + tally.counts[s])}
+    progress = chunk.progress + tally.progress
     if group.stop < shards:
-        return replace(chunk, partition=group.stop, counts=counts, progress=chunk.progress + tally.progress), False
+        return replace(chunk, partition=group.stop, counts=counts, progress=progress), False
     if not chunk.keep:
-        whole = Tally(progress=chunk.progress + tally.progress)
-        whole.counts.update(counts)
-        if whole.agrees_with(task):
+        if _agrees(task, counts, progress):
             counters.stamp_recount(task.task_id, clock.now_iso())
             return None, False
         # wrong (or still settling): a second pass reads the runs again and keeps their marks

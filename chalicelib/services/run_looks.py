@@ -60,15 +60,16 @@ def run_job(task_id: str, recounting: Mapping[str, Any] | None = None,
 def _stall_step(task: Task, stalling: Mapping[str, Any] | None) -> None:
     """One job of a large task's window check: the waiting runs of one group of its run
     partitions, what the jobs before read carried along. It stops when a released run waits (no
-    stall), or when the counters moved since its first job (its reading is out of date)."""
-    partition, ver, so_far = 0, int(task.counted_ver), window.Scan()
+    stall), or when the counters or the window moved since its first job (its reading is out of
+    date)."""
+    first_closed = window.released(task.max_concurrency, task.counts, task.finished_base)
+    partition, ver, closed, so_far = 0, int(task.counted_ver), first_closed, window.Scan()
     if stalling is not None:
         lowest = stalling["lowest"]
-        partition, ver = int(stalling["partition"]), int(stalling["ver"])
+        partition, ver, closed = int(stalling["partition"]), int(stalling["ver"]), int(stalling["closed"])
         so_far = window.Scan(None if lowest is None else int(lowest), int(stalling["read"]))
-    if int(task.counted_ver) != ver or not may_stall(task, task.counts):
+    if (int(task.counted_ver), first_closed) != (ver, closed) or not may_stall(task, task.counts):
         return
-    first_closed = window.released(task.max_concurrency, task.counts, task.finished_base)
     group, shards = jobs.partition_group(task, partition)
     waiting = (int(r.ordinal) for r in runs.iter_runs(task.task_id, RunStatus.PENDING, partitions=group))
     scan = window.scan_waiting(first_closed, waiting, so_far)
@@ -76,7 +77,8 @@ def _stall_step(task: Task, stalling: Mapping[str, Any] | None) -> None:
         return
     if group.stop < shards:
         jobs.enqueue(jobs.RUN_LOOK, task.task_id,
-                     stall={"partition": group.stop, "lowest": scan.lowest, "read": scan.read, "ver": ver})
+                     stall={"partition": group.stop, "lowest": scan.lowest, "read": scan.read, "ver": ver,
+                            "closed": first_closed})
         return
     _reopen(task, window.shift_after(first_closed, task.counts, scan))
 

@@ -50,3 +50,21 @@ def test_counts_behind_the_runs_read_move_nothing() -> None:
 
 def test_nothing_waiting_needs_no_shift() -> None:
     assert window.reopen_shift(2, WAITING_ONLY, 0, []) == 0
+
+
+def test_a_scan_in_groups_ends_where_one_scan_of_every_waiting_run_does() -> None:
+    # GIVEN the waiting ordinals 4, 2 and 3 read in two groups (two jobs of a large task's look)
+    counts = {**WAITING_ONLY, "pending": 3}
+    first_closed = window.released(2, counts, 0)
+    part = window.scan_waiting(first_closed, [4])
+    assert part is not None
+    whole = window.scan_waiting(first_closed, [2, 3], part)
+    # THEN the scan carried over gives the shift one read of them all gives
+    assert whole == window.Scan(lowest=2, read=3)
+    assert window.shift_after(first_closed, counts, whole) == window.reopen_shift(2, counts, 0, [4, 2, 3]) == 1
+
+
+def test_a_scan_whose_lowest_run_is_released_meanwhile_shifts_nothing() -> None:
+    # GIVEN a scan that found 2 the lowest waiting ordinal, and a window that now releases up to 3
+    # THEN no shift: a negative one would narrow the window
+    assert window.shift_after(4, {"pending": 1}, window.Scan(lowest=2, read=1)) == 0
