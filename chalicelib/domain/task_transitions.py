@@ -52,6 +52,7 @@ class TaskRef(Protocol):
     waiting_for_task_id: str | None
     #: numbers the task's own writes (the sweeper's look is guarded by it)
     ver: int
+    finished_base: int
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,11 @@ def _halt(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predi
 
 
 def _reopen_window(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:
-    # more ordinals may start from now: their claim timeout counts from here (`window_moved_at`)
-    return {"finished_base": Add(-given.shift), "window_moved_at": given.now}, _same_attempt(task)
+    # more ordinals may start from now: their claim timeout counts from here (`window_moved_at`);
+    # the shift was worked out from these counts and this window: a second look that worked out
+    # the same shift from the same read (a duplicated job) must not release a second run
+    guard = (*_counts_as_read(task), eq("finished_base", int(task.finished_base)))
+    return {"finished_base": Add(-given.shift), "window_moved_at": given.now}, guard
 
 
 def _wait_for_key(task: TaskRef, given: TaskInputs) -> tuple[dict[str, Any], tuple[Predicate, ...]]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib import clock, config
-from chalicelib.services import jobs, sweeper
+from chalicelib.services import jobs, run_looks, sweeper
 from chalicelib.store import run_partitions, runs, tasks
 from tests.harness import Fleet, assert_statistics_equal_recount
 
@@ -44,6 +44,22 @@ def test_a_window_narrowed_too_far_is_reopened_for_the_lowest_waiting_run_only(f
     first = min(NODES, key=lambda node: ordinal(task_id, node))
     assert [node for node in NODES if fleet.claim(node)] == [first]
     assert_statistics_equal_recount()
+
+
+def test_two_looks_from_one_read_of_a_stalled_window_release_one_run(fleet: Fleet) -> None:
+    # GIVEN a task of three nodes one at a time, its window narrowed two runs too far, read once
+    task_id = one_at_a_time(fleet)
+    assert tasks.update_quietly(tasks.get(task_id), "narrow_window", clock.now_iso(), shift=2)
+    fleet.settle()
+    stalled = tasks.get(task_id)
+
+    # WHEN two looks reopen it from that same read (a job delivered twice, or a job and a sweep)
+    first = run_looks.reopen_stalled_window(stalled, stalled.counts)
+    second = run_looks.reopen_stalled_window(stalled, stalled.counts)
+
+    # THEN only the first moved the window: one run is released, not two
+    assert (first, second) == (True, False)
+    assert sum(1 for node in NODES if fleet.claim(node)) == 1
 
 
 def test_a_window_whose_released_run_waits_is_left_as_it_is(fleet: Fleet) -> None:
