@@ -56,8 +56,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def started(fleet: Fleet, lose: str | None = None, finish: list[str] = NODES) -> str:
-    """A task on NODES whose runs of `finish` succeeded; with `lose`, that node's completion
-    record never reached the aggregator."""
+    """A task on NODES whose runs of `finish` succeeded; with `lose`, the stream batch carrying
+    that node's completion never reached the aggregator (nor what else the batch held)."""
     task_id = fleet.started({"type": "shell", "target_nodes": NODES, "parameters": {"command": ["true"]},
                              "max_concurrency": len(NODES)})
     assert len(runs.run_layout(task_id).pks()) == 4
