@@ -11,6 +11,8 @@ counted as the one request it is, not sent (this plays the chain itself).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +32,10 @@ class RecountFigures:
     counts_right: bool
 
 
-def recount_in_jobs(task_id: str) -> RecountFigures:
-    """Recount `task_id` job by job (see the module docstring)."""
+@contextmanager
+def tallied_reads() -> Iterator[list[int]]:
+    """While inside: how many runs each read of a recount tallied, in order (`recount.Tally.of`)."""
     from chalicelib.services import recount
-    from chalicelib.store import tasks
 
     reads: list[int] = []
     tally_of = recount.Tally.of.__func__  # type: ignore[attr-defined]
@@ -43,9 +45,20 @@ def recount_in_jobs(task_id: str) -> RecountFigures:
         reads.append(sum(tally.counts.values()))
         return tally
 
-    requests: list[int] = []
     recount.Tally.of = classmethod(counting)  # type: ignore[method-assign,assignment]
     try:
+        yield reads
+    finally:
+        recount.Tally.of = classmethod(tally_of)  # type: ignore[method-assign,assignment]
+
+
+def recount_in_jobs(task_id: str) -> RecountFigures:
+    """Recount `task_id` job by job (see the module docstring)."""
+    from chalicelib.services import recount
+    from chalicelib.store import tasks
+
+    requests: list[int] = []
+    with tallied_reads() as reads:
         chunk: recount.Chunked | None = recount.Chunked.start(tasks.get(task_id))
         second_pass = False
         while chunk is not None:
@@ -53,7 +66,5 @@ def recount_in_jobs(task_id: str) -> RecountFigures:
                 chunk, _ = recount.step(tasks.get(task_id), chunk)
             second_pass = second_pass or (chunk is not None and chunk.keep)
             requests.append(count() + (chunk is not None))  # + the SendMessage of the continuation
-    finally:
-        recount.Tally.of = classmethod(tally_of)  # type: ignore[method-assign,assignment]
     return RecountFigures(len(requests), sum(reads), max(reads, default=0), max(requests, default=0),
                           not second_pass)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from tests.harness import Fleet, assert_statistics_equal_recount
 from tests.service_clock import Clock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from scale_recount import RecountFigures, recount_in_jobs
+from scale_recount import RecountFigures, recount_in_jobs, tallied_reads
 
 sys.path.pop(0)
 
@@ -41,18 +42,10 @@ def fleet(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Fleet:
 
 
 @pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def reads() -> Iterator[list[int]]:
     """How many runs each read of a recount tallied, in order."""
-    tallied: list[int] = []
-    of = recount.Tally.of.__func__  # type: ignore[attr-defined]
-
-    def counting(cls: type[recount.Tally], found: Any) -> recount.Tally:
-        tally = of(cls, found)
-        tallied.append(sum(tally.counts.values()))
-        return tally
-
-    monkeypatch.setattr(recount.Tally, "of", classmethod(counting))
-    return tallied
+    with tallied_reads() as tallied:
+        yield tallied
 
 
 def started(fleet: Fleet, lose: str | None = None, finish: list[str] = NODES) -> str:
