@@ -72,6 +72,11 @@
     given names on a table with given keys, later requests with the same three skip them; the
     other seven (values, the item, types) run every time, as before.
 
+14. Creating a symmetric KMS key makes no RSA key. moto 5.2 generates a 2,048-bit RSA private
+    key for every key, whatever its spec: about 55 ms, a quarter of the setup of each test that
+    provisions the resources. A symmetric key never signs; its private key is generated only if
+    something asks for it.
+
 All are fixes to the stand-in, not to fleetrun: nothing here runs in AWS.
 """
 
@@ -127,6 +132,7 @@ def apply() -> None:
     _patch_index_projection()
     _patch_traversal()
     _patch_static_checks()
+    _patch_kms_keys()
     _applied = True
 
 
@@ -586,3 +592,29 @@ def dispatcher() -> Any:
             return app
 
     return CachedDispatcher()
+
+
+class _MadeOnFirstUse:
+    """Stands for the object `make()` returns, made when an attribute is first read (fix 14)."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
+
+
+def _patch_kms_keys() -> None:
+    from moto.kms import models as kms_models
+
+    generate = kms_models.generate_private_key  # type: ignore[attr-defined]
+
+    def generate_private_key(key_spec: str) -> Any:
+        if key_spec == "SYMMETRIC_DEFAULT":
+            return _MadeOnFirstUse(functools.partial(generate, key_spec))
+        return generate(key_spec)
+
+    kms_models.generate_private_key = generate_private_key  # type: ignore[attr-defined]

@@ -352,3 +352,26 @@ def test_a_keys_only_index_answers_the_keys_as_stored_and_nothing_else(aws):
     # THEN it holds the table's and the index's keys, exactly as the table holds them
     stored = ddb.get_item(TableName=aws.table_name, Key={"pk": {"S": "P"}, "sk": {"S": "RUN#1"}})["Item"]
     assert item == {name: stored[name] for name in ("pk", "sk", "claim_pk", "claim_sk")}
+
+
+def test_a_symmetric_key_encrypts_without_an_rsa_key_and_makes_one_only_when_asked(aws):
+    from moto.backends import get_backend
+
+    # GIVEN a symmetric key and an RSA signing key
+    kms = boto3.client("kms")
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    signing = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    keys = get_backend("kms")["123456789012"]["us-east-1"].keys
+    # WHEN the symmetric key encrypts and decrypts, and the RSA key signs
+    sealed = kms.encrypt(KeyId=symmetric, Plaintext=b"secret")["CiphertextBlob"]
+    opened = kms.decrypt(CiphertextBlob=sealed)["Plaintext"]
+    signature = kms.sign(KeyId=signing, Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")["Signature"]
+    # THEN both work as before, and only the key that signs holds an RSA key
+    assert opened == b"secret"
+    assert kms.verify(KeyId=signing, Message=b"m", Signature=signature,
+                      SigningAlgorithm="RSASSA_PSS_SHA_256")["SignatureValid"]
+    assert keys[symmetric].private_key._made is None
+    assert keys[signing].private_key.key_size == 2048
+    # AND a symmetric key's private key is still there for whatever asks for it
+    assert keys[symmetric].private_key.public_key()
+    assert keys[symmetric].private_key._made is not None
