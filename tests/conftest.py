@@ -33,7 +33,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iter
     import boto3
     from moto import mock_aws
 
-    from chalicelib.aws import session as aws_session
+    from chalicelib.aws import new_session
     from fleetrun.local import fidelity, moto_fixes
     from fleetrun.local.fidelity import dynamo
     from fleetrun.local.provision import provision
@@ -54,7 +54,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iter
             # moto's mock starts boto3 without a default session: the tests' `boto3.client`
             # calls share the app's service-model loader instead of reading every model and the
             # endpoints file again for each test (about a third of a small test's time)
-            boto3.setup_default_session(botocore_session=aws_session())
+            boto3.setup_default_session(botocore_session=new_session())
             _reset_caches()
             provisioned = provision()
             for key, value in provisioned.environment().items():

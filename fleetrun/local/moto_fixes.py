@@ -602,6 +602,10 @@ class _MadeOnFirstUse:
         self._made: Any = None
 
     def __getattr__(self, name: str) -> Any:
+        # only what the instance lacks comes here: its own fields before they are set (as when
+        # the local runtime's snapshot unpickles it) and special names are not the made object's
+        if name.startswith("_"):
+            raise AttributeError(name)
         if self._made is None:
             self._made = self._make()
         return getattr(self._made, name)

@@ -156,21 +156,23 @@ class TestALeaseWhateverTheActiveTasks:
 
     def test_a_lease_is_acted_on_in_the_first_pass_even_when_every_task_is_due_for_a_look(
             self, fleet: Fleet, service_clock: Clock):
-        # GIVEN a lapsed lease and 1,000 never-dispatched tasks whose looks are all due
+        # GIVEN a lapsed lease and 500 never-dispatched tasks whose looks are all due (two and
+        # a half passes' bound)
         task_id = fleet.started(shell("n-1"))
         fleet.claim("n-1")
         fleet.settle()
-        created = set(add_active_tasks(1000))
+        bound = due.SHARDS * due_sweeps.LOOKS_PER_SHARD
+        created = set(add_active_tasks(500))
+        assert len(created) > 2 * bound
         service_clock.advance(max(config.lease_seconds(), config.undispatched_grace_seconds()) + 2)
         # WHEN one sweep runs
         report = sweeper.sweep()
         # THEN the lease was acted on, and the pass looked at no more tasks than its bound
         assert _offered_again(task_id)
         assert report.requeued_runs == 1
-        bound = due.SHARDS * due_sweeps.LOOKS_PER_SHARD
         assert len([t for t in report.redispatched if t in created]) <= bound
         # AND the next passes take the rest (each look schedules the next one ahead)
-        for _ in range(1000 // due_sweeps.LOOKS_PER_SHARD + 1):
+        for _ in range(len(created) // due_sweeps.LOOKS_PER_SHARD + 1):
             if not due_sweeps.due_now(due.TASK, service_clock.now(), due_sweeps.LOOKS_PER_SHARD):
                 break
             sweeper.sweep()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 
 import boto3
@@ -372,6 +373,8 @@ def test_a_symmetric_key_encrypts_without_an_rsa_key_and_makes_one_only_when_ask
                       SigningAlgorithm="RSASSA_PSS_SHA_256")["SignatureValid"]
     assert keys[symmetric].private_key._made is None
     assert keys[signing].private_key.key_size == 2048
+    # AND a key whose private key is not made yet survives the local runtime's snapshot
+    assert pickle.loads(pickle.dumps(keys[symmetric])).private_key.public_key()
     # AND a symmetric key's private key is still there for whatever asks for it
     assert keys[symmetric].private_key.public_key()
     assert keys[symmetric].private_key._made is not None

@@ -15,8 +15,8 @@ from chalicelib import aws, config
 from chalicelib.store.key_parts import part
 
 TTL_ATTRIBUTE = "expires_at"
-# PynamoDB opens a botocore session per item class and thread: let it share the process's
-# service models (`chalicelib/aws.py`) instead of parsing DynamoDB's again for each
+# PynamoDB opens a botocore session per item class and thread: let it take the thread's session
+# (`chalicelib/aws.py`) instead of making another and parsing DynamoDB's model again for each
 setattr(pynamodb.connection.base, "get_session", aws.session)  # noqa: B010 (not exported)
 
 
