@@ -37,6 +37,7 @@ from chalicelib.domain import retention
 from chalicelib.store import run_partitions
 from chalicelib.store.key_parts import part, whole
 from chalicelib.store.models import TTL_ATTRIBUTE, task_pk
+from chalicelib.store.prefix_query import items_under
 
 STATS_SHARDS = 4
 SEQ_WIDTH = 48
@@ -379,22 +380,11 @@ def stamp_recount(task_id: str, now: str) -> None:
 
 def read_all_markers(task_id: str) -> dict[str, dict[str, int]]:
     """Every marker item of a task (recounts only): its partition's, or each run partition's."""
-    client = aws.client("dynamodb")
     markers: dict[str, dict[str, int]] = {}
     for pk in run_partitions.run_pks(task_id, _shards(task_id)):  # where `marker_pk` puts them
-        kwargs: dict[str, Any] = {
-            "TableName": config.table_name(), "ConsistentRead": True,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :cnt)",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":cnt": {"S": "CNT#"}},
-        }
-        while True:
-            page = client.query(**kwargs)
-            for item in page["Items"]:
-                markers[item["sk"]["S"]] = {
-                    name.removeprefix("n#"): int(value["N"]) for name, value in item.items() if name.startswith("n#")}
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in items_under(pk, "CNT#"):
+            markers[item["sk"]["S"]] = {
+                name.removeprefix("n#"): int(value["N"]) for name, value in item.items() if name.startswith("n#")}
     return markers
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 from chalicelib import aws, clock, config
 from chalicelib.domain import retention
 from chalicelib.store.models import TTL_ATTRIBUTE, task_pk
+from chalicelib.store.prefix_query import items_under
 
 #: how long a part is kept: a pass takes minutes, its parts are read only by its last job
 KEPT_SECONDS: Final = retention.DAY
@@ -36,18 +37,5 @@ def save(task_id: str, pass_id: str, partitions: range, part: Mapping[str, Any])
 
 def read(task_id: str, pass_id: str) -> dict[int, tuple[int, dict[str, Any]]]:
     """Every part the pass kept: first partition -> (stop, what was read)."""
-    client = aws.client("dynamodb")
-    kwargs: dict[str, Any] = {
-        "TableName": config.table_name(), "ConsistentRead": True,
-        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :pass)",
-        "ExpressionAttributeValues": {":pk": {"S": task_pk(task_id)}, ":pass": {"S": _sk(pass_id)}},
-    }
-    parts: dict[int, tuple[int, dict[str, Any]]] = {}
-    while True:
-        page = client.query(**kwargs)
-        for item in page["Items"]:
-            first = int(item["sk"]["S"].rsplit("#", 1)[1])
-            parts[first] = (int(item["stop"]["N"]), json.loads(item["part"]["S"]))
-        if "LastEvaluatedKey" not in page:
-            return parts
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return {int(item["sk"]["S"].rsplit("#", 1)[1]): (int(item["stop"]["N"]), json.loads(item["part"]["S"]))
+            for item in items_under(task_pk(task_id), _sk(pass_id))}

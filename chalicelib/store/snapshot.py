@@ -21,6 +21,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
+from chalicelib.store.prefix_query import items_under
 
 PK: Final = "SNAPSHOT#fleet"
 META: Final = "META"
@@ -111,20 +112,7 @@ def counted(node_ids: Iterable[str]) -> dict[str, Counted]:
 
 def all_counted() -> Iterator[Counted]:
     """Every counted-node item (the repair job only: its cost grows with the fleet)."""
-    client = aws.client("dynamodb")
-    kwargs: dict[str, Any] = {
-        "TableName": config.table_name(),
-        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :node)",
-        "ExpressionAttributeValues": {":pk": {"S": PK}, ":node": {"S": "NODE#"}},
-        "ConsistentRead": True,
-    }
-    while True:
-        page = client.query(**kwargs)
-        for item in page["Items"]:
-            yield _counted(item)
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return (_counted(item) for item in items_under(PK, "NODE#"))
 
 
 def apply(recounts: list[Recount]) -> None:
