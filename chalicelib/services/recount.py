@@ -217,8 +217,9 @@ def step(task: Task, chunk: Chunked) -> tuple[Chunked | None, bool]:
         if _agrees(task, counts, progress):
             counters.stamp_recount(task.task_id, clock.now_iso())
             return None, False
-        # wrong (or still settling): a second pass reads the runs again and keeps their marks
-        return replace(Chunked.start(task), counted_ver=chunk.counted_ver, keep=True), False
+        # wrong (or still settling): a second pass (under the same `counted_ver` and attempt,
+        # checked above) reads the runs again and keeps their marks
+        return replace(Chunked.start(task), keep=True), False
     kept = _kept(task.task_id, chunk.pass_id, shards)
     return None, kept is not None and _replace(task, kept)
 
