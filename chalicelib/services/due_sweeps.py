@@ -76,7 +76,7 @@ def next_look(task: Task, now: float) -> float | None:
         return None
     grace = config.undispatched_grace_seconds()
     counts = task.counts
-    pending = int(counts.get(RunStatus.PENDING, 0))
+    waiting = _may_wait(task)
     stale_at = _after(_epoch(task.updated_at) + grace + 1, now, grace)  # re-sends wait for `now - updated > grace`
     looks: list[float] = []
     if progress.started(task) and progress.in_progress(task) and task.dispatch_progress_at:
@@ -84,7 +84,7 @@ def next_look(task: Task, now: float) -> float | None:
         looks.append(_after(_epoch(task.dispatch_progress_at) + grace + 1, now, grace))
     if task.status in (TaskStatus.PENDING, TaskStatus.CANCELLING):
         looks.append(stale_at)  # dispatch or cancel job re-sent
-    if task.status == TaskStatus.RUNNING and pending and (
+    if task.status == TaskStatus.RUNNING and waiting and (
             task.halted or not int(counts.get(RunStatus.RUNNING, 0))
             or not type_registry.task_type_of(task).agent_executed):
         looks.append(stale_at)  # halt re-sent, a stalled window, service runs woken again
@@ -102,8 +102,17 @@ def next_look(task: Task, now: float) -> float | None:
     return min(looks) if looks else now + max(grace, config.recount_grace_seconds())
 
 
+def _may_wait(task: Task) -> int:
+    """How many runs of `task` may be waiting for a claim, from its counts: the pending ones, and
+    those the stream has not counted yet (a look right after the dispatch can come before the
+    aggregator counted the runs it created, which are pending; the shard that delivers late must
+    not push their claim check back to the recount's look)."""
+    counts = task.counts
+    return int(counts.get(RunStatus.PENDING, 0)) + max(0, int(task.target_count) - sum(counts.values()))
+
+
 def _claim_check_at(task: Task) -> float | None:
-    if task.status != TaskStatus.RUNNING or task.halted or not task.counts.get(RunStatus.PENDING):
+    if task.status != TaskStatus.RUNNING or task.halted or not _may_wait(task):
         return None
     if int(task.dispatched_attempt) != int(task.attempt) or not task.started_at:
         return None

@@ -4,7 +4,7 @@ started once per test module, and agents that never outlive the test that starte
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,17 @@ def chromium() -> Iterator[Any]:
 def env(stack: Stack, tmp_path: Path) -> dict[str, str]:
     """A user's environment for `fleetrun`: the stack's URL and the admin token, a config file of its own."""
     return stack.user_environment(tmp_path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test shows its runtime's fidelity seed and the end of its log (a CI run keeps no
+    data directory)."""
+    outcome = yield
+    report = outcome.get_result()
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(stack, Stack):
+        report.sections.append(("local runtime", stack.log_tail()))
 
 
 @pytest.fixture(autouse=True)

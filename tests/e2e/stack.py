@@ -46,6 +46,10 @@ def fleetrun(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess
                           timeout=timeout, check=False, cwd=REPO)
 
 
+#: werkzeug's access log line, as the runtime prefixes it
+_ACCESS_LINE = re.compile(r'\[api\] \S+ - - \[[^]]+\] "')
+
+
 @dataclass
 class Stack:
     url: str
@@ -167,6 +171,15 @@ class Stack:
     def agent_log(process: subprocess.Popen[bytes]) -> str:
         path: Path = process.log_path  # type: ignore[attr-defined]
         return path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """What a failed test shows of the runtime: its fidelity seed (to replay its injections)
+        and the last `lines` lines of its log that are not HTTP access lines (a test's polling
+        would fill them), each cut to 300 characters."""
+        logged = (self.data_dir / "runtime.log").read_text(errors="replace").splitlines()
+        told = [line[:300] for line in logged if not _ACCESS_LINE.match(line)][-lines:]
+        seed = [line for line in logged[:40] if "] fidelity:" in line and line not in told]
+        return "\n".join([*seed, "...", *told] if seed else told)
 
     def stop_agents(self) -> None:
         """SIGTERM every agent started so far (SIGKILL its process group after 10 s)."""

@@ -103,6 +103,20 @@ class TestAnUnclaimedRunTimesOut:
         assert [e for e in fleet.events(task_id) if "node.claim_timed_out" in e["message"]]
         assert_statistics_equal_recount()
 
+    def test_a_run_the_stream_counted_only_after_the_first_look_still_times_out_in_time(self, fleet, service_clock):
+        # GIVEN a task dispatched and looked at before the aggregator counted its run
+        answer = fleet.submit(shell("edge-99"))
+        assert answer.status == 202, answer
+        fleet.stream.drain()  # the aggregator sends the dispatch job
+        fleet.queue.drain()  # which creates the run and starts the task
+        task = tasks.get(answer.body["task_id"])
+        assert (task.status, task.counts["pending"]) == ("running", 0)
+        assert sweeper.sweep().tasks_seen == 1
+        # WHEN the stream catches up, and the timeout passes
+        fleet.settle()
+        # THEN the next sweep times the run out (the look is not put off until the recount's)
+        assert sweep_after(fleet, service_clock, TIMEOUT + 1).unclaimed_timed_out == 1
+
     def test_a_run_whose_runner_is_offline_says_since_when(self, fleet, service_clock):
         fleet.register("edge-12")
         task_id = created(fleet, shell("edge-12"))["task_id"]

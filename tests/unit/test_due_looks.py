@@ -48,8 +48,15 @@ class TestTheNextLook:
                      counts={"pending": 2, "running": 0})
         assert due_sweeps.next_look(task, EPOCH + 1) == EPOCH + 30  # the claim deadline, before grace and recount
 
+    def test_a_started_task_whose_runs_the_stream_has_not_counted_yet_is_looked_at_for_its_claim_check(self):
+        # GIVEN the look right after the dispatch, before the aggregator counted the run it created
+        task = _task(status="running", started_at=NOW, dispatched_attempt=1, claim_timeout_seconds=30,
+                     target_count=1, counted_at=NOW)
+        # THEN its next look is its claim deadline, not the recount's (the counts then say pending)
+        assert due_sweeps.next_look(task, EPOCH + 1) == EPOCH + 30
+
     def test_a_busy_running_task_is_looked_at_when_its_counters_could_be_quiet(self):
-        task = _task(status="running", started_at=NOW, dispatched_attempt=1, counted_at=NOW,
+        task = _task(status="running", started_at=NOW, dispatched_attempt=1, counted_at=NOW, target_count=2,
                      counts={"pending": 0, "running": 2})
         assert due_sweeps.next_look(task, EPOCH + 1) == EPOCH + RECOUNT
 
