@@ -3,22 +3,33 @@
 The images stay as DynamoDB sent them (`{"status": {"S": "running"}}`), so a consumer that
 wants a model builds it with `Model.from_raw_data(record.new)`; `new_value`/`old_value`
 decode one attribute with boto3's TypeDeserializer (strings, numbers as `Decimal`, booleans,
-null, lists, maps, sets, binary).
+null, lists, maps, sets, binary). Lambda's event is JSON: a binary value (`B`, `BS`) comes
+base64-encoded, which boto3's deserializer, made for botocore's already decoded bytes, refuses.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import Binary, TypeDeserializer
 
 from chalicelib.store.counters import padded_seq
 
 #: an item image of a stream record, in DynamoDB's typed JSON
 Image = Mapping[str, Any]
 
-_DESERIALIZER = TypeDeserializer()
+
+class _LambdaImageDeserializer(TypeDeserializer):  # type: ignore[misc]  # (boto3 ships no types)
+    """boto3's deserializer, reading binary values as Lambda sends them (base64 text), and as
+    botocore returns them (bytes)."""
+
+    def _deserialize_b(self, value: str | bytes) -> Binary:
+        return Binary(base64.b64decode(value, validate=True) if isinstance(value, str) else value)
+
+
+_DESERIALIZER = _LambdaImageDeserializer()
 
 
 def attribute(image: Image | None, name: str) -> Any:

@@ -14,7 +14,7 @@ import pytest
 
 from chalicelib import auth, config
 from chalicelib.services import sweeper
-from chalicelib.store import connections
+from chalicelib.store import connections, events
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 from fleetrun.local import ws_events
 from fleetrun.local.pumps import LambdaContext
@@ -194,6 +194,30 @@ def test_agent_events_are_pushed_in_the_event_log_representation(ws, fleet):
     [message] = [m for m in _events(ws.received(connection_id)) if m["event"]["message"] == "disk 91% full"]
     assert message["task_id"] == task_id
     assert message["event"] == next(e for e in fleet.events(task_id) if e["message"] == "disk 91% full")
+
+
+def test_events_whose_item_is_packed_are_pushed_with_the_rest_of_the_batch(ws, fleet):
+    # GIVEN a subscriber to a task, and an agent posting events whose item is compressed (a
+    # binary attribute: Lambda's stream event carries it base64-encoded)
+    fleet.register("n1")
+    task_id = fleet.submit(SHELL).body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("n1")
+    fleet.settle()
+    connection_id = ws.open(subscribe=task_id)
+    ws.received(connection_id)
+    posted = [{"type": "info", "step": "run", "message": f"line {i}: " + "x" * 200} for i in range(8)]
+    assert len(json.dumps(posted)) > events.PACK_ABOVE
+    answer = fleet.agent("n1", f"/v1/runs/{run['run_id']}/events", {"attempt": 1, "events": posted})
+    assert answer.status == 202, answer
+    # WHEN the run ends in the same stream batches
+    assert fleet.finish("n1", run).status == 200
+    fleet.settle()
+    # THEN every event is pushed, and so is the task's end
+    received = ws.received(connection_id)
+    assert [m["event"]["message"] for m in _events(received) if m["event"]["message"].startswith("line ")] \
+        == [e["message"] for e in posted]
+    assert _tasks(received)[-1]["status"] == "completed"
 
 
 def test_star_subscribers_receive_only_the_tasks_they_may_see(ws, fleet):

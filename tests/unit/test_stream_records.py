@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +43,18 @@ def test_every_dynamodb_type_decodes_to_its_python_value() -> None:
     assert got.new_value("labels") == {"zone": "eu"}
     assert got.new_value("nodes") == {"a", "b"}
     assert got.new_value("blob") == Binary(b"\x00\x01")
+
+
+def test_binary_values_decode_as_lambda_sends_them_base64_encoded() -> None:
+    # GIVEN an image as Lambda's JSON event carries it: binary values in base64 text
+    image = {"packed": {"B": base64.b64encode(b"\x78\x9c\x00").decode()},
+             "parts": {"BS": [base64.b64encode(b"a").decode(), base64.b64encode(b"b").decode()]},
+             "nested": {"M": {"blob": {"B": base64.b64encode(b"\xff").decode()}}}}
+    # THEN they decode to the bytes written
+    got = record(image)
+    assert got.new_value("packed") == Binary(b"\x78\x9c\x00")
+    assert got.new_value("parts") == {Binary(b"a"), Binary(b"b")}
+    assert got.new_value("nested") == {"blob": Binary(b"\xff")}
 
 
 def test_a_missing_image_or_attribute_reads_as_none() -> None:
