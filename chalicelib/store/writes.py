@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import PutError, PynamoDBException, TransactWriteError, UpdateError
+from pynamodb.exceptions import DeleteError, PutError, PynamoDBException, TransactWriteError, UpdateError
 
 #: DynamoDB's answers to "too much, too fast" and to a write racing a transaction: a retry later
 #: succeeds, so the API answers them `503 service_unavailable` with `Retry-After` (API.md, Errors)
@@ -44,7 +44,7 @@ def is_transaction_conflict(error: Exception) -> bool:
 
 def is_condition_failure(error: Exception) -> bool:
     """True when a PynamoDB write failed only because its condition did not hold."""
-    if isinstance(error, UpdateError | PutError):
+    if isinstance(error, UpdateError | PutError | DeleteError):
         return error.cause_response_code == "ConditionalCheckFailedException"
     if isinstance(error, TransactWriteError):
         reasons = error.cancellation_reasons or []

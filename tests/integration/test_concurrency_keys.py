@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.services import stream, sweeper
+from chalicelib.services import concurrency, stream, sweeper
+from chalicelib.store import tasks
+from chalicelib.store.stream_records import Record
 from tests.harness import Fleet, assert_statistics_equal_recount
 
 NODE = "n1"
@@ -42,6 +44,24 @@ def finish_claimed(fleet: Fleet) -> list[str]:
         done.append(run["task_id"])
     fleet.settle()
     return done
+
+
+class TestReplays:
+    def test_a_terminal_record_delivered_again_releases_nothing_and_fails_nothing(self, fleet):
+        # GIVEN a key's first task completed, and the second holding the key since
+        first, second = submitted(fleet, keyed(), keyed())
+        assert finish_claimed(fleet) == [first]
+        assert statuses(fleet, [first, second]) == ["completed", "running"]
+        # WHEN the first task's terminal record comes again (a stream batch retried whole)
+        image = {"concurrency_key": {"S": "ws-1"}, "status": {"S": "completed"}, "attempt": {"N": "1"},
+                 "created_at": {"S": tasks.get(first).created_at}}
+        again = Record({"eventName": "MODIFY", "dynamodb": {
+            "SequenceNumber": "1", "Keys": {"pk": {"S": f"TASK#{first}"}, "sk": {"S": "META"}},
+            "OldImage": {**image, "status": {"S": "running"}}, "NewImage": image}})
+        concurrency.release_on_terminal([again])  # (a failed condition used to raise: the batch failed)
+        # THEN the second keeps the key, and runs
+        assert finish_claimed(fleet) == [second]
+        assert statuses(fleet, [first, second]) == ["completed", "completed"]
 
 
 class TestOneAtATime:
