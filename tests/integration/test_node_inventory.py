@@ -175,8 +175,8 @@ class TestReclaim:
 
         def read_then_allocate(node_id, consistent=True):
             item = original(node_id, consistent)
-            admin(fleet, "POST", f"/v1/nodes/{node_id}/allocate", {"user": "zed"})
-            inventory.get = original
+            inventory.get = original  # (before the allocation, which reads the node too)
+            assert admin(fleet, "POST", f"/v1/nodes/{node_id}/allocate", {"user": "zed"}).status == 200
             return item
 
         inventory.get = read_then_allocate
