@@ -23,9 +23,12 @@ def stack_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[Stack]:
     """The local runtime, started once per test module: a runtime that goes wrong takes down
-    one module's tests, not the whole session's."""
+    one module's tests, not the whole session's. Once they ran, its log must hold no error that
+    an injected fault does not explain (`Stack.unexplained_errors`)."""
     with running_stack(tmp_path_factory.mktemp("fleetrun-stack"), stack_env) as started:
         yield started
+        errors = started.unexplained_errors()
+        assert not errors, f"the runtime logged {len(errors)} unexplained error(s):\n" + "\n".join(errors[:20])
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,11 @@ def fleetrun(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess
                           timeout=timeout, check=False, cwd=REPO)
 
 
+#: the first line of a record of the runtime's log (`[part] ...`; a traceback's lines follow it)
+_RECORD_START = re.compile(r"^\[[\w.-]+\] ")
+#: the faults the fidelity layer injects (fleetrun/local/fidelity), which the code retries
+_INJECTED = ("ProvisionedThroughputExceeded", "ThrottlingException", "TransactionConflict")
+
 #: werkzeug's access log line, as the runtime prefixes it
 _ACCESS_LINE = re.compile(r'\[api\] \S+ - - \[[^]]+\] "')
 
@@ -180,6 +185,20 @@ class Stack:
         told = [line[:300] for line in logged if not _ACCESS_LINE.match(line)][-lines:]
         seed = [line for line in logged[:40] if "] fidelity:" in line and line not in told]
         return "\n".join([*seed, "...", *told] if seed else told)
+
+    def unexplained_errors(self) -> list[str]:
+        """The first line of every ERROR record in the runtime's log that no fault the fidelity
+        layer injects explains (a throttle, a conflict: retried by design). A consumer that
+        raises on a replayed record, a push that fails on a valid item, a batch given up: none
+        of those fail a test's own assertions, and each hides a bug."""
+        records: list[list[str]] = []
+        for line in (self.data_dir / "runtime.log").read_text(errors="replace").splitlines():
+            if _RECORD_START.match(line) or not records:
+                records.append([line])
+            else:
+                records[-1].append(line)
+        return [record[0][:300] for record in records
+                if "] ERROR " in record[0] and not any(fault in line for line in record for fault in _INJECTED)]
 
     def stop_agents(self) -> None:
         """SIGTERM every agent started so far (SIGKILL its process group after 10 s)."""
