@@ -8,6 +8,7 @@ with botocore in the Lambda: no new dependency.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -48,8 +49,9 @@ class HarborClient:
         self._http = http or urllib3.PoolManager(retries=False, timeout=settings.timeout_seconds)
         self._sleep = sleep
         self._headers = {"Accept": "application/json"}
-        if settings.username:
-            self._headers.update(urllib3.make_headers(basic_auth=f"{settings.username}:{settings.password or ''}"))
+        if settings.username:  # RFC 7617: UTF-8 (urllib3.make_headers encodes latin-1, and fails beyond it)
+            credentials = f"{settings.username}:{settings.password or ''}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
 
     def projects(self) -> Iterator[str]:
         for item in self._items(f"{API}/projects"):

@@ -41,6 +41,15 @@ def test_a_nested_repository_name_is_encoded_twice_and_every_tag_read(harbor: Ha
     assert all("/repositories/x%252Fy%252Fz/artifacts" in path for path, _ in harbor.requests())
 
 
+def test_credentials_beyond_latin_1_are_sent_in_utf_8():
+    # GIVEN a Harbor account whose name and password hold characters latin-1 cannot encode
+    with HarborServer("robot$équipe→eu", "пароль") as server:
+        server.project("a")
+        settings = HarborSettings(url=server.url, username="robot$équipe→eu", password="пароль")
+        # THEN the client signs in with them (RFC 7617 Basic, UTF-8)
+        assert list(HarborClient(settings, sleep=lambda _: None).projects()) == ["a"]
+
+
 def test_a_missing_repository_has_no_artifacts(harbor: HarborServer):
     assert list(client(harbor).artifacts("a/gone")) == []
 
