@@ -18,7 +18,7 @@ from chalicelib.store import connections, events
 from chalicelib.store.models import WsConnectionItem, WsSubscriptionItem
 from fleetrun.local import ws_events
 from fleetrun.local.pumps import LambdaContext
-from tests.harness import SECRET, token
+from tests.harness import SECRET, Fleet, token
 from tests.integration.sockets import GATEWAY, Sockets
 from tests.processes import free_port
 from tests.waiting import wait_for
@@ -35,6 +35,19 @@ def _events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     bring an event item's records late, or again after a replayed batch)."""
     unique = {m["event"]["event_id"]: m for m in messages if m["type"] == "event"}
     return [unique[event_id] for event_id in sorted(unique)]
+
+
+def _subscribed_to_a_claimed_run(ws: Sockets, fleet: Fleet) -> tuple[str, dict[str, Any], str]:
+    """A task whose only run node n1 claimed, and a connection subscribed to it that has read
+    everything so far: (task id, the claimed run, connection id)."""
+    fleet.register("n1")
+    task_id = fleet.submit(SHELL).body["task_id"]
+    fleet.settle()
+    [run] = fleet.claim("n1")
+    fleet.settle()
+    connection_id = ws.open(subscribe=task_id)
+    ws.received(connection_id)
+    return task_id, run, connection_id
 
 
 # --- connect ------------------------------------------------------------------------------
@@ -162,13 +175,7 @@ def test_status_changes_and_events_are_pushed_to_a_task_subscriber(ws, fleet):
 
 
 def test_a_progress_change_is_pushed(ws, fleet):
-    fleet.register("n1")
-    task_id = fleet.submit(SHELL).body["task_id"]
-    fleet.settle()
-    [run] = fleet.claim("n1")
-    fleet.settle()
-    connection_id = ws.open(subscribe=task_id)
-    ws.received(connection_id)
+    task_id, run, connection_id = _subscribed_to_a_claimed_run(ws, fleet)
     # WHEN the agent reports 60 % on its only node
     answer = fleet.agent("n1", f"/v1/runs/{run['run_id']}/heartbeat", {"attempt": 1, "progress": 60, "step": "run"})
     assert answer.status == 200, answer
@@ -180,13 +187,7 @@ def test_a_progress_change_is_pushed(ws, fleet):
 
 
 def test_agent_events_are_pushed_in_the_event_log_representation(ws, fleet):
-    fleet.register("n1")
-    task_id = fleet.submit(SHELL).body["task_id"]
-    fleet.settle()
-    [run] = fleet.claim("n1")
-    fleet.settle()
-    connection_id = ws.open(subscribe=task_id)
-    ws.received(connection_id)
+    task_id, run, connection_id = _subscribed_to_a_claimed_run(ws, fleet)
     posted = {"type": "warning", "step": "run", "message": "disk 91% full", "progress": 30, "data": {"disk": "/"}}
     answer = fleet.agent("n1", f"/v1/runs/{run['run_id']}/events", {"attempt": 1, "events": [posted]})
     assert answer.status == 202, answer
@@ -199,13 +200,7 @@ def test_agent_events_are_pushed_in_the_event_log_representation(ws, fleet):
 def test_events_whose_item_is_packed_are_pushed_with_the_rest_of_the_batch(ws, fleet):
     # GIVEN a subscriber to a task, and an agent posting events whose item is compressed (a
     # binary attribute: Lambda's stream event carries it base64-encoded)
-    fleet.register("n1")
-    task_id = fleet.submit(SHELL).body["task_id"]
-    fleet.settle()
-    [run] = fleet.claim("n1")
-    fleet.settle()
-    connection_id = ws.open(subscribe=task_id)
-    ws.received(connection_id)
+    _, run, connection_id = _subscribed_to_a_claimed_run(ws, fleet)
     posted = [{"type": "info", "step": "run", "message": f"line {i}: " + "x" * 200} for i in range(8)]
     assert len(json.dumps(posted)) > events.PACK_ABOVE
     answer = fleet.agent("n1", f"/v1/runs/{run['run_id']}/events", {"attempt": 1, "events": posted})
