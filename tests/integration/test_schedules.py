@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from chalicelib.resources import INTAKE_QUEUE, SCHEDULE_GROUP
+from chalicelib.services import schedules as schedule_service
 from fleetrun.local.pumps import SqsPump
 from fleetrun.local.scheduler import SchedulerStandIn
 from tests.harness import Fleet
@@ -165,6 +166,23 @@ def test_users_see_and_delete_only_their_own_schedules_and_admins_all(fleet, sch
     assert [s["owner"] for s in by_bob] == ["bob"]
     # viewers may read but not create
     assert schedules.create(roles=("viewer",)).status == 403
+
+
+def test_a_schedule_deleted_by_a_racing_request_is_deleted_once_and_both_succeed(fleet, schedules, monkeypatch):
+    # GIVEN a delete whose read of the schedule comes just before another delete of it
+    created = schedules.create().body
+    visible = schedule_service._visible
+
+    def read_then_deleted_elsewhere(actor: Any, schedule_id: str) -> Any:
+        item = visible(actor, schedule_id)
+        monkeypatch.setattr(schedule_service, "_visible", visible)
+        assert fleet.user("DELETE", f"/v1/schedules/{schedule_id}").status == 200
+        return item
+
+    monkeypatch.setattr(schedule_service, "_visible", read_then_deleted_elsewhere)
+    # WHEN it deletes THEN it succeeds too (its conditional delete found nothing), and the schedule is gone
+    assert fleet.user("DELETE", f"/v1/schedules/{created['schedule_id']}").status == 200
+    assert fleet.user("GET", f"/v1/schedules/{created['schedule_id']}").status == 404
 
 
 def test_listing_schedules_pages_newest_first(fleet, schedules):
