@@ -103,7 +103,8 @@ def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
                 [{"path": path, "message": f"at most {twophase.MAX_TARGETS} node for two-phase types"}],
             )
         return list(nodes)
-    for field in ("target_nodes", "target_selector"):
+    # (a `runner_node` would key the run to that node's agent, which never runs a service type)
+    for field in ("target_nodes", "target_selector", "runner_node"):
         if body.get(field):
             raise ValidationFailed(
                 f"{task_type.name} runs inside the service and takes no {field}",

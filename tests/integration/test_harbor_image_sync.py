@@ -367,6 +367,33 @@ def refused_harbor(answer: Any, path: str = "$.parameters.harbor_url") -> None:
     assert [d["path"] for d in answer.body["error"]["details"]] == [path]
 
 
+class TestServiceRunsTakeNoDelegate:
+    @pytest.mark.parametrize(("field", "value"), [("runner_node", "salt-master"),
+                                                 ("target_nodes", ["node-a"]),
+                                                 ("target_selector", {"labels": {"pool": "cdn"}})])
+    def test_an_images_sync_task_naming_a_node_is_refused_and_nothing_is_created(
+            self, fleet: Fleet, harbor: HarborServer, field: str, value: Any):
+        # WHEN an operator submits an images.sync task naming a node to run on (a runner_node
+        # used to be taken: its run waited for that node's agent, the worker's events and
+        # completion were refused as another node's, and the task hung until its claim timeout)
+        answer = fleet.user("POST", "/v1/tasks", {**sync_task(harbor.url), field: value}, roles=("operator",))
+
+        # THEN it is refused, naming the field, and no task exists
+        assert answer.status == 400, answer
+        assert answer.body["error"]["code"] == "validation_error"
+        assert [d["path"] for d in answer.body["error"]["details"]] == [f"$.{field}"]
+        assert fleet.user("GET", "/v1/tasks?type=images.sync", who="root", roles=("admin",)).body["items"] == []
+
+    def test_a_schedule_of_images_sync_with_a_runner_node_is_refused(self, fleet: Fleet, harbor: HarborServer):
+        body = {"name": "nightly sync", "expression": "rate(1 day)",
+                "task": {**sync_task(harbor.url), "runner_node": "salt-master"}}
+
+        answer = fleet.user("POST", "/v1/schedules", body, roles=("operator",))
+
+        assert answer.status == 400, answer
+        assert [d["path"] for d in answer.body["error"]["details"]] == ["$.task.runner_node"]
+
+
 class TestHarborAllowList:
     @pytest.mark.parametrize("harbor_url", ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:9/"])
     def test_an_operator_cannot_point_images_sync_at_a_url_outside_the_allow_list(
