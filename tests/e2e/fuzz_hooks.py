@@ -24,6 +24,8 @@ still be a 400, never a 500), and nothing else is changed:
 - a `target_selector` must match a registered node outside maintenance: positive cases select
   the fuzz pool's node by its label (and, beside `target_nodes`, are left to those: a two-phase type
   takes one node);
+- a type the service runs itself (`images.sync`) takes no `target_nodes`, `target_selector` or
+  `runner_node` (a relation between the type and those fields): positive cases leave them out;
 - a task's `type` must name a type the registry holds (built-in, or defined at run time): a
   positive case of another name gets the fuzz type the test defines, which takes any object;
 - a created task has at most 100 target nodes: the local runtime is one machine, and each case of
@@ -77,6 +79,10 @@ def _task(body: Any) -> None:
         body["type"] = FUZZ_TYPE
         if not body.get("target_nodes") and not isinstance(body.get("target_selector"), dict):
             body["target_selector"] = {"labels": dict(FUZZ_NODE_LABELS)}
+    task_type = REGISTRY.get(body["type"]) if isinstance(body.get("type"), str) else None
+    if task_type is not None and not task_type.agent_executed:
+        for field in ("target_nodes", "target_selector", "runner_node"):
+            body.pop(field, None)
     if isinstance(body.get("target_selector"), dict):
         if body.get("target_nodes"):
             del body["target_selector"]
