@@ -22,6 +22,7 @@ import jwt
 
 from chalicelib import clock, config
 from chalicelib.domain.records import Node
+from chalicelib.domain.task_types import SERVICE_NODE
 from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.store import inventory
 
@@ -141,7 +142,8 @@ def authenticate_node(authorization: str | None) -> str:
 def authenticate_node_item(authorization: str | None) -> Node:
     """The node item behind a node token, as read (strongly consistent) to verify it.
 
-    Raises Unauthenticated like `authenticate_node`.
+    Raises Unauthenticated like `authenticate_node`, and Forbidden for a node registered as
+    `service` before that id was reserved (it would act for the runs the service executes).
     """
     token = _bearer(authorization)
     node_id = node_id_from_token(token)
@@ -152,6 +154,9 @@ def authenticate_node_item(authorization: str | None) -> Node:
         raise Unauthenticated(_BAD_NODE_TOKEN) from None
     if not hmac.compare_digest(node.token_hash, hash_node_token(token)):
         raise Unauthenticated(_BAD_NODE_TOKEN)
+    if node.node_id == SERVICE_NODE:
+        raise Forbidden(f"node id {SERVICE_NODE!r} is reserved for the runs the service executes itself: "
+                        "deregister this node and register it under another id")
     return node
 
 

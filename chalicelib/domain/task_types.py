@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from chalicelib.errors import UnknownTaskType
+from chalicelib.errors import UnknownTaskType, ValidationFailed
 
 AGENT: Final = "agent"
 SERVICE: Final = "service"
@@ -186,6 +187,17 @@ REGISTRY: Final[dict[str, TaskType]] = {t.name: t for t in _TYPES}
 
 #: the single run of a service-executed task
 SERVICE_NODE: Final = "service"
+
+
+def refuse_service_node(nodes: Iterable[str | None], path: str) -> None:
+    """Raises ValidationFailed when `nodes` (ids given for agents: a node to register, targets, a
+    runner) name SERVICE_NODE. That id is the runner of every service-executed run: a node of that
+    name would claim those runs, and be handed their secrets."""
+    if SERVICE_NODE in nodes:
+        raise ValidationFailed(
+            f"node id {SERVICE_NODE!r} is reserved for the runs the service executes itself; use another id",
+            [{"path": path, "message": f"{SERVICE_NODE!r} is a reserved node id"}],
+        )
 
 
 def get_task_type(name: str) -> TaskType:

@@ -12,6 +12,7 @@ from chalicelib import clock
 from chalicelib.domain import dispatch_progress as progress
 from chalicelib.domain.records import Task
 from chalicelib.domain.task_transitions import REOPENABLE
+from chalicelib.domain.task_types import refuse_service_node
 from chalicelib.errors import Conflict, InvalidTransition, ValidationFailed
 from chalicelib.services import attempts, jobs, type_registry
 from chalicelib.services.service_events import service_event
@@ -36,8 +37,10 @@ def dispatch_nodes(task: Task, nodes: list[str], *, reopen: bool = False) -> dic
     that gets new runs is running again, in the same write that adds its targets.
 
     Raises InvalidTransition unless the task is pending or running (or may reopen), Conflict
-    while the task's own dispatch is still in progress or when another dispatch raced this one.
+    while the task's own dispatch is still in progress or when another dispatch raced this one,
+    ValidationFailed for the reserved node id `service`.
     """
+    refuse_service_node(nodes, "$.target_nodes")
     require_growable(task, reopen=reopen)
     if task.halted:
         raise Conflict(f"task {task.task_id} is halted: more nodes failed than max_errors allows, no node starts")

@@ -8,6 +8,7 @@ from typing import Any
 from chalicelib import auth, clock
 from chalicelib.domain.records import Node
 from chalicelib.domain.selectors import label_filters
+from chalicelib.domain.task_types import refuse_service_node
 from chalicelib.services import selectors
 from chalicelib.services.views import node_view
 from chalicelib.store import inventory, pages
@@ -16,8 +17,9 @@ from chalicelib.store import inventory, pages
 def register(node_id: str, labels: dict[str, str], slots: int) -> tuple[Node, str]:
     """Register a node and issue its token (shown once; only its hash is stored).
 
-    Raises Conflict when the node exists.
+    Raises Conflict when the node exists, ValidationFailed for the reserved id `service`.
     """
+    refuse_service_node([node_id], "$.node_id")
     token, token_hash = auth.new_node_token(node_id)
     return inventory.create(node_id, labels, slots, token_hash, clock.now_iso()), token
 

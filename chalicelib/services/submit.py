@@ -15,7 +15,7 @@ from chalicelib import clock, secrets
 from chalicelib.domain import claim_deadlines
 from chalicelib.domain.records import IdempotencyRecord, Task
 from chalicelib.domain.statuses import TaskStatus
-from chalicelib.domain.task_types import SERVICE_NODE, SHORTEST_SECRET, TaskType
+from chalicelib.domain.task_types import SERVICE_NODE, SHORTEST_SECRET, TaskType, refuse_service_node
 from chalicelib.errors import Conflict, IdempotencyKeyReused, IdempotencyRecordExists, ValidationFailed
 from chalicelib.observability import count, logger, tracer
 from chalicelib.services import concurrency, harbor_sources, selectors, twophase, type_registry
@@ -90,7 +90,10 @@ def _queue(entry: ConcurrencyKeyItem) -> TxPart:
 def _targets(task_type: TaskType, body: dict[str, Any]) -> list[str]:
     nodes: list[str] | None = body.get("target_nodes")
     if task_type.agent_executed:
+        refuse_service_node(nodes or (), "$.target_nodes")
+        refuse_service_node([body.get("runner_node")], "$.runner_node")
         nodes = selectors.with_selected(nodes, body.get("target_selector"))  # given nodes, then selected
+        refuse_service_node(nodes or (), "$.target_selector")  # (a node registered as `service` before)
         if not nodes:
             raise ValidationFailed(
                 f"target_nodes is required for {task_type.name}",
