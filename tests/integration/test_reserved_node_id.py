@@ -76,6 +76,25 @@ def test_a_node_registered_as_service_before_the_id_was_reserved_is_refused_ever
     assert fleet.task(task_id, who="root")["status"] == "completed"
 
 
+def test_deregistering_a_node_registered_as_service_before_leaves_the_service_s_runs_alone(
+        fleet: Fleet, harbor: HarborServer):  # noqa: F811
+    # GIVEN a node `service` from an older release, and an image sync whose run waits in the queue
+    _registered_before_the_reservation(fleet)
+    task_id = fleet.user("POST", "/v1/images/sync", {}, who="root", roles=("admin",)).body["task_id"]
+    for _ in range(10):
+        fleet.stream.drain()
+        fleet.queue.drain()
+
+    # WHEN the admin deregisters the node, as the agent routes' 403 tells them to
+    answer = fleet.user("DELETE", f"/v1/nodes/{SERVICE_NODE}", who="root", roles=("admin",))
+
+    # THEN it is gone, and the sync still runs in the service
+    assert answer.status == 200, answer
+    assert fleet.user("GET", f"/v1/nodes/{SERVICE_NODE}").status == 404
+    fleet.settle()
+    assert fleet.task(task_id, who="root")["status"] == "completed"
+
+
 def test_a_selector_matching_a_node_registered_as_service_before_is_refused(fleet: Fleet):
     # GIVEN a node `service` registered by an older release, labelled like a pool
     _registered_before_the_reservation(fleet, {"pool": "edge"})
