@@ -228,8 +228,10 @@ def cancelled_while_a_read_is_held(stack: Stack, chromium: Any, read_path: str, 
     chromium.execute_script("location.hash = arguments[0]", page.format(task=task_id))
     wait(chromium, 10, lambda d: d.execute_script("return window.__held.length") == 1)
     stack.admin.post(f"/v1/tasks/{task_id}/cancel")
+    # (this task's push: another test's cancelled task may still be pushed when the stream lags)
     wait(chromium, 20, lambda d: d.execute_script(
-        "return window.__pushed.some((m) => m.type === 'task' && m.task.status === 'cancelled')"))
+        "return window.__pushed.some((m) => m.type === 'task' && m.task.task_id === arguments[0]"
+        " && m.task.status === 'cancelled')", task_id))
     chromium.execute_script("window.__muted = true; window.__held.forEach((release) => release())")
     wait(chromium, 10, lambda d: d.execute_script("return window.__answered"))
     return task_id
