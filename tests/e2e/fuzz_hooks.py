@@ -26,6 +26,8 @@ still be a 400, never a 500), and nothing else is changed:
   takes one node);
 - a type the service runs itself (`images.sync`) takes no `target_nodes`, `target_selector` or
   `runner_node` (a relation between the type and those fields): positive cases leave them out;
+- the node id `service` is reserved (the runner of every service-executed run; a stateful step
+  takes it from a run it listed): positive cases register, target and delegate to another id;
 - a task's `type` must name a type the registry holds (built-in, or defined at run time): a
   positive case of another name gets the fuzz type the test defines, which takes any object;
 - a created task has at most 100 target nodes: the local runtime is one machine, and each case of
@@ -50,7 +52,7 @@ from typing import Any
 import schemathesis
 from schemathesis.generation import GenerationMode
 
-from chalicelib.domain.task_types import REGISTRY
+from chalicelib.domain.task_types import REGISTRY, SERVICE_NODE
 
 #: where positive cases point notification targets and Harbor syncs (the test sets them)
 RECEIVER_URL = os.environ.get("FUZZ_RECEIVER_URL", "http://127.0.0.1:9/hook")
@@ -70,11 +72,18 @@ _GPU_TREND_RANGE_SECONDS = 31 * 86_400
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def _not_reserved(nodes: list[Any]) -> list[Any]:
+    """`nodes` with the reserved id replaced by another (still unique)."""
+    return list(dict.fromkeys(f"{SERVICE_NODE}-node" if node == SERVICE_NODE else node for node in nodes))
+
+
 def _task(body: Any) -> None:
     if not isinstance(body, dict):
         return
     if isinstance(body.get("target_nodes"), list):
-        body["target_nodes"] = body["target_nodes"][:_CREATED_NODES]
+        body["target_nodes"] = _not_reserved(body["target_nodes"][:_CREATED_NODES])
+    if body.get("runner_node") == SERVICE_NODE:
+        body["runner_node"] = None
     if isinstance(body.get("type"), str) and body["type"] not in BUILTIN_TYPES:
         body["type"] = FUZZ_TYPE
         if not body.get("target_nodes") and not isinstance(body.get("target_selector"), dict):
@@ -112,7 +121,12 @@ def _subscription(body: Any) -> None:
 
 def _dispatch(body: Any) -> None:
     if isinstance(body, dict) and isinstance(body.get("target_nodes"), list):
-        body["target_nodes"] = body["target_nodes"][:_DISPATCHED_NODES]
+        body["target_nodes"] = _not_reserved(body["target_nodes"][:_DISPATCHED_NODES])
+
+
+def _node(body: Any) -> None:
+    if isinstance(body, dict) and body.get("node_id") == SERVICE_NODE:
+        body["node_id"] = f"{SERVICE_NODE}-node"
 
 
 def _task_type(body: Any) -> None:
@@ -145,6 +159,7 @@ def _image_sync(body: Any) -> None:
 
 _BODIES = {
     ("POST", "/v1/tasks"): _task,
+    ("POST", "/v1/nodes"): _node,
     ("POST", "/v1/schedules"): _schedule,
     ("POST", "/v1/subscriptions"): _subscription,
     ("POST", "/v1/images/sync"): _image_sync,
