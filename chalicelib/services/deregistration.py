@@ -55,12 +55,9 @@ def deregister(node_id: str) -> Deregistered:
     node is gone; the sweeper's claim timeouts end what its runs were waiting for).
     """
     inventory.remove(inventory.get(node_id), clock.now_iso())
-    if node_id == SERVICE_NODE:
-        # registered before the id was reserved, and refused every agent route since: the runs
-        # named for `service` are those the service executes itself, and they go on
-        logger.info("node deregistered", extra={"node": node_id, "tasks_to_check": 0})
-        return Deregistered(node_id, 0)
-    active = list(tasks.iter_active())
+    # a node registered as `service` before that id was reserved (refused every agent route since):
+    # the runs named for `service` are those the service executes itself, and they go on
+    active = [] if node_id == SERVICE_NODE else list(tasks.iter_active())
     jobs.enqueue_batch([{"job": jobs.NODE_GONE, "task_id": task_id, "node": node_id} for task_id in active])
     logger.info("node deregistered", extra={"node": node_id, "tasks_to_check": len(active)})
     return Deregistered(node_id, len(active))
