@@ -77,8 +77,12 @@ class SchedulerStandIn:
         self.sqs.send_message(QueueUrl=self._queue_url(target["Arn"]), MessageBody=body)
         logger.info("schedule %s fired for %s", schedule["Name"], scheduled_time(at))
 
-    def get(self, name: str) -> dict[str, Any]:
-        schedule: dict[str, Any] = self.scheduler.get_schedule(GroupName=self.group, Name=name)
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The schedule `name`, or None when it was deleted since it was listed."""
+        try:
+            schedule: dict[str, Any] = self.scheduler.get_schedule(GroupName=self.group, Name=name)
+        except self.scheduler.exceptions.ResourceNotFoundException:
+            return None
         return schedule
 
     def run_forever(self, stop: threading.Event, interval: float = 2.0) -> None:
@@ -97,7 +101,7 @@ class SchedulerStandIn:
             token = page.get("NextToken")
             if not token:
                 break
-        return [self.get(name) for name in names]
+        return [schedule for schedule in map(self.get, names) if schedule is not None]
 
     def _queue_url(self, arn: str) -> str:
         if arn not in self._queue_urls:

@@ -115,6 +115,26 @@ def test_the_local_scheduler_fires_a_rate_schedule_at_creation_and_every_interva
     assert created["next_fire_at"] is not None
 
 
+def test_a_schedule_deleted_between_the_local_scheduler_s_list_and_read_is_skipped(fleet, schedules, monkeypatch):
+    # GIVEN two schedules, the first deleted right after the stand-in lists them (its tick used to
+    # fail whole, logging an ERROR, and fire nothing until the next)
+    doomed, kept = (schedules.create().body["schedule_id"] for _ in range(2))
+    listed = schedules.stand_in.scheduler.list_schedules
+
+    def list_then_delete(**kwargs: Any) -> Any:
+        page = listed(**kwargs)
+        assert fleet.user("DELETE", f"/v1/schedules/{doomed}").status == 200
+        return page
+
+    monkeypatch.setattr(schedules.stand_in.scheduler, "list_schedules", list_then_delete)
+    # WHEN it ticks THEN the schedule still there fires, and only it
+    assert schedules.stand_in.tick(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    schedules.deliver()
+    assert len(schedules.tasks()) == 1
+    assert kept in schedules.stand_in._fired_until
+    assert doomed not in schedules.stand_in._fired_until
+
+
 def test_secret_parameters_are_sealed_in_the_schedule_and_revealed_only_to_the_firing(fleet, schedules):
     created = schedules.create(task=SCALE_UP)
     assert created.status == 201, created
