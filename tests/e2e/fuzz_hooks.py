@@ -125,8 +125,8 @@ def _dispatch(body: Any) -> None:
 
 
 def _node(body: Any) -> None:
-    if isinstance(body, dict) and body.get("node_id") == SERVICE_NODE:
-        body["node_id"] = f"{SERVICE_NODE}-node"
+    if isinstance(body, dict) and "node_id" in body:
+        [body["node_id"]] = _not_reserved([body["node_id"]])
 
 
 def _task_type(body: Any) -> None:

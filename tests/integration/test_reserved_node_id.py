@@ -56,12 +56,7 @@ def test_a_node_registered_as_service_before_the_id_was_reserved_is_refused_ever
     # GIVEN a node `service` with a valid token (written as an older release would have), and an
     # image sync whose run is claimable (dispatched, not yet taken by the work queue's worker)
     node, token = _registered_before_the_reservation(fleet)
-    answer = fleet.user("POST", "/v1/images/sync", {}, who="root", roles=("admin",))
-    assert answer.status == 202, answer
-    task_id = answer.body["task_id"]
-    for _ in range(10):
-        fleet.stream.drain()
-        fleet.queue.drain()
+    task_id = _image_sync_waiting_for_the_worker(fleet)
 
     # WHEN its agent claims, or reports for the service's run
     claim = fleet.call("POST", f"/v1/agents/{node}/claim", {"max": 5}, bearer=token)
@@ -80,10 +75,7 @@ def test_deregistering_a_node_registered_as_service_before_leaves_the_service_s_
         fleet: Fleet, harbor: HarborServer):  # noqa: F811
     # GIVEN a node `service` from an older release, and an image sync whose run waits in the queue
     _registered_before_the_reservation(fleet)
-    task_id = fleet.user("POST", "/v1/images/sync", {}, who="root", roles=("admin",)).body["task_id"]
-    for _ in range(10):
-        fleet.stream.drain()
-        fleet.queue.drain()
+    task_id = _image_sync_waiting_for_the_worker(fleet)
 
     # WHEN the admin deregisters the node, as the agent routes' 403 tells them to
     answer = fleet.user("DELETE", f"/v1/nodes/{SERVICE_NODE}", who="root", roles=("admin",))
@@ -110,3 +102,13 @@ def _registered_before_the_reservation(fleet: Fleet, labels: dict[str, str] | No
     token, token_hash = auth.new_node_token(SERVICE_NODE)
     inventory.create(SERVICE_NODE, labels or {}, 1, token_hash, clock.now_iso())
     return SERVICE_NODE, token
+
+
+def _image_sync_waiting_for_the_worker(fleet: Fleet) -> str:
+    """An image sync, dispatched: its run is claimable, and the work queue's worker has not run."""
+    answer = fleet.user("POST", "/v1/images/sync", {}, who="root", roles=("admin",))
+    assert answer.status == 202, answer
+    for _ in range(10):
+        fleet.stream.drain()
+        fleet.queue.drain()
+    return str(answer.body["task_id"])
