@@ -219,8 +219,13 @@ class Fleet:
 
     # --- agents ---
     def register(self, *nodes: str) -> None:
+        """Register each node, asking again (as a client should) when the service answers 503:
+        a registration whose writes lost every retry to conflicts under a harsh fidelity."""
         for node in nodes:
-            answer = self.call("POST", "/v1/nodes", {"node_id": node}, bearer=self.admin)
+            for _ in range(3):
+                answer = self.call("POST", "/v1/nodes", {"node_id": node}, bearer=self.admin)
+                if answer.status != 503:
+                    break
             assert answer.status == 201, answer
             self.node_tokens[node] = answer.body["token"]
 
